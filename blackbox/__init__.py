@@ -1,0 +1,1 @@
+"""blackbox: a flight recorder for cosmetics factories."""

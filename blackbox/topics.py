@@ -1,0 +1,54 @@
+"""The MQTT topic namespace, one per site and gateway (SPEC §9), shared by uplink and store.
+
+``{root}/{site}/{gateway}/batches``  sealed batches, agent -> store, QoS 1
+``{root}/{site}/{gateway}/acks``     store acknowledgements, store -> agent, QoS 1
+``{root}/{site}/{gateway}/alarms``   live alarm transitions, agent -> anyone, QoS 1
+``{root}/{site}/{gateway}/status``   retained ``online``/``offline`` JSON; the will sets ``offline``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STORE_SHARE_GROUP = "blackbox-store"
+
+
+@dataclass(frozen=True)
+class GatewayTopics:
+    root: str
+    site: str
+    gateway: str
+
+    def _t(self, leaf: str) -> str:
+        return f"{self.root}/{self.site}/{self.gateway}/{leaf}"
+
+    @property
+    def batches(self) -> str:
+        return self._t("batches")
+
+    @property
+    def acks(self) -> str:
+        return self._t("acks")
+
+    @property
+    def alarms(self) -> str:
+        return self._t("alarms")
+
+    @property
+    def status(self) -> str:
+        return self._t("status")
+
+
+def store_batch_filter(root: str, shared: bool) -> str:
+    """Subscription of the store: every gateway's batches, shared between store workers on MQTT 5."""
+    plain = f"{root}/+/+/batches"
+    return f"$share/{STORE_SHARE_GROUP}/{plain}" if shared else plain
+
+
+def parse_batch_topic(root: str, topic: str) -> tuple[str, str] | None:
+    """``(site, gateway)`` of a batch topic, or ``None`` if the topic is not one."""
+    parts = topic.split("/")
+    root_parts = root.split("/")
+    if len(parts) != len(root_parts) + 3 or parts[: len(root_parts)] != root_parts or parts[-1] != "batches":
+        return None
+    return parts[-3], parts[-2]

@@ -1,0 +1,1 @@
+"""Protocol drivers behind one small interface (:mod:`drivers.base`), found through :mod:`drivers.registry`."""
