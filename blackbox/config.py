@@ -8,6 +8,7 @@ first, then each source against its driver's model, and collects every error bef
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ class LimitSet(Strict):
         present = [(n, v) for n, v in (("ll", self.ll), ("l", self.l), ("h", self.h), ("hh", self.hh)) if v is not None]
         if not present:
             raise ValueError("a limit set needs at least one of ll, l, h, hh")
-        for (n1, v1), (n2, v2) in zip(present, present[1:], strict=False):
+        for (n1, v1), (n2, v2) in itertools.pairwise(present):
             if v1 > v2:
                 raise ValueError(f"limits out of order: {n1}={v1} is above {n2}={v2}")
         return self
@@ -291,7 +292,8 @@ def parse_config(text: str, name: str = "<string>") -> Config:
                 model = registry.config_model(protocol)
             except KeyError:
                 known = ", ".join(registry.names())
-                issues.append(ConfigIssue(name, f"sources.{i}.protocol", _nearest_line(lines, ("sources", i, "protocol")),
+                loc = ("sources", i, "protocol")
+                issues.append(ConfigIssue(name, _dotted(loc), _nearest_line(lines, loc),
                                           f"unknown protocol {protocol!r} (known: {known})"))
                 continue
             try:
@@ -366,12 +368,11 @@ def _line_index(node: yaml.Node) -> dict[tuple[Any, ...], int]:
         if isinstance(n, yaml.MappingNode):
             for key, value in n.value:
                 k = key.value
-                index[path + (k,)] = key.start_mark.line + 1
-                walk(value, path + (k,))
-                index[path + (k,)] = key.start_mark.line + 1
+                walk(value, (*path, k))
+                index[(*path, k)] = key.start_mark.line + 1  # the key's line, not its value's
         elif isinstance(n, yaml.SequenceNode):
             for i, item in enumerate(n.value):
-                walk(item, path + (i,))
+                walk(item, (*path, i))
 
     walk(node, ())
     return index

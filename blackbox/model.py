@@ -95,6 +95,8 @@ class EventDraft:
     subject: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     ts_us: int | None = None
+    context: Context | None = None
+    """Context to attribute the event to, when not the one in force at commit (``batch.ended``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,139 @@
+"""Production context from PLC tags: the active batch and phase, lots consumed, QC results (SPEC §5).
+
+The tracker keeps the latest good value of every tag it cares about. A change of a context tag
+becomes a ``batch.*`` event; a change of a material or QC trigger tag becomes a
+``material.consumed`` or ``qc.result`` event built from the values read with it. Its state is
+saved with every commit, so that a restarted agent neither repeats nor misses an event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from blackbox.config import ContextConfig, MaterialTrigger, QcTrigger, TagConfig
+from blackbox.model import Context, EventDraft, Quality, Sample, Value
+
+
+class ContextTracker:
+    def __init__(self, config: ContextConfig, tags: dict[str, TagConfig], state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.tags = tags
+        self._idle = set(config.idle_values)
+        watched = {config.batch_tag, config.product_tag, config.recipe_tag, config.recipe_version_tag,
+                   config.phase_tag}
+        for m in config.materials:
+            watched |= {m.trigger, m.material, m.lot, m.target, m.actual, m.scale, m.operator}
+        for q in config.qc:
+            watched |= {q.trigger, q.sample, *q.tests.values()}
+        self._watched = {t for t in watched if t is not None}
+        state = state or {}
+        self.latest: dict[str, Value] = dict(state.get("latest", {}))
+        self.context = Context(**state.get("context", {}))
+        self._triggers: dict[str, Value] = dict(state.get("triggers", {}))
+
+    def state(self) -> dict[str, Any]:
+        """What must survive a restart, saved in the same transaction as the events it produced."""
+        c = self.context
+        return {"context": {"batch": c.batch, "product": c.product, "recipe": c.recipe,
+                            "recipe_version": c.recipe_version, "phase": c.phase},
+                "triggers": self._triggers, "latest": self.latest}
+
+    def observe(self, samples: Iterable[Sample]) -> list[EventDraft]:
+        """Take one cycle's samples; return the context events they cause, in order."""
+        changed = False
+        for s in samples:
+            if s.tag in self._watched and s.quality is Quality.GOOD and self.latest.get(s.tag) != s.value:
+                self.latest[s.tag] = s.value
+                changed = True
+        if not changed:
+            return []
+        events = self._context_events()
+        for m in self.config.materials:
+            events.extend(self._fire(m.trigger, lambda m=m: self._material(m)))
+        for q in self.config.qc:
+            events.extend(self._fire(q.trigger, lambda q=q: self._qc(q)))
+        return events
+
+    # -- batch and phase ---------------------------------------------------------------------
+
+    def _value(self, tag: str | None) -> str | None:
+        if tag is None or self.latest.get(tag) is None:
+            return None
+        text = str(self.latest[tag]).strip()
+        return None if text in self._idle else text
+
+    def _context_events(self) -> list[EventDraft]:
+        cfg = self.config
+        old = self.context
+        batch = self._value(cfg.batch_tag) if cfg.batch_tag else old.batch
+        new = Context(batch=batch,
+                      product=self._value(cfg.product_tag) if cfg.product_tag else old.product,
+                      recipe=self._value(cfg.recipe_tag) if cfg.recipe_tag else old.recipe,
+                      recipe_version=self._value(cfg.recipe_version_tag) if cfg.recipe_version_tag
+                      else old.recipe_version,
+                      phase=(self._value(cfg.phase_tag) if cfg.phase_tag else old.phase) if batch else None)
+        if new == old:
+            return []
+        events: list[EventDraft] = []
+        if old.batch and old.batch != new.batch:
+            # the end is recorded while the old batch is still the context
+            events.append(EventDraft("batch.ended", old.batch, {"batch": old.batch, "last_phase": old.phase},
+                                     context=old))
+        self.context = new
+        if new.batch and new.batch != old.batch:
+            events.append(EventDraft("batch.started", new.batch, {
+                "batch": new.batch, "product": new.product, "recipe": new.recipe,
+                "recipe_version": new.recipe_version}))
+        if new.batch and new.phase != old.phase:
+            events.append(EventDraft("batch.phase", new.batch, {
+                "batch": new.batch, "phase": new.phase,
+                "previous": old.phase if old.batch == new.batch else None}))
+        return events
+
+    # -- triggered records -------------------------------------------------------------------
+
+    def _fire(self, trigger: str, build: Callable[[], list[EventDraft]]) -> list[EventDraft]:
+        """An event when ``trigger`` changed since last seen; the first sighting only sets a baseline."""
+        value = self.latest.get(trigger)
+        if value is None or self._triggers.get(trigger) == value:
+            return []
+        first = trigger not in self._triggers
+        self._triggers[trigger] = value
+        return [] if first else build()
+
+    def _material(self, m: MaterialTrigger) -> list[EventDraft]:
+        target, actual = _num(self.latest.get(m.target)), _num(self.latest.get(m.actual))
+        in_tol: bool | None = None
+        if m.tolerance_pct is not None and target and actual is not None:
+            in_tol = abs(actual - target) <= abs(target) * m.tolerance_pct / 100
+        material = _text(self.latest.get(m.material))
+        return [EventDraft("material.consumed", material, {
+            "material": material, "lot": _text(self.latest.get(m.lot)), "target": target, "actual": actual,
+            "eng_unit": self.tags[m.actual].eng_unit, "scale": _text(self.latest.get(m.scale)) if m.scale else None,
+            "operator": _text(self.latest.get(m.operator)) if m.operator else None,
+            "tolerance_pct": m.tolerance_pct, "in_tolerance": in_tol})]
+
+    def _qc(self, q: QcTrigger) -> list[EventDraft]:
+        """One ``qc.result`` per test, judged against the limits in force for the tag."""
+        sample = _text(self.latest.get(q.sample))
+        out = []
+        for test, tag in q.tests.items():
+            value = _num(self.latest.get(tag))
+            limits = self.tags[tag].limits_for(self.context.phase, self.context.product)
+            low = None if limits is None else (limits.l if limits.l is not None else limits.ll)
+            high = None if limits is None else (limits.h if limits.h is not None else limits.hh)
+            passed = None if value is None or limits is None else (
+                (low is None or value >= low) and (high is None or value <= high))
+            out.append(EventDraft("qc.result", tag, {
+                "test": test, "value": value, "eng_unit": self.tags[tag].eng_unit, "spec_low": low,
+                "spec_high": high, "pass": passed, "sample": sample}))
+        return out
+
+
+def _num(v: Value) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _text(v: Value) -> str | None:
+    return None if v is None else str(v).strip()

@@ -1,0 +1,131 @@
+"""The ``blackbox`` application: top-level commands and the command groups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import typer
+
+from blackbox.cli import config_cmd, keys, store_cmd
+from blackbox.cli.common import load_or_exit
+from blackbox.logs import setup_logging
+
+app = typer.Typer(
+    help="blackbox — a flight recorder for cosmetics factories: records PLC data, warns early, "
+         "seals it signed and hash-chained, and lets regulators trace every batch.\n\n"
+         "Example: blackbox demo",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(keys.app, name="keys")
+app.add_typer(store_cmd.app, name="store")
+
+
+@app.callback()
+def _main(log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")) -> None:
+    setup_logging(log_level.upper())
+
+
+@app.command()
+def run(config: Path = typer.Option(..., "--config", "-c", help="Configuration file (YAML).")) -> None:
+    """Run the edge agent: poll the sources, buffer, apply rules, seal and forward until SIGTERM.
+
+    Example: blackbox run -c /etc/blackbox/blackbox.yaml
+    """
+    from blackbox.agent.runtime import Agent
+
+    loaded = load_or_exit(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(loaded).run(stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def simulate(seed: int = typer.Option(1, help="Random seed: the same seed plays the same line."),
+             speed: float = typer.Option(1.0, help="Simulated seconds per wall-clock second."),
+             batches: int = typer.Option(0, help="Production batches to run; 0 runs forever."),
+             opcua_port: int = typer.Option(4840, help="OPC UA server port."),
+             modbus_port: int = typer.Option(5020, help="Modbus TCP server port."),
+             host: str = typer.Option("127.0.0.1", help="Address to listen on.")) -> None:
+    """Play the reference cream line: an OPC UA server (EM-01, QC-01) and a Modbus server (the rest).
+
+    Example: blackbox simulate --speed 60 --batches 1
+    """
+    from blackbox.sim.runner import run_simulator
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(seed=seed, speed=speed, batches=batches or None, opcua_port=opcua_port,
+                                  modbus_port=modbus_port, host=host))
+
+
+@app.command()
+def demo(workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo's files here (default: a temp dir)."),
+         seed: int = typer.Option(1, help="Simulator seed."),
+         speed: float = typer.Option(600.0, help="Simulated seconds per wall-clock second."),
+         json_out: bool = typer.Option(False, "--json", help="Print the trace report as JSON.")) -> None:
+    """Run simulator, broker, agent and store together for one batch and print its trace report.
+
+    Example: blackbox demo --dir ./demo-out
+    """
+    from blackbox.demo import run_demo
+    from blackbox.store.trace import render_text
+
+    result = asyncio.run(run_demo(workdir, seed=seed, speed=speed))
+    typer.echo(result.report.to_json() if json_out else render_text(result.report))
+    typer.echo(f"demo files in {result.workdir}", err=True)
+    if result.report.integrity.verdict != "verified":
+        raise typer.Exit(1)
+
+
+@app.command()
+def trace(batch: str = typer.Argument(..., help="Production batch number, e.g. FC050-2026-1125-01."),
+          config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store: section."),
+          db: str | None = typer.Option(None, "--db", help="Store database URL (instead of --config)."),
+          json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Print the regulator's trace report of one production batch from the store.
+
+    Example: blackbox trace FC050-2026-1125-01 --db sqlite:///var/store.sqlite --json
+    """
+    from blackbox.store.db import open_store
+    from blackbox.store.trace import BatchNotFound, render_text, trace_batch
+
+    try:
+        report = trace_batch(open_store(store_cmd.database_url(config, db)), batch)
+    except BatchNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report.to_json() if json_out else render_text(report))
+
+
+@app.command("verify-batch")
+def verify_batch(file: Path = typer.Argument(..., help="A sealed batch as published (binary file)."),
+                 key: Path = typer.Option(..., "--key", help="Gateway public key (PEM).")) -> None:
+    """Verify one exported batch offline: format, signature, payload hash; print its header.
+
+    Example: blackbox verify-batch batch-000042.bbx --key gateway.pub.pem
+    """
+    from blackbox.seal import SealError, decode_records, load_public_key, open_batch
+    from blackbox.seal import verify_batch as verify
+
+    try:
+        opened = open_batch(file.read_bytes())
+        verify(opened, load_public_key(key.read_text()))
+        records = decode_records(opened)
+    except SealError as exc:
+        typer.echo(f"{file}: REJECTED: {exc}", err=True)
+        raise typer.Exit(1) from None
+    h = opened.header
+    typer.echo(f"{file}: OK — gateway {h.gateway}, batch {h.batch_seq}, records {h.first_seq}..{h.last_seq} "
+               f"({len(records)}), hash {opened.hash}, previous {h.prev_hash}")
+
+

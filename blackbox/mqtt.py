@@ -1,0 +1,65 @@
+"""One way to build a paho-mqtt client from :class:`~blackbox.config.MqttConfig`, for uplink and store.
+
+It speaks MQTT 5 or 3.1.1, keeps a persistent session (so QoS 1 messages for a client that is
+away are kept by the broker), sets TLS and credentials, and turns Nagle off (LIBRARY-NOTES: it
+triples QoS 1 throughput on a WAN). The password is never logged.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from blackbox.config import MqttConfig
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+"""How long the broker keeps a persistent MQTT 5 session of a client that is away."""
+
+
+def is_v5(cfg: MqttConfig) -> bool:
+    return cfg.protocol == "5"
+
+
+def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
+    """A configured, not yet connected client (call :func:`connect_async` then ``loop_start``)."""
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if is_v5(cfg) else mqtt.MQTTv311,
+        clean_session=None if is_v5(cfg) else False,
+    )
+    if cfg.username is not None:
+        client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+    if cfg.tls is not None:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_file) if cfg.tls.ca_file else None,
+            certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+            keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+            cert_reqs=ssl.CERT_NONE if cfg.tls.insecure_skip_verify else ssl.CERT_REQUIRED,
+        )
+        client.tls_insecure_set(cfg.tls.insecure_skip_verify)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
+
+
+def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:
+    """Start connecting in the background; paho's loop keeps reconnecting after a loss."""
+    kwargs: dict[str, Any] = {}
+    if is_v5(cfg):
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        kwargs = {"clean_start": False, "properties": props}
+    client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
+
+
+def disable_nagle(client: mqtt.Client) -> None:
+    """Call from ``on_connect``: paho leaves Nagle's algorithm on."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,0 +1,103 @@
+"""The local buffer on real SQLite files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from blackbox.buffer import Buffer, BufferError
+from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample
+
+CTX = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
+
+
+def samples(n: int, start: int = 0) -> list[Sample]:
+    return [Sample(f"T{i}", float(i) + 0.5) for i in range(start, start + n)]
+
+
+def test_sequence_is_contiguous_across_events_and_readings_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = Buffer(path)
+    first = buf.commit(samples(3), [EventDraft("batch.phase", "B", {"phase": "emulsify"})], CTX)
+    assert [e.seq for e in first.events] == [1]
+    assert [r.seq for r in first.readings] == [2, 3, 4]
+    buf.close()
+    buf = Buffer(path)
+    second = buf.commit(samples(2), [], CTX)
+    assert [r.seq for r in second.readings] == [5, 6]
+    assert buf.last_seq == 6
+
+
+def test_values_keep_their_types_and_context(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
+    values: list[object] = [True, 0, 3, 2.5, -0.08, "RM-001", None, 1e300]
+    ss = [Sample(f"t{i}", v, Quality.GOOD if v is not None else Quality.BAD, None if v is not None else "timeout",
+                 source_ts_us=1_700_000_000_000_000 + i) for i, v in enumerate(values)]  # type: ignore[arg-type]
+    committed = buf.commit(ss, [], CTX, ts_us=42)
+    back = buf.unsealed(0, 100)
+    assert back == committed.readings
+    assert [type(r.value) for r in back if isinstance(r, Reading)] == [type(v) for v in values]
+    assert all(isinstance(r, Reading) and r.batch == CTX.batch and r.phase == "emulsify" and r.ts_us == 42
+               for r in back)
+
+
+def test_batch_ended_event_keeps_the_old_context(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite")
+    old = Context(batch="B1", phase="fill")
+    c = buf.commit([], [EventDraft("batch.ended", "B1", {}, context=old), EventDraft("batch.started", "B2", {})],
+                   Context(batch="B2", phase="dispense"))
+    assert [(e.batch, e.phase) for e in c.events] == [("B1", "fill"), ("B2", "dispense")]
+
+
+def test_unsealed_merges_readings_and_events_in_order_and_limits(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.commit(samples(2), [EventDraft("a")], CTX)
+    buf.commit(samples(2), [EventDraft("b")], CTX)
+    recs = buf.unsealed(0, 4)
+    assert [r.seq for r in recs] == [1, 2, 3, 4]
+    assert isinstance(recs[0], Event) and isinstance(recs[3], Event)
+    assert [r.seq for r in buf.unsealed(3, 100)] == [4, 5, 6]
+    assert buf.unsealed_stats(3)[0] == 3
+
+
+def test_sealed_batches_delivery_and_sequence_after_pruning(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = Buffer(path)
+    buf.commit(samples(5), [], CTX)
+    buf.add_sealed(1, 1, 5, "h1", b"wire1")
+    assert [b.batch_seq for b in buf.undelivered(0, 10)] == [1]
+    assert not buf.mark_delivered(1, "wrong-hash")
+    assert buf.mark_delivered(1, "h1")
+    assert buf.undelivered(0, 10) == []
+    with buf.engine.begin() as conn:  # delivered data pruned: the sequence must still go on
+        conn.execute(text("DELETE FROM readings"))
+    buf.close()
+    assert Buffer(path).commit(samples(1), [], CTX).readings[0].seq == 6
+
+
+def test_state_is_saved_with_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = Buffer(path)
+    assert buf.load_state() == {}
+    buf.commit(samples(1), [], CTX, state={"context": {"batch": "B1"}})
+    buf.close()
+    assert Buffer(path).load_state() == {"context": {"batch": "B1"}}
+
+
+def test_buffer_of_a_newer_agent_is_refused_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = Buffer(path)
+    with buf.engine.begin() as conn:
+        conn.execute(text("UPDATE meta SET value='99' WHERE key='schema_version'"))
+    buf.close()
+    with pytest.raises(BufferError, match="newer agent"):
+        Buffer(path)
+
+
+def test_wal_and_synchronous_pragmas_are_in_effect(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
+    with buf.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
