@@ -183,6 +183,7 @@ class UplinkConfig(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     ack_timeout: float = Field(default=10.0, gt=0, description="Seconds before an unacknowledged batch is re-sent.")
     max_in_flight: int = Field(default=20, gt=0, description="Batches sent but not yet acknowledged.")
+    shutdown_grace: float = Field(default=5.0, ge=0, description="Seconds a stopping agent waits for pending acks.")
 
 
 class StoreConfig(Strict):
@@ -305,53 +306,61 @@ def parse_config(text: str, name: str = "<string>") -> Config:
                 seen = {(x.path, x.message) for x in issues[:before]}
                 issues[before:] = [x for x in issues[before:] if (x.path, x.message) not in seen]
 
-    if config is not None:
-        issues.extend(_cross_check(config, specific, name, lines))
+    issues.extend(_cross_check(data, name, lines))
     if issues:
         raise ConfigError(issues)
     assert config is not None
     return config.model_copy(update={"sources": specific})
 
 
-def _cross_check(config: Config, sources: list[SourceConfig], name: str,
-                 lines: dict[tuple[Any, ...], int]) -> list[ConfigIssue]:
-    """Checks that span sections: unique names, references to tags that exist."""
+def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], int]) -> list[ConfigIssue]:
+    """Checks that span sections: unique names, references to tags that exist.
+
+    They run on the raw document, so that they are reported even when other sections are invalid.
+    """
     issues: list[ConfigIssue] = []
 
     def add(loc: tuple[Any, ...], msg: str) -> None:
         issues.append(ConfigIssue(name, _dotted(loc), _nearest_line(lines, loc), msg))
 
-    seen_sources: set[str] = set()
-    seen_tags: set[str] = set()
-    for i, src in enumerate(config.sources):
-        if src.name in seen_sources:
-            add(("sources", i, "name"), f"duplicate source name {src.name!r}")
-        seen_sources.add(src.name)
-        for j, tag in enumerate(src.tags):
-            if tag.name in seen_tags:
-                add(("sources", i, "tags", j, "name"), f"duplicate tag name {tag.name!r}")
-            seen_tags.add(tag.name)
+    def items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
 
-    def ref(loc: tuple[Any, ...], tag: str | None) -> None:
-        if tag is not None and tag not in seen_tags:
+    seen_sources: set[str] = set()
+    tags: dict[str, dict[str, Any]] = {}
+    for i, src in items(data.get("sources")):
+        if src.get("name") in seen_sources:
+            add(("sources", i, "name"), f"duplicate source name {src['name']!r}")
+        seen_sources.add(src.get("name"))
+        for j, tag in items(src.get("tags")):
+            tag_name = tag.get("name")
+            if isinstance(tag_name, str):
+                if tag_name in tags:
+                    add(("sources", i, "tags", j, "name"), f"duplicate tag name {tag_name!r}")
+                tags[tag_name] = tag
+
+    def ref(loc: tuple[Any, ...], tag: Any) -> None:
+        if isinstance(tag, str) and tag not in tags:
             add(loc, f"no tag named {tag!r} is configured")
 
-    ctx = config.context
+    ctx = data.get("context") if isinstance(data.get("context"), dict) else {}
+    assert isinstance(ctx, dict)
     for fld in ("batch_tag", "product_tag", "recipe_tag", "recipe_version_tag", "phase_tag"):
-        ref(("context", fld), getattr(ctx, fld))
-    for i, m in enumerate(ctx.materials):
+        ref(("context", fld), ctx.get(fld))
+    for i, m in items(ctx.get("materials")):
         for fld in ("trigger", "material", "lot", "target", "actual", "scale", "operator"):
-            ref(("context", "materials", i, fld), getattr(m, fld))
-    for i, q in enumerate(ctx.qc):
-        ref(("context", "qc", i, "trigger"), q.trigger)
-        ref(("context", "qc", i, "sample"), q.sample)
-        for test, tag in q.tests.items():
-            ref(("context", "qc", i, "tests", test), tag)
-    tags = config.tag_index()
-    for i, rule in enumerate(config.rules):
-        ref(("rules", i, "tag"), rule.tag)
-        if rule.tag in tags and not tags[rule.tag].limits:
-            add(("rules", i, "tag"), f"tag {rule.tag!r} has no limits for a threshold rule to check")
+            ref(("context", "materials", i, fld), m.get(fld))
+    for i, q in items(ctx.get("qc")):
+        ref(("context", "qc", i, "trigger"), q.get("trigger"))
+        ref(("context", "qc", i, "sample"), q.get("sample"))
+        if isinstance(q.get("tests"), dict):
+            for test, tag in q["tests"].items():
+                ref(("context", "qc", i, "tests", test), tag)
+    for i, rule in items(data.get("rules")):
+        tag_name = rule.get("tag")
+        ref(("rules", i, "tag"), tag_name)
+        if isinstance(tag_name, str) and tag_name in tags and not tags[tag_name].get("limits"):
+            add(("rules", i, "tag"), f"tag {tag_name!r} has no limits for a threshold rule to check")
     return issues
 
 

@@ -85,6 +85,7 @@ class Agent:
                                      on_connected=self.forwarder.reconnected)
         self.forwarder.session = self.session
         await self.recorder.record([], [config_applied_event(self.loaded)])
+        await self.forwarder.refresh_delivered()
         self.session.start()
         self._tasks = [loop.create_task(self.sealer.run(), name="sealer"),
                        loop.create_task(self.forwarder.run(), name="forwarder")]
@@ -112,8 +113,18 @@ class Agent:
         return last
 
     async def shutdown(self) -> None:
+        """Stop polling, seal what is buffered, give the uplink a grace period to deliver, close.
+
+        Whatever is not acknowledged within the grace period stays in the buffer and is sent after
+        the next start.
+        """
         await self.stop_polling()
         await self.sealer.flush()
+        try:
+            await asyncio.wait_for(self.forwarder.wait_delivered(self.buffer.last_seq),
+                                   timeout=self.cfg.uplink.shutdown_grace)
+        except TimeoutError:
+            log.warning("stopping with undelivered batches; they are kept and sent after the next start")
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -10,9 +10,6 @@ import typer
 
 from blackbox.cli.common import load_or_exit
 from blackbox.seal import key_id, load_public_key, public_key_pem
-from blackbox.store.db import open_store
-from blackbox.store.ingest import Ingestor
-from blackbox.store.service import StoreService
 
 app = typer.Typer(help="Run the traceability store and enroll gateway keys.", no_args_is_help=True)
 
@@ -31,6 +28,9 @@ def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration
 
     Example: blackbox store serve -c /etc/blackbox/store.yaml
     """
+    from blackbox.store.db import open_store
+    from blackbox.store.service import StoreService
+
     cfg = load_or_exit(config).config.store
     service = StoreService(open_store(cfg.database_url), cfg.mqtt, cfg.mqtt.topic_root)
     stop = threading.Event()
@@ -53,6 +53,9 @@ def enroll(gateway: str = typer.Argument(..., help="Gateway id, as in its config
 
     Example: blackbox store enroll gw-cream-01 gateway.pub.pem --site SH-PD-01 --db sqlite:///store.sqlite
     """
+    from blackbox.store.db import open_store
+    from blackbox.store.ingest import Ingestor
+
     text = Path(public_key).read_text() if Path(public_key).is_file() else public_key
     pub = load_public_key(text)
     Ingestor(open_store(database_url(config, db))).enroll(gateway, site, public_key_pem(pub))

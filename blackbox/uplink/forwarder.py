@@ -97,10 +97,11 @@ class Forwarder:
         flight = self._in_flight.get(batch_seq)
         if flight is not None and flight.hash == hash_:
             del self._in_flight[batch_seq]
-        await self._refresh_delivered_seq()
+        await self.refresh_delivered()
         self._wake.set()
 
-    async def _refresh_delivered_seq(self) -> None:
+    async def refresh_delivered(self) -> None:
+        """Recompute the highest record sequence number the store has acknowledged, in order."""
         pending = await self._db(self._buffer.undelivered, 0, 1)
         if pending:
             self.last_delivered_seq = pending[0].first_seq - 1

@@ -1,0 +1,5 @@
+"""``python -m blackbox`` is the ``blackbox`` command."""
+
+from blackbox.cli.main import app
+
+app()
