@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test docs bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "blackbox needs Python 3.11 or newer")'
@@ -22,6 +22,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+## Regenerate the configuration reference in docs/configuration.md.
+docs: $(STAMP)
+	{ cat docs/configuration.md.head; $(BIN)/blackbox config reference; } > docs/configuration.md
 
 ## Run the benchmarks; they print their figures.
 bench: $(STAMP)

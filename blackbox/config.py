@@ -146,18 +146,18 @@ Rule = Annotated[ThresholdRule, Field(discriminator="type")]
 
 
 class BufferConfig(Strict):
-    path: Path = Field(default=Path("var/buffer.sqlite"))
+    path: Path = Field(default=Path("var/buffer.sqlite"), description="SQLite file of the buffer.")
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="SQLite durability: FULL survives power loss, NORMAL only crashes."
     )
-    quota_mb: float = Field(default=1024, gt=0)
+    quota_mb: float = Field(default=1024, gt=0, description="Disk quota of the buffer, MB.")
 
 
 class SealConfig(Strict):
-    max_records: int = Field(default=5000, gt=0)
-    max_bytes: int = Field(default=256_000, gt=1024)
+    max_records: int = Field(default=5000, gt=0, description="Records per batch at most.")
+    max_bytes: int = Field(default=256_000, gt=1024, description="Uncompressed payload bytes per batch, about.")
     max_age: float = Field(default=1.0, gt=0, description="Seconds before a partial batch is sealed.")
-    compression: Literal["none", "zlib", "zstd"] = "zstd"
+    compression: Literal["none", "zlib", "zstd"] = Field(default="zstd", description="Payload compression.")
 
 
 class TlsConfig(Strict):
@@ -187,20 +187,22 @@ class UplinkConfig(Strict):
 
 
 class StoreConfig(Strict):
-    database_url: str = "sqlite:///var/store.sqlite"
+    database_url: str = Field(default="sqlite:///var/store.sqlite",
+                              description="SQLAlchemy URL: sqlite:///file or postgresql+psycopg://user@host/db.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
 
 class Config(Strict):
-    site: SiteConfig
-    gateway: GatewayConfig
-    sources: list[SourceConfig] = Field(default_factory=list)
-    context: ContextConfig = Field(default_factory=ContextConfig)
-    rules: list[Rule] = Field(default_factory=list)
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
-    seal: SealConfig = Field(default_factory=SealConfig)
-    uplink: UplinkConfig = Field(default_factory=UplinkConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
+    site: SiteConfig = Field(description="The factory and line this gateway records.")
+    gateway: GatewayConfig = Field(description="This gateway's identity and signing key.")
+    sources: list[SourceConfig] = Field(default_factory=list, description="PLCs and servers to poll.")
+    context: ContextConfig = Field(default_factory=ContextConfig,
+                                   description="Tags that carry batch, phase, lots consumed and QC results.")
+    rules: list[Rule] = Field(default_factory=list, description="Alarm rules evaluated on every reading.")
+    buffer: BufferConfig = Field(default_factory=BufferConfig, description="The local SQLite buffer.")
+    seal: SealConfig = Field(default_factory=SealConfig, description="When records are sealed into batches.")
+    uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Delivery to the store over MQTT.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="The store (for blackbox store/trace).")
 
     def tags(self) -> Iterator[TagConfig]:
         for source in self.sources:

@@ -22,3 +22,14 @@ def check(file: Path = typer.Argument(..., help="Configuration file to check."))
     n_tags = sum(len(s.tags) for s in cfg.sources)
     typer.echo(f"{file}: OK — site {cfg.site.id}, gateway {cfg.gateway.id}, {len(cfg.sources)} sources, "
                f"{n_tags} tags, {len(cfg.rules)} rules (sha256 {loaded.sha256[:16]}…)")
+
+
+@app.command("reference")
+def reference() -> None:
+    """Print the reference of every configuration field (Markdown), generated from the models.
+
+    Example: blackbox config reference > docs/config-reference.md
+    """
+    from blackbox.config_reference import reference as generate
+
+    typer.echo(generate(), nl=False)
