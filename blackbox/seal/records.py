@@ -1,0 +1,197 @@
+"""The records document inside a batch: readings and events as compact JSON rows.
+
+``{"e": [[seq, type, subject, data, ts_us, batch, phase], ...],
+   "r": [[seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase], ...]}``
+
+Both lists are in ascending ``seq`` order; together they hold every seq of the batch once.
+The same validators run when sealing (so nothing unreadable is ever signed) and when decoding
+(so a crafted payload gives :class:`RecordError`, never a crash or a wrong record). JSON keeps
+``true`` / ``1`` / ``1.0`` apart and orjson writes floats in shortest round-trip form, so every
+value comes back with its exact type and value. JSON has no NaN or infinity, and orjson would
+silently write NaN as ``null``: non-finite floats are refused at seal time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from blackbox.model import Event, Quality, Reading
+
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
+"""orjson's integer range: values outside it cannot be encoded (and would decode as floats)."""
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Range of sequence numbers and timestamps: they become BIGINT columns in the store."""
+
+_QUALITIES = {q.value: q for q in Quality}
+_READING_FIELDS = 9
+_EVENT_FIELDS = 7
+
+
+class RecordError(ValueError):
+    """A record or the records document breaks the format; the message says where and how."""
+
+
+# The validators take the record (``where``) and the field apart, and only format them into a
+# message on failure: this runs for every record on both sides, so the happy path stays cheap.
+
+
+def _at(where: str, field: str) -> str:
+    return f"{where}.{field}" if field else where
+
+
+def _int(value: object, where: str, field: str, low: int = INT_MIN, high: int = INT_MAX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RecordError(f"{_at(where, field)} must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise RecordError(f"{_at(where, field)} is out of range: {value}")
+    return value
+
+
+def _opt_time(value: object, where: str, field: str) -> int | None:
+    return None if value is None else _int(value, where, field, INT64_MIN, INT64_MAX)
+
+
+def _str(value: object, where: str, field: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str):
+        raise RecordError(f"{_at(where, field)} must be a string, not {type(value).__name__}")
+    if not empty and not value:
+        raise RecordError(f"{_at(where, field)} must not be empty")
+    return value
+
+
+def _opt_str(value: object, where: str, field: str) -> str | None:
+    return None if value is None else _str(value, where, field)
+
+
+def _scalar(value: object, where: str, field: str) -> None:
+    """Check a JSON scalar: None, bool, int in orjson's range, finite float, str."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        _int(value, where, field)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RecordError(f"{_at(where, field)} is {value}: NaN and infinity cannot be sealed")
+    else:
+        raise RecordError(f"{_at(where, field)} has type {type(value).__name__}, which is not a JSON value")
+
+
+def _check_data(data: object, where: str) -> dict[str, Any]:
+    """Check an event's data: a dict of JSON values, walked without recursion (depth is untrusted)."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{where}.data must be an object, not {type(data).__name__}")
+    stack: list[tuple[object, str]] = [(data, f"{where}.data")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise RecordError(f"{path} has a key of type {type(key).__name__}; keys must be strings")
+                stack.append((item, f"{path}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+        else:
+            _scalar(node, path, "")
+    return data
+
+
+def check_reading_row(row: object, where: str = "reading") -> list[Any]:
+    """Validate one reading row (the shared rule of sealing and decoding); return it."""
+    if not isinstance(row, list) or len(row) != _READING_FIELDS:
+        raise RecordError(f"{where} must be a list of {_READING_FIELDS} fields")
+    seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = row
+    _int(seq, where, "seq", 0, INT64_MAX)
+    where = f"reading seq {seq}"
+    _str(tag, where, "tag", empty=False)
+    _scalar(value, where, "value")
+    if not isinstance(quality, str) or quality not in _QUALITIES:
+        raise RecordError(f"{where}.quality must be one of {', '.join(_QUALITIES)}, got {quality!r}")
+    _opt_str(reason, where, "reason")
+    _int(ts_us, where, "ts_us", INT64_MIN, INT64_MAX)
+    _opt_time(source_ts_us, where, "source_ts_us")
+    _opt_str(batch, where, "batch")
+    _opt_str(phase, where, "phase")
+    return row
+
+
+def check_event_row(row: object, where: str = "event") -> list[Any]:
+    """Validate one event row (the shared rule of sealing and decoding); return it."""
+    if not isinstance(row, list) or len(row) != _EVENT_FIELDS:
+        raise RecordError(f"{where} must be a list of {_EVENT_FIELDS} fields")
+    seq, type_, subject, data, ts_us, batch, phase = row
+    _int(seq, where, "seq", 0, INT64_MAX)
+    where = f"event seq {seq}"
+    _str(type_, where, "type", empty=False)
+    _opt_str(subject, where, "subject")
+    _check_data(data, where)
+    _int(ts_us, where, "ts_us", INT64_MIN, INT64_MAX)
+    _opt_str(batch, where, "batch")
+    _opt_str(phase, where, "phase")
+    return row
+
+
+def reading_from_row(row: object, where: str = "reading") -> Reading:
+    """Validate one reading row and build the :class:`Reading`."""
+    seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = check_reading_row(row, where)
+    return Reading(seq, tag, value, _QUALITIES[quality], reason, ts_us, source_ts_us, batch, phase)
+
+
+def event_from_row(row: object, where: str = "event") -> Event:
+    """Validate one event row and build the :class:`Event`."""
+    seq, type_, subject, data, ts_us, batch, phase = check_event_row(row, where)
+    return Event(seq, type_, subject, data, ts_us, batch, phase)
+
+
+def _reading_row(r: Reading) -> list[Any]:
+    quality = r.quality.value if isinstance(r.quality, Quality) else r.quality
+    value = r.value
+    if isinstance(value, float) and type(value) is not float:
+        value = float(value)  # e.g. numpy.float64: a float orjson would refuse
+    return [r.seq, r.tag, value, quality, r.reason, r.ts_us, r.source_ts_us, r.batch, r.phase]
+
+
+def _event_row(e: Event) -> list[Any]:
+    return [e.seq, e.type, e.subject, e.data, e.ts_us, e.batch, e.phase]
+
+
+def encode_records(records: Sequence[Reading | Event]) -> bytes:
+    """The records document for a batch; raise :class:`RecordError` for anything unsealable.
+
+    Every row is put through the decoder's own validation, so what is sealed always decodes.
+    """
+    readings: list[list[Any]] = []
+    events: list[list[Any]] = []
+    for record in records:
+        if isinstance(record, Reading):
+            readings.append(check_reading_row(_reading_row(record)))
+        elif isinstance(record, Event):
+            events.append(check_event_row(_event_row(record)))
+        else:
+            raise RecordError(f"cannot seal a {type(record).__name__}: only Reading and Event")
+    try:
+        return orjson.dumps({"e": events, "r": readings}, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # e.g. lone surrogates, nesting deeper than orjson allows
+        raise RecordError(f"records cannot be encoded as JSON: {exc}") from None
+
+
+def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:
+    """Parse a records document into readings and events, each in the order stored."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"records are not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) != {"e", "r"}:
+        raise RecordError('records must be a JSON object with exactly the keys "e" and "r"')
+    rows_r, rows_e = doc["r"], doc["e"]
+    if not isinstance(rows_r, list) or not isinstance(rows_e, list):
+        raise RecordError('records "r" and "e" must be lists')
+    readings = [reading_from_row(row, f"reading #{i}") for i, row in enumerate(rows_r)]
+    events = [event_from_row(row, f"event #{i}") for i, row in enumerate(rows_e)]
+    return readings, events
