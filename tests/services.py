@@ -1,0 +1,59 @@
+"""Access to the machine's real services (Mosquitto, PostgreSQL) for tests.
+
+When a service is missing, a test fails under CI (``CI=true``) and is skipped elsewhere: a
+developer without PostgreSQL can still run the rest, but CI can never pass without it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import create_engine, text
+
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+PG_ADMIN_URL = os.environ.get("BLACKBOX_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def unavailable(what: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required in CI and is not available")
+    pytest.skip(f"{what} is not available")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_mosquitto() -> tuple[str, int]:
+    if not port_open(MQTT_HOST, MQTT_PORT):
+        unavailable(f"Mosquitto on {MQTT_HOST}:{MQTT_PORT}")
+    return MQTT_HOST, MQTT_PORT
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """Create an empty database for one test run and drop it afterwards; yields its URL."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"bb_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means "not available"
+        admin.dispose()
+        unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({type(exc).__name__}: {exc})")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
