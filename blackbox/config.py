@@ -274,43 +274,36 @@ def parse_config(text: str, name: str = "<string>") -> Config:
             loc = prefix + tuple(err["loc"])
             issues.append(ConfigIssue(name, _dotted(loc), _nearest_line(lines, loc), err["msg"]))
 
+    # Sources are validated one by one against their driver's model (which knows the protocol's
+    # fields); the rest of the document against the core models.
+    sources_raw = data.get("sources") or []
     config: Config | None = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate({**data, "sources": []} if isinstance(sources_raw, list) else data)
     except ValidationError as exc:
         collect(exc)
 
     from drivers import registry  # late import: drivers depend on this module
 
-    sources_raw = data.get("sources") or []
     specific: list[SourceConfig] = []
-    if isinstance(sources_raw, list):
-        for i, raw in enumerate(sources_raw):
-            if not isinstance(raw, dict):
-                continue
-            protocol = raw.get("protocol")
-            if not isinstance(protocol, str):
-                continue
+    for i, raw in enumerate(sources_raw if isinstance(sources_raw, list) else []):
+        protocol = raw.get("protocol") if isinstance(raw, dict) else None
+        model: type[SourceConfig] = SourceConfig
+        if isinstance(protocol, str):
             try:
                 model = registry.config_model(protocol)
             except KeyError:
-                known = ", ".join(registry.names())
                 loc = ("sources", i, "protocol")
                 issues.append(ConfigIssue(name, _dotted(loc), _nearest_line(lines, loc),
-                                          f"unknown protocol {protocol!r} (known: {known})"))
-                continue
-            try:
-                specific.append(model.model_validate(raw))
-            except ValidationError as exc:
-                # the base model already reported errors in the common fields; keep the driver's own
-                before = len(issues)
-                collect(exc, ("sources", i))
-                seen = {(x.path, x.message) for x in issues[:before]}
-                issues[before:] = [x for x in issues[before:] if (x.path, x.message) not in seen]
+                                          f"unknown protocol {protocol!r} (known: {', '.join(registry.names())})"))
+        try:
+            specific.append(model.model_validate(raw))
+        except ValidationError as exc:
+            collect(exc, ("sources", i))
 
     issues.extend(_cross_check(data, name, lines))
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(sorted(issues, key=lambda x: x.line or 0))
     assert config is not None
     return config.model_copy(update={"sources": specific})
 
@@ -331,9 +324,10 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
     seen_sources: set[str] = set()
     tags: dict[str, dict[str, Any]] = {}
     for i, src in items(data.get("sources")):
-        if src.get("name") in seen_sources:
-            add(("sources", i, "name"), f"duplicate source name {src['name']!r}")
-        seen_sources.add(src.get("name"))
+        src_name = str(src.get("name"))
+        if src_name in seen_sources:
+            add(("sources", i, "name"), f"duplicate source name {src_name!r}")
+        seen_sources.add(src_name)
         for j, tag in items(src.get("tags")):
             tag_name = tag.get("name")
             if isinstance(tag_name, str):

@@ -34,8 +34,13 @@ class SourceHealth:
 class Driver(Protocol):
     """One connection to one source (a PLC, a server, a serial bus)."""
 
-    config: SourceConfig
-    health: SourceHealth
+    @property
+    def config(self) -> SourceConfig:
+        """The source's configuration (the driver's own subclass)."""
+
+    @property
+    def health(self) -> SourceHealth:
+        """What diagnostics show about the source."""
 
     async def connect(self) -> None:
         """Open the connection; raise :class:`SourceUnavailable` if it cannot be opened."""

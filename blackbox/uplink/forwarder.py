@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 DbCall = Callable[..., Awaitable[Any]]
 
 
-class Publisher:
+class Publisher(Protocol):
     """What the forwarder needs from an MQTT session."""
 
-    connected: bool
+    @property
+    def connected(self) -> bool: ...
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None: ...
 

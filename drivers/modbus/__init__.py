@@ -1,0 +1,28 @@
+"""Modbus driver: TCP client (RTU accepted in configuration), request planner and codecs.
+
+Registered as protocol ``modbus`` through the ``blackbox.drivers`` entry point.
+"""
+
+from drivers.base import DriverSpec
+from drivers.modbus.client import ModbusDriver, create
+from drivers.modbus.codec import DecodeError, decode, encode, make_decoder
+from drivers.modbus.config import ModbusSourceConfig, ModbusTagConfig, parse_address
+from drivers.modbus.planner import ReadRequest, TagSlot, plan_for_source, plan_reads
+
+SPEC = DriverSpec(protocol="modbus", config_model=ModbusSourceConfig, factory=create)
+
+__all__ = [
+    "SPEC",
+    "DecodeError",
+    "ModbusDriver",
+    "ModbusSourceConfig",
+    "ModbusTagConfig",
+    "ReadRequest",
+    "TagSlot",
+    "decode",
+    "encode",
+    "make_decoder",
+    "parse_address",
+    "plan_for_source",
+    "plan_reads",
+]
