@@ -8,6 +8,7 @@ saved with every commit, so that a restarted agent neither repeats nor misses an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,9 +51,9 @@ class ContextTracker:
             return []
         events = self._context_events()
         for m in self.config.materials:
-            events.extend(self._fire(m.trigger, lambda m=m: self._material(m)))
+            events.extend(self._fire(m.trigger, functools.partial(self._material, m)))
         for q in self.config.qc:
-            events.extend(self._fire(q.trigger, lambda q=q: self._qc(q)))
+            events.extend(self._fire(q.trigger, functools.partial(self._qc, q)))
         return events
 
     # -- batch and phase ---------------------------------------------------------------------

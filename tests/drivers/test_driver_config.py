@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from blackbox.config import ConfigError, parse_config
+from blackbox.config import parse_config
 from drivers import registry
 from drivers.modbus import ModbusDriver, ModbusSourceConfig
 from drivers.opcua import OpcUaDriver, OpcUaSourceConfig, parse_node_address
