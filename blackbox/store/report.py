@@ -1,0 +1,474 @@
+"""The regulator's trace report: its data model (JSON-serialisable) and its printable text form.
+
+Times are integer microseconds UTC (``*_us``) in the model and ISO 8601 in the text; every
+figure in the text comes from the model, so the JSON export and the printout always agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from blackbox.model import iso
+
+Verdict = Literal["verified", "incomplete", "failed"]
+Severity = Literal["failed", "incomplete", "info"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class BatchInfo(_Model):
+    batch: str
+    product: str | None = None
+    recipe: str | None = None
+    recipe_version: str | None = None
+    operator: str | None = None
+    site_id: str | None = None
+    site_name: str | None = None
+    licence: str | None = None
+    line: str | None = None
+    gateways: list[str] = Field(default_factory=list, description="site/gateway of every gateway with records")
+    started_at_us: int | None = None
+    ended_at_us: int | None = None
+
+
+class PhaseSpan(_Model):
+    phase: str
+    start_us: int
+    end_us: int | None
+    duration_s: float | None
+
+
+class MaterialLine(_Model):
+    material: str | None
+    lot: str | None
+    target: float | None
+    actual: float | None
+    eng_unit: str | None
+    deviation_pct: float | None
+    tolerance_pct: float | None
+    in_tolerance: bool | None
+    scale: str | None
+    operator: str | None
+    verifier: str | None
+    ts_us: int
+    gateway: str
+
+
+class Limits(_Model):
+    """A limit set in force, and the configuration it came from."""
+
+    ll: float | None = None
+    l: float | None = None  # noqa: E741 - the ISA name of the low limit
+    h: float | None = None
+    hh: float | None = None
+    phases: list[str] = Field(default_factory=list)
+    products: list[str] = Field(default_factory=list)
+    config_sha256: str | None = None
+    effective_from_us: int | None = None
+
+    def band(self) -> str:
+        """The limits present, e.g. ``L 70 H 80 HH 85``."""
+        parts = [(n, v) for n, v in (("LL", self.ll), ("L", self.l), ("H", self.h), ("HH", self.hh)) if v is not None]
+        return " ".join(f"{n} {fmt_num(v)}" for n, v in parts) or "none"
+
+
+class Excursion(_Model):
+    """Consecutive readings outside the L..H band (or LL..HH where only those exist)."""
+
+    level: Literal["HH", "H", "L", "LL"]
+    start_us: int
+    end_us: int
+    duration_s: float
+    peak: float
+    n_readings: int
+    returned: bool = Field(description="False if the tag was still outside its limits at its last reading")
+
+
+class ParameterStats(_Model):
+    """One tag in one phase: statistics of its good and uncertain numeric readings against limits."""
+
+    gateway: str
+    tag: str
+    unit: str | None
+    eng_unit: str | None
+    category: str | None
+    phase: str | None
+    n: int = Field(description="readings of the tag in the phase, any quality")
+    n_numeric: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    first_ts_us: int
+    last_ts_us: int
+    limits: list[Limits] = Field(description="limit sets in force (more than one if the configuration changed)")
+    limits_known: bool = Field(description="False if no configuration was recorded for some readings")
+    n_outside: int = Field(description="readings outside L..H (or LL..HH where L/H are absent)")
+    n_outside_hh_ll: int
+    n_bad_quality: int
+    excursions: list[Excursion] = Field(default_factory=list)
+
+
+class QcLine(_Model):
+    test: str | None
+    value: Any
+    eng_unit: str | None = None
+    spec_low: float | None
+    spec_high: float | None
+    passed: bool | None
+    sample: str | None
+    operator: str | None
+    ts_us: int
+    gateway: str
+
+
+class AlarmLine(_Model):
+    ts_us: int
+    transition: str = Field(description="raised, cleared, acknowledged, shelved, ...")
+    rule: str | None
+    tag: str | None
+    level: str | None
+    value: Any
+    limit: Any
+    priority: str | None
+    user: str | None
+    phase: str | None
+    gateway: str
+
+
+class SourceLine(_Model):
+    ts_us: int
+    type: str
+    source: str | None
+    reason: str | None
+    phase: str | None
+    gateway: str
+
+
+class Finding(_Model):
+    severity: Severity
+    code: str
+    message: str
+
+
+class SealedRange(_Model):
+    """The sealed batches of one gateway that the verdict covers."""
+
+    gateway: str
+    first_batch_seq: int
+    last_batch_seq: int
+    n_present: int
+    n_verified: int
+    missing: list[int]
+
+
+class GapLine(_Model):
+    gateway: str
+    type: str
+    ts_us: int
+    data: dict[str, Any]
+
+
+class Integrity(_Model):
+    verdict: Verdict
+    findings: list[Finding]
+    ranges: list[SealedRange]
+    gaps: list[GapLine] = Field(description="buffer.gap and clock.jump events over the batch's sealed range")
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f.message for f in self.findings if f.severity != "info"]
+
+
+class TraceReport(_Model):
+    generated_at_us: int
+    batch: BatchInfo
+    phases: list[PhaseSpan]
+    materials: list[MaterialLine]
+    parameters: list[ParameterStats]
+    qc: list[QcLine]
+    alarms: list[AlarmLine]
+    sources: list[SourceLine]
+    integrity: Integrity
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+
+class LotUse(_Model):
+    """One consumption of a supplier lot (reverse trace)."""
+
+    lot: str
+    material: str | None
+    batch: str | None
+    product: str | None
+    target: float | None
+    actual: float | None
+    eng_unit: str | None
+    ts_us: int
+    site: str
+    gateway: str
+
+
+# -- text rendering ---------------------------------------------------------------------------
+
+
+def fmt_num(v: float | int | None) -> str:
+    """A number with about four significant digits, never in exponent form."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return str(v)
+    if not math.isfinite(v):
+        return str(v)
+    if v == 0:
+        return "0"
+    decimals = max(0, 3 - math.floor(math.log10(abs(v))))
+    text = f"{v:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, (int, float)):
+        return fmt_num(v)
+    return str(v)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An aligned plain-text table; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    numeric = [
+        all((isinstance(row[i], (int, float)) and not isinstance(row[i], bool)) or row[i] is None for row in rows)
+        for i in range(len(headers))
+    ]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if numeric[i] and rows else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
+    out.extend(line(r) for r in cells)
+    if not rows:
+        out.append("(none)")
+    return "\n".join(out)
+
+
+def _t(ts: int | None) -> str:
+    return iso(ts) or "-"
+
+
+def _section(title: str) -> str:
+    return f"\n{title}\n{'=' * len(title)}"
+
+
+def render_text(report: TraceReport) -> str:
+    """The printable regulator's report: header, integrity verdict, then one section per question."""
+    b = report.batch
+    out: list[str] = []
+    out.append(f"BATCH TRACE REPORT — {b.batch}")
+    out.append("=" * len(out[0]))
+    kv = [
+        ("Product", b.product),
+        ("Recipe", f"{b.recipe or '-'} version {b.recipe_version or '-'}"),
+        ("Site", f"{b.site_name or '-'} ({b.site_id or '-'})"),
+        ("Production licence", b.licence),
+        ("Line", b.line),
+        ("Gateways", ", ".join(b.gateways) or "-"),
+        ("Started", _t(b.started_at_us)),
+        ("Ended", _t(b.ended_at_us)),
+        ("Started by", b.operator),
+        ("Report generated", _t(report.generated_at_us)),
+    ]
+    width = max(len(k) for k, _ in kv)
+    out.extend(f"{k.ljust(width)}  {v if v is not None else '-'}" for k, v in kv)
+
+    integ = report.integrity
+    out.append(_section(f"Integrity: {integ.verdict.upper()}"))
+    out.append(
+        table(
+            ["gateway", "sealed batches", "present", "verified", "missing"],
+            [
+                [
+                    r.gateway,
+                    f"{r.first_batch_seq}..{r.last_batch_seq}",
+                    r.n_present,
+                    r.n_verified,
+                    ", ".join(str(m) for m in r.missing) or "none",
+                ]
+                for r in integ.ranges
+            ],
+        )
+    )
+    if integ.findings:
+        out.append("")
+        out.extend(f"[{f.severity}] {f.message}" for f in integ.findings)
+    if integ.gaps:
+        out.append("")
+        out.append(
+            table(
+                ["time", "gateway", "event", "details"],
+                [[_t(g.ts_us), g.gateway, g.type, _kv(g.data)] for g in integ.gaps],
+            )
+        )
+
+    out.append(_section("Phases"))
+    out.append(
+        table(
+            ["phase", "start", "end", "duration min"],
+            [
+                [p.phase, _t(p.start_us), _t(p.end_us), None if p.duration_s is None else round(p.duration_s / 60, 2)]
+                for p in report.phases
+            ],
+        )
+    )
+
+    out.append(_section("Materials (genealogy)"))
+    out.append(
+        table(
+            [
+                "material",
+                "lot",
+                "target",
+                "actual",
+                "unit",
+                "dev %",
+                "tol %",
+                "in tol",
+                "scale",
+                "operator",
+                "verifier",
+                "time",
+            ],
+            [
+                [
+                    m.material,
+                    m.lot,
+                    m.target,
+                    m.actual,
+                    m.eng_unit,
+                    m.deviation_pct,
+                    m.tolerance_pct,
+                    m.in_tolerance,
+                    m.scale,
+                    m.operator,
+                    m.verifier,
+                    _t(m.ts_us),
+                ]
+                for m in report.materials
+            ],
+        )
+    )
+
+    out.append(_section("Process parameters against the limits in force"))
+    out.append(
+        table(
+            ["tag", "phase", "unit", "n", "min", "mean", "max", "LL", "L", "H", "HH", "outside", "out HH/LL", "bad q"],
+            [
+                [
+                    p.tag,
+                    p.phase,
+                    p.eng_unit,
+                    p.n,
+                    p.min,
+                    p.mean,
+                    p.max,
+                    *_limit_cells(p),
+                    p.n_outside,
+                    p.n_outside_hh_ll,
+                    p.n_bad_quality,
+                ]
+                for p in report.parameters
+            ],
+        )
+    )
+    notes = [p for p in report.parameters if len(p.limits) > 1 or not p.limits_known]
+    for p in notes:
+        if len(p.limits) > 1:
+            out.append(
+                f"  note: {p.tag} in {p.phase}: limits changed during the phase: "
+                + "; ".join(f"{lim.band()} from {_t(lim.effective_from_us)}" for lim in p.limits)
+            )
+        if not p.limits_known:
+            out.append(f"  note: {p.tag} in {p.phase}: no configuration recorded for some readings")
+    excursions = [(p, e) for p in report.parameters for e in p.excursions]
+    if excursions:
+        out.append("")
+        out.append("Excursions")
+        out.append(
+            table(
+                ["tag", "phase", "level", "start", "end", "duration s", "peak", "readings", "returned"],
+                [
+                    [
+                        p.tag,
+                        p.phase,
+                        e.level,
+                        _t(e.start_us),
+                        _t(e.end_us),
+                        round(e.duration_s, 1),
+                        e.peak,
+                        e.n_readings,
+                        e.returned,
+                    ]
+                    for p, e in excursions
+                ],
+            )
+        )
+
+    out.append(_section("Alarms"))
+    out.append(
+        table(
+            ["time", "transition", "tag", "level", "value", "limit", "priority", "user", "phase"],
+            [
+                [_t(a.ts_us), a.transition, a.tag, a.level, a.value, a.limit, a.priority, a.user, a.phase]
+                for a in report.alarms
+            ],
+        )
+    )
+
+    out.append(_section("QC results"))
+    out.append(
+        table(
+            ["test", "sample", "value", "unit", "spec low", "spec high", "pass", "operator", "time"],
+            [
+                [q.test, q.sample, q.value, q.eng_unit, q.spec_low, q.spec_high, q.passed, q.operator, _t(q.ts_us)]
+                for q in report.qc
+            ],
+        )
+    )
+
+    out.append(_section("Data sources"))
+    out.append(
+        table(
+            ["time", "event", "source", "reason", "phase"],
+            [[_t(s.ts_us), s.type, s.source, s.reason, s.phase] for s in report.sources],
+        )
+    )
+    return "\n".join(out) + "\n"
+
+
+def _limit_cells(p: ParameterStats) -> list[Any]:
+    if not p.limits:
+        return [None, None, None, None]
+    lim = p.limits[-1]
+    return [lim.ll, lim.l, lim.h, lim.hh]
+
+
+def _kv(data: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in data.items())

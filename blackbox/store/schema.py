@@ -1,0 +1,184 @@
+"""Tables of the traceability store (SQLAlchemy Core, portable between SQLite and PostgreSQL).
+
+A gateway is identified by ``(site, gateway)``: gateway ids are only unique within a site
+(see :class:`blackbox.config.GatewayConfig`), so every per-gateway table refers to the integer
+``gateways.id`` instead of repeating both strings on millions of rows.
+
+Sequence numbers and timestamps (integer microseconds, UTC) are ``BigInteger``. Values keep their
+Python type through ``kind``: ``float``/``int``/``bool`` go to ``num`` (and ``int`` also to ``text``
+so that integers beyond 2**53 stay exact), ``str`` to ``text``, ``None`` to neither.
+
+Readings and events carry no foreign keys: the ingest path is their only writer, their integrity is
+proven by the signed wire bytes kept in ``sealed_batches`` (the trace re-verifies them), and a
+foreign-key check per row would cost insert throughput on PostgreSQL.
+
+The Alembic migrations under ``migrations/`` must stay equivalent to this module; a test compares
+them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias; BIGINT elsewhere.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+Hash = String(64)
+Name = String(128)
+
+gateways = Table(
+    "gateways",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", Name, nullable=False),
+    Column("gateway", Name, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("last_batch_at_us", BigInteger, nullable=True, comment="Last time a verified batch came in."),
+    UniqueConstraint("site", "gateway"),
+)
+
+gateway_keys = Table(
+    "gateway_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gateway_id", Id, ForeignKey("gateways.id"), nullable=False),
+    Column("key_id", Name, nullable=False),
+    Column("public_key_pem", Text, nullable=False),
+    Column("enrolled_at_us", BigInteger, nullable=False),
+    Column("revoked_at_us", BigInteger, nullable=True),
+    UniqueConstraint("gateway_id", "key_id"),
+)
+
+sealed_batches = Table(
+    "sealed_batches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gateway_id", Id, ForeignKey("gateways.id"), nullable=False),
+    Column("batch_seq", BigInteger, nullable=False),
+    Column("hash", Hash, nullable=False),
+    Column("prev_hash", Hash, nullable=False),
+    Column("key_id", Name, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("header", Json, nullable=False),
+    Column("first_seq", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("first_ts_us", BigInteger, nullable=False),
+    Column("last_ts_us", BigInteger, nullable=False),
+    Column("n_readings", Integer, nullable=False),
+    Column("n_events", Integer, nullable=False),
+    Column("config_hash", String(128), nullable=False),
+    Column("clock", String(32), nullable=False),
+    Column("sealed_at_us", BigInteger, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("wire", LargeBinary, nullable=False, comment="Exact bytes received, for re-verification."),
+    UniqueConstraint("gateway_id", "batch_seq"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("gateway_id", Id, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("batch_seq", BigInteger, nullable=False, comment="Sealed batch that carried it."),
+    Column("tag", Name, nullable=False),
+    Column("kind", String(8), nullable=False, comment="float, int, bool, str or null"),
+    Column("num", Double, nullable=True),
+    Column("text", Text, nullable=True),
+    Column("quality", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("source_ts_us", BigInteger, nullable=True),
+    Column("batch", Name, nullable=True),
+    Column("phase", Name, nullable=True),
+    Index(None, "batch", "tag"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("gateway_id", Id, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("batch_seq", BigInteger, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("subject", Text, nullable=True),
+    Column("data", Json, nullable=False),
+    Column("ts_us", BigInteger, nullable=False),
+    Column("batch", Name, nullable=True),
+    Column("phase", Name, nullable=True),
+    Column(
+        "ref",
+        Name,
+        nullable=True,
+        comment="Lookup key from data: the supplier lot of material.consumed, the batch of batch.* events.",
+    ),
+    Index(None, "batch", "type"),
+    Index(None, "ref", "type"),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("topic", Text, nullable=True),
+    Column("site", Name, nullable=True, comment="As claimed by the topic."),
+    Column("gateway", Name, nullable=True, comment="As claimed by the topic."),
+    Column("batch_seq", BigInteger, nullable=True, comment="As claimed by the header, if it could be read."),
+    Column("hash", Hash, nullable=True),
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("raw_sha256", Hash, nullable=False),
+    Column("raw_size", BigInteger, nullable=False),
+    Column("raw", LargeBinary, nullable=False, comment="The bytes received, capped."),
+    Column("raw_truncated", Boolean, nullable=False),
+    Index(None, "received_at_us"),
+    Index(None, "gateway", "reason"),
+)
+
+tag_configs = Table(
+    "tag_configs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("gateway_id", Id, ForeignKey("gateways.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False, comment="Seq of the config.applied event."),
+    Column("config_sha256", String(128), nullable=False),
+    Column("effective_from_us", BigInteger, nullable=False),
+    Column("data", Json, nullable=False, comment="The config.applied event data: site, gateway, tags, limits."),
+    UniqueConstraint("gateway_id", "seq"),
+    Index(None, "gateway_id", "effective_from_us"),
+)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that does not exist yet (tests and throwaway stores).
+
+    Long-lived stores use :func:`blackbox.store.migrate.upgrade_schema` so that later schema
+    changes can be applied in place.
+    """
+    metadata.create_all(engine)

@@ -1,0 +1,569 @@
+"""Trace queries: a finished batch forward to its lots, process, QC, alarms and integrity; a lot back.
+
+``trace_batch`` answers the regulator's questions about one production batch (SPEC §10) from the
+rows the ingest stored, judging process parameters against the limits **in force at the time**:
+for each reading, the configuration (``config.applied``) most recently applied on its gateway
+before the reading was taken, and in it the most specific limit set for the reading's phase and
+the batch's product (:meth:`blackbox.config.LimitSet.applies` / ``specificity``).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine, or_, select
+
+from blackbox.config import LimitSet
+from blackbox.model import now_us
+from blackbox.store.integrity import check_integrity
+from blackbox.store.report import (
+    AlarmLine,
+    BatchInfo,
+    Excursion,
+    Finding,
+    Integrity,
+    Limits,
+    LotUse,
+    MaterialLine,
+    ParameterStats,
+    PhaseSpan,
+    QcLine,
+    SourceLine,
+    TraceReport,
+    render_text,
+)
+from blackbox.store.schema import events, gateways, readings, tag_configs
+
+TRACED_CATEGORIES = frozenset({"process", "environment"})
+BATCH_EVENTS = ("batch.started", "batch.phase", "batch.ended")
+
+__all__ = ["BatchNotFound", "LotUse", "TraceReport", "render_text", "reverse_lot", "trace_batch"]
+
+
+class BatchNotFound(LookupError):
+    """No record of the production batch is stored (for the given site, if one was given)."""
+
+
+# -- configuration in force --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TagMeta:
+    category: str | None
+    unit: str | None
+    eng_unit: str | None
+    limit_sets: tuple[tuple[LimitSet, Limits], ...]
+
+    def limits_for(self, phase: str | None, product: str | None) -> Limits | None:
+        """Same rule as :meth:`blackbox.config.TagConfig.limits_for`: the most specific applicable set."""
+        candidates = [(ls, lim) for ls, lim in self.limit_sets if ls.applies(phase, product)]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda c: c[0].specificity())[1]
+
+
+@dataclass(frozen=True)
+class _AppliedConfig:
+    sha256: str
+    effective_from_us: int
+    site: dict[str, Any]
+    tags: dict[str, _TagMeta]
+
+
+def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _AppliedConfig:
+    tags: dict[str, _TagMeta] = {}
+    for tag in data.get("tags") or []:
+        if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
+            continue
+        sets: list[tuple[LimitSet, Limits]] = []
+        for raw in tag.get("limits") or []:
+            if not isinstance(raw, dict):
+                continue
+            fields = {k: raw.get(k) for k in ("phases", "products", "ll", "l", "h", "hh") if raw.get(k) is not None}
+            try:
+                ls = LimitSet.model_validate(fields)
+            except ValidationError:
+                continue
+            sets.append(
+                (
+                    ls,
+                    Limits(
+                        ll=ls.ll,
+                        l=ls.l,
+                        h=ls.h,
+                        hh=ls.hh,
+                        phases=ls.phases,
+                        products=ls.products,
+                        config_sha256=sha,
+                        effective_from_us=effective_from,
+                    ),
+                )
+            )
+        tags[tag["name"]] = _TagMeta(
+            category=_str(tag.get("category")),
+            unit=_str(tag.get("unit")),
+            eng_unit=_str(tag.get("eng_unit")),
+            limit_sets=tuple(sets),
+        )
+    site = data.get("site") if isinstance(data.get("site"), dict) else {}
+    return _AppliedConfig(sha, effective_from, dict(site or {}), tags)
+
+
+class _Configs:
+    """The configurations applied on each gateway, to look up the one in force at a time."""
+
+    def __init__(self, conn: Connection, gids: Iterable[int]) -> None:
+        self._by_gateway: dict[int, list[_AppliedConfig]] = defaultdict(list)
+        tc = tag_configs.c
+        rows = conn.execute(
+            select(tc.gateway_id, tc.config_sha256, tc.effective_from_us, tc.data)
+            .where(tc.gateway_id.in_(list(gids)))
+            .order_by(tc.gateway_id, tc.effective_from_us, tc.seq)
+        )
+        for gid, sha, eff, data in rows:
+            self._by_gateway[gid].append(_parse_config(sha, eff, data if isinstance(data, dict) else {}))
+        self._starts = {gid: [c.effective_from_us for c in cs] for gid, cs in self._by_gateway.items()}
+
+    def at(self, gid: int, ts_us: int) -> _AppliedConfig | None:
+        starts = self._starts.get(gid)
+        if not starts:
+            return None
+        i = bisect.bisect_right(starts, ts_us) - 1
+        return self._by_gateway[gid][i] if i >= 0 else None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+@dataclass
+class _Acc:
+    """Running statistics of one (gateway, tag, phase)."""
+
+    gateway: str
+    tag: str
+    phase: str | None
+    meta: _TagMeta | None
+    first_ts_us: int
+    last_ts_us: int = 0
+    n: int = 0
+    n_numeric: int = 0
+    total: float = 0.0
+    lo: float | None = None
+    hi: float | None = None
+    n_bad: int = 0
+    n_outside: int = 0
+    n_outside_hard: int = 0
+    limits: list[Limits] = field(default_factory=list)
+    limits_known: bool = True
+    excursions: list[Excursion] = field(default_factory=list)
+
+
+@dataclass
+class _Open:
+    """An excursion in progress."""
+
+    level: Level
+    side: str
+    start_us: int
+    last_us: int
+    peak: float
+    n: int
+    acc: _Acc
+
+
+Level = Literal["HH", "H", "L", "LL"]
+_RANK: dict[str, int] = {"H": 1, "HH": 2, "L": 1, "LL": 2}
+
+
+def _classify(v: float, lim: Limits) -> Level | None:
+    if lim.hh is not None and v > lim.hh:
+        return "HH"
+    if lim.h is not None and v > lim.h:
+        return "H"
+    if lim.ll is not None and v < lim.ll:
+        return "LL"
+    if lim.l is not None and v < lim.l:
+        return "L"
+    return None
+
+
+def _close(ex: _Open, end_us: int, returned: bool) -> None:
+    ex.acc.excursions.append(
+        Excursion(
+            level=ex.level,
+            start_us=ex.start_us,
+            end_us=end_us,
+            duration_s=(end_us - ex.start_us) / 1e6,
+            peak=ex.peak,
+            n_readings=ex.n,
+            returned=returned,
+        )
+    )
+
+
+# -- the trace ---------------------------------------------------------------------------------
+
+
+def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep: bool = True) -> TraceReport:
+    """The trace report of production batch ``batch_no`` (only gateways of ``site`` if given).
+
+    ``deep`` also compares every stored row with the signed records it came from (edits after
+    capture); it reads every record of the batch's sealed range once more. Raises
+    :class:`BatchNotFound` if nothing of the batch is stored.
+    """
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # one snapshot for every query of the report
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            return _trace(conn, batch_no, site, deep)
+
+
+def _gateways_of(conn: Connection, batch_no: str, site: str | None) -> dict[int, str]:
+    gids: set[int] = set()
+    for table in (readings, events):
+        gids.update(g for (g,) in conn.execute(select(table.c.gateway_id).where(table.c.batch == batch_no).distinct()))
+    gids.update(
+        g
+        for (g,) in conn.execute(
+            select(events.c.gateway_id).where(events.c.ref == batch_no, events.c.type.in_(BATCH_EVENTS)).distinct()
+        )
+    )
+    if not gids:
+        return {}
+    stmt = select(gateways.c.id, gateways.c.site, gateways.c.gateway).where(gateways.c.id.in_(sorted(gids)))
+    if site is not None:
+        stmt = stmt.where(gateways.c.site == site)
+    return {gid: f"{s}/{g}" for gid, s, g in conn.execute(stmt)}
+
+
+def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> TraceReport:
+    labels = _gateways_of(conn, batch_no, site)
+    if not labels:
+        raise BatchNotFound(f"no record of batch {batch_no!r}" + (f" at site {site!r}" if site else ""))
+    gids = list(labels)
+    e = events.c
+    batch_rows = conn.execute(
+        select(e.gateway_id, e.seq, e.batch_seq, e.type, e.data, e.ts_us, e.phase)
+        .where(e.gateway_id.in_(gids), e.type.in_(BATCH_EVENTS), or_(e.ref == batch_no, e.batch == batch_no))
+        .order_by(e.ts_us, e.seq)
+    ).all()
+    batch_rows = [r for r in batch_rows if (r.data or {}).get("batch", batch_no) == batch_no]
+    other_rows = conn.execute(
+        select(e.gateway_id, e.seq, e.type, e.subject, e.data, e.ts_us, e.phase)
+        .where(e.gateway_id.in_(gids), e.batch == batch_no, e.type.not_in(BATCH_EVENTS))
+        .order_by(e.ts_us, e.seq)
+    ).all()
+
+    started = [r for r in batch_rows if r.type == "batch.started"]
+    ended = [r for r in batch_rows if r.type == "batch.ended"]
+    first_start = started[0] if started else None
+    start_data = dict(first_start.data) if first_start is not None else {}
+    product = _str(start_data.get("product"))
+
+    configs = _Configs(conn, gids)
+    header_gid = first_start.gateway_id if first_start is not None else min(gids)
+    started_at = first_start.ts_us if first_start is not None else None
+    ended_at = ended[-1].ts_us if ended else None
+    site_info: dict[str, Any] = {}
+    cfg = configs.at(header_gid, started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0))
+    if cfg is None:  # the configuration may have been applied after the first record: take the first one
+        cfg = configs.at(header_gid, 2**63 - 1)
+    if cfg is not None:
+        site_info = cfg.site
+    info = BatchInfo(
+        batch=batch_no,
+        product=product,
+        recipe=_str(start_data.get("recipe")),
+        recipe_version=_str(start_data.get("recipe_version")),
+        operator=_str(start_data.get("operator")),
+        site_id=_str(site_info.get("id")),
+        site_name=_str(site_info.get("name")),
+        licence=_str(site_info.get("licence")),
+        line=_str(site_info.get("line")),
+        gateways=sorted(labels.values()),
+        started_at_us=started_at,
+        ended_at_us=ended_at,
+    )
+
+    phases = _phases(batch_rows, ended_at)
+    materials, qc, alarms, sources = _events(other_rows, labels)
+    parameters, no_config = _parameters(conn, batch_no, labels, configs, product)
+
+    boundaries: dict[int, tuple[int | None, int | None]] = {}
+    for gid in gids:
+        s = [r.batch_seq for r in started if r.gateway_id == gid]
+        en = [r.batch_seq for r in ended if r.gateway_id == gid]
+        boundaries[gid] = (min(s) if s else None, max(en) if en else None)
+    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep)
+    if no_config:
+        findings = list(integrity.findings)
+        for label in sorted(no_config):
+            findings.append(_no_config_finding(label))
+        verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
+        integrity = Integrity(verdict=verdict, findings=findings, ranges=integrity.ranges, gaps=integrity.gaps)
+
+    return TraceReport(
+        generated_at_us=now_us(),
+        batch=info,
+        phases=phases,
+        materials=materials,
+        parameters=parameters,
+        qc=qc,
+        alarms=alarms,
+        sources=sources,
+        integrity=integrity,
+    )
+
+
+def _no_config_finding(label: str) -> Finding:
+    return Finding(
+        severity="incomplete",
+        code="no_config",
+        message=f"{label}: no config.applied is stored for some readings: the limits in force are unknown",
+    )
+
+
+def _phases(batch_rows: Sequence[Any], ended_at: int | None) -> list[PhaseSpan]:
+    marks = [(r.ts_us, _str((r.data or {}).get("phase"))) for r in batch_rows if r.type == "batch.phase"]
+    spans: list[PhaseSpan] = []
+    for i, (ts, phase) in enumerate(marks):
+        end = marks[i + 1][0] if i + 1 < len(marks) else ended_at
+        spans.append(
+            PhaseSpan(phase=phase or "-", start_us=ts, end_us=end, duration_s=None if end is None else (end - ts) / 1e6)
+        )
+    return spans
+
+
+def _events(
+    rows: Sequence[Any], labels: dict[int, str]
+) -> tuple[list[MaterialLine], list[QcLine], list[AlarmLine], list[SourceLine]]:
+    materials: list[MaterialLine] = []
+    qc: list[QcLine] = []
+    alarms: list[AlarmLine] = []
+    sources: list[SourceLine] = []
+    for r in rows:
+        d: dict[str, Any] = dict(r.data or {})
+        gw = labels[r.gateway_id]
+        if r.type == "material.consumed":
+            target, actual = _num(d.get("target")), _num(d.get("actual"))
+            deviation = (actual - target) / target * 100 if target and actual is not None else None
+            materials.append(
+                MaterialLine(
+                    material=_str(d.get("material")),
+                    lot=_str(d.get("lot")),
+                    target=target,
+                    actual=actual,
+                    eng_unit=_str(d.get("eng_unit")),
+                    deviation_pct=deviation,
+                    tolerance_pct=_num(d.get("tolerance_pct")),
+                    in_tolerance=_bool(d.get("in_tolerance")),
+                    scale=_str(d.get("scale")),
+                    operator=_str(d.get("operator")),
+                    verifier=_str(d.get("verifier")),
+                    ts_us=r.ts_us,
+                    gateway=gw,
+                )
+            )
+        elif r.type == "qc.result":
+            qc.append(
+                QcLine(
+                    test=_str(d.get("test")),
+                    value=d.get("value"),
+                    eng_unit=_str(d.get("eng_unit")),
+                    spec_low=_num(d.get("spec_low")),
+                    spec_high=_num(d.get("spec_high")),
+                    passed=_bool(d.get("pass")),
+                    sample=_str(d.get("sample")),
+                    operator=_str(d.get("operator")),
+                    ts_us=r.ts_us,
+                    gateway=gw,
+                )
+            )
+        elif r.type.startswith("alarm."):
+            alarms.append(
+                AlarmLine(
+                    ts_us=r.ts_us,
+                    transition=r.type.split(".", 1)[1],
+                    rule=_str(d.get("rule")),
+                    tag=_str(d.get("tag", r.subject)),
+                    level=_str(d.get("level")),
+                    value=d.get("value"),
+                    limit=d.get("limit"),
+                    priority=_str(d.get("priority")),
+                    user=_str(d.get("user")),
+                    phase=r.phase,
+                    gateway=gw,
+                )
+            )
+        elif r.type.startswith("source."):
+            sources.append(
+                SourceLine(
+                    ts_us=r.ts_us,
+                    type=r.type,
+                    source=_str(d.get("source", r.subject)),
+                    reason=_str(d.get("reason")),
+                    phase=r.phase,
+                    gateway=gw,
+                )
+            )
+    return materials, qc, alarms, sources
+
+
+def _parameters(
+    conn: Connection, batch_no: str, labels: dict[int, str], configs: _Configs, product: str | None
+) -> tuple[list[ParameterStats], set[str]]:
+    """Per (gateway, tag, phase) statistics against the limits in force, with excursions."""
+    r = readings.c
+    rows = conn.execute(
+        select(r.gateway_id, r.tag, r.phase, r.num, r.quality, r.ts_us)
+        .where(r.batch == batch_no, r.gateway_id.in_(list(labels)), r.kind.in_(["float", "int", "null"]))
+        .order_by(r.gateway_id, r.tag, r.ts_us, r.seq)
+    )
+    accs: dict[tuple[int, str, str | None], _Acc] = {}
+    no_config: set[str] = set()
+    limit_cache: dict[tuple[int, str, str | None], Limits | None] = {}
+    current: tuple[int, str] | None = None
+    open_ex: _Open | None = None
+    for gid, tag, phase, num, quality, ts in rows:
+        if (gid, tag) != current:
+            if open_ex is not None:
+                _close(open_ex, open_ex.last_us, returned=False)
+                open_ex = None
+            current = (gid, tag)
+        cfg = configs.at(gid, ts)
+        meta = cfg.tags.get(tag) if cfg is not None else None
+        if cfg is not None and (meta is None or meta.category not in TRACED_CATEGORIES):
+            continue
+        key = (gid, tag, phase)
+        acc = accs.get(key)
+        if acc is None:
+            acc = accs[key] = _Acc(gateway=labels[gid], tag=tag, phase=phase, meta=meta, first_ts_us=ts)
+        acc.n += 1
+        acc.last_ts_us = ts
+        if quality == "bad":
+            acc.n_bad += 1
+            continue
+        if num is None:
+            continue
+        acc.n_numeric += 1
+        acc.total += num
+        acc.lo = num if acc.lo is None else min(acc.lo, num)
+        acc.hi = num if acc.hi is None else max(acc.hi, num)
+        lim: Limits | None = None
+        if cfg is None:
+            acc.limits_known = False
+            no_config.add(labels[gid])
+        else:
+            ck = (id(cfg), tag, phase)
+            if ck not in limit_cache:
+                limit_cache[ck] = meta.limits_for(phase, product) if meta is not None else None
+            lim = limit_cache[ck]
+            if lim is not None and lim not in acc.limits:
+                acc.limits.append(lim)
+        level = _classify(num, lim) if lim is not None else None
+        if level is not None:
+            acc.n_outside += 1
+            if level in ("HH", "LL"):
+                acc.n_outside_hard += 1
+            side = "high" if level in ("H", "HH") else "low"
+            if open_ex is not None and open_ex.side != side:
+                _close(open_ex, ts, returned=True)
+                open_ex = None
+            if open_ex is None:
+                open_ex = _Open(level, side, ts, ts, num, 0, acc)
+            open_ex.n += 1
+            open_ex.last_us = ts
+            open_ex.peak = max(open_ex.peak, num) if side == "high" else min(open_ex.peak, num)
+            if _RANK[level] > _RANK[open_ex.level]:
+                open_ex.level = level
+        elif open_ex is not None:
+            _close(open_ex, ts, returned=True)
+            open_ex = None
+    if open_ex is not None:
+        _close(open_ex, open_ex.last_us, returned=False)
+
+    out = [
+        ParameterStats(
+            gateway=a.gateway,
+            tag=a.tag,
+            unit=a.meta.unit if a.meta else None,
+            eng_unit=a.meta.eng_unit if a.meta else None,
+            category=a.meta.category if a.meta else None,
+            phase=a.phase,
+            n=a.n,
+            n_numeric=a.n_numeric,
+            min=a.lo,
+            max=a.hi,
+            mean=a.total / a.n_numeric if a.n_numeric else None,
+            first_ts_us=a.first_ts_us,
+            last_ts_us=a.last_ts_us,
+            limits=a.limits,
+            limits_known=a.limits_known,
+            n_outside=a.n_outside,
+            n_outside_hh_ll=a.n_outside_hard,
+            n_bad_quality=a.n_bad,
+            excursions=a.excursions,
+        )
+        for a in accs.values()
+    ]
+    out.sort(key=lambda p: (p.gateway, p.tag, p.first_ts_us))
+    return out, no_config
+
+
+def reverse_lot(engine: Engine, lot: str, *, site: str | None = None) -> list[LotUse]:
+    """Every consumption of supplier lot ``lot`` (SPEC §10 question 2), oldest first."""
+    e, g = events.c, gateways.c
+    with engine.connect() as conn:
+        stmt = (
+            select(e.gateway_id, e.data, e.batch, e.ts_us, g.site, g.gateway)
+            .join_from(events, gateways, e.gateway_id == g.id)
+            .where(e.type == "material.consumed", e.ref == lot)
+            .order_by(e.ts_us, e.seq)
+        )
+        if site is not None:
+            stmt = stmt.where(g.site == site)
+        rows = conn.execute(stmt).all()
+        batches = sorted({r.batch for r in rows if r.batch is not None})
+        products: dict[str, str | None] = {}
+        if batches:
+            for b, data in conn.execute(
+                select(e.ref, e.data).where(e.type == "batch.started", e.ref.in_(batches)).order_by(e.ts_us.desc())
+            ):
+                products[b] = _str((data or {}).get("product"))
+    out: list[LotUse] = []
+    for r in rows:
+        d = dict(r.data or {})
+        out.append(
+            LotUse(
+                lot=lot,
+                material=_str(d.get("material")),
+                batch=r.batch,
+                product=products.get(r.batch) if r.batch is not None else None,
+                target=_num(d.get("target")),
+                actual=_num(d.get("actual")),
+                eng_unit=_str(d.get("eng_unit")),
+                ts_us=r.ts_us,
+                site=r.site,
+                gateway=r.gateway,
+            )
+        )
+    return out

@@ -1,0 +1,270 @@
+"""Ingest on SQLite files and on PostgreSQL: verification, chain checks, idempotence, rejections."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, func, select
+from store_synth import GATEWAY, SITE, T0, Gateway
+
+from blackbox.model import Event, Quality, Reading, Value
+from blackbox.seal import GENESIS_HASH, public_key_pem
+from blackbox.store.ingest import REASONS, EnrollmentError, Ingestor, IngestResult, decode_value
+from blackbox.store.schema import events, gateway_keys, readings, rejections, sealed_batches, tag_configs
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (sealed_batches, readings, events, rejections, tag_configs)
+        }
+
+
+def stored_state(engine: Engine) -> list[Any]:
+    """Everything ingest may write except rejections, to prove a rejection left it untouched."""
+    with engine.connect() as conn:
+        return [
+            conn.execute(select(sealed_batches.c.batch_seq, sealed_batches.c.hash).order_by("batch_seq")).all(),
+            conn.execute(select(readings).order_by(readings.c.seq)).all(),
+            conn.execute(select(events.c.seq, events.c.type, events.c.batch_seq).order_by(events.c.seq)).all(),
+        ]
+
+
+def last_rejection(engine: Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(select(rejections).order_by(rejections.c.id.desc()).limit(1)).one()
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    return Gateway()
+
+
+@pytest.fixture
+def ingestor(engine: Engine, gw: Gateway) -> Ingestor:
+    ing = Ingestor(engine)
+    ing.enroll(GATEWAY, SITE, gw.public_pem)
+    return ing
+
+
+def simple_batch(gw: Gateway, n: int = 3, t: int = T0) -> None:
+    for i in range(n):
+        gw.reading("EM-01.temperature", 70.0 + i, t + i)
+
+
+def handle(ing: Ingestor, wire: bytes, site: str = SITE, gateway: str = GATEWAY) -> IngestResult:
+    return ing.handle(wire, site, gateway, topic=f"bb/{site}/{gateway}/batches")
+
+
+def assert_rejected(engine: Engine, result: IngestResult, reason: str, wire: bytes) -> None:
+    assert result.status == "rejected", result
+    assert result.reason == reason, result
+    assert reason in REASONS
+    row = last_rejection(engine)
+    assert row.reason == reason
+    assert row.raw_sha256 == hashlib.sha256(wire).hexdigest()
+    assert row.raw_size == len(wire)
+    assert bytes(row.raw) == wire[: len(row.raw)]
+    assert row.detail
+
+
+def test_store_then_duplicate_is_idempotent(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    gw.event("alarm.raised", {"tag": "x", "level": "H"}, T0 + 10)
+    sealed = gw.seal()
+    first = handle(ingestor, sealed.wire)
+    assert first == IngestResult("stored", None, 1, sealed.hash)
+    assert first.ack() == {"batch_seq": 1, "hash": sealed.hash, "status": "stored", "reason": None}
+    before = counts(engine)
+    assert before["readings"] == 3 and before["events"] == 1 and before["sealed_batches"] == 1
+    again = handle(ingestor, sealed.wire)
+    assert again == IngestResult("duplicate", None, 1, sealed.hash)
+    assert counts(engine) == before
+    with engine.connect() as conn:
+        wire = conn.execute(select(sealed_batches.c.wire)).scalar_one()
+    assert bytes(wire) == sealed.wire
+
+
+def test_values_round_trip_with_their_types(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    values: list[Value] = [True, False, 0, -7, 2**62 + 1, 2**64 - 1, 3.25, -0.0, 1e-300, "lot 42 é", None]
+    for i, v in enumerate(values):
+        gw.reading(f"tag{i}", v, T0 + i, Quality.BAD if v is None else Quality.GOOD, "no value" if v is None else None)
+    assert handle(ingestor, gw.seal().wire).status == "stored"
+    with engine.connect() as conn:
+        rows = conn.execute(select(readings).order_by(readings.c.seq)).all()
+    back = [decode_value(r.kind, r.num, r.text) for r in rows]
+    assert back == values
+    assert [type(v) for v in back] == [type(v) for v in values]
+    assert rows[-1].quality == "bad" and rows[-1].reason == "no value"
+    assert rows[0].source_ts_us == T0 - 1000
+
+
+def test_fork_is_rejected_and_stored_data_untouched(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    original = gw.seal()
+    assert handle(ingestor, original.wire).status == "stored"
+    state = stored_state(engine)
+    other = gw.seal_raw(
+        [Reading(1, "EM-01.temperature", 99.0, Quality.GOOD, None, T0, None, None, None)],
+        batch_seq=1,
+        prev_hash=GENESIS_HASH,
+    )
+    assert other.hash != original.hash
+    result = handle(ingestor, other.wire)
+    assert_rejected(engine, result, "fork", other.wire)
+    assert result.batch_seq == 1 and result.hash == other.hash
+    assert stored_state(engine) == state
+
+
+def test_bad_signature_is_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    wire = bytearray(gw.seal().wire)
+    wire[-1] ^= 0x01  # the last byte belongs to the signature
+    result = handle(ingestor, bytes(wire))
+    assert_rejected(engine, result, "bad_signature", bytes(wire))
+    assert counts(engine)["sealed_batches"] == 0
+
+
+def test_unknown_key_and_unknown_gateway_are_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    stranger = Ed25519PrivateKey.generate()
+    simple_batch(gw)
+    forged = gw.seal_raw(gw.pending, batch_seq=1, prev_hash=GENESIS_HASH, key=stranger)
+    assert_rejected(engine, handle(ingestor, forged.wire), "unknown_key", forged.wire)
+    other_gw = gw.seal_raw(gw.pending, batch_seq=1, prev_hash=GENESIS_HASH, gateway="gw-99")
+    assert_rejected(engine, handle(ingestor, other_gw.wire, gateway="gw-99"), "unknown_gateway", other_gw.wire)
+    # the same gateway id at another site is another gateway
+    assert_rejected(engine, handle(ingestor, forged.wire, site="BJ-01"), "topic_mismatch", forged.wire)
+    assert counts(engine)["sealed_batches"] == 0
+
+
+def test_revoked_key_is_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    kid = ingestor.enroll(GATEWAY, SITE, gw.public_pem)  # enrolling again is a no-op
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(gateway_keys)).scalar_one() == 1
+    assert ingestor.revoke(GATEWAY, SITE, kid)
+    simple_batch(gw)
+    sealed = gw.seal()
+    assert_rejected(engine, handle(ingestor, sealed.wire), "revoked_key", sealed.wire)
+
+
+def test_enroll_refuses_what_is_not_a_public_key(engine: Engine) -> None:
+    ing = Ingestor(engine)
+    with pytest.raises(EnrollmentError):
+        ing.enroll(GATEWAY, SITE, "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    pem = public_key_pem(Ed25519PrivateKey.generate())
+    assert len(ing.enroll(GATEWAY, SITE, pem)) == 16
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"garbage", b"BBX1" + b"\xff" * 100, b'{"batch_seq": 1}'],
+    ids=["empty", "text", "bad-lengths", "json"],
+)
+def test_malformed_bytes_are_rejected(engine: Engine, ingestor: Ingestor, garbage: bytes) -> None:
+    result = handle(ingestor, garbage)
+    assert_rejected(engine, result, "malformed", garbage)
+    assert result.batch_seq is None and result.hash is None
+
+
+def test_truncated_and_oversized_raw_is_capped(engine: Engine, gw: Gateway) -> None:
+    ing = Ingestor(engine, raw_cap=100)
+    ing.enroll(GATEWAY, SITE, gw.public_pem)
+    simple_batch(gw, 50)
+    wire = gw.seal().wire[:-10]
+    assert_rejected(engine, handle(ing, wire), "malformed", wire)
+    row = last_rejection(engine)
+    assert len(row.raw) == 100 and row.raw_truncated and row.raw_size == len(wire)
+
+
+def test_topic_mismatch_is_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    sealed = gw.seal()
+    assert_rejected(engine, handle(ingestor, sealed.wire, gateway="gw-02"), "topic_mismatch", sealed.wire)
+
+
+def test_chain_broken_is_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    first = gw.seal()
+    # batch 1 not starting at genesis
+    bad_start = gw.seal_raw(
+        [Reading(1, "t", 1.0, Quality.GOOD, None, T0, None, None, None)], batch_seq=1, prev_hash="ab" * 32
+    )
+    assert_rejected(engine, handle(ingestor, bad_start.wire), "chain_broken", bad_start.wire)
+    assert handle(ingestor, first.wire).status == "stored"
+    # batch 2 that does not link to the stored batch 1
+    simple_batch(gw, t=T0 + 100)
+    second = gw.seal_raw(gw.pending, batch_seq=2, prev_hash="ab" * 32)
+    state = stored_state(engine)
+    assert_rejected(engine, handle(ingestor, second.wire), "chain_broken", second.wire)
+    assert stored_state(engine) == state
+
+
+def test_chain_broken_against_a_stored_successor(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    b1 = gw.seal()
+    simple_batch(gw, t=T0 + 10)
+    records_2 = list(gw.pending)
+    b2 = gw.seal()
+    simple_batch(gw, t=T0 + 20)
+    b3 = gw.seal()
+    for b in (b1, b3):
+        assert handle(ingestor, b.wire).status == "stored"
+    # a forged batch 2: links to batch 1 but is not the batch 3 links to
+    forged = gw.seal_raw(
+        [
+            *records_2[:-1],
+            Reading(
+                records_2[-1].seq, "EM-01.temperature", 0.0, Quality.GOOD, None, records_2[-1].ts_us, None, None, None
+            ),
+        ],
+        batch_seq=2,
+        prev_hash=b1.hash,
+    )
+    assert_rejected(engine, handle(ingestor, forged.wire), "chain_broken", forged.wire)
+    assert handle(ingestor, b2.wire).status == "stored"
+
+
+def test_out_of_order_arrival_with_gap_then_filled(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    sealed = []
+    for k in range(4):
+        simple_batch(gw, t=T0 + 10 * k)
+        sealed.append(gw.seal())
+    order = [0, 2, 3, 1]  # batch 2 arrives last
+    results = [handle(ingestor, sealed[i].wire) for i in order]
+    assert [r.status for r in results] == ["stored"] * 4
+    assert [r.batch_seq for r in results] == [1, 3, 4, 2]
+    with engine.connect() as conn:
+        seqs = conn.execute(select(readings.c.seq).order_by(readings.c.seq)).scalars().all()
+    assert seqs == list(range(1, 13))
+
+
+def test_replayed_record_seqs_are_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    simple_batch(gw)
+    b1 = gw.seal()
+    assert handle(ingestor, b1.wire).status == "stored"
+    replay = gw.seal_raw(
+        [Reading(2, "EM-01.temperature", 1.0, Quality.GOOD, None, T0 + 50, None, None, None)],
+        batch_seq=2,
+        prev_hash=b1.hash,
+    )
+    state = stored_state(engine)
+    result = handle(ingestor, replay.wire)
+    assert_rejected(engine, result, "replay", replay.wire)
+    assert "seq 2" in (result.detail or "")
+    assert stored_state(engine) == state
+
+
+def test_config_applied_is_kept_as_tag_config(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    ev: Event = gw.apply_config(T0)
+    simple_batch(gw, t=T0 + 1)
+    assert handle(ingestor, gw.seal().wire).status == "stored"
+    with engine.connect() as conn:
+        row = conn.execute(select(tag_configs)).one()
+    assert row.config_sha256 == ev.data["sha256"]
+    assert row.effective_from_us == T0 and row.seq == ev.seq
+    assert row.data["tags"][0]["limits"][2]["products"] == ["FC-050"]
+    assert row.data["site"]["licence"] == "沪妆20160012"
