@@ -109,7 +109,10 @@ class MaterialTrigger(Strict):
     actual: str
     scale: str | None = None
     operator: str | None = None
-    tolerance_pct: float | None = Field(default=None, ge=0)
+    tolerance: str | None = Field(default=None, description="Tag with the allowed |actual - target|, in the "
+                                  "actual's unit (per material, from the recipe).")
+    tolerance_pct: float | None = Field(default=None, ge=0, description="Allowed deviation in % of target, "
+                                        "when no tolerance tag is given.")
 
 
 class QcTrigger(Strict):
@@ -344,7 +347,7 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
     for fld in ("batch_tag", "product_tag", "recipe_tag", "recipe_version_tag", "phase_tag"):
         ref(("context", fld), ctx.get(fld))
     for i, m in items(ctx.get("materials")):
-        for fld in ("trigger", "material", "lot", "target", "actual", "scale", "operator"):
+        for fld in ("trigger", "material", "lot", "target", "actual", "scale", "operator", "tolerance"):
             ref(("context", "materials", i, fld), m.get(fld))
     for i, q in items(ctx.get("qc")):
         ref(("context", "qc", i, "trigger"), q.get("trigger"))

@@ -50,7 +50,7 @@ def _default(field: Any) -> str:
         return {list: "`[]`", dict: "`{}`"}.get(factory, "(see its section)")
     value = field.default
     if value is PydanticUndefined or value is None:
-        return "–"
+        return "-"
     return f"`{getattr(value, 'value', value)}`"
 
 

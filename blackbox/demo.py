@@ -18,6 +18,7 @@ import yaml
 
 from blackbox.agent.runtime import Agent
 from blackbox.broker import EmbeddedBroker, free_port
+from blackbox.buffer import Committed
 from blackbox.config import load_config
 from blackbox.seal import generate_key_file, public_key_pem
 from blackbox.sim.runner import Simulator
@@ -28,6 +29,7 @@ from blackbox.store.trace import TraceReport, trace_batch
 
 log = logging.getLogger(__name__)
 
+IDLE_BEFORE_BATCH_WALL_S = 3.0
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
@@ -36,6 +38,21 @@ class DemoResult:
     workdir: Path
     batch: str
     report: TraceReport
+
+
+class BatchWatch:
+    """Follows the agent's record: which production batch started, and when it ended."""
+
+    def __init__(self) -> None:
+        self.batch = ""
+        self.ended = asyncio.Event()
+
+    def on_commit(self, committed: Committed) -> None:
+        for ev in committed.events:
+            if ev.type == "batch.started":
+                self.batch = ev.subject or ""
+            elif ev.type == "batch.ended" and ev.subject == self.batch:
+                self.ended.set()
 
 
 def demo_config(template: Path, workdir: Path, opcua_port: int, modbus_port: int, broker: EmbeddedBroker) -> Path:
@@ -65,7 +82,9 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     workdir.mkdir(parents=True, exist_ok=True)
     broker = EmbeddedBroker()
     await broker.start()
-    sim = Simulator(seed=seed, speed=speed, batches=1, opcua_port=free_port(), modbus_port=free_port())
+    # the line idles a while before the batch, so that the agent is polling when it starts
+    sim = Simulator(seed=seed, speed=speed, batches=1, opcua_port=free_port(), modbus_port=free_port(),
+                    durations={"idle": IDLE_BEFORE_BATCH_WALL_S * speed})
     service: StoreService | None = None
     agent: Agent | None = None
     try:
@@ -78,12 +97,13 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         service = StoreService(engine, cfg.store.mqtt, cfg.store.mqtt.topic_root)
         service.start()
         agent = Agent(loaded, key)
+        watch = BatchWatch()
+        agent.recorder.subscribe(watch.on_commit)
         await agent.start()
-        sim.release()
-        await asyncio.wait_for(sim.batches_done.wait(), timeout=timeout)
+        await asyncio.wait_for(sim.wait(), timeout=timeout)
+        await asyncio.wait_for(watch.ended.wait(), timeout=30)  # the agent has seen the line go idle
         await asyncio.wait_for(agent.drain(), timeout=30)
-        batch = sim.completed_batches[-1]
-        return DemoResult(workdir, batch, trace_batch(engine, batch))
+        return DemoResult(workdir, watch.batch, trace_batch(engine, watch.batch))
     finally:
         if agent is not None:
             await agent.shutdown()

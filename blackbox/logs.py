@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-QUIET_LIBRARIES = ("asyncua", "pymodbus", "amqtt", "transitions", "paho")
+QUIET_LIBRARIES = ("asyncua", "pymodbus", "amqtt", "transitions", "paho", "alembic")
 
 
 class JsonFormatter(logging.Formatter):

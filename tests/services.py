@@ -47,7 +47,7 @@ def fresh_postgres_database() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - any failure to reach the server means "not available"
+    except Exception as exc:
         admin.dispose()
         unavailable(f"PostgreSQL at {PG_ADMIN_URL} ({type(exc).__name__}: {exc})")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"

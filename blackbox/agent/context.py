@@ -24,7 +24,7 @@ class ContextTracker:
         watched = {config.batch_tag, config.product_tag, config.recipe_tag, config.recipe_version_tag,
                    config.phase_tag}
         for m in config.materials:
-            watched |= {m.trigger, m.material, m.lot, m.target, m.actual, m.scale, m.operator}
+            watched |= {m.trigger, m.material, m.lot, m.target, m.actual, m.scale, m.operator, m.tolerance}
         for q in config.qc:
             watched |= {q.trigger, q.sample, *q.tests.values()}
         self._watched = {t for t in watched if t is not None}
@@ -105,15 +105,20 @@ class ContextTracker:
 
     def _material(self, m: MaterialTrigger) -> list[EventDraft]:
         target, actual = _num(self.latest.get(m.target)), _num(self.latest.get(m.actual))
-        in_tol: bool | None = None
-        if m.tolerance_pct is not None and target and actual is not None:
-            in_tol = abs(actual - target) <= abs(target) * m.tolerance_pct / 100
+        tolerance = _num(self.latest.get(m.tolerance)) if m.tolerance else None
+        tol_pct = m.tolerance_pct
+        if tolerance is not None and target:
+            tol_pct = abs(tolerance / target) * 100
+        elif tol_pct is not None and target:
+            tolerance = abs(target) * tol_pct / 100
+        in_tol = None if tolerance is None or target is None or actual is None else (
+            abs(actual - target) <= tolerance + 1e-9)
         material = _text(self.latest.get(m.material))
         return [EventDraft("material.consumed", material, {
             "material": material, "lot": _text(self.latest.get(m.lot)), "target": target, "actual": actual,
             "eng_unit": self.tags[m.actual].eng_unit, "scale": _text(self.latest.get(m.scale)) if m.scale else None,
             "operator": _text(self.latest.get(m.operator)) if m.operator else None,
-            "tolerance_pct": m.tolerance_pct, "in_tolerance": in_tol})]
+            "tolerance": tolerance, "tolerance_pct": tol_pct, "in_tolerance": in_tol})]
 
     def _qc(self, q: QcTrigger) -> list[EventDraft]:
         """One ``qc.result`` per test, judged against the limits in force for the tag."""

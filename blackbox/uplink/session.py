@@ -31,6 +31,7 @@ class UplinkSession:
         self._on_ack = on_ack
         self._on_connected = on_connected
         self.connected = False
+        self._stopping = False
         self.last_error: str | None = None
         self._client = make_client(cfg, client_id)
         self._client.will_set(topics.status, _status("offline", "connection lost"), qos=1, retain=True)
@@ -44,6 +45,7 @@ class UplinkSession:
 
     def stop(self) -> None:
         """Say goodbye on the status topic, then disconnect (the will is not sent on a clean exit)."""
+        self._stopping = True
         if self.connected:
             info = self._client.publish(self.topics.status, _status("offline", "stopped"), qos=1, retain=True)
             try:
@@ -86,7 +88,7 @@ class UplinkSession:
         if connected and not was:
             log.info("uplink connected to %s:%s", self.cfg.host, self.cfg.port)
             self._on_connected()
-        elif not connected and was:
+        elif not connected and was and not self._stopping:
             log.warning("uplink lost: %s", error)
 
 

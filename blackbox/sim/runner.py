@@ -1,0 +1,201 @@
+"""Runs the process model against the wall clock and serves it over OPC UA and Modbus TCP.
+
+``speed`` maps wall time to simulated time (600 = ten simulated minutes per second). Every
+``tick`` wall seconds the model catches up with the simulated time due, in whole 1 s steps, and
+the servers publish the latest snapshot; so values are identical for a seed whatever the speed,
+only the moments at which a client happens to sample them differ. ``speed=0`` runs nothing by
+itself: :meth:`Simulator.advance` steps it by hand (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from blackbox.sim.faults import Fault, FaultRegistry
+from blackbox.sim.modbus_server import ModbusServer
+from blackbox.sim.opcua_server import OpcUaServer
+from blackbox.sim.process import ProcessModel, Snapshot
+from blackbox.sim.recipe import IDLE
+from blackbox.sim.tags import NAMESPACE_URI
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS_PER_TICK = 20_000
+"""Bound on model steps between two publishes, so a huge speed cannot starve the event loop."""
+
+
+class Simulator:
+    """The simulated cream line: process model, OPC UA server and Modbus TCP server.
+
+    Port 0 lets the OS pick a free port; :attr:`opcua_port` and :attr:`modbus_port` give the ports
+    bound once started. ``faults`` are switched on from the start (or from their ``phase``); more
+    can be added to :attr:`faults` while running.
+    """
+
+    def __init__(self, *, seed: int = 1, speed: float = 1.0, batches: int | None = 1,
+                 durations: Mapping[str, float] | None = None, opcua_port: int = 4840, modbus_port: int = 5020,
+                 host: str = "127.0.0.1", modbus_unit_id: int = 1, tick: float = 0.05,
+                 faults: Iterable[Fault] = ()) -> None:
+        if speed < 0:
+            raise ValueError("speed must be >= 0 (0: step by hand with advance())")
+        if tick <= 0:
+            raise ValueError("tick must be positive")
+        self.model = ProcessModel(seed=seed, durations=durations, batches=batches)
+        for fault in faults:
+            self.model.faults.add(fault)
+        self.speed = speed
+        self.tick = tick
+        self.host = host
+        self.batches_done = asyncio.Event()
+        """Set once the requested batches have finished (``fill`` done, line idle); never if ``batches=None``."""
+        self._opcua = OpcUaServer(host, opcua_port)
+        self._modbus = ModbusServer(host, modbus_port, unit_id=modbus_unit_id)
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def opcua_port(self) -> int:
+        return self._opcua.port
+
+    @property
+    def modbus_port(self) -> int:
+        return self._modbus.port
+
+    @property
+    def opcua_endpoint(self) -> str:
+        return self._opcua.endpoint
+
+    @property
+    def namespace_uri(self) -> str:
+        return NAMESPACE_URI
+
+    @property
+    def modbus_unit_id(self) -> int:
+        return self._modbus.unit_id
+
+    @property
+    def current_batch(self) -> str | None:
+        """The batch in production, ``None`` while idle."""
+        return self.model.batch_id or None
+
+    @property
+    def phase(self) -> str:
+        return self.model.phase
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The values being served."""
+        return self.model.snapshot
+
+    @property
+    def faults(self) -> FaultRegistry:
+        """Add or remove faults here while running (see :mod:`blackbox.sim.faults`)."""
+        return self.model.faults
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            raise RuntimeError("simulator already started")
+        await self._modbus.start(self.model.snapshot)
+        try:
+            await self._opcua.start(self.model.snapshot)
+        except BaseException:
+            await self._modbus.stop()
+            raise
+        self._started = True
+        self._check_done()
+        if self.speed > 0:
+            self._task = asyncio.create_task(self._run(), name="blackbox-simulator")
+        log.info("simulated line serving OPC UA at %s and Modbus TCP at %s:%d (unit %d), speed %gx",
+                 self.opcua_endpoint, self.host, self.modbus_port, self.modbus_unit_id, self.speed)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._started:
+            self._started = False
+            try:
+                await self._opcua.stop()
+            finally:
+                await self._modbus.stop()
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def wait(self) -> None:
+        """Until the requested batches are done; re-raises if the simulation loop failed."""
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(self.batches_done.wait())
+        pending: set[asyncio.Future[Any]] = {waiter}
+        if self._task is not None:
+            pending.add(self._task)
+        try:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        for fut in done:
+            if fut is not waiter:
+                fut.result()  # raises the loop's error
+                raise RuntimeError("simulation loop ended unexpectedly")
+
+    async def advance(self, seconds: float) -> Snapshot:
+        """Step the model ``seconds`` of simulated time and publish the result (for ``speed=0``)."""
+        for _ in range(max(0, round(seconds / self.model.dt))):
+            self.model.step()
+        await self._publish()
+        return self.model.snapshot
+
+    # --- internals --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wall0, sim0, dt = loop.time(), self.model.t, self.model.dt
+        while True:
+            due = sim0 + (loop.time() - wall0) * self.speed
+            steps = min(MAX_STEPS_PER_TICK, int((due - self.model.t) / dt + 1e-9))
+            if steps > 0:
+                for _ in range(steps):
+                    self.model.step()
+                await self._publish()
+            await asyncio.sleep(self.tick)
+
+    async def _publish(self) -> None:
+        snapshot = self.model.snapshot
+        self._modbus.publish(snapshot)
+        await self._opcua.publish(snapshot)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.model.finished and self.model.phase == IDLE and not self.batches_done.is_set():
+            log.info("simulated line: %d batch(es) done", self.model.batches_completed)
+            self.batches_done.set()
+
+
+async def run_simulator(seed: int = 1, speed: float = 600.0, batches: int | None = 1, opcua_port: int = 4840,
+                        modbus_port: int = 5020, host: str = "127.0.0.1", *,
+                        durations: Mapping[str, float] | None = None, faults: Iterable[Fault] = (),
+                        on_ready: Callable[[Simulator], None] | None = None) -> None:
+    """Serve the simulated line until ``batches`` are done (``None``: until cancelled).
+
+    ``on_ready`` is called once both servers listen (e.g. to print the endpoints).
+    """
+    async with Simulator(seed=seed, speed=speed, batches=batches, durations=durations, opcua_port=opcua_port,
+                         modbus_port=modbus_port, host=host, faults=faults) as sim:
+        if on_ready is not None:
+            on_ready(sim)
+        await sim.wait()
