@@ -148,6 +148,11 @@ class ThresholdRule(Strict):
 Rule = Annotated[ThresholdRule, Field(discriminator="type")]
 
 
+class AgentConfig(Strict):
+    control_socket: Path = Field(default=Path("var/agent.sock"),
+                                 description="Unix socket for blackbox status, batch, alarms… (mode 0660).")
+
+
 class BufferConfig(Strict):
     path: Path = Field(default=Path("var/buffer.sqlite"), description="SQLite file of the buffer.")
     synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -202,6 +207,7 @@ class Config(Strict):
     context: ContextConfig = Field(default_factory=ContextConfig,
                                    description="Tags that carry batch, phase, lots consumed and QC results.")
     rules: list[Rule] = Field(default_factory=list, description="Alarm rules evaluated on every reading.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="The running agent's local interfaces.")
     buffer: BufferConfig = Field(default_factory=BufferConfig, description="The local SQLite buffer.")
     seal: SealConfig = Field(default_factory=SealConfig, description="When records are sealed into batches.")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Delivery to the store over MQTT.")

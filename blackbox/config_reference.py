@@ -14,7 +14,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("top level", c.Config), ("site", c.SiteConfig), ("gateway", c.GatewayConfig),
     ("sources[] (every protocol)", c.SourceConfig), ("sources[].tags[] (every protocol)", c.TagConfig),
     ("limits[] of a tag", c.LimitSet), ("context", c.ContextConfig), ("context.materials[]", c.MaterialTrigger),
-    ("context.qc[]", c.QcTrigger), ("rules[] (type: threshold)", c.ThresholdRule), ("buffer", c.BufferConfig),
+    ("context.qc[]", c.QcTrigger), ("rules[] (type: threshold)", c.ThresholdRule), ("agent", c.AgentConfig),
+    ("buffer", c.BufferConfig),
     ("seal", c.SealConfig), ("uplink", c.UplinkConfig), ("uplink.mqtt and store.mqtt", c.MqttConfig),
     ("mqtt.tls", c.TlsConfig), ("store", c.StoreConfig),
 ]

@@ -55,20 +55,26 @@ class BatchWatch:
                 self.ended.set()
 
 
-def demo_config(template: Path, workdir: Path, opcua_port: int, modbus_port: int, broker: EmbeddedBroker) -> Path:
-    """Write the demo configuration with this run's ports and paths; return its path."""
+def write_config(template: Path, workdir: Path, *, opcua_port: int, modbus_port: int, mqtt: dict[str, Any],
+                 database_url: str, store_mqtt: dict[str, Any] | None = None) -> Path:
+    """Write ``template`` with this run's ports, broker, paths and store; return the new file's path.
+
+    ``mqtt`` overrides fields of ``uplink.mqtt`` (and of ``store.mqtt`` unless ``store_mqtt`` is given).
+    """
     data: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
     for src in data["sources"]:
         if src["protocol"] == "opcua":
             src["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}"
         elif src["protocol"] == "modbus":
             src["host"], src["port"] = "127.0.0.1", modbus_port
-    mqtt = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
     data["gateway"]["key_file"] = str(workdir / "gateway.key")
     data["buffer"] = {**data.get("buffer", {}), "path": str(workdir / "buffer.sqlite")}
-    data["uplink"] = {**data.get("uplink", {}), "mqtt": {**data.get("uplink", {}).get("mqtt", {}), **mqtt}}
-    data["store"] = {**data.get("store", {}), "database_url": f"sqlite:///{workdir / 'store.sqlite'}",
-                     "mqtt": {**data.get("store", {}).get("mqtt", {}), **mqtt}}
+    data["agent"] = {**data.get("agent", {}), "control_socket": str(workdir / "agent.sock")}
+    uplink = data.setdefault("uplink", {})
+    uplink["mqtt"] = {**uplink.get("mqtt", {}), **mqtt}
+    store = data.setdefault("store", {})
+    store["database_url"] = database_url
+    store["mqtt"] = {**store.get("mqtt", {}), **(store_mqtt if store_mqtt is not None else mqtt)}
     path = workdir / "blackbox.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return path
@@ -89,7 +95,9 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     agent: Agent | None = None
     try:
         await sim.start()
-        loaded = load_config(demo_config(template, workdir, sim.opcua_port, sim.modbus_port, broker))
+        mqtt = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
+        loaded = load_config(write_config(template, workdir, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
+                                          mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}"))
         cfg = loaded.config
         key = generate_key_file(cfg.gateway.key_file)
         engine = open_store(cfg.store.database_url)

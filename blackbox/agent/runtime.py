@@ -12,6 +12,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blackbox.agent.context import ContextTracker
+from blackbox.agent.control import Caller, ControlServer
 from blackbox.agent.poller import SourcePoller
 from blackbox.agent.recorder import Recorder
 from blackbox.agent.sealer import Sealer
@@ -60,6 +61,8 @@ class Agent:
         self.sealer = Sealer(self.buffer, self.db, self._key, cfg.seal, cfg.site.id, cfg.gateway.id,
                              loaded.sha256, on_sealed=self.forwarder.notify)
         self.recorder.subscribe(self._after_commit)
+        self.control = ControlServer(cfg.agent.control_socket)
+        self.control.register("status", self._status)
         self.session: UplinkSession | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +90,7 @@ class Agent:
         await self.recorder.record([], [config_applied_event(self.loaded)])
         await self.forwarder.refresh_delivered()
         self.session.start()
+        await self.control.start()
         self._tasks = [loop.create_task(self.sealer.run(), name="sealer"),
                        loop.create_task(self.forwarder.run(), name="forwarder")]
         self._poll_tasks = [loop.create_task(p.run(), name=f"poll:{p.cfg.name}") for p in self.pollers]
@@ -128,11 +132,28 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.control.stop()
         if self.session is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.session.stop)
         await self.db(self.buffer.close)
         self._executor.shutdown(wait=True)
         log.info("agent %s stopped", self.cfg.gateway.id)
+
+    async def _status(self, _args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
+        pending, last_seq = await self.db(self.buffer.pending_counts)
+        ctx = self.recorder.tracker.context
+        return {
+            "gateway": self.cfg.gateway.id, "site": self.cfg.site.id, "config_sha256": self.loaded.sha256,
+            "context": {"batch": ctx.batch, "product": ctx.product, "phase": ctx.phase},
+            "sources": [{"name": p.cfg.name, "protocol": p.cfg.protocol, "connected": p.connected,
+                         "cycles": p.cycles, "last_cycle_s": p.last_cycle_s,
+                         "last_error": p.driver.health.last_error} for p in self.pollers],
+            "buffer": {"last_seq": last_seq, "undelivered_batches": pending},
+            "uplink": {"connected": bool(self.session and self.session.connected),
+                       "last_error": self.session.last_error if self.session else None,
+                       "delivered_through_seq": self.forwarder.last_delivered_seq},
+            "alarms": [{"tag": tag, "level": level} for tag, level in self.recorder.rules.active_alarms()],
+        }
 
     def _after_commit(self, committed: Committed) -> None:
         self.sealer.notify()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import config_cmd, keys, store_cmd
+from blackbox.cli import config_cmd, keys, ops, store_cmd
 from blackbox.cli.common import load_or_exit
 from blackbox.logs import setup_logging
 
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(keys.app, name="keys")
 app.add_typer(store_cmd.app, name="store")
+app.command("status")(ops.status)
 
 
 @app.callback()

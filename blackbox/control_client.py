@@ -1,0 +1,67 @@
+"""Client side of the agent's control socket (see :mod:`blackbox.agent.control`)."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class AgentUnreachable(Exception):
+    """No agent answers on the control socket."""
+
+
+class CommandFailed(Exception):
+    """The agent refused or failed the command; the message says why."""
+
+
+def _connect(path: Path, timeout: float) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        sock.close()
+        raise AgentUnreachable(f"no agent is running with control socket {path} ({exc.strerror})") from None
+    except PermissionError:
+        sock.close()
+        raise AgentUnreachable(f"not allowed to use the agent's control socket {path}: "
+                               "run as the agent's user or a member of its group") from None
+    return sock
+
+
+def _send(sock: socket.socket, cmd: str, args: dict[str, Any], user: str | None) -> None:
+    sock.sendall(orjson.dumps({"cmd": cmd, "args": args, "user": user or getpass.getuser()}) + b"\n")
+
+
+def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    with sock.makefile("rb") as f:
+        for line in f:
+            doc = orjson.loads(line)
+            if not doc.get("ok"):
+                raise CommandFailed(str(doc.get("error")))
+            yield doc
+
+
+def call(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
+         timeout: float = 10.0) -> Any:
+    """Run one command on the agent and return its result."""
+    with _connect(path, timeout) as sock:
+        _send(sock, cmd, args or {}, user)
+        for doc in _lines(sock):
+            return doc.get("result")
+    raise CommandFailed(f"the agent closed the connection without answering {cmd!r}")
+
+
+def stream(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
+           timeout: float | None = None) -> Iterator[Any]:
+    """Run a streaming command; yield its items until the agent stops or the caller breaks."""
+    with _connect(path, 10.0) as sock:
+        sock.settimeout(timeout)
+        _send(sock, cmd, args or {}, user)
+        for doc in _lines(sock):
+            yield doc.get("item")

@@ -1,0 +1,100 @@
+"""The whole path with real parts: simulator, agent and store as separate processes, the machine's
+Mosquitto and a fresh PostgreSQL database. Every reading the agent stored must be in the store once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from blackbox.control_client import AgentUnreachable, call
+from blackbox.demo import DEMO_CONFIG, write_config
+from blackbox.sim import Simulator
+from services import fresh_postgres_database, require_mosquitto
+
+SPEED = 1200.0
+BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]
+
+
+def cli(*args: str) -> str:
+    proc = subprocess.run([*BLACKBOX, *args], capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 0, f"blackbox {' '.join(args)} failed:\n{proc.stderr}"
+    return proc.stdout
+
+
+async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` (a cheap check of another process's state) until true or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def agent_status(sock: Path) -> dict | None:  # type: ignore[type-arg]
+    try:
+        return call(sock, "status", timeout=2)  # type: ignore[no-any-return]
+    except AgentUnreachable:
+        return None
+
+
+@pytest.mark.slow
+async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_path: Path) -> None:
+    host, port = require_mosquitto()
+    run_id = uuid.uuid4().hex[:8]
+    with fresh_postgres_database() as pg_url:
+        async with Simulator(seed=7, speed=SPEED, batches=1, opcua_port=0, modbus_port=0,
+                             durations={"idle": 3 * SPEED}) as sim:
+            mqtt = {"host": host, "port": port, "protocol": "5", "topic_root": f"bbtest-{run_id}",
+                    "client_id": f"agent-{run_id}"}
+            config = write_config(DEMO_CONFIG, tmp_path, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
+                                  mqtt=mqtt, database_url=pg_url, store_mqtt={**mqtt, "client_id": f"store-{run_id}"})
+            cli("keys", "init", "-c", str(config))
+            (tmp_path / "gateway.pub.pem").write_text(cli("keys", "show", "-c", str(config)).split("\n\n", 1)[1])
+            cli("store", "enroll", "gw-cream-01", str(tmp_path / "gateway.pub.pem"), "--site", "SH-FX-01",
+                "-c", str(config))
+
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            store = subprocess.Popen([*BLACKBOX, "store", "serve", "-c", str(config)], env=env,
+                                     stderr=open(tmp_path / "store.log", "w"))  # noqa: SIM115
+            agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)], env=env,
+                                     stderr=open(tmp_path / "agent.log", "w"))  # noqa: SIM115
+            try:
+                sock = tmp_path / "agent.sock"
+                await wait_for(lambda: (st := agent_status(sock)) is not None
+                               and all(s["connected"] for s in st["sources"]), 30, "the agent to poll both sources")
+                await asyncio.wait_for(sim.wait(), timeout=120)
+                await wait_for(lambda: (st := agent_status(sock)) is not None and st["context"]["batch"] is None,
+                               30, "the agent to see the batch end")
+                agent.send_signal(signal.SIGTERM)
+                assert agent.wait(timeout=30) == 0, (tmp_path / "agent.log").read_text()
+            finally:
+                for proc in (agent, store):
+                    if proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait(timeout=30)
+
+        with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
+            buffered = {row[0] for row in buf.execute("SELECT seq FROM readings")}
+            undelivered = buf.execute("SELECT count(*) FROM sealed_batches WHERE delivered_at_us IS NULL").fetchone()
+        engine = create_engine(pg_url)
+        with engine.connect() as conn:
+            stored = [row[0] for row in conn.execute(text("SELECT seq FROM readings"))]
+            batch_started = conn.execute(text("SELECT count(*) FROM events WHERE type='batch.started'")).scalar()
+        engine.dispose()
+
+    assert undelivered == (0,), "the agent stopped with batches the store never acknowledged"
+    assert len(buffered) > 1000
+    assert len(stored) == len(set(stored)), "a reading is in the store twice"
+    assert set(stored) == buffered, f"missing in store: {sorted(buffered - set(stored))[:10]}"
+    assert batch_started == 1
