@@ -14,12 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from services import fresh_postgres_database, require_mosquitto
 from sqlalchemy import create_engine, text
 
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
-from services import fresh_postgres_database, require_mosquitto
 
 SPEED = 1200.0
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]

@@ -8,7 +8,8 @@ import typer
 
 from blackbox.cli.common import load_or_exit
 
-app = typer.Typer(help="Check configuration files and print their reference.\n\nExample: blackbox config check config/demo.yaml", no_args_is_help=True)
+app = typer.Typer(help="Check configuration files and print their reference.\n\n"
+                  "Example: blackbox config check config/demo.yaml", no_args_is_help=True)
 
 
 @app.command("check")

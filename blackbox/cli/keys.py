@@ -9,7 +9,8 @@ import typer
 from blackbox.cli.common import load_or_exit
 from blackbox.seal import KeyFileExists, fingerprint, generate_key_file, key_id, load_private_key, public_key_pem
 
-app = typer.Typer(help="Create and show the gateway's signing key.\n\nExample: blackbox keys init -c /etc/blackbox/blackbox.yaml", no_args_is_help=True)
+app = typer.Typer(help="Create and show the gateway's signing key.\n\n"
+                  "Example: blackbox keys init -c /etc/blackbox/blackbox.yaml", no_args_is_help=True)
 
 
 def _key_path(config: Path | None, key: Path | None) -> Path:

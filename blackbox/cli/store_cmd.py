@@ -11,7 +11,8 @@ import typer
 from blackbox.cli.common import load_or_exit
 from blackbox.seal import key_id, load_public_key, public_key_pem
 
-app = typer.Typer(help="Run the traceability store and enroll gateway keys.\n\nExample: blackbox store serve -c /etc/blackbox/store.yaml", no_args_is_help=True)
+app = typer.Typer(help="Run the traceability store and enroll gateway keys.\n\n"
+                  "Example: blackbox store serve -c /etc/blackbox/store.yaml", no_args_is_help=True)
 
 
 def database_url(config: Path | None, db: str | None) -> str:
