@@ -41,15 +41,31 @@ class Recorder:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def state(self) -> dict[str, Any]:
+        """What the agent must remember across restarts, saved with every commit."""
+        return {"context": self.tracker.state(), "rules": self.rules.state()}
+
     async def record(self, samples: Sequence[Sample], events: Sequence[EventDraft] = ()) -> Committed:
+        """Make one cycle durable: context events, rule events and readings in one transaction."""
         async with self._lock:
             ts = now_us()
             clean = [sanitize(s) for s in samples]
             drafts = [*events, *self.tracker.observe(clean)]
             ctx = self.tracker.context
             drafts += self.rules.evaluate(clean, ts, ctx.phase, ctx.product)
-            committed: Committed = await self._db(self._buffer.commit, clean, drafts, ctx, ts,
-                                                  self.tracker.state())
+            return await self._commit(clean, drafts, ts)
+
+    async def tick(self) -> Committed | None:
+        """Let time-driven rules (stale signals, delays, shelving expiry) act without a reading."""
+        async with self._lock:
+            ts = now_us()
+            ctx = self.tracker.context
+            drafts = self.rules.tick(ts, ctx.phase, ctx.product)
+            return await self._commit([], drafts, ts) if drafts else None
+
+    async def _commit(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
+        committed: Committed = await self._db(self._buffer.commit, samples, drafts, self.tracker.context, ts,
+                                              self.state())
         for listener in self._listeners:
             listener(committed)
         return committed

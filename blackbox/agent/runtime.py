@@ -27,6 +27,8 @@ from drivers import registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RULES_TICK_S = 1.0
+"""How often time-driven rules run when no reading arrives."""
 
 
 def config_applied_event(loaded: LoadedConfig) -> EventDraft:
@@ -50,9 +52,10 @@ class Agent:
         self.topics = GatewayTopics(cfg.uplink.mqtt.topic_root, cfg.site.id, cfg.gateway.id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blackbox-buffer")
         self.buffer = Buffer(cfg.buffer.path, cfg.buffer.synchronous)
+        saved = self.buffer.load_state()
         self.recorder = Recorder(self.buffer, self.db,
-                                 ContextTracker(cfg.context, cfg.tag_index(), self.buffer.load_state()),
-                                 RuleEngine(cfg.rules, cfg.tag_index()))
+                                 ContextTracker(cfg.context, cfg.tag_index(), saved.get("context")),
+                                 RuleEngine(cfg.rules, cfg.tag_index(), saved.get("rules")))
         self.pollers = [SourcePoller(registry.create(src), self.recorder,
                                      stagger=src.poll_interval * i / max(len(cfg.sources), 1))
                         for i, src in enumerate(cfg.sources)]
@@ -63,6 +66,8 @@ class Agent:
         self.recorder.subscribe(self._after_commit)
         self.control = ControlServer(cfg.agent.control_socket)
         self.control.register("status", self._status)
+        for cmd, handler in self.recorder.rules.control_handlers().items():
+            self.control.register(cmd, handler)
         self.session: UplinkSession | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,7 +97,8 @@ class Agent:
         self.session.start()
         await self.control.start()
         self._tasks = [loop.create_task(self.sealer.run(), name="sealer"),
-                       loop.create_task(self.forwarder.run(), name="forwarder")]
+                       loop.create_task(self.forwarder.run(), name="forwarder"),
+                       loop.create_task(self._tick_rules(), name="rules-tick")]
         self._poll_tasks = [loop.create_task(p.run(), name=f"poll:{p.cfg.name}") for p in self.pollers]
         self.started.set()
         log.info("agent %s started: %d sources, %d tags, buffer %s", self.cfg.gateway.id, len(self.pollers),
@@ -138,6 +144,11 @@ class Agent:
         await self.db(self.buffer.close)
         self._executor.shutdown(wait=True)
         log.info("agent %s stopped", self.cfg.gateway.id)
+
+    async def _tick_rules(self) -> None:
+        while True:
+            await asyncio.sleep(RULES_TICK_S)
+            await self.recorder.tick()
 
     async def _status(self, _args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
         pending, last_seq = await self.db(self.buffer.pending_counts)
