@@ -1,42 +1,120 @@
-"""Committed readings per second into the local buffer, at synchronous FULL and NORMAL.
+"""The buffer's figures: committed readings/s at synchronous FULL and NORMAL, and the agent's memory
+through a long uplink outage.
 
-One commit per simulated poll cycle of 2,000 tags, as the agent does. Prints the figures.
-Usage: python benchmarks/buffer.py [--cycles N]
+1. One commit per simulated poll cycle of 2,000 tags, as the agent does; readings/s committed.
+2. An agent (recorder, sealer, uplink) with its broker unreachable records 2,000 tags/s for one
+   simulated hour as fast as it can (compressed time); its resident memory is sampled every
+   simulated five minutes. Everything must stay in the buffer (none of it is dropped) and the
+   memory must stay flat: the backlog lives in SQLite, not in RAM.
+
+Usage: python benchmarks/buffer.py [--cycles N] [--hours H] [--tags N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import math
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from blackbox.buffer import Buffer
 from blackbox.model import Context, Sample
 
 TAGS = 2000
+SAMPLE_EVERY_S = 300
 
 
-def run(sync: str, cycles: int) -> float:
+def commit_rate(sync: str, cycles: int, tags: int) -> float:
     with tempfile.TemporaryDirectory() as d:
         buf = Buffer(Path(d) / "b.sqlite", sync)  # type: ignore[arg-type]
         ctx = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
-        cycle = [Sample(f"PLC-{i:04d}.value", 20.0 + i * 0.01) for i in range(TAGS)]
+        cycle = [Sample(f"PLC-{i:04d}.value", 20.0 + i * 0.01) for i in range(tags)]
         started = time.perf_counter()
         for _ in range(cycles):
             buf.commit(cycle, [], ctx)
         elapsed = time.perf_counter() - started
         buf.close()
-    return cycles * TAGS / elapsed
+    return cycles * tags / elapsed
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: the broker of the outage."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def outage(hours: float, tags: int, workdir: Path) -> None:
+    from blackbox.agent.runtime import Agent
+    from blackbox.config import load_config
+    from blackbox.seal import generate_key_file
+
+    cfg = {"site": {"id": "BENCH", "name": "bench", "licence": "x"},
+           "gateway": {"id": "gw-bench", "key_file": str(workdir / "gw.key")},
+           "agent": {"control_socket": str(workdir / "agent.sock")},
+           "buffer": {"path": str(workdir / "buffer.sqlite"), "synchronous": "NORMAL", "quota_mb": 8192},
+           "uplink": {"mqtt": {"port": closed_port(), "client_id": "bench"}, "shutdown_grace": 0}}
+    path = workdir / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    loaded = load_config(path)
+    agent = Agent(loaded, generate_key_file(workdir / "gw.key"))
+    await agent.start()
+    names = [f"PLC-{i:04d}.value" for i in range(tags)]
+    seconds = int(hours * 3600)
+    samples: list[tuple[int, float]] = []
+    started = time.perf_counter()
+    for t in range(seconds):
+        await agent.recorder.record([Sample(n, round(20.0 + math.sin(t / 60 + i), 3)) for i, n in enumerate(names)])
+        if t % SAMPLE_EVERY_S == 0 or t == seconds - 1:
+            samples.append((t, rss_mb()))
+    elapsed = time.perf_counter() - started
+    await agent.sealer.flush()
+    backlog = await agent.db(agent.buffer.backlog)
+    usage = await agent.db(agent.buffer.usage)
+    await agent.shutdown()
+    warm = samples[min(2, len(samples) - 1)][1]  # after ten simulated minutes: caches filled
+    peak, end = max(m for _, m in samples), samples[-1][1]
+    print(f"outage: {seconds} s simulated at {tags} tags/s in {elapsed:.0f} s wall "
+          f"({seconds * tags / elapsed:,.0f} readings/s recorded and sealed)")
+    print(f"  buffered {backlog.undelivered_records:,} records undelivered, {backlog.pending_batches} sealed "
+          f"batches pending, {agent.recorder.dropped_records} dropped, file {usage.file_bytes / 2**20:.0f} MB")
+    print("  resident memory (MB) by simulated minute: "
+          + ", ".join(f"{t // 60}: {m:.0f}" for t, m in samples[:: max(1, len(samples) // 12)]))
+    print(f"  resident memory after warm-up {warm:.1f} MB, peak {peak:.1f} MB, at the end {end:.1f} MB: "
+          f"{(peak - warm) / warm * 100:+.1f}% peak over warm-up")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cycles", type=int, default=100)
+    ap.add_argument("--cycles", type=int, default=200, help="Commits per durability setting.")
+    ap.add_argument("--hours", type=float, default=1.0, help="Simulated outage length.")
+    ap.add_argument("--tags", type=int, default=TAGS, help="Readings per poll cycle (and per simulated second).")
+    ap.add_argument("--outage-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(f"buffer commit, {TAGS} readings per transaction, {args.cycles} transactions")
+    if args.outage_only:
+        with tempfile.TemporaryDirectory() as d:
+            asyncio.run(outage(args.hours, args.tags, Path(d)))
+        return
+    print(f"buffer commit, {args.tags} readings per transaction, {args.cycles} transactions")
     for sync in ("FULL", "NORMAL"):
-        print(f"  synchronous={sync:<6}  {run(sync, args.cycles):>10,.0f} readings/s committed")
+        print(f"  synchronous={sync:<6}  {commit_rate(sync, args.cycles, args.tags):>10,.0f} readings/s committed")
+    # a fresh process, so that the first part's memory does not blur the second's
+    subprocess.run([sys.executable, __file__, "--outage-only", "--hours", str(args.hours), "--tags", str(args.tags)],
+                   check=True)
 
 
 if __name__ == "__main__":

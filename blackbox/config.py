@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from blackbox.model import Category
 
@@ -78,6 +78,15 @@ class TagConfig(Strict):
     eng_unit: str = Field(default="", description="Engineering unit, e.g. degC, MPa, rpm.")
     description: str = ""
     limits: list[LimitSet] = Field(default_factory=list)
+    deadband: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False,
+        description="Report by exception: record a reading only when it moved more than this (engineering "
+        "units; any change of text or flags) from the last one recorded, its quality changed, or heartbeat "
+        "passed. Omit to record every reading.")
+    heartbeat: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Seconds after which an unchanged value is recorded again, so that 'unchanged' and 'not "
+        "read' stay distinguishable; 60 when a deadband is set. Also repeats subscribed values.")
 
     def limits_for(self, phase: str | None, product: str | None) -> LimitSet | None:
         """The most specific limit set in force for this phase and product, if any."""
@@ -136,21 +145,276 @@ class ContextConfig(Strict):
     qc: list[QcTrigger] = Field(default_factory=list)
 
 
-class ThresholdRule(Strict):
-    type: Literal["threshold"] = "threshold"
+# --- rules (SPEC §6; docs/rules.md) ------------------------------------------------------------
+
+Priority = Literal["low", "medium", "high", "critical"]
+SpcCheck = Literal["we1", "we2", "we3", "we4", "nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6",
+                   "nelson7", "nelson8"]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+LimitName = Literal["hh", "h", "l", "ll"]
+
+
+def _high_and_low() -> list[LimitName]:
+    return ["h", "l"]
+
+
+def _western_electric() -> list[SpcCheck]:
+    return ["we1", "we2", "we3", "we4"]
+
+
+class TagCondition(Strict):
+    """A condition on the latest good value of a tag, e.g. ``{tag: FL-01.running, equals: true}``."""
+
     tag: str
+    equals: bool | float | str | None = Field(default=None, description="Holds while the value equals this.")
+    above: float | None = Field(default=None, description="Holds while the value is above this.")
+    below: float | None = Field(default=None, description="Holds while the value is below this.")
+
+    @model_validator(mode="after")
+    def _something(self) -> TagCondition:
+        if self.equals is None and self.above is None and self.below is None:
+            raise ValueError("a condition needs equals, above or below")
+        return self
+
+
+class RuleBase(Strict):
+    """What every rule has: identity, priority, where it runs and when it is suppressed by design."""
+
+    id: Identifier | None = Field(default=None, description="Alarm id, unique on the gateway; default "
+                                  "'<type>:<tag>' (operators ack and shelve by it).")
+    priority: Priority = Field(default="medium", description="Alarm priority: low, medium, high or critical.")
+    phases: list[str] = Field(default_factory=list, description="Phases the rule runs in (empty: every phase).")
+    products: list[str] = Field(default_factory=list, description="Products the rule runs for (empty: all).")
+    when: TagCondition | None = Field(default=None, description="The rule runs only while this holds, "
+                                      "e.g. {tag: FL-01.running, equals: true}.")
+    suppress_in: list[str] = Field(default_factory=list, description="Phases in which the alarm is suppressed "
+                                   "by design, e.g. [cip]: still evaluated and recorded, not annunciated.")
+    suppress_when: TagCondition | None = Field(default=None, description="Suppressed by design while this "
+                                               "holds, e.g. {tag: EM-01.cip_active, equals: true}.")
+
+    def subject(self) -> str:
+        """What the alarm is about (a tag, a source, a phase)."""
+        raise NotImplementedError
+
+    def alarm_id(self) -> str:
+        type_ = type(self).model_fields["type"].default
+        return self.id or f"{type_}:{self.subject()}"
+
+    def condition_tags(self) -> set[str]:
+        """Tags this rule reads besides the one it judges."""
+        return {c.tag for c in (self.when, self.suppress_when) if c is not None}
+
+
+class TagRule(RuleBase):
+    tag: str = Field(description="The tag the rule judges.")
+
+    def subject(self) -> str:
+        return self.tag
+
+
+class ThresholdRule(TagRule):
+    """HH/H/L/LL limits of the tag (the limit set in force for the phase and product)."""
+
+    type: Literal["threshold"] = "threshold"
     deadband: float = Field(default=0.0, ge=0, description="Hysteresis, in engineering units.")
-    on_delay: float = Field(default=0.0, ge=0, description="Seconds the condition must hold to raise.")
-    off_delay: float = Field(default=0.0, ge=0, description="Seconds the return must hold to clear.")
-    priority: Literal["low", "medium", "high", "critical"] = "medium"
+    on_delay: Seconds = Field(default=0.0, description="Seconds the condition must hold to raise.")
+    off_delay: Seconds = Field(default=0.0, description="Seconds the return must hold to clear.")
 
 
-Rule = Annotated[ThresholdRule, Field(discriminator="type")]
+class RateOfChangeRule(TagRule):
+    """The value moves faster than allowed, fitted over a window (e.g. cooling <= 1.5 degC/min)."""
+
+    type: Literal["rate_of_change"] = "rate_of_change"
+    max_rise: float | None = Field(default=None, gt=0, description="Largest allowed rise, units per minute.")
+    max_fall: float | None = Field(default=None, gt=0, description="Largest allowed fall, units per minute.")
+    window: Seconds = Field(default=60.0, description="Seconds of readings the rate is fitted over (the "
+                            "slope of their least-squares line; at least the previous reading).")
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> RateOfChangeRule:
+        if self.max_rise is None and self.max_fall is None:
+            raise ValueError("a rate_of_change rule needs max_rise, max_fall or both")
+        return self
+
+
+class FrozenRule(TagRule):
+    """The value does not move for N readings where it should (a hung transmitter)."""
+
+    type: Literal["frozen"] = "frozen"
+    samples: int = Field(ge=2, description="Consecutive good readings within `tolerance` of each other that "
+                         "make the value frozen.")
+    tolerance: float = Field(default=0.0, ge=0, description="Movement that still counts as no change.")
+
+
+class StaleRule(TagRule):
+    """No reading of the tag for N intervals (checked every second by the agent)."""
+
+    type: Literal["stale"] = "stale"
+    intervals: int = Field(default=3, ge=1, description="Missing intervals that make the tag stale.")
+    interval: float | None = Field(default=None, gt=0, description="Expected seconds between readings; "
+                                   "default: learned, the median spacing of the last readings.")
+
+
+class BadQualityRule(TagRule):
+    """The source reports the tag with bad quality (NaN and conversion errors are bad readings too)."""
+
+    type: Literal["bad_quality"] = "bad_quality"
+    samples: int = Field(default=1, ge=1, description="Consecutive bad readings before it raises.")
+    include_uncertain: bool = Field(default=False, description="Count uncertain readings as bad.")
+
+
+class DisconnectedRule(RuleBase):
+    """A source is disconnected (the agent's source.disconnected / source.connected events)."""
+
+    type: Literal["disconnected"] = "disconnected"
+    source: str = Field(description="Source name, as in sources[].name.")
+    on_delay: Seconds = Field(default=0.0, description="Seconds the source must stay away before it raises.")
+
+    def subject(self) -> str:
+        return self.source
+
+
+class TrendRule(TagRule):
+    """A regression over a moving window predicts when a limit in force will be crossed; warns within horizon."""
+
+    type: Literal["trend"] = "trend"
+    window: float = Field(default=300.0, gt=0, description="Seconds of readings the regression fits.")
+    min_samples: int = Field(default=10, ge=3, description="Readings needed in the window before predicting; "
+                             "the window restarts when the limits in force change (a new phase).")
+    horizon: float = Field(default=600.0, gt=0, description="Warn when the predicted crossing is this many "
+                           "seconds away or less.")
+    levels: list[LimitName] = Field(default_factory=_high_and_low, min_length=1,
+                                    description="Limits of the tag to predict crossings of.")
+    hysteresis: float = Field(default=0.2, ge=0, description="The warning clears once the predicted crossing "
+                              "is more than horizon x (1 + hysteresis) away.")
+
+
+class ControlRule(TagRule):
+    """Rules against a tag's control limits: a centre and sigma, configured or learned."""
+
+    centre: float | None = Field(default=None, description="Centre line; learned when omitted.")
+    sigma: float | None = Field(default=None, gt=0, description="Standard deviation of one point; learned "
+                                "(average moving range / 1.128) when omitted.")
+    reference_samples: int | None = Field(default=None, ge=2, description="Points of the reference period "
+                                          "that centre and sigma are learned from.")
+    relearn: bool = Field(default=False, description="Learn again each time the rule comes into force "
+                          "(a new phase or batch) instead of once.")
+    sample_on: str | None = Field(default=None, description="Take a point only when this tag changes (a new "
+                                  "jar, a new QC sample), not at every poll.")
+
+    @model_validator(mode="after")
+    def _baseline(self) -> ControlRule:
+        if (self.centre is None or self.sigma is None) and self.reference_samples is None:
+            raise ValueError("give centre and sigma, or reference_samples to learn what is missing")
+        return self
+
+    def condition_tags(self) -> set[str]:
+        return super().condition_tags() | ({self.sample_on} if self.sample_on else set())
+
+
+class SpcRule(ControlRule):
+    """Western Electric and Nelson run rules on the points' distance from the centre in sigmas."""
+
+    type: Literal["spc"] = "spc"
+    checks: list[SpcCheck] = Field(default_factory=_western_electric, min_length=1,
+                                   description="Run rules to apply: we1..we4 (Western Electric), "
+                                   "nelson1..nelson8.")
+    clear_after: int = Field(default=1, ge=1, description="Points without any violation before it clears.")
+
+
+class EwmaRule(ControlRule):
+    """Exponentially weighted moving average with limits centre +/- L sigma sqrt(lam/(2-lam)(1-(1-lam)^2i))."""
+
+    type: Literal["ewma"] = "ewma"
+    lam: float = Field(default=0.2, gt=0, le=1, description="Weight of the newest point (lambda).")
+    L: float = Field(default=3.0, gt=0, description="Width of the control limits, in sigmas of the EWMA.")
+    sides: Literal["both", "high", "low"] = "both"
+
+
+class CusumRule(ControlRule):
+    """Tabular CUSUM: C+ = max(0, C+ + x - centre - k sigma), C- likewise; alarm above h sigma."""
+
+    type: Literal["cusum"] = "cusum"
+    k: float = Field(default=0.5, ge=0, description="Allowance (slack), in sigmas.")
+    h: float = Field(default=5.0, gt=0, description="Decision interval, in sigmas.")
+    sides: Literal["both", "high", "low"] = "both"
+
+
+class BatchRule(RuleBase):
+    """A batch's phase duration, or the peak/minimum of a tag in a phase, against the last N batches."""
+
+    type: Literal["batch"] = "batch"
+    measure: Literal["duration", "peak", "minimum"]
+    phase: str = Field(description="The phase measured.")
+    tag: str | None = Field(default=None, description="The tag whose peak or minimum is measured.")
+    batches: int = Field(default=10, ge=2, description="Compared with the last this many batches of the product.")
+    min_batches: int = Field(default=3, ge=2, description="Batches of history needed before judging.")
+    k: float = Field(default=3.0, gt=0, description="Allowed deviation from their mean, in their standard "
+                     "deviations (but at least min_deviation).")
+    min_deviation: float = Field(default=0.0, ge=0, description="Smallest allowed deviation (seconds for a "
+                                 "duration, engineering units otherwise), for histories that barely vary.")
+
+    @model_validator(mode="after")
+    def _tag_for_values(self) -> BatchRule:
+        if self.measure != "duration" and self.tag is None:
+            raise ValueError(f"measure {self.measure!r} needs a tag")
+        if self.measure == "duration" and self.tag is not None:
+            raise ValueError("a duration is measured without a tag")
+        if self.min_batches > self.batches:
+            raise ValueError("min_batches cannot exceed batches")
+        if self.phases:
+            raise ValueError("a batch rule measures its own phase: restrict it with products, not phases")
+        return self
+
+    def subject(self) -> str:
+        return f"{self.phase}.{self.measure}" if self.tag is None else f"{self.tag}.{self.phase}.{self.measure}"
+
+
+RULE_MODELS: tuple[type[RuleBase], ...] = (ThresholdRule, RateOfChangeRule, FrozenRule, StaleRule, BadQualityRule,
+                                          DisconnectedRule, TrendRule, SpcRule, EwmaRule, CusumRule, BatchRule)
+Rule = Annotated[ThresholdRule | RateOfChangeRule | FrozenRule | StaleRule | BadQualityRule | DisconnectedRule
+                 | TrendRule | SpcRule | EwmaRule | CusumRule | BatchRule, Field(discriminator="type")]
+LIMIT_RULES = ("threshold", "trend")
+"""Rule types that judge a tag against its configured limits."""
+_RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
+
+
+class AlarmsConfig(Strict):
+    """Alarm management (ISA-18.2): chattering, floods, shelving."""
+
+    chatter_count: int = Field(default=3, ge=2, description="An alarm that starts this many times within "
+                               "chatter_window is chattering: it then clears only after chatter_release.")
+    chatter_window: float = Field(default=60.0, gt=0, description="Seconds, see chatter_count.")
+    chatter_release: Seconds = Field(default=60.0, description="Seconds a chattering alarm's condition must stay "
+                                     "normal before it clears.")
+    flood_count: int = Field(default=10, ge=1, description="A flood starts when more than this many alarms "
+                             "start within flood_window.")
+    flood_window: float = Field(default=600.0, gt=0, description="Seconds, see flood_count.")
+    flood_end: int = Field(default=5, ge=1, description="The flood ends when fewer than this many alarms "
+                           "started within flood_window.")
+    max_shelve: float = Field(default=8 * 3600.0, gt=0, description="Longest an operator may shelve an alarm, "
+                              "seconds.")
+
+    @model_validator(mode="after")
+    def _flood_hysteresis(self) -> AlarmsConfig:
+        if self.flood_end > self.flood_count:
+            raise ValueError("flood_end cannot exceed flood_count")
+        return self
 
 
 class AgentConfig(Strict):
+    """The running agent's local interfaces. Changes here take effect after a restart, not on SIGHUP."""
+
     control_socket: Path = Field(default=Path("var/agent.sock"),
-                                 description="Unix socket for blackbox status, batch, alarms… (mode 0660).")
+                                 description="Unix socket for blackbox status, tail, batch, alarms… (mode 0660).")
+    metrics_port: int | None = Field(default=None, ge=0, lt=65536,
+                                     description="Serve Prometheus metrics (/metrics) and a health check (/health) "
+                                                 "on this TCP port; unset: off.")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1,
+                              description="Address the metrics endpoint listens on.")
+    clock_jump_threshold: float = Field(default=1.0, gt=0,
+                                        description="Seconds the wall clock may disagree with the monotonic clock "
+                                                    "before it counts as a jump (a clock.jump event).")
 
 
 class BufferConfig(Strict):
@@ -158,39 +422,69 @@ class BufferConfig(Strict):
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL", description="SQLite durability: FULL survives power loss, NORMAL only crashes."
     )
-    quota_mb: float = Field(default=1024, gt=0, description="Disk quota of the buffer, MB.")
+    quota_mb: float = Field(default=1024, ge=1, description="Disk quota of the buffer's database file, MB. "
+                            "Delivered data is pruned first; only then is the oldest undelivered data dropped, "
+                            "recorded as a buffer.gap event and a critical alarm.")
+    retention_hours: float = Field(default=24.0, ge=0, description="Hours delivered data is kept for local "
+                                   "diagnosis before it is pruned (sooner if the quota needs the space).")
 
 
 class SealConfig(Strict):
     max_records: int = Field(default=5000, gt=0, description="Records per batch at most.")
-    max_bytes: int = Field(default=256_000, gt=1024, description="Uncompressed payload bytes per batch, about.")
+    max_bytes: int = Field(default=512_000, gt=1024, description="Bytes of the uncompressed records document "
+                           "per batch at most (exact; a single larger record is sealed alone). The MQTT message is "
+                           "smaller: compressed, plus a header of about 700 bytes.")
     max_age: float = Field(default=1.0, gt=0, description="Seconds before a partial batch is sealed.")
     compression: Literal["none", "zlib", "zstd"] = Field(default="zstd", description="Payload compression.")
+    clock_sync_check: bool = Field(default=True, description="Mark batches 'unsynced' while the kernel reports "
+                                   "the clock as not synchronised (no NTP). Steps of the clock are always marked "
+                                   "'stepped'.")
 
 
 class TlsConfig(Strict):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
+    """TLS to the broker. The broker's certificate is always verified (chain and host name) unless
+    insecure_skip_verify is set; a client certificate is sent when cert_file and key_file are given."""
+
+    ca_file: Path | None = Field(default=None, description="CA certificates (PEM) that signed the broker's "
+                                 "certificate; unset: the system's CAs.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM), for brokers that "
+                                   "require one (require_certificate).")
+    key_file: Path | None = Field(default=None, description="Private key of the client certificate (PEM, "
+                                  "unencrypted, mode 0600).")
+    insecure_skip_verify: bool = Field(default=False, description="Do not verify the broker's certificate. "
+                                       "For lab use only: anyone on the path can then read and change traffic.")
 
 
 class MqttConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, gt=0, lt=65536)
-    protocol: Literal["5", "3.1.1"] = "5"
-    client_id: str | None = None
+    """The broker connection (docs/uplink.md). The session is persistent: QoS 1 messages for this
+    client are kept by the broker while it is away."""
+
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, gt=0, lt=65536, description="Broker port (8883 is usual for TLS).")
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version; 3.1.1 for brokers without "
+                                            "MQTT 5 (the store then uses no shared subscription).")
+    client_id: str | None = Field(default=None, description="Fixed client id (keeps the persistent session); "
+                                  "default blackbox-agent-<gateway> or blackbox-store-<host name>.")
     username: str | None = None
-    password: SecretStr | None = None
-    tls: TlsConfig | None = None
-    keepalive: int = Field(default=30, gt=0)
-    topic_root: str = Field(default="blackbox", pattern=r"^[^#+]+$")
+    password: SecretStr | None = Field(default=None, description="Never logged.")
+    tls: TlsConfig | None = Field(default=None, description="Connect with TLS; unset: plain TCP.")
+    keepalive: int = Field(default=30, gt=0, description="Seconds between keepalive pings; the broker "
+                           "publishes the last will after 1.5 times this without traffic.")
+    reconnect_max: int = Field(default=30, ge=1, description="Longest wait between reconnection attempts, "
+                               "seconds (the wait doubles from 1 s).")
+    topic_root: str = Field(default="blackbox", pattern=r"^[^#+]+$", description="First level(s) of every topic.")
 
 
 class UplinkConfig(Strict):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    ack_timeout: float = Field(default=10.0, gt=0, description="Seconds before an unacknowledged batch is re-sent.")
-    max_in_flight: int = Field(default=20, gt=0, description="Batches sent but not yet acknowledged.")
+    ack_timeout: float = Field(default=10.0, gt=0, description="Seconds before an unacknowledged batch is re-sent; "
+                               "doubles with each re-send of the same batch, up to ack_timeout_max.")
+    ack_timeout_max: float = Field(default=120.0, gt=0, description="Longest wait before re-sending a batch that is "
+                                   "still not acknowledged (the store is away: no point flooding the broker).")
+    max_in_flight: int = Field(default=20, ge=2, description="Batches sent but not yet acknowledged; a quarter of "
+                               "them (at least one) is kept for live batches while a backlog is replayed.")
+    replay_rate: float = Field(default=60_000, gt=0, description="Records per second at most when replaying a "
+                               "backlog (after an outage); live batches are not limited.")
     shutdown_grace: float = Field(default=5.0, ge=0, description="Seconds a stopping agent waits for pending acks.")
 
 
@@ -207,6 +501,8 @@ class Config(Strict):
     context: ContextConfig = Field(default_factory=ContextConfig,
                                    description="Tags that carry batch, phase, lots consumed and QC results.")
     rules: list[Rule] = Field(default_factory=list, description="Alarm rules evaluated on every reading.")
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig,
+                                 description="Alarm management: chattering, floods, shelving.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="The running agent's local interfaces.")
     buffer: BufferConfig = Field(default_factory=BufferConfig, description="The local SQLite buffer.")
     seal: SealConfig = Field(default_factory=SealConfig, description="When records are sealed into batches.")
@@ -361,11 +657,26 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
         if isinstance(q.get("tests"), dict):
             for test, tag in q["tests"].items():
                 ref(("context", "qc", i, "tests", test), tag)
+    alarm_ids: set[str] = set()
     for i, rule in items(data.get("rules")):
         tag_name = rule.get("tag")
         ref(("rules", i, "tag"), tag_name)
-        if isinstance(tag_name, str) and tag_name in tags and not tags[tag_name].get("limits"):
-            add(("rules", i, "tag"), f"tag {tag_name!r} has no limits for a threshold rule to check")
+        kind = rule.get("type", "threshold")
+        if kind in LIMIT_RULES and isinstance(tag_name, str) and tag_name in tags and not tags[tag_name].get("limits"):
+            add(("rules", i, "tag"), f"tag {tag_name!r} has no limits for a {kind} rule to check")
+        for fld in ("when", "suppress_when"):
+            if isinstance(rule.get(fld), dict):
+                ref(("rules", i, fld, "tag"), rule[fld].get("tag"))
+        ref(("rules", i, "sample_on"), rule.get("sample_on"))
+        if kind == "disconnected" and isinstance(rule.get("source"), str) and rule["source"] not in seen_sources:
+            add(("rules", i, "source"), f"no source named {rule['source']!r} is configured")
+        try:
+            alarm_id = _RULE_ADAPTER.validate_python(rule).alarm_id()
+        except ValidationError:
+            continue  # reported by the model validation
+        if alarm_id in alarm_ids:
+            add(("rules", i), f"two rules raise the alarm {alarm_id!r}: give one of them another id")
+        alarm_ids.add(alarm_id)
     return issues
 
 

@@ -26,13 +26,18 @@ def is_v5(cfg: MqttConfig) -> bool:
     return cfg.protocol == "5"
 
 
-def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
-    """A configured, not yet connected client (call :func:`connect_async` then ``loop_start``)."""
+def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
+    """A configured, not yet connected client (call :func:`connect_async` then ``loop_start``).
+
+    ``manual_ack``: incoming QoS 1 messages are acknowledged to the broker only when the
+    application calls ``client.ack`` (the store: after its database commit).
+    """
     client = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if is_v5(cfg) else mqtt.MQTTv311,
         clean_session=None if is_v5(cfg) else False,
+        manual_ack=manual_ack,
     )
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -44,16 +49,20 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
             cert_reqs=ssl.CERT_NONE if cfg.tls.insecure_skip_verify else ssl.CERT_REQUIRED,
         )
         client.tls_insecure_set(cfg.tls.insecure_skip_verify)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=1, max_delay=cfg.reconnect_max)
     return client
 
 
-def connect_async(client: mqtt.Client, cfg: MqttConfig) -> None:
-    """Start connecting in the background; paho's loop keeps reconnecting after a loss."""
+def connect_async(client: mqtt.Client, cfg: MqttConfig, *, session_expiry: int = SESSION_EXPIRY_S) -> None:
+    """Start connecting in the background; paho's loop keeps reconnecting after a loss.
+
+    The session is persistent (MQTT 5: ``clean_start=False`` and ``session_expiry`` seconds;
+    3.1.1: ``clean_session=False``), so QoS 1 messages for the client are kept while it is away.
+    """
     kwargs: dict[str, Any] = {}
     if is_v5(cfg):
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = session_expiry
         kwargs = {"clean_start": False, "properties": props}
     client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
 

@@ -4,6 +4,8 @@
 ``{root}/{site}/{gateway}/acks``     store acknowledgements, store -> agent, QoS 1
 ``{root}/{site}/{gateway}/alarms``   live alarm transitions, agent -> anyone, QoS 1
 ``{root}/{site}/{gateway}/status``   retained ``online``/``offline`` JSON; the will sets ``offline``
+
+Documented in docs/uplink.md.
 """
 
 from __future__ import annotations
@@ -45,10 +47,23 @@ def store_batch_filter(root: str, shared: bool) -> str:
     return f"$share/{STORE_SHARE_GROUP}/{plain}" if shared else plain
 
 
-def parse_batch_topic(root: str, topic: str) -> tuple[str, str] | None:
-    """``(site, gateway)`` of a batch topic, or ``None`` if the topic is not one."""
+def store_status_filter(root: str) -> str:
+    """Subscription of the store to every gateway's status (each store worker sees all of them)."""
+    return f"{root}/+/+/status"
+
+
+def parse_gateway_topic(root: str, topic: str) -> tuple[str, str, str] | None:
+    """``(site, gateway, leaf)`` of a topic in the namespace, or ``None`` if the topic is not one."""
     parts = topic.split("/")
     root_parts = root.split("/")
-    if len(parts) != len(root_parts) + 3 or parts[: len(root_parts)] != root_parts or parts[-1] != "batches":
+    if len(parts) != len(root_parts) + 3 or parts[: len(root_parts)] != root_parts:
         return None
-    return parts[-3], parts[-2]
+    return parts[-3], parts[-2], parts[-1]
+
+
+def parse_batch_topic(root: str, topic: str) -> tuple[str, str] | None:
+    """``(site, gateway)`` of a batch topic, or ``None`` if the topic is not one."""
+    parsed = parse_gateway_topic(root, topic)
+    if parsed is None or parsed[2] != "batches":
+        return None
+    return parsed[0], parsed[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from blackbox.buffer import Buffer, BufferError
+from blackbox.buffer import Buffer
 from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample
 
 CTX = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
@@ -84,16 +84,6 @@ def test_state_is_saved_with_the_commit(tmp_path: Path) -> None:
     buf.commit(samples(1), [], CTX, state={"context": {"batch": "B1"}})
     buf.close()
     assert Buffer(path).load_state() == {"context": {"batch": "B1"}}
-
-
-def test_buffer_of_a_newer_agent_is_refused_not_overwritten(tmp_path: Path) -> None:
-    path = tmp_path / "b.sqlite"
-    buf = Buffer(path)
-    with buf.engine.begin() as conn:
-        conn.execute(text("UPDATE meta SET value='99' WHERE key='schema_version'"))
-    buf.close()
-    with pytest.raises(BufferError, match="newer agent"):
-        Buffer(path)
 
 
 def test_wal_and_synchronous_pragmas_are_in_effect(tmp_path: Path) -> None:

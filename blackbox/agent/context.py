@@ -1,7 +1,9 @@
-"""Production context from PLC tags: the active batch and phase, lots consumed, QC results (SPEC §5).
+"""Production context: the active batch and phase, lots consumed, QC results (SPEC §5).
 
-The tracker keeps the latest good value of every tag it cares about. A change of a context tag
-becomes a ``batch.*`` event; a change of a material or QC trigger tag becomes a
+The context comes from PLC tags or from operator commands (``blackbox batch start|phase|end``),
+per field: a batch or phase with a configured tag follows the tag, one without follows the
+operator. The tracker keeps the latest good value of every tag it cares about. A change of a
+context tag becomes a ``batch.*`` event; a change of a material or QC trigger tag becomes a
 ``material.consumed`` or ``qc.result`` event built from the values read with it. Its state is
 saved with every commit, so that a restarted agent neither repeats nor misses an event.
 """
@@ -14,6 +16,12 @@ from typing import Any
 
 from blackbox.config import ContextConfig, MaterialTrigger, QcTrigger, TagConfig
 from blackbox.model import Context, EventDraft, Quality, Sample, Value
+
+MAX_CONTEXT_TEXT = 128
+
+
+class ContextError(ValueError):
+    """An operator's context change that cannot be applied; the message says why."""
 
 
 class ContextTracker:
@@ -28,17 +36,81 @@ class ContextTracker:
         for q in config.qc:
             watched |= {q.trigger, q.sample, *q.tests.values()}
         self._watched = {t for t in watched if t is not None}
-        state = state or {}
-        self.latest: dict[str, Value] = dict(state.get("latest", {}))
-        self.context = Context(**state.get("context", {}))
-        self._triggers: dict[str, Value] = dict(state.get("triggers", {}))
+        self.restore(state or {})
 
     def state(self) -> dict[str, Any]:
         """What must survive a restart, saved in the same transaction as the events it produced."""
         c = self.context
         return {"context": {"batch": c.batch, "product": c.product, "recipe": c.recipe,
                             "recipe_version": c.recipe_version, "phase": c.phase},
-                "triggers": self._triggers, "latest": self.latest}
+                "triggers": dict(self._triggers), "latest": dict(self.latest)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to a state from :meth:`state` (a change that could not be committed is undone)."""
+        self.latest: dict[str, Value] = dict(state.get("latest", {}))
+        self.context = Context(**state.get("context", {}))
+        self._triggers: dict[str, Value] = dict(state.get("triggers", {}))
+
+    # -- operator commands -------------------------------------------------------------------
+
+    def start_batch(self, batch: str, product: str, recipe: str | None, recipe_version: str | None,
+                    phase: str | None, operator: str) -> list[EventDraft]:
+        """An operator starts a production batch (only where no batch tag is configured)."""
+        self._operator_may("batch", self.config.batch_tag)
+        if phase is not None:
+            self._operator_may("phase", self.config.phase_tag)
+        batch = self._text("batch", batch)
+        product = self._text("product", product)
+        recipe = None if recipe is None else self._text("recipe", recipe)
+        recipe_version = None if recipe_version is None else self._text("recipe version", recipe_version)
+        phase = None if phase is None else self._text("phase", phase)
+        if self.context.batch is not None:
+            raise ContextError(f"batch {self.context.batch} is active: end it first (blackbox batch end)")
+        self.context = Context(batch=batch, product=product, recipe=recipe, recipe_version=recipe_version)
+        events = [EventDraft("batch.started", batch, {"batch": batch, "product": product, "recipe": recipe,
+                                                       "recipe_version": recipe_version, "operator": operator})]
+        if phase is not None:
+            events += self.set_phase(phase, operator)
+        return events
+
+    def set_phase(self, phase: str, operator: str) -> list[EventDraft]:
+        """An operator moves the active batch to another phase (only where no phase tag is configured)."""
+        self._operator_may("phase", self.config.phase_tag)
+        phase = self._text("phase", phase)
+        old = self.context
+        if old.batch is None:
+            raise ContextError("no batch is active: start one first (blackbox batch start)")
+        if old.phase == phase:
+            raise ContextError(f"batch {old.batch} is already in phase {phase}")
+        self.context = Context(old.batch, old.product, old.recipe, old.recipe_version, phase)
+        return [EventDraft("batch.phase", old.batch, {"batch": old.batch, "phase": phase, "previous": old.phase,
+                                                       "operator": operator})]
+
+    def end_batch(self, operator: str) -> list[EventDraft]:
+        """An operator ends the active batch (only where no batch tag is configured)."""
+        self._operator_may("batch", self.config.batch_tag)
+        old = self.context
+        if old.batch is None:
+            raise ContextError("no batch is active")
+        self.context = Context()
+        return [EventDraft("batch.ended", old.batch, {"batch": old.batch, "last_phase": old.phase,
+                                                       "operator": operator}, context=old)]
+
+    @staticmethod
+    def _operator_may(what: str, tag: str | None) -> None:
+        if tag is not None:
+            raise ContextError(f"the {what} comes from PLC tag {tag} (context.{what}_tag); an operator command "
+                               f"would contradict it")
+
+    def _text(self, what: str, value: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ContextError(f"{what} must be a non-empty text")
+        if value != value.strip() or len(value) > MAX_CONTEXT_TEXT or not value.isprintable():
+            raise ContextError(f"{what} {value!r} must be printable, without surrounding spaces, at most "
+                               f"{MAX_CONTEXT_TEXT} characters")
+        if value in self._idle:
+            raise ContextError(f"{what} {value!r} is one of context.idle_values, which mean 'no batch'")
+        return value
 
     def observe(self, samples: Iterable[Sample]) -> list[EventDraft]:
         """Take one cycle's samples; return the context events they cause, in order."""

@@ -1,7 +1,15 @@
-"""One task per source: connect with back-off, poll on a fixed schedule, record every cycle.
+"""One task per source: connect with back-off and jitter, then poll at a fixed rate or follow a subscription.
 
-A source that is slow or dead only delays its own task. Connection changes are events in the
-record, so a regulator can tell "not read" from "unchanged".
+A source that is slow or dead only delays its own task: every wait on the driver is bounded by
+the source's timeout, and the sources share nothing but the recorder. Connection changes are
+events in the record (``source.connected`` / ``source.disconnected``), so a regulator can tell
+"not read" from "unchanged"; so are values a source is known to have lost
+(``source.data_lost``) and a silent subscription rebuilt (``source.resubscribed``).
+
+Back-off: after a failed connect, or a connection that failed before its first complete cycle,
+the next attempt waits ``reconnect_min`` doubled per failure up to ``reconnect_max``, times a
+random factor in [0.8, 1.2] so that many gateways do not reconnect in step. A connection that
+delivered at least one cycle resets the delay: its loss is retried after ``reconnect_min``.
 """
 
 from __future__ import annotations
@@ -10,16 +18,32 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
-from blackbox.agent.recorder import Recorder
-from blackbox.model import EventDraft
-from drivers.base import Driver, SourceUnavailable
+from blackbox.agent.exception import ExceptionFilter
+from blackbox.model import EventDraft, Sample
+from drivers.base import Driver, SourceUnavailable, SubscribingDriver, subscribes
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUTS = 5
+"""A connect (with its security handshake and namespace reads) may take this many source timeouts."""
+
+
+def jittered(delay: float) -> float:
+    return delay * random.uniform(0.8, 1.2)
+
+
+class Sink(Protocol):
+    """Where a poller's cycles go: the agent's :class:`~blackbox.agent.recorder.Recorder`."""
+
+    async def record(self, samples: Sequence[Sample], events: Sequence[EventDraft] = ()) -> object:
+        """Make one cycle's samples and events durable."""
+
 
 class SourcePoller:
-    def __init__(self, driver: Driver, recorder: Recorder, stagger: float = 0.0) -> None:
+    def __init__(self, driver: Driver, recorder: Sink, stagger: float = 0.0) -> None:
         self.driver = driver
         self.recorder = recorder
         self.cfg = driver.config
@@ -27,26 +51,36 @@ class SourcePoller:
         self.connected: bool | None = None
         self.cycles = 0
         self.last_cycle_s: float | None = None
+        self.filter = ExceptionFilter(self.cfg.tags)
+        self._delivered = False  # the current connection completed a cycle
+        self._lost_seen = 0
+        self._resubscribed_seen = 0
 
     async def run(self) -> None:
-        delay = self.cfg.reconnect_min
+        cfg = self.cfg
+        delay = cfg.reconnect_min
         await asyncio.sleep(self.stagger)
         try:
             while True:
+                self._delivered = False
                 try:
-                    await asyncio.wait_for(self.driver.connect(), timeout=self.cfg.timeout * 2)
+                    await asyncio.wait_for(self.driver.connect(), timeout=cfg.timeout * CONNECT_TIMEOUTS)
+                    await self._set_connected(True, None)
+                    if subscribes(self.driver):
+                        await self._follow(self.driver)  # type: ignore[arg-type]
+                    else:
+                        await self._poll()
                 except (SourceUnavailable, TimeoutError, OSError) as exc:
-                    await self._set_connected(False, f"connect failed: {exc or type(exc).__name__}")
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, self.cfg.reconnect_max)
-                    continue
-                delay = self.cfg.reconnect_min
-                await self._set_connected(True, None)
-                try:
-                    await self._poll()
-                except (SourceUnavailable, TimeoutError, OSError) as exc:
-                    await self._set_connected(False, str(exc) or type(exc).__name__)
+                    reason = str(exc) or type(exc).__name__
+                    if self.connected:
+                        await self._set_connected(False, reason)
+                    else:
+                        await self._set_connected(False, f"connect failed: {reason}")
                     await self.driver.close()
+                if self._delivered:
+                    delay = cfg.reconnect_min
+                await asyncio.sleep(jittered(delay))
+                delay = min(delay * 2, cfg.reconnect_max)
         finally:
             await self.driver.close()
 
@@ -55,15 +89,53 @@ class SourcePoller:
         next_at = time.monotonic()
         while True:
             started = time.monotonic()
-            samples = await asyncio.wait_for(self.driver.read(), timeout=self.cfg.timeout)
+            # the driver bounds each request by the timeout; this bounds the whole cycle
+            guard = self.cfg.timeout * (self.driver.health.requests_per_cycle + 1)
+            samples = await asyncio.wait_for(self.driver.read(), timeout=guard)
             self.last_cycle_s = time.monotonic() - started
-            self.cycles += 1
-            await self.recorder.record(samples)
+            await self._record(self.filter.admit(samples, started))
             next_at += interval
             now = time.monotonic()
             if next_at < now:  # overran: skip the missed cycles rather than bursting
                 next_at = now + interval - (now - next_at) % interval
             await asyncio.sleep(next_at - now)
+
+    async def _follow(self, driver: SubscribingDriver) -> None:
+        """Take what the subscription delivers; repeat heartbeat values when they are due."""
+        await driver.subscribe()
+        changes: asyncio.Task[list[Sample]] | None = None
+        try:
+            while True:
+                if changes is None:
+                    changes = asyncio.ensure_future(driver.changes())
+                await asyncio.wait({changes}, timeout=self.filter.next_due_in(time.monotonic()))
+                now = time.monotonic()
+                samples: list[Sample] = []
+                if changes.done():
+                    task, changes = changes, None
+                    samples = self.filter.admit(task.result(), now)  # raises SourceUnavailable on a lost link
+                samples += self.filter.due(now)
+                await self._record(samples)
+        finally:
+            if changes is not None:
+                changes.cancel()
+
+    async def _record(self, samples: list[Sample]) -> None:
+        """Record one cycle, with events for values the source reports lost."""
+        events = []
+        health = self.driver.health
+        if health.lost > self._lost_seen:
+            events.append(EventDraft("source.data_lost", self.cfg.name, {
+                "source": self.cfg.name, "count": health.lost - self._lost_seen, "total": health.lost}))
+            self._lost_seen = health.lost
+        if health.resubscribed > self._resubscribed_seen:
+            events.append(EventDraft("source.resubscribed", self.cfg.name, {
+                "source": self.cfg.name, "reason": "the subscription went silent and was rebuilt"}))
+            self._resubscribed_seen = health.resubscribed
+        if samples or events:
+            await self.recorder.record(samples, events)
+        self.cycles += 1
+        self._delivered = True
 
     async def _set_connected(self, connected: bool, reason: str | None) -> None:
         if self.connected == connected:
@@ -74,5 +146,6 @@ class SourcePoller:
         if connected:
             log.info("source %s connected", self.cfg.name)
         else:
+            self.filter.forget()  # after the gap, the first reading of every tag is recorded
             log.warning("source %s %s: %s", self.cfg.name, "unreachable" if first_failure else "lost", reason)
         await self.recorder.record([], [EventDraft(kind, self.cfg.name, {"source": self.cfg.name, "reason": reason})])

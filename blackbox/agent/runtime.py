@@ -1,24 +1,37 @@
-"""The agent: wires drivers, recorder, sealer and uplink together and runs them until stopped."""
+"""The agent: wires drivers, recorder, sealer and uplink together and runs them until stopped.
+
+Signals (installed by ``blackbox run``): SIGTERM/SIGINT stop it gracefully (:meth:`Agent.shutdown`),
+SIGHUP reloads the configuration file (:meth:`Agent.reload`). Under systemd it reports READY,
+STATUS, RELOADING and STOPPING, and pings the watchdog while the event loop and the buffer's
+thread both answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from blackbox.agent import systemd
+from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
-from blackbox.agent.control import Caller, ControlServer
+from blackbox.agent.control import Caller, ControlError, ControlServer
+from blackbox.agent.live import LiveView
+from blackbox.agent.metrics import MetricsServer
+from blackbox.agent.operator import operator_handlers
 from blackbox.agent.poller import SourcePoller
 from blackbox.agent.recorder import Recorder
 from blackbox.agent.sealer import Sealer
+from blackbox.agent.status import collect_metrics, health, status_report, tail_handler
+from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, Committed
-from blackbox.config import LoadedConfig
-from blackbox.model import EventDraft
+from blackbox.config import Config, ConfigError, LoadedConfig, load_config
+from blackbox.model import EventDraft, now_us
 from blackbox.rules import RuleEngine
 from blackbox.seal import load_private_key
 from blackbox.topics import GatewayTopics
@@ -28,17 +41,28 @@ from drivers import registry
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RULES_TICK_S = 1.0
-"""How often time-driven rules run when no reading arrives."""
+"""How often time-driven rules (and the clock check) run when no reading arrives."""
+MAINTAIN_EVERY_S = 60.0
+"""Retention pruning, the disk reserve, a held buffer size released."""
+RESTART_AFTER_CRASH_S = 1.0
+RESTART_ONLY = ("gateway", "agent", "buffer", "uplink")
+"""Configuration sections that take effect only after a restart (plus ``site.id``)."""
 
 
-def config_applied_event(loaded: LoadedConfig) -> EventDraft:
+def config_applied_event(loaded: LoadedConfig, reason: str = "start") -> EventDraft:
     """The configuration in force, in the record: the store judges readings by these limits."""
     cfg = loaded.config
     tags = [t.model_dump(mode="json", include={"name", "unit", "category", "eng_unit", "description", "limits"})
             for t in cfg.tags()]
     return EventDraft("config.applied", cfg.gateway.id, {
         "sha256": loaded.sha256, "gateway": cfg.gateway.id, "site": cfg.site.model_dump(mode="json"),
-        "tags": tags})
+        "tags": tags, "reason": reason})
+
+
+def restart_only_changes(old: Config, new: Config) -> list[str]:
+    """Sections changed in ``new`` that a reload cannot apply."""
+    changed = [name for name in RESTART_ONLY if getattr(old, name) != getattr(new, name)]
+    return (["site.id"] if old.site.id != new.site.id else []) + changed
 
 
 class Agent:
@@ -51,27 +75,44 @@ class Agent:
         self._key = key if key is not None else load_private_key(cfg.gateway.key_file)
         self.topics = GatewayTopics(cfg.uplink.mqtt.topic_root, cfg.site.id, cfg.gateway.id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blackbox-buffer")
-        self.buffer = Buffer(cfg.buffer.path, cfg.buffer.synchronous)
+        self.buffer = Buffer(cfg.buffer.path, cfg.buffer.synchronous, int(cfg.buffer.quota_mb * 2**20))
+        if self.buffer.migrated:
+            log.warning("buffer %s upgraded to schema version %d", cfg.buffer.path, self.buffer.migrated[-1])
         saved = self.buffer.load_state()
+        tags = cfg.tag_index()
         self.recorder = Recorder(self.buffer, self.db,
-                                 ContextTracker(cfg.context, cfg.tag_index(), saved.get("context")),
-                                 RuleEngine(cfg.rules, cfg.tag_index(), saved.get("rules")))
-        self.pollers = [SourcePoller(registry.create(src), self.recorder,
-                                     stagger=src.poll_interval * i / max(len(cfg.sources), 1))
-                        for i, src in enumerate(cfg.sources)]
-        self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink.ack_timeout,
-                                   cfg.uplink.max_in_flight)
+                                 ContextTracker(cfg.context, tags, saved.get("context")),
+                                 RuleEngine(cfg.rules, tags, saved.get("rules"), cfg.alarms),
+                                 GatewayClock(cfg.agent.clock_jump_threshold,
+                                              int(saved.get("clock", {}).get("issued_us", 0))),
+                                 SystemAlarms(saved.get("alarms")),
+                                 retention_s=cfg.buffer.retention_hours * 3600)
+        self.live = LiveView(tags)
+        self.pollers = self._make_pollers(cfg)
+        self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink)
         self.sealer = Sealer(self.buffer, self.db, self._key, cfg.seal, cfg.site.id, cfg.gateway.id,
-                             loaded.sha256, on_sealed=self.forwarder.notify)
+                             loaded.sha256, on_sealed=self.forwarder.notify, key_file=cfg.gateway.key_file)
+        self.recorder.subscribe(self.live.on_commit)
         self.recorder.subscribe(self._after_commit)
         self.control = ControlServer(cfg.agent.control_socket)
         self.control.register("status", self._status)
-        for cmd, handler in self.recorder.rules.control_handlers().items():
+        self.control.register("tail", tail_handler(self))
+        for cmd, handler in operator_handlers(self.recorder).items():
             self.control.register(cmd, handler)
+        for cmd, handler in self.sealer.control_handlers(self.recorder.commit).items():
+            self.control.register(cmd, handler)
+        for cmd in self.recorder.rules.control_handlers():
+            self.control.register(cmd, self._rules_command(cmd))
+        self.metrics: MetricsServer | None = None
+        if cfg.agent.metrics_port is not None:
+            self.metrics = MetricsServer(cfg.agent.metrics_host, cfg.agent.metrics_port,
+                                         lambda: collect_metrics(self), lambda: health(self))
         self.session: UplinkSession | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._reload_lock = asyncio.Lock()
         self.started = asyncio.Event()
+        self.started_at_us: int | None = None
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a buffer call on the buffer's own thread (SQLite work never blocks the loop)."""
@@ -92,17 +133,29 @@ class Agent:
         self.session = UplinkSession(mqtt_cfg, self.topics, client_id, loop, on_ack=self.forwarder.on_ack,
                                      on_connected=self.forwarder.reconnected)
         self.forwarder.session = self.session
+        if not await self.db(self.buffer.ensure_reserve):
+            log.warning("no room on disk for the buffer's reserve")
         await self.recorder.record([], [config_applied_event(self.loaded)])
+        await self.sealer.start()
         await self.forwarder.refresh_delivered()
         self.session.start()
         await self.control.start()
-        self._tasks = [loop.create_task(self.sealer.run(), name="sealer"),
-                       loop.create_task(self.forwarder.run(), name="forwarder"),
-                       loop.create_task(self._tick_rules(), name="rules-tick")]
-        self._poll_tasks = [loop.create_task(p.run(), name=f"poll:{p.cfg.name}") for p in self.pollers]
+        if self.metrics is not None:
+            await self.metrics.start()
+        self._tasks = [self._supervised("sealer", self.sealer.run),
+                       self._supervised("forwarder", self.forwarder.run),
+                       self._supervised("tick", self._tick),
+                       self._supervised("maintain", self._maintain)]
+        interval = systemd.watchdog_interval()
+        if interval is not None:
+            self._tasks.append(self._supervised("watchdog", lambda: self._watchdog(interval)))
+        self._start_polling()
+        self.started_at_us = now_us()
         self.started.set()
+        n_tags = sum(len(s.tags) for s in self.cfg.sources)
+        systemd.notify(f"READY=1\nSTATUS=recording {len(self.pollers)} sources, {n_tags} tags")
         log.info("agent %s started: %d sources, %d tags, buffer %s", self.cfg.gateway.id, len(self.pollers),
-                 sum(len(s.tags) for s in self.cfg.sources), self.cfg.buffer.path)
+                 n_tags, self.cfg.buffer.path)
 
     async def stop_polling(self) -> None:
         """Stop every source; the cycle in progress is dropped before commit or already committed."""
@@ -128,6 +181,7 @@ class Agent:
         Whatever is not acknowledged within the grace period stays in the buffer and is sent after
         the next start.
         """
+        systemd.notify("STOPPING=1\nSTATUS=stopping: sealing and delivering what is buffered")
         await self.stop_polling()
         await self.sealer.flush()
         try:
@@ -138,33 +192,125 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.live.close()
         await self.control.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.session is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.session.stop)
         await self.db(self.buffer.close)
         self._executor.shutdown(wait=True)
         log.info("agent %s stopped", self.cfg.gateway.id)
 
-    async def _tick_rules(self) -> None:
+    # -- reload ------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the configuration file in the background (one reload at a time)."""
+        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+
+    async def reload(self) -> bool:
+        """Apply the configuration file as it is now; ``False`` (and still running as before) if refused.
+
+        Sources, tags, limits, context and rules, and sealing take effect; the sections in
+        :data:`RESTART_ONLY` need a restart, and a file that changes them is refused as a whole,
+        so that the recorded configuration hash always names the configuration in force.
+        """
+        async with self._reload_lock:
+            path = self.loaded.path
+            try:
+                new = load_config(path)
+            except ConfigError as exc:
+                log.error("configuration reload refused, still running with %s…: %d problem(s):\n%s",
+                          self.loaded.sha256[:16], len(exc.issues), exc)
+                return False
+            if new.sha256 == self.loaded.sha256:
+                log.info("configuration reload: %s is unchanged", path)
+                return True
+            if fixed := restart_only_changes(self.cfg, new.config):
+                log.error("configuration reload refused: %s can only change with a restart "
+                          "(systemctl restart blackbox-agent); still running with %s…", ", ".join(fixed),
+                          self.loaded.sha256[:16])
+                return False
+            systemd.notify(systemd.reloading_message())
+            cfg = new.config
+            tags = cfg.tag_index()
+            pollers = self._make_pollers(cfg)
+            tracker = ContextTracker(cfg.context, tags, self.recorder.tracker.state())
+            rules = RuleEngine(cfg.rules, tags, self.recorder.rules.state(), cfg.alarms)
+            await self.stop_polling()
+            await self.sealer.flush()  # what was recorded under the old configuration is sealed under its hash
+            self.sealer.reconfigure(cfg.seal, new.sha256)
+            await self.recorder.reconfigure(tracker, rules, [config_applied_event(new, "reload")])
+            self.loaded, self.cfg, self.pollers = new, cfg, pollers
+            self.live.set_tags(tags)
+            self._start_polling()
+            systemd.notify(f"READY=1\nSTATUS=configuration {new.sha256[:16]} applied")
+            log.warning("configuration reloaded: %s… is in force (%d sources, %d tags)", new.sha256[:16],
+                        len(pollers), len(tags))
+            return True
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def _make_pollers(self, cfg: Config) -> list[SourcePoller]:
+        return [SourcePoller(registry.create(src), self.recorder,
+                             stagger=src.poll_interval * i / max(len(cfg.sources), 1))
+                for i, src in enumerate(cfg.sources)]
+
+    def _start_polling(self) -> None:
+        self._poll_tasks = [self._supervised(f"poll:{p.cfg.name}", p.run) for p in self.pollers]
+
+    def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """A task that is restarted if it fails: one bug must not silently stop a source or the sealer."""
+
+        async def keep_running() -> None:
+            while True:
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("task %s failed; restarting it in %.0f s", name, RESTART_AFTER_CRASH_S)
+                    await asyncio.sleep(RESTART_AFTER_CRASH_S)
+
+        return asyncio.get_running_loop().create_task(keep_running(), name=name)
+
+    async def _tick(self) -> None:
         while True:
             await asyncio.sleep(RULES_TICK_S)
             await self.recorder.tick()
 
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTAIN_EVERY_S)
+            await self.recorder.maintain()
+
+    async def _watchdog(self, interval: float) -> None:
+        """Ping systemd's watchdog only while the loop runs and the buffer's thread answers."""
+        while True:
+            try:
+                await asyncio.wait_for(self.db(lambda: None), timeout=interval)
+            except TimeoutError:
+                log.error("the buffer's thread did not answer within %.1f s: not pinging the watchdog", interval)
+                continue
+            systemd.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    # -- control and listeners ---------------------------------------------------------------
+
+    def _rules_command(self, cmd: str) -> Any:
+        """Delegate to whichever rule engine is in force (a reload replaces it)."""
+
+        def handler(args: dict[str, Any], caller: Caller) -> Any:
+            current = self.recorder.rules.control_handlers(self.recorder.commit).get(cmd)
+            if current is None:
+                raise ControlError(f"{cmd} is not available with the configuration in force")
+            return current(args, caller)
+
+        return handler
+
     async def _status(self, _args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
-        pending, last_seq = await self.db(self.buffer.pending_counts)
-        ctx = self.recorder.tracker.context
-        return {
-            "gateway": self.cfg.gateway.id, "site": self.cfg.site.id, "config_sha256": self.loaded.sha256,
-            "context": {"batch": ctx.batch, "product": ctx.product, "phase": ctx.phase},
-            "sources": [{"name": p.cfg.name, "protocol": p.cfg.protocol, "connected": p.connected,
-                         "cycles": p.cycles, "last_cycle_s": p.last_cycle_s,
-                         "last_error": p.driver.health.last_error} for p in self.pollers],
-            "buffer": {"last_seq": last_seq, "undelivered_batches": pending},
-            "uplink": {"connected": bool(self.session and self.session.connected),
-                       "last_error": self.session.last_error if self.session else None,
-                       "delivered_through_seq": self.forwarder.last_delivered_seq},
-            "alarms": [{"tag": tag, "level": level} for tag, level in self.recorder.rules.active_alarms()],
-        }
+        return await status_report(self)
 
     def _after_commit(self, committed: Committed) -> None:
         self.sealer.notify()

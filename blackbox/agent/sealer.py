@@ -1,52 +1,176 @@
-"""Seals buffered records into signed, hash-chained batches by count, size or age."""
+"""Seals buffered records into signed, hash-chained batches by count, size or age; rotates the key.
+
+Sealing runs on the buffer's thread (``db``), so reading the records, signing and storing the
+batch cannot interleave with anything else that touches the buffer. Records are read as raw rows
+and sealed without building objects (:func:`blackbox.seal.seal_rows`), which keeps the agent's CPU
+per reading low.
+
+Key rotation (docs/batch-format.md): ``keys.rotate`` on the control socket writes the successor
+key to ``<key_file>.next``, records a ``key.rotated`` event naming it, and waits until that event
+has been sealed — as the last record of a batch signed by the old key. From the next batch on
+the sealer signs with the new key, and ``<key_file>.next`` replaces ``<key_file>``. Which key
+signs next is always derived from the chain itself (the last sealed batch), so a crash at any
+step resumes correctly.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
-from blackbox.buffer import Buffer
+from blackbox.buffer import Buffer, Committed
 from blackbox.config import SealConfig
-from blackbox.model import Reading, Record, now_us
-from blackbox.seal import GENESIS_HASH, seal_batch
+from blackbox.model import Event, EventDraft, Sample, now_us
+from blackbox.seal import (
+    GENESIS_HASH,
+    KEY_ROTATED,
+    KeyFileExists,
+    SealError,
+    batch_rotation,
+    decode_records,
+    fingerprint,
+    generate_key_file,
+    key_id,
+    load_private_key,
+    next_key_path,
+    open_batch,
+    promote_next_key,
+    public_key_pem,
+    rotation_data,
+    rotation_of,
+    seal_rows,
+    set_aside_next_key,
+)
 
 log = logging.getLogger(__name__)
 
 DbCall = Callable[..., Awaitable[Any]]
-# a record's share of the uncompressed payload besides its strings; close enough for a size cap
-_RECORD_OVERHEAD = 48
+Record = Callable[[Sequence[Sample], Sequence[EventDraft]], Awaitable[Committed]]
+RETRY_AFTER_ERROR_S = 5.0
+CLOCK_STEP_US = 1_000_000
+"""A change of the wall clock against the boot clock larger than this between two batches is a step."""
+
+
+class ClockWatch:
+    """The ``clock`` status written into each batch header.
+
+    ``stepped``: the wall clock jumped (by more than a second, against the boot clock, which counts
+    suspend too) since the previous batch was sealed, i.e. while this batch's records were being
+    collected. ``unsynced``: the kernel says the clock is not synchronised (no NTP; ``adjtimex``
+    returns ``TIME_ERROR``). Otherwise ``ok``.
+    """
+
+    def __init__(self, check_sync: bool) -> None:
+        self._check_sync = check_sync
+        self._adjtimex = _adjtimex() if check_sync else None
+        self._offset = _wall_minus_boot_us()
+
+    def status(self) -> str:
+        offset = _wall_minus_boot_us()
+        stepped = abs(offset - self._offset) > CLOCK_STEP_US
+        self._offset = offset
+        if stepped:
+            return "stepped"
+        if self._adjtimex is not None and self._adjtimex(ctypes.create_string_buffer(512)) == _TIME_ERROR:
+            return "unsynced"
+        return "ok"
+
+
+_TIME_ERROR = 5
+
+
+def _adjtimex() -> Callable[[Any], int] | None:
+    """libc's ``adjtimex`` (a read-only query with a zeroed ``struct timex``), where there is one."""
+    try:
+        fn: Callable[[Any], int] = ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        log.info("cannot ask the kernel whether the clock is synchronised; clock status covers steps only")
+        return None
+    return fn
+
+
+def _wall_minus_boot_us() -> int:
+    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic_ns()
+    return (time.time_ns() - boot) // 1000
+
+
+@dataclass
+class _Made:
+    batch_seq: int
+    last_seq: int
 
 
 class Sealer:
     def __init__(self, buffer: Buffer, db: DbCall, key: Ed25519PrivateKey, cfg: SealConfig, site: str,
-                 gateway: str, config_hash: str, on_sealed: Callable[[], None]) -> None:
+                 gateway: str, config_hash: str, on_sealed: Callable[[], None], key_file: Path | None = None) -> None:
         self._buffer = buffer
         self._db = db
-        self._key = key
         self._cfg = cfg
         self._site = site
         self._gateway = gateway
         self._config_hash = config_hash
         self._on_sealed = on_sealed
+        self._key_file = key_file
+        self._file_key = key
+        self._next_key: Ed25519PrivateKey | None = None
+        self._key = key
+        self._clock = ClockWatch(cfg.clock_sync_check)
         self._wake = asyncio.Event()
+        self._rotating = False
+        self._resolve_next_after: int | None = None
         self.sealed = 0
+        self.last_error: str | None = None
+
+    @property
+    def key_id(self) -> str:
+        """Id of the key that signs the next batch."""
+        return key_id(self._key)
 
     def notify(self) -> None:
         self._wake.set()
 
+    def reconfigure(self, cfg: SealConfig, config_hash: str) -> None:
+        """A reloaded configuration: batches sealed from now on carry its hash and follow its limits.
+
+        The caller seals everything recorded under the old configuration first (``flush``).
+        """
+        if cfg.clock_sync_check != self._cfg.clock_sync_check:
+            self._clock = ClockWatch(cfg.clock_sync_check)
+        self._cfg = cfg
+        self._config_hash = config_hash
+        self._wake.set()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Pick the signing key the chain says is in force (finishing an interrupted rotation)."""
+        await self._db(self._choose_key)
+
     async def run(self) -> None:
         while True:
-            last = await self._db(self._buffer.last_sealed)
-            count, oldest_us = await self._db(self._buffer.unsealed_stats, last.last_seq if last else 0)
-            age = (now_us() - oldest_us) / 1e6 if oldest_us is not None else 0.0
-            if count >= self._cfg.max_records or (count and age >= self._cfg.max_age):
-                await self.seal_once()
+            try:
+                last = await self._db(self._buffer.last_sealed)
+                count, oldest_us = await self._db(self._buffer.unsealed_stats, last.last_seq if last else 0)
+                age = (now_us() - oldest_us) / 1e6 if oldest_us is not None else 0.0
+                if count >= self._cfg.max_records or (count and age >= self._cfg.max_age):
+                    await self.seal_once()
+                    continue
+            except (SealError, ValueError, OSError) as exc:
+                # Nothing is lost (the records stay in the buffer); say so loudly and try again.
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("sealing failed, retrying in %.0f s: %s", RETRY_AFTER_ERROR_S, self.last_error)
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
                 continue
             await wait_and_clear(self._wake, self._cfg.max_age - age if count else self._cfg.max_age)
 
@@ -55,34 +179,139 @@ class Sealer:
         while await self.seal_once():
             pass
 
+    async def seal_through(self, seq: int) -> int:
+        """Seal until record ``seq`` is in a sealed batch; return that batch's sequence number."""
+        while True:
+            made = await self._db(self._seal_in_db_thread)
+            if made is not None:
+                self.sealed += 1
+                self._on_sealed()
+                if made.last_seq >= seq:
+                    return made.batch_seq
+            else:
+                last = await self._db(self._buffer.last_sealed)
+                if last is not None and last.last_seq >= seq:
+                    return last.batch_seq
+                raise RuntimeError(f"record {seq} is not in the buffer")
+
     async def seal_once(self) -> bool:
         made = await self._db(self._seal_in_db_thread)
-        if made:
+        if made is not None:
             self.sealed += 1
+            self.last_error = None
             self._on_sealed()
-        return bool(made)
+        return made is not None
 
-    def _seal_in_db_thread(self) -> bool:
-        """Runs on the buffer's thread so that sealing and storing the batch cannot interleave."""
+    # -- buffer thread ---------------------------------------------------------------------------
+
+    def _seal_in_db_thread(self) -> _Made | None:
+        """Seal the next batch, if there is anything to seal."""
         last = self._buffer.last_sealed()
         after, batch_seq, prev = (last.last_seq, last.batch_seq + 1, last.hash) if last else (0, 1, GENESIS_HASH)
-        records = _cap_bytes(self._buffer.unsealed(after, self._cfg.max_records), self._cfg.max_bytes)
-        if not records:
-            return False
+        raw_r, raw_e = self._buffer.unsealed_rows(after, self._cfg.max_records)
+        if not raw_r and not raw_e:
+            self._resolve_stale_next(after)
+            return None
+        loads = orjson.loads
+        readings = [[s, t, None if v is None else loads(v), q, r, ts, sts, b, p]
+                    for s, t, v, q, r, ts, sts, b, p in raw_r]
+        events = [[s, ty, sub, loads(d), ts, b, p] for s, ty, sub, d, ts, b, p in raw_e]
+        rotation_at = next((e[0] for e in events if e[1] == KEY_ROTATED), None)
+        if rotation_at is not None:  # the rotation ends the batch signed by the old key
+            readings = [r for r in readings if r[0] <= rotation_at]
+            events = [e for e in events if e[0] <= rotation_at]
         started = time.perf_counter()
-        batch = seal_batch(records, site=self._site, gateway=self._gateway, key=self._key, batch_seq=batch_seq,
-                           prev_hash=prev, config_hash=self._config_hash, compression=self._cfg.compression)
-        self._buffer.add_sealed(batch_seq, records[0].seq, records[-1].seq, batch.hash, batch.wire)
-        log.debug("sealed batch %d: %d records, %d bytes in %.1f ms", batch_seq, len(records), len(batch.wire),
-                  (time.perf_counter() - started) * 1000)
-        return True
+        batch = seal_rows(readings, events, site=self._site, gateway=self._gateway, key=self._key,
+                          batch_seq=batch_seq, prev_hash=prev, config_hash=self._config_hash,
+                          clock=self._clock.status(), compression=self._cfg.compression,
+                          max_bytes=self._cfg.max_bytes)
+        h = batch.header
+        self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
+        log.debug("sealed batch %d: %d records, %d bytes in %.1f ms", batch_seq, h.last_seq - h.first_seq + 1,
+                  len(batch.wire), (time.perf_counter() - started) * 1000)
+        if rotation_at is not None and h.last_seq == rotation_at:
+            event = next(e for e in events if e[0] == rotation_at)
+            self._switch_key(rotation_of(Event(*event)).new_key_id)
+        return _Made(batch_seq, h.last_seq)
 
+    def _choose_key(self) -> None:
+        """The key in force is the one the chain names: the last batch's signer, or its rotation target."""
+        nxt = next_key_path(self._key_file) if self._key_file is not None else None
+        if nxt is not None and nxt.exists():
+            self._next_key = load_private_key(nxt)
+        last = self._buffer.last_sealed()
+        if last is None:
+            in_force = key_id(self._file_key)
+        else:
+            opened = open_batch(last.wire)
+            rotation = batch_rotation(opened, decode_records(opened)) if opened.header.n_events else None
+            in_force = rotation.new_key_id if rotation is not None else opened.header.key_id
+        if self._next_key is not None and key_id(self._next_key) == in_force:
+            self._switch_key(in_force)  # the rotation was sealed, the key file not yet replaced
+        elif key_id(self._file_key) != in_force:
+            log.warning("the chain's last key is %s but the key file holds %s: signing with %s, which the store "
+                        "accepts only if an operator enrolled it", in_force, key_id(self._file_key),
+                        key_id(self._file_key))
+        if self._next_key is not None and self._key is not self._next_key:
+            # a successor exists but is not in force yet: either its key.rotated event still waits to be
+            # sealed, or the rotation was never recorded (crash in between); decided once caught up
+            self._resolve_next_after = self._buffer.last_seq
+        log.info("signing with key %s", key_id(self._key))
 
-def _cap_bytes(records: list[Record], max_bytes: int) -> list[Record]:
-    total = 0
-    for i, r in enumerate(records):
-        text = r.tag if isinstance(r, Reading) else r.type
-        total += _RECORD_OVERHEAD + len(text) + len(str(r.value if isinstance(r, Reading) else r.data))
-        if total > max_bytes and i > 0:
-            return records[:i]
-    return records
+    def _switch_key(self, new_kid: str) -> None:
+        if self._next_key is None or key_id(self._next_key) != new_kid:
+            log.error("the chain rotated to key %s, but %s does not hold it: the store will refuse further "
+                      "batches signed with %s until an operator enrolls a new key", new_kid,
+                      next_key_path(self._key_file) if self._key_file else "no key file", key_id(self._key))
+            return
+        self._key = self._file_key = self._next_key
+        self._next_key = None
+        self._resolve_next_after = None
+        if self._key_file is not None:
+            promote_next_key(self._key_file)
+        log.warning("signing key rotated: now signing with key %s", new_kid)
+
+    def _resolve_stale_next(self, sealed_through: int) -> None:
+        """Once everything recorded before a restart is sealed, a successor never named in the chain is unused."""
+        if self._resolve_next_after is None or self._rotating or sealed_through < self._resolve_next_after:
+            return
+        self._resolve_next_after = None
+        if self._next_key is not None and self._key_file is not None:
+            aside = set_aside_next_key(self._key_file)
+            log.warning("a successor key was never recorded in the chain (interrupted rotation); moved it to %s",
+                        aside)
+            self._next_key = None
+
+    def _create_next(self) -> Ed25519PrivateKey:
+        if self._key_file is None:
+            raise ControlError("this agent has no key file to rotate")
+        try:
+            self._next_key = generate_key_file(next_key_path(self._key_file))
+        except KeyFileExists:
+            raise ControlError("a key rotation is already in progress (the successor key file exists)") from None
+        return self._next_key
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def control_handlers(self, record: Record) -> dict[str, Handler]:
+        """``keys.rotate``: rotate the signing key as an event in the chain (see the module docstring)."""
+
+        async def rotate(_args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+            if self._rotating or self._next_key is not None:
+                raise ControlError("a key rotation is already in progress")
+            self._rotating = True
+            try:
+                old = self._key
+                new = await self._db(self._create_next)
+                committed = await record([], [EventDraft(KEY_ROTATED, key_id(new),
+                                                         rotation_data(old, new, caller.name))])
+                seq = committed.events[0].seq
+                batch_seq = await self.seal_through(seq)
+            finally:
+                self._rotating = False
+            log.warning("key rotation recorded at seq %d in batch %d by %s", seq, batch_seq, caller.name)
+            return {"old_key_id": key_id(old), "new_key_id": key_id(new), "fingerprint": fingerprint(new),
+                    "public_key_pem": public_key_pem(new), "seq": seq, "batch_seq": batch_seq,
+                    "in_force": self.key_id}
+
+        return {"keys.rotate": rotate}

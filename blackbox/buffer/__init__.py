@@ -1,5 +1,14 @@
 """The local buffer: SQLite in WAL mode, the only place a reading must reach before it counts as taken."""
 
-from blackbox.buffer.repository import Buffer, BufferError, Committed, StoredBatch
+from blackbox.buffer.repository import (
+    Backlog,
+    Buffer,
+    BufferError,
+    BufferFull,
+    Committed,
+    Dropped,
+    StoredBatch,
+    Usage,
+)
 
-__all__ = ["Buffer", "BufferError", "Committed", "StoredBatch"]
+__all__ = ["Backlog", "Buffer", "BufferError", "BufferFull", "Committed", "Dropped", "StoredBatch", "Usage"]

@@ -4,25 +4,50 @@ Sequence numbers are allocated here, inside the transaction that makes the recor
 number exists only once its record has committed, so sequence numbers in the buffer are
 contiguous and survive restarts (the next number is derived from what is on disk at open).
 
+Space: delivered data is pruned first (:meth:`Buffer.prune_delivered`); only when that is not
+enough is the oldest *undelivered* data dropped (:meth:`Buffer.drop_undelivered`), and the drop
+records a ``buffer.gap`` event in the same transaction, so no record disappears unaccounted for.
+
 The class is synchronous and not thread-safe; the agent calls it from one dedicated thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
-from blackbox.buffer.schema import SCHEMA_VERSION, events, meta, metadata, open_engine, readings, sealed
-from blackbox.model import Context, Event, EventDraft, Quality, Reading, Record, Sample, Value, now_us
+from blackbox.buffer.migrations import BufferVersionError, prepare
+from blackbox.buffer.schema import PAGE_SIZE, Synchronous, events, meta, open_engine, readings, sealed
+from blackbox.model import Context, Event, EventDraft, Quality, Reading, Record, Sample, now_us
+
+_INSERT_READING = ("INSERT INTO readings (seq, ts_us, tag, value, quality, reason, source_ts_us, batch, phase) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_EVENT = "INSERT INTO events (seq, ts_us, type, subject, data, batch, phase) VALUES (?, ?, ?, ?, ?, ?, ?)"
+RESERVE_BYTES = 8 << 20
+"""Disk kept in reserve beside the buffer (see :meth:`Buffer.ensure_reserve`)."""
+_PUT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 
 
 class BufferError(Exception):
-    """The buffer cannot be used as it is (e.g. written by a newer agent)."""
+    """The buffer cannot be used or written as asked."""
+
+
+class BufferFull(BufferError):
+    """No room for the write: the quota is reached or the disk is full (``SQLITE_FULL``)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"buffer full ({reason}): {detail}")
+        self.reason = reason
+        """``"quota"`` or ``"disk full"``."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +68,58 @@ class Committed:
 
     readings: list[Reading]
     events: list[Event]
+    used_bytes: int = 0
+    """Bytes of the database in use after the commit (free pages not counted)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    used_bytes: int
+    """Pages in use; freed pages are reused before the file grows."""
+    file_bytes: int
+    """The database file and its WAL on disk."""
+    quota_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What the store has not acknowledged yet."""
+
+    last_seq: int
+    undelivered_records: int
+    oldest_undelivered_ts_us: int | None
+    unsealed_records: int
+    pending_batches: int
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Undelivered records removed to make room; the ``buffer.gap`` event describes them."""
+
+    first_seq: int
+    last_seq: int
+    from_us: int | None
+    to_us: int | None
+    readings: int
+    events: int
+    batches: int
 
 
 class Buffer:
     """Durable store of readings, events and sealed batches on the gateway."""
 
-    def __init__(self, path: Path, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: Synchronous = "FULL", quota_bytes: int | None = None) -> None:
         self.path = path
-        self.engine = open_engine(path, synchronous)
-        metadata.create_all(self.engine)
-        with self.engine.begin() as conn:
-            self._check_version(conn)
+        self.quota_bytes = quota_bytes
+        """The quota in force: the configured one, or the file's size while the disk is full."""
+        self.configured_quota_bytes = quota_bytes
+        self.engine = open_engine(path, synchronous, lambda: self.quota_bytes)
+        try:
+            self.migrated = prepare(self.engine, path)
+        except BufferVersionError as exc:
+            self.engine.dispose()
+            raise BufferError(str(exc)) from None
+        with self.engine.connect() as conn:
             self._next_seq = self._max_seq(conn) + 1
 
     def close(self) -> None:
@@ -68,38 +134,237 @@ class Buffer:
         Events come first in sequence order: a context change found in this cycle is recorded
         before the readings that are attributed to it. ``state`` (if given) is saved in the same
         transaction, so that state derived from the records can never disagree with them.
+        Raises :class:`BufferFull` when there is no room, :class:`BufferError` on other failures;
+        nothing of the cycle is then stored and no sequence number is used up.
         """
         ts = now_us() if ts_us is None else ts_us
-        seq = self._next_seq
-        event_rows: list[dict[str, Any]] = []
+        try:
+            with self.engine.begin() as conn:
+                made, seq, used = self._insert(conn, self._next_seq, samples, drafts, context, ts, state)
+        except Exception as exc:
+            raise self._write_error(exc) from exc
+        self._next_seq = seq
+        return Committed(made.readings, made.events, used)
+
+    def _insert(self, conn: Connection, seq: int, samples: Sequence[Sample], drafts: Sequence[EventDraft],
+                context: Context, ts: int, state: dict[str, Any] | None) -> tuple[Committed, int, int]:
+        """Insert through the DBAPI cursor: SQLAlchemy Core's executemany costs twice as much here."""
+        dumps = orjson.dumps
+        event_rows: list[tuple[Any, ...]] = []
         made_events: list[Event] = []
         for d in drafts:
             ctx = d.context or context
-            ev = Event(seq=seq, type=d.type, subject=d.subject, data=d.data, ts_us=d.ts_us or ts,
-                       batch=ctx.batch, phase=ctx.phase)
+            ev = Event(seq, d.type, d.subject, d.data, d.ts_us or ts, ctx.batch, ctx.phase)
             made_events.append(ev)
-            event_rows.append({"seq": seq, "ts_us": ev.ts_us, "type": ev.type, "subject": ev.subject,
-                               "data": orjson.dumps(ev.data).decode(), "batch": ev.batch, "phase": ev.phase})
+            event_rows.append((seq, ev.ts_us, ev.type, ev.subject, dumps(ev.data).decode(), ev.batch, ev.phase))
             seq += 1
-        reading_rows: list[dict[str, Any]] = []
+        reading_rows: list[tuple[Any, ...]] = []
         made_readings: list[Reading] = []
+        batch, phase = context.batch, context.phase
         for s in samples:
-            r = Reading(seq=seq, tag=s.tag, value=s.value, quality=s.quality, reason=s.reason, ts_us=ts,
-                        source_ts_us=s.source_ts_us, batch=context.batch, phase=context.phase)
-            made_readings.append(r)
-            reading_rows.append({"seq": seq, "ts_us": ts, "tag": s.tag, "value": _encode_value(s.value),
-                                 "quality": s.quality.value, "reason": s.reason, "source_ts_us": s.source_ts_us,
-                                 "batch": context.batch, "phase": context.phase})
+            v = s.value
+            made_readings.append(Reading(seq, s.tag, v, s.quality, s.reason, ts, s.source_ts_us, batch, phase))
+            reading_rows.append((seq, ts, s.tag, None if v is None else dumps(v).decode(), s.quality.value,
+                                 s.reason, s.source_ts_us, batch, phase))
             seq += 1
-        with self.engine.begin() as conn:
+        cur = conn.connection.cursor()
+        try:
             if event_rows:
-                conn.execute(insert(events), event_rows)
+                cur.executemany(_INSERT_EVENT, event_rows)
             if reading_rows:
-                conn.execute(insert(readings), reading_rows)
+                cur.executemany(_INSERT_READING, reading_rows)
             if state is not None:
-                self._put_meta(conn, "agent_state", orjson.dumps(state).decode())
+                cur.execute(_PUT_META, ("agent_state", dumps(state).decode()))
+            used = _used_bytes(cur)
+        finally:
+            cur.close()
+        return Committed(made_readings, made_events), seq, used
+
+    def _write_error(self, exc: Exception) -> BufferError:
+        orig = getattr(exc, "orig", None) or exc
+        if isinstance(orig, sqlite3.Error) and (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+            return BufferFull(self._full_reason(), str(orig))
+        return BufferError(f"cannot write the buffer {self.path}: {type(orig).__name__}: {orig}")
+
+    def _full_reason(self) -> str:
+        if self.quota_bytes is None or self.size_held:
+            return "disk full"
+        try:
+            with self.engine.connect() as conn:
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
+                limit = conn.exec_driver_sql("PRAGMA max_page_count").scalar() or 0
+        except Exception:  # the disk may be too full to even look; that is the answer then
+            return "disk full"
+        return "quota" if pages >= limit - 8 else "disk full"  # a few pages' slack: one insert grows several
+
+    # -- space -------------------------------------------------------------------------------
+
+    def usage(self) -> Usage:
+        with self.engine.connect() as conn:
+            cur = conn.connection.cursor()
+            try:
+                used = _used_bytes(cur)
+            finally:
+                cur.close()
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                size += os.stat(f"{self.path}{suffix}").st_size
+        return Usage(used, size, self.quota_bytes)
+
+    @property
+    def reserve_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def ensure_reserve(self) -> bool:
+        """Keep :data:`RESERVE_BYTES` of disk beside the buffer, to be given back when the disk is full.
+
+        With the disk full, even the transaction that drops old data to make room needs a little
+        space for its WAL frames; releasing the reserve provides it. Returns whether it is in place.
+        """
+        path = self.reserve_path
+        try:
+            if path.stat().st_size >= RESERVE_BYTES:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            with open(path, "wb") as f:
+                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+            return True
+        except OSError:
+            path.unlink(missing_ok=True)  # no room for it now; the agent tries again later
+            return False
+
+    def release_reserve(self) -> bool:
+        """Give the reserve's disk space back; ``True`` if there was one."""
+        try:
+            self.reserve_path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    def hold_size(self) -> int:
+        """The disk is full: make the file's present size the quota until :meth:`release_size`.
+
+        From then on SQLite refuses to grow the file (cleanly, before writing anything) and the
+        agent's quota handling keeps free pages inside it, so writes never again need more disk.
+        Returns the quota now in force.
+        """
+        with self.engine.connect() as conn:
+            pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar() or 0)
+            size = int(conn.exec_driver_sql("PRAGMA page_size").scalar() or PAGE_SIZE)
+        held = pages * size
+        if self.configured_quota_bytes is not None:
+            held = min(held, self.configured_quota_bytes)
+        self._set_quota(held)
+        return held
+
+    def release_size(self) -> None:
+        """Back to the configured quota (the disk has room again)."""
+        self._set_quota(self.configured_quota_bytes)
+
+    @property
+    def size_held(self) -> bool:
+        return self.quota_bytes != self.configured_quota_bytes
+
+    def disk_free_bytes(self) -> int:
+        st = os.statvfs(self.path.parent)
+        return st.f_bavail * st.f_frsize
+
+    def _set_quota(self, quota_bytes: int | None) -> None:
+        self.quota_bytes = quota_bytes
+        self.engine.dispose()  # pooled connections carry the old max_page_count; new ones read it afresh
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it, giving its disk space back.
+
+        Raises :class:`BufferFull` if the database file cannot take the pages.
+        """
+        try:
+            with self.engine.connect() as conn:
+                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+        except Exception as exc:
+            raise self._write_error(exc) from exc
+        if busy:
+            raise BufferError("the WAL checkpoint was blocked by a reader of the buffer")
+
+    def prune_delivered(self, delivered_before_us: int | None = None, max_records: int = 100_000) -> int:
+        """Delete up to ``max_records`` records the store has acknowledged, oldest first.
+
+        Only records delivered before ``delivered_before_us`` go when it is given (retention);
+        all delivered ones otherwise (the quota needs the room). The newest sealed batch is kept
+        whatever its state: the next batch's hash chain starts from it. Returns records deleted.
+        """
+        with self.engine.begin() as conn:
+            prefix = self._delivered_prefix(conn)
+            n = 0
+            if delivered_before_us is None:
+                n += self._delete_delivered_beyond(conn, prefix)
+            b = sealed.c
+            done = or_(b.delivered_at_us.is_not(None), b.dropped_at_us.is_not(None))
+            cond = [b.last_seq <= prefix]
+            if delivered_before_us is not None:
+                cond.append(or_(b.delivered_at_us < delivered_before_us, b.dropped_at_us.is_not(None)))
+            upto = conn.execute(select(func.max(b.last_seq)).where(*cond)).scalar()
+            if upto is None:
+                return n
+            first = self._min_row_seq(conn, 0)
+            if first is not None and first <= upto:
+                upto = min(upto, first + max_records - 1)
+                n += self._delete_rows(conn, first, upto)
+            newest = conn.execute(select(func.max(b.batch_seq))).scalar()
+            conn.execute(delete(sealed).where(b.last_seq <= upto, done, b.batch_seq != newest))
+        return n
+
+    def drop_undelivered(self, fraction: float, reason: str, context: Context, ts_us: int,
+                         extra: Sequence[EventDraft] = (), state: dict[str, Any] | None = None,
+                         carry_alarms: frozenset[str] = frozenset()) -> tuple[Committed, Dropped] | None:
+        """Drop the oldest ``fraction`` of the undelivered records and record it, in one transaction.
+
+        Whole sealed batches go (a batch cannot be cut); they stay listed, marked dropped, so the
+        chain continues. The ``buffer.gap`` event (and ``extra`` events, e.g. the alarm) take new
+        sequence numbers. The account of earlier losses is never lost in turn: ``buffer.gap``
+        events inside the dropped range, and ``alarm.raised`` events of the rules in
+        ``carry_alarms`` (alarms still active), are recorded again, as they were, with
+        ``carried_from_seq``. Returns ``None`` if nothing undelivered is left to drop.
+        """
+        try:
+            with self.engine.begin() as conn:
+                prefix = self._delivered_prefix(conn)
+                self._delete_delivered_beyond(conn, prefix)
+                lo = self._min_row_seq(conn, prefix)
+                last = self._next_seq - 1
+                if lo is None:
+                    return None
+                upto = min(last, lo + max(1, math.ceil((last - lo + 1) * fraction)) - 1)
+                b = sealed.c
+                pending = and_(b.delivered_at_us.is_(None), b.dropped_at_us.is_(None))
+                cut = conn.execute(select(func.max(b.last_seq)).where(pending, b.first_seq <= upto)).scalar()
+                upto = max(upto, cut or 0)
+                n_r, r_from, r_to = conn.execute(select(func.count(), func.min(readings.c.ts_us),
+                                                        func.max(readings.c.ts_us))
+                                                 .where(readings.c.seq.between(lo, upto))).one()
+                n_e, e_from, e_to = conn.execute(select(func.count(), func.min(events.c.ts_us),
+                                                        func.max(events.c.ts_us))
+                                                 .where(events.c.seq.between(lo, upto))).one()
+                carried = self._carried(conn, lo, upto, carry_alarms)
+                n_e -= len(carried)
+                self._delete_rows(conn, lo, upto)
+                n_b = conn.execute(update(sealed).where(pending, b.last_seq <= upto)
+                                   .values(wire=b"", dropped_at_us=ts_us)).rowcount
+                froms = [t for t in (r_from, e_from) if t is not None]
+                tos = [t for t in (r_to, e_to) if t is not None]
+                dropped = Dropped(lo, upto, min(froms, default=None), max(tos, default=None), n_r, n_e, n_b)
+                gap = EventDraft("buffer.gap", "buffer", {
+                    "first_seq": dropped.first_seq, "last_seq": dropped.last_seq, "from_us": dropped.from_us,
+                    "to_us": dropped.to_us, "reason": reason, "readings": n_r, "events": n_e, "batches": n_b})
+                made, seq, used = self._insert(conn, self._next_seq, [], [*carried, gap, *extra], context, ts_us,
+                                               state)
+        except Exception as exc:
+            raise self._write_error(exc) from exc
         self._next_seq = seq
-        return Committed(made_readings, made_events)
+        return Committed(made.readings, made.events, used), dropped
 
     # -- sealing -----------------------------------------------------------------------------
 
@@ -113,6 +378,28 @@ class Buffer:
         out: list[Record] = [_row_to_reading(r) for r in rows_r] + [_row_to_event(e) for e in rows_e]
         out.sort(key=lambda rec: rec.seq)
         return out[:limit]
+
+    def unsealed_rows(self, after: int, limit: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The next ``limit`` records above ``after`` as raw rows, for the sealer's fast path.
+
+        Readings as ``(seq, tag, value_json, quality, reason, ts_us, source_ts_us, batch, phase)``,
+        events as ``(seq, type, subject, data_json, ts_us, batch, phase)``; each list in ``seq``
+        order, and together the ``limit`` lowest sequence numbers above ``after``.
+        """
+        with self.engine.connect() as conn:
+            cur = conn.connection.cursor()
+            try:
+                rows_r = cur.execute("SELECT seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase "
+                                     "FROM readings WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+                rows_e = cur.execute("SELECT seq, type, subject, data, ts_us, batch, phase "
+                                     "FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
+            finally:
+                cur.close()
+        if len(rows_r) + len(rows_e) > limit:
+            cut = sorted([r[0] for r in rows_r] + [e[0] for e in rows_e])[limit - 1]
+            rows_r = [r for r in rows_r if r[0] <= cut]
+            rows_e = [e for e in rows_e if e[0] <= cut]
+        return rows_r, rows_e
 
     def unsealed_stats(self, after: int) -> tuple[int, int | None]:
         """Number of records above ``after`` and the gateway time of the oldest one."""
@@ -130,33 +417,60 @@ class Buffer:
         return _row_to_batch(row) if row else None
 
     def add_sealed(self, batch_seq: int, first_seq: int, last_seq: int, hash_: str, wire: bytes) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(sealed).values(batch_seq=batch_seq, first_seq=first_seq, last_seq=last_seq,
-                                               hash=hash_, wire=wire, sealed_at_us=now_us()))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(sealed).values(batch_seq=batch_seq, first_seq=first_seq, last_seq=last_seq,
+                                                   hash=hash_, wire=wire, sealed_at_us=now_us()))
+        except Exception as exc:
+            raise self._write_error(exc) from exc
 
     # -- delivery ----------------------------------------------------------------------------
 
     def undelivered(self, after_batch_seq: int, limit: int) -> list[StoredBatch]:
-        """Sealed batches not yet acknowledged by the store, oldest first."""
+        """Sealed batches not yet acknowledged by the store (nor dropped), oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(sealed).where(sealed.c.delivered_at_us.is_(None),
+                                                     sealed.c.dropped_at_us.is_(None),
                                                      sealed.c.batch_seq > after_batch_seq)
                                 .order_by(sealed.c.batch_seq).limit(limit)).all()
         return [_row_to_batch(r) for r in rows]
 
     def mark_delivered(self, batch_seq: int, hash_: str) -> bool:
-        """Record the store's acknowledgement; ``False`` if no such batch has that hash."""
+        """Record the store's acknowledgement; ``False`` if no pending batch has that hash."""
         with self.engine.begin() as conn:
             res = conn.execute(update(sealed).where(sealed.c.batch_seq == batch_seq, sealed.c.hash == hash_,
-                                                    sealed.c.delivered_at_us.is_(None))
+                                                    sealed.c.delivered_at_us.is_(None),
+                                                    sealed.c.dropped_at_us.is_(None))
                                .values(delivered_at_us=now_us()))
         return res.rowcount == 1
 
     def pending_counts(self) -> tuple[int, int]:
         """(undelivered batches, last sequence number committed)."""
         with self.engine.connect() as conn:
-            n = conn.execute(select(func.count()).where(sealed.c.delivered_at_us.is_(None))).scalar() or 0
+            n = conn.execute(select(func.count()).where(sealed.c.delivered_at_us.is_(None),
+                                                        sealed.c.dropped_at_us.is_(None))).scalar() or 0
         return n, self._next_seq - 1
+
+    def backlog(self) -> Backlog:
+        """Depth of what the store has not acknowledged, by index lookups only (cheap at any size).
+
+        Undelivered records always form one range up to the last sequence number: delivery
+        advances from the oldest and drops remove the oldest.
+        """
+        last = self._next_seq - 1
+        with self.engine.connect() as conn:
+            prefix = self._delivered_prefix(conn)
+            lo = self._min_row_seq(conn, prefix)
+            oldest = None
+            if lo is not None:
+                oldest = conn.execute(select(readings.c.ts_us).where(readings.c.seq == lo)).scalar()
+                if oldest is None:
+                    oldest = conn.execute(select(events.c.ts_us).where(events.c.seq == lo)).scalar()
+            pending = conn.execute(select(func.count()).where(sealed.c.delivered_at_us.is_(None),
+                                                              sealed.c.dropped_at_us.is_(None))).scalar() or 0
+            sealed_upto = conn.execute(select(func.max(sealed.c.last_seq))).scalar() or 0
+        return Backlog(last_seq=last, undelivered_records=0 if lo is None else last - lo + 1,
+                       oldest_undelivered_ts_us=oldest, unsealed_records=last - sealed_upto, pending_batches=pending)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -180,14 +494,6 @@ class Buffer:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _check_version(self, conn: Connection) -> None:
-        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-        if found is None:
-            self._put_meta(conn, "schema_version", str(SCHEMA_VERSION))
-        elif int(found) > SCHEMA_VERSION:
-            raise BufferError(f"{self.path} was written by a newer agent (schema {found}, this agent knows "
-                              f"{SCHEMA_VERSION}); upgrade the agent, do not delete the buffer")
-
     @staticmethod
     def _max_seq(conn: Connection) -> int:
         candidates = [
@@ -198,14 +504,57 @@ class Buffer:
         return max((c for c in candidates if c is not None), default=0)
 
     @staticmethod
-    def _put_meta(conn: Connection, key: str, value: str) -> None:
-        updated = conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount
-        if not updated:
-            conn.execute(insert(meta).values(key=key, value=value))
+    def _delivered_prefix(conn: Connection) -> int:
+        """Highest seq such that every record up to it was delivered (or dropped, and recorded so)."""
+        b = sealed.c
+        first_pending = conn.execute(select(func.min(b.first_seq)).where(
+            b.delivered_at_us.is_(None), b.dropped_at_us.is_(None))).scalar()
+        if first_pending is not None:
+            return int(first_pending) - 1
+        return int(conn.execute(select(func.max(b.last_seq))).scalar() or 0)
+
+    @staticmethod
+    def _delete_delivered_beyond(conn: Connection, prefix: int) -> int:
+        """Rows of batches acknowledged out of order (beyond the delivered prefix)."""
+        n = 0
+        ranges = conn.execute(select(sealed.c.first_seq, sealed.c.last_seq).where(
+            sealed.c.delivered_at_us.is_not(None), sealed.c.last_seq > prefix)).all()
+        for first, last in ranges:
+            n += Buffer._delete_rows(conn, first, last)
+        return n
+
+    @staticmethod
+    def _min_row_seq(conn: Connection, above: int) -> int | None:
+        found = [conn.execute(select(func.min(t.c.seq)).where(t.c.seq > above)).scalar() for t in (readings, events)]
+        return min((f for f in found if f is not None), default=None)
+
+    @staticmethod
+    def _carried(conn: Connection, lo: int, upto: int, carry_alarms: frozenset[str]) -> list[EventDraft]:
+        """Events in ``lo..upto`` that must outlive the drop, as drafts to record again."""
+        rows = conn.execute(select(events.c.seq, events.c.type, events.c.subject, events.c.data, events.c.batch,
+                                   events.c.phase)
+                            .where(events.c.seq.between(lo, upto),
+                                   events.c.type.in_(["buffer.gap", "alarm.raised"]))
+                            .order_by(events.c.seq)).all()
+        out = []
+        for seq, kind, subject, raw, batch, phase in rows:
+            data = orjson.loads(raw)
+            if kind == "buffer.gap" or data.get("rule") in carry_alarms:
+                out.append(EventDraft(kind, subject, {**data, "carried_from_seq": seq},
+                                      context=Context(batch=batch, phase=phase)))
+        return out
+
+    @staticmethod
+    def _delete_rows(conn: Connection, first: int, last: int) -> int:
+        n = conn.execute(delete(readings).where(readings.c.seq.between(first, last))).rowcount
+        return n + conn.execute(delete(events).where(events.c.seq.between(first, last))).rowcount
 
 
-def _encode_value(value: Value) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+def _used_bytes(cur: Any) -> int:
+    pages = cur.execute("PRAGMA page_count").fetchone()[0]
+    free = cur.execute("PRAGMA freelist_count").fetchone()[0]
+    size = cur.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
 
 
 def _row_to_reading(r: Any) -> Reading:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import typer
 
 from blackbox.cli.common import load_or_exit
 from blackbox.seal import KeyFileExists, fingerprint, generate_key_file, key_id, load_private_key, public_key_pem
 
-app = typer.Typer(help="Create and show the gateway's signing key.\n\n"
+app = typer.Typer(help="Create, show and rotate the gateway's signing key.\n\n"
                   "Example: blackbox keys init -c /etc/blackbox/blackbox.yaml", no_args_is_help=True)
 
 
@@ -49,3 +50,27 @@ def show(config: Path | None = typer.Option(None, "--config", "-c", help="Take t
     pub = load_private_key(_key_path(config, key)).public_key()
     typer.echo(f"key id      {key_id(pub)}\nfingerprint {fingerprint(pub)}\n")
     typer.echo(public_key_pem(pub))
+
+
+@app.command("rotate")
+def rotate(config: Path = typer.Option(..., "--config", "-c", help="The running agent's configuration file."),
+           json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Rotate the signing key of the running agent, as an event in its chain.
+
+    The agent writes a new key next to the old one, records a key.rotated event naming it, seals
+    that event as the last record signed by the old key, and signs everything after it with the
+    new key. The store learns the new key from the chain (no new enrollment needed); the old key
+    file is replaced. The agent must be running: the rotation is part of its record.
+
+    Example: blackbox keys rotate -c /etc/blackbox/blackbox.yaml
+    """
+    from blackbox.cli.ops import agent_call
+
+    result = agent_call(config, "keys.rotate")
+    if json_out:
+        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return
+    typer.echo(f"rotated key {result['old_key_id']} -> {result['new_key_id']} at record {result['seq']} "
+               f"(sealed in batch {result['batch_seq']}); now signing with {result['in_force']}\n"
+               f"fingerprint {result['fingerprint']}\n")
+    typer.echo(result["public_key_pem"])

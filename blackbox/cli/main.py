@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import config_cmd, keys, ops, store_cmd
+from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, store_cmd, verify_cmd
 from blackbox.cli.common import load_or_exit
 from blackbox.logs import setup_logging
 
@@ -21,9 +21,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(diag.app, name="diag")
 app.add_typer(keys.app, name="keys")
 app.add_typer(store_cmd.app, name="store")
+app.add_typer(alarms.app, name="alarms")
 app.command("status")(ops.status)
+app.command("tail")(ops.tail)
+app.add_typer(batch.batch_app, name="batch")
+app.add_typer(batch.material_app, name="material")
+app.add_typer(batch.qc_app, name="qc")
+app.command("verify-batch")(verify_cmd.verify_batch)
 
 
 @app.callback()
@@ -35,20 +42,29 @@ def _main(log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO
 def run(config: Path = typer.Option(..., "--config", "-c", help="Configuration file (YAML).")) -> None:
     """Run the edge agent: poll the sources, buffer, apply rules, seal and forward until SIGTERM.
 
+    SIGHUP reloads the configuration file (recorded as a config.applied event).
+
     Example: blackbox run -c /etc/blackbox/blackbox.yaml
     """
     from blackbox.agent.runtime import Agent
+    from blackbox.buffer import BufferError
 
     loaded = load_or_exit(config)
 
     async def main() -> None:
+        agent = Agent(loaded)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Agent(loaded).run(stop)
+        loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
+        await agent.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except BufferError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -106,27 +122,3 @@ def trace(batch: str = typer.Argument(..., help="Production batch number, e.g. F
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report.to_json() if json_out else render_text(report))
-
-
-@app.command("verify-batch")
-def verify_batch(file: Path = typer.Argument(..., help="A sealed batch as published (binary file)."),
-                 key: Path = typer.Option(..., "--key", help="Gateway public key (PEM).")) -> None:
-    """Verify one exported batch offline: format, signature, payload hash; print its header.
-
-    Example: blackbox verify-batch batch-000042.bbx --key gateway.pub.pem
-    """
-    from blackbox.seal import SealError, decode_records, load_public_key, open_batch
-    from blackbox.seal import verify_batch as verify
-
-    try:
-        opened = open_batch(file.read_bytes())
-        verify(opened, load_public_key(key.read_text()))
-        records = decode_records(opened)
-    except SealError as exc:
-        typer.echo(f"{file}: REJECTED: {exc}", err=True)
-        raise typer.Exit(1) from None
-    h = opened.header
-    typer.echo(f"{file}: OK — gateway {h.gateway}, batch {h.batch_seq}, records {h.first_seq}..{h.last_seq} "
-               f"({len(records)}), hash {opened.hash}, previous {h.prev_hash}")
-
-

@@ -1,52 +1,409 @@
-"""The rule engine: routes each reading to the rules that watch its tag."""
+"""The rule engine: routes readings, events and time to the rules, and their verdicts to the alarms.
+
+Each configured rule becomes a *monitor* (its family's evaluation state, see the family modules)
+and an :class:`~blackbox.rules.lifecycle.Alarm` (the ISA-18.2 lifecycle every family shares). The
+engine decides when a rule is in force — its phases, products and ``when`` condition — and when its
+alarm is suppressed by design, and collects the events for the recorder to commit with the cycle.
+
+Operator actions (acknowledge, shelve…) arrive on the control socket (:mod:`blackbox.rules.commands`)
+and are committed by the recorder before they are answered; without a recorder (tests, benchmarks)
+their events wait in an outbox that the next ``evaluate``/``tick`` hands over.
+"""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from blackbox.agent.control import Handler
-from blackbox.config import Rule, TagConfig
-from blackbox.model import EventDraft, Quality, Sample
+from blackbox.config import (
+    AlarmsConfig,
+    BadQualityRule,
+    BatchRule,
+    ControlRule,
+    CusumRule,
+    DisconnectedRule,
+    EwmaRule,
+    FrozenRule,
+    RateOfChangeRule,
+    Rule,
+    RuleBase,
+    SpcRule,
+    StaleRule,
+    TagCondition,
+    TagConfig,
+    ThresholdRule,
+    TrendRule,
+)
+from blackbox.model import EventDraft, Quality, Sample, Value
+from blackbox.rules.base import Monitor, Verdict
+from blackbox.rules.batch import BatchMonitor
+from blackbox.rules.commands import Commit, handlers
+from blackbox.rules.drift import CusumMonitor, EwmaMonitor
+from blackbox.rules.flood import Flood, StartCounts
+from blackbox.rules.health import (
+    BadQualityMonitor,
+    DisconnectedMonitor,
+    FrozenMonitor,
+    RateOfChangeMonitor,
+    StaleMonitor,
+)
+from blackbox.rules.lifecycle import Alarm, AlarmError
+from blackbox.rules.spc import SpcMonitor
 from blackbox.rules.threshold import ThresholdMonitor
+from blackbox.rules.trend import TrendMonitor
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_MISSING = object()
+
+
+def build_monitor(rule: RuleBase, tags: dict[str, TagConfig]) -> Monitor:
+    """The monitor of one rule, by family."""
+    match rule:
+        case ThresholdRule():
+            return ThresholdMonitor(rule, tags[rule.tag])
+        case TrendRule():
+            return TrendMonitor(rule, tags[rule.tag])
+        case RateOfChangeRule():
+            return RateOfChangeMonitor(rule)
+        case FrozenRule():
+            return FrozenMonitor(rule)
+        case StaleRule():
+            return StaleMonitor(rule)
+        case BadQualityRule():
+            return BadQualityMonitor(rule)
+        case DisconnectedRule():
+            return DisconnectedMonitor(rule)
+        case SpcRule():
+            return SpcMonitor(rule)
+        case EwmaRule():
+            return EwmaMonitor(rule)
+        case CusumRule():
+            return CusumMonitor(rule)
+        case BatchRule():
+            return BatchMonitor(rule)
+    raise TypeError(f"no monitor for rule type {type(rule).__name__}")
+
+
+def holds(condition: TagCondition, value: Value) -> bool:
+    """Whether a tag condition holds for the tag's latest good value (unknown: it does not)."""
+    if value is None:
+        return False
+    if condition.equals is not None and value != condition.equals:
+        return False
+    if condition.above is not None or condition.below is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if condition.above is not None and not value > condition.above:
+            return False
+        if condition.below is not None and not value < condition.below:
+            return False
+    return True
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One configured rule: its monitor, its alarm, and whether it is in force right now."""
+
+    rule: RuleBase
+    monitor: Monitor
+    alarm: Alarm
+    fingerprint: str
+    tag: str | None
+    """The tag the rule judges (``None`` for a source or a phase duration)."""
+    in_force: bool = False
 
 
 class RuleEngine:
-    """Evaluates every configured rule on the samples of one poll cycle."""
+    """Evaluates every configured rule on the samples of one poll cycle, on events and on time."""
 
-    def __init__(self, rules: Iterable[Rule], tags: dict[str, TagConfig], state: dict[str, Any] | None = None) -> None:
-        self._by_tag: dict[str, list[ThresholdMonitor]] = defaultdict(list)
+    def __init__(self, rules: Iterable[Rule | RuleBase], tags: dict[str, TagConfig],
+                 state: dict[str, Any] | None = None, settings: AlarmsConfig | None = None) -> None:
+        self.settings = settings or AlarmsConfig()
+        self.entries: dict[str, Entry] = {}
         for rule in rules:
-            self._by_tag[rule.tag].append(ThresholdMonitor(rule, tags[rule.tag]))
+            alarm_id = rule.alarm_id()
+            if alarm_id in self.entries:
+                raise ValueError(f"two rules raise the alarm {alarm_id!r}: give one of them another id")
+            missing = [t for t in (getattr(rule, "tag", None), *rule.condition_tags()) if t and t not in tags]
+            if missing:
+                raise ValueError(f"rule {alarm_id!r} names tags that are not configured: {', '.join(missing)}")
+            tag_name: str | None = getattr(rule, "tag", None)
+            tag = tags.get(tag_name) if tag_name else None
+            self.entries[alarm_id] = Entry(rule, build_monitor(rule, tags),
+                                           Alarm(rule, self.settings, tag.eng_unit if tag else ""),
+                                           hashlib.sha256(rule.model_dump_json().encode()).hexdigest()[:16], tag_name)
+        self._by_tag: dict[str, list[Entry]] = {}
+        self._by_trigger: dict[str, list[Entry]] = {}
+        self._by_condition: dict[str, list[Entry]] = {}
+        self._listeners: list[Entry] = []  # rules that follow events of the record
+        self._tickers: list[Entry] = []  # rules that act on time
+        for e in self.entries.values():
+            rule = e.rule
+            sample_on = rule.sample_on if isinstance(rule, ControlRule) else None
+            if sample_on:
+                self._by_trigger.setdefault(sample_on, []).append(e)
+            elif e.tag:
+                self._by_tag.setdefault(e.tag, []).append(e)
+            for c in (rule.when, rule.suppress_when):
+                if c is not None:
+                    self._by_condition.setdefault(c.tag, []).append(e)
+            if isinstance(rule, DisconnectedRule | BatchRule):
+                self._listeners.append(e)
+            if isinstance(rule, StaleRule | DisconnectedRule):
+                self._tickers.append(e)
+        self._watched = set(self._by_trigger) | set(self._by_condition) | {
+            e.tag for es in self._by_trigger.values() for e in es if e.tag}
+        self._latest: dict[str, Value] = {}
+        self._scope: tuple[str | None, str | None] | None = None
+        self._outbox: list[EventDraft] = []
+        self.flood = Flood(self.settings)
+        self.counts = StartCounts()
+        if state:
+            self._restore(state)
+
+    # -- what the recorder calls -------------------------------------------------------------
 
     def evaluate(self, samples: Iterable[Sample], ts_us: int, phase: str | None,
                  product: str | None) -> list[EventDraft]:
-        out: list[EventDraft] = []
+        """Judge one cycle's samples; return the alarm events they cause (and any waiting ones)."""
+        out = self._take_outbox()
+        samples = samples if isinstance(samples, Sequence) else list(samples)
+        fired: list[Entry] = []
+        changed: set[str] = set()
+        cycle = self._watch(samples, changed, fired) if self._watched else {}
+        out += self._enter_scope(ts_us, phase, product, changed)
+        by_tag = self._by_tag
         for s in samples:
-            monitors = self._by_tag.get(s.tag)
-            if not monitors or s.quality is not Quality.GOOD:
+            entries = by_tag.get(s.tag)
+            if entries is None:
                 continue
-            v = s.value
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            for e in entries:
+                if e.in_force:
+                    verdict = e.monitor.observe(s, ts_us, phase, product)
+                    if verdict is not None:
+                        out += self._apply(e, verdict, ts_us)
+        for e in fired:  # sampled rules: one point per change of their trigger tag
+            if e.in_force and e.tag:
+                sample = cycle.get(e.tag) or Sample(e.tag, self._latest.get(e.tag))
+                verdict = e.monitor.observe(sample, ts_us, phase, product)
+                if verdict is not None:
+                    out += self._apply(e, verdict, ts_us)
+        return out
+
+    def observe_events(self, drafts: Iterable[EventDraft], ts_us: int, phase: str | None,
+                       product: str | None) -> list[EventDraft]:
+        """Follow the record's source and batch events (disconnections, phases of a batch)."""
+        out = self._enter_scope(ts_us, phase, product, set())
+        if not self._listeners:
+            return out
+        for draft in drafts:
+            if not draft.type.startswith(("source.", "batch.")):
                 continue
-            for m in monitors:
-                out.extend(m.evaluate(float(v), ts_us, phase, product))
+            for e in self._listeners:
+                if e.in_force:
+                    verdict = e.monitor.event(draft, ts_us, phase, product)
+                    if verdict is not None:
+                        out += self._apply(e, verdict, ts_us)
         return out
 
     def tick(self, ts_us: int, phase: str | None, product: str | None) -> list[EventDraft]:
-        """Time-driven evaluation without a new reading; threshold rules need none."""
+        """Time-driven evaluation without a reading: stale tags, delays, shelving expiry, floods."""
+        out = self._take_outbox()
+        out += self._enter_scope(ts_us, phase, product, set())
+        for e in self._tickers:
+            if e.in_force:
+                verdict = e.monitor.tick(ts_us)
+                if verdict is not None:
+                    out += self._apply(e, verdict, ts_us)
+        for e in self.entries.values():
+            alarm = e.alarm
+            if alarm.shelved_until_us is not None or alarm.chatter.held_since_us is not None:
+                out += alarm.tick(ts_us)
+        out += self.flood.tick(ts_us)
+        return out
+
+    # -- scope: which rules are in force, which alarms suppressed ----------------------------
+
+    def _watch(self, samples: Sequence[Sample], changed: set[str], fired: list[Entry]) -> dict[str, Sample]:
+        """First pass over a cycle: condition and trigger tags, and the samples sampled rules need."""
+        cycle: dict[str, Sample] = {}
+        latest, watched = self._latest, self._watched
+        for s in samples:
+            if s.tag not in watched:
+                continue
+            cycle[s.tag] = s
+            if s.quality is not Quality.GOOD or s.value is None:
+                continue
+            old = latest.get(s.tag, _MISSING)
+            if old == s.value:
+                continue
+            latest[s.tag] = s.value
+            if s.tag in self._by_condition:
+                changed.add(s.tag)
+            if old is not _MISSING and s.tag in self._by_trigger:  # a first sighting is only a baseline
+                fired.extend(self._by_trigger[s.tag])
+        return cycle
+
+    def _in_force(self, e: Entry, phase: str | None, product: str | None) -> bool:
+        r = e.rule
+        return (not e.alarm.out_of_service and (not r.phases or phase in r.phases)
+                and (not r.products or product in r.products)
+                and (r.when is None or holds(r.when, self._latest.get(r.when.tag))))
+
+    def _enter_scope(self, ts_us: int, phase: str | None, product: str | None, changed: set[str]) -> list[EventDraft]:
+        if (phase, product) != self._scope:
+            self._scope = (phase, product)
+            return self._rescope(self.entries.values(), ts_us, phase, product)
+        if changed:
+            affected = {e for tag in changed for e in self._by_condition[tag]}
+            return self._rescope(affected, ts_us, phase, product)
         return []
 
-    def state(self) -> dict[str, Any]:
-        """Rule state to keep across restarts (saved with every buffer commit)."""
-        return {}
+    def _rescope(self, entries: Iterable[Entry], ts_us: int, phase: str | None,
+                 product: str | None) -> list[EventDraft]:
+        out: list[EventDraft] = []
+        for e in entries:
+            in_force = self._in_force(e, phase, product)
+            if in_force:
+                verdict = e.monitor.rescope(phase, product)
+                if verdict is not None:
+                    out += self._apply(e, verdict, ts_us)
+            else:
+                if e.in_force:
+                    e.monitor.reset()
+                if e.alarm.level is not None:
+                    out += e.alarm.drop_condition(ts_us, "rule no longer in force")
+            e.in_force = in_force
+            r = e.rule
+            if r.suppress_in or r.suppress_when is not None:
+                suppressed = phase in r.suppress_in or (
+                    r.suppress_when is not None and holds(r.suppress_when, self._latest.get(r.suppress_when.tag)))
+                event = e.alarm.set_suppressed(suppressed, ts_us)
+                if event is not None:
+                    out.append(event)
+        return out
 
-    def control_handlers(self) -> dict[str, Handler]:
-        """Commands of the control socket this engine answers (e.g. alarm acknowledgement)."""
-        return {}
+    def _apply(self, e: Entry, verdict: Verdict, ts_us: int) -> list[EventDraft]:
+        events, started = e.alarm.condition(verdict, ts_us)
+        if started:
+            self.counts.add(e.alarm.id, ts_us)
+            events += self.flood.started(e.alarm.id, ts_us)
+        return events
+
+    def _take_outbox(self) -> list[EventDraft]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # -- operator actions (see blackbox.rules.commands) --------------------------------------
+
+    def select(self, selectors: Sequence[str]) -> list[Alarm]:
+        """Alarms by id, or every alarm of a tag or source; an unknown name is an error."""
+        found: list[Alarm] = []
+        for sel in selectors:
+            if sel in self.entries:
+                matches = [self.entries[sel].alarm]
+            else:
+                matches = [e.alarm for e in self.entries.values() if e.alarm.subject == sel]
+            if not matches:
+                raise AlarmError(f"no alarm {sel!r}: give an alarm id (see `blackbox alarms --all`) or a tag")
+            found += [a for a in matches if a not in found]
+        return found
+
+    def act(self, action: str, alarms: Sequence[Alarm], **args: Any) -> list[EventDraft]:
+        """Apply an operator action (an :class:`Alarm` method) to every alarm, or to none if one refuses."""
+        for a in alarms:
+            a.check(action)
+        events = [getattr(a, action)(**args) for a in alarms]
+        self._refresh_force(alarms)
+        return events
+
+    def take_back(self, saved: Sequence[tuple[Alarm, dict[str, Any] | None]], events: Sequence[EventDraft]) -> None:
+        """Undo an action whose events could not be recorded: the alarms return to ``saved``."""
+        for a, state in saved:
+            a.restore(state)
+        self._refresh_force([a for a, _ in saved])
+        log.warning("operator action not recorded, undone: %s", ", ".join(e.type for e in events))
+
+    def post(self, events: Sequence[EventDraft]) -> None:
+        """Events for the next ``evaluate``/``tick`` to hand over (when no recorder commits them now)."""
+        self._outbox += events
+
+    def _refresh_force(self, alarms: Iterable[Alarm]) -> None:
+        for a in alarms:
+            e = self.entries[a.id]
+            in_force = self._in_force(e, *self._scope) if self._scope is not None else False
+            if e.in_force and not in_force:
+                e.monitor.reset()
+            e.in_force = in_force
+
+    def control_handlers(self, commit: Commit | None = None) -> dict[str, Handler]:
+        """Commands of the control socket this engine answers (``blackbox alarms …``).
+
+        ``commit`` (the recorder's) makes an operator action durable before it is answered.
+        """
+        return handlers(self, commit)
+
+    # -- reporting ----------------------------------------------------------------------------
 
     def active_alarms(self) -> list[tuple[str, str]]:
-        """(tag, level) of every active alarm."""
-        return [(m.tag.name, m.active) for ms in self._by_tag.values() for m in ms if m.active]
+        """(tag or subject, level) of every alarm whose condition is active."""
+        return [(e.alarm.subject, e.alarm.level) for e in self.entries.values() if e.alarm.level is not None]
+
+    def alarms(self) -> list[Alarm]:
+        return [e.alarm for e in self.entries.values()]
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Rule state to keep across restarts (saved with every buffer commit), small on purpose.
+
+        Kept: every alarm not at rest, learned baselines, batch histories, pending disconnections,
+        and the statistic of every rule whose condition is active. Not kept: the statistics of
+        rules at rest (windows, run counters, EWMA, CUSUM), which start afresh after a restart.
+        """
+        alarms = {}
+        monitors = {}
+        for alarm_id, e in self.entries.items():
+            a = e.alarm.state_dict()
+            if a is not None:
+                alarms[alarm_id] = a
+            m = e.monitor.state()
+            level = e.monitor.level
+            if m is not None or level is not None:
+                monitors[alarm_id] = {"fp": e.fingerprint, "level": level, "s": m,
+                                      "e": e.monitor.evidence() if level is not None else None}
+        return {"v": STATE_VERSION, "alarms": alarms, "monitors": monitors, "flood": self.flood.state(),
+                "counts": self.counts.state()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("v") != STATE_VERSION:
+            log.warning("rule state of another version (%r) is not restored: rules start afresh", state.get("v"))
+            return
+        for alarm_id, saved in state["monitors"].items():
+            e = self.entries.get(alarm_id)
+            if e is None or saved["fp"] != e.fingerprint:
+                continue  # the rule was removed or changed: its history does not apply
+            e.monitor.level = saved["level"]
+            if saved["s"] is not None:
+                e.monitor.restore(saved["s"])
+            if saved["e"] is not None:
+                e.monitor.restore_evidence(saved["e"])
+        for alarm_id, saved in state["alarms"].items():
+            e = self.entries.get(alarm_id)
+            if e is None:
+                if saved["level"] is not None or not saved["acked"]:
+                    self._outbox.append(EventDraft("alarm.cleared", alarm_id, {
+                        "alarm": alarm_id, "rule": alarm_id, "level": saved["level"], "state": "normal",
+                        "user": None, "reason": "rule removed from the configuration"}))
+                continue
+            e.alarm.restore(saved)
+            if e.monitor.level is None and e.alarm.level is not None and e.alarm.chatter.held_since_us is None:
+                e.monitor.level = e.alarm.level  # a rule changed while in alarm: it must judge the clear
+        self.flood.restore(state["flood"])
+        self.counts.restore(state["counts"])

@@ -3,15 +3,18 @@
 A value alarms when it is strictly beyond a limit (a value exactly on the limit is in
 specification). Once a level is active it holds until the value is back inside by the deadband,
 so a signal chattering around the limit does not raise an alarm per crossing. Limits are looked up
-per reading for the phase and product in force, so a cooling limit never judges emulsification.
+for the phase and product in force, so a cooling limit never judges emulsification; when the
+phase changes to one without limits, an active alarm clears ("limits no longer in force").
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from blackbox.config import LimitSet, TagConfig, ThresholdRule
-from blackbox.model import EventDraft
+from blackbox.model import Sample
+from blackbox.rules.base import US, Monitor, Verdict, numeric
 
 # most severe first; (level, attribute on LimitSet, +1 for a high limit / -1 for a low one)
 LEVELS: tuple[tuple[str, str, int], ...] = (("HH", "hh", 1), ("LL", "ll", -1), ("H", "h", 1), ("L", "l", -1))
@@ -32,50 +35,67 @@ def classify(value: float, limits: LimitSet, active: str | None, deadband: float
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     level: str | None
     since_us: int
 
 
-class ThresholdMonitor:
+class ThresholdMonitor(Monitor):
     """State of one threshold rule on one tag."""
 
-    def __init__(self, rule: ThresholdRule, tag: TagConfig) -> None:
-        self.rule = rule
-        self.tag = tag
-        self.rule_id = f"threshold:{tag.name}"
-        self.active: str | None = None
-        self.active_limit: float | None = None
-        self._pending: _Pending | None = None
+    rule: ThresholdRule
 
-    def evaluate(self, value: float, ts_us: int, phase: str | None, product: str | None) -> list[EventDraft]:
-        limits = self.tag.limits_for(phase, product)
-        found = classify(value, limits, self.active, self.rule.deadband) if limits else None
+    def __init__(self, rule: ThresholdRule, tag: TagConfig) -> None:
+        super().__init__(rule)
+        self.tag = tag
+        self._pending: _Pending | None = None
+        self._scope: tuple[str | None, str | None] | None = None
+        self._limits: LimitSet | None = None
+        self._normal = (math.inf, -math.inf)  # (low, high): inside both, and no alarm, nothing to do
+
+    def limits(self, phase: str | None, product: str | None) -> LimitSet | None:
+        """The limit set in force (cached: the scope changes rarely, readings arrive constantly)."""
+        if (phase, product) != self._scope:
+            self._scope = (phase, product)
+            limits = self._limits = self.tag.limits_for(phase, product)
+            lows = [x for x in (limits.l, limits.ll) if x is not None] if limits else []
+            highs = [x for x in (limits.h, limits.hh) if x is not None] if limits else []
+            self._normal = (max(lows, default=-math.inf), min(highs, default=math.inf)) if limits else (
+                math.inf, -math.inf)
+        return self._limits
+
+    def observe(self, sample: Sample, ts_us: int, phase: str | None, product: str | None) -> Verdict | None:
+        value = numeric(sample)
+        if value is None:
+            return None  # bad, missing or non-finite readings neither raise nor clear
+        limits = self.limits(phase, product)
+        if self.level is None:
+            low, high = self._normal
+            if low <= value <= high:
+                self._pending = None
+                return None
+        found = classify(value, limits, self.level, self.rule.deadband) if limits else None
         wanted, limit = found if found else (None, None)
-        if wanted == self.active:
+        if wanted == self.level:
             self._pending = None
-            return []
+            return None
         delay = self.rule.off_delay if wanted is None else self.rule.on_delay
         if delay > 0:
             if self._pending is None or self._pending.level != wanted:
                 self._pending = _Pending(wanted, ts_us)
-                return []
-            if ts_us - self._pending.since_us < delay * 1_000_000:
-                return []
+                return None
+            if ts_us - self._pending.since_us < delay * US:
+                return None
         self._pending = None
-        return [self._transition(wanted, limit, value, ts_us, in_force=limits is not None)]
+        return self.report(wanted, value, limit)
 
-    def _transition(self, wanted: str | None, limit: float | None, value: float, ts_us: int,
-                    in_force: bool) -> EventDraft:
-        previous, previous_limit = self.active, self.active_limit
-        self.active, self.active_limit = wanted, limit
-        data: dict[str, object] = {"rule": self.rule_id, "tag": self.tag.name, "value": value,
-                                   "priority": self.rule.priority, "eng_unit": self.tag.eng_unit}
-        if wanted is None:
-            data.update(level=previous, limit=previous_limit)
-            if not in_force:
-                data["reason"] = "limits no longer in force"
-            return EventDraft("alarm.cleared", self.tag.name, data, ts_us)
-        data.update(level=wanted, limit=limit, previous=previous)
-        return EventDraft("alarm.raised", self.tag.name, data, ts_us)
+    def rescope(self, phase: str | None, product: str | None) -> Verdict | None:
+        self._pending = None
+        if self.level is not None and self.limits(phase, product) is None:
+            return self.report(None, reason="limits no longer in force")
+        return None
+
+    def reset(self) -> None:
+        super().reset()
+        self._pending = None

@@ -25,7 +25,7 @@ from blackbox.seal.errors import (
     MalformedBatch,
     SealError,
 )
-from blackbox.seal.format import OpenedBatch, SealedBatch, decode_records, open_batch, seal_batch
+from blackbox.seal.format import OpenedBatch, SealedBatch, decode_records, open_batch, seal_batch, seal_rows
 from blackbox.seal.header import FORMAT_VERSION, GENESIS_HASH, BatchHeader
 from blackbox.seal.keys import (
     fingerprint,
@@ -33,24 +33,45 @@ from blackbox.seal.keys import (
     key_id,
     load_private_key,
     load_public_key,
+    next_key_path,
+    promote_next_key,
     public_key_pem,
+    set_aside_next_key,
+)
+from blackbox.seal.rotation import (
+    KEY_ROTATED,
+    KeyChain,
+    KeyNotInForce,
+    Rotation,
+    RotationError,
+    UnknownKey,
+    batch_rotation,
+    rotation_data,
+    rotation_of,
 )
 from blackbox.seal.verify import link_problems, verify_batch
 
 __all__ = [
     "FORMAT_VERSION",
     "GENESIS_HASH",
+    "KEY_ROTATED",
     "MAX_RECORDS_BYTES",
     "BadSignature",
     "BatchHeader",
     "Codec",
+    "KeyChain",
     "KeyFileError",
     "KeyFileExists",
+    "KeyNotInForce",
     "KeyPermissionError",
     "MalformedBatch",
     "OpenedBatch",
+    "Rotation",
+    "RotationError",
     "SealError",
     "SealedBatch",
+    "UnknownKey",
+    "batch_rotation",
     "codec_names",
     "decode_records",
     "fingerprint",
@@ -59,9 +80,15 @@ __all__ = [
     "link_problems",
     "load_private_key",
     "load_public_key",
+    "next_key_path",
     "open_batch",
+    "promote_next_key",
     "public_key_pem",
     "register_codec",
+    "rotation_data",
+    "rotation_of",
     "seal_batch",
+    "seal_rows",
+    "set_aside_next_key",
     "verify_batch",
 ]

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -19,7 +20,16 @@ from blackbox.seal.codec import MAX_RECORDS_BYTES, CodecError, codec_names, get_
 from blackbox.seal.errors import MalformedBatch
 from blackbox.seal.header import FORMAT_VERSION, BatchHeader, decode_header, encode_header
 from blackbox.seal.keys import key_id
-from blackbox.seal.records import RecordError, decode_records_document, encode_records
+from blackbox.seal.records import (
+    DOCUMENT_OVERHEAD,
+    RecordError,
+    check_event_rows,
+    check_reading_rows,
+    decode_records_document,
+    dump_document,
+    dump_row,
+    rows_of,
+)
 from blackbox.seal.wire import batch_hash, pack, split
 
 
@@ -59,6 +69,7 @@ def seal_batch(
     clock: str = "ok",
     compression: str = "zstd",
     sealed_at_us: int | None = None,
+    max_bytes: int | None = None,
 ) -> SealedBatch:
     """Seal records into a signed batch.
 
@@ -66,37 +77,76 @@ def seal_batch(
     interleaved as the buffer numbered them). Raises ``ValueError`` for anything that cannot be
     sealed faithfully — NaN or infinity anywhere, a value JSON cannot carry, a gap — and
     ``TypeError`` if ``key`` is not an Ed25519 private key. ``sealed_at_us`` defaults to now.
+    With ``max_bytes`` the batch holds the longest run of records whose document fits (see
+    :func:`seal_rows`); ``header.last_seq`` says where it ends.
     """
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TypeError(f"key must be an Ed25519PrivateKey, not {type(key).__name__}")
+    _check_key(key)
     if not records:
         raise ValueError("cannot seal an empty batch")
+    _check_seqs(records)
+    try:
+        readings, events = rows_of(records)
+    except RecordError as exc:
+        raise ValueError(str(exc)) from None
+    return seal_rows(readings, events, site=site, gateway=gateway, key=key, batch_seq=batch_seq,
+                     prev_hash=prev_hash, config_hash=config_hash, clock=clock, compression=compression,
+                     sealed_at_us=sealed_at_us, max_bytes=max_bytes)
+
+
+def seal_rows(
+    readings: list[list[Any]],
+    events: list[list[Any]],
+    *,
+    site: str,
+    gateway: str,
+    key: Ed25519PrivateKey,
+    batch_seq: int,
+    prev_hash: str,
+    config_hash: str,
+    clock: str = "ok",
+    compression: str = "zstd",
+    sealed_at_us: int | None = None,
+    max_bytes: int | None = None,
+) -> SealedBatch:
+    """Seal rows already in the records document's layout (the gateway's fast path).
+
+    ``readings`` and ``events`` are each in ascending ``seq`` order and together must hold a
+    contiguous run of seqs. With ``max_bytes``, only the longest run from the first seq whose
+    records document is at most ``max_bytes`` bytes is sealed — the exact size, not an estimate —
+    but never less than one record (a record larger than ``max_bytes`` is sealed alone).
+    The rows are validated as the decoder validates them; ``ValueError`` names what is wrong.
+    """
+    _check_key(key)
     if compression not in codec_names():
         raise ValueError(f"unknown compression {compression!r} (known: {', '.join(sorted(codec_names()))})")
-    _check_seqs(records)
-
     try:
-        document = encode_records(records)
+        check_reading_rows(readings)
+        check_event_rows(events)
+        _check_row_seqs(readings, events)
+        document = dump_document(readings, events)
+        if max_bytes is not None and len(document) > max_bytes:
+            readings, events = _fitting_prefix(readings, events, max_bytes)
+            document = dump_document(readings, events)
     except RecordError as exc:
         raise ValueError(str(exc)) from None
     if len(document) > MAX_RECORDS_BYTES:
         raise ValueError(f"records take {len(document)} bytes, over the {MAX_RECORDS_BYTES}-byte limit: seal fewer")
     payload = get_codec(compression).compress(document)
 
-    n_readings = sum(1 for r in records if isinstance(r, Reading))
-    times = [r.ts_us for r in records]
+    seqs = [row[0] for row in readings] + [row[0] for row in events]
+    times = [row[5] for row in readings] + [row[4] for row in events]
     header = BatchHeader(  # validates every field (ValueError)
         version=FORMAT_VERSION,
         gateway=gateway,
         site=site,
         key_id=key_id(key.public_key()),
         batch_seq=batch_seq,
-        first_seq=records[0].seq,
-        last_seq=records[-1].seq,
+        first_seq=min(seqs),
+        last_seq=max(seqs),
         first_ts_us=min(times),
         last_ts_us=max(times),
-        n_readings=n_readings,
-        n_events=len(records) - n_readings,
+        n_readings=len(readings),
+        n_events=len(events),
         prev_hash=prev_hash,
         config_hash=config_hash,
         clock=clock,
@@ -106,6 +156,52 @@ def seal_batch(
     )
     signed = pack(encode_header(header), payload)
     return SealedBatch(header=header, wire=signed + key.sign(signed), hash=batch_hash(signed))
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError(f"key must be an Ed25519PrivateKey, not {type(key).__name__}")
+
+
+def _check_row_seqs(readings: list[list[Any]], events: list[list[Any]]) -> None:
+    """Each list strictly ascending, and together exactly one contiguous run of seqs."""
+    n = len(readings) + len(events)
+    if n == 0:
+        raise RecordError("cannot seal an empty batch")
+    r_seqs = [row[0] for row in readings]
+    e_seqs = [row[0] for row in events]
+    for kind, seqs in (("reading", r_seqs), ("event", e_seqs)):
+        if any(a >= b for a, b in pairwise(seqs)):
+            raise RecordError(f"{kind} rows must be in strictly ascending seq order")
+    every = r_seqs + e_seqs
+    low, high = min(every), max(every)
+    if high - low + 1 != n or len(set(every)) != n:
+        raise RecordError(f"records must have contiguous ascending seqs: {n} records span {low}..{high}")
+
+
+def _fitting_prefix(
+    readings: list[list[Any]], events: list[list[Any]], max_bytes: int
+) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The rows up to the highest seq whose records document is at most ``max_bytes`` long.
+
+    The document is ``{"e":[E1,E2,...],"r":[R1,R2,...]}`` and each row serialises to the same
+    bytes alone as inside the document, so its size is a sum of row sizes: computed exactly here.
+    """
+    sized = sorted([(row[0], len(dump_row(row)), True) for row in readings]
+                   + [(row[0], len(dump_row(row)), False) for row in events])
+    size, n_r, n_e = DOCUMENT_OVERHEAD, 0, 0
+    last = sized[0][0]
+    for seq_, row_size, is_reading in sized:
+        grown = size + row_size + (1 if (n_r if is_reading else n_e) else 0)  # the comma before it
+        if grown > max_bytes and n_r + n_e > 0:
+            break
+        size = grown
+        last = seq_
+        if is_reading:
+            n_r += 1
+        else:
+            n_e += 1
+    return [r for r in readings if r[0] <= last], [e for e in events if e[0] <= last]
 
 
 def _check_seqs(records: Sequence[Reading | Event]) -> None:
@@ -148,6 +244,25 @@ def decode_records(opened: OpenedBatch) -> list[Reading | Event]:
     ``payload_sha256``, every row is well-typed, and the records are exactly the header's counts,
     seq range and time range.
     """
+    document = _document(opened)
+    try:
+        readings, events = decode_records_document(document)
+    except RecordError as exc:
+        raise MalformedBatch(f"payload: {exc}") from None
+    h = opened.header
+    _check_against_header(h, [r.seq for r in readings], [e.seq for e in events],
+                          [r.ts_us for r in readings] + [e.ts_us for e in events])
+    merged: list[Reading | Event] = [*readings, *events]
+    if events and readings:
+        merged.sort(key=_seq)
+    return merged
+
+
+def _seq(record: Reading | Event) -> int:
+    return record.seq
+
+
+def _document(opened: OpenedBatch) -> bytes:
     header = opened.header
     try:
         document = get_codec(header.compression).decompress(opened.payload, MAX_RECORDS_BYTES)
@@ -155,22 +270,22 @@ def decode_records(opened: OpenedBatch) -> list[Reading | Event]:
         raise MalformedBatch(f"payload: {exc}") from None
     if hashlib.sha256(document).hexdigest() != header.payload_sha256:
         raise MalformedBatch("payload does not match the header's payload_sha256")
-    try:
-        readings, events = decode_records_document(document)
-    except RecordError as exc:
-        raise MalformedBatch(f"payload: {exc}") from None
-    if len(readings) != header.n_readings or len(events) != header.n_events:
+    return document
+
+
+def _check_against_header(header: BatchHeader, r_seqs: list[int], e_seqs: list[int], times: list[int]) -> None:
+    if len(r_seqs) != header.n_readings or len(e_seqs) != header.n_events:
         raise MalformedBatch(
-            f"payload holds {len(readings)} readings and {len(events)} events, "
+            f"payload holds {len(r_seqs)} readings and {len(e_seqs)} events, "
             f"the header says {header.n_readings} and {header.n_events}"
         )
-    for kind, seqs in (("readings", [r.seq for r in readings]), ("events", [e.seq for e in events])):
+    for kind, seqs in (("readings", r_seqs), ("events", e_seqs)):
         if any(a >= b for a, b in pairwise(seqs)):
             raise MalformedBatch(f"payload {kind} are not in strictly ascending seq order")
-    merged: list[Reading | Event] = sorted([*readings, *events], key=lambda r: r.seq)
-    if [r.seq for r in merged] != list(range(header.first_seq, header.last_seq + 1)):
+    every = r_seqs + e_seqs
+    n = len(every)
+    if (n == 0 or min(every) != header.first_seq or max(every) != header.last_seq
+            or header.last_seq - header.first_seq + 1 != n or len(set(every)) != n):
         raise MalformedBatch(f"payload seqs are not exactly {header.first_seq}..{header.last_seq}")
-    times = [r.ts_us for r in merged]
     if min(times) != header.first_ts_us or max(times) != header.last_ts_us:
         raise MalformedBatch("payload timestamps do not match the header's first_ts_us/last_ts_us")
-    return merged

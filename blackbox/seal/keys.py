@@ -258,3 +258,33 @@ def _try_text(text: str) -> Ed25519PublicKey | None:
     if not isinstance(loaded, Ed25519PublicKey):
         raise KeyFileError(f"the key is {_kind(loaded)}, not an Ed25519 public key")
     return loaded
+
+
+# -- rotation: the successor key file ---------------------------------------------------------------
+
+
+def next_key_path(path: str | os.PathLike[str]) -> Path:
+    """Where a rotation keeps the successor of the key at ``path`` until the chain has switched to it."""
+    path = Path(path)
+    return path.with_name(path.name + ".next")
+
+
+def promote_next_key(path: str | os.PathLike[str]) -> None:
+    """Replace the key at ``path`` by its successor (``<path>.next``), atomically.
+
+    Called only once the batch that records the rotation has been sealed with the old key: from
+    then on the old key is never needed again, so it is overwritten rather than kept.
+    """
+    path = Path(path)
+    os.replace(next_key_path(path), path)
+    _fsync_dir(path.parent)
+
+
+def set_aside_next_key(path: str | os.PathLike[str]) -> Path:
+    """Move an unused successor key (a rotation that was never recorded) out of the way; return where."""
+    path = Path(path)
+    nxt = next_key_path(path)
+    aside = nxt.with_name(f"{nxt.name}.unused-{secrets.token_hex(4)}")
+    os.replace(nxt, aside)
+    _fsync_dir(path.parent)
+    return aside

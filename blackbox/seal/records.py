@@ -149,6 +149,65 @@ def event_from_row(row: object, where: str = "event") -> Event:
     return Event(seq, type_, subject, data, ts_us, batch, phase)
 
 
+# -- many rows at once ---------------------------------------------------------------------------
+#
+# Checking row by row costs about 1 µs per reading in Python, the largest part of sealing and of
+# opening a batch. The same rules checked column by column with C-level builtins (map, set, min,
+# all) cost a tenth of that. The column check is only a shortcut: when it does not accept the
+# rows, the row-by-row check runs and decides (and names the row and field that is wrong), so the
+# shortcut can never accept anything the row-by-row rules refuse.
+
+_NONE = type(None)
+_SCALARS = frozenset({_NONE, bool, int, float, str})
+_OPT_STR = frozenset({_NONE, str})
+_OPT_INT = frozenset({_NONE, int})
+_QUALITY_NAMES = frozenset(_QUALITIES)
+
+
+def _ints_within(values: Sequence[int], low: int, high: int) -> bool:
+    return not values or (low <= min(values) and max(values) <= high)
+
+
+def _readings_pass_column_check(rows: list[Any]) -> bool:
+    """Whether every row certainly passes :func:`check_reading_row` (``False``: check row by row)."""
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {_READING_FIELDS}:
+        return False
+    seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = zip(*rows, strict=True)
+    if set(map(type, seq)) != {int} or not _ints_within(seq, 0, INT64_MAX):
+        return False
+    if set(map(type, tag)) != {str} or not all(tag):
+        return False
+    value_types = set(map(type, value))
+    if not value_types <= _SCALARS:
+        return False
+    if float in value_types and not all(map(math.isfinite, [v for v in value if type(v) is float])):
+        return False
+    if int in value_types and not _ints_within([v for v in value if type(v) is int], INT_MIN, INT_MAX):
+        return False
+    if set(map(type, quality)) != {str} or not set(quality) <= _QUALITY_NAMES:
+        return False
+    if set(map(type, ts_us)) != {int} or not _ints_within(ts_us, INT64_MIN, INT64_MAX):
+        return False
+    if not set(map(type, source_ts_us)) <= _OPT_INT:
+        return False
+    if not _ints_within([t for t in source_ts_us if t is not None], INT64_MIN, INT64_MAX):
+        return False
+    return all(set(map(type, column)) <= _OPT_STR for column in (reason, batch, phase))
+
+
+def check_reading_rows(rows: list[Any], what: str = "reading") -> None:
+    """Validate reading rows (same rules as :func:`check_reading_row`); raise :class:`RecordError`."""
+    if rows and not _readings_pass_column_check(rows):
+        for i, row in enumerate(rows):
+            check_reading_row(row, f"{what} #{i}")
+
+
+def check_event_rows(rows: list[Any], what: str = "event") -> None:
+    """Validate event rows (few per batch: row by row, their data is checked in depth)."""
+    for i, row in enumerate(rows):
+        check_event_row(row, f"{what} #{i}")
+
+
 def _reading_row(r: Reading) -> list[Any]:
     quality = r.quality.value if isinstance(r.quality, Quality) else r.quality
     value = r.value
@@ -161,28 +220,53 @@ def _event_row(e: Event) -> list[Any]:
     return [e.seq, e.type, e.subject, e.data, e.ts_us, e.batch, e.phase]
 
 
-def encode_records(records: Sequence[Reading | Event]) -> bytes:
-    """The records document for a batch; raise :class:`RecordError` for anything unsealable.
-
-    Every row is put through the decoder's own validation, so what is sealed always decodes.
-    """
+def rows_of(records: Sequence[Reading | Event]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """``(reading rows, event rows)`` of records, in the document's row layout (not yet checked)."""
     readings: list[list[Any]] = []
     events: list[list[Any]] = []
     for record in records:
         if isinstance(record, Reading):
-            readings.append(check_reading_row(_reading_row(record)))
+            readings.append(_reading_row(record))
         elif isinstance(record, Event):
-            events.append(check_event_row(_event_row(record)))
+            events.append(_event_row(record))
         else:
             raise RecordError(f"cannot seal a {type(record).__name__}: only Reading and Event")
+    return readings, events
+
+
+def dump_document(readings: list[Any], events: list[Any]) -> bytes:
+    """The records document of already checked rows (keys sorted, no whitespace)."""
     try:
         return orjson.dumps({"e": events, "r": readings}, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:  # e.g. lone surrogates, nesting deeper than orjson allows
         raise RecordError(f"records cannot be encoded as JSON: {exc}") from None
 
 
-def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:
-    """Parse a records document into readings and events, each in the order stored."""
+def dump_row(row: list[Any]) -> bytes:
+    """One row exactly as :func:`dump_document` writes it inside the document."""
+    try:
+        return orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise RecordError(f"records cannot be encoded as JSON: {exc}") from None
+
+
+DOCUMENT_OVERHEAD = len(b'{"e":[],"r":[]}')
+"""Bytes of the records document besides its rows and the commas between them."""
+
+
+def encode_records(records: Sequence[Reading | Event]) -> bytes:
+    """The records document for a batch; raise :class:`RecordError` for anything unsealable.
+
+    Every row is put through the decoder's own validation, so what is sealed always decodes.
+    """
+    readings, events = rows_of(records)
+    check_reading_rows(readings)
+    check_event_rows(events)
+    return dump_document(readings, events)
+
+
+def parse_document(raw: bytes) -> tuple[list[Any], list[Any]]:
+    """Parse a records document into checked ``(reading rows, event rows)``, as stored."""
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -192,6 +276,15 @@ def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:
     rows_r, rows_e = doc["r"], doc["e"]
     if not isinstance(rows_r, list) or not isinstance(rows_e, list):
         raise RecordError('records "r" and "e" must be lists')
-    readings = [reading_from_row(row, f"reading #{i}") for i, row in enumerate(rows_r)]
-    events = [event_from_row(row, f"event #{i}") for i, row in enumerate(rows_e)]
+    check_reading_rows(rows_r)
+    check_event_rows(rows_e)
+    return rows_r, rows_e
+
+
+def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:
+    """Parse a records document into readings and events, each in the order stored."""
+    rows_r, rows_e = parse_document(raw)
+    q = _QUALITIES
+    readings = [Reading(s, t, v, q[qu], rs, ts, sts, b, p) for s, t, v, qu, rs, ts, sts, b, p in rows_r]
+    events = [Event(*row) for row in rows_e]
     return readings, events

@@ -1,11 +1,15 @@
 """Faults that can be switched on while the simulator runs.
 
-Two families:
+Three families:
 
 * **tag faults** (:class:`TagFault`) act on a served value after the process model computed it:
   a sensor that drifts, spikes, freezes or reports bad quality. The process itself is unaffected.
 * **process faults** act on the simulated physics; the process model asks the registry whether
   one is active (e.g. :class:`HeatingOvershoot` heats the product, and the jacket with it).
+* **device faults** act on a server's answers: :class:`IllegalAddress` makes the Modbus device
+  refuse a register block. They act from the moment they are added (no model step needed).
+  A server restart or a network disconnect is an action, not a state: see
+  :meth:`blackbox.sim.Simulator.restart_server` and :meth:`~blackbox.sim.Simulator.disconnect`.
 
 A fault starts at the first model step after it was added (its ``started`` is that simulated time),
 or, if it names a ``phase``, at the first step the line is in that phase; it ends when removed or
@@ -18,7 +22,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from blackbox.model import Value
 
@@ -165,6 +169,32 @@ class LotNotOnRecipe(Fault):
     lot: str = "XX-UNRELEASED"
 
 
+# --- device faults -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class IllegalAddress(Fault):
+    """The Modbus device answers "illegal data address" to any read of ``table`` (``hr`` or ``ir``)
+    that touches registers ``start`` to ``start + count - 1``: a block missing from the PLC's map."""
+
+    table: str = "hr"
+    start: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.table not in ("hr", "ir"):
+            raise ValueError(f"IllegalAddress applies to register tables hr and ir, not {self.table!r}")
+        if self.start < 0 or self.count < 1:
+            raise ValueError("IllegalAddress needs start >= 0 and count >= 1")
+
+    def refuses(self, table: str, address: int, count: int) -> bool:
+        """Whether a read of ``count`` registers of ``table`` from ``address`` touches the block."""
+        return table == self.table and address < self.start + self.count and self.start < address + count
+
+    def describe(self) -> str:
+        return f"IllegalAddress({self.table}:{self.start}-{self.start + self.count - 1})"
+
+
 def vacuum_leak(*, duration: float | None = None) -> Drift:
     """EM-01 vacuum relaxing from about -0.085 towards -0.05 MPa over about 15 minutes."""
     return Drift(tag="EM-01.vacuum", rate=0.035 / 900.0, limit=-0.05, duration=duration)
@@ -254,18 +284,36 @@ FAULT_NAMES: dict[str, str] = {
     "lot_not_on_recipe": "the next WS-01 weighing scans an unreleased lot",
     "frozen": "TAG frozen at its current value",
     "bad_quality": "TAG served with bad quality",
+    "drift": "TAG drifting by rate units per simulated second (default 0.01)",
+    "spike": "TAG jumping by magnitude (default 10) for width simulated seconds (default 2)",
+    "stuck": "TAG reading a constant value (default 0)",
+    "illegal_address": "Modbus device refusing table (hr) registers start (32) to start+count-1 (count 8)",
 }
 """Faults :func:`make_fault` builds by name (for the command line)."""
 
+_TAG_FAULTS: dict[str, type[TagFault]] = {"frozen": Frozen, "bad_quality": BadQuality, "drift": Drift,
+                                          "spike": Spike, "stuck": Stuck}
+_DEFAULTS: dict[str, dict[str, Any]] = {"drift": {"rate": 0.01}, "spike": {"magnitude": 10.0},
+                                        "illegal_address": {"table": "hr", "start": 32, "count": 8}}
+
 
 def make_fault(name: str, *, tag: str | None = None, phase: str | None = None,
-               duration: float | None = None) -> Fault:
-    """Build a fault by its name in :data:`FAULT_NAMES`; ``frozen`` and ``bad_quality`` need ``tag``."""
+               duration: float | None = None, **params: Any) -> Fault:
+    """Build a fault by its name in :data:`FAULT_NAMES`; the tag faults need ``tag``.
+
+    ``params`` set the fault's own fields (``rate``, ``magnitude``, ``width``, ``value``, ``table``,
+    ``start``, ``count``); an unknown one is a ``ValueError``.
+    """
     fault: Fault
-    if name in ("frozen", "bad_quality"):
+    fields = {**_DEFAULTS.get(name, {}), **params}
+    if name in _TAG_FAULTS:
         if tag is None:
             raise ValueError(f"fault {name!r} needs a tag")
-        fault = Frozen(tag=tag) if name == "frozen" else BadQuality(tag=tag)
+        fault = _build(name, _TAG_FAULTS[name], tag=tag, **fields)
+    elif name == "illegal_address":
+        fault = _build(name, IllegalAddress, **fields)
+    elif params:
+        raise ValueError(f"fault {name!r} takes no parameters (got {', '.join(sorted(params))})")
     elif name == "heating_overshoot":
         fault = HeatingOvershoot()
     elif name == "vacuum_leak":
@@ -286,3 +334,12 @@ def make_fault(name: str, *, tag: str | None = None, phase: str | None = None,
         raise ValueError(f"unknown fault {name!r} (known: {', '.join(FAULT_NAMES)})")
     fault.phase, fault.duration = phase, duration
     return fault
+
+
+def _build(name: str, kind: type[F], **fields: Any) -> F:
+    try:
+        return kind(**fields)
+    except TypeError as exc:  # an unknown keyword: say which fault and which parameters exist
+        known = [f for f in kind.__dataclass_fields__ if f not in ("duration", "phase", "started", "id", "tag")
+                 and not f.startswith("_")]
+        raise ValueError(f"fault {name!r}: {exc} (parameters: {', '.join(known) or 'none'})") from None

@@ -12,7 +12,8 @@ A tag with bad quality serves NaN if it is a float (other types keep their value
 
 The process model publishes a snapshot by replacing the encoded images; a request copies the
 current image into pymodbus' register block through the device ``action`` hook, so a read of
-any range is always one consistent snapshot.
+any range is always one consistent snapshot. The same hook plays the device faults: a read that
+touches an :class:`~blackbox.sim.faults.IllegalAddress` block is refused with exception 2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from blackbox.model import Value
+from blackbox.sim.faults import FaultRegistry, IllegalAddress
 from blackbox.sim.process import Snapshot
 from blackbox.sim.tags import MODBUS_TABLE_SIZE, SimTag, modbus_tags
 
@@ -74,8 +76,9 @@ class ModbusServer:
     """A pymodbus TCP server serving ``tags`` from process snapshots."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5020, *, unit_id: int = 1,
-                 tags: Iterable[SimTag] | None = None) -> None:
+                 tags: Iterable[SimTag] | None = None, faults: FaultRegistry | None = None) -> None:
         self.host = host
+        self._faults = faults
         self.unit_id = unit_id
         self._port = port
         self._tags = list(tags) if tags is not None else modbus_tags()
@@ -100,8 +103,12 @@ class ModbusServer:
         listener = server.transport
         sockets = getattr(listener, "sockets", None)
         if sockets:
-            self._port = int(sockets[0].getsockname()[1])
+            self._port = int(sockets[0].getsockname()[1])  # a restart binds the same port again
         self._server = server
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
 
     def publish(self, snapshot: Snapshot) -> None:
         """Encode ``snapshot`` into fresh register images (cheap: a few dozen values)."""
@@ -123,7 +130,11 @@ class ModbusServer:
         """pymodbus' device hook: refuse writes, and serve the latest image."""
         if set_values is not None:
             return ExcCodes.ILLEGAL_ADDRESS
-        image = self._images[TABLE_OF_FUNCTION[function_code]]
+        table = TABLE_OF_FUNCTION[function_code]
+        if self._faults is not None and any(
+                isinstance(f, IllegalAddress) and f.refuses(table, address, count) for f in self._faults):
+            return ExcCodes.ILLEGAL_ADDRESS
+        image = self._images[table]
         current_registers[:len(image)] = image
         return None
 

@@ -3,6 +3,13 @@
 Variables live under ``Objects/CreamLine/<unit>`` in the namespace :data:`~blackbox.sim.tags.NAMESPACE_URI`
 with string node ids equal to the tag name (``ns=<idx>;s=EM-01.temperature``). Security policy
 None and anonymous access only; the source timestamp is the wall-clock time the value was written.
+
+:meth:`OpcUaServer.disconnect` drops every client connection and stops listening (a network cut:
+the server keeps its sessions); :meth:`OpcUaServer.listen` ends it. :meth:`OpcUaServer.drop_subscriptions`
+silently forgets the clients' subscriptions. A restart is :meth:`stop` and
+:meth:`start` again, on the same port, with every session and subscription lost, and optionally
+``extra_namespaces`` registered first, so that the cream line's namespace index changes as it may
+on a real server whose configuration changed.
 """
 
 from __future__ import annotations
@@ -50,7 +57,6 @@ class OpcUaServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 4840, *, namespace_uri: str = NAMESPACE_URI,
                  tags: Iterable[SimTag] | None = None) -> None:
         self.host = host
-        self._requested_port = port
         self.namespace_uri = namespace_uri
         tag_list = list(tags) if tags is not None else opcua_tags()
         self._tags = sorted(tag_list, key=lambda t: t.name in WRITE_LAST)
@@ -69,14 +75,16 @@ class OpcUaServer:
     def endpoint(self) -> str:
         return f"opc.tcp://{self.host}:{self.port}"
 
-    async def start(self, initial: Snapshot) -> None:
+    async def start(self, initial: Snapshot, *, extra_namespaces: int = 0) -> None:
         self._served.clear()
         server = Server()
         await server.init()
-        server.set_endpoint(f"opc.tcp://{self.host}:{self._requested_port}")
+        server.set_endpoint(f"opc.tcp://{self.host}:{self._port}")  # after a first start: the port bound then
         server.set_server_name("blackbox simulated cream line")
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         server.set_identity_tokens([ua.AnonymousIdentityToken])
+        for i in range(extra_namespaces):
+            await server.register_namespace(f"urn:blackbox:sim:extra:{i}")
         idx = await server.register_namespace(self.namespace_uri)
         self.namespace_index = idx
         line = await server.nodes.objects.add_object(_node_id("CreamLine", idx), ua.QualifiedName("CreamLine", idx))
@@ -123,6 +131,30 @@ class OpcUaServer:
                 ServerTimestamp=now,
             )
             await server.write_attribute_value(self._nodes[tag.name], dv)
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    async def disconnect(self) -> None:
+        """Drop every client connection and stop listening; the server keeps running."""
+        if self._server is not None and self._server.bserver is not None:
+            await self._server.bserver.stop()
+
+    async def listen(self) -> None:
+        """Accept connections again after :meth:`disconnect`, on the same port."""
+        if self._server is not None and self._server.bserver is not None:
+            await self._server.bserver.start()
+
+    async def drop_subscriptions(self) -> int:
+        """Forget every client's subscriptions, sessions kept (as a PLC may after a program download);
+        clients only notice the silence. Returns how many were dropped."""
+        if self._server is None:
+            return 0
+        service = self._server.iserver.subscription_service
+        ids = list(service.subscriptions)
+        await service.delete_subscriptions(ids)
+        return len(ids)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

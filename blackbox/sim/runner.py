@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from blackbox.sim.faults import Fault, FaultRegistry
 from blackbox.sim.modbus_server import ModbusServer
@@ -24,6 +24,8 @@ from blackbox.sim.recipe import IDLE
 from blackbox.sim.tags import NAMESPACE_URI
 
 log = logging.getLogger(__name__)
+
+ServerName = Literal["opcua", "modbus"]
 
 MAX_STEPS_PER_TICK = 20_000
 """Bound on model steps between two publishes, so a huge speed cannot starve the event loop."""
@@ -54,7 +56,7 @@ class Simulator:
         self.batches_done = asyncio.Event()
         """Set once the requested batches have finished (``fill`` done, line idle); never if ``batches=None``."""
         self._opcua = OpcUaServer(host, opcua_port)
-        self._modbus = ModbusServer(host, modbus_port, unit_id=modbus_unit_id)
+        self._modbus = ModbusServer(host, modbus_port, unit_id=modbus_unit_id, faults=self.model.faults)
         self._task: asyncio.Task[None] | None = None
         self._started = False
 
@@ -137,6 +139,57 @@ class Simulator:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+    async def restart_server(self, which: ServerName, downtime: float = 0.0, *, extra_namespaces: int = 0) -> None:
+        """Restart one server as a PLC reboot does: every connection (and OPC UA session and
+        subscription) is lost; after ``downtime`` wall seconds it serves again on the same port.
+
+        ``extra_namespaces`` registers that many namespaces before the cream line's on the new
+        OPC UA server, so its namespace index changes (clients must resolve the URI again).
+        Returns once the server serves again; the process model keeps running meanwhile.
+        """
+        if not self._started:
+            raise RuntimeError("the simulator is not running")
+        log.warning("simulated %s server restarting (down for %.1f s)", which, downtime)
+        if which == "opcua":
+            await self._opcua.stop()
+            await asyncio.sleep(downtime)
+            await self._opcua.start(self.model.snapshot, extra_namespaces=extra_namespaces)
+        elif which == "modbus":
+            await self._modbus.stop()
+            await asyncio.sleep(downtime)
+            await self._modbus.start(self.model.snapshot)
+        else:
+            raise ValueError(f"unknown server {which!r} (opcua or modbus)")
+
+    async def disconnect(self, which: ServerName, duration: float) -> None:
+        """Cut the network to one server for ``duration`` wall seconds: every connection is dropped
+        and new ones are refused, but the server keeps its state (OPC UA sessions survive).
+
+        Returns once the server accepts connections again.
+        """
+        if not self._started:
+            raise RuntimeError("the simulator is not running")
+        log.warning("simulated %s server unreachable for %.1f s", which, duration)
+        if which == "opcua":
+            await self._opcua.disconnect()
+            await asyncio.sleep(duration)
+            await self._opcua.listen()
+        elif which == "modbus":  # a Modbus device keeps no session: dropping and relistening is all
+            await self._modbus.stop()
+            await asyncio.sleep(duration)
+            await self._modbus.start(self.model.snapshot)
+        else:
+            raise ValueError(f"unknown server {which!r} (opcua or modbus)")
+
+    async def drop_subscriptions(self) -> int:
+        """The OPC UA server forgets every subscription while sessions stay up (as a PLC may after a
+        program download): no error reaches the clients, their subscriptions just fall silent."""
+        if not self._started:
+            raise RuntimeError("the simulator is not running")
+        dropped = await self._opcua.drop_subscriptions()
+        log.warning("simulated OPC UA server dropped %d subscription(s)", dropped)
+        return dropped
 
     async def wait(self) -> None:
         """Until the requested batches are done; re-raises if the simulation loop failed."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +30,10 @@ from blackbox.seal import (
     BadSignature,
     MalformedBatch,
     OpenedBatch,
+    Rotation,
+    RotationError,
     SealError,
+    batch_rotation,
     decode_records,
     key_id,
     load_public_key,
@@ -53,6 +57,10 @@ REASONS: dict[str, str] = {
     "fork": "a different batch with the same gateway and batch_seq is already stored",
     "chain_broken": "prev_hash does not match the stored neighbour (or batch 1 does not start at genesis)",
     "replay": "a record sequence number is already stored from another batch of this gateway",
+    "key_not_in_force": "the signing key is enrolled but not for these records: they precede the rotation that "
+    "introduced it, or follow the rotation that retired it",
+    "key_rotation": "a key.rotated event breaks the rules: not the batch's last record, not signed by the key it "
+    "retires, inconsistent key data, or a key already retired at another record",
 }
 """Every rejection reason, with what it means (also in docs/store.md)."""
 
@@ -240,9 +248,13 @@ class Ingestor:
             except BadSignature as exc:
                 raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
             records = self._decode(opened)
+            try:
+                rotation = batch_rotation(opened, records)
+            except RotationError as exc:
+                raise Rejected("key_rotation", str(exc)) from None
             for attempt in (1, 2):
                 try:
-                    return self._store(opened, records, enrolled.gateway_id, received_at)
+                    return self._store(opened, records, enrolled.gateway_id, received_at, rotation)
                 except IntegrityError:
                     # Another worker stored this batch or an overlapping one between our checks and our
                     # insert: check again against what it committed (the second pass decides).
@@ -277,7 +289,12 @@ class Ingestor:
         return records
 
     def _store(
-        self, opened: OpenedBatch, records: Sequence[Reading | Event], gid: int, received_at: int
+        self,
+        opened: OpenedBatch,
+        records: Sequence[Reading | Event],
+        gid: int,
+        received_at: int,
+        rotation: Rotation | None,
     ) -> IngestResult:
         h = opened.header
         with self.engine.begin() as conn:
@@ -319,6 +336,9 @@ class Ingestor:
                 ).first()
                 if clash is not None:
                     raise Rejected("replay", f"record seq {clash.seq} is already stored from batch {clash.batch_seq}")
+            self._check_key_in_force(conn, gid, opened)
+            if rotation is not None:
+                self._rotate(conn, gid, rotation, received_at)
             conn.execute(
                 insert(sealed_batches).values(
                     gateway_id=gid,
@@ -349,6 +369,70 @@ class Ingestor:
             if config_rows:
                 conn.execute(insert(tag_configs), config_rows)
         return IngestResult("stored", None, h.batch_seq, opened.hash)
+
+    @staticmethod
+    def _check_key_in_force(conn: Connection, gid: int, opened: OpenedBatch) -> None:
+        """The signing key's validity range (set by rotations) must cover the batch's records."""
+        h, gk = opened.header, gateway_keys.c
+        row = conn.execute(
+            select(gk.valid_from_seq, gk.valid_to_seq).where(gk.gateway_id == gid, gk.key_id == h.key_id)
+        ).one()
+        if row.valid_from_seq is not None and h.first_seq < row.valid_from_seq:
+            raise Rejected("key_not_in_force", f"key {h.key_id} signs only from record {row.valid_from_seq}, "
+                                               f"batch {h.batch_seq} starts at {h.first_seq}")
+        if row.valid_to_seq is not None and h.last_seq > row.valid_to_seq:
+            raise Rejected("key_not_in_force", f"key {h.key_id} was retired after record {row.valid_to_seq}, "
+                                               f"batch {h.batch_seq} ends at {h.last_seq}")
+
+    def _rotate(self, conn: Connection, gid: int, rotation: Rotation, received_at: int) -> None:
+        """Retire the old key after the rotation's record and trust the new one from the next record.
+
+        The batch carrying the rotation was signed by the old key, which is enrolled and in force:
+        the chain itself vouches for the new key, so no operator has to enroll it.
+        """
+        gk = gateway_keys.c
+        old = conn.execute(select(gk.valid_to_seq).where(gk.gateway_id == gid, gk.key_id == rotation.old_key_id)).one()
+        if old.valid_to_seq is not None and old.valid_to_seq != rotation.seq:
+            raise Rejected("key_rotation", f"key {rotation.old_key_id} was already retired after record "
+                                           f"{old.valid_to_seq}; a second rotation at {rotation.seq} is a fork")
+        new = conn.execute(
+            select(gk.id, gk.valid_from_seq).where(gk.gateway_id == gid, gk.key_id == rotation.new_key_id)
+        ).first()
+        if new is not None and new.valid_from_seq is not None and new.valid_from_seq != rotation.seq + 1:
+            raise Rejected("key_rotation", f"key {rotation.new_key_id} was already rotated in at record "
+                                           f"{new.valid_from_seq}")
+        conn.execute(update(gateway_keys).where(gk.gateway_id == gid, gk.key_id == rotation.old_key_id)
+                     .values(valid_to_seq=rotation.seq))
+        values = {"valid_from_seq": rotation.seq + 1, "rotated_from": rotation.old_key_id}
+        if new is None:
+            conn.execute(insert(gateway_keys).values(
+                gateway_id=gid, key_id=rotation.new_key_id, public_key_pem=public_key_pem_text(rotation.new_key),
+                enrolled_at_us=received_at, enrolled_by="rotation", **values))
+        else:
+            conn.execute(update(gateway_keys).where(gk.id == new.id).values(**values))
+        log.warning("gateway %d rotated from key %s to key %s at record %d", gid, rotation.old_key_id,
+                    rotation.new_key_id, rotation.seq)
+
+    def record_status(self, site: str, gateway: str, payload: bytes) -> bool:
+        """Note a gateway's status message (online/offline, the last will); ``False`` if ignored.
+
+        Only gateways with an enrolled key are tracked, so nobody fills the table by publishing.
+        """
+        try:
+            doc = orjson.loads(payload)
+            state, reason = doc["state"], doc.get("reason")
+            if state not in ("online", "offline") or not (reason is None or isinstance(reason, str)):
+                raise ValueError(f"state {state!r}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring a malformed status of %s/%s (%s): %r", site, gateway, exc, payload[:200])
+            return False
+        with self.engine.begin() as conn:
+            done = conn.execute(update(gateways).where(gateways.c.site == site, gateways.c.gateway == gateway)
+                                .values(status=state, status_reason=None if reason is None else reason[:500],
+                                        status_at_us=self._clock())).rowcount
+        if done:
+            log.info("gateway %s/%s is %s%s", site, gateway, state, f" ({reason})" if reason else "")
+        return bool(done)
 
     def _record_rejection(
         self,

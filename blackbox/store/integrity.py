@@ -108,18 +108,24 @@ class _KeyInfo:
     public_key: Ed25519PublicKey | None
     revoked_at_us: int | None
     problem: str | None
+    valid_from_seq: int | None = None
+    valid_to_seq: int | None = None
 
 
 def _keys(conn: Connection, gid: int) -> dict[str, _KeyInfo]:
     out: dict[str, _KeyInfo] = {}
     rows = conn.execute(
-        select(gateway_keys.c.key_id, gateway_keys.c.public_key_pem, gateway_keys.c.revoked_at_us).where(
-            gateway_keys.c.gateway_id == gid
-        )
+        select(
+            gateway_keys.c.key_id,
+            gateway_keys.c.public_key_pem,
+            gateway_keys.c.revoked_at_us,
+            gateway_keys.c.valid_from_seq,
+            gateway_keys.c.valid_to_seq,
+        ).where(gateway_keys.c.gateway_id == gid)
     )
-    for kid, pem, revoked in rows:
+    for kid, pem, revoked, valid_from, valid_to in rows:
         try:
-            out[kid] = _KeyInfo(load_public_key(pem), revoked, None)
+            out[kid] = _KeyInfo(load_public_key(pem), revoked, None, valid_from, valid_to)
         except (SealError, ValueError) as exc:
             out[kid] = _KeyInfo(None, revoked, f"enrolled key {kid} cannot be loaded: {exc}")
     return out
@@ -146,6 +152,7 @@ def _check_gateway(
         )
     }
     keys = _keys(conn, gid)
+    clock_status: dict[str, list[int]] = defaultdict(list)
     opened: dict[int, OpenedBatch] = {}
     verified: set[int] = set()
     missing = [n for n in range(first, last + 1) if n not in stored]
@@ -180,6 +187,13 @@ def _check_gateway(
                 "failed", "revoked_key", f"{label}: batch {n} was received after its key {ob.header.key_id} was revoked"
             )
             continue
+        h = ob.header
+        if (key.valid_from_seq is not None and h.first_seq < key.valid_from_seq) or (
+            key.valid_to_seq is not None and h.last_seq > key.valid_to_seq
+        ):
+            chk.add("failed", "key_not_in_force", f"{label}: batch {n} is signed by key {h.key_id} outside the "
+                    f"records it may sign (a rotation retired it or had not yet brought it in)")
+            continue
         try:
             verify_batch(ob, key.public_key)
         except BadSignature:
@@ -187,7 +201,10 @@ def _check_gateway(
             continue
         verified.add(n)
         if row.clock != "ok":
-            chk.add("info", "clock", f"{label}: batch {n} was sealed with clock status {row.clock!r}")
+            clock_status[row.clock].append(n)
+    for status, numbers in sorted(clock_status.items()):
+        chk.add("info", "clock", f"{label}: {_count(numbers, 'batch')} ({_spans(numbers)}) sealed with clock "
+                f"status {status!r}")
 
     # chain links and seq contiguity between consecutive stored batches
     for n in range(first - 1, last + 1):
@@ -332,3 +349,8 @@ def _spans(seqs: Iterable[int]) -> str:
     for start_seq, members in grouped.items():
         out.append(str(start_seq) if len(members) == 1 else f"{start_seq}..{members[-1]}")
     return ", ".join(out[:10]) + (" ..." if len(out) > 10 else "")
+
+
+def _count(numbers: list[int], noun: str) -> str:
+    return f"{len(numbers)} {noun}{'' if len(numbers) == 1 else 'es' if noun.endswith('h') else 's'}"
+

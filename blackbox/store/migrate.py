@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
@@ -31,16 +32,20 @@ def upgrade_schema(url_or_engine: str | Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (``alembic upgrade head``).
 
     A database made by :func:`blackbox.store.schema.create_schema` (every table present, no
-    Alembic version) is stamped as the initial revision first, then upgraded.
+    Alembic version) is stamped first: as the latest revision if it already matches the schema,
+    else as the initial one, then upgraded.
     """
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     try:
         cfg = alembic_config(engine)
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            context = MigrationContext.configure(conn)
+            current = context.get_current_revision()
             existing = set(inspect(conn).get_table_names())
-        if current is None and existing and set(metadata.tables) <= existing:
-            command.stamp(cfg, "0001")
+            made_by_create_schema = current is None and existing and set(metadata.tables) <= existing
+            up_to_date = made_by_create_schema and not compare_metadata(context, metadata)
+        if made_by_create_schema:
+            command.stamp(cfg, "head" if up_to_date else "0001")
         command.upgrade(cfg, revision)
     finally:
         if isinstance(url_or_engine, str):

@@ -60,6 +60,9 @@ gateways = Table(
     Column("gateway", Name, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("last_batch_at_us", BigInteger, nullable=True, comment="Last time a verified batch came in."),
+    Column("status", String(16), nullable=True, comment="online/offline, from the gateway's status topic."),
+    Column("status_at_us", BigInteger, nullable=True, comment="When the status was received."),
+    Column("status_reason", Text, nullable=True),
     UniqueConstraint("site", "gateway"),
 )
 
@@ -72,6 +75,11 @@ gateway_keys = Table(
     Column("public_key_pem", Text, nullable=False),
     Column("enrolled_at_us", BigInteger, nullable=False),
     Column("revoked_at_us", BigInteger, nullable=True),
+    Column("enrolled_by", String(16), nullable=False, server_default="operator",
+           comment="operator (blackbox store enroll) or rotation (a key.rotated event in the chain)."),
+    Column("rotated_from", Name, nullable=True, comment="Key id that handed over to this key."),
+    Column("valid_from_seq", BigInteger, nullable=True, comment="First record seq this key may sign (rotation)."),
+    Column("valid_to_seq", BigInteger, nullable=True, comment="Last record seq this key may sign (retired)."),
     UniqueConstraint("gateway_id", "key_id"),
 )
 

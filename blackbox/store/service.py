@@ -21,15 +21,12 @@ import contextlib
 import logging
 import queue
 import socket
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -37,9 +34,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from blackbox.config import MqttConfig, StoreConfig
+from blackbox.mqtt import connect_async, disable_nagle, make_client
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor, IngestResult
-from blackbox.topics import GatewayTopics, parse_batch_topic, store_batch_filter
+from blackbox.topics import GatewayTopics, parse_gateway_topic, store_batch_filter, store_status_filter
 
 log = logging.getLogger("blackbox.store.service")
 
@@ -108,36 +106,7 @@ class StoreService:
     # -- MQTT session ------------------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        cfg = self.config
-        client_id = cfg.client_id or default_client_id()
-        if self._v5:
-            client = paho.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=paho.MQTTv5,
-                manual_ack=True,
-            )
-        else:
-            client = paho.Client(
-                callback_api_version=CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=paho.MQTTv311,
-                clean_session=False,
-                manual_ack=True,
-            )
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            tls = cfg.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_NONE if tls.insecure_skip_verify else ssl.CERT_REQUIRED,
-            )
-            if tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = make_client(self.config, self.config.client_id or default_client_id(), manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -152,12 +121,7 @@ class StoreService:
         self._worker = threading.Thread(target=self._work, name="blackbox-store-ingest", daemon=True)
         self._worker.start()
         cfg = self.config
-        if self._v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            self.client.connect_async(cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=props)
-        else:
-            self.client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        connect_async(self.client, cfg, session_expiry=SESSION_EXPIRY_S)
         self.client.loop_start()
         log.info(
             "store connecting to %s:%s (MQTT %s) as %s, filter %s",
@@ -200,11 +164,13 @@ class StoreService:
             log.error("broker refused the store's connection: %s", reason_code)
             return
         self.connected.set()
+        disable_nagle(client)
         log.info("store connected (session present: %s)", flags.session_present)
+        topics = [(self._filter, 1), (store_status_filter(self.root), 1)]
         if self._v5:
-            _, mid = client.subscribe(self._filter, options=SubscribeOptions(qos=1))
+            _, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in topics])
         else:
-            _, mid = client.subscribe(self._filter, qos=1)
+            _, mid = client.subscribe(topics)
         self._sub_mid = mid
 
     def _on_disconnect(
@@ -256,12 +222,15 @@ class StoreService:
                 log.exception("store failed to process a message on %s", item.topic)
 
     def _process(self, msg: _Message) -> None:
-        parsed = parse_batch_topic(self.root, msg.topic)
-        if parsed is None:
+        parsed = parse_gateway_topic(self.root, msg.topic)
+        if parsed is not None and parsed[2] == "status":
+            self._status(msg, parsed[0], parsed[1])
+            return
+        if parsed is None or parsed[2] != "batches":
             log.warning("ignoring a message on %s: not a batch topic", msg.topic)
             self.client.ack(msg.mid, msg.qos)
             return
-        site, gateway = parsed
+        site, gateway = parsed[0], parsed[1]
         result = self._ingest(msg, site, gateway)
         if result is None:
             return  # stopping while the database was unavailable: the broker will deliver it again
@@ -276,6 +245,13 @@ class StoreService:
         self.client.ack(msg.mid, msg.qos)
         if self.on_result is not None:
             self.on_result(msg.topic, result)
+
+    def _status(self, msg: _Message, site: str, gateway: str) -> None:
+        try:
+            self.ingestor.record_status(site, gateway, msg.payload)
+        except DBAPIError as exc:  # informational only: not worth holding the queue for
+            log.error("could not record the status of %s/%s: %s", site, gateway, exc.orig or exc)
+        self.client.ack(msg.mid, msg.qos)
 
     def _ingest(self, msg: _Message, site: str, gateway: str) -> IngestResult | None:
         delay = RETRY_MIN_S

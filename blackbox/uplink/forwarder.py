@@ -1,9 +1,21 @@
-"""Store-and-forward: send sealed batches in order, count them delivered only on the store's ack.
+"""Store-and-forward: send sealed batches, count them delivered only on the store's ack.
 
-A window of at most ``max_in_flight`` batches is out at any time. A batch not acknowledged
-within ``ack_timeout`` is sent again (the store treats it as the same batch); after a reconnect
-every batch in the window is sent again at once. The buffer, not paho's queue, holds the backlog,
-so memory stays bounded by the window however long the outage.
+A batch is done when the store's acknowledgement carrying its hash arrives (never on PUBACK).
+At most ``max_in_flight`` batches are out unacknowledged at any time, in two lanes:
+
+* **live**: the newest ``live_slots`` sealed batches go out as soon as they are sealed, whatever
+  the backlog, so that fresh data keeps reaching the store while an old backlog drains;
+* **replay**: everything older goes out oldest first, at most ``replay_rate`` records per second
+  (a token bucket), in the rest of the window.
+
+In steady state every batch is among the newest, so the lanes only matter after an outage. A batch
+not acknowledged within ``ack_timeout`` is sent again (the store treats it as the same batch);
+the wait doubles with each re-send of the same batch up to ``ack_timeout_max``, so a store that is
+away is not flooded with copies. After a reconnect every unacknowledged batch is due at once —
+unless paho still holds an unacknowledged copy, which paho itself re-sends on reconnect.
+
+Memory is bounded by the window: the backlog stays in the buffer (SQLite), not here or in paho's
+queue, however long the outage.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,10 +32,17 @@ import orjson
 
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, StoredBatch
+from blackbox.config import UplinkConfig
 
 log = logging.getLogger(__name__)
 
 DbCall = Callable[..., Awaitable[Any]]
+
+
+class Sent(Protocol):
+    """What a publish returns (paho's ``MQTTMessageInfo``): whether the broker has PUBACKed it."""
+
+    def is_published(self) -> bool: ...
 
 
 class Publisher(Protocol):
@@ -31,39 +51,74 @@ class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None: ...
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> Sent: ...
 
 
 @dataclass
 class _InFlight:
     hash: str
+    records: int
     sent_at: float
+    attempts: int
+    sent: Sent | None
+
+
+@dataclass(frozen=True)
+class ForwarderStats:
+    in_flight: int
+    delivered: int
+    resent: int
+    rejected: int
+    last_rejection: str | None
+    replay_tokens: float
 
 
 class Forwarder:
-    def __init__(self, buffer: Buffer, db: DbCall, topic: str, ack_timeout: float, max_in_flight: int) -> None:
+    def __init__(self, buffer: Buffer, db: DbCall, topic: str, cfg: UplinkConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._buffer = buffer
         self._db = db
         self._topic = topic
-        self._ack_timeout = ack_timeout
-        self._max_in_flight = max_in_flight
+        self._cfg = cfg
+        self._clock = clock
+        self.live_slots = max(1, cfg.max_in_flight // 4)
         self._in_flight: dict[int, _InFlight] = {}
+        self._floor = 0
+        """Every batch up to this batch_seq is acknowledged (or dropped by the buffer)."""
+        self._replay_after = 0
+        """The replay lane has sent every batch up to this batch_seq at least once."""
+        self._tokens = float(cfg.replay_rate)
+        self._tokens_at = clock()
         self._wake = asyncio.Event()
         self.session: Publisher | None = None
         self.delivered = 0
+        self.resent = 0
+        self.rejected = 0
+        self.rejections: deque[str] = deque(maxlen=20)
+        """The latest rejections the store reported (newest last)."""
         self.last_delivered_seq = 0
-        """Highest record sequence number known to be committed by the store."""
-        self.rejections: list[str] = []
+        """Highest record sequence number such that the store has committed every record up to it."""
         self._delivered_event = asyncio.Event()
+        self.on_delivered: Callable[[int, float], None] | None = None
+        """Called with (batch_seq, wall-clock time the ack arrived) for each newly acknowledged batch."""
+
+    # -- events from the agent -------------------------------------------------------------
 
     def notify(self) -> None:
-        """A batch was sealed or the session reconnected: look for work."""
+        """A batch was sealed: look for work."""
         self._wake.set()
 
     def reconnected(self) -> None:
+        """The session (re)connected: every unacknowledged batch is due now."""
         for f in self._in_flight.values():
-            f.sent_at = 0.0  # due at once
+            f.sent_at = -1e9
         self._wake.set()
+
+    def stats(self) -> ForwarderStats:
+        return ForwarderStats(len(self._in_flight), self.delivered, self.resent, self.rejected,
+                              self.rejections[-1] if self.rejections else None, self._tokens)
+
+    # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
@@ -80,62 +135,123 @@ class Forwarder:
         """Handle one acknowledgement from the store (runs on the event loop)."""
         try:
             ack = orjson.loads(payload)
-            batch_seq, hash_, status = int(ack["batch_seq"]), str(ack["hash"]), str(ack["status"])
+            status = ack["status"]
+            if status in ("stored", "duplicate"):
+                batch_seq, hash_ = int(ack["batch_seq"]), str(ack["hash"])
+            elif status == "rejected":
+                batch_seq = ack["batch_seq"]
+            else:
+                raise ValueError(f"unknown status {status!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.error("ignoring a malformed acknowledgement (%s): %r", exc, payload[:200])
             return
-        if status not in ("stored", "duplicate"):
+        if status == "rejected":
             reason = ack.get("reason")
-            log.error("store rejected batch %d: %s; it will be re-sent after %.0f s", batch_seq, reason,
-                      self._ack_timeout)
-            self.rejections.append(f"{batch_seq}: {reason}")
+            self.rejected += 1
+            self.rejections.append(f"batch {batch_seq}: {reason}")
+            flight = self._in_flight.get(batch_seq) if isinstance(batch_seq, int) else None
+            retry = self._resend_delay(flight.attempts) if flight else self._cfg.ack_timeout
+            log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
+                      batch_seq, reason, retry)
             return
-        asyncio.get_running_loop().create_task(self._delivered(batch_seq, hash_))
+        arrived = time.time()
+        asyncio.get_running_loop().create_task(self._delivered(batch_seq, hash_, arrived))
 
-    async def _delivered(self, batch_seq: int, hash_: str) -> None:
-        if await self._db(self._buffer.mark_delivered, batch_seq, hash_):
-            self.delivered += 1
+    async def _delivered(self, batch_seq: int, hash_: str, arrived: float) -> None:
         flight = self._in_flight.get(batch_seq)
         if flight is not None and flight.hash == hash_:
             del self._in_flight[batch_seq]
+        if await self._db(self._buffer.mark_delivered, batch_seq, hash_):
+            self.delivered += 1
+            if self.on_delivered is not None:
+                self.on_delivered(batch_seq, arrived)
         await self.refresh_delivered()
         self._wake.set()
 
     async def refresh_delivered(self) -> None:
-        """Recompute the highest record sequence number the store has acknowledged, in order."""
-        pending = await self._db(self._buffer.undelivered, 0, 1)
+        """Recompute how far the store has everything (from the buffer: acks may be for any batch)."""
+        pending = await self._db(self._buffer.undelivered, self._floor, 1)
         if pending:
+            self._floor = pending[0].batch_seq - 1
             self.last_delivered_seq = pending[0].first_seq - 1
         else:
             last = await self._db(self._buffer.last_sealed)
-            self.last_delivered_seq = last.last_seq if last else 0
+            if last is not None:
+                self._floor = last.batch_seq
+                self.last_delivered_seq = last.last_seq
         self._delivered_event.set()
+
+    # -- sending -----------------------------------------------------------------------------
 
     async def _pump(self) -> None:
         session = self.session
         if session is None or not session.connected:
             return
-        now = time.monotonic()
+        now = self._clock()
+        self._refill(now)
         for batch_seq, flight in sorted(self._in_flight.items()):
-            if now - flight.sent_at >= self._ack_timeout:
-                batch = await self._db(self._buffer.undelivered, batch_seq - 1, 1)
-                if batch and batch[0].batch_seq == batch_seq:
-                    self._send(session, batch[0], now)
-                else:  # acknowledged meanwhile
-                    del self._in_flight[batch_seq]
-        room = self._max_in_flight - len(self._in_flight)
+            if now - flight.sent_at < self._resend_delay(flight.attempts):
+                continue
+            if _still_queued(flight.sent):
+                continue  # paho has not even got a PUBACK for the last copy: another would only queue behind it
+            batch = await self._db(self._buffer.undelivered, batch_seq - 1, 1)
+            if batch and batch[0].batch_seq == batch_seq:
+                self._send(session, batch[0], now, flight.attempts + 1)
+                self.resent += 1
+            else:  # acknowledged (or dropped by the buffer) meanwhile
+                self._in_flight.pop(batch_seq, None)
+
+        room = self._cfg.max_in_flight - len(self._in_flight)
         if room <= 0:
             return
-        after = max(self._in_flight, default=0)
-        for batch in await self._db(self._buffer.undelivered, after, room):
-            self._send(session, batch, now)
+        last = await self._db(self._buffer.last_sealed)
+        if last is None:
+            return
+        live_from = max(self._floor, last.batch_seq - self.live_slots)  # batches above it are live
+        for batch in await self._db(self._buffer.undelivered, live_from, self.live_slots):
+            if batch.batch_seq not in self._in_flight and room > 0:
+                self._send(session, batch, now, 1)
+                room -= 1
 
-    def _send(self, session: Publisher, batch: StoredBatch, now: float) -> None:
-        session.publish(self._topic, batch.wire)
-        self._in_flight[batch.batch_seq] = _InFlight(batch.hash, now)
+        replaying = sum(1 for n in self._in_flight if n <= live_from)
+        room = min(room, self._cfg.max_in_flight - self.live_slots - replaying)
+        self._replay_after = max(self._replay_after, self._floor)
+        if room <= 0 or self._tokens <= 0 or self._replay_after >= live_from:
+            return
+        for batch in await self._db(self._buffer.undelivered, self._replay_after, room):
+            if batch.batch_seq > live_from or room <= 0 or self._tokens <= 0:
+                break
+            self._replay_after = batch.batch_seq
+            if batch.batch_seq not in self._in_flight:  # sent live earlier, still unacknowledged
+                self._send(session, batch, now, 1)
+                self._tokens -= batch.last_seq - batch.first_seq + 1
+                room -= 1
+
+    def _send(self, session: Publisher, batch: StoredBatch, now: float, attempts: int) -> None:
+        sent = session.publish(self._topic, batch.wire)
+        self._in_flight[batch.batch_seq] = _InFlight(batch.hash, batch.last_seq - batch.first_seq + 1, now,
+                                                     attempts, sent)
+
+    def _refill(self, now: float) -> None:
+        rate = self._cfg.replay_rate
+        self._tokens = min(rate, self._tokens + (now - self._tokens_at) * rate)  # at most one second's worth
+        self._tokens_at = now
+
+    def _resend_delay(self, attempts: int) -> float:
+        return min(self._cfg.ack_timeout * 2 ** max(attempts - 1, 0), self._cfg.ack_timeout_max)
 
     def _next_deadline(self) -> float:
-        if not self._in_flight:
-            return self._ack_timeout
-        oldest = min(f.sent_at for f in self._in_flight.values())
-        return max(0.05, oldest + self._ack_timeout - time.monotonic())
+        now = self._clock()
+        deadlines = [f.sent_at + self._resend_delay(f.attempts) - now for f in self._in_flight.values()]
+        if self._tokens <= 0:
+            deadlines.append(-self._tokens / self._cfg.replay_rate)
+        return max(0.01, min(deadlines, default=self._cfg.ack_timeout))
+
+
+def _still_queued(sent: Sent | None) -> bool:
+    if sent is None:
+        return False
+    try:
+        return not sent.is_published()
+    except (RuntimeError, ValueError):  # published while disconnected: paho will never report on it
+        return False

@@ -55,9 +55,9 @@ class UplinkSession:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Queue a QoS 1 message. Delivery is proven by the store's ack, never by PUBACK."""
-        self._client.publish(topic, payload, qos=1, retain=retain)
+        return self._client.publish(topic, payload, qos=1, retain=retain)
 
     # -- paho thread -------------------------------------------------------------------------
 
@@ -84,12 +84,15 @@ class UplinkSession:
     def _set_state(self, connected: bool, error: str | None) -> None:
         was = self.connected
         self.connected = connected
-        self.last_error = error
+        if connected or not (self.last_error or "").startswith("broker refused"):
+            self.last_error = error  # a refusal is the news; the disconnect that follows it is not
         if connected and not was:
             log.info("uplink connected to %s:%s", self.cfg.host, self.cfg.port)
             self._on_connected()
         elif not connected and was and not self._stopping:
             log.warning("uplink lost: %s", error)
+        elif error and error.startswith("broker refused"):
+            log.error("uplink to %s:%s: %s", self.cfg.host, self.cfg.port, error)
 
 
 def _status(state: str, reason: str | None = None) -> bytes:

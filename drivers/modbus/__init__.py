@@ -1,4 +1,4 @@
-"""Modbus driver: TCP client (RTU accepted in configuration), request planner and codecs.
+"""Modbus driver: TCP and RTU (serial) links, request planner with learned splits, and codecs.
 
 Registered as protocol ``modbus`` through the ``blackbox.drivers`` entry point.
 """

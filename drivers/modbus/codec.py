@@ -11,6 +11,10 @@ Byte order is named after a 32-bit value whose big-endian bytes are A B C D:
 first character in the high byte (``ABCD``) or the low byte (``BADC``), padded with NUL or spaces.
 A bool in a register is bit ``bit`` (0 = least significant) or, without a bit, "register is not 0".
 
+A float32 decodes to the shortest decimal that reads back as the same float32 (``120.44``, not
+the float32's exact binary value ``120.44000244140625``): that is the number the PLC programmer
+typed or the instrument meant, and what the record should show (see :func:`shortest_float32`).
+
 :func:`make_decoder` builds a fast decoder for one tag; :func:`decode` and :func:`encode` are the
 one-off forms (the simulator and the tests use :func:`encode` to put values into a server).
 """
@@ -80,16 +84,55 @@ def make_decoder(data_type: str, order: str = "ABCD", *, length: int | None = No
     if fmt is None:
         raise ValueError(f"unknown Modbus data type {data_type!r}")
     unpack = struct.Struct(">" + fmt).unpack
-    if data_type in ("float32", "float64"):
-        def decode_float(regs: Sequence[int], off: int) -> float:
+    if data_type == "float32":
+        def decode_float32(regs: Sequence[int], off: int) -> float:
+            raw = to_bytes(regs, off)
+            value: float = unpack(raw)[0]
+            if not math.isfinite(value):
+                raise DecodeError(f"float32 is {_float_name(value)}")
+            return shortest_float32(value, raw)
+        return decode_float32
+    if data_type == "float64":
+        def decode_float64(regs: Sequence[int], off: int) -> float:
             value: float = unpack(to_bytes(regs, off))[0]
             if not math.isfinite(value):
-                raise DecodeError(f"{data_type} is {_float_name(value)}")
+                raise DecodeError(f"float64 is {_float_name(value)}")
             return value
-        return decode_float
+        return decode_float64
     if data_type == "uint16" and order in ("ABCD", "CDAB"):
         return lambda regs, off: regs[off]
     return lambda regs, off: unpack(to_bytes(regs, off))[0]
+
+
+_F32 = struct.Struct(">f").pack
+
+
+def shortest_float32(value: float, raw: bytes) -> float:
+    """The float nearest to the shortest decimal that rounds to the float32 ``raw`` (``value`` decoded).
+
+    ``%.7g`` is tried first, then 8 and 9 digits (9 always round-trip). In the range 0.001 to
+    8,388,608 the first of these that reads back as ``raw`` is the shortest: a shorter decimal
+    that rounds to the same float32 would be what ``%.7g`` prints, trailing zeros stripped,
+    because a float32 there is finer than the 7th digit. Outside that range (where a float32 can
+    be coarser than the 7th digit) every length from 1 digit is tried. One or two formatting
+    calls per value on a process value: cheap enough for 2,000 tags per cycle.
+    """
+    if 1e-3 <= abs(value) < 8388608.0:
+        shortest = float("%.7g" % value)  # noqa: UP031 - %-formatting is the fastest here
+        if _F32(shortest) == raw:
+            return shortest
+        shortest = float("%.8g" % value)  # noqa: UP031
+        if _F32(shortest) == raw:
+            return shortest
+        return float("%.9g" % value)  # noqa: UP031
+    for digits in range(1, 10):
+        shortest = float("%.*g" % (digits, value))  # noqa: UP031
+        try:
+            if _F32(shortest) == raw:
+                return shortest
+        except OverflowError:  # rounded up past the largest float32: not this one
+            continue
+    return value  # unreachable for a finite float32: 9 digits always round-trip
 
 
 def decode(registers: Sequence[int], data_type: str, order: str = "ABCD", *, length: int | None = None,

@@ -127,16 +127,17 @@ class ModbusTagConfig(TagConfig):
 
 
 class ModbusSourceConfig(SourceConfig):
-    """A Modbus device or gateway: Modbus TCP (implemented) or RTU over a serial line (configuration only)."""
+    """A Modbus TCP device or gateway, or a Modbus RTU serial line (one bus: its devices by unit_id)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocol: Literal["modbus"] = "modbus"
-    transport: Literal["tcp", "rtu"] = Field(default="tcp", description="tcp, or rtu (serial; not implemented yet).")
+    transport: Literal["tcp", "rtu"] = Field(default="tcp", description="tcp, or rtu (a serial line, RS-485/232).")
     host: str | None = Field(default=None, min_length=1, description="Device or gateway address (tcp).")
     port: int = Field(default=502, ge=1, le=65535, description="TCP port (tcp).")
     serial_port: str | None = Field(default=None, min_length=1, description="Serial device, e.g. /dev/ttyUSB0 (rtu).")
     baudrate: int = Field(default=19200, gt=0, description="Serial speed (rtu).")
+    bytesize: Literal[7, 8] = Field(default=8, description="Serial data bits (rtu).")
     parity: Literal["N", "E", "O"] = Field(default="E", description="Serial parity: N, E or O (rtu).")
     stopbits: Literal[1, 2] = Field(default=1, description="Serial stop bits (rtu).")
     unit_id: int = Field(default=1, ge=0, le=255, description="Device id (unit id) of tags that name none.")
@@ -156,8 +157,11 @@ class ModbusSourceConfig(SourceConfig):
                 raise ValueError("a Modbus TCP source needs host")
             if self.serial_port is not None:
                 raise ValueError("serial_port applies to transport rtu, not tcp")
-        elif self.serial_port is None:
-            raise ValueError("a Modbus RTU source needs serial_port, e.g. /dev/ttyUSB0")
+        else:
+            if self.serial_port is None:
+                raise ValueError("a Modbus RTU source needs serial_port, e.g. /dev/ttyUSB0")
+            if self.host is not None:
+                raise ValueError("host applies to transport tcp; a Modbus RTU source names its serial_port")
         for tag in self.tags:
             if tag.table not in BIT_TABLES and tag.size > self.max_registers:
                 raise ValueError(f"tag {tag.name!r} occupies {tag.size} registers, more than max_registers "

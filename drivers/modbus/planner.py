@@ -147,3 +147,38 @@ def _crosses_break(breaks: list[int], end: int, tag_start: int) -> bool:
     ``tag_start``) is ignored, since a value is never split.
     """
     return any(end <= b <= tag_start for b in breaks)
+
+
+def split_point(request: ReadRequest) -> int | None:
+    """Where to split a request the device refused as a whole; ``None`` if it holds one value only.
+
+    The split goes between two tags (never through one), at the widest bridged gap, since a
+    device refuses a merged read most often because an unmapped hole lies in a gap; among equal
+    gaps, nearest the middle, so repeated splitting isolates a refused tag in few steps.
+    """
+    best: tuple[int, float, int] | None = None  # (gap, -distance from the middle, address)
+    middle = request.start + request.count / 2
+    covered = request.start
+    for slot in sorted(request.tags, key=lambda s: s.offset):
+        address = request.start + slot.offset
+        if address >= covered and address > request.start:
+            candidate = (address - covered, -abs(address - middle), address)
+            if best is None or candidate > best:
+                best = candidate
+        covered = max(covered, address + slot.size)
+    return None if best is None else best[2]
+
+
+def split_request(request: ReadRequest, address: int) -> list[ReadRequest]:
+    """The two requests ``request`` becomes with a break at ``address`` (a tag boundary in it)."""
+    first = tuple(s for s in request.tags if request.start + s.offset < address)
+    second = tuple(s for s in request.tags if request.start + s.offset >= address)
+    if not first or not second or any(request.start + s.offset + s.size > address for s in first):
+        raise ValueError(f"{address} is not a tag boundary inside {request.describe()}")
+    out = []
+    for part in (first, second):
+        start = request.start + min(s.offset for s in part)
+        end = request.start + max(s.offset + s.size for s in part)
+        out.append(ReadRequest(request.unit_id, request.table, start, end - start,
+                               tuple(TagSlot(s.tag, request.start + s.offset - start, s.size) for s in part)))
+    return out

@@ -1,11 +1,20 @@
-"""The OPC UA poll driver: one Read service call per cycle for all of a source's nodes.
+"""The OPC UA driver: poll mode (one Read per cycle) or subscription mode (monitored items).
 
-asyncua's ``read_values`` neither splits by the server's ``MaxNodesPerRead`` nor returns status
-codes and timestamps, so the driver builds the low-level ``ReadParameters`` once at connect
-(chunked by the limit read from the server) and sends them with ``uaclient.read``. Each
-``DataValue`` becomes a sample: the server's source timestamp is kept, Good/Uncertain/Bad map to
-the sample's quality (the status name is the reason), and values that are NaN, ±inf, of another
-type than configured or out of the configured integer range read as bad quality.
+**Poll.** asyncua's ``read_values`` neither splits by the server's ``MaxNodesPerRead`` nor
+returns status codes and timestamps, so the driver builds the low-level ``ReadParameters`` once
+at connect (chunked by the limit read from the server) and sends them with ``uaclient.read``.
+
+**Subscription.** :meth:`OpcUaDriver.subscribe` creates one subscription with a monitored item
+per node (see :mod:`drivers.opcua.subscription`); :meth:`OpcUaDriver.changes` hands over what
+the server pushed. While waiting it watches the link (a closed socket, or asyncua's probe of the
+server state failing, ends the wait with ``SourceUnavailable``) and the subscription: one silent
+for longer than its watchdog (no data and no keep-alive) is deleted and created anew. After a
+server restart the agent reconnects and subscribes again, the initial values included.
+
+Either way each ``DataValue`` becomes a sample: the server's source timestamp is kept,
+Good/Uncertain/Bad map to the sample's quality (the status name is the reason), and values that
+are NaN, ±inf, of another type than configured or out of the configured integer range read as
+bad quality. An unknown node (BadNodeIdUnknown) makes only its own tag bad.
 
 Namespace URIs are resolved to indexes at connect, from the server's namespace array: indexes
 may change when a server restarts, URIs do not.
@@ -14,12 +23,12 @@ may change when a server restarts, URIs do not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
@@ -28,8 +37,10 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from blackbox.config import SourceConfig
 from blackbox.model import Quality, Sample
 from drivers.base import SourceHealth, SourceUnavailable
-from drivers.opcua.config import NodeAddress, OpcUaSourceConfig
-from drivers.opcua.convert import ConversionError, convert
+from drivers.opcua.config import OpcUaSourceConfig
+from drivers.opcua.security import SecuritySetupError, apply_security
+from drivers.opcua.subscription import Feed
+from drivers.opcua.values import LINK_LOST_CODES, Node, node_id, to_sample
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +50,14 @@ for _name in ("asyncua", "asyncua.client", "asyncua.server"):
         _logger.setLevel(logging.WARNING)  # INFO dumps whole service responses
 
 _SC = ua.StatusCodes
-LINK_LOST_CODES = frozenset({
-    _SC.BadSessionIdInvalid, _SC.BadSessionClosed, _SC.BadSessionNotActivated, _SC.BadSecureChannelIdInvalid,
-    _SC.BadSecureChannelClosed, _SC.BadConnectionClosed, _SC.BadServerHalted, _SC.BadShutdown,
-    _SC.BadCommunicationError, _SC.BadTimeout, _SC.BadRequestTimeout, _SC.BadNotConnected,
-    _SC.BadServerNotConnected, _SC.BadTcpInternalError, _SC.BadSecureChannelTokenUnknown,
-})
-"""Service results that mean the session or its channel is gone: the source is unavailable."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_OPC_MIN = datetime(1601, 1, 2, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Node:
-    name: str
-    type: str
-    node_id: ua.NodeId
+_LIMITS = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead
+_ITEMS_LIMIT = ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall
+LINK_GONE_STATUS = frozenset({"BadShutdown", "BadTimeout", "BadServerHalted", "BadConnectionClosed",
+                              "BadSessionClosed", "BadSessionIdInvalid", "BadCommunicationError"})
+"""Status changes of a subscription that mean the session or its link is gone."""
+PENDING_LIMIT = 100_000
+"""Most subscribed samples waiting for the agent (per source, at least 50 per tag); beyond, the
+oldest are dropped and counted: the agent fell far behind, and memory must stay bounded."""
 
 
 @dataclass(slots=True)
@@ -64,65 +65,48 @@ class _Chunk:
     """One Read service call: prebuilt parameters and the tags they read, in order."""
 
     params: ua.ReadParameters
-    nodes: list[_Node]
-
-
-def _timestamp_us(ts: datetime | None) -> int | None:
-    if ts is None:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    if ts < _OPC_MIN:  # DateTime 0 on the wire: "no timestamp"
-        return None
-    return (ts - _EPOCH) // _MICROSECOND
-
-
-def _node_id(address: NodeAddress, index: int) -> ua.NodeId:
-    kinds = {"i": ua.NodeIdType.Numeric, "s": ua.NodeIdType.String, "g": ua.NodeIdType.Guid,
-             "b": ua.NodeIdType.ByteString}
-    # asyncua annotates with int/str subclasses (ua.Int32, ua.String...); plain values encode the same
-    return ua.NodeId(cast(Any, address.identifier), ua.Int16(index), kinds[address.kind])
-
-
-def to_sample(name: str, type_name: str, dv: ua.DataValue) -> Sample:
-    """Turn one ``DataValue`` into a sample of the configured type."""
-    status = dv.StatusCode if dv.StatusCode is not None else ua.StatusCode(ua.UInt32(_SC.Good))
-    source_ts = _timestamp_us(dv.SourceTimestamp)
-    if status.is_bad():
-        return Sample(name, None, Quality.BAD, status.name, source_ts)
-    quality = Quality.UNCERTAIN if status.is_uncertain() else Quality.GOOD
-    reason = None if status.value == _SC.Good else status.name
-    variant = dv.Value
-    try:
-        value = convert(variant.Value, type_name, variant.VariantType.name) if variant is not None \
-            else convert(None, type_name)
-    except ConversionError as exc:
-        return Sample(name, None, Quality.BAD, str(exc), source_ts)
-    return Sample(name, value, quality, reason, source_ts)
+    nodes: list[Node]
 
 
 class OpcUaDriver:
-    """An OPC UA server, polled (see the module docstring)."""
+    """An OPC UA server, polled or subscribed (see the module docstring)."""
 
     def __init__(self, config: OpcUaSourceConfig) -> None:
         self.config: SourceConfig = config  # the Driver protocol's view
         self.settings = config
         """The same configuration, with the protocol's own fields."""
-        self.health = SourceHealth()
+        self.health = SourceHealth(details={"endpoint": config.endpoint, "mode": config.mode,
+                                            "security": config.security})
         self.max_nodes_per_read = 0
         """Most nodes per Read: the server's MaxNodesPerRead, or less if it refused that (0: no limit)."""
+        self.max_items_per_call = 0
+        """The server's MaxMonitoredItemsPerCall (0: no limit)."""
         self.namespace_array: list[str] = []
         self._client: Client | None = None
-        self._nodes: list[_Node] = []
+        self._nodes: list[Node] = []
         self._chunks: list[_Chunk] = []
         self._unresolved: dict[str, str] = {}  # tag name -> why it has no node id
         self._order = [t.name for t in config.tags]
+        self._feed: Feed | None = None
+        self._pending: deque[Sample] = deque()
+        self._pending_limit = max(PENDING_LIMIT, 50 * len(config.tags))
+        self._wake = asyncio.Event()
+        self._link_status: str | None = None
+        self._latest: dict[str, Quality] = {}
+        self._dropped = 0
+        self._counted = 0  # losses of the current feed already added to health.lost
+
+    @property
+    def subscribes(self) -> bool:
+        return self.settings.mode == "subscription"
+
+    @property
+    def session(self) -> Client | None:
+        """The connected asyncua client (for diagnostics that browse or read arbitrary nodes)."""
+        return self._client
 
     async def connect(self) -> None:
         cfg = self.settings
-        if cfg.security != "None":
-            self.health.last_error = f"security {cfg.security} is not implemented yet"
-            raise SourceUnavailable(f"{cfg.name}: OPC UA security {cfg.security} is not implemented yet")
         await self.close()
         client = Client(cfg.endpoint, timeout=cfg.timeout, watchdog_intervall=max(10.0, 2 * cfg.poll_interval))
         client.name = client.description = f"blackbox {cfg.name}"
@@ -133,20 +117,29 @@ class OpcUaDriver:
             client.set_user(cfg.username)
             client.set_password(cfg.password.get_secret_value())
         try:
-            await asyncio.wait_for(client.connect(), timeout=4 * cfg.timeout)
+            await asyncio.wait_for(self._open(client), timeout=4 * cfg.timeout)
+        except SecuritySetupError as exc:
+            await _abandon(client)
+            raise self._unavailable(str(exc)) from exc
         except (TimeoutError, OSError, UaError) as exc:
             await _abandon(client)
             raise self._unavailable(f"cannot connect to {cfg.endpoint}: {_describe(exc)}") from exc
         try:
             self.namespace_array = list(await client.get_namespace_array())
-            self.max_nodes_per_read = await _max_nodes_per_read(client)
+            self.max_nodes_per_read = await _operation_limit(client, _LIMITS)
+            self.max_items_per_call = await _operation_limit(client, _ITEMS_LIMIT)
         except (TimeoutError, OSError, UaError) as exc:
             await _abandon(client)
             raise self._unavailable(f"connected to {cfg.endpoint} but cannot read its namespaces: "
                                     f"{_describe(exc)}") from exc
         self._resolve()
         self._client = client
+        self._link_status = None
         self.health.connected = True
+
+    async def _open(self, client: Client) -> None:
+        await apply_security(client, self.settings)
+        await client.connect()
 
     async def read(self) -> list[Sample]:
         client = self._client
@@ -197,19 +190,131 @@ class OpcUaDriver:
             log.warning("%s: the server refused reads of its advertised size; reading at most %d nodes per Read",
                         self.config.name, self.max_nodes_per_read)
             self._build_chunks()
+        out = [samples[name] for name in self._order]
         self.health.last_round_trip_s = time.perf_counter() - began
-        return [samples[name] for name in self._order]
+        self.health.count(out)
+        return out
+
+    async def subscribe(self) -> None:
+        client = self._client
+        if client is None:
+            raise self._unavailable("not connected")
+        cfg = self.settings
+        self._pending.clear()
+        self._latest.clear()
+        self._pending.extend(Sample(name, None, Quality.BAD, why) for name, why in self._unresolved.items())
+        feed = Feed(client, self._nodes, cfg, sink=self._push, on_status=self._status_changed,
+                    max_items_per_call=self.max_items_per_call)
+        began = time.perf_counter()
+        try:
+            refused = await asyncio.wait_for(feed.create(), timeout=4 * cfg.timeout)
+        except (TimeoutError, OSError, UaError) as exc:
+            await self.close()
+            raise self._unavailable(f"cannot subscribe: {_describe(exc)}") from exc
+        self.health.last_round_trip_s = time.perf_counter() - began
+        self.health.requests_per_cycle = 0
+        self._feed = feed
+        self._counted = 0
+        self._pending.extend(refused)
+        self._update_details()
+        if self._pending:
+            self._wake.set()
+
+    async def changes(self) -> list[Sample]:
+        feed = self._feed
+        if self._client is None or feed is None:
+            raise self._unavailable("not subscribed")
+        tick = min(1.0, feed.watchdog_s / 3)
+        while True:
+            if self._pending:
+                out = list(self._pending)
+                self._pending.clear()
+                for s in out:
+                    self._latest[s.tag] = s.quality
+                self.health.tally(self._latest.values())
+                self._update_details()
+                return out
+            lost = self._link_lost()
+            if lost is not None:
+                await self.close()
+                raise self._unavailable(lost)
+            if feed.silent_for() > feed.watchdog_s:
+                await self._rebuild(feed)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):  # a tick: look at the link and the watchdog again
+                await asyncio.wait_for(self._wake.wait(), timeout=tick)
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        self._feed = None
         self.health.connected = False
         if client is not None:
             await _abandon(client, graceful=True, timeout=self.settings.timeout)
 
+    def _push(self, samples: list[Sample]) -> None:
+        """The feed's sink: queue for :meth:`changes`, bounded (see :data:`PENDING_LIMIT`)."""
+        self._pending.extend(samples)
+        excess = len(self._pending) - self._pending_limit
+        if excess > 0:
+            for _ in range(excess):
+                self._pending.popleft()
+            self._dropped += excess
+            self.health.lost += excess
+            log.error("%s: %d subscribed values dropped: the agent is not keeping up", self.config.name, excess)
+        self._wake.set()
+
+    def _status_changed(self, status: str) -> None:
+        log.warning("%s: subscription status %s", self.config.name, status)
+        if status in LINK_GONE_STATUS:
+            self._link_status = status
+            self._wake.set()
+
+    def _link_lost(self) -> str | None:
+        """Why the session's link is gone, or ``None`` while it looks alive."""
+        client = self._client
+        if client is None:
+            return "not connected"
+        if self._link_status is not None:
+            return f"subscription reported {self._link_status}"
+        protocol = client.uaclient.protocol
+        if protocol is None or protocol.is_closed:
+            return "connection closed by the server"
+        if client.uaclient.state is not UaClientState.CONNECTED:
+            return "connection lost (the server stopped answering)"
+        return None
+
+    async def _rebuild(self, feed: Feed) -> None:
+        """Replace a subscription that went silent with a new one on the same session."""
+        self.health.resubscribed += 1
+        log.warning("%s: subscription %s silent for %.1f s (watchdog %.1f s); rebuilding it", self.config.name,
+                    feed.subscription_id, feed.silent_for(), feed.watchdog_s)
+        await feed.delete(self.settings.timeout)
+        try:
+            refused = await asyncio.wait_for(feed.create(), timeout=4 * self.settings.timeout)
+        except (TimeoutError, OSError, UaError) as exc:
+            await self.close()
+            raise self._unavailable(f"cannot rebuild the silent subscription: {_describe(exc)}") from exc
+        self._pending.extend(refused)
+        self._update_details()
+
+    def _update_details(self) -> None:
+        feed = self._feed
+        if feed is None:
+            return
+        lost = feed.overflows + feed.missed_messages
+        self.health.lost += lost - self._counted
+        self._counted = lost
+        self.health.details.update({
+            "subscription_id": feed.subscription_id, "publishing_interval_s": feed.publishing_interval_s,
+            "watchdog_s": feed.watchdog_s, "notifications": feed.notifications, "overflows": feed.overflows,
+            "missed_messages": feed.missed_messages, "dropped": self._dropped,
+            "deadband_refused": feed.filter_fallbacks})
+
     def _resolve(self) -> None:
         """Map every tag to a node id with the server's namespace indexes; build the Read chunks."""
         cfg = self.settings
-        nodes: list[_Node] = []
+        nodes: list[Node] = []
         self._unresolved = {}
         for tag in cfg.tags:
             address = tag.node
@@ -224,9 +329,10 @@ class OpcUaDriver:
                 else:
                     self._unresolved[tag.name] = f"namespace {uri!r} is not in the server's namespace array"
                     continue
-            nodes.append(_Node(tag.name, tag.type, _node_id(address, index)))
+            nodes.append(Node(tag.name, tag.type, node_id(address, index)))
         self._nodes = nodes
         self._build_chunks()
+        self.health.details["max_nodes_per_read"] = self.max_nodes_per_read
 
     def _build_chunks(self) -> None:
         """Prebuild the Read requests of one cycle, at most ``max_nodes_per_read`` nodes each."""
@@ -241,7 +347,7 @@ class OpcUaDriver:
         return SourceUnavailable(f"{self.config.name}: {message}")
 
 
-def _chunk(nodes: Sequence[_Node]) -> _Chunk:
+def _chunk(nodes: Sequence[Node]) -> _Chunk:
     params = ua.ReadParameters()
     params.MaxAge = 0
     params.TimestampsToReturn = ua.TimestampsToReturn.Both
@@ -253,9 +359,9 @@ def _chunk(nodes: Sequence[_Node]) -> _Chunk:
     return _Chunk(params, list(nodes))
 
 
-async def _max_nodes_per_read(client: Client) -> int:
-    """The server's MaxNodesPerRead operation limit; 0 (no limit) if it does not publish one."""
-    node = client.get_node(ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)))
+async def _operation_limit(client: Client, object_id: int) -> int:
+    """One of the server's operation limits; 0 (no limit) if it does not publish it."""
+    node = client.get_node(ua.NodeId(ua.Int32(object_id)))
     try:
         value = await node.read_value()
     except UaStatusCodeError:

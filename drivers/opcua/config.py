@@ -92,8 +92,13 @@ class OpcUaTagConfig(TagConfig):
         return parse_node_address(self.address)
 
 
+SUBSCRIPTION_FIELDS = ("publishing_interval", "sampling_interval", "queue_size", "deadband_type", "deadband_value",
+                       "watchdog")
+
+
 class OpcUaSourceConfig(SourceConfig):
-    """An OPC UA server, polled with one Read per cycle (split only by the server's MaxNodesPerRead)."""
+    """An OPC UA server: polled with one Read per cycle (split only by the server's MaxNodesPerRead),
+    or read by subscription (monitored items)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,10 +110,34 @@ class OpcUaSourceConfig(SourceConfig):
     password: SecretStr | None = Field(default=None, description="Password of username (never logged).")
     security: Security = Field(
         default="None",
-        description="Message security mode: None, Sign or SignAndEncrypt (Basic256Sha256; not implemented yet).",
+        description="Message security mode: None, Sign or SignAndEncrypt (policy Basic256Sha256).",
     )
-    certificate: Path | None = Field(default=None, description="Client certificate (DER or PEM) for Sign modes.")
-    private_key: Path | None = Field(default=None, description="Private key of the client certificate.")
+    certificate: Path | None = Field(default=None, description="Client certificate (DER or PEM) for Sign modes; "
+                                     "its URI SubjectAltName is the client's application URI.")
+    private_key: Path | None = Field(default=None, description="Private key of the client certificate (PEM or DER).")
+    private_key_password: SecretStr | None = Field(default=None, description="Password of an encrypted private key.")
+    server_certificate: Path | None = Field(
+        default=None, description="The server's certificate, to secure the channel with it rather than with the "
+        "one the server presents when asked for its endpoints.")
+    mode: Literal["poll", "subscription"] = Field(
+        default="poll", description="poll: one Read of every node per poll_interval; subscription: the server "
+        "reports changes (monitored items).")
+    publishing_interval: float | None = Field(
+        default=None, gt=0, description="Subscription: seconds between the server's notifications (default: "
+        "poll_interval).")
+    sampling_interval: float | None = Field(
+        default=None, ge=0, description="Subscription: seconds between the server's samples of each node; 0: as "
+        "fast as it can (default: the publishing interval).")
+    queue_size: int = Field(default=10, ge=1, le=100_000, description="Subscription: changes the server keeps per "
+                            "node between two notifications (1: only the latest; overflows are counted).")
+    deadband_type: Literal["none", "absolute", "percent"] = Field(
+        default="none", description="Subscription: server-side deadband of numeric nodes: absolute (engineering "
+        "units) or percent (of the node's EURange).")
+    deadband_value: float = Field(default=0.0, ge=0, allow_inf_nan=False,
+                                  description="Subscription: the deadband, in units or percent.")
+    watchdog: float | None = Field(
+        default=None, gt=0, description="Subscription: seconds without any notification or keep-alive after which "
+        "the subscription is rebuilt (default: three keep-alive periods plus timeout).")
     tags: list[OpcUaTagConfig] = Field(default_factory=list)  # type: ignore[assignment]
 
     @field_validator("endpoint")
@@ -129,4 +158,27 @@ class OpcUaSourceConfig(SourceConfig):
             raise ValueError("username and password go together: give both or neither")
         if self.security != "None" and (self.certificate is None or self.private_key is None):
             raise ValueError(f"security {self.security} needs certificate and private_key")
+        if self.security == "None":
+            given = [f for f in ("certificate", "private_key", "private_key_password", "server_certificate")
+                     if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to security Sign or SignAndEncrypt, not None")
+        if self.mode == "poll":
+            given = [f for f in SUBSCRIPTION_FIELDS if f in self.model_fields_set]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to mode subscription, not poll")
+        if self.deadband_type == "none" and self.deadband_value != 0:
+            raise ValueError("deadband_value needs deadband_type absolute or percent")
+        if self.deadband_type == "percent" and self.deadband_value > 100:
+            raise ValueError(f"a percent deadband is at most 100, not {self.deadband_value}")
         return self
+
+    @property
+    def publishing_interval_s(self) -> float:
+        """The publishing interval in force (subscription mode)."""
+        return self.publishing_interval if self.publishing_interval is not None else self.poll_interval
+
+    @property
+    def sampling_interval_s(self) -> float:
+        """The sampling interval in force (subscription mode)."""
+        return self.sampling_interval if self.sampling_interval is not None else self.publishing_interval_s

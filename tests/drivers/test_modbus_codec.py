@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import struct
 
@@ -28,7 +29,44 @@ SAMPLES: dict[str, list[int | float]] = {
 @pytest.mark.parametrize("data_type", sorted(SAMPLES))
 def test_encode_then_decode_gives_the_value_back(data_type: str, order: str) -> None:
     for value in SAMPLES[data_type]:
-        assert decode(encode(value, data_type, order), data_type, order) == value
+        decoded = decode(encode(value, data_type, order), data_type, order)
+        if data_type == "float32":  # the same float32, written as its shortest decimal
+            assert struct.pack(">f", decoded) == struct.pack(">f", value)
+        else:
+            assert decoded == value
+
+
+def _shortest_by_search(raw: bytes) -> float:
+    """Reference: try every length from 1 significant digit up."""
+    value = struct.unpack(">f", raw)[0]
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        try:
+            if struct.pack(">f", candidate) == raw:
+                return candidate
+        except OverflowError:
+            continue
+    raise AssertionError("9 digits always round-trip a float32")
+
+
+@pytest.mark.parametrize("typed,expected", [(120.44, 120.44), (0.1, 0.1), (-40.0, -40.0), (21.7, 21.7),
+                                            (1e-3, 0.001), (8388607.5, 8388607.5), (3.4028235e38, 3.4028235e38),
+                                            (72.38461303710938, 72.38461), (-0.0, -0.0)])
+def test_float32_decodes_to_the_shortest_decimal_that_round_trips(typed: float, expected: float) -> None:
+    for order in ORDERS:
+        decoded = decode(encode(typed, "float32", order), "float32", order)
+        assert decoded == expected and repr(decoded) == repr(expected)
+
+
+def test_float32_shortest_decimal_agrees_with_an_exhaustive_search() -> None:
+    # every exponent, random mantissas: the cheap way and the exhaustive search agree
+    rng = random.Random(5)
+    for _ in range(20_000):
+        raw = struct.pack(">I", rng.getrandbits(32))
+        if not math.isfinite(struct.unpack(">f", raw)[0]):
+            continue
+        registers = list(struct.unpack(">2H", raw))
+        assert decode(registers, "float32") == _shortest_by_search(raw), raw.hex()
 
 
 def test_float32_byte_layouts() -> None:

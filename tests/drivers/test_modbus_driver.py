@@ -127,10 +127,10 @@ async def test_an_exception_response_makes_only_that_requests_tags_bad(modbus_se
     samples = by_name(await driver.read())
     assert samples["ok"] == Sample("ok", 7)
     assert samples["ok2"] == Sample("ok2", 8)
-    for name in ("missing.a", "missing.b"):
+    # the merged request hr:1000-1002 was refused, split, and each half refused again
+    for name, request in (("missing.a", "hr:1000-1000"), ("missing.b", "hr:1001-1002")):
         assert samples[name].quality is Quality.BAD and samples[name].value is None
-        assert "ILLEGAL_ADDRESS" in (samples[name].reason or "")
-        assert "hr:1000-1002" in (samples[name].reason or "")
+        assert samples[name].reason == f"Modbus ILLEGAL_ADDRESS (2) reading unit 1 {request}"
     assert samples["nan"].quality is Quality.BAD and samples["nan"].reason == "float32 is NaN"
     assert samples["garbage"].quality is Quality.BAD and "UTF-8" in (samples["garbage"].reason or "")
     assert "ILLEGAL_ADDRESS" in (driver.health.last_error or "")
@@ -247,14 +247,15 @@ async def test_a_connection_dropped_mid_request_fails_fast() -> None:
     assert elapsed < 2.0, f"waited {elapsed:.1f} s for a connection that was already gone"
 
 
-async def test_rtu_is_accepted_in_config_but_not_implemented_yet() -> None:
+async def test_a_missing_serial_port_raises_source_unavailable(tmp_path: Any) -> None:
     config = ModbusSourceConfig.model_validate({
-        "name": "bus", "protocol": "modbus", "transport": "rtu", "serial_port": "/dev/ttyUSB0",
+        "name": "bus", "protocol": "modbus", "transport": "rtu", "serial_port": str(tmp_path / "ttyUSB9"),
         "baudrate": 9600, "parity": "N", "stopbits": 2,
     })
     driver = ModbusDriver(config)
-    with pytest.raises(SourceUnavailable, match="not implemented"):
+    with pytest.raises(SourceUnavailable, match=r"cannot connect to .*ttyUSB9 9600 8N2"):
         await driver.connect()
+    assert not driver.health.connected
 
 
 def test_float32_values_used_here_are_exact() -> None:

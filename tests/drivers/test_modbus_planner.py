@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from drivers.modbus.config import ModbusTagConfig, register_count
-from drivers.modbus.planner import plan_reads
+from drivers.modbus.planner import plan_reads, split_point, split_request
 
 CASES = Path(__file__).parent / "cases"
 
@@ -77,3 +77,23 @@ def test_planner_is_deterministic_whatever_the_tag_order() -> None:
 def test_planner_rejects_limits_beyond_the_protocol(settings: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         plan_reads([_tag({"name": "a", "address": "hr:0", "type": "int16"})], **settings)
+
+
+def test_a_refused_request_is_split_at_its_widest_gap_else_nearest_the_middle() -> None:
+    def request(*tags: tuple[str, int, str]) -> Any:
+        (only,) = plan_reads([_tag({"name": n, "address": f"hr:{a}", "type": t}) for n, a, t in tags], max_gap=20)
+        return only
+
+    gapped = request(("a", 0, "float32"), ("b", 2, "float32"), ("c", 12, "int16"), ("d", 14, "float32"))
+    assert split_point(gapped) == 12  # the 8 unused registers hr:4-11 are the likeliest hole
+    first, second = split_request(gapped, 12)
+    assert (first.start, first.count, [s.tag.name for s in first.tags]) == (0, 4, ["a", "b"])
+    assert (second.start, second.count, [(s.tag.name, s.offset) for s in second.tags]) == (12, 4, [("c", 0), ("d", 2)])
+
+    contiguous = request(*((f"t{i}", 2 * i, "float32") for i in range(8)))
+    assert split_point(contiguous) == 8  # no gap: the middle
+    # a bit and its status word share a register: they are never parted; one value alone cannot be split
+    assert split_point(request(("word", 0, "uint16"), ("bit", 0, "bool"))) is None
+    assert split_point(request(("x", 5, "float64"))) is None
+    with pytest.raises(ValueError, match="not a tag boundary"):
+        split_request(contiguous, 3)

@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blackbox.model import Event, Quality, Reading, Value
-from blackbox.seal import GENESIS_HASH, SealedBatch, public_key_pem, seal_batch
+from blackbox.seal import GENESIS_HASH, KEY_ROTATED, SealedBatch, key_id, public_key_pem, rotation_data, seal_batch
 
 SITE = "SH-PD-01"
 GATEWAY = "gw-01"
@@ -140,6 +140,14 @@ class Gateway:
         self.batch_seq += 1
         self.prev_hash = sealed.hash
         self.sealed.append(sealed)
+        return sealed
+
+    def rotate(self, ts_us: int, new_key: Ed25519PrivateKey | None = None) -> SealedBatch:
+        """Record a key rotation as the agent does: the event ends a batch signed by the old key."""
+        new_key = new_key or Ed25519PrivateKey.generate()
+        self.event(KEY_ROTATED, rotation_data(self.key, new_key, "test"), ts_us, subject=key_id(new_key))
+        sealed = self.seal()
+        self.key = new_key
         return sealed
 
     def seal_raw(

@@ -1,0 +1,102 @@
+"""Rule engine cost: microseconds per reading per rule at 2,000 tags, per rule family and mixed.
+
+Each family: one rule of that family on each of 2,000 tags, fed poll cycles of 2,000 readings (one
+simulated second apart; noisy values inside the limits, as on a healthy line, so that the cost is
+the steady state rather than event building). Mixed: five rules per tag (threshold, trend, EWMA,
+SPC with all twelve run rules, frozen). Also the per-commit cost of ``state()`` (the agent saves
+it with every buffer commit) and of a ``tick``. Target: < 5 us per reading per rule.
+
+Usage: python benchmarks/rules.py [--cycles 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+
+from blackbox.config import Rule, TagConfig
+from blackbox.model import Sample
+from blackbox.rules import RuleEngine
+
+TAGS = 2000
+US = 1_000_000
+TARGET_US = 5.0
+ALL_CHECKS = ["we1", "we2", "we3", "we4", "nelson1", "nelson2", "nelson3", "nelson4", "nelson5", "nelson6",
+              "nelson7", "nelson8"]
+FAMILIES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "threshold": lambda t: {"type": "threshold", "tag": t, "deadband": 0.2},
+    "trend": lambda t: {"type": "trend", "tag": t, "window": 300, "min_samples": 10, "horizon": 600},
+    "rate_of_change": lambda t: {"type": "rate_of_change", "tag": t, "max_rise": 5, "max_fall": 5, "window": 60},
+    "frozen": lambda t: {"type": "frozen", "tag": t, "samples": 30},
+    "stale": lambda t: {"type": "stale", "tag": t, "intervals": 3},
+    "bad_quality": lambda t: {"type": "bad_quality", "tag": t, "samples": 2},
+    "spc (12 run rules)": lambda t: {"type": "spc", "tag": t, "centre": 70, "sigma": 0.5, "checks": ALL_CHECKS,
+                                     "id": f"spc:{t}"},
+    "ewma": lambda t: {"type": "ewma", "tag": t, "centre": 70, "sigma": 0.5, "lam": 0.1, "L": 3},
+    "cusum": lambda t: {"type": "cusum", "tag": t, "centre": 70, "sigma": 0.5, "k": 0.5, "h": 5},
+    "batch (peak)": lambda t: {"type": "batch", "tag": t, "measure": "peak", "phase": "emulsify"},
+}
+MIXED = ["threshold", "trend", "ewma", "spc (12 run rules)", "frozen"]
+
+
+def tags() -> dict[str, TagConfig]:
+    return {f"PLC-{i:04d}.value": TagConfig.model_validate({
+        "name": f"PLC-{i:04d}.value", "address": "x", "type": "float", "category": "process", "unit": "U",
+        "limits": [{"ll": 55, "l": 60, "h": 80, "hh": 85}]}) for i in range(TAGS)}
+
+
+def cycles(n: int) -> list[list[Sample]]:
+    rng = random.Random(1)
+    names = list(tags())
+    return [[Sample(name, round(70 + rng.gauss(0, 0.05), 3)) for name in names] for _ in range(n)]
+
+
+def measure(rules: list[dict[str, Any]], data: list[list[Sample]]) -> tuple[float, RuleEngine]:
+    adapter: TypeAdapter[Rule] = TypeAdapter(Rule)
+    engine = RuleEngine([adapter.validate_python(r) for r in rules], tags())
+    t0 = 1_800_000_000 * US
+    engine.evaluate(data[0], t0, "emulsify", "FC-050")  # warm up: scope, caches
+    started = time.perf_counter()
+    for i, cycle in enumerate(data[1:], start=1):
+        engine.evaluate(cycle, t0 + i * US, "emulsify", "FC-050")
+    elapsed = time.perf_counter() - started
+    return elapsed / ((len(data) - 1) * TAGS * (len(rules) / TAGS)) * 1e6, engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=50)
+    args = ap.parse_args()
+    data = cycles(args.cycles + 1)
+    names = list(tags())
+    print(f"rule engine, {TAGS} tags, {args.cycles} poll cycles of {TAGS} readings (target < {TARGET_US:g} us "
+          "per reading per rule)")
+    worst = 0.0
+    for family, make in FAMILIES.items():
+        us, _ = measure([make(t) for t in names], data)
+        worst = max(worst, us)
+        print(f"  {family:<20} {us:6.2f} us per reading per rule")
+    us, engine = measure([FAMILIES[f](t) for t in names for f in MIXED], data)
+    worst = max(worst, us)
+    print(f"  {'mixed, 5 per tag':<20} {us:6.2f} us per reading per rule ({len(MIXED) * TAGS} rules)")
+    started = time.perf_counter()
+    for _ in range(20):
+        state = engine.state()
+        size = len(orjson.dumps(state))
+    print(f"  state() of the mixed engine: {(time.perf_counter() - started) / 20 * 1000:.1f} ms per commit, "
+          f"{size / 1024:.0f} KiB as JSON")
+    started = time.perf_counter()
+    for i in range(20):
+        engine.tick(1_900_000_000 * US + i * US, "emulsify", "FC-050")
+    print(f"  tick() of the mixed engine: {(time.perf_counter() - started) / 20 * 1000:.2f} ms")
+    print(f"worst {worst:.2f} us per reading per rule: {'OK' if worst < TARGET_US else 'ABOVE TARGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What the agent has just recorded, kept in memory for ``status``, ``tail`` and the metrics.
+
+It listens to every commit: the last reading of each tag (for "how old is this tag's value"),
+counters (readings/s, events by type), and the ``tail`` subscribers. Everything here is bounded
+(one entry per configured tag, a fixed queue per subscriber) and is never part of the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from blackbox.buffer import Committed
+from blackbox.config import TagConfig
+from blackbox.model import Event, Reading, Value
+
+TAIL_QUEUE = 10_000
+"""Items a slow ``tail`` client may fall behind by before items are skipped (and counted)."""
+RATE_WINDOW_S = 10.0
+
+
+@dataclass(slots=True)
+class LastReading:
+    seq: int
+    ts_us: int
+    value: Value
+    quality: str
+    reason: str | None
+
+
+class TailSubscription:
+    """One ``tail`` client: what it asked for and the queue of items waiting for it."""
+
+    def __init__(self, patterns: list[str], units: set[str], with_events: bool, unit_of: dict[str, str]) -> None:
+        self.patterns = patterns
+        self.units = units
+        self.with_events = with_events
+        self._unit_of = unit_of
+        self._match: dict[str, bool] = {}
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(TAIL_QUEUE)
+        self.skipped = 0
+
+    def wants(self, tag: str) -> bool:
+        hit = self._match.get(tag)
+        if hit is None:
+            hit = self._match[tag] = ((not self.patterns or any(fnmatch.fnmatchcase(tag, p) for p in self.patterns))
+                                      and (not self.units or self._unit_of.get(tag) in self.units))
+        return hit
+
+    def offer(self, item: dict[str, Any] | None) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.skipped += 1
+
+
+class LiveView:
+    def __init__(self, tags: dict[str, TagConfig]) -> None:
+        self.set_tags(tags)
+        self.last: dict[str, LastReading] = {}
+        self.readings_total = 0
+        self.events_total: Counter[str] = Counter()
+        self.alarm_raised_total: Counter[str] = Counter()
+        """``alarm.raised`` events by priority."""
+        self._subscribers: set[TailSubscription] = set()
+        self._rate_marks: deque[tuple[float, int]] = deque()
+
+    def set_tags(self, tags: dict[str, TagConfig]) -> None:
+        """The configured tags (again after a reload)."""
+        self.tags = tags
+        self._unit_of = {name: t.unit for name, t in tags.items()}
+
+    # -- listening ---------------------------------------------------------------------------
+
+    def on_commit(self, committed: Committed) -> None:
+        last = self.last
+        for r in committed.readings:
+            last[r.tag] = LastReading(r.seq, r.ts_us, r.value, r.quality.value, r.reason)
+        self.readings_total += len(committed.readings)
+        for ev in committed.events:
+            self.events_total[ev.type] += 1
+            if ev.type == "alarm.raised":
+                self.alarm_raised_total[str(ev.data.get("priority", "unknown"))] += 1
+        self._mark_rate()
+        for sub in self._subscribers:
+            self._feed(sub, committed)
+
+    def _feed(self, sub: TailSubscription, committed: Committed) -> None:
+        if sub.with_events:
+            for ev in committed.events:
+                sub.offer(self._event_item(ev))
+        for r in committed.readings:
+            if sub.wants(r.tag):
+                sub.offer(self._reading_item(r))
+
+    def _reading_item(self, r: Reading) -> dict[str, Any]:
+        tag = self.tags.get(r.tag)
+        return {"seq": r.seq, "ts_us": r.ts_us, "tag": r.tag, "unit": tag.unit if tag else None, "value": r.value,
+                "eng_unit": tag.eng_unit if tag else None, "quality": r.quality.value, "reason": r.reason,
+                "source_ts_us": r.source_ts_us, "batch": r.batch, "phase": r.phase}
+
+    @staticmethod
+    def _event_item(ev: Event) -> dict[str, Any]:
+        return {"seq": ev.seq, "ts_us": ev.ts_us, "event": ev.type, "subject": ev.subject, "data": ev.data,
+                "batch": ev.batch, "phase": ev.phase}
+
+    # -- rates -------------------------------------------------------------------------------
+
+    def _mark_rate(self) -> None:
+        now = time.monotonic()
+        marks = self._rate_marks
+        if not marks or now - marks[-1][0] >= 1.0:
+            marks.append((now, self.readings_total))
+        while len(marks) > 1 and now - marks[0][0] > RATE_WINDOW_S:
+            marks.popleft()
+
+    def readings_per_second(self) -> float:
+        """Readings committed per second over about the last ten seconds."""
+        self._mark_rate()
+        if len(self._rate_marks) < 2:
+            return 0.0
+        (t0, n0) = self._rate_marks[0]
+        elapsed = time.monotonic() - t0
+        return (self.readings_total - n0) / elapsed if elapsed > 0 else 0.0
+
+    # -- tail --------------------------------------------------------------------------------
+
+    def subscribe(self, patterns: Iterable[str], units: Iterable[str], with_events: bool) -> TailSubscription:
+        sub = TailSubscription(list(patterns), set(units), with_events, self._unit_of)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: TailSubscription) -> None:
+        self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        """The agent is stopping: every ``tail`` ends."""
+        for sub in self._subscribers:
+            if sub.queue.full():
+                sub.queue.get_nowait()  # make room for the end marker
+            sub.queue.put_nowait(None)
+        self._subscribers.clear()

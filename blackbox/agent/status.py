@@ -1,0 +1,187 @@
+"""What an engineer asks the running agent: ``status``, ``tail``, the metrics and the health check.
+
+All read the agent's live state and the buffer (by index lookups only, cheap at any depth);
+none of them changes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from blackbox.agent.control import Caller, ControlError
+from blackbox.agent.metrics import Metric
+from blackbox.buffer import Backlog, Usage
+from blackbox.model import now_us
+
+if TYPE_CHECKING:
+    from blackbox.agent.runtime import Agent
+
+HEALTH_DB_TIMEOUT_S = 2.0
+STALE_AFTER_CYCLES = 3.0
+"""A tag whose last reading is older than this many poll intervals is shown as stale."""
+
+
+async def _buffer_figures(agent: Agent) -> tuple[Backlog, Usage]:
+    backlog: Backlog = await agent.db(agent.buffer.backlog)
+    usage: Usage = await agent.db(agent.buffer.usage)
+    return backlog, usage
+
+
+def _alarms(agent: Agent) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"tag": tag, "level": level, "origin": "rules"}
+                                 for tag, level in agent.recorder.rules.active_alarms()]
+    out += [{"tag": "buffer", "level": "DATA_LOSS", "origin": "system", "reason": reason}
+            for _key, reason in agent.recorder.alarms.active()]
+    return out
+
+
+async def status_report(agent: Agent) -> dict[str, Any]:
+    """The answer to ``blackbox status``."""
+    backlog, usage = await _buffer_figures(agent)
+    now = now_us()
+    ctx = agent.recorder.tracker.context
+    poll_of = {t.name: src.poll_interval for src in agent.cfg.sources for t in src.tags}
+    tags = []
+    for name, tag in agent.live.tags.items():
+        last = agent.live.last.get(name)
+        age = None if last is None else max(0.0, (now - last.ts_us) / 1e6)
+        tags.append({"tag": name, "unit": tag.unit, "eng_unit": tag.eng_unit, "age_s": age,
+                     "stale": age is None or age > STALE_AFTER_CYCLES * poll_of.get(name, 1.0) + 1.0,
+                     "value": None if last is None else last.value,
+                     "quality": None if last is None else last.quality,
+                     "reason": None if last is None else last.reason})
+    session = agent.session
+    rec = agent.recorder
+    return {
+        "gateway": agent.cfg.gateway.id, "site": agent.cfg.site.id, "config_sha256": agent.loaded.sha256,
+        "started_at_us": agent.started_at_us,
+        "context": {"batch": ctx.batch, "product": ctx.product, "recipe": ctx.recipe,
+                    "recipe_version": ctx.recipe_version, "phase": ctx.phase},
+        "sources": [{"name": p.cfg.name, "protocol": p.cfg.protocol, "connected": p.connected, "cycles": p.cycles,
+                     "poll_interval_s": p.cfg.poll_interval, "last_cycle_s": p.last_cycle_s,
+                     "last_error": p.driver.health.last_error} for p in agent.pollers],
+        "tags": tags,
+        "buffer": {"path": str(agent.buffer.path), "last_seq": backlog.last_seq,
+                   "undelivered_records": backlog.undelivered_records,
+                   "oldest_undelivered_age_s": None if backlog.oldest_undelivered_ts_us is None
+                   else max(0.0, (now - backlog.oldest_undelivered_ts_us) / 1e6),
+                   "unsealed_records": backlog.unsealed_records, "undelivered_batches": backlog.pending_batches,
+                   "used_bytes": usage.used_bytes, "file_bytes": usage.file_bytes, "quota_bytes": usage.quota_bytes,
+                   "size_held_disk_full": agent.buffer.size_held, "dropped_records": rec.dropped_records,
+                   "failed_commits": rec.failed_commits, "last_error": rec.last_error,
+                   "readings_per_s": round(agent.live.readings_per_second(), 1)},
+        "uplink": {"connected": bool(session and session.connected),
+                   "last_error": session.last_error if session else None,
+                   "delivered_through_seq": agent.forwarder.last_delivered_seq,
+                   "signing_key": agent.sealer.key_id, **asdict(agent.forwarder.stats())},
+        "clock": {"jumps": rec.clock.jumps},
+        "alarms": _alarms(agent),
+    }
+
+
+def tail_handler(agent: Agent) -> Any:
+    """``tail``: every reading as it is committed, filtered by tag patterns and units."""
+
+    async def tail(args: dict[str, Any], _caller: Caller) -> AsyncIterator[dict[str, Any]]:
+        patterns, units = args.get("tags") or [], args.get("units") or []
+        if not (isinstance(patterns, list) and isinstance(units, list)
+                and all(isinstance(x, str) for x in [*patterns, *units])):
+            raise ControlError("tags and units must be lists of strings")
+        known_units = {t.unit for t in agent.live.tags.values()}
+        if unknown := sorted(set(units) - known_units):
+            raise ControlError(f"no tag belongs to unit(s) {', '.join(unknown)} "
+                               f"(units: {', '.join(sorted(known_units))})")
+        sub = agent.live.subscribe(patterns, units, bool(args.get("events")))
+        if patterns and not any(sub.wants(t) for t in agent.live.tags):
+            agent.live.unsubscribe(sub)
+            raise ControlError(f"no configured tag matches {', '.join(patterns)}")
+        skipped = 0
+        try:
+            while (item := await sub.queue.get()) is not None:
+                if sub.skipped != skipped:  # the client fell behind: say how much it missed
+                    yield {"skipped": sub.skipped - skipped}
+                    skipped = sub.skipped
+                yield item
+        finally:
+            agent.live.unsubscribe(sub)
+
+    return tail
+
+
+async def collect_metrics(agent: Agent) -> list[Metric]:
+    """Every metric of the agent, for ``GET /metrics``."""
+    backlog, usage = await _buffer_figures(agent)
+    rec, live, fwd = agent.recorder, agent.live, agent.forwarder
+    now = now_us()
+    cycle = Metric("blackbox_source_cycle_seconds", "gauge", "Duration of the source's last poll cycle.")
+    connected = Metric("blackbox_source_connected", "gauge", "1 if the source is connected.")
+    cycles = Metric("blackbox_source_cycles_total", "counter", "Poll cycles completed.")
+    for p in agent.pollers:
+        if p.last_cycle_s is not None:
+            cycle.add(p.last_cycle_s, source=p.cfg.name)
+        connected.add(1.0 if p.connected else 0.0, source=p.cfg.name)
+        cycles.add(p.cycles, source=p.cfg.name)
+    active = Metric("blackbox_alarms_active", "gauge", "Active alarms.")
+    by_origin: dict[str, int] = {}
+    for a in _alarms(agent):
+        by_origin[a["origin"]] = by_origin.get(a["origin"], 0) + 1
+    for origin in ("rules", "system"):
+        active.add(by_origin.get(origin, 0), origin=origin)
+    raised = Metric("blackbox_alarms_raised_total", "counter", "Alarms raised since the agent started, by priority.")
+    for priority, n in sorted(live.alarm_raised_total.items()):
+        raised.add(n, priority=priority)
+    events = Metric("blackbox_events_total", "counter", "Events recorded since the agent started, by type.")
+    for kind, n in sorted(live.events_total.items()):
+        events.add(n, type=kind)
+    oldest = backlog.oldest_undelivered_ts_us
+    return [
+        Metric("blackbox_readings_total", "counter", "Readings committed to the buffer since the agent started.")
+        .add(live.readings_total),
+        Metric("blackbox_readings_per_second", "gauge", "Readings committed per second, last ten seconds.")
+        .add(live.readings_per_second()),
+        cycle, connected, cycles,
+        Metric("blackbox_buffer_last_seq", "gauge", "Last sequence number committed.").add(backlog.last_seq),
+        Metric("blackbox_buffer_undelivered_records", "gauge", "Records the store has not acknowledged.")
+        .add(backlog.undelivered_records),
+        Metric("blackbox_buffer_oldest_undelivered_age_seconds", "gauge",
+               "Age of the oldest record the store has not acknowledged.")
+        .add(0.0 if oldest is None else max(0.0, (now - oldest) / 1e6)),
+        Metric("blackbox_buffer_unsealed_records", "gauge", "Records not yet sealed into a batch.")
+        .add(backlog.unsealed_records),
+        Metric("blackbox_buffer_used_bytes", "gauge", "Bytes of the buffer database in use.").add(usage.used_bytes),
+        Metric("blackbox_buffer_file_bytes", "gauge", "Bytes of the buffer database and WAL on disk.")
+        .add(usage.file_bytes),
+        Metric("blackbox_buffer_quota_bytes", "gauge", "Quota in force (the file's size while the disk is full).")
+        .add(usage.quota_bytes or 0),
+        Metric("blackbox_buffer_dropped_records_total", "counter",
+               "Undelivered records dropped to make room (each drop is a buffer.gap event).")
+        .add(rec.dropped_records),
+        Metric("blackbox_buffer_failed_commits_total", "counter", "Commits the buffer refused.")
+        .add(rec.failed_commits),
+        Metric("blackbox_batches_pending", "gauge", "Sealed batches the store has not acknowledged.")
+        .add(backlog.pending_batches),
+        Metric("blackbox_batches_sealed_total", "counter", "Batches sealed since the agent started.")
+        .add(agent.sealer.sealed),
+        Metric("blackbox_batches_delivered_total", "counter", "Batches the store acknowledged since the agent started.")
+        .add(fwd.delivered),
+        Metric("blackbox_uplink_connected", "gauge", "1 if the MQTT session is up.")
+        .add(1.0 if agent.session is not None and agent.session.connected else 0.0),
+        active, raised, events,
+        Metric("blackbox_clock_jumps_total", "counter", "Wall-clock jumps detected.").add(rec.clock.jumps),
+    ]
+
+
+async def health(agent: Agent) -> tuple[bool, str]:
+    """Healthy: the buffer's thread answers and the last write to the buffer succeeded."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(agent.db(lambda: None), HEALTH_DB_TIMEOUT_S)
+    except TimeoutError:
+        return False, f"the buffer thread did not answer within {HEALTH_DB_TIMEOUT_S} s"
+    if agent.recorder.last_error is not None:
+        return False, f"the buffer refuses writes: {agent.recorder.last_error}"
+    return True, f"ok ({(time.monotonic() - started) * 1000:.1f} ms)"
