@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import socket
 import subprocess
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--outage-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.outage_only:
+        logging.basicConfig(level=logging.ERROR)  # the outage's own warnings are expected
         with tempfile.TemporaryDirectory() as d:
             asyncio.run(outage(args.hours, args.tags, Path(d)))
         return

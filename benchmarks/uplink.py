@@ -49,7 +49,7 @@ from blackbox.buffer import Buffer
 from blackbox.config import load_config
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.model import Context, Sample
-from blackbox.seal import generate_key_file, public_key_pem
+from blackbox.seal import generate_key_file, load_private_key, public_key_pem
 from blackbox.seal.records import encode_records
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
@@ -111,12 +111,38 @@ def enroll(config: Path) -> None:
 
 
 class Store:
-    """``blackbox store serve`` in its own process."""
+    """``blackbox store serve`` in its own process; returns once it is subscribed."""
 
     def __init__(self, config: Path) -> None:
         self.log = config.parent / "store.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen([*BLACKBOX, "store", "serve", "-c", str(config)], stderr=log)
+        self._wait_subscribed(load_config(config).config)
+
+    def _wait_subscribed(self, cfg: Any) -> None:
+        """Publish a status for the gateway until the store has recorded it (then it gets batches too)."""
+        from blackbox.mqtt import make_client
+        from blackbox.topics import GatewayTopics
+
+        probe = make_client(cfg.store.mqtt.model_copy(update={"client_id": None}), f"probe-{uuid.uuid4().hex[:6]}")
+        probe.connect(cfg.store.mqtt.host, cfg.store.mqtt.port)
+        probe.loop_start()
+        engine = create_engine(cfg.store.database_url)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                probe.publish(GatewayTopics(cfg.store.mqtt.topic_root, SITE, GATEWAY).status,
+                              b'{"state": "offline", "reason": "benchmark probe"}', qos=1)
+                with engine.connect() as conn:
+                    if conn.execute(text("SELECT status FROM gateways")).scalar() == "offline":
+                        return
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"the store did not come up:\n{self.log.read_text()}")
+                time.sleep(0.2)
+        finally:
+            engine.dispose()
+            probe.disconnect()
+            probe.loop_stop()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -187,9 +213,11 @@ async def steady(workdir: Path, broker: EmbeddedBroker, db_kind: str, readings: 
             await asyncio.wait_for(agent.forwarder.wait_delivered(last), 1800)
             elapsed = time.perf_counter() - started
             cpu = time.process_time() - cpu0
+            store_cpu = proc_cpu_s(store.proc.pid)
             await agent.shutdown()
         finally:
             store.stop()
+    say(f"   (store process CPU {store_cpu:.1f} s, agent {cpu:.1f} s, wall {elapsed:.1f} s)")
     say(f"1. steady state, {last:,} readings buffer -> sealed+signed -> broker -> store ({db_kind}) committed")
     say(f"   {last / elapsed:>12,.0f} readings/s end to end ({elapsed:.1f} s; target >= 50,000)")
     say(f"   {cpu / last * 1e6:>12.2f} us agent-side CPU per reading (seal, sign, publish, acks)")
@@ -237,9 +265,9 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
         async def direct(fn: Callable[..., Any], *args: Any) -> Any:
             return fn(*args)
 
-        key = __import__("blackbox.seal", fromlist=["load_private_key"]).load_private_key(
-            loaded.config.gateway.key_file)
-        sealer = Sealer(buf, direct, key, loaded.config.seal, SITE, GATEWAY, loaded.sha256, on_sealed=lambda: None)
+        key = load_private_key(loaded.config.gateway.key_file)
+        sealer = Sealer(buf, direct, key, loaded.config.seal, SITE, GATEWAY, loaded.sha256,
+                        on_sealed=lambda _batch_seq: None)
         ctx = Context(batch="BENCH-1", phase="outage")
         for step in range(outage_s):  # what the agent does during an outage: buffer every poll, seal every second
             buf.commit(cycle(TAGS, step), [], ctx)
@@ -247,8 +275,8 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
         backlog_last = buf.last_seq
         n_batches = buf.pending_counts()[0]
         buf.close()
-        say(f"3. backlog of {backlog_last:,} readings in {n_batches:,} sealed batches ({outage_s} s at {TAGS:,} tags/s; "
-            f"made in {time.perf_counter() - made:.0f} s)")
+        say(f"3. backlog of {backlog_last:,} readings in {n_batches:,} sealed batches ({outage_s} s at "
+            f"{TAGS:,} tags/s; made in {time.perf_counter() - made:.0f} s)")
         store = Store(config)
         try:
             agent = await start_agent(config)
@@ -385,7 +413,8 @@ def compression() -> None:
             t = time.perf_counter()
             out = fn()
             times.append(time.perf_counter() - t)
-        say(f"   {name}: {len(out):>8,} bytes ({100 * len(out) / len(doc):.1f}%) in {statistics.median(times) * 1e3:.2f} ms")
+        say(f"   {name}: {len(out):>8,} bytes ({100 * len(out) / len(doc):.1f}%) "
+            f"in {statistics.median(times) * 1e3:.2f} ms")
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ async def test_a_batch_by_hand_attributes_every_reading_to_its_batch_and_phase(
 
 
 async def test_material_and_qc_entries_are_judged_and_carry_who(setup: tuple[Recorder, dict[str, Any], Path]) -> None:
-    rec, h, path = setup
+    _, h, path = setup
     await h["batch.start"]({"batch": "B1", "product": "FC-050", "phase": "dispense"}, ZHANG)
     await h["material.add"]({"material": "RM-010", "lot": "GLY-77", "target": 25.0, "actual": 25.3, "scale": "SC-02",
                              "tolerance_pct": 0.5, "verifier": "li.na"}, ZHANG)
@@ -73,7 +73,7 @@ async def test_material_and_qc_entries_are_judged_and_carry_who(setup: tuple[Rec
 
 
 async def test_a_late_qc_result_names_its_batch(setup: tuple[Recorder, dict[str, Any], Path]) -> None:
-    rec, h, path = setup
+    _, h, path = setup
     with pytest.raises(ControlError, match="no batch is active"):
         await h["qc.add"]({"test": "TAMC", "value": 12, "spec_high": 100, "sample": "M-7"}, ZHANG)
     await h["qc.add"]({"test": "TAMC", "value": 12, "spec_high": 100, "sample": "M-7", "batch": "B0"}, ZHANG)
@@ -123,7 +123,7 @@ async def test_where_a_plc_tag_carries_the_batch_the_operator_may_not_contradict
     buffer = Buffer(tmp_path / "b.sqlite")
     rec = make_recorder(buffer, db, ContextConfig.model_validate({"batch_tag": "EM-01.batch_id"}))
     h = operator_handlers(rec)
-    with pytest.raises(ControlError, match="PLC tag EM-01.batch_id"):
+    with pytest.raises(ControlError, match=r"PLC tag EM-01\.batch_id"):
         await h["batch.start"]({"batch": "B1", "product": "P"}, ZHANG)
     await rec.record([Sample("EM-01.batch_id", "B9")])
     await h["batch.phase"]({"phase": "mix"}, ZHANG)  # no phase tag: the phase is the operator's

@@ -61,7 +61,7 @@ def test_a_failing_migration_leaves_the_old_buffer_untouched(tmp_path: Path) -> 
     v1_buffer(path)
     with sqlite3.connect(path) as db:  # a column the migration wants to add already exists: it fails
         db.execute("ALTER TABLE sealed_batches ADD COLUMN dropped_at_us BIGINT")
-    with pytest.raises(BufferError, match="cannot upgrade .* from schema 1 to 2.*duplicate column"):
+    with pytest.raises(BufferError, match=r"cannot upgrade .* from schema 1 to 2.*duplicate column"):
         Buffer(path)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)

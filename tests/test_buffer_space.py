@@ -91,8 +91,12 @@ def test_dropping_undelivered_records_a_gap_event_with_the_exact_range(tmp_path:
     _, everything = buf.drop_undelivered(1.0, "quota", CTX, 4000)  # type: ignore[misc]
     assert (everything.first_seq, everything.last_seq) == (21, 47)
     assert buf.undelivered(0, 10) == []
-    assert buf.drop_undelivered(1.0, "quota", CTX, 5000) is not None  # the last gap event itself
-    assert buf.backlog().undelivered_records == 1
+    # dropping again takes the gap events too, but records each of them again: the account survives
+    committed, _ = buf.drop_undelivered(1.0, "quota", CTX, 5000)  # type: ignore[misc]
+    assert [(e.type, e.data.get("carried_from_seq")) for e in committed.events] == [
+        ("buffer.gap", 48), ("buffer.gap", 49), ("buffer.gap", None)]
+    assert committed.events[0].data["first_seq"] == 11 and committed.events[1].data["first_seq"] == 21
+    assert buf.backlog().undelivered_records == 3
 
 
 def test_the_quota_is_enforced_by_sqlite_and_a_refused_commit_uses_no_sequence_number(tmp_path: Path) -> None:

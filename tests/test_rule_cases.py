@@ -99,7 +99,7 @@ def replay(case_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         out = engine.observe_events(drafts, ts, phase, product)
         samples = []
         for row in cycle:
-            tag = row["tag"] if "tag" in row else only
+            tag = row.get("tag", only)
             if not tag:
                 continue
             raw = (row.get("value") or "").strip()

@@ -120,8 +120,11 @@ class ControlServer:
         try:
             outcome = handler(args, caller)
             if inspect.isasyncgen(outcome):
-                async for item in outcome:
-                    await send({"ok": True, "item": item})
+                try:
+                    async for item in outcome:
+                        await send({"ok": True, "item": item})
+                finally:
+                    await outcome.aclose()  # at once, not when collected: it may hold a subscription
                 return
             assert inspect.isawaitable(outcome)
             await send({"ok": True, "result": await outcome})

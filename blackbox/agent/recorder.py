@@ -182,18 +182,12 @@ class Recorder:
 
     async def _commit(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
         """Commit with what waited from failed cycles first; make room once if the buffer is full."""
-        alarms_before = self.alarms.state()
-        waiting = [*self._pending, *self._lost_gap(ts), *drafts]
         try:
-            try:
-                committed = await self._write(samples, waiting, ts)
-            except BufferFull as full:
-                log.warning("%s; making room", full)
-                await self._make_room(full.reason, ts)
-                committed = await self._write(samples, waiting, ts)
-        except BufferError:
-            self.alarms.restore(alarms_before)
-            raise
+            committed = await self._write_waiting(samples, drafts, ts)
+        except BufferFull as full:
+            log.warning("%s; making room", full)
+            await self._make_room(full.reason, ts)
+            committed = await self._write_waiting(samples, drafts, ts)
         self._pending = []
         self._lost = None
         quota = self._buffer.quota_bytes
@@ -203,6 +197,15 @@ class Recorder:
             except BufferError as exc:  # the cycle is committed; the next one tries again
                 log.error("could not make room in the buffer: %s", exc)
         return committed
+
+    async def _write_waiting(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
+        """Write with the events that waited, and the account of lost readings, in front."""
+        alarms_before = self.alarms.state()
+        try:
+            return await self._write(samples, [*self._pending, *self._lost_gap(ts), *drafts], ts)
+        except BufferError:
+            self.alarms.restore(alarms_before)  # an alarm raised with the lost-readings gap was not recorded
+            raise
 
     async def _write(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
         committed: Committed = await self._db(self._buffer.commit, samples, drafts, self.tracker.context, ts,

@@ -31,7 +31,7 @@ from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, Committed
 from blackbox.config import SealConfig
-from blackbox.model import Event, EventDraft, Sample, now_us
+from blackbox.model import Event, EventDraft, Sample
 from blackbox.seal import (
     GENESIS_HASH,
     KEY_ROTATED,
@@ -105,6 +105,24 @@ def _wall_minus_boot_us() -> int:
     return (time.time_ns() - boot) // 1000
 
 
+def _rows(readings_json: bytes, events_json: bytes, limit: int) -> tuple[list[Any], list[Any]]:
+    """Rows from the buffer's JSON arrays: each in seq order, together the ``limit`` lowest seqs.
+
+    What the rows hold is checked by :func:`~blackbox.seal.seal_rows`, as the decoder checks it.
+    """
+    readings: list[Any] = orjson.loads(readings_json)
+    events: list[Any] = orjson.loads(events_json)
+    for rows in (readings, events):  # SQLite keeps the subquery's order in practice; make sure
+        seqs = [row[0] for row in rows]
+        if seqs != sorted(seqs):
+            rows.sort(key=lambda row: row[0])
+    if len(readings) + len(events) > limit:
+        cut = sorted([r[0] for r in readings] + [e[0] for e in events])[limit - 1]
+        readings = [r for r in readings if r[0] <= cut]
+        events = [e for e in events if e[0] <= cut]
+    return readings, events
+
+
 @dataclass
 class _Made:
     batch_seq: int
@@ -113,7 +131,8 @@ class _Made:
 
 class Sealer:
     def __init__(self, buffer: Buffer, db: DbCall, key: Ed25519PrivateKey, cfg: SealConfig, site: str,
-                 gateway: str, config_hash: str, on_sealed: Callable[[], None], key_file: Path | None = None) -> None:
+                 gateway: str, config_hash: str, on_sealed: Callable[[int], None], key_file: Path | None = None,
+                 ) -> None:
         self._buffer = buffer
         self._db = db
         self._cfg = cfg
@@ -129,6 +148,10 @@ class Sealer:
         self._wake = asyncio.Event()
         self._rotating = False
         self._resolve_next_after: int | None = None
+        self._sealed_through = 0
+        """Last record seq in a sealed batch (kept here: the loop must not query the buffer to know it)."""
+        self._pending_since: float | None = None
+        self._tip: tuple[int, int, str] | None = None
         self.sealed = 0
         self.last_error: str | None = None
 
@@ -156,23 +179,36 @@ class Sealer:
     async def start(self) -> None:
         """Pick the signing key the chain says is in force (finishing an interrupted rotation)."""
         await self._db(self._choose_key)
+        tip = await self._db(self._last_sealed)
+        self._sealed_through = tip[1] if tip is not None else 0
+        self._pending_since = -1e9  # whatever was left unsealed by the last run is old: seal it now
 
     async def run(self) -> None:
+        """Seal when ``max_records`` are waiting or the oldest waiting record is ``max_age`` old.
+
+        What waits is known without a query: sequence numbers are contiguous, so it is the buffer's
+        last seq minus the last one sealed; its age is counted from when the sealer first saw it
+        (within milliseconds of the commit, and immune to steps of the wall clock).
+        """
         while True:
+            waiting = self._buffer.last_seq - self._sealed_through
+            if waiting <= 0:
+                self._pending_since = None
+                await wait_and_clear(self._wake, self._cfg.max_age)
+                continue
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            age = time.monotonic() - self._pending_since
+            if waiting < self._cfg.max_records and age < self._cfg.max_age:
+                await wait_and_clear(self._wake, self._cfg.max_age - age)
+                continue
             try:
-                last = await self._db(self._buffer.last_sealed)
-                count, oldest_us = await self._db(self._buffer.unsealed_stats, last.last_seq if last else 0)
-                age = (now_us() - oldest_us) / 1e6 if oldest_us is not None else 0.0
-                if count >= self._cfg.max_records or (count and age >= self._cfg.max_age):
-                    await self.seal_once()
-                    continue
+                await self.seal_once()
             except (SealError, ValueError, OSError) as exc:
                 # Nothing is lost (the records stay in the buffer); say so loudly and try again.
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("sealing failed, retrying in %.0f s: %s", RETRY_AFTER_ERROR_S, self.last_error)
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
-                continue
-            await wait_and_clear(self._wake, self._cfg.max_age - age if count else self._cfg.max_age)
 
     async def flush(self) -> None:
         """Seal everything buffered so far (shutdown, tests)."""
@@ -185,13 +221,13 @@ class Sealer:
             made = await self._db(self._seal_in_db_thread)
             if made is not None:
                 self.sealed += 1
-                self._on_sealed()
+                self._on_sealed(made.batch_seq)
                 if made.last_seq >= seq:
                     return made.batch_seq
             else:
-                last = await self._db(self._buffer.last_sealed)
-                if last is not None and last.last_seq >= seq:
-                    return last.batch_seq
+                tip = await self._db(self._last_sealed)
+                if tip is not None and tip[1] >= seq:
+                    return tip[0]
                 raise RuntimeError(f"record {seq} is not in the buffer")
 
     async def seal_once(self) -> bool:
@@ -199,40 +235,47 @@ class Sealer:
         if made is not None:
             self.sealed += 1
             self.last_error = None
-            self._on_sealed()
+            self._on_sealed(made.batch_seq)
         return made is not None
 
     # -- buffer thread ---------------------------------------------------------------------------
 
     def _seal_in_db_thread(self) -> _Made | None:
         """Seal the next batch, if there is anything to seal."""
-        last = self._buffer.last_sealed()
-        after, batch_seq, prev = (last.last_seq, last.batch_seq + 1, last.hash) if last else (0, 1, GENESIS_HASH)
-        raw_r, raw_e = self._buffer.unsealed_rows(after, self._cfg.max_records)
-        if not raw_r and not raw_e:
+        tip = self._last_sealed()
+        after, batch_seq, prev = (tip[1], tip[0] + 1, tip[2]) if tip else (0, 1, GENESIS_HASH)
+        started = time.perf_counter()
+        readings, events = _rows(*self._buffer.unsealed_json(after, self._cfg.max_records), self._cfg.max_records)
+        if not readings and not events:
+            # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
+            self._sealed_through = max(self._sealed_through, self._buffer.last_seq)
             self._resolve_stale_next(after)
             return None
-        loads = orjson.loads
-        readings = [[s, t, None if v is None else loads(v), q, r, ts, sts, b, p]
-                    for s, t, v, q, r, ts, sts, b, p in raw_r]
-        events = [[s, ty, sub, loads(d), ts, b, p] for s, ty, sub, d, ts, b, p in raw_e]
         rotation_at = next((e[0] for e in events if e[1] == KEY_ROTATED), None)
         if rotation_at is not None:  # the rotation ends the batch signed by the old key
             readings = [r for r in readings if r[0] <= rotation_at]
             events = [e for e in events if e[0] <= rotation_at]
-        started = time.perf_counter()
         batch = seal_rows(readings, events, site=self._site, gateway=self._gateway, key=self._key,
                           batch_seq=batch_seq, prev_hash=prev, config_hash=self._config_hash,
                           clock=self._clock.status(), compression=self._cfg.compression,
                           max_bytes=self._cfg.max_bytes)
         h = batch.header
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
+        self._tip = (batch_seq, h.last_seq, batch.hash)
+        self._sealed_through = h.last_seq
         log.debug("sealed batch %d: %d records, %d bytes in %.1f ms", batch_seq, h.last_seq - h.first_seq + 1,
                   len(batch.wire), (time.perf_counter() - started) * 1000)
         if rotation_at is not None and h.last_seq == rotation_at:
             event = next(e for e in events if e[0] == rotation_at)
             self._switch_key(rotation_of(Event(*event)).new_key_id)
         return _Made(batch_seq, h.last_seq)
+
+    def _last_sealed(self) -> tuple[int, int, str] | None:
+        """(batch_seq, last_seq, hash) of the newest sealed batch: read once, then kept (only we seal)."""
+        if self._tip is None:
+            last = self._buffer.last_sealed()
+            self._tip = (last.batch_seq, last.last_seq, last.hash) if last is not None else None
+        return self._tip
 
     def _choose_key(self) -> None:
         """The key in force is the one the chain names: the last batch's signer, or its rotation target."""

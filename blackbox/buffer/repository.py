@@ -14,6 +14,7 @@ The class is synchronous and not thread-safe; the agent calls it from one dedica
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import sqlite3
@@ -230,7 +231,15 @@ class Buffer:
             pass
         try:
             with open(path, "wb") as f:
-                os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+                try:
+                    os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    for _ in range(RESERVE_BYTES >> 16):  # a filesystem without fallocate: real blocks
+                        f.write(bytes(1 << 16))
+                    f.flush()
+                    os.fsync(f.fileno())
             return True
         except OSError:
             path.unlink(missing_ok=True)  # no room for it now; the agent tries again later
@@ -400,6 +409,31 @@ class Buffer:
             rows_r = [r for r in rows_r if r[0] <= cut]
             rows_e = [e for e in rows_e if e[0] <= cut]
         return rows_r, rows_e
+
+    def unsealed_json(self, after: int, limit: int) -> tuple[bytes, bytes]:
+        """The sealer's fastest path: up to ``limit`` readings and ``limit`` events above ``after``
+        as two JSON arrays of rows in the records document's layout, built by SQLite's JSON functions.
+
+        Readings as ``[seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase]``,
+        events as ``[seq, type, subject, data, ts_us, batch, phase]`` (values and data are the
+        stored JSON, embedded as JSON); each array in ``seq`` order. Building the rows in C instead
+        of Python makes reading them back about three times cheaper. The caller keeps the ``limit``
+        lowest seqs of the two.
+        """
+        with self.engine.connect() as conn:
+            cur = conn.connection.cursor()
+            try:
+                (rows_r,) = cur.execute(
+                    "SELECT '[' || coalesce(group_concat(j, ','), '') || ']' FROM (SELECT json_array(seq, tag, "
+                    "json(value), quality, reason, ts_us, source_ts_us, batch, phase) AS j FROM readings "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?)", (after, limit)).fetchone()
+                (rows_e,) = cur.execute(
+                    "SELECT '[' || coalesce(group_concat(j, ','), '') || ']' FROM (SELECT json_array(seq, type, "
+                    "subject, json(data), ts_us, batch, phase) AS j FROM events "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?)", (after, limit)).fetchone()
+            finally:
+                cur.close()
+        return rows_r.encode(), rows_e.encode()
 
     def unsealed_stats(self, after: int) -> tuple[int, int | None]:
         """Number of records above ``after`` and the gateway time of the oldest one."""

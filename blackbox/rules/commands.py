@@ -63,7 +63,7 @@ def handlers(engine: RuleEngine, commit: Commit | None) -> dict[str, Handler]:
             raise ControlError(str(exc)) from None
 
     async def act(action: str, alarms: list[Alarm], **kwargs: Any) -> dict[str, Any]:
-        saved = [(a, a.state_dict()) for a in alarms]
+        saved = [(a, a.state_dict(now_us())) for a in alarms]
         try:
             events = engine.act(action, alarms, ts_us=now_us(), **kwargs)
         except AlarmError as exc:

@@ -53,7 +53,8 @@ class EwmaMonitor(ControlMonitor):
             level, limit = None, None
         if level == self.level:
             return None
-        return self.report(level, x, limit, ewma=round(z, 6), width=round(width, 6), centre=centre, sigma=sigma)
+        return self.report(level, x, None if limit is None else round(limit, 6), ewma=round(z, 6),
+                           width=round(width, 6), centre=centre, sigma=sigma)
 
     def evidence(self) -> dict[str, Any] | None:
         return {"z": self._z, "decay": self._decay}

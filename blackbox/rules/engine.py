@@ -130,14 +130,14 @@ class RuleEngine:
             alarm_id = rule.alarm_id()
             if alarm_id in self.entries:
                 raise ValueError(f"two rules raise the alarm {alarm_id!r}: give one of them another id")
-            missing = [t for t in (getattr(rule, "tag", None), *rule.condition_tags()) if t and t not in tags]
+            tag_name: str | None = getattr(rule, "tag", None)
+            missing = [t for t in (tag_name, *rule.condition_tags()) if t and t not in tags]
             if missing:
                 raise ValueError(f"rule {alarm_id!r} names tags that are not configured: {', '.join(missing)}")
-            tag_name: str | None = getattr(rule, "tag", None)
-            tag = tags.get(tag_name) if tag_name else None
-            self.entries[alarm_id] = Entry(rule, build_monitor(rule, tags),
-                                           Alarm(rule, self.settings, tag.eng_unit if tag else ""),
-                                           hashlib.sha256(rule.model_dump_json().encode()).hexdigest()[:16], tag_name)
+            eng_unit = tags[tag_name].eng_unit if tag_name else ""
+            fingerprint = hashlib.sha256(rule.model_dump_json().encode()).hexdigest()[:16]
+            self.entries[alarm_id] = Entry(rule, build_monitor(rule, tags), Alarm(rule, self.settings, eng_unit),
+                                           fingerprint, tag_name)
         self._by_tag: dict[str, list[Entry]] = {}
         self._by_trigger: dict[str, list[Entry]] = {}
         self._by_condition: dict[str, list[Entry]] = {}
@@ -161,6 +161,8 @@ class RuleEngine:
             e.tag for es in self._by_trigger.values() for e in es if e.tag}
         self._latest: dict[str, Value] = {}
         self._scope: tuple[str | None, str | None] | None = None
+        self._now_us = 0
+        """The latest time the engine was given (evaluate, tick)."""
         self._outbox: list[EventDraft] = []
         self.flood = Flood(self.settings)
         self.counts = StartCounts()
@@ -172,6 +174,7 @@ class RuleEngine:
     def evaluate(self, samples: Iterable[Sample], ts_us: int, phase: str | None,
                  product: str | None) -> list[EventDraft]:
         """Judge one cycle's samples; return the alarm events they cause (and any waiting ones)."""
+        self._now_us = ts_us
         out = self._take_outbox()
         samples = samples if isinstance(samples, Sequence) else list(samples)
         fired: list[Entry] = []
@@ -214,6 +217,7 @@ class RuleEngine:
 
     def tick(self, ts_us: int, phase: str | None, product: str | None) -> list[EventDraft]:
         """Time-driven evaluation without a reading: stale tags, delays, shelving expiry, floods."""
+        self._now_us = ts_us
         out = self._take_outbox()
         out += self._enter_scope(ts_us, phase, product, set())
         for e in self._tickers:
@@ -370,7 +374,7 @@ class RuleEngine:
         alarms = {}
         monitors = {}
         for alarm_id, e in self.entries.items():
-            a = e.alarm.state_dict()
+            a = e.alarm.state_dict(self._now_us)
             if a is not None:
                 alarms[alarm_id] = a
             m = e.monitor.state()
@@ -397,9 +401,9 @@ class RuleEngine:
         for alarm_id, saved in state["alarms"].items():
             e = self.entries.get(alarm_id)
             if e is None:
-                if saved["level"] is not None or not saved["acked"]:
+                if saved.get("level") is not None or not saved.get("acked", True):
                     self._outbox.append(EventDraft("alarm.cleared", alarm_id, {
-                        "alarm": alarm_id, "rule": alarm_id, "level": saved["level"], "state": "normal",
+                        "alarm": alarm_id, "rule": alarm_id, "level": saved.get("level"), "state": "normal",
                         "user": None, "reason": "rule removed from the configuration"}))
                 continue
             e.alarm.restore(saved)

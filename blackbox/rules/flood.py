@@ -6,8 +6,9 @@
   between raise nothing. So however often a signal crosses its limit, one alarm raises at most
   ``chatter_count`` times per chattering episode.
 * **Flood.** More than ``flood_count`` alarms starting within ``flood_window`` seconds is a flood
-  (``alarm.flood`` with state ``started`` and the alarms that started most in the window); it ends
-  when fewer than ``flood_end`` started within the window (state ``ended``).
+  (``alarm.flood`` with state ``started``, the count and the alarms among the starts that made it);
+  it ends when fewer than ``flood_end`` started within the window (state ``ended``, with how many
+  started during the flood). Only the last ``flood_count + 1`` starts need remembering.
 * **Top alarms.** Starts are counted per alarm in hourly buckets (a week kept), for the "top alarms
   by count" report (``blackbox alarms top``).
 """
@@ -33,7 +34,7 @@ class Chatter:
         self.window_s = settings.chatter_window
         self._window_us = settings.chatter_window * US
         self.release_us = settings.chatter_release * US
-        self._starts: deque[int] = deque()
+        self._starts: deque[int] = deque(maxlen=self.count)  # the last starts are all it takes
         self.active = False
         self.held_since_us: int | None = None
         """When the condition returned to normal while chattering (the clear is held), else ``None``."""
@@ -42,9 +43,7 @@ class Chatter:
         """Count a start; True when it makes the alarm chattering."""
         starts = self._starts
         starts.append(ts_us)
-        while ts_us - starts[0] > self._window_us:
-            starts.popleft()
-        if self.active or len(starts) < self.count:
+        if self.active or len(starts) < self.count or ts_us - starts[0] > self._window_us:
             return False
         self.active = True
         return True
@@ -58,14 +57,16 @@ class Chatter:
         self.held_since_us = None
         self._starts.clear()
 
-    def state(self) -> dict[str, Any] | None:
-        if not self.active and not self._starts:
+    def state(self, now_us: int) -> dict[str, Any] | None:
+        """What survives a restart; ``None`` once no start of the window is left to count."""
+        starts = [t for t in self._starts if now_us - t <= self._window_us]
+        if not self.active and not starts:
             return None
-        return {"active": self.active, "held": self.held_since_us, "starts": list(self._starts)}
+        return {"active": self.active, "held": self.held_since_us, "starts": starts}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.active, self.held_since_us = state["active"], state["held"]
-        self._starts = deque(state["starts"])
+        self._starts = deque(state["starts"], maxlen=self.count)
 
 
 class Flood:
@@ -74,7 +75,8 @@ class Flood:
     def __init__(self, settings: AlarmsConfig) -> None:
         self.settings = settings
         self._window_us = settings.flood_window * US
-        self._starts: deque[tuple[int, str]] = deque()
+        # the last flood_count + 1 starts decide both "more than flood_count" and "fewer than flood_end"
+        self._starts: deque[tuple[int, str]] = deque(maxlen=settings.flood_count + 1)
         self.active = False
         self.since_us: int | None = None
         self._during = 0
@@ -114,7 +116,7 @@ class Flood:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.active, self.since_us, self._during = state["active"], state["since"], state["during"]
-        self._starts = deque((int(t), str(a)) for t, a in state["starts"])
+        self._starts = deque(((int(t), str(a)) for t, a in state["starts"]), maxlen=self.settings.flood_count + 1)
 
 
 class StartCounts:

@@ -109,9 +109,10 @@ class Alarm:
         if level is None:
             if self.level is None:
                 return [], False
+            if verdict.value is not None:
+                self.value = verdict.value  # the value it cleared at (the limit stays the one it cleared)
             if self.chatter.active:
                 self.chatter.held_since_us = ts_us  # chattering: the clear waits for chatter_release
-                self.value = verdict.value
                 return [], False
             return [self._clear(ts_us, before, verdict.detail)], False
         if self.chatter.held_since_us is not None:
@@ -235,29 +236,30 @@ class Alarm:
                 "acked_by": self.acked_by, "shelved_until_us": self.shelved_until_us,
                 "shelved_by": self.shelved_by, "note": self.note, "chattering": self.chatter.active}
 
-    def state_dict(self) -> dict[str, Any] | None:
-        """What survives a restart; ``None`` for an alarm at rest (most of them)."""
-        chatter = self.chatter.state()
+    def state_dict(self, now_us: int) -> dict[str, Any] | None:
+        """What survives a restart, without empty fields; ``None`` for an alarm at rest (most of them)."""
+        chatter = self.chatter.state(now_us)
         if self.state is AlarmState.NORMAL and chatter is None:
             return None
-        return {"level": self.level, "value": self.value, "limit": self.limit, "since": self.since_us,
-                "changed": self.changed_us, "acked": self.acked, "acked_by": self.acked_by,
-                "shelved_until": self.shelved_until_us, "shelved_by": self.shelved_by, "note": self.note,
-                "suppressed": self.suppressed, "oos": self.out_of_service, "chatter": chatter}
+        full = {"level": self.level, "value": self.value, "limit": self.limit, "since": self.since_us,
+                "changed": self.changed_us, "acked_by": self.acked_by, "shelved_until": self.shelved_until_us,
+                "shelved_by": self.shelved_by, "note": self.note, "chatter": chatter}
+        state = {k: v for k, v in full.items() if v is not None}
+        for flag, default in (("acked", True), ("suppressed", False), ("oos", False)):
+            value = {"acked": self.acked, "suppressed": self.suppressed, "oos": self.out_of_service}[flag]
+            if value != default:
+                state[flag] = value
+        return state
 
     def restore(self, s: dict[str, Any] | None) -> None:
         """Take back :meth:`state_dict` (``None``: at rest)."""
-        if s is None:
-            self.level = self.value = self.limit = self.since_us = self.shelved_until_us = None
-            self.acked, self.shelved_by, self.note = True, None, None
-            self.suppressed = self.out_of_service = False
-            self.chatter.end()
-            return
-        self.level, self.value, self.limit = s["level"], s["value"], s["limit"]
-        self.since_us, self.changed_us, self.acked, self.acked_by = s["since"], s["changed"], s["acked"], s["acked_by"]
-        self.shelved_until_us, self.shelved_by, self.note = s["shelved_until"], s["shelved_by"], s["note"]
-        self.suppressed, self.out_of_service = s["suppressed"], s["oos"]
-        if s["chatter"] is None:
+        s = s or {}
+        self.level, self.value, self.limit = s.get("level"), s.get("value"), s.get("limit")
+        self.since_us, self.changed_us, self.acked_by = s.get("since"), s.get("changed"), s.get("acked_by")
+        self.shelved_until_us, self.shelved_by, self.note = s.get("shelved_until"), s.get("shelved_by"), s.get("note")
+        self.acked, self.suppressed, self.out_of_service = s.get("acked", True), s.get("suppressed", False), s.get(
+            "oos", False)
+        if s.get("chatter") is None:
             self.chatter.end()
         else:
             self.chatter.restore(s["chatter"])

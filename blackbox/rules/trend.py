@@ -31,6 +31,7 @@ class TrendMonitor(Monitor):
         super().__init__(rule)
         self.tag = tag
         self._fit = MovingFit(rule.window)
+        self._clear_after = rule.horizon * (1 + rule.hysteresis)
         self._scope: tuple[str | None, str | None] | None = None
         self._targets: list[tuple[str, float, int]] = []
         self._limits: LimitSet | None = None
@@ -38,9 +39,11 @@ class TrendMonitor(Monitor):
     # -- limits in force -------------------------------------------------------------------
 
     def _use_limits(self, phase: str | None, product: str | None) -> bool:
-        """Look up the limits for this scope; return True if they changed (the window restarts)."""
+        """Look up the limits for this scope; return True if they changed from those of an earlier scope
+        (the window restarts). The first lookup, after a start or a restart, changes nothing."""
         if (phase, product) == self._scope:
             return False
+        first = self._scope is None
         self._scope = (phase, product)
         limits = self.tag.limits_for(phase, product)
         if limits is self._limits:
@@ -49,7 +52,7 @@ class TrendMonitor(Monitor):
         self._targets = [(lvl.upper(), getattr(limits, lvl), SIDES[lvl]) for lvl in self.rule.levels
                          if limits is not None and getattr(limits, lvl) is not None]
         self._fit.clear()
-        return True
+        return not first
 
     def rescope(self, phase: str | None, product: str | None) -> Verdict | None:
         if self._use_limits(phase, product) and self.level is not None:
@@ -59,30 +62,31 @@ class TrendMonitor(Monitor):
     def observe(self, sample: Sample, ts_us: int, phase: str | None, product: str | None) -> Verdict | None:
         if (phase, product) != self._scope:
             self._use_limits(phase, product)
+        targets = self._targets
+        if not targets:
+            return None
         value = numeric(sample)
-        if value is None or not self._targets:
+        if value is None:
             return None
-        self._fit.add(ts_us, value)
-        if self._fit.n < self.rule.min_samples:
+        fit = self._fit
+        fit.add(ts_us, value)
+        if fit.n < self.rule.min_samples:
             return None
-        line = self._fit.line()
+        line = fit.line()
         if line is None:
             return None
         slope, fitted = line  # per second; the line's value now
         eta, level, limit = math.inf, None, None
-        for lvl, lim, side in self._targets:
-            if slope * side <= 0:
-                continue  # moving away from this limit
-            distance = (lim - fitted) * side
-            t = max(0.0, distance / abs(slope))
-            if t < eta:
-                eta, level, limit = t, lvl, lim
-        bound = self.rule.horizon * (1 + self.rule.hysteresis) if self.level is not None else self.rule.horizon
-        wanted = level if eta <= bound else None
+        for lvl, lim, side in targets:
+            if slope * side > 0:  # heading towards this limit (negative: already beyond it)
+                t = (lim - fitted) / slope
+                if t < eta:
+                    eta, level, limit = t, lvl, lim
+        wanted = level if eta <= (self._clear_after if self.level is not None else self.rule.horizon) else None
         if wanted == self.level:
             return None
         return self.report(wanted, value, limit if wanted else None,
-                           eta_s=round(eta, 1) if math.isfinite(eta) else None,
+                           eta_s=round(max(0.0, eta), 1) if math.isfinite(eta) else None,
                            slope_per_min=round(slope * 60, 6), fitted=round(fitted, 6))
 
     def reset(self) -> None:

@@ -87,6 +87,8 @@ class Forwarder:
         """Every batch up to this batch_seq is acknowledged (or dropped by the buffer)."""
         self._replay_after = 0
         """The replay lane has sent every batch up to this batch_seq at least once."""
+        self._newest = 0
+        """Highest batch_seq sealed (told by the sealer; read from the buffer at start)."""
         self._tokens = float(cfg.replay_rate)
         self._tokens_at = clock()
         self._wake = asyncio.Event()
@@ -104,8 +106,10 @@ class Forwarder:
 
     # -- events from the agent -------------------------------------------------------------
 
-    def notify(self) -> None:
-        """A batch was sealed: look for work."""
+    def notify(self, batch_seq: int | None = None) -> None:
+        """Batch ``batch_seq`` was sealed: look for work."""
+        if batch_seq is not None:
+            self._newest = max(self._newest, batch_seq)
         self._wake.set()
 
     def reconnected(self) -> None:
@@ -179,6 +183,9 @@ class Forwarder:
             if last is not None:
                 self._floor = last.batch_seq
                 self.last_delivered_seq = last.last_seq
+        if self._newest == 0:  # at start: what the buffer already holds
+            last = await self._db(self._buffer.last_sealed)
+            self._newest = last.batch_seq if last is not None else 0
         self._delivered_event.set()
 
     # -- sending -----------------------------------------------------------------------------
@@ -202,12 +209,9 @@ class Forwarder:
                 self._in_flight.pop(batch_seq, None)
 
         room = self._cfg.max_in_flight - len(self._in_flight)
-        if room <= 0:
+        if room <= 0 or self._newest <= self._floor:
             return
-        last = await self._db(self._buffer.last_sealed)
-        if last is None:
-            return
-        live_from = max(self._floor, last.batch_seq - self.live_slots)  # batches above it are live
+        live_from = max(self._floor, self._newest - self.live_slots)  # batches above it are live
         for batch in await self._db(self._buffer.undelivered, live_from, self.live_slots):
             if batch.batch_seq not in self._in_flight and room > 0:
                 self._send(session, batch, now, 1)

@@ -1,0 +1,54 @@
+"""The live view behind status, tail and the metrics: bounded, filtered, never holding up the record."""
+
+from __future__ import annotations
+
+from blackbox.agent.live import TAIL_QUEUE, LiveView
+from blackbox.buffer import Committed
+from blackbox.config import TagConfig
+from blackbox.model import Event, Quality, Reading
+
+
+def tag(name: str, unit: str) -> TagConfig:
+    return TagConfig.model_validate({"name": name, "address": "hr:0", "type": "float32", "category": "process",
+                                     "unit": unit, "eng_unit": "degC"})
+
+
+TAGS = {t.name: t for t in [tag("EM-01.temperature", "EM-01"), tag("EM-01.vacuum", "EM-01"),
+                            tag("OT-01.temperature", "OT-01")]}
+
+
+def committed(seq: int, tags: list[str], events: tuple[str, ...] = ()) -> Committed:
+    evs = [Event(seq + i, kind, "x", {"priority": "high"}, 10, "B1", "cool") for i, kind in enumerate(events)]
+    first = seq + len(evs)
+    return Committed([Reading(first + i, t, 20.0 + i, Quality.GOOD, None, 10, None, "B1", "cool")
+                      for i, t in enumerate(tags)], evs)
+
+
+def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
+    live = LiveView(TAGS)
+    temps = live.subscribe(["*.temperature"], [], with_events=False)
+    em01 = live.subscribe([], ["EM-01"], with_events=True)
+    live.on_commit(committed(1, list(TAGS), ("alarm.raised",)))
+    got = [temps.queue.get_nowait() for _ in range(temps.queue.qsize())]
+    assert [i["tag"] for i in got] == ["EM-01.temperature", "OT-01.temperature"]
+    assert got[0] == {"seq": 2, "ts_us": 10, "tag": "EM-01.temperature", "unit": "EM-01", "value": 20.0,
+                      "eng_unit": "degC", "quality": "good", "reason": None, "source_ts_us": None, "batch": "B1",
+                      "phase": "cool"}
+    items = [em01.queue.get_nowait() for _ in range(em01.queue.qsize())]
+    assert [i.get("event") or i["tag"] for i in items] == ["alarm.raised", "EM-01.temperature", "EM-01.vacuum"]
+    assert live.readings_total == 3 and live.events_total["alarm.raised"] == 1
+    assert live.alarm_raised_total["high"] == 1
+    assert live.last["OT-01.temperature"].seq == 4
+
+
+def test_a_slow_tail_skips_and_counts_instead_of_growing_and_ends_with_the_agent() -> None:
+    live = LiveView(TAGS)
+    sub = live.subscribe([], [], with_events=False)
+    for n in range(TAIL_QUEUE // 3 + 2):
+        live.on_commit(committed(1 + 3 * n, list(TAGS)))
+    assert sub.queue.qsize() == TAIL_QUEUE and sub.skipped == 3 * (TAIL_QUEUE // 3 + 2) - TAIL_QUEUE
+    live.close()
+    drained = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert drained[-1] is None  # the end marker got in even though the queue was full
+    live.on_commit(committed(99_999, list(TAGS)))
+    assert sub.queue.empty()  # no longer subscribed
