@@ -6,7 +6,8 @@ control-limit rules are given that sigma, so SPC run rules fire at their natural
 Electric / Nelson set false-alarms every few dozen points of white noise): their cost includes
 the events. Mixed: five rules per tag (threshold, trend, EWMA,
 SPC with all twelve run rules, frozen). Also the per-commit cost of ``state()`` (the agent saves
-it with every buffer commit) and of a ``tick``. Target: < 5 us per reading per rule.
+it with every buffer commit) and of a ``tick``. Target: < 5 us per reading per rule. Each figure is
+the best of three runs, the usual way to measure a cost on a machine that other work shares.
 
 Usage: python benchmarks/rules.py [--cycles 50]
 """
@@ -33,8 +34,9 @@ ALL_CHECKS = ["we1", "we2", "we3", "we4", "nelson1", "nelson2", "nelson3", "nels
               "nelson7", "nelson8"]
 FAMILIES: dict[str, Callable[[str], dict[str, Any]]] = {
     "threshold": lambda t: {"type": "threshold", "tag": t, "deadband": 0.2},
-    "trend": lambda t: {"type": "trend", "tag": t, "window": 300, "min_samples": 10, "horizon": 600},
-    "rate_of_change": lambda t: {"type": "rate_of_change", "tag": t, "max_rise": 5, "max_fall": 5, "window": 60},
+    # windows shorter than the run, so that readings also leave them (the steady state)
+    "trend": lambda t: {"type": "trend", "tag": t, "window": 30, "min_samples": 10, "horizon": 600},
+    "rate_of_change": lambda t: {"type": "rate_of_change", "tag": t, "max_rise": 5, "max_fall": 5, "window": 20},
     "frozen": lambda t: {"type": "frozen", "tag": t, "samples": 30},
     "stale": lambda t: {"type": "stale", "tag": t, "intervals": 3},
     "bad_quality": lambda t: {"type": "bad_quality", "tag": t, "samples": 2},
@@ -58,16 +60,19 @@ def cycles(n: int) -> list[list[Sample]]:
     return [[Sample(name, round(70 + rng.gauss(0, 0.05), 3)) for name in names] for _ in range(n)]
 
 
-def measure(rules: list[dict[str, Any]], data: list[list[Sample]]) -> tuple[float, RuleEngine]:
+def measure(rules: list[dict[str, Any]], data: list[list[Sample]], repeats: int = 3) -> tuple[float, RuleEngine]:
+    """Microseconds per reading per rule: the best of ``repeats`` fresh runs (the machine may be shared)."""
     adapter: TypeAdapter[Rule] = TypeAdapter(Rule)
-    engine = RuleEngine([adapter.validate_python(r) for r in rules], tags())
-    t0 = 1_800_000_000 * US
-    engine.evaluate(data[0], t0, "emulsify", "FC-050")  # warm up: scope, caches
-    started = time.perf_counter()
-    for i, cycle in enumerate(data[1:], start=1):
-        engine.evaluate(cycle, t0 + i * US, "emulsify", "FC-050")
-    elapsed = time.perf_counter() - started
-    return elapsed / ((len(data) - 1) * TAGS * (len(rules) / TAGS)) * 1e6, engine
+    best = float("inf")
+    for _ in range(repeats):
+        engine = RuleEngine([adapter.validate_python(r) for r in rules], tags())
+        t0 = 1_800_000_000 * US
+        engine.evaluate(data[0], t0, "emulsify", "FC-050")  # warm up: scope, caches
+        started = time.perf_counter()
+        for i, cycle in enumerate(data[1:], start=1):
+            engine.evaluate(cycle, t0 + i * US, "emulsify", "FC-050")
+        best = min(best, time.perf_counter() - started)
+    return best / ((len(data) - 1) * len(rules)) * 1e6, engine
 
 
 def main() -> None:
@@ -91,7 +96,8 @@ def main() -> None:
         state = engine.state()
         size = len(orjson.dumps(state))
     print(f"  state() of the mixed engine: {(time.perf_counter() - started) / 20 * 1000:.1f} ms per commit, "
-          f"{size / 1024:.0f} KiB as JSON")
+          f"{size / 1024:.0f} KiB as JSON, with {len(state['alarms'])} alarms not at rest (SPC run rules on "
+          "white noise, never acknowledged)")
     started = time.perf_counter()
     for i in range(20):
         engine.tick(1_900_000_000 * US + i * US, "emulsify", "FC-050")

@@ -285,8 +285,11 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
             stop = asyncio.Event()
             started = time.perf_counter()
             feed = asyncio.create_task(live_feed(agent, stop))
+            cpu0 = time.process_time()
             await asyncio.wait_for(agent.forwarder.wait_delivered(backlog_last), 3600)
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu0
+            store_cpu = proc_cpu_s(store.proc.pid)
             stop.set()
             live = await feed
             await asyncio.wait_for(agent.drain(), 120)
@@ -296,6 +299,7 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
     lat = latencies(workdir / "buffer.sqlite", acks, since_seq=backlog_last)
     say(f"   drained in {elapsed:.1f} s ({backlog_last / elapsed:,.0f} readings/s; replay_rate "
         f"{loaded.config.uplink.replay_rate:,.0f}/s; target <= 180 s for one hour)")
+    say(f"   CPU meanwhile: agent {cpu:.0f} s, store process {store_cpu:.0f} s (of {2 * elapsed:.0f} core-seconds)")
     say(f"   live data meanwhile: {live:,} readings, latency p50 {percentile(lat, 0.5):.2f} s, "
         f"p99 {percentile(lat, 0.99):.2f} s")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from blackbox.buffer import Buffer
-from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample
+from blackbox.model import Context, EventDraft, Quality, Sample
 
 CTX = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
 
@@ -35,11 +35,10 @@ def test_values_keep_their_types_and_context(tmp_path: Path) -> None:
     ss = [Sample(f"t{i}", v, Quality.GOOD if v is not None else Quality.BAD, None if v is not None else "timeout",
                  source_ts_us=1_700_000_000_000_000 + i) for i, v in enumerate(values)]  # type: ignore[arg-type]
     committed = buf.commit(ss, [], CTX, ts_us=42)
-    back = buf.unsealed(0, 100)
+    back = buf.readings_between(1, 100)
     assert back == committed.readings
-    assert [type(r.value) for r in back if isinstance(r, Reading)] == [type(v) for v in values]
-    assert all(isinstance(r, Reading) and r.batch == CTX.batch and r.phase == "emulsify" and r.ts_us == 42
-               for r in back)
+    assert [type(r.value) for r in back] == [type(v) for v in values]
+    assert all(r.batch == CTX.batch and r.phase == "emulsify" and r.ts_us == 42 for r in back)
 
 
 def test_batch_ended_event_keeps_the_old_context(tmp_path: Path) -> None:
@@ -48,17 +47,6 @@ def test_batch_ended_event_keeps_the_old_context(tmp_path: Path) -> None:
     c = buf.commit([], [EventDraft("batch.ended", "B1", {}, context=old), EventDraft("batch.started", "B2", {})],
                    Context(batch="B2", phase="dispense"))
     assert [(e.batch, e.phase) for e in c.events] == [("B1", "fill"), ("B2", "dispense")]
-
-
-def test_unsealed_merges_readings_and_events_in_order_and_limits(tmp_path: Path) -> None:
-    buf = Buffer(tmp_path / "b.sqlite")
-    buf.commit(samples(2), [EventDraft("a")], CTX)
-    buf.commit(samples(2), [EventDraft("b")], CTX)
-    recs = buf.unsealed(0, 4)
-    assert [r.seq for r in recs] == [1, 2, 3, 4]
-    assert isinstance(recs[0], Event) and isinstance(recs[3], Event)
-    assert [r.seq for r in buf.unsealed(3, 100)] == [4, 5, 6]
-    assert buf.unsealed_stats(3)[0] == 3
 
 
 def test_sealed_batches_delivery_and_sequence_after_pruning(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The buffer's space: delivered data pruned first, undelivered dropped only with a gap event, the quota
-enforced by SQLite itself, and the raw rows the sealer reads."""
+enforced by SQLite itself."""
 
 from __future__ import annotations
 
@@ -30,18 +30,6 @@ def filled(tmp_path: Path, batches: int = 4, per_batch: int = 10, quota: int | N
 def seqs(buf: Buffer) -> list[int]:
     with sqlite3.connect(buf.path) as db:
         return [s for (s,) in db.execute("SELECT seq FROM readings UNION ALL SELECT seq FROM events ORDER BY 1")]
-
-
-def test_unsealed_rows_are_the_lowest_seqs_in_the_sealers_layout(tmp_path: Path) -> None:
-    buf = Buffer(tmp_path / "b.sqlite")
-    buf.commit(cycle(3), [EventDraft("batch.started", "B1", {"batch": "B1"})], CTX, ts_us=7)
-    buf.commit(cycle(2), [EventDraft("batch.phase", "B1", {"phase": "cool"})], CTX, ts_us=8)
-    rows_r, rows_e = buf.unsealed_rows(0, 6)
-    assert [r[0] for r in rows_r] + [e[0] for e in rows_e] == [2, 3, 4, 6, 1, 5]
-    assert rows_r[0] == (2, "T0000", "0.0", "good", None, 7, None, "B1", "emulsify")
-    assert rows_e[0] == (1, "batch.started", "B1", '{"batch":"B1"}', 7, "B1", "emulsify")
-    rows_r, rows_e = buf.unsealed_rows(4, 100)
-    assert [r[0] for r in rows_r] == [6, 7] and [e[0] for e in rows_e] == [5]
 
 
 def test_pruning_removes_only_delivered_records_and_keeps_the_chain_tip(tmp_path: Path) -> None:

@@ -206,7 +206,13 @@ class Agent:
 
     def request_reload(self) -> None:
         """SIGHUP: reload the configuration file in the background (one reload at a time)."""
-        asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        asyncio.get_running_loop().create_task(self._reload_logged(), name="reload")
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.exception("configuration reload failed; still running with %s…", self.loaded.sha256[:16])
 
     async def reload(self) -> bool:
         """Apply the configuration file as it is now; ``False`` (and still running as before) if refused.
@@ -231,20 +237,22 @@ class Agent:
                           "(systemctl restart blackbox-agent); still running with %s…", ", ".join(fixed),
                           self.loaded.sha256[:16])
                 return False
-            systemd.notify(systemd.reloading_message())
             cfg = new.config
             tags = cfg.tag_index()
             pollers = self._make_pollers(cfg)
             tracker = ContextTracker(cfg.context, tags, self.recorder.tracker.state())
             rules = RuleEngine(cfg.rules, tags, self.recorder.rules.state(), cfg.alarms)
+            systemd.notify(systemd.reloading_message())
             await self.stop_polling()
-            await self.sealer.flush()  # what was recorded under the old configuration is sealed under its hash
-            self.sealer.reconfigure(cfg.seal, new.sha256)
-            await self.recorder.reconfigure(tracker, rules, [config_applied_event(new, "reload")])
-            self.loaded, self.cfg, self.pollers = new, cfg, pollers
-            self.live.set_tags(tags)
-            self._start_polling()
-            systemd.notify(f"READY=1\nSTATUS=configuration {new.sha256[:16]} applied")
+            try:
+                await self.sealer.flush()  # what was recorded under the old configuration is sealed under its hash
+                self.sealer.reconfigure(cfg.seal, new.sha256)
+                await self.recorder.reconfigure(tracker, rules, [config_applied_event(new, "reload")])
+                self.loaded, self.cfg, self.pollers = new, cfg, pollers
+                self.live.set_tags(tags)
+            finally:
+                self._start_polling()  # the new sources, or the old ones again if the switch failed
+                systemd.notify(f"READY=1\nSTATUS=configuration {self.loaded.sha256[:16]} in force")
             log.warning("configuration reloaded: %s… is in force (%d sources, %d tags)", new.sha256[:16],
                         len(pollers), len(tags))
             return True

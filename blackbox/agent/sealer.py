@@ -1,9 +1,9 @@
 """Seals buffered records into signed, hash-chained batches by count, size or age; rotates the key.
 
 Sealing runs on the buffer's thread (``db``), so reading the records, signing and storing the
-batch cannot interleave with anything else that touches the buffer. Records are read as raw rows
-and sealed without building objects (:func:`blackbox.seal.seal_rows`), which keeps the agent's CPU
-per reading low.
+batch cannot interleave with anything else that touches the buffer. Records come out of SQLite as
+JSON rows and are sealed without building objects (:func:`blackbox.seal.seal_rows`), which keeps
+the agent's CPU per reading low.
 
 Key rotation (docs/batch-format.md): ``keys.rotate`` on the control socket writes the successor
 key to ``<key_file>.next``, records a ``key.rotated`` event naming it, and waits until that event
@@ -71,20 +71,21 @@ class ClockWatch:
     returns ``TIME_ERROR``). Otherwise ``ok``.
     """
 
-    def __init__(self, check_sync: bool) -> None:
-        self._check_sync = check_sync
+    def __init__(self, check_sync: bool, offset: Callable[[], int] | None = None) -> None:
         self._adjtimex = _adjtimex() if check_sync else None
-        self._offset = _wall_minus_boot_us()
+        self._wall_minus_boot = offset or _wall_minus_boot_us
+        self._offset = self._wall_minus_boot()
+
+    def kernel_unsynced(self) -> bool:
+        return self._adjtimex is not None and self._adjtimex(ctypes.create_string_buffer(512)) == _TIME_ERROR
 
     def status(self) -> str:
-        offset = _wall_minus_boot_us()
+        offset = self._wall_minus_boot()
         stepped = abs(offset - self._offset) > CLOCK_STEP_US
         self._offset = offset
         if stepped:
             return "stepped"
-        if self._adjtimex is not None and self._adjtimex(ctypes.create_string_buffer(512)) == _TIME_ERROR:
-            return "unsynced"
-        return "ok"
+        return "unsynced" if self.kernel_unsynced() else "ok"
 
 
 _TIME_ERROR = 5

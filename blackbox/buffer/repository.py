@@ -28,7 +28,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 
 from blackbox.buffer.migrations import BufferVersionError, prepare
 from blackbox.buffer.schema import PAGE_SIZE, Synchronous, events, meta, open_engine, readings, sealed
-from blackbox.model import Context, Event, EventDraft, Quality, Reading, Record, Sample, now_us
+from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample, now_us
 
 _INSERT_READING = ("INSERT INTO readings (seq, ts_us, tag, value, quality, reason, source_ts_us, batch, phase) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -377,39 +377,6 @@ class Buffer:
 
     # -- sealing -----------------------------------------------------------------------------
 
-    def unsealed(self, after: int, limit: int) -> list[Record]:
-        """Up to ``limit`` records with sequence numbers above ``after``, in sequence order."""
-        with self.engine.connect() as conn:
-            rows_r = conn.execute(select(readings).where(readings.c.seq > after)
-                                  .order_by(readings.c.seq).limit(limit)).all()
-            rows_e = conn.execute(select(events).where(events.c.seq > after)
-                                  .order_by(events.c.seq).limit(limit)).all()
-        out: list[Record] = [_row_to_reading(r) for r in rows_r] + [_row_to_event(e) for e in rows_e]
-        out.sort(key=lambda rec: rec.seq)
-        return out[:limit]
-
-    def unsealed_rows(self, after: int, limit: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The next ``limit`` records above ``after`` as raw rows, for the sealer's fast path.
-
-        Readings as ``(seq, tag, value_json, quality, reason, ts_us, source_ts_us, batch, phase)``,
-        events as ``(seq, type, subject, data_json, ts_us, batch, phase)``; each list in ``seq``
-        order, and together the ``limit`` lowest sequence numbers above ``after``.
-        """
-        with self.engine.connect() as conn:
-            cur = conn.connection.cursor()
-            try:
-                rows_r = cur.execute("SELECT seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase "
-                                     "FROM readings WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-                rows_e = cur.execute("SELECT seq, type, subject, data, ts_us, batch, phase "
-                                     "FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)).fetchall()
-            finally:
-                cur.close()
-        if len(rows_r) + len(rows_e) > limit:
-            cut = sorted([r[0] for r in rows_r] + [e[0] for e in rows_e])[limit - 1]
-            rows_r = [r for r in rows_r if r[0] <= cut]
-            rows_e = [e for e in rows_e if e[0] <= cut]
-        return rows_r, rows_e
-
     def unsealed_json(self, after: int, limit: int) -> tuple[bytes, bytes]:
         """The sealer's fastest path: up to ``limit`` readings and ``limit`` events above ``after``
         as two JSON arrays of rows in the records document's layout, built by SQLite's JSON functions.
@@ -434,16 +401,6 @@ class Buffer:
             finally:
                 cur.close()
         return rows_r.encode(), rows_e.encode()
-
-    def unsealed_stats(self, after: int) -> tuple[int, int | None]:
-        """Number of records above ``after`` and the gateway time of the oldest one."""
-        with self.engine.connect() as conn:
-            n_r, t_r = conn.execute(select(func.count(), func.min(readings.c.ts_us))
-                                    .where(readings.c.seq > after)).one()
-            n_e, t_e = conn.execute(select(func.count(), func.min(events.c.ts_us))
-                                    .where(events.c.seq > after)).one()
-        times = [t for t in (t_r, t_e) if t is not None]
-        return n_r + n_e, (min(times) if times else None)
 
     def last_sealed(self) -> StoredBatch | None:
         with self.engine.connect() as conn:
@@ -595,11 +552,6 @@ def _row_to_reading(r: Any) -> Reading:
     return Reading(seq=r.seq, tag=r.tag, value=None if r.value is None else orjson.loads(r.value),
                    quality=Quality(r.quality), reason=r.reason, ts_us=r.ts_us, source_ts_us=r.source_ts_us,
                    batch=r.batch, phase=r.phase)
-
-
-def _row_to_event(e: Any) -> Event:
-    return Event(seq=e.seq, type=e.type, subject=e.subject, data=orjson.loads(e.data), ts_us=e.ts_us,
-                 batch=e.batch, phase=e.phase)
 
 
 def _row_to_batch(r: Any) -> StoredBatch:

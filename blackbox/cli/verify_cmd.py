@@ -81,8 +81,8 @@ def verify_batch(files: list[Path] = typer.Argument(..., help="Sealed batches as
 def _check(chain: KeyChain, opened: OpenedBatch, previous: OpenedBatch | None) -> str | None:
     """What is wrong with ``opened`` (following ``previous`` in the set), or ``None``."""
     try:
-        records = decode_records(opened)
-        rotation = chain.check(opened, records)
+        chain.verify(opened)  # key and signature first: nothing unverified is decoded
+        rotation = chain.follow(opened, decode_records(opened))
     except SealError as exc:
         return f"{type(exc).__name__}: {exc}"
     problems = []

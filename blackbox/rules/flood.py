@@ -48,6 +48,10 @@ class Chatter:
         self.active = True
         return True
 
+    def last_us(self) -> int | None:
+        """The latest start remembered."""
+        return self._starts[-1] if self._starts else None
+
     def due(self, ts_us: int) -> bool:
         """Whether a held clear has been normal long enough to be reported."""
         return self.held_since_us is not None and ts_us - self.held_since_us >= self.release_us

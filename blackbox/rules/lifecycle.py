@@ -238,6 +238,9 @@ class Alarm:
 
     def state_dict(self, now_us: int) -> dict[str, Any] | None:
         """What survives a restart, without empty fields; ``None`` for an alarm at rest (most of them)."""
+        if (self.level is None and self.acked and self.shelved_until_us is None and not self.suppressed
+                and not self.out_of_service and not self.chatter.active and self.chatter.last_us() is None):
+            return None  # at rest and never started: the common case, first and fast
         chatter = self.chatter.state(now_us)
         if self.state is AlarmState.NORMAL and chatter is None:
             return None

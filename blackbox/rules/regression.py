@@ -41,29 +41,21 @@ class MovingFit:
             self._origin_us = ts_us
         t = (ts_us - self._origin_us) / US
         points.append((t, value))
-        self.n += 1
-        self._st += t
-        self._sv += value
-        self._stt += t * t
-        self._stv += t * value
+        # the sums in locals: this runs for every reading of every trend and rate rule
+        n, st, sv, stt, stv = self.n + 1, self._st + t, self._sv + value, self._stt + t * t, self._stv + t * value
         start = t - self._window_s
         if self._cover:  # keep the newest reading at or before the start
-            while self.n > 2 and points[1][0] <= start:
-                self._drop()
+            while n > 2 and points[1][0] <= start:
+                t0, v0 = points.popleft()
+                n, st, sv, stt, stv = n - 1, st - t0, sv - v0, stt - t0 * t0, stv - t0 * v0
         else:
             while points[0][0] < start:
-                self._drop()
+                t0, v0 = points.popleft()
+                n, st, sv, stt, stv = n - 1, st - t0, sv - v0, stt - t0 * t0, stv - t0 * v0
+        self.n, self._st, self._sv, self._stt, self._stv = n, st, sv, stt, stv
         self._updates += 1
         if self._updates >= RECOMPUTE_EVERY:
             self._recompute()
-
-    def _drop(self) -> None:
-        t0, v0 = self._points.popleft()
-        self.n -= 1
-        self._st -= t0
-        self._sv -= v0
-        self._stt -= t0 * t0
-        self._stv -= t0 * v0
 
     def _recompute(self) -> None:
         """Exact sums from the readings kept, re-origined at the oldest (bounded magnitudes)."""

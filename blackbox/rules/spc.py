@@ -27,7 +27,6 @@ histories (bit 0 = newest point), so a point costs the same whatever the windows
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from blackbox.config import SpcRule
@@ -35,6 +34,9 @@ from blackbox.rules.base import Verdict
 from blackbox.rules.baseline import ControlMonitor
 
 MASK = (1 << 15) - 1  # the longest window is 15 points
+FLAG = {"we1": 0, "nelson1": 0, "we2": 1, "nelson5": 1, "we3": 2, "nelson6": 2, "we4": 3, "nelson2": 4,
+        "nelson3": 5, "nelson4": 6, "nelson7": 7, "nelson8": 8}
+"""Each check's condition in the tuple of conditions a point computes (the rule sets share some)."""
 
 
 class SpcMonitor(ControlMonitor):
@@ -42,7 +44,7 @@ class SpcMonitor(ControlMonitor):
 
     def __init__(self, rule: SpcRule) -> None:
         super().__init__(rule)
-        self._checks: list[tuple[str, Callable[[], bool]]] = [(name, getattr(self, f"_{name}")) for name in rule.checks]
+        self._checks = [(name, FLAG[name]) for name in rule.checks]
         self.restart()
 
     def restart(self) -> None:
@@ -92,61 +94,32 @@ class SpcMonitor(ControlMonitor):
             self._last_step = step
         self._prev = x
 
-        violated = [name for name, check in self._checks if check()]
-        if violated:
-            self._clean = 0
-            if violated[0] == self.level:
-                return None
-            return self.report(violated[0], x, None, z=round(z, 4), violated=violated, centre=centre, sigma=sigma)
+        az = abs(z)
+        n = self._n
+        out1 = self._out1_run
+        flags = (  # every distinct condition once; checks are names for them (see FLAG)
+            az > 3,
+            n >= 3 and ((self._above2 & 0b111).bit_count() >= 2 or (self._below2 & 0b111).bit_count() >= 2),
+            n >= 5 and ((self._above1 & 0b11111).bit_count() >= 4 or (self._below1 & 0b11111).bit_count() >= 4),
+            self._side_run >= 8,
+            self._side_run >= 9,
+            self._up_run >= 6 or self._down_run >= 6,
+            self._alt_run >= 14,
+            self._in1_run >= 15,
+            out1 >= 8 and bool(self._above1 & 0xFF) and bool(self._below1 & 0xFF),
+        )
+        if True in flags:
+            violated = [name for name, i in self._checks if flags[i]]
+            if violated:
+                self._clean = 0
+                if violated[0] == self.level:
+                    return None
+                return self.report(violated[0], x, None, z=round(z, 4), violated=violated, centre=centre,
+                                   sigma=sigma)
         self._clean += 1
         if self.level is not None and self._clean >= self.rule.clear_after:
             return self.report(None, x, None, z=round(z, 4), centre=centre, sigma=sigma)
         return None
-
-    # -- the rules (each reads the counters after the newest point) ----------------------------
-
-    def _we1(self) -> bool:
-        return abs(self._z) > 3
-
-    def _two_of_three(self) -> bool:
-        return self._n >= 3 and ((self._above2 & 0b111).bit_count() >= 2 or (self._below2 & 0b111).bit_count() >= 2)
-
-    def _four_of_five(self) -> bool:
-        return self._n >= 5 and ((self._above1 & 0b11111).bit_count() >= 4
-                                 or (self._below1 & 0b11111).bit_count() >= 4)
-
-    def _we2(self) -> bool:
-        return self._two_of_three()
-
-    def _we3(self) -> bool:
-        return self._four_of_five()
-
-    def _we4(self) -> bool:
-        return self._side_run >= 8
-
-    def _nelson1(self) -> bool:
-        return abs(self._z) > 3
-
-    def _nelson2(self) -> bool:
-        return self._side_run >= 9
-
-    def _nelson3(self) -> bool:
-        return self._up_run >= 6 or self._down_run >= 6
-
-    def _nelson4(self) -> bool:
-        return self._alt_run >= 14
-
-    def _nelson5(self) -> bool:
-        return self._two_of_three()
-
-    def _nelson6(self) -> bool:
-        return self._four_of_five()
-
-    def _nelson7(self) -> bool:
-        return self._in1_run >= 15
-
-    def _nelson8(self) -> bool:
-        return self._out1_run >= 8 and bool(self._above1 & 0xFF) and bool(self._below1 & 0xFF)
 
     def evidence(self) -> dict[str, Any] | None:
         return {"n": self._n, "prev": self._prev, "bits": [self._above2, self._below2, self._above1, self._below1],

@@ -31,6 +31,8 @@ class TrendMonitor(Monitor):
         super().__init__(rule)
         self.tag = tag
         self._fit = MovingFit(rule.window)
+        self._min_samples = rule.min_samples
+        self._horizon = rule.horizon
         self._clear_after = rule.horizon * (1 + rule.hysteresis)
         self._scope: tuple[str | None, str | None] | None = None
         self._targets: list[tuple[str, float, int]] = []
@@ -70,7 +72,7 @@ class TrendMonitor(Monitor):
             return None
         fit = self._fit
         fit.add(ts_us, value)
-        if fit.n < self.rule.min_samples:
+        if fit.n < self._min_samples:
             return None
         line = fit.line()
         if line is None:
@@ -82,7 +84,7 @@ class TrendMonitor(Monitor):
                 t = (lim - fitted) / slope
                 if t < eta:
                     eta, level, limit = t, lvl, lim
-        wanted = level if eta <= (self._clear_after if self.level is not None else self.rule.horizon) else None
+        wanted = level if eta <= (self._clear_after if self.level is not None else self._horizon) else None
         if wanted == self.level:
             return None
         return self.report(wanted, value, limit if wanted else None,

@@ -120,7 +120,16 @@ class KeyChain:
         self._keys = {key_id(k): _Trusted(k) for k in trusted}
 
     def check(self, opened: OpenedBatch, records: Sequence[Reading | Event]) -> Rotation | None:
-        """Check the batch's key and signature and apply its rotation; raise a :class:`SealError`."""
+        """:meth:`verify` then :meth:`follow`, for records already decoded."""
+        self.verify(opened)
+        return self.follow(opened, records)
+
+    def verify(self, opened: OpenedBatch) -> None:
+        """The batch's key is trusted and in force for its records, and its signature verifies.
+
+        Raises :class:`UnknownKey`, :class:`KeyNotInForce` or :class:`~blackbox.seal.BadSignature`.
+        Call it before decoding the records: nothing in an unverified payload is worth reading.
+        """
         h = opened.header
         trusted = self._keys.get(h.key_id)
         if trusted is None:
@@ -133,8 +142,11 @@ class KeyChain:
             raise KeyNotInForce(f"batch {h.batch_seq} is signed by key {h.key_id}, which was retired after record "
                                 f"{trusted.valid_to_seq}")
         verify_batch(opened, trusted.key)
+
+    def follow(self, opened: OpenedBatch, records: Sequence[Reading | Event]) -> Rotation | None:
+        """Apply the rotation a verified batch carries, if any (:class:`RotationError` if it breaks the rules)."""
         rotation = batch_rotation(opened, records)
         if rotation is not None:
-            trusted.valid_to_seq = rotation.seq
+            self._keys[opened.header.key_id].valid_to_seq = rotation.seq
             self._keys[rotation.new_key_id] = _Trusted(rotation.new_key, valid_from_seq=rotation.seq + 1)
         return rotation

@@ -101,6 +101,7 @@ class Forwarder:
         self.last_delivered_seq = 0
         """Highest record sequence number such that the store has committed every record up to it."""
         self._delivered_event = asyncio.Event()
+        self._acks: set[asyncio.Task[None]] = set()
         self.on_delivered: Callable[[int, float], None] | None = None
         """Called with (batch_seq, wall-clock time the ack arrived) for each newly acknowledged batch."""
 
@@ -158,8 +159,9 @@ class Forwarder:
             log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
                       batch_seq, reason, retry)
             return
-        arrived = time.time()
-        asyncio.get_running_loop().create_task(self._delivered(batch_seq, hash_, arrived))
+        task = asyncio.get_running_loop().create_task(self._delivered(batch_seq, hash_, time.time()))
+        self._acks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._acks.discard)
 
     async def _delivered(self, batch_seq: int, hash_: str, arrived: float) -> None:
         flight = self._in_flight.get(batch_seq)

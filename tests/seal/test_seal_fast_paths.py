@@ -1,0 +1,128 @@
+"""The fast paths keep the rules: the column check never accepts what the row check refuses, the
+byte cap is exact, and rows sealed directly open like records sealed one by one."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Any
+
+import pytest
+
+from blackbox.model import Event, Quality, Reading
+from blackbox.seal import decode_records, open_batch, seal_batch, seal_rows
+from blackbox.seal.records import (
+    DOCUMENT_OVERHEAD,
+    RecordError,
+    _readings_pass_column_check,
+    check_reading_row,
+    check_reading_rows,
+    dump_document,
+    rows_of,
+)
+
+from .helpers import T0, make_records
+
+GOOD_ROW = [1, "EM-01.temperature", 71.5, "good", None, T0, None, "B-1", "emulsify"]
+
+# Each replaces one field of GOOD_ROW (by index) with something the row check refuses.
+BAD_FIELDS: list[tuple[int, Any]] = [
+    (0, True), (0, -1), (0, 2**63), (0, 1.0), (0, "1"),
+    (1, ""), (1, None), (1, 7), (1, b"tag"),
+    (2, math.nan), (2, math.inf), (2, -math.inf), (2, [1]), (2, {"a": 1}), (2, 2**64), (2, -(2**63) - 1), (2, b"x"),
+    (3, "fine"), (3, None), (3, 1), (3, ["good"]),
+    (4, 1), (4, b"why"),
+    (5, None), (5, 1.5), (5, 2**63), (5, True), (5, "now"),
+    (6, 1.5), (6, "then"), (6, 2**63),
+    (7, 1), (7, b"B"), (8, 2.0), (8, ["p"]),
+]
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_FIELDS)
+def test_the_column_check_refuses_what_the_row_check_refuses(field: int, bad: Any) -> None:
+    row = list(GOOD_ROW)
+    row[field] = bad
+    with pytest.raises(RecordError):
+        check_reading_row(row)
+    rows = [list(GOOD_ROW) for _ in range(50)]
+    rows[random.Random(field).randrange(50)] = row
+    assert not _readings_pass_column_check(rows)
+    with pytest.raises(RecordError, match=r"reading (#|seq )\d+"):  # the row check names the culprit
+        check_reading_rows(rows)
+
+
+@pytest.mark.parametrize("shape", [[], [1], "not a list", (1, 2, 3, 4, 5, 6, 7, 8, 9), [*GOOD_ROW, None]])
+def test_rows_of_the_wrong_shape_go_to_the_row_check(shape: Any) -> None:
+    rows = [list(GOOD_ROW), shape]
+    assert not _readings_pass_column_check(rows)
+    with pytest.raises(RecordError):
+        check_reading_rows(rows)
+
+
+def test_the_column_check_accepts_every_valid_value_type() -> None:
+    readings, _ = rows_of(make_records())
+    assert _readings_pass_column_check(readings)
+    check_reading_rows(readings)  # and the row check agrees
+
+
+def test_a_str_subclass_passes_the_row_check_where_the_column_check_is_unsure() -> None:
+    class Tag(str):
+        pass
+
+    row = list(GOOD_ROW)
+    row[1] = Tag("EM-01.temperature")
+    assert not _readings_pass_column_check([row])
+    check_reading_rows([row])  # the row check decides, and it accepts
+
+
+def readings(n: int, first: int = 1) -> list[Reading]:
+    return [Reading(first + i, f"T-{i:03d}", float(i) + 0.25, Quality.GOOD, None, T0 + i, None, "B", "p")
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("max_bytes", [200, 1000, 1777, 3768, 3769, 5000])
+def test_the_byte_cap_is_exact(seal_args: dict[str, Any], max_bytes: int) -> None:
+    records: list[Reading | Event] = [*readings(60)]
+    records.insert(10, Event(11, "x.y", None, {"note": "é" * 30}, T0, None, None))
+    for i, r in enumerate(records):  # renumber: contiguous seqs with the event in the middle
+        records[i] = type(r)(**{**{f: getattr(r, f) for f in r.__dataclass_fields__}, "seq": i + 1})
+    sealed = seal_batch(records, max_bytes=max_bytes, **seal_args)
+    n = sealed.header.last_seq
+    assert len(dump_document(*rows_of(records[:n]))) <= max_bytes
+    if n < len(records):  # one more record would not have fitted
+        assert len(dump_document(*rows_of(records[: n + 1]))) > max_bytes
+    assert decode_records(open_batch(sealed.wire)) == records[:n]
+
+
+def test_one_record_larger_than_the_cap_is_sealed_alone(seal_args: dict[str, Any]) -> None:
+    big = Reading(1, "T", "x" * 5000, Quality.GOOD, None, T0, None, None, None)
+    sealed = seal_batch([big, *readings(3, 2)], max_bytes=1000, **seal_args)
+    assert (sealed.header.first_seq, sealed.header.last_seq) == (1, 1)
+
+
+def test_the_document_overhead_is_what_it_says() -> None:
+    assert len(dump_document([], [])) == DOCUMENT_OVERHEAD
+
+
+def test_rows_seal_like_records(seal_args: dict[str, Any]) -> None:
+    records = make_records()
+    r_rows, e_rows = rows_of(records)
+    from_rows = seal_rows(copy.deepcopy(r_rows), copy.deepcopy(e_rows), **{k: v for k, v in seal_args.items()})
+    from_records = seal_batch(records, **seal_args)
+    assert from_rows.wire == from_records.wire
+
+
+@pytest.mark.parametrize(("r_seqs", "e_seqs", "match"), [
+    ([1, 2, 4], [], "contiguous"),
+    ([2, 1], [], "ascending"),
+    ([1, 2], [2], "contiguous"),
+    ([1, 3], [2, 2], "ascending"),
+    ([], [], "empty"),
+])
+def test_row_seqs_must_be_one_contiguous_run(seal_args: dict[str, Any], r_seqs: list[int], e_seqs: list[int],
+                                            match: str) -> None:
+    r_rows = [[s, "T", 1.0, "good", None, T0, None, None, None] for s in r_seqs]
+    e_rows = [[s, "x.y", None, {}, T0, None, None] for s in e_seqs]
+    with pytest.raises(ValueError, match=match):
+        seal_rows(r_rows, e_rows, **seal_args)
