@@ -25,7 +25,15 @@ from blackbox.seal.errors import (
     MalformedBatch,
     SealError,
 )
-from blackbox.seal.format import OpenedBatch, SealedBatch, decode_records, open_batch, seal_batch, seal_rows
+from blackbox.seal.format import (
+    OpenedBatch,
+    SealedBatch,
+    decode_records,
+    decode_rows,
+    open_batch,
+    seal_batch,
+    seal_rows,
+)
 from blackbox.seal.header import FORMAT_VERSION, GENESIS_HASH, BatchHeader
 from blackbox.seal.keys import (
     fingerprint,
@@ -74,6 +82,7 @@ __all__ = [
     "batch_rotation",
     "codec_names",
     "decode_records",
+    "decode_rows",
     "fingerprint",
     "generate_key_file",
     "key_id",

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from blackbox.model import Event, Reading, Value, now_us
+from blackbox.model import Event, Value, now_us
 from blackbox.seal import (
     GENESIS_HASH,
     BadSignature,
@@ -34,7 +33,7 @@ from blackbox.seal import (
     RotationError,
     SealError,
     batch_rotation,
-    decode_records,
+    decode_rows,
     key_id,
     load_public_key,
     open_batch,
@@ -247,14 +246,14 @@ class Ingestor:
                 verify_batch(opened, enrolled.public_key)
             except BadSignature as exc:
                 raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
-            records = self._decode(opened)
+            readings_rows, events = self._decode(opened)
             try:
-                rotation = batch_rotation(opened, records)
+                rotation = batch_rotation(opened, events)
             except RotationError as exc:
                 raise Rejected("key_rotation", str(exc)) from None
             for attempt in (1, 2):
                 try:
-                    return self._store(opened, records, enrolled.gateway_id, received_at, rotation)
+                    return self._store(opened, readings_rows, events, enrolled.gateway_id, received_at, rotation)
                 except IntegrityError:
                     # Another worker stored this batch or an overlapping one between our checks and our
                     # insert: check again against what it committed (the second pass decides).
@@ -278,20 +277,25 @@ class Ingestor:
             raise Rejected("malformed", f"{type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _decode(opened: OpenedBatch) -> list[Reading | Event]:
+    def _decode(opened: OpenedBatch) -> tuple[list[list[Any]], list[Event]]:
+        """The reading rows (as stored in the payload) and the events, checked against the header.
+
+        The seal package checks every row, the counts, the seq range and the times; readings stay
+        rows (no objects: thousands per batch), events become :class:`Event` (a few per batch).
+        """
         try:
-            records = decode_records(opened)
+            readings_rows, event_rows = decode_rows(opened)
         except MalformedBatch as exc:
             raise Rejected("malformed", str(exc) or "records cannot be decoded") from None
         except Exception as exc:
             raise Rejected("malformed", f"records cannot be decoded: {type(exc).__name__}: {exc}") from None
-        _check_records(opened, records)
-        return records
+        return readings_rows, [Event(*row) for row in event_rows]
 
     def _store(
         self,
         opened: OpenedBatch,
-        records: Sequence[Reading | Event],
+        readings_rows: list[list[Any]],
+        events_list: list[Event],
         gid: int,
         received_at: int,
         rotation: Rotation | None,
@@ -361,7 +365,8 @@ class Ingestor:
                     wire=opened.wire,
                 )
             )
-            reading_rows, event_rows, config_rows = _rows(records, gid, h.batch_seq)
+            reading_rows = _reading_tuples(readings_rows, gid, h.batch_seq)
+            event_rows, config_rows = _event_rows(events_list, gid, h.batch_seq)
             if reading_rows:
                 _insert_readings(conn, reading_rows)
             if event_rows:
@@ -474,28 +479,6 @@ def _header_dict(opened: OpenedBatch) -> dict[str, Any]:
     return dict(asdict(opened.header))
 
 
-def _check_records(opened: OpenedBatch, records: Sequence[Reading | Event]) -> None:
-    """Records must agree with the signed header: counts, seq range, unique seqs, finite numbers."""
-    h = opened.header
-    n_readings = sum(1 for r in records if isinstance(r, Reading))
-    n_events = len(records) - n_readings
-    if (n_readings, n_events) != (h.n_readings, h.n_events):
-        raise Rejected(
-            "malformed",
-            f"header counts {h.n_readings} readings + {h.n_events} events, payload has {n_readings} + {n_events}",
-        )
-    seqs = {r.seq for r in records}
-    if len(seqs) != len(records):
-        raise Rejected("malformed", "a record seq appears twice in the batch")
-    if records and (min(seqs) < h.first_seq or max(seqs) > h.last_seq):
-        raise Rejected("malformed", f"record seqs {min(seqs)}..{max(seqs)} outside header {h.first_seq}..{h.last_seq}")
-    for r in records:
-        if isinstance(r, Reading) and isinstance(r.value, float) and not math.isfinite(r.value):
-            raise Rejected("malformed", f"reading seq {r.seq} has a non-finite value")
-        if isinstance(r, Event) and not isinstance(r.data, dict):
-            raise Rejected("malformed", f"event seq {r.seq} data is not an object")
-
-
 REF_FIELDS = {"material.consumed": "lot", "batch.started": "batch", "batch.phase": "batch", "batch.ended": "batch"}
 """Event types whose ``data`` field is copied to the indexed ``events.ref`` column."""
 
@@ -546,46 +529,33 @@ def _insert_readings(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     conn.exec_driver_sql(sql, params)
 
 
-def _rows(
-    records: Sequence[Reading | Event], gid: int, batch_seq: int
-) -> tuple[list[tuple[Any, ...]], list[dict[str, Any]], list[dict[str, Any]]]:
-    reading_rows: list[tuple[Any, ...]] = []
+def _reading_tuples(rows: list[list[Any]], gid: int, batch_seq: int) -> list[tuple[Any, ...]]:
+    """``READING_COLUMNS`` tuples of checked reading rows; values encoded as :func:`encode_value` does."""
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase in rows:
+        kind = type(value)
+        if kind is float:
+            append((gid, seq, batch_seq, tag, "float", value, None, quality, reason, ts_us, source_ts_us, batch, phase))
+        else:
+            k, num, text = encode_value(value)
+            append((gid, seq, batch_seq, tag, k, num, text, quality, reason, ts_us, source_ts_us, batch, phase))
+    return out
+
+
+def _event_rows(
+    events_list: list[Event], gid: int, batch_seq: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     event_rows: list[dict[str, Any]] = []
     config_rows: list[dict[str, Any]] = []
-    for r in records:
-        if isinstance(r, Reading):
-            kind, num, text = encode_value(r.value)
-            reading_rows.append(
-                (gid, r.seq, batch_seq, r.tag, kind, num, text, r.quality.value, r.reason, r.ts_us, r.source_ts_us,
-                 r.batch, r.phase)
-            )  # fmt: skip
-        else:
-            ref = event_ref(r.type, r.data)
-            event_rows.append(
-                {
-                    "gateway_id": gid,
-                    "seq": r.seq,
-                    "batch_seq": batch_seq,
-                    "type": r.type,
-                    "subject": r.subject,
-                    "data": r.data,
-                    "ts_us": r.ts_us,
-                    "batch": r.batch,
-                    "phase": r.phase,
-                    "ref": ref,
-                }
-            )
-            if r.type == "config.applied":
-                config_rows.append(
-                    {
-                        "gateway_id": gid,
-                        "seq": r.seq,
-                        "config_sha256": str(r.data.get("sha256", ""))[:128],
-                        "effective_from_us": r.ts_us,
-                        "data": r.data,
-                    }
-                )
-    return reading_rows, event_rows, config_rows
+    for e in events_list:
+        event_rows.append({"gateway_id": gid, "seq": e.seq, "batch_seq": batch_seq, "type": e.type,
+                           "subject": e.subject, "data": e.data, "ts_us": e.ts_us, "batch": e.batch,
+                           "phase": e.phase, "ref": event_ref(e.type, e.data)})
+        if e.type == "config.applied":
+            config_rows.append({"gateway_id": gid, "seq": e.seq, "config_sha256": str(e.data.get("sha256", ""))[:128],
+                                "effective_from_us": e.ts_us, "data": e.data})
+    return event_rows, config_rows
 
 
 __all__ = [
