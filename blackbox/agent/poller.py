@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from blackbox.agent.exception import ExceptionFilter
+from blackbox.aio import wait_set
 from blackbox.model import EventDraft, Sample
 from drivers.base import Driver, SourceUnavailable, SubscribingDriver, subscribes
 
@@ -55,13 +56,23 @@ class SourcePoller:
         self._delivered = False  # the current connection completed a cycle
         self._lost_seen = 0
         self._resubscribed_seen = 0
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Finish the cycle in progress (read and commit), then return from :meth:`run`."""
+        self._stop.set()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, unless a stop is requested first; return whether to go on."""
+        return not await wait_set(self._stop, seconds)
 
     async def run(self) -> None:
         cfg = self.cfg
         delay = cfg.reconnect_min
-        await asyncio.sleep(self.stagger)
         try:
-            while True:
+            if not await self._pause(self.stagger):
+                return
+            while not self._stop.is_set():
                 self._delivered = False
                 try:
                     await asyncio.wait_for(self.driver.connect(), timeout=cfg.timeout * CONNECT_TIMEOUTS)
@@ -77,9 +88,12 @@ class SourcePoller:
                     else:
                         await self._set_connected(False, f"connect failed: {reason}")
                     await self.driver.close()
+                if self._stop.is_set():
+                    return
                 if self._delivered:
                     delay = cfg.reconnect_min
-                await asyncio.sleep(jittered(delay))
+                if not await self._pause(jittered(delay)):
+                    return
                 delay = min(delay * 2, cfg.reconnect_max)
         finally:
             await self.driver.close()
@@ -87,7 +101,7 @@ class SourcePoller:
     async def _poll(self) -> None:
         interval = self.cfg.poll_interval
         next_at = time.monotonic()
-        while True:
+        while not self._stop.is_set():
             started = time.monotonic()
             # the driver bounds each request by the timeout; this bounds the whole cycle
             guard = self.cfg.timeout * (self.driver.health.requests_per_cycle + 1)
@@ -98,17 +112,20 @@ class SourcePoller:
             now = time.monotonic()
             if next_at < now:  # overran: skip the missed cycles rather than bursting
                 next_at = now + interval - (now - next_at) % interval
-            await asyncio.sleep(next_at - now)
+            if not await self._pause(next_at - now):
+                return
 
     async def _follow(self, driver: SubscribingDriver) -> None:
         """Take what the subscription delivers; repeat heartbeat values when they are due."""
         await driver.subscribe()
         changes: asyncio.Task[list[Sample]] | None = None
+        stop = asyncio.ensure_future(self._stop.wait())
         try:
-            while True:
+            while not self._stop.is_set():
                 if changes is None:
                     changes = asyncio.ensure_future(driver.changes())
-                await asyncio.wait({changes}, timeout=self.filter.next_due_in(time.monotonic()))
+                await asyncio.wait({changes, stop}, timeout=self.filter.next_due_in(time.monotonic()),
+                                   return_when=asyncio.FIRST_COMPLETED)
                 now = time.monotonic()
                 samples: list[Sample] = []
                 if changes.done():
@@ -117,6 +134,7 @@ class SourcePoller:
                 samples += self.filter.due(now)
                 await self._record(samples)
         finally:
+            stop.cancel()
             if changes is not None:
                 changes.cancel()
 

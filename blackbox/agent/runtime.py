@@ -158,10 +158,19 @@ class Agent:
                  n_tags, self.cfg.buffer.path)
 
     async def stop_polling(self) -> None:
-        """Stop every source; the cycle in progress is dropped before commit or already committed."""
-        for t in self._poll_tasks:
-            t.cancel()
-        await asyncio.gather(*self._poll_tasks, return_exceptions=True)
+        """Stop every source after its cycle in progress has been read and committed.
+
+        A source that does not finish within its timeout (a hung read) is cancelled: that cycle was
+        never committed, so nothing counted as taken is lost.
+        """
+        for p in self.pollers:
+            p.request_stop()
+        if self._poll_tasks:
+            limit = max(p.cfg.timeout * (p.driver.health.requests_per_cycle + 2) for p in self.pollers)
+            _, late = await asyncio.wait(self._poll_tasks, timeout=limit)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*self._poll_tasks, return_exceptions=True)
         self._poll_tasks = []
 
     async def drain(self) -> int:
