@@ -14,15 +14,13 @@ from typing import Any
 import orjson
 import typer
 
-from blackbox.cli.common import load_or_exit
-from blackbox.control_client import AgentUnreachable, CommandFailed, call
+from blackbox.cli.common import ConfigOpt, agent_call
 from blackbox.model import iso
 
 app = typer.Typer(help="List the running agent's alarms and acknowledge, shelve or take them out of service.\n\n"
                        "Example: blackbox alarms -c /etc/blackbox/blackbox.yaml",
                   invoke_without_command=True, no_args_is_help=False)
 
-ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
 UserOpt = typer.Option(None, "--user", "-u", help="Who you are, for the record (default: your login name).")
 AlarmsArg = typer.Argument(..., help="Alarm ids (e.g. threshold:EM-01.temperature) or tags (all their alarms).")
 
@@ -39,15 +37,6 @@ def parse_duration(text: str) -> float:
     if total <= 0:
         raise typer.BadParameter("the duration must be positive")
     return total
-
-
-def _call(config: Path, cmd: str, args: dict[str, Any], user: str | None = None) -> Any:
-    socket_path = load_or_exit(config).config.agent.control_socket
-    try:
-        return call(socket_path, cmd, args, user=user)
-    except (AgentUnreachable, CommandFailed) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _when(ts_us: int | None) -> str:
@@ -107,7 +96,7 @@ def list_alarms(config: Path = ConfigOpt,
 
     Example: blackbox alarms list -c /etc/blackbox/blackbox.yaml --json
     """
-    result = _call(config, "alarms.list", {"all": everything})
+    result = agent_call(config, "alarms.list", {"all": everything})
     if json_out:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
@@ -127,7 +116,7 @@ def ack(alarms: list[str] | None = typer.Argument(None, help="Alarm ids or tags 
     if not alarms and not every:
         typer.echo("error: name the alarms to acknowledge, or --all", err=True)
         raise typer.Exit(2)
-    _print_done(_call(config, "alarms.ack", {"alarms": alarms or [], "all": every}, user), "acknowledged")
+    _print_done(agent_call(config, "alarms.ack", {"alarms": alarms or [], "all": every}, user), "acknowledged")
 
 
 @app.command()
@@ -138,7 +127,7 @@ def shelve(alarms: list[str] = AlarmsArg, config: Path = ConfigOpt, user: str | 
 
     Example: blackbox alarms shelve trend:EM-01.vacuum --for 30m --reason "seal replaced" -c blackbox.yaml
     """
-    result = _call(config, "alarms.shelve", {"alarms": alarms, "duration_s": parse_duration(duration),
+    result = agent_call(config, "alarms.shelve", {"alarms": alarms, "duration_s": parse_duration(duration),
                                               "reason": reason}, user)
     _print_done(result, "shelved")
 
@@ -149,7 +138,7 @@ def unshelve(alarms: list[str] = AlarmsArg, config: Path = ConfigOpt, user: str 
 
     Example: blackbox alarms unshelve trend:EM-01.vacuum -c blackbox.yaml
     """
-    _print_done(_call(config, "alarms.unshelve", {"alarms": alarms}, user), "unshelved")
+    _print_done(agent_call(config, "alarms.unshelve", {"alarms": alarms}, user), "unshelved")
 
 
 @app.command("out-of-service")
@@ -159,7 +148,7 @@ def out_of_service(alarms: list[str] = AlarmsArg, config: Path = ConfigOpt, user
 
     Example: blackbox alarms out-of-service EM-01.vacuum --reason "transmitter replaced" -c blackbox.yaml
     """
-    _print_done(_call(config, "alarms.out_of_service", {"alarms": alarms, "reason": reason}, user),
+    _print_done(agent_call(config, "alarms.out_of_service", {"alarms": alarms, "reason": reason}, user),
                 "out of service:")
 
 
@@ -169,7 +158,7 @@ def in_service(alarms: list[str] = AlarmsArg, config: Path = ConfigOpt, user: st
 
     Example: blackbox alarms in-service EM-01.vacuum -c blackbox.yaml
     """
-    _print_done(_call(config, "alarms.in_service", {"alarms": alarms}, user), "in service:")
+    _print_done(agent_call(config, "alarms.in_service", {"alarms": alarms}, user), "in service:")
 
 
 @app.command()
@@ -181,7 +170,7 @@ def top(config: Path = ConfigOpt,
 
     Example: blackbox alarms top -c blackbox.yaml --hours 168 -n 20
     """
-    result = _call(config, "alarms.top", {"hours": hours, "n": n})
+    result = agent_call(config, "alarms.top", {"hours": hours, "n": n})
     if json_out:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from blackbox.cli.ops import ConfigOpt, agent_call
+from blackbox.cli.common import ConfigOpt, agent_call
 
 OperatorOpt = typer.Option(None, "--operator", help="Who enters this (default: your login name).")
 

@@ -1,16 +1,18 @@
-"""Helpers shared by the command modules: loading a configuration with a clear failure."""
+"""Helpers shared by the command modules: loading a configuration, calling the running agent."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from blackbox.config import ConfigError, LoadedConfig, load_config
+from blackbox.control_client import AgentUnreachable, CommandFailed, call
 
 EXIT_CONFIG = 2
 
-ConfigOption = typer.Option(..., "--config", "-c", help="Configuration file (YAML).", exists=False)
+ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
 
 
 def load_or_exit(path: Path) -> LoadedConfig:
@@ -22,3 +24,13 @@ def load_or_exit(path: Path) -> LoadedConfig:
             typer.echo(str(issue), err=True)
         typer.echo(f"{len(exc.issues)} problem(s) in {path}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
+
+
+def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:
+    """Call the agent of ``config``; exit 1 with the reason if it cannot be reached or refuses."""
+    socket_path = load_or_exit(config).config.agent.control_socket
+    try:
+        return call(socket_path, cmd, args, user=user)
+    except (AgentUnreachable, CommandFailed) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -64,7 +64,7 @@ def rotate(config: Path = typer.Option(..., "--config", "-c", help="The running 
 
     Example: blackbox keys rotate -c /etc/blackbox/blackbox.yaml
     """
-    from blackbox.cli.ops import agent_call
+    from blackbox.cli.common import agent_call
 
     result = agent_call(config, "keys.rotate")
     if json_out:

@@ -8,21 +8,9 @@ from typing import Any
 import orjson
 import typer
 
-from blackbox.cli.common import load_or_exit
-from blackbox.control_client import AgentUnreachable, CommandFailed, call, stream
+from blackbox.cli.common import ConfigOpt, agent_call, load_or_exit
+from blackbox.control_client import AgentUnreachable, CommandFailed, stream
 from blackbox.model import iso
-
-ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
-
-
-def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:
-    """Call the agent of ``config``; exit 1 with the reason if it cannot be reached or refuses."""
-    socket_path = load_or_exit(config).config.agent.control_socket
-    try:
-        return call(socket_path, cmd, args, user=user)
-    except (AgentUnreachable, CommandFailed) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _age(seconds: float | None) -> str:
