@@ -9,6 +9,7 @@ thread both answer.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,10 @@ class Agent:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._tasks.append(self._supervised("watchdog", lambda: self._watchdog(interval)))
+        # Everything built so far (modules, config, drivers) lives as long as the agent: move it out
+        # of the collector's view, so that the cyclic GC only scans what each poll cycle makes.
+        gc.collect()
+        gc.freeze()
         self._start_polling()
         self.started_at_us = now_us()
         self.started.set()
