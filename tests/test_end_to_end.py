@@ -9,58 +9,32 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from agent_helpers import BLACKBOX, agent_status, cli, mqtt_settings, wait_for
 from services import fresh_postgres_database, require_mosquitto
 from sqlalchemy import create_engine, text
 
-from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
 
 SPEED = 1200.0
-BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]
-
-
-def cli(*args: str) -> str:
-    proc = subprocess.run([*BLACKBOX, *args], capture_output=True, text=True, check=False, timeout=60)
-    assert proc.returncode == 0, f"blackbox {' '.join(args)} failed:\n{proc.stderr}"
-    return proc.stdout
-
-
-async def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` (a cheap check of another process's state) until true or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-def agent_status(sock: Path) -> dict | None:  # type: ignore[type-arg]
-    try:
-        return call(sock, "status", timeout=2)  # type: ignore[no-any-return]
-    except AgentUnreachable:
-        return None
 
 
 @pytest.mark.slow
 async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_path: Path) -> None:
     host, port = require_mosquitto()
-    run_id = uuid.uuid4().hex[:8]
     with fresh_postgres_database() as pg_url:
         async with Simulator(seed=7, speed=SPEED, batches=1, opcua_port=0, modbus_port=0,
                              durations={"idle": 3 * SPEED}) as sim:
-            mqtt = {"host": host, "port": port, "protocol": "5", "topic_root": f"bbtest-{run_id}",
-                    "client_id": f"agent-{run_id}"}
+            mqtt = mqtt_settings(host, port)
+            store_mqtt = {**mqtt, "client_id": f"store-{mqtt['topic_root']}"}
             config = write_config(DEMO_CONFIG, tmp_path, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
-                                  mqtt=mqtt, database_url=pg_url, store_mqtt={**mqtt, "client_id": f"store-{run_id}"})
+                                  mqtt=mqtt, database_url=pg_url, store_mqtt=store_mqtt)
             cli("keys", "init", "-c", str(config))
-            (tmp_path / "gateway.pub.pem").write_text(cli("keys", "show", "-c", str(config)).split("\n\n", 1)[1])
+            public_pem = cli("keys", "show", "-c", str(config)).stdout.split("\n\n", 1)[1]
+            (tmp_path / "gateway.pub.pem").write_text(public_pem)
             cli("store", "enroll", "gw-cream-01", str(tmp_path / "gateway.pub.pem"), "--site", "SH-FX-01",
                 "-c", str(config))
 
