@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,13 +43,6 @@ class Collector:
         return [c.at for c in self.cycles if any(s.tag == tag for s in c.samples)]
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def sim_source(sim: Simulator, protocol: str, **settings: Any) -> dict[str, Any]:

@@ -103,15 +103,6 @@ def fill_disk(path: Path) -> None:
             assert exc.errno == 28, exc  # ENOSPC
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` (a cheap check of another process's state) until truthy, or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
 
 
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "INFO"]

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from acquisition_helpers import Collector, sim_source, wait_until
+from acquisition_helpers import Collector, sim_source
+from waiting import eventually
 
 from blackbox.agent.exception import DEFAULT_HEARTBEAT_S, ExceptionFilter
 from blackbox.agent.poller import SourcePoller
@@ -77,10 +78,10 @@ async def test_a_polled_tag_with_a_deadband_is_recorded_on_change_and_heartbeat(
     poller = SourcePoller(ModbusDriver(ModbusSourceConfig.model_validate(raw)), sink)
     task = asyncio.create_task(poller.run())
     try:
-        await wait_until(lambda: len(sink.samples("CR-01.temperature")) >= 3, 5, "three heartbeats")
+        await eventually(lambda: len(sink.samples("CR-01.temperature")) >= 3, 5, "three heartbeats")
         fault = sim.faults.add(Stuck(tag="CR-01.temperature", value=40.0))  # a jump far beyond the deadband
         await sim.advance(1)
-        await wait_until(lambda: sink.samples("CR-01.temperature")[-1].value == 40.0, 2, "the jump")
+        await eventually(lambda: sink.samples("CR-01.temperature")[-1].value == 40.0, 2, "the jump")
         sim.faults.remove(fault)
     finally:
         task.cancel()
@@ -100,7 +101,7 @@ async def test_a_subscribed_tag_with_a_heartbeat_is_repeated_while_unchanged(sim
     poller = SourcePoller(OpcUaDriver(OpcUaSourceConfig.model_validate(raw)), sink)
     task = asyncio.create_task(poller.run())
     try:
-        await wait_until(lambda: len(sink.samples("EM-01.phase")) >= 3, 5, "the phase repeated twice")
+        await eventually(lambda: len(sink.samples("EM-01.phase")) >= 3, 5, "the phase repeated twice")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -135,7 +136,7 @@ async def test_reconnects_back_off_exponentially_with_jitter() -> None:
         sink = Collector()
         task = asyncio.create_task(SourcePoller(ModbusDriver(config), sink).run())
         try:
-            await wait_until(lambda: len(accepted) >= 6, 10, "six connection attempts")
+            await eventually(lambda: len(accepted) >= 6, 10, "six connection attempts")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

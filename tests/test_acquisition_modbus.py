@@ -13,7 +13,8 @@ import statistics
 from collections.abc import AsyncIterator
 
 import pytest
-from acquisition_helpers import Collector, good, sim_source, wait_until
+from acquisition_helpers import Collector, good, sim_source
+from waiting import eventually
 
 from blackbox.agent.poller import SourcePoller
 from blackbox.model import Quality
@@ -108,7 +109,7 @@ async def test_an_unreachable_source_does_not_delay_the_others(sim: Simulator) -
         tasks = [asyncio.create_task(p.run()) for p in (live, hung)]
         try:
             # the hung source accepts connections, times out, is dropped, again and again
-            await wait_until(lambda: len(hung_sink.events("source.disconnected")) >= 2 and len(sink.cycles) >= 40,
+            await eventually(lambda: len(hung_sink.events("source.disconnected")) >= 2 and len(sink.cycles) >= 40,
                              10.0, "two timeouts of the hung source and 40 cycles of the live one")
             assert hung.cycles == 0
             assert "No response received" in hung_sink.events("source.disconnected")[-1].data["reason"]

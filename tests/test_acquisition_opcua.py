@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from acquisition_helpers import Collector, good, sim_source, wait_until
+from acquisition_helpers import Collector, good, sim_source
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
+from waiting import eventually
 
 from blackbox.agent.poller import SourcePoller
 from blackbox.model import Quality
@@ -92,12 +93,12 @@ async def test_a_silent_subscription_is_rebuilt_by_the_watchdog(sim: Simulator) 
                                                   watchdog=0.5)), sink)
     task = asyncio.create_task(poller.run())
     try:
-        await wait_until(lambda: len(sink.samples("EM-01.phase")) == 1, 5, "the initial values")
+        await eventually(lambda: len(sink.samples("EM-01.phase")) == 1, 5, "the initial values")
         assert await sim.drop_subscriptions() == 1
-        await wait_until(lambda: sink.events("source.resubscribed"), 5, "the watchdog's rebuild")
-        await wait_until(lambda: len(sink.samples("EM-01.phase")) == 2, 5, "initial values of the new subscription")
+        await eventually(lambda: sink.events("source.resubscribed"), 5, "the watchdog's rebuild")
+        await eventually(lambda: len(sink.samples("EM-01.phase")) == 2, 5, "initial values of the new subscription")
         await sim.advance(5 * 3600)
-        await wait_until(lambda: sink.samples("EM-01.phase")[-1].value == sim.phase, 5, "changes flowing again")
+        await eventually(lambda: sink.samples("EM-01.phase")[-1].value == sim.phase, 5, "changes flowing again")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -114,11 +115,11 @@ async def test_readings_resume_after_a_server_restart_without_restarting_the_age
     poller = SourcePoller(OpcUaDriver(line_source(sim, **settings)), sink)
     task = asyncio.create_task(poller.run())
     try:
-        await wait_until(lambda: sink.samples("EM-01.phase"), 5, "the first readings")
+        await eventually(lambda: sink.samples("EM-01.phase"), 5, "the first readings")
         # the PLC reboots; its new configuration puts the cream line at another namespace index
         await sim.restart_server("opcua", downtime=0.3, extra_namespaces=2)
         await sim.advance(5 * 3600)
-        await wait_until(lambda: sink.samples("EM-01.phase")[-1].value == sim.phase, 15,
+        await eventually(lambda: sink.samples("EM-01.phase")[-1].value == sim.phase, 15,
                          "readings of the restarted server")
     finally:
         task.cancel()

@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 import pytest
-from agent_helpers import BLACKBOX, agent_status, cli, edit_config, mqtt_settings, wait_for
+from agent_helpers import BLACKBOX, agent_status, cli, edit_config, mqtt_settings
 from services import require_mosquitto
 from sqlalchemy import create_engine, text
+from waiting import eventually
 
 from blackbox.control_client import AgentUnreachable, CommandFailed, stream
 from blackbox.demo import DEMO_CONFIG, write_config
@@ -114,7 +115,7 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
             for life in range(KILLS):
                 agent = subprocess.Popen([*BLACKBOX, "run", "-c", c], env=env, stderr=log)
                 tail.start()
-                await wait_for(lambda a=agent: tail.life_items > 0 or a.poll() is not None, 30,
+                await eventually(lambda a=agent: tail.life_items > 0 or a.poll() is not None, 30,
                                f"life {life}: the agent to record")
                 assert agent.poll() is None, f"the agent exited by itself in life {life}"
                 await asyncio.sleep(rng.uniform(0.0, 1.0))
@@ -123,7 +124,7 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
                 tail.join()
             # a last life, ended gracefully: it delivers everything before it exits
             agent = subprocess.Popen([*BLACKBOX, "run", "-c", c], env=env, stderr=log)
-            await wait_for(lambda: (st := agent_status(sock)) and st["buffer"]["undelivered_batches"] == 0, 60,
+            await eventually(lambda: (st := agent_status(sock)) and st["buffer"]["undelivered_batches"] == 0, 60,
                            "the backlog of all lives to be delivered")
             agent.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(agent.wait, 40) == 0, (tmp_path / "agent.log").read_text()[-3000:]

@@ -16,17 +16,9 @@ from typing import Any
 
 import orjson
 import pytest
-from agent_helpers import (
-    BLACKBOX,
-    NotifySocket,
-    agent_status,
-    cli,
-    edit_config,
-    events_of,
-    mqtt_settings,
-    wait_for,
-)
+from agent_helpers import BLACKBOX, NotifySocket, agent_status, cli, edit_config, events_of, mqtt_settings
 from services import require_mosquitto
+from waiting import eventually
 
 from blackbox.broker import free_port
 from blackbox.demo import DEMO_CONFIG, write_config
@@ -75,9 +67,9 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
         agent = subprocess.Popen([*BLACKBOX, "run", "-c", c], env=env, stderr=log.open("w"))
         sock = tmp_path / "agent.sock"
         try:
-            await wait_for(lambda: notify.count("READY=1"), 30, "READY=1 from the agent")
-            await wait_for(lambda: notify.count("WATCHDOG=1") >= 3, 10, "the agent to ping the watchdog")
-            await wait_for(lambda: (st := agent_status(sock)) and all(s["connected"] for s in st["sources"])
+            await eventually(lambda: notify.count("READY=1"), 30, "READY=1 from the agent")
+            await eventually(lambda: notify.count("WATCHDOG=1") >= 3, 10, "the agent to ping the watchdog")
+            await eventually(lambda: (st := agent_status(sock)) and all(s["connected"] for s in st["sources"])
                            and st["uplink"]["connected"], 30, "both sources and the uplink")
 
             # -- operator entries, recorded with who entered them --------------------------------
@@ -130,17 +122,17 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
             edit_config(config, lambda d: d["seal"].update(max_age=0.5))
             new_hash = hashlib.sha256(config.read_bytes()).hexdigest()
             agent.send_signal(signal.SIGHUP)
-            await wait_for(lambda: (s := agent_status(sock)) and s["config_sha256"] == new_hash, 20,
+            await eventually(lambda: (s := agent_status(sock)) and s["config_sha256"] == new_hash, 20,
                            "the reloaded configuration to be in force")
             assert notify.count("RELOADING=1") == 1 and notify.count("READY=1") == 2
             good = config.read_text()
             config.write_text("sources: [\n")
             agent.send_signal(signal.SIGHUP)
-            await wait_for(lambda: "configuration reload refused" in log.read_text(), 20, "a broken file refused")
+            await eventually(lambda: "configuration reload refused" in log.read_text(), 20, "a broken file refused")
             config.write_text(good)
             edit_config(config, lambda d: d["buffer"].update(quota_mb=10))
             agent.send_signal(signal.SIGHUP)
-            await wait_for(lambda: "buffer can only change with a restart" in log.read_text(), 20,
+            await eventually(lambda: "buffer can only change with a restart" in log.read_text(), 20,
                            "a change of the buffer section refused")
             assert agent_status(sock)["config_sha256"] == new_hash  # type: ignore[index]
             assert notify.count("RELOADING=1") == 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from acquisition_helpers import Collector, wait_until
+from acquisition_helpers import Collector
+from waiting import eventually
 
 from blackbox.agent.poller import SourcePoller
 from blackbox.config import SourceConfig
@@ -60,7 +61,7 @@ async def test_stop_while_waiting_for_the_next_cycle_returns_at_once() -> None:
     driver.gate.set()
     poller = SourcePoller(driver, sink)  # type: ignore[arg-type]
     task = asyncio.create_task(poller.run())
-    await wait_until(lambda: bool(sink.samples("T.value")), 5, "the first cycle to be recorded")
+    await eventually(lambda: bool(sink.samples("T.value")), 5, "the first cycle to be recorded")
     poller.request_stop()
     await asyncio.wait_for(task, 2)
     assert len(sink.samples("T.value")) == 1

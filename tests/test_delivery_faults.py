@@ -24,15 +24,8 @@ import orjson
 import pytest
 from services import fresh_postgres_database
 from sqlalchemy import create_engine, text
-from uplink_support import (
-    Mosquitto,
-    Process,
-    cli,
-    enroll_gateway,
-    gateway_config,
-    uplink,
-    wait_until_async,
-)
+from uplink_support import Mosquitto, Process, cli, enroll_gateway, gateway_config, uplink
+from waiting import eventually
 
 from blackbox.sim import Simulator
 from blackbox.store.ingest import decode_value
@@ -76,13 +69,13 @@ async def test_no_loss_no_duplicate_through_broker_store_and_agent_failures(tmp_
             store = Process("store", ["store", "serve", "-c", str(config)], tmp_path).start()
             agent = Process("agent", ["run", "-c", str(config)], tmp_path).start()
             try:
-                await wait_until_async(lambda: uplink(sock).get("delivered_through_seq", 0) > 500, 60,
+                await eventually(lambda: uplink(sock).get("delivered_through_seq", 0) > 500, 60,
                                        "batches to flow to the store")
 
                 # -- the broker is killed mid-stream for 30 s ------------------------------------------
                 broker.kill()
                 killed_at = time.monotonic()
-                await wait_until_async(lambda: uplink(sock).get("connected") is False, 30,
+                await eventually(lambda: uplink(sock).get("connected") is False, 30,
                                        "the agent to notice the broker is gone")
                 before = uplink(sock)
                 await asyncio.sleep(BROKER_OUTAGE_S - (time.monotonic() - killed_at))  # the outage itself
@@ -91,7 +84,7 @@ async def test_no_loss_no_duplicate_through_broker_store_and_agent_failures(tmp_
                 assert during["undelivered_batches"] > before["undelivered_batches"] + 20, "and sealed"
                 broker.start()
                 target = uplink(sock)["last_seq"]
-                await wait_until_async(lambda: uplink(sock).get("delivered_through_seq", 0) >= target, 90,
+                await eventually(lambda: uplink(sock).get("delivered_through_seq", 0) >= target, 90,
                                        "the backlog of the broker outage to reach the store")
 
                 # -- the store is stopped for 60 s -----------------------------------------------------
@@ -106,23 +99,23 @@ async def test_no_loss_no_duplicate_through_broker_store_and_agent_failures(tmp_
                 store.start()
 
                 # -- the agent is SIGKILLed while it drains that backlog -------------------------------
-                draining = await wait_until_async(
+                draining = await eventually(
                     lambda: (u := uplink(sock)).get("delivered_through_seq", 0) > delivered_before
                     and u["undelivered_batches"] > 10 and u, 60, "the drain to start")
                 agent.kill()
                 killed_seq = draining["last_seq"]
-                await wait_until_async(lambda: gateway_status(pg_url) == ("offline", "connection lost"), 30,
+                await eventually(lambda: gateway_status(pg_url) == ("offline", "connection lost"), 30,
                                        "the broker to publish the agent's last will and the store to record it")
                 agent.start()
-                await wait_until_async(lambda: uplink(sock).get("delivered_through_seq", 0) >= killed_seq, 120,
+                await eventually(lambda: uplink(sock).get("delivered_through_seq", 0) >= killed_seq, 120,
                                        "the restarted agent to deliver everything committed before the kill")
                 assert killed_seq >= backlog_last, "the kill came after the store outage"
-                await wait_until_async(lambda: gateway_status(pg_url)[0] == "online", 30, "the online status")
+                await eventually(lambda: gateway_status(pg_url)[0] == "online", 30, "the online status")
 
                 # -- a key rotation from the command line ----------------------------------------------
                 rotated = orjson.loads(cli("keys", "rotate", "-c", str(config), "--json"))
                 target = uplink(sock)["last_seq"]
-                await wait_until_async(lambda: uplink(sock).get("delivered_through_seq", 0) >= target, 60,
+                await eventually(lambda: uplink(sock).get("delivered_through_seq", 0) >= target, 60,
                                        "batches signed with the new key to be stored")
                 keys = store_query(pg_url, "SELECT key_id, enrolled_by, valid_from_seq, valid_to_seq FROM gateway_keys"
                                            " ORDER BY enrolled_at_us")

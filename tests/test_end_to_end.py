@@ -12,9 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_helpers import BLACKBOX, agent_status, cli, mqtt_settings, wait_for
+from agent_helpers import BLACKBOX, agent_status, cli, mqtt_settings
 from services import fresh_postgres_database, require_mosquitto
 from sqlalchemy import create_engine, text
+from waiting import eventually
 
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
@@ -45,10 +46,10 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
                                      stderr=open(tmp_path / "agent.log", "w"))  # noqa: SIM115
             try:
                 sock = tmp_path / "agent.sock"
-                await wait_for(lambda: (st := agent_status(sock)) is not None
+                await eventually(lambda: (st := agent_status(sock)) is not None
                                and all(s["connected"] for s in st["sources"]), 30, "the agent to poll both sources")
                 await asyncio.wait_for(sim.wait(), timeout=120)
-                await wait_for(lambda: (st := agent_status(sock)) is not None and st["context"]["batch"] is None,
+                await eventually(lambda: (st := agent_status(sock)) is not None and st["context"]["batch"] is None,
                                30, "the agent to see the batch end")
                 agent.send_signal(signal.SIGTERM)
                 assert agent.wait(timeout=30) == 0, (tmp_path / "agent.log").read_text()

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import pytest
 from sqlalchemy import Engine, func, select
-from uplink_support import Mosquitto, Pipeline, wait_until_async
+from uplink_support import Mosquitto, Pipeline
+from waiting import eventually
 
 from blackbox.config import MqttConfig
 from blackbox.seal import public_key_pem
@@ -125,7 +126,7 @@ async def test_a_batch_nobody_acknowledged_is_sent_again(make_pipeline: Any, sto
     await p.commit(10)
     await p.start()
     # no store subscribed yet: the broker discards the batch; only a re-send can bring it to the store
-    await wait_until_async(lambda: p.forwarder.resent >= 2, 10, "the forwarder to re-send")
+    await eventually(lambda: p.forwarder.resent >= 2, 10, "the forwarder to re-send")
     store.start()
     await p.delivered()
     assert store.reading_seqs() == list(range(1, 11))
@@ -137,7 +138,7 @@ async def test_a_rejected_batch_stays_and_is_stored_once_its_key_is_enrolled(mak
     store.start()
     await p.commit(5)
     await p.start()
-    await wait_until_async(lambda: p.forwarder.rejected >= 1, 10, "the store to reject the unknown gateway")
+    await eventually(lambda: p.forwarder.rejected >= 1, 10, "the store to reject the unknown gateway")
     assert p.forwarder.rejections[-1] == "batch 1: unknown_gateway"
     assert await p.db(p.buffer.pending_counts) == (1, 5)  # rejected is not delivered: kept
     store.enroll(p.key)  # the operator enrolls the gateway late
@@ -158,7 +159,7 @@ async def test_store_away_backlog_is_held_with_a_bounded_window(make_pipeline: A
     for _ in range(20):
         await p.commit(100)
     await p.sealer.flush()
-    await wait_until_async(lambda: p.forwarder.resent >= 20, 10, "re-sends while the store is away")
+    await eventually(lambda: p.forwarder.resent >= 20, 10, "re-sends while the store is away")
     pending, _ = await p.db(p.buffer.pending_counts)
     assert pending == 40, "every sealed batch is held in the buffer until the store acknowledges it"
     assert len(p.forwarder._in_flight) <= 8
@@ -179,7 +180,7 @@ async def test_live_batches_flow_while_a_backlog_replays_in_order(make_pipeline:
     await p.sealer.flush()
     store.start()
     await p.start(seal=False)
-    await wait_until_async(lambda: len(store.stored()) >= 3, 10, "the replay to start")
+    await eventually(lambda: len(store.stored()) >= 3, 10, "the replay to start")
     await p.commit(100)  # live data while the backlog replays (1,000 records/s: 3 s of replay)
     await p.sealer.seal_once()
     await p.delivered()
@@ -208,13 +209,13 @@ async def test_replay_rate_is_bounded(make_pipeline: Any, store: Store) -> None:
         return sum(1 for n in store.stored() if n <= 20 - p.forwarder.live_slots)
 
     # t = 0: a full bucket (one second's worth: 500 records = 5 batches), then nothing until time passes
-    await wait_until_async(lambda: replayed() == 5 and not p.forwarder._in_flight, 10, "the first burst")
+    await eventually(lambda: replayed() == 5 and not p.forwarder._in_flight, 10, "the first burst")
     assert p.forwarder._tokens <= 0
     for step in range(1, 4):  # each further half second allows 250 records: 2 or 3 batches of 100
         before = replayed()
         now[0] = 0.5 * step
         p.forwarder.notify()
-        await wait_until_async(lambda: replayed() > before and p.forwarder._tokens <= 0  # noqa: B023
+        await eventually(lambda: replayed() > before and p.forwarder._tokens <= 0  # noqa: B023
                                and not p.forwarder._in_flight, 10, "the bucket to be spent")
         assert replayed() * 100 <= 500 + 500 * now[0] + 100, f"{replayed()} batches replayed by t={now[0]}"
     assert replayed() == 5 + 3 + 2 + 3
@@ -233,7 +234,7 @@ async def test_nothing_piles_up_in_memory_while_the_broker_is_down(
         await p.start()
         await p.connected()
         own.kill()
-        await wait_until_async(lambda: not p.session.connected, 10, "the uplink to notice the broker is gone")
+        await eventually(lambda: not p.session.connected, 10, "the uplink to notice the broker is gone")
         for _ in range(50):  # 1,000 records, 50 batches sealed during the outage
             await p.commit(20)
         await p.sealer.flush()
@@ -261,7 +262,7 @@ async def test_the_store_tracks_the_gateway_status(make_pipeline: Any, store: St
             return row.status, row.status_reason
 
     await p.start()
-    await wait_until_async(lambda: status()[0] == "online", 10, "the online status")
+    await eventually(lambda: status()[0] == "online", 10, "the online status")
     await asyncio.get_running_loop().run_in_executor(None, p.session.stop)
     p.session = None
-    await wait_until_async(lambda: status() == ("offline", "stopped"), 10, "the offline status")
+    await eventually(lambda: status() == ("offline", "stopped"), 10, "the offline status")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from test_uplink_forwarder import Store
-from uplink_support import Mosquitto, Pipeline, Pki, wait_until, wait_until_async
+from uplink_support import Mosquitto, Pipeline, Pki, wait_until
+from waiting import eventually
 
 from blackbox.config import MqttConfig, TlsConfig
 from blackbox.mqtt import make_client
@@ -106,7 +107,7 @@ async def test_username_and_password(tmp_path: Path) -> None:
         agent = Pipeline(tmp_path / "agent", bad)  # the agent's session says why it cannot connect
         try:
             await agent.start(seal=False)
-            await wait_until_async(lambda: agent.session.last_error is not None, 10, "the refusal")
+            await eventually(lambda: agent.session.last_error is not None, 10, "the refusal")
             assert "refused" in agent.session.last_error and not agent.session.connected
             assert secret not in agent.session.last_error
         finally:

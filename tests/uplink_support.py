@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from services import unavailable
+from waiting import eventually, wait_until
 
 from blackbox.broker import free_port
 from blackbox.control_client import AgentUnreachable, call
@@ -47,28 +47,8 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """Poll ``predicate`` (a cheap look at another process's state) until it is truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
-async def wait_until_async(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    """:func:`wait_until` for tests that run an event loop (the simulator lives on it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # -- certificates ------------------------------------------------------------------------------
@@ -356,7 +336,7 @@ class Pipeline:
         return self
 
     async def connected(self, timeout: float = 10) -> None:
-        await wait_until_async(lambda: self.session is not None and self.session.connected, timeout,
+        await eventually(lambda: self.session is not None and self.session.connected, timeout,
                                "the uplink to connect")
 
     async def delivered(self, timeout: float = 30) -> None:

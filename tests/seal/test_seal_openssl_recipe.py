@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from services import unavailable
 
 from blackbox.seal import SealedBatch, fingerprint, open_batch, public_key_pem, seal_batch
 from blackbox.seal.header import encode_header
@@ -27,12 +27,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "batch-format.md"
 
 
 def require_tool(name: str) -> None:
-    """Skip without the tool on a developer machine; fail in CI, where a skip would hide a gap."""
     if shutil.which(name) is None:
-        message = f"`{name}` is not installed; the batch-format recipe cannot be checked"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"`{name}` (to check the batch-format recipe)")
 
 
 def recipe(name: str) -> str:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
+from waiting import eventually
 
 from blackbox.sim import Drift, IllegalAddress, Simulator, Spike, make_fault
 
@@ -41,11 +42,7 @@ async def test_a_modbus_disconnect_refuses_connections_until_it_ends(sim: Simula
     await client.connect()
     cut = asyncio.create_task(sim.disconnect("modbus", 0.5))
     try:
-        for _ in range(100):  # the server drops the connection at once
-            if not client.connected:
-                break
-            await asyncio.sleep(0.01)
-        assert not client.connected
+        await eventually(lambda: not client.connected, 1.0, "the server to drop the connection")
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", sim.modbus_port)
         await cut
@@ -87,11 +84,8 @@ async def test_an_opcua_disconnect_drops_clients_and_then_listens_again(sim: Sim
     await client.connect()
     cut = asyncio.create_task(sim.disconnect("opcua", 0.5))
     try:
-        for _ in range(100):
-            if client.uaclient.protocol is None or client.uaclient.protocol.is_closed:
-                break
-            await asyncio.sleep(0.01)
-        assert client.uaclient.protocol is None or client.uaclient.protocol.is_closed
+        await eventually(lambda: client.uaclient.protocol is None or client.uaclient.protocol.is_closed, 1.0,
+                         "the server to drop the session's connection")
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", sim.opcua_port)
         await cut

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from services import unavailable
 from sqlalchemy import Engine, text
-from store_env import unavailable
 
 from blackbox.store.db import make_engine
 from blackbox.store.schema import create_schema

@@ -19,9 +19,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import SecretStr
+from services import unavailable
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
-from store_env import unavailable
 from store_synth import GATEWAY, SITE, T0, Gateway
 
 from blackbox.config import MqttConfig, StoreConfig
