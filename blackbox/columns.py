@@ -140,3 +140,40 @@ class ReadingBlock(Sequence[Reading]):
 
     def __repr__(self) -> str:
         return f"ReadingBlock({list(self)!r})"
+
+
+class TagPicker:
+    """Picks the samples of a few tags out of each cycle, without touching the others.
+
+    For :class:`SampleColumns` the positions of the wanted tags are found once per tag tuple (a
+    polling driver hands the same tuple every cycle) and remembered; other sequences are scanned.
+    """
+
+    _CACHED = 64
+    """Tag tuples remembered (one per source, in practice)."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self._positions: dict[int, tuple[Sequence[str], list[int]]] = {}
+
+    def __call__(self, samples: Sequence[Sample]) -> list[Sample]:
+        """The samples of the wanted tags, in cycle order."""
+        if not self.names:
+            return []
+        if isinstance(samples, SampleColumns):
+            return [samples[i] for i in self._positions_in(samples.tags)]
+        names = self.names
+        return [s for s in samples if s.tag in names]
+
+    def _positions_in(self, tags: Sequence[str]) -> list[int]:
+        names = self.names
+        if type(tags) is not tuple:  # a one-off list (a filtered cycle): nothing to remember
+            return [i for i, tag in enumerate(tags) if tag in names]
+        known = self._positions.get(id(tags))
+        if known is not None and known[0] is tags:  # the entry holds the tuple, so its id is not reused
+            return known[1]
+        if len(self._positions) >= self._CACHED:
+            self._positions.clear()
+        found = [i for i, tag in enumerate(tags) if tag in names]
+        self._positions[id(tags)] = (tags, found)
+        return found

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
+from blackbox.columns import SampleColumns
 from blackbox.config import AlarmsConfig, Rule, TagConfig
 from blackbox.model import Context, EventDraft, Quality, Sample
 from blackbox.rules import RuleEngine
@@ -76,12 +77,21 @@ class _Batches:
         return out
 
 
-def replay(case_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def as_columns(samples: list[Sample], tag_tuples: dict[tuple[str, ...], tuple[str, ...]]) -> SampleColumns:
+    """The cycle as a polling driver hands it: columns, the same tag tuple object for the same tags."""
+    tags = tuple(s.tag for s in samples)
+    cols = SampleColumns.of(samples)
+    return SampleColumns(tag_tuples.setdefault(tags, tags), cols.values, cols.qualities, cols.reasons,
+                         cols.source_ts_us)
+
+
+def replay(case_dir: Path, columns: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     spec, engine, tags = load_case(case_dir)
     only = next(iter(tags)) if len(tags) == 1 else None
     product = spec.get("product")
     batches = _Batches(product)
     events: list[tuple[float, EventDraft]] = []
+    tag_tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
     with (case_dir / "signal.csv").open() as f:
         rows = list(csv.DictReader(f))
     for t_text, group in itertools.groupby(rows, key=lambda r: r["t"]):
@@ -105,7 +115,7 @@ def replay(case_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             raw = (row.get("value") or "").strip()
             value: float | None = None if raw in ("", "none") else float(raw)
             samples.append(Sample(tag, value, Quality(row.get("quality") or "good"), row.get("reason") or None))
-        out += engine.evaluate(samples, ts, phase, product)
+        out += engine.evaluate(as_columns(samples, tag_tuples) if columns else samples, ts, phase, product)
         if spec.get("tick"):
             out += engine.tick(ts, phase, product)
         events += [(t, ev) for ev in out]
@@ -116,9 +126,10 @@ def replay(case_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return [{k: g.get(k) for k in ks} for g, ks in zip(got, keys, strict=False)], expected
 
 
+@pytest.mark.parametrize("columns", [False, True], ids=["samples", "columns"])
 @pytest.mark.parametrize("case_dir", CASES, ids=[c.name for c in CASES])
-def test_rule_case(case_dir: Path) -> None:
-    got, expected = replay(case_dir)
+def test_rule_case(case_dir: Path, columns: bool) -> None:
+    got, expected = replay(case_dir, columns)
     assert got == expected
 
 

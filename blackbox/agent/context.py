@@ -11,9 +11,10 @@ saved with every commit, so that a restarted agent neither repeats nor misses an
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from blackbox.columns import TagPicker
 from blackbox.config import ContextConfig, MaterialTrigger, QcTrigger, TagConfig
 from blackbox.model import Context, EventDraft, Quality, Sample, Value
 
@@ -36,6 +37,7 @@ class ContextTracker:
         for q in config.qc:
             watched |= {q.trigger, q.sample, *q.tests.values()}
         self._watched = {t for t in watched if t is not None}
+        self._pick = TagPicker(self._watched)
         self.restore(state or {})
 
     def state(self) -> dict[str, Any]:
@@ -112,11 +114,11 @@ class ContextTracker:
             raise ContextError(f"{what} {value!r} is one of context.idle_values, which mean 'no batch'")
         return value
 
-    def observe(self, samples: Iterable[Sample]) -> list[EventDraft]:
+    def observe(self, samples: Sequence[Sample]) -> list[EventDraft]:
         """Take one cycle's samples; return the context events they cause, in order."""
         changed = False
-        for s in samples:
-            if s.tag in self._watched and s.quality is Quality.GOOD and self.latest.get(s.tag) != s.value:
+        for s in self._pick(samples):
+            if s.quality is Quality.GOOD and self.latest.get(s.tag) != s.value:
                 self.latest[s.tag] = s.value
                 changed = True
         if not changed:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from blackbox.columns import SampleColumns
 from blackbox.config import TagConfig
 from blackbox.model import Sample
 
@@ -65,24 +66,29 @@ class ExceptionFilter:
         """Whether any tag of the source reports by exception or has a heartbeat."""
         return bool(self._rules)
 
-    def admit(self, samples: Sequence[Sample], now: float) -> list[Sample]:
-        """The samples to record out of one cycle's (or one notification's) ``samples``."""
-        if not self._rules:
-            return list(samples)
-        out = []
-        for sample in samples:
-            rule = self._rules.get(sample.tag)
-            if rule is None:
-                out.append(sample)
-                continue
-            last = self._last.get(sample.tag)
-            if (last is None or rule.deadband is None
-                    or sample.quality != last.sample.quality or sample.reason != last.sample.reason
-                    or _moved(sample.value, last.sample.value, rule.deadband)
-                    or (rule.heartbeat is not None and now - last.at >= rule.heartbeat)):
-                self._last[sample.tag] = _Last(sample, now)
-                out.append(sample)
-        return out
+    def admit(self, samples: Sequence[Sample], now: float) -> Sequence[Sample]:
+        """The samples to record out of one cycle's (or one notification's) ``samples``.
+
+        Columns stay columns, and only the samples of tags that report by exception are looked at.
+        """
+        rules = self._rules
+        if not rules:
+            return samples
+        if isinstance(samples, SampleColumns):
+            keep = [i for i, tag in enumerate(samples.tags)
+                    if tag not in rules or self._admit_one(samples[i], rules[tag], now)]
+            return samples if len(keep) == len(samples) else samples.pick(keep)
+        return [s for s in samples if s.tag not in rules or self._admit_one(s, rules[s.tag], now)]
+
+    def _admit_one(self, sample: Sample, rule: _Rule, now: float) -> bool:
+        last = self._last.get(sample.tag)
+        if (last is None or rule.deadband is None
+                or sample.quality != last.sample.quality or sample.reason != last.sample.reason
+                or _moved(sample.value, last.sample.value, rule.deadband)
+                or (rule.heartbeat is not None and now - last.at >= rule.heartbeat)):
+            self._last[sample.tag] = _Last(sample, now)
+            return True
+        return False
 
     def due(self, now: float) -> list[Sample]:
         """The last value of every tag whose heartbeat has run out since it was last recorded."""

@@ -127,18 +127,18 @@ class SourcePoller:
                 await asyncio.wait({changes, stop}, timeout=self.filter.next_due_in(time.monotonic()),
                                    return_when=asyncio.FIRST_COMPLETED)
                 now = time.monotonic()
-                samples: list[Sample] = []
+                admitted: Sequence[Sample] = []
                 if changes.done():
                     task, changes = changes, None
-                    samples = self.filter.admit(task.result(), now)  # raises SourceUnavailable on a lost link
-                samples += self.filter.due(now)
-                await self._record(samples)
+                    admitted = self.filter.admit(task.result(), now)  # raises SourceUnavailable on a lost link
+                due = self.filter.due(now)
+                await self._record([*admitted, *due] if due else admitted)
         finally:
             stop.cancel()
             if changes is not None:
                 changes.cancel()
 
-    async def _record(self, samples: list[Sample]) -> None:
+    async def _record(self, samples: Sequence[Sample]) -> None:
         """Record one cycle, with events for values the source reports lost."""
         events = []
         health = self.driver.health

@@ -27,7 +27,8 @@ from blackbox.agent.context import ContextTracker
 from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, BufferError, BufferFull, Committed
 from blackbox.buffer.repository import RESERVE_BYTES
-from blackbox.model import EventDraft, Quality, Sample
+from blackbox.columns import SampleColumns
+from blackbox.model import EventDraft, Quality, Sample, Value
 from blackbox.rules import RuleEngine
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,23 @@ DISK_ROOM_TO_RESUME = 2 * RESERVE_BYTES
 """Free disk needed before a buffer held at its size (disk full) may grow again."""
 
 
-def sanitize(sample: Sample) -> Sample:
+def _all_finite(values: Sequence[Value]) -> bool:
+    try:
+        return all(map(math.isfinite, values))  # type: ignore[arg-type]  # one C-level pass when all are numbers
+    except (TypeError, OverflowError):  # strings, None, huge ints: look at the floats only
+        return all(math.isfinite(v) for v in values if isinstance(v, float))
+
+
+def sanitize(samples: Sequence[Sample]) -> SampleColumns:
     """A non-finite float is never stored as a value: it becomes a bad reading with the reason."""
-    v = sample.value
-    if isinstance(v, float) and not math.isfinite(v):
-        return Sample(sample.tag, None, Quality.BAD, f"non-finite value {v}", sample.source_ts_us)
-    return sample
+    columns = SampleColumns.of(samples)
+    if _all_finite(columns.values):
+        return columns
+    values, qualities, reasons = list(columns.values), list(columns.qualities), list(columns.reasons)
+    for i, v in enumerate(values):
+        if isinstance(v, float) and not math.isfinite(v):
+            values[i], qualities[i], reasons[i] = None, Quality.BAD, f"non-finite value {v}"
+    return SampleColumns(columns.tags, values, qualities, reasons, columns.source_ts_us)
 
 
 @dataclass
@@ -112,7 +124,7 @@ class Recorder:
         """
         async with self._lock:
             ts, jump = self.clock.now()
-            clean = [sanitize(s) for s in samples]
+            clean = sanitize(samples)
             drafts = [*([jump] if jump else []), *events, *self.tracker.observe(clean)]
             ctx = self.tracker.context
             drafts += self.rules.observe_events(drafts, ts, ctx.phase, ctx.product)
@@ -133,7 +145,7 @@ class Recorder:
             ts, jump = self.clock.now()
             drafts += self.rules.observe_events(drafts, ts, self.tracker.context.phase, self.tracker.context.product)
             try:
-                return await self._commit([sanitize(s) for s in samples], [*([jump] if jump else []), *drafts], ts)
+                return await self._commit(sanitize(samples), [*([jump] if jump else []), *drafts], ts)
             except BufferError:
                 self.tracker.restore(saved)
                 if jump:
@@ -172,7 +184,7 @@ class Recorder:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _commit_or_keep(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed | None:
+    async def _commit_or_keep(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed | None:
         try:
             return await self._commit(samples, drafts, ts)
         except BufferError as exc:
@@ -180,7 +192,7 @@ class Recorder:
             self._note_lost(len(samples), ts, exc)
             return None
 
-    async def _commit(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
+    async def _commit(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed:
         """Commit with what waited from failed cycles first; make room once if the buffer is full."""
         try:
             committed = await self._write_waiting(samples, drafts, ts)
@@ -198,7 +210,7 @@ class Recorder:
                 log.error("could not make room in the buffer: %s", exc)
         return committed
 
-    async def _write_waiting(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
+    async def _write_waiting(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed:
         """Write with the events that waited, and the account of lost readings, in front."""
         alarms_before = self.alarms.state()
         try:
@@ -207,7 +219,7 @@ class Recorder:
             self.alarms.restore(alarms_before)  # an alarm raised with the lost-readings gap was not recorded
             raise
 
-    async def _write(self, samples: list[Sample], drafts: list[EventDraft], ts: int) -> Committed:
+    async def _write(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed:
         committed: Committed = await self._db(self._buffer.commit, samples, drafts, self.tracker.context, ts,
                                               self.state())
         self._committed(committed)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blackbox.agent.control import Handler
+from blackbox.columns import TagPicker
 from blackbox.config import (
     AlarmsConfig,
     BadQualityRule,
@@ -159,6 +160,8 @@ class RuleEngine:
                 self._tickers.append(e)
         self._watched = set(self._by_trigger) | set(self._by_condition) | {
             e.tag for es in self._by_trigger.values() for e in es if e.tag}
+        self._pick_watched = TagPicker(self._watched)
+        self._pick_ruled = TagPicker(self._by_tag)
         self._latest: dict[str, Value] = {}
         self._scope: tuple[str | None, str | None] | None = None
         self._now_us = 0
@@ -179,14 +182,11 @@ class RuleEngine:
         samples = samples if isinstance(samples, Sequence) else list(samples)
         fired: list[Entry] = []
         changed: set[str] = set()
-        cycle = self._watch(samples, changed, fired) if self._watched else {}
+        cycle = self._watch(self._pick_watched(samples), changed, fired) if self._watched else {}
         out += self._enter_scope(ts_us, phase, product, changed)
         by_tag = self._by_tag
-        for s in samples:
-            entries = by_tag.get(s.tag)
-            if entries is None:
-                continue
-            for e in entries:
+        for s in self._pick_ruled(samples):
+            for e in by_tag[s.tag]:
                 if e.in_force:
                     verdict = e.monitor.observe(s, ts_us, phase, product)
                     if verdict is not None:
@@ -235,12 +235,10 @@ class RuleEngine:
     # -- scope: which rules are in force, which alarms suppressed ----------------------------
 
     def _watch(self, samples: Sequence[Sample], changed: set[str], fired: list[Entry]) -> dict[str, Sample]:
-        """First pass over a cycle: condition and trigger tags, and the samples sampled rules need."""
+        """First pass over a cycle's watched samples: condition and trigger tags, and what sampled rules need."""
         cycle: dict[str, Sample] = {}
-        latest, watched = self._latest, self._watched
+        latest = self._latest
         for s in samples:
-            if s.tag not in watched:
-                continue
             cycle[s.tag] = s
             if s.quality is not Quality.GOOD or s.value is None:
                 continue
