@@ -1,0 +1,44 @@
+"""Register responses decoded in one step: the same registers as pymodbus' own decoder, or the same error."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
+
+from drivers.modbus.pdu import HoldingRegistersResponse, InputRegistersResponse
+
+PAIRS = [(HoldingRegistersResponse, ReadHoldingRegistersResponse), (InputRegistersResponse, ReadInputRegistersResponse)]
+
+
+def frames() -> list[bytes]:
+    rnd = random.Random(7)
+    out = []
+    for n in (0, 1, 2, 61, 124, 125):
+        regs = [rnd.randrange(65536) for _ in range(n)] if n != 2 else [0, 65535]
+        out.append(struct.pack(">B", 2 * n) + struct.pack(f">{n}H", *regs))
+    out.append(bytes([3, 1, 2, 3, 4]))  # an odd byte count: the last byte is ignored by both
+    return out
+
+
+@pytest.mark.parametrize(("fast", "stock"), PAIRS, ids=["holding", "input"])
+@pytest.mark.parametrize("frame", frames(), ids=lambda f: f"{f[0]}-bytes")
+def test_the_fast_response_decodes_what_pymodbus_decodes(fast: type, stock: type, frame: bytes) -> None:
+    ours, theirs = fast(), stock()
+    ours.decode(frame)
+    theirs.decode(frame)
+    assert ours.registers == theirs.registers
+    assert ours.function_code == theirs.function_code
+    assert ours.raw == frame[1:1 + 2 * (frame[0] // 2)]
+    assert f"registers={len(theirs.registers)})" in str(ours)
+
+
+@pytest.mark.parametrize(("fast", "stock"), PAIRS, ids=["holding", "input"])
+def test_a_byte_count_beyond_the_frame_is_the_same_error(fast: type, stock: type) -> None:
+    frame = bytes([8, 0, 1])
+    for cls in (fast, stock):
+        with pytest.raises(ModbusIOException, match="byte_count 8 > length of packet 3"):
+            cls().decode(frame)
