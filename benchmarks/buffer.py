@@ -1,7 +1,9 @@
-"""The buffer's figures: committed readings/s at synchronous FULL and NORMAL, and the agent's memory
-through a long uplink outage.
+"""The buffer's figures: committed readings/s at synchronous FULL and NORMAL, the sealer's cost of
+reading them back, and the agent's memory through a long uplink outage.
 
-1. One commit per simulated poll cycle of 2,000 tags, as the agent does; readings/s committed.
+1. One commit per simulated poll cycle of 2,000 tags (as columns, as the agent does); readings/s
+   committed and CPU per reading. Then the sealer's read of those readings (``unsealed_rows``, in
+   batches of 5,000 records, its default): CPU per reading.
 2. An agent (recorder, sealer, uplink) with its broker unreachable records 2,000 tags/s for one
    simulated hour as fast as it can (compressed time); its resident memory is sampled every
    simulated five minutes. Everything must stay in the buffer (none of it is dropped) and the
@@ -26,23 +28,39 @@ from pathlib import Path
 import yaml
 
 from blackbox.buffer import Buffer
-from blackbox.model import Context, Sample
+from blackbox.columns import SampleColumns
+from blackbox.model import Context
 
 TAGS = 2000
 SAMPLE_EVERY_S = 300
+SEAL_RECORDS = 5000
+"""Records per sealed batch (``seal.max_records``'s default)."""
 
 
-def commit_rate(sync: str, cycles: int, tags: int) -> float:
+def commit_and_read(sync: str, cycles: int, tags: int) -> None:
+    """Commit ``cycles`` cycles of ``tags`` columns, then read them all back as the sealer does; print both."""
     with tempfile.TemporaryDirectory() as d:
         buf = Buffer(Path(d) / "b.sqlite", sync)  # type: ignore[arg-type]
         ctx = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
-        cycle = [Sample(f"PLC-{i:04d}.value", 20.0 + i * 0.01) for i in range(tags)]
-        started = time.perf_counter()
-        for _ in range(cycles):
-            buf.commit(cycle, [], ctx)
-        elapsed = time.perf_counter() - started
+        names = tuple(f"PLC-{i:04d}.value" for i in range(tags))
+        values = [[round(20.0 + i * 0.01 + math.sin(c + i), 4) for i in range(tags)] for c in range(10)]
+        wall, cpu = time.perf_counter(), time.process_time()
+        for c in range(cycles):
+            buf.commit(SampleColumns.good(names, values[c % len(values)]), [], ctx)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        n = cycles * tags
+        print(f"  synchronous={sync:<6}  {n / wall:>10,.0f} readings/s committed, "
+              f"{cpu / n * 1e6:.2f} us CPU per reading")
+        after, read = 0, 0
+        started = time.process_time()
+        while after < buf.last_seq:
+            rows, _events = buf.unsealed_rows(after, SEAL_RECORDS)
+            read += len(rows)
+            after = rows[-1][0]
+        cpu = time.process_time() - started
+        print(f"  {'':<19}  unsealed_rows: {cpu / read * 1e6:.2f} us CPU per reading "
+              f"({read:,} readings in batches of {SEAL_RECORDS:,})")
         buf.close()
-    return cycles * tags / elapsed
 
 
 def rss_mb() -> float:
@@ -74,12 +92,13 @@ async def outage(hours: float, tags: int, workdir: Path) -> None:
     loaded = load_config(path)
     agent = Agent(loaded, generate_key_file(workdir / "gw.key"))
     await agent.start()
-    names = [f"PLC-{i:04d}.value" for i in range(tags)]
+    names = tuple(f"PLC-{i:04d}.value" for i in range(tags))
     seconds = int(hours * 3600)
     samples: list[tuple[int, float]] = []
     started = time.perf_counter()
     for t in range(seconds):
-        await agent.recorder.record([Sample(n, round(20.0 + math.sin(t / 60 + i), 3)) for i, n in enumerate(names)])
+        await agent.recorder.record(SampleColumns.good(names, [round(20.0 + math.sin(t / 60 + i), 3)
+                                                               for i in range(tags)]))
         if t % SAMPLE_EVERY_S == 0 or t == seconds - 1:
             samples.append((t, rss_mb()))
     elapsed = time.perf_counter() - started
@@ -113,7 +132,7 @@ def main() -> None:
         return
     print(f"buffer commit, {args.tags} readings per transaction, {args.cycles} transactions")
     for sync in ("FULL", "NORMAL"):
-        print(f"  synchronous={sync:<6}  {commit_rate(sync, args.cycles, args.tags):>10,.0f} readings/s committed")
+        commit_and_read(sync, args.cycles, args.tags)
     # a fresh process, so that the first part's memory does not blur the second's
     subprocess.run([sys.executable, __file__, "--outage-only", "--hours", str(args.hours), "--tags", str(args.tags)],
                    check=True)

@@ -173,9 +173,12 @@ def latencies(buffer_path: Path, acks: dict[int, float], since_seq: int = 0) -> 
             arrived = acks.get(batch_seq)
             if arrived is None or last <= since_seq:
                 continue
-            for (ts_us,) in db.execute("SELECT ts_us FROM readings WHERE seq BETWEEN ? AND ? AND seq > ?",
-                                       (first, last, since_seq)):
-                out.append(arrived - ts_us / 1e6)
+            # readings are stored in blocks of one time each: the part of each block inside the batch
+            low = max(first, since_seq + 1)
+            for ts_us, n in db.execute("SELECT ts_us, min(last_seq, :last) - max(first_seq, :low) + 1 "
+                                       "FROM reading_blocks WHERE first_seq <= :last AND last_seq >= :low",
+                                       {"low": low, "last": last}):
+                out += [arrived - ts_us / 1e6] * n
     return out
 
 

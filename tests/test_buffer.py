@@ -59,7 +59,7 @@ def test_sealed_batches_delivery_and_sequence_after_pruning(tmp_path: Path) -> N
     assert buf.mark_delivered(1, "h1")
     assert buf.undelivered(0, 10) == []
     with buf.engine.begin() as conn:  # delivered data pruned: the sequence must still go on
-        conn.execute(text("DELETE FROM readings"))
+        conn.execute(text("DELETE FROM reading_blocks"))
     buf.close()
     assert Buffer(path).commit(samples(1), [], CTX).readings[0].seq == 6
 

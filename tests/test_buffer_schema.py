@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from blackbox.buffer import Buffer, BufferError
+from blackbox.buffer import Buffer, BufferError, migrations
 from blackbox.buffer.schema import SCHEMA_VERSION
-from blackbox.model import Context, Sample
+from blackbox.model import Context, Quality, Reading, Sample
+from blackbox.seal.records import rows_of
 
 # The buffer as agent version 1 created it (blackbox/buffer/schema.py at schema version 1).
 SCHEMA_V1 = """
@@ -44,7 +47,7 @@ def test_an_old_buffer_is_migrated_in_place_and_keeps_everything(tmp_path: Path)
     path = tmp_path / "b.sqlite"
     v1_buffer(path)
     buf = Buffer(path)
-    assert buf.migrated == [2]
+    assert buf.migrated == [2, 3]
     assert [r.value for r in buf.readings_between(1, 10)] == [71.5, -0.08]
     assert [b.batch_seq for b in buf.undelivered(0, 10)] == [2]  # the pending batch is still to be sent
     assert buf.load_state() == {"context": {"context": {"batch": "B1"}}}
@@ -106,3 +109,99 @@ def test_buffer_of_a_newer_agent_is_refused_not_overwritten(tmp_path: Path) -> N
         Buffer(path)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("99",)
+
+
+# The buffer as agent version 2 left it: version 1's tables and sealed_batches.dropped_at_us.
+SCHEMA_V2 = SCHEMA_V1.replace("delivered_at_us BIGINT,", "delivered_at_us BIGINT, dropped_at_us BIGINT,")
+
+V2_READINGS: list[tuple[Any, ...]] = [  # seq, ts_us, tag, value, quality, reason, source_ts_us, batch, phase
+    (2, 100, "EM-01.temperature", "71.5", "good", None, None, "B1", "emulsify"),
+    (3, 100, "EM-01.running", "true", "good", None, None, "B1", "emulsify"),
+    (4, 100, "EM-01.count", "1", "good", None, None, "B1", "emulsify"),
+    (5, 100, "EM-01.level", "1.0", "uncertain", "stale", 1_700_000_000_000_000, "B1", "emulsify"),
+    # 6 is an event: a new block
+    (7, 100, "EM-01.recipe", '"RM-001 \\"A\\" µm\\n"', "good", None, None, "B1", "emulsify"),
+    (8, 100, "EM-01.vacuum", None, "bad", "timeout", None, "B1", "emulsify"),
+    (9, 200, "EM-01.temperature", "0.30000000000000004", "good", None, None, "B1", "emulsify"),  # another time
+    (10, 200, "EM-01.temperature", "-0.0", "good", None, None, "B1", "cool"),  # another phase
+    (11, 200, "EM-01.temperature", "1e+300", "good", None, None, None, None),  # no batch
+    (12, 200, "EM-01.counter", "18446744073709551615", "good", None, 1_700_000_000_000_001, None, None),
+    (13, 200, "EM-01.mode", '"null"', "good", None, None, None, None),
+]
+V2_EVENTS = [(1, 100, "batch.started", "B1", '{"batch":"B1"}', "B1", None),
+             (6, 100, "alarm.raised", "EM-01", '{"rule":"r1","value":1.0,"on":true}', "B1", "emulsify")]
+
+
+def v2_buffer(path: Path, readings: list[tuple[Any, ...]] = V2_READINGS) -> None:
+    """A version-2 buffer with ``readings``, two events, a delivered and a pending sealed batch."""
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_V2)
+        db.executemany("INSERT INTO readings VALUES (?,?,?,?,?,?,?,?,?)", readings)
+        db.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?)", V2_EVENTS)
+        db.executemany("INSERT INTO sealed_batches VALUES (?,?,?,?,?,?,?,?)", [
+            (1, 1, 4, "a" * 64, b"wire-1", 150, 160, None), (2, 5, 8, "b" * 64, b"wire-2", 170, None, None)])
+        db.executemany("INSERT INTO meta VALUES (?,?)", [("schema_version", "2"), ("agent_state", "{}")])
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").close()
+
+
+@pytest.mark.parametrize(("chunk", "blocks"), [
+    (10_000, [(2, 5), (7, 8), (9, 9), (10, 10), (11, 13)]),
+    (2, [(2, 3), (4, 5), (7, 8), (9, 9), (10, 10), (11, 12), (13, 13)]),  # memory bound: at most 2 per block
+    (1, [(s, s) for s in (2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13)]),
+])
+def test_readings_of_a_v2_buffer_become_blocks_and_read_back_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, blocks: list[tuple[int, int]]) -> None:
+    monkeypatch.setattr(migrations, "_V3_CHUNK", chunk)
+    path = tmp_path / "b.sqlite"
+    v2_buffer(path)
+    buf = Buffer(path)
+    assert buf.migrated == [3]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT first_seq, last_seq FROM reading_blocks ORDER BY first_seq").fetchall() == blocks
+        # the view gives back the old rows exactly, the values' JSON text included
+        assert db.execute("SELECT * FROM readings ORDER BY seq").fetchall() == V2_READINGS
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    expected = [Reading(s, t, None if v is None else orjson.loads(v), Quality(q), r, ts, src, b, p)
+                for s, ts, t, v, q, r, src, b, p in V2_READINGS]
+    back = buf.readings_between(1, 100)
+    assert [(r, repr(r.value)) for r in back] == [(r, repr(r.value)) for r in expected]
+    rows_r, rows_e = buf.unsealed_rows(0, 100)
+    assert [list(map(repr, row)) for row in rows_r] == [list(map(repr, row)) for row in rows_of(expected)[0]]
+    assert [row[0] for row in rows_e] == [1, 6] and rows_e[1][3] == {"rule": "r1", "value": 1.0, "on": True}
+    assert [b.batch_seq for b in buf.undelivered(0, 10)] == [2]
+    assert buf.backlog().oldest_undelivered_ts_us == 100  # seq 5, inside the first block
+    assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 14  # the sequence goes on
+
+
+def test_an_empty_v2_buffer_is_migrated_too(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    v2_buffer(path, [])
+    buf = Buffer(path)
+    assert buf.migrated == [3] and buf.readings_between(0, 100) == []
+    assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 9  # after the last sealed batch
+
+
+def test_a_migrated_buffer_has_the_schema_of_a_new_one(tmp_path: Path) -> None:
+    v2_buffer(tmp_path / "old.sqlite")
+    for name in ("old", "new"):
+        Buffer(tmp_path / f"{name}.sqlite").close()
+
+    def schema(name: str) -> tuple[Any, ...]:
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as db:
+            objects = db.execute("SELECT type, name, tbl_name FROM sqlite_master ORDER BY name").fetchall()
+            views = db.execute("SELECT sql FROM sqlite_master WHERE type='view'").fetchall()
+            columns = {t: db.execute(f"PRAGMA table_info({t})").fetchall() for _, t, _ in objects}
+        return objects, views, columns
+
+    assert schema("old") == schema("new")
+
+
+def test_a_damaged_value_stops_the_migration_and_leaves_the_v2_buffer_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    v2_buffer(path, [*V2_READINGS[:2], (4, 100, "EM-01.count", "1,", "good", None, None, "B1", "emulsify")])
+    with pytest.raises(BufferError, match=r"from schema 2 to 3 .*the value of reading 4 is not JSON \('1,'\)"):
+        Buffer(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT count(*) FROM readings").fetchone() == (3,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name='reading_blocks'").fetchall() == []

@@ -1,9 +1,9 @@
 """Seals buffered records into signed, hash-chained batches by count, size or age; rotates the key.
 
 Sealing runs on the buffer's thread (``db``), so reading the records, signing and storing the
-batch cannot interleave with anything else that touches the buffer. Records come out of SQLite as
-JSON rows and are sealed without building objects (:func:`blackbox.seal.seal_rows`), which keeps
-the agent's CPU per reading low.
+batch cannot interleave with anything else that touches the buffer. Records come out of the buffer
+as rows built from its blocks of columns and are sealed without building objects
+(:func:`blackbox.seal.seal_rows`), which keeps the agent's CPU per reading low.
 
 Key rotation (docs/batch-format.md): ``keys.rotate`` on the control socket writes the successor
 key to ``<key_file>.next``, records a ``key.rotated`` event naming it, and waits until that event
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blackbox.agent.control import Caller, ControlError, Handler
@@ -104,24 +103,6 @@ def _adjtimex() -> Callable[[Any], int] | None:
 def _wall_minus_boot_us() -> int:
     boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic_ns()
     return (time.time_ns() - boot) // 1000
-
-
-def _rows(readings_json: bytes, events_json: bytes, limit: int) -> tuple[list[Any], list[Any]]:
-    """Rows from the buffer's JSON arrays: each in seq order, together the ``limit`` lowest seqs.
-
-    What the rows hold is checked by :func:`~blackbox.seal.seal_rows`, as the decoder checks it.
-    """
-    readings: list[Any] = orjson.loads(readings_json)
-    events: list[Any] = orjson.loads(events_json)
-    for rows in (readings, events):  # SQLite keeps the subquery's order in practice; make sure
-        seqs = [row[0] for row in rows]
-        if seqs != sorted(seqs):
-            rows.sort(key=lambda row: row[0])
-    if len(readings) + len(events) > limit:
-        cut = sorted([r[0] for r in readings] + [e[0] for e in events])[limit - 1]
-        readings = [r for r in readings if r[0] <= cut]
-        events = [e for e in events if e[0] <= cut]
-    return readings, events
 
 
 @dataclass
@@ -246,7 +227,7 @@ class Sealer:
         tip = self._last_sealed()
         after, batch_seq, prev = (tip[1], tip[0] + 1, tip[2]) if tip else (0, 1, GENESIS_HASH)
         started = time.perf_counter()
-        readings, events = _rows(*self._buffer.unsealed_json(after, self._cfg.max_records), self._cfg.max_records)
+        readings, events = self._buffer.unsealed_rows(after, self._cfg.max_records)
         if not readings and not events:
             # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
             self._sealed_through = max(self._sealed_through, self._buffer.last_seq)

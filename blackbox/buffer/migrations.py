@@ -12,13 +12,15 @@ drives the transaction itself (``BEGIN IMMEDIATE`` … ``COMMIT``) on the DBAPI 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 from sqlalchemy import Engine
 from sqlalchemy.schema import CreateTable
 
-from blackbox.buffer.schema import SCHEMA_VERSION, metadata
+from blackbox.buffer.schema import READINGS_VIEW, SCHEMA_VERSION, metadata
 
 Migration = Callable[[sqlite3.Cursor], None]
 
@@ -31,8 +33,67 @@ def _v2_droppable_batches(cur: sqlite3.Cursor) -> None:
     cur.execute("ALTER TABLE sealed_batches ADD COLUMN dropped_at_us BIGINT")
 
 
+_V3_READING_BLOCKS = """CREATE TABLE reading_blocks (
+    first_seq INTEGER NOT NULL, last_seq BIGINT NOT NULL, ts_us BIGINT NOT NULL, batch VARCHAR, phase VARCHAR,
+    tags TEXT NOT NULL, vals TEXT NOT NULL, qualities TEXT, reasons TEXT, source_ts_us TEXT, PRIMARY KEY (first_seq))"""
+_V3_CHUNK = 10_000
+"""Readings fetched at a time by migration 3, and the most put in one block: memory stays bounded at any size."""
+
+
+def _v3_reading_blocks(cur: sqlite3.Cursor) -> None:
+    """One row per reading becomes blocks of consecutive seqs with one time and context (a view keeps the old rows).
+
+    Each stored value is parsed on the way (so a damaged one stops the upgrade, naming it) and
+    written back exactly: orjson reads and writes the same text.
+    """
+    cur.execute(_V3_READING_BLOCKS)
+    source = cur.connection.cursor()
+    try:
+        rows = source.execute("SELECT seq, ts_us, tag, value, quality, reason, source_ts_us, batch, phase "
+                              "FROM readings ORDER BY seq")
+        for block in _v3_blocks(iter(lambda: rows.fetchmany(_V3_CHUNK), [])):
+            cur.execute("INSERT INTO reading_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", block)
+    finally:
+        source.close()
+    cur.execute("DROP TABLE readings")
+    cur.execute(READINGS_VIEW)
+
+
+def _v3_blocks(chunks: Iterator[list[Any]]) -> Iterator[tuple[Any, ...]]:
+    """Block rows of schema 3 from chunks of reading rows of schema 2 in seq order."""
+    run: list[Any] = []
+    for chunk in chunks:
+        for row in chunk:
+            if run and (row[0] != run[-1][0] + 1 or row[1] != run[-1][1] or row[7:] != run[-1][7:]
+                        or len(run) == _V3_CHUNK):
+                yield _v3_block(run)
+                run = []
+            run.append(row)
+    if run:
+        yield _v3_block(run)
+
+
+def _v3_block(run: list[Any]) -> tuple[Any, ...]:
+    seqs, ts, tags, values, qualities, reasons, sources, batches, phases = zip(*run, strict=True)
+    vals = [None if v is None else _v3_value(seq, v) for seq, v in zip(seqs, values, strict=True)]
+    n = len(run)
+    return (seqs[0], seqs[-1], ts[0], batches[0], phases[0], orjson.dumps(tags).decode(), orjson.dumps(vals).decode(),
+            None if qualities.count("good") == n else orjson.dumps(qualities).decode(),
+            None if reasons.count(None) == n else orjson.dumps(reasons).decode(),
+            None if sources.count(None) == n else orjson.dumps(sources).decode())
+
+
+def _v3_value(seq: int, text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the value of reading {seq} is not JSON ({text[:40]!r}): {exc}") from None
+
+
 MIGRATIONS: dict[int, tuple[str, Migration]] = {
     2: ("sealed batches can be dropped under the disk quota (dropped_at_us)", _v2_droppable_batches),
+    3: ("readings stored in blocks, one row per commit (reading_blocks; readings becomes a view)",
+        _v3_reading_blocks),
 }
 """Target version -> (what changes, how)."""
 
@@ -73,6 +134,7 @@ def _prepare(cur: sqlite3.Cursor, engine: Engine, path: Path) -> list[int]:
             cur.execute(f'DROP TABLE "{name}"')
         for table in metadata.sorted_tables:
             cur.execute(str(CreateTable(table).compile(dialect=engine.dialect)))
+        cur.execute(READINGS_VIEW)
         _set_version(cur, SCHEMA_VERSION)
         return []
     if found > SCHEMA_VERSION:
@@ -83,7 +145,7 @@ def _prepare(cur: sqlite3.Cursor, engine: Engine, path: Path) -> list[int]:
         what, migrate = MIGRATIONS[version]
         try:
             migrate(cur)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:
             raise BufferVersionError(f"cannot upgrade {path} from schema {version - 1} to {version} ({what}): "
                                      f"{exc}; the buffer is left as it was") from exc
         applied.append(version)

@@ -25,7 +25,7 @@ from sqlalchemy import (
     event,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 PAGE_SIZE = 4096
 JOURNAL_SIZE_LIMIT = 8 << 20
@@ -37,19 +37,46 @@ Synchronous = Literal["FULL", "NORMAL"]
 # Sequence keys are INTEGER PRIMARY KEY: in SQLite that is the 64-bit rowid itself, no extra index.
 metadata = MetaData()
 
-readings = Table(
-    "readings",
+reading_blocks = Table(
+    "reading_blocks",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("first_seq", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
     Column("ts_us", BigInteger, nullable=False),
-    Column("tag", String, nullable=False),
-    Column("value", Text, nullable=True, comment="orjson-encoded value, keeps bool/int/float/str apart"),
-    Column("quality", String(9), nullable=False),
-    Column("reason", Text, nullable=True),
-    Column("source_ts_us", BigInteger, nullable=True),
     Column("batch", String, nullable=True),
     Column("phase", String, nullable=True),
+    Column("tags", Text, nullable=False, comment="JSON list of the tag names"),
+    Column("vals", Text, nullable=False, comment="JSON list of the values, keeps bool/int/float/str/null apart"),
+    Column("qualities", Text, nullable=True, comment='JSON list of "good"/"uncertain"/"bad"; NULL: all good'),
+    Column("reasons", Text, nullable=True, comment="JSON list of reasons (str or null); NULL: none has one"),
+    Column("source_ts_us", Text, nullable=True, comment="JSON list of source times (int or null); NULL: none"),
 )
+"""Readings in blocks: the readings ``first_seq..last_seq`` (contiguous sequence numbers, one time
+and context) as one row of JSON columns, index ``i`` of each list being reading ``first_seq + i``.
+
+A poll cycle of 2,000 tags stored as 2,000 rows cost about 2.6 µs of SQLite time per reading, more
+than anything else the agent did per reading; as one row, about 0.1 µs. A block is usually one
+commit; pruning and dropping may take part of one (the rest is rewritten as a block).
+"""
+
+READINGS_VIEW = """CREATE VIEW readings AS
+SELECT b.first_seq + v.key AS seq, b.ts_us AS ts_us, json_extract(b.tags, v.fullkey) AS tag,
+       CASE v.type WHEN 'null' THEN NULL
+            ELSE substr(json_extract(b.vals, v.fullkey, v.fullkey), 2,
+                        (length(json_extract(b.vals, v.fullkey, v.fullkey)) - 3) / 2) END AS value,
+       coalesce(json_extract(b.qualities, v.fullkey), 'good') AS quality,
+       json_extract(b.reasons, v.fullkey) AS reason,
+       json_extract(b.source_ts_us, v.fullkey) AS source_ts_us,
+       b.batch AS batch, b.phase AS phase
+FROM reading_blocks AS b, json_each(b.vals) AS v"""
+"""One row per reading as the buffer stored them before blocks (schema 2), for inspection with the
+``sqlite3`` shell and for tests: ``value`` is the value's JSON text, NULL for a missing value.
+
+Slow on big blocks (each lookup walks its list), so never used by the agent. The value's text is
+taken exactly as stored: ``json_extract`` with two paths returns the JSON array ``[v,v]`` rendered
+from the stored text, where one path would give an SQL value (a float printed with 15 digits);
+``->`` would do it directly but needs SQLite 3.38.
+"""
 
 events = Table(
     "events",
