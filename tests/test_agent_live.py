@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from blackbox.agent.live import TAIL_QUEUE, LiveView
 from blackbox.buffer import Committed
+from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.config import TagConfig
-from blackbox.model import Event, Quality, Reading
+from blackbox.model import Event
 
 
 def tag(name: str, unit: str) -> TagConfig:
@@ -20,8 +21,8 @@ TAGS = {t.name: t for t in [tag("EM-01.temperature", "EM-01"), tag("EM-01.vacuum
 def committed(seq: int, tags: list[str], events: tuple[str, ...] = ()) -> Committed:
     evs = [Event(seq + i, kind, "x", {"priority": "high"}, 10, "B1", "cool") for i, kind in enumerate(events)]
     first = seq + len(evs)
-    return Committed([Reading(first + i, t, 20.0 + i, Quality.GOOD, None, 10, None, "B1", "cool")
-                      for i, t in enumerate(tags)], evs)
+    samples = SampleColumns.good(tuple(tags), [20.0 + i for i in range(len(tags))])
+    return Committed(ReadingBlock(first, 10, "B1", "cool", samples), evs)
 
 
 def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
@@ -38,7 +39,8 @@ def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
     assert [i.get("event") or i["tag"] for i in items] == ["alarm.raised", "EM-01.temperature", "EM-01.vacuum"]
     assert live.readings_total == 3 and live.events_total["alarm.raised"] == 1
     assert live.alarm_raised_total["high"] == 1
-    assert live.last["OT-01.temperature"].seq == 4
+    last = live.last_reading("OT-01.temperature")
+    assert last is not None and last.seq == 4
 
 
 def test_a_slow_tail_skips_and_counts_instead_of_growing_and_ends_with_the_agent() -> None:

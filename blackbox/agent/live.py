@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from blackbox.buffer import Committed
@@ -62,7 +63,8 @@ class TailSubscription:
 class LiveView:
     def __init__(self, tags: dict[str, TagConfig]) -> None:
         self.set_tags(tags)
-        self.last: dict[str, LastReading] = {}
+        self._last: dict[str, tuple[int, int, Value, str, str | None]] = {}
+        """Per tag: seq, time, value, quality, reason of its last reading (tuples: made by C-level zip)."""
         self.readings_total = 0
         self.events_total: Counter[str] = Counter()
         self.alarm_raised_total: Counter[str] = Counter()
@@ -77,11 +79,22 @@ class LiveView:
 
     # -- listening ---------------------------------------------------------------------------
 
+    def last_reading(self, tag: str) -> LastReading | None:
+        """The last reading of ``tag`` recorded since the agent started."""
+        last = self._last.get(tag)
+        if last is None:
+            return None
+        seq, ts_us, value, quality, reason = last
+        return LastReading(seq, ts_us, value, str(quality), reason)
+
     def on_commit(self, committed: Committed) -> None:
-        last = self.last
-        for r in committed.readings:
-            last[r.tag] = LastReading(r.seq, r.ts_us, r.value, r.quality.value, r.reason)
-        self.readings_total += len(committed.readings)
+        block = committed.readings
+        s = block.samples
+        n = len(s)
+        if n:
+            self._last.update(zip(s.tags, zip(range(block.first_seq, block.first_seq + n), repeat(block.ts_us, n),
+                                              s.values, s.qualities, s.reasons, strict=True), strict=True))
+        self.readings_total += n
         for ev in committed.events:
             self.events_total[ev.type] += 1
             if ev.type == "alarm.raised":
@@ -94,9 +107,10 @@ class LiveView:
         if sub.with_events:
             for ev in committed.events:
                 sub.offer(self._event_item(ev))
-        for r in committed.readings:
-            if sub.wants(r.tag):
-                sub.offer(self._reading_item(r))
+        block = committed.readings
+        for i, tag in enumerate(block.samples.tags):
+            if sub.wants(tag):
+                sub.offer(self._reading_item(block[i]))
 
     def _reading_item(self, r: Reading) -> dict[str, Any]:
         tag = self.tags.get(r.tag)

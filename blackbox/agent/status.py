@@ -47,7 +47,7 @@ async def status_report(agent: Agent) -> dict[str, Any]:
     poll_of = {t.name: src.poll_interval for src in agent.cfg.sources for t in src.tags}
     tags = []
     for name, tag in agent.live.tags.items():
-        last = agent.live.last.get(name)
+        last = agent.live.last_reading(name)
         age = None if last is None else max(0.0, (now - last.ts_us) / 1e6)
         tags.append({"tag": name, "unit": tag.unit, "eng_unit": tag.eng_unit, "age_s": age,
                      "stale": age is None or age > STALE_AFTER_CYCLES * poll_of.get(name, 1.0) + 1.0,
