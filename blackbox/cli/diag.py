@@ -408,9 +408,8 @@ async def _modbus_read(host: str, port: int, unit: int, timeout: float, tags: li
     """One request, decoded by the driver's own blocks; the raw registers kept for display."""
     from pymodbus.exceptions import ModbusException
 
-    from blackbox.model import Sample
     from drivers.modbus import ModbusSourceConfig, plan_for_source
-    from drivers.modbus.blocks import Block
+    from drivers.modbus.blocks import Block, Columns
     from drivers.modbus.client import exception_text, send
     from drivers.modbus.link import make_client
 
@@ -433,13 +432,12 @@ async def _modbus_read(host: str, port: int, unit: int, timeout: float, tags: li
     if response.isError():
         raise _fail(f"the device answered Modbus {exception_text(response.exception_code)} to {request.describe()}")
     raw = response.bits[:request.count] if request.table in ("co", "di") else response.registers
-    decoded: list[Sample | None] = [None] * len(tags)
+    decoded = Columns.good(len(tags))
     Block(request, {t.name: i for i, t in enumerate(tags)}).decode(raw, decoded)
     out = []
-    for tag, sample in zip(tags, decoded, strict=True):
-        assert sample is not None
+    for tag, value, quality, reason in zip(tags, decoded.values, decoded.qualities, decoded.reasons, strict=True):
         offset = tag.register - request.start
         words = raw[offset:offset + tag.size]
         out.append({"address": tag.address, "raw": " ".join(f"{int(w):04X}" for w in words),
-                    "value": sample.value, "quality": str(sample.quality), "reason": sample.reason})
+                    "value": value, "quality": str(quality), "reason": reason})
     return out

@@ -31,10 +31,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from blackbox.columns import SampleColumns
 from blackbox.config import SourceConfig
-from blackbox.model import Sample
 from drivers.base import SourceHealth, SourceUnavailable
-from drivers.modbus.blocks import Block
+from drivers.modbus.blocks import Block, Columns
 from drivers.modbus.config import BIT_TABLES, ModbusSourceConfig
 from drivers.modbus.link import (
     ModbusClient,
@@ -86,6 +86,8 @@ class ModbusDriver:
         self._in_flight = False
         self._breaks: frozenset[Break] = frozenset()
         self._index = {t.name: i for i, t in enumerate(config.tags)}
+        self._tags = tuple(self._index)
+        """The tag names of every ``read()``'s columns: the same tuple every cycle."""
         self._blocks: list[Block] = []
         self.replan()
 
@@ -130,8 +132,8 @@ class ModbusDriver:
         self._client = client
         self.health.connected = True
 
-    async def read(self) -> list[Sample]:
-        """Run the plan, one request at a time on the link.
+    async def read(self) -> SampleColumns:
+        """Run the plan, one request at a time on the link: one sample per tag, in configuration order.
 
         When an answer brings changed values, the next request is sent before that answer is
         decoded, so decoding overlaps the wire and the device; an answer whose values are all
@@ -141,7 +143,8 @@ class ModbusDriver:
         if client is None or not client.connected:
             raise self._unavailable("not connected")
         began = time.perf_counter()
-        out: list[Sample | None] = [None] * len(self._index)
+        n = len(self._tags)
+        out = Columns.good(n)  # every tag is in exactly one request, which fills it in
         todo = deque(self._blocks)
         learned: set[Break] = set()
         block = todo.popleft() if todo else None
@@ -189,7 +192,7 @@ class ModbusDriver:
                 sent.cancel()
         if learned:
             self.replan(self._breaks | learned)
-        samples: list[Sample] = out  # type: ignore[assignment]  # every tag is in exactly one request
+        samples = SampleColumns(self._tags, out.values, out.qualities, out.reasons, [None] * n)
         self.health.last_round_trip_s = time.perf_counter() - began
         self.health.count(samples)
         return samples
