@@ -17,6 +17,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers.modbus.config import ModbusSourceConfig
+from drivers.modbus.pdu import FAST_RESPONSES
 
 ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
@@ -36,16 +37,21 @@ def endpoint(cfg: ModbusSourceConfig) -> str:
 
 
 def make_client(cfg: ModbusSourceConfig, on_connection_change: Callable[[bool], None]) -> ModbusClient:
-    """An unconnected client for the source's link."""
+    """An unconnected client for the source's link, decoding register responses in one step."""
     common = {"name": f"blackbox:{cfg.name}", "timeout": cfg.timeout, "retries": 0, "reconnect_delay": 0,
               "trace_connect": on_connection_change}
+    client: ModbusClient
     if cfg.transport == "tcp":
         assert cfg.host is not None  # the config model requires it for tcp
-        return AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
-    assert cfg.serial_port is not None  # the config model requires it for rtu
-    return AsyncModbusSerialClient(cfg.serial_port, framer=FramerType.RTU, baudrate=cfg.baudrate,
-                                   bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
-                                   **common)  # type: ignore[arg-type]
+        client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
+    else:
+        assert cfg.serial_port is not None  # the config model requires it for rtu
+        client = AsyncModbusSerialClient(cfg.serial_port, framer=FramerType.RTU, baudrate=cfg.baudrate,
+                                         bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
+                                         **common)  # type: ignore[arg-type]
+    for response in FAST_RESPONSES:
+        client.register(response)
+    return client
 
 
 def claim_serial_port(cfg: ModbusSourceConfig) -> None:

@@ -6,9 +6,12 @@ import random
 import struct
 
 import pytest
+from driver_helpers import StartModbus, modbus_source, sim_device
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
+from drivers.modbus import ModbusSourceConfig
+from drivers.modbus.link import make_client
 from drivers.modbus.pdu import HoldingRegistersResponse, InputRegistersResponse
 
 PAIRS = [(HoldingRegistersResponse, ReadHoldingRegistersResponse), (InputRegistersResponse, ReadInputRegistersResponse)]
@@ -42,3 +45,18 @@ def test_a_byte_count_beyond_the_frame_is_the_same_error(fast: type, stock: type
     for cls in (fast, stock):
         with pytest.raises(ModbusIOException, match="byte_count 8 > length of packet 3"):
             cls().decode(frame)
+
+
+async def test_the_driver_s_client_decodes_real_responses_in_one_step(modbus_server: StartModbus) -> None:
+    regs = list(range(100, 220))
+    server = await modbus_server([sim_device(hr=[(0, regs)], ir=[(0, regs[::-1])])])
+    config = ModbusSourceConfig.model_validate(modbus_source(server.port, [{"name": "t", "address": "hr:0", "type": "uint16"}]))
+    client = make_client(config, lambda _up: None)
+    await client.connect()
+    try:
+        holding = await client.read_holding_registers(0, count=120, device_id=1)
+        inputs = await client.read_input_registers(0, count=120, device_id=1)
+    finally:
+        client.close()
+    assert type(holding) is HoldingRegistersResponse and holding.registers == regs
+    assert type(inputs) is InputRegistersResponse and inputs.registers == regs[::-1]
