@@ -64,6 +64,22 @@ def test_sealed_batches_delivery_and_sequence_after_pruning(tmp_path: Path) -> N
     assert Buffer(path).commit(samples(1), [], CTX).readings[0].seq == 6
 
 
+def test_the_oldest_undelivered_batch_is_found_past_out_of_order_acks_and_drops(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.commit(samples(8), [], CTX)
+    for n in range(4):
+        buf.add_sealed(n + 1, 2 * n + 1, 2 * n + 2, f"h{n + 1}", b"wire")
+    assert buf.first_undelivered() == (1, 1)
+    assert buf.mark_delivered(2, "h2")  # acknowledged out of order: batch 1 is still the oldest
+    assert buf.first_undelivered() == (1, 1)
+    assert buf.mark_delivered(1, "h1")
+    assert buf.first_undelivered() == (3, 5)
+    with buf.engine.begin() as conn:  # the quota dropped batch 3
+        conn.execute(text("UPDATE sealed_batches SET dropped_at_us = 1, wire = x'' WHERE batch_seq = 3"))
+    assert buf.first_undelivered() == (4, 7) and [b.batch_seq for b in buf.undelivered(0, 10)] == [4]
+    assert buf.mark_delivered(4, "h4") and buf.first_undelivered() is None
+
+
 def test_state_is_saved_with_the_commit(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     buf = Buffer(path)

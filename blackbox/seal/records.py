@@ -161,6 +161,7 @@ _NONE = type(None)
 _SCALARS = frozenset({_NONE, bool, int, float, str})
 _OPT_STR = frozenset({_NONE, str})
 _OPT_INT = frozenset({_NONE, int})
+_FLOAT = frozenset({float})
 _QUALITY_NAMES = frozenset(_QUALITIES)
 
 
@@ -180,17 +181,20 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
     value_types = set(map(type, value))
     if not value_types <= _SCALARS:
         return False
-    if float in value_types and not all(map(math.isfinite, [v for v in value if type(v) is float])):
-        return False
+    if float in value_types:
+        floats = value if value_types == _FLOAT else [v for v in value if type(v) is float]
+        if not all(map(math.isfinite, floats)):
+            return False
     if int in value_types and not _ints_within([v for v in value if type(v) is int], INT_MIN, INT_MAX):
         return False
     if set(map(type, quality)) != {str} or not set(quality) <= _QUALITY_NAMES:
         return False
     if set(map(type, ts_us)) != {int} or not _ints_within(ts_us, INT64_MIN, INT64_MAX):
         return False
-    if not set(map(type, source_ts_us)) <= _OPT_INT:
+    source_types = set(map(type, source_ts_us))
+    if not source_types <= _OPT_INT:
         return False
-    if not _ints_within([t for t in source_ts_us if t is not None], INT64_MIN, INT64_MAX):
+    if int in source_types and not _ints_within([t for t in source_ts_us if t is not None], INT64_MIN, INT64_MAX):
         return False
     return all(set(map(type, column)) <= _OPT_STR for column in (reason, batch, phase))
 

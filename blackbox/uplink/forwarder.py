@@ -176,10 +176,11 @@ class Forwarder:
 
     async def refresh_delivered(self) -> None:
         """Recompute how far the store has everything (from the buffer: acks may be for any batch)."""
-        pending = await self._db(self._buffer.undelivered, self._floor, 1)
-        if pending:
-            self._floor = pending[0].batch_seq - 1
-            self.last_delivered_seq = pending[0].first_seq - 1
+        pending = await self._db(self._buffer.first_undelivered)
+        if pending is not None:
+            batch_seq, first_seq = pending
+            self._floor = batch_seq - 1
+            self.last_delivered_seq = first_seq - 1
         else:
             last = await self._db(self._buffer.last_sealed)
             if last is not None:
