@@ -389,12 +389,11 @@ class Buffer:
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        e = events.c
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # plain SQL: it runs for every batch (see `undelivered`)
             event_rows = [[seq, kind, subject, orjson.loads(data), ts, batch, phase]
-                          for seq, kind, subject, data, ts, batch, phase in conn.execute(
-                              select(e.seq, e.type, e.subject, e.data, e.ts_us, e.batch, e.phase)
-                              .where(e.seq > after).order_by(e.seq).limit(limit))]
+                          for seq, kind, subject, data, ts, batch, phase in conn.exec_driver_sql(
+                              "SELECT seq, type, subject, data, ts_us, batch, phase FROM events WHERE seq > ? "
+                              "ORDER BY seq LIMIT ?", (after, limit))]
             spans = self._spans(conn, after + 1, None, limit)
         n_r = sum(sp.hi - sp.lo + 1 for sp in spans)
         if n_r + len(event_rows) > limit:  # keep the `limit` lowest seqs of the two
@@ -416,8 +415,9 @@ class Buffer:
     def add_sealed(self, batch_seq: int, first_seq: int, last_seq: int, hash_: str, wire: bytes) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(sealed).values(batch_seq=batch_seq, first_seq=first_seq, last_seq=last_seq,
-                                                   hash=hash_, wire=wire, sealed_at_us=now_us()))
+                conn.exec_driver_sql("INSERT INTO sealed_batches (batch_seq, first_seq, last_seq, hash, wire, "
+                                     "sealed_at_us) VALUES (?, ?, ?, ?, ?, ?)",
+                                     (batch_seq, first_seq, last_seq, hash_, wire, now_us()))
         except Exception as exc:
             raise self._write_error(exc) from exc
 
@@ -542,9 +542,8 @@ class Buffer:
 
         An index lookup: ``first_seq`` is the rowid and blocks never overlap.
         """
-        b = reading_blocks.c
-        row = conn.execute(select(b.first_seq, b.last_seq, b.ts_us).where(b.first_seq <= seq)
-                           .order_by(b.first_seq.desc()).limit(1)).first()
+        row = conn.exec_driver_sql("SELECT first_seq, last_seq, ts_us FROM reading_blocks WHERE first_seq <= ? "
+                                   "ORDER BY first_seq DESC LIMIT 1", (seq,)).first()
         return row if row is not None and row.last_seq >= seq else None
 
     @staticmethod
@@ -560,10 +559,15 @@ class Buffer:
     @staticmethod
     def _spans(conn: Connection, first: int, last: int | None, limit: int | None = None) -> list[_Span]:
         """The stored readings in ``first..last`` as spans of blocks, in seq order; the first ``limit`` of them."""
-        b = reading_blocks.c
+        held = Buffer._block_at(conn, first)
+        where, params = "first_seq >= ? AND last_seq >= ?", [first if held is None else held.first_seq, first]
+        if last is not None:
+            where += " AND first_seq <= ?"
+            params.append(last)
         spans: list[_Span] = []
         n = 0
-        with conn.execute(select(reading_blocks).where(Buffer._over(conn, first, last)).order_by(b.first_seq)) as rows:
+        with conn.exec_driver_sql(f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE {where} ORDER BY first_seq",
+                                  tuple(params)) as rows:
             for row in rows:
                 lo, hi = max(row.first_seq, first), row.last_seq if last is None else min(row.last_seq, last)
                 if limit is not None:
@@ -719,6 +723,7 @@ def _first(spans: list[_Span], n: int) -> list[_Span]:
     return out
 
 
+_BLOCK_COLUMNS = ", ".join(c.name for c in reading_blocks.c)
 _SELECT_BATCH = "SELECT batch_seq, first_seq, last_seq, hash, wire, delivered_at_us FROM sealed_batches"
 _PENDING = "delivered_at_us IS NULL AND dropped_at_us IS NULL"
 
