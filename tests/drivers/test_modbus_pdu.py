@@ -50,7 +50,8 @@ def test_a_byte_count_beyond_the_frame_is_the_same_error(fast: type, stock: type
 async def test_the_driver_s_client_decodes_real_responses_in_one_step(modbus_server: StartModbus) -> None:
     regs = list(range(100, 220))
     server = await modbus_server([sim_device(hr=[(0, regs)], ir=[(0, regs[::-1])])])
-    config = ModbusSourceConfig.model_validate(modbus_source(server.port, [{"name": "t", "address": "hr:0", "type": "uint16"}]))
+    tags = [{"name": "t", "address": "hr:0", "type": "uint16"}]
+    config = ModbusSourceConfig.model_validate(modbus_source(server.port, tags))
     client = make_client(config, lambda _up: None)
     await client.connect()
     try:
