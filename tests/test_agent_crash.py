@@ -35,6 +35,7 @@ KILLS = 22
 SPEED = 1200.0
 BULK_TAGS = 120
 """Extra Modbus tags polled every 20 ms: with the demo line, about 6,500 readings/s."""
+READINGS_PER_S = 6_500
 
 
 class TailRecord:
@@ -118,7 +119,11 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
                 await eventually(lambda a=agent: tail.life_items > 0 or a.poll() is not None, 30,
                                f"life {life}: the agent to record")
                 assert agent.poll() is None, f"the agent exited by itself in life {life}"
-                await asyncio.sleep(rng.uniform(0.0, 1.0))
+                # a random moment, counted in readings committed (up to about a second's worth)
+                target = tail.life_items + rng.randint(1, READINGS_PER_S)
+                await eventually(lambda t=target, a=agent: tail.life_items >= t or a.poll() is not None, 30,
+                                 f"life {life}: {target} readings recorded before the kill")
+                assert agent.poll() is None, f"the agent exited by itself in life {life}"
                 agent.send_signal(signal.SIGKILL)
                 await asyncio.to_thread(agent.wait, 10)
                 tail.join()
