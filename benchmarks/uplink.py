@@ -165,6 +165,26 @@ async def start_agent(config: Path) -> Agent:
     return agent
 
 
+@contextlib.contextmanager
+def enrolled_store(workdir: Path, broker: EmbeddedBroker, db_kind: str, **config: Any) -> Iterator[tuple[Path, Store]]:
+    """A benchmark configuration with its gateway enrolled, and ``blackbox store serve`` running on it."""
+    with database(db_kind, workdir) as url:
+        path = write_config(workdir, broker, url, **config)
+        enroll(path)
+        store = Store(path)
+        try:
+            yield path, store
+        finally:
+            store.stop()
+
+
+def ack_times(agent: Agent) -> dict[int, float]:
+    """When each batch's acknowledgement arrived (``time.time()``), filled in as they arrive."""
+    acks: dict[int, float] = {}
+    agent.forwarder.on_delivered = lambda batch_seq, at: acks.__setitem__(batch_seq, at)
+    return acks
+
+
 def latencies(buffer_path: Path, acks: dict[int, float], since_seq: int = 0) -> list[float]:
     """Seconds from each reading's gateway timestamp to the arrival of its batch's ack."""
     out: list[float] = []
@@ -199,27 +219,21 @@ async def live_feed(agent: Agent, stop: asyncio.Event, interval: float = 1.0) ->
 
 
 async def steady(workdir: Path, broker: EmbeddedBroker, db_kind: str, readings: int) -> None:
-    with database(db_kind, workdir) as url:
-        config = write_config(workdir, broker, url, uplink={"replay_rate": 1e9})
-        enroll(config)
+    with enrolled_store(workdir, broker, db_kind, uplink={"replay_rate": 1e9}) as (config, store):
         buf = Buffer(workdir / "buffer.sqlite", "NORMAL")
         ctx = Context(batch="BENCH-1", phase="steady")
         for step in range(readings // TAGS):
             buf.commit(cycle(TAGS, step), [], ctx)
         last = buf.last_seq
         buf.close()
-        store = Store(config)
-        try:
-            agent = await start_agent(config)
-            started = time.perf_counter()
-            cpu0 = time.process_time()
-            await asyncio.wait_for(agent.forwarder.wait_delivered(last), 1800)
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu0
-            store_cpu = proc_cpu_s(store.proc.pid)
-            await agent.shutdown()
-        finally:
-            store.stop()
+        agent = await start_agent(config)
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        await asyncio.wait_for(agent.forwarder.wait_delivered(last), 1800)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        store_cpu = proc_cpu_s(store.proc.pid)
+        await agent.shutdown()
     say(f"1. steady state, {last:,} readings buffer -> sealed+signed -> broker -> store ({db_kind}) committed")
     say(f"   {last / elapsed:>12,.0f} readings/s end to end ({elapsed:.1f} s; target >= 50,000)")
     say(f"   {cpu / last * 1e6:>12.2f} us agent-side CPU per reading (seal, sign, publish, acks); "
@@ -230,23 +244,16 @@ async def steady(workdir: Path, broker: EmbeddedBroker, db_kind: str, readings: 
 
 
 async def latency(workdir: Path, broker: EmbeddedBroker, db_kind: str, seconds: float) -> None:
-    with database(db_kind, workdir) as url:
-        config = write_config(workdir, broker, url)
-        enroll(config)
-        store = Store(config)
-        try:
-            agent = await start_agent(config)
-            acks: dict[int, float] = {}
-            agent.forwarder.on_delivered = lambda batch_seq, at: acks.__setitem__(batch_seq, at)
-            stop = asyncio.Event()
-            feed = asyncio.create_task(live_feed(agent, stop))
-            await asyncio.sleep(seconds)
-            stop.set()
-            n = await feed
-            await asyncio.wait_for(agent.drain(), 60)
-            await agent.shutdown()
-        finally:
-            store.stop()
+    with enrolled_store(workdir, broker, db_kind) as (config, _store):
+        agent = await start_agent(config)
+        acks = ack_times(agent)
+        stop = asyncio.Event()
+        feed = asyncio.create_task(live_feed(agent, stop))
+        await asyncio.sleep(seconds)  # the measuring period
+        stop.set()
+        n = await feed
+        await asyncio.wait_for(agent.drain(), 60)
+        await agent.shutdown()
     lat = latencies(workdir / "buffer.sqlite", acks, since_seq=0)
     say(f"2. latency reading -> store commit, {TAGS:,} tags every 1 s for {seconds:.0f} s ({n:,} readings, "
         f"seal.max_age 1 s)")
@@ -258,9 +265,7 @@ async def latency(workdir: Path, broker: EmbeddedBroker, db_kind: str, seconds: 
 
 
 async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s: int) -> None:
-    with database(db_kind, workdir) as url:
-        config = write_config(workdir, broker, url)
-        enroll(config)
+    with enrolled_store(workdir, broker, db_kind) as (config, store):
         loaded = load_config(config)
         made = time.perf_counter()
         buf = Buffer(workdir / "buffer.sqlite", "NORMAL")
@@ -274,31 +279,26 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
         ctx = Context(batch="BENCH-1", phase="outage")
         for step in range(outage_s):  # what the agent does during an outage: buffer every poll, seal every second
             buf.commit(cycle(TAGS, step), [], ctx)
-            sealer._seal_in_db_thread()
+            await sealer.seal_once()
         backlog_last = buf.last_seq
         n_batches = buf.pending_counts()[0]
         buf.close()
         say(f"3. backlog of {backlog_last:,} readings in {n_batches:,} sealed batches ({outage_s} s at "
             f"{TAGS:,} tags/s; made in {time.perf_counter() - made:.0f} s)")
-        store = Store(config)
-        try:
-            agent = await start_agent(config)
-            acks: dict[int, float] = {}
-            agent.forwarder.on_delivered = lambda batch_seq, at: acks.__setitem__(batch_seq, at)
-            stop = asyncio.Event()
-            started = time.perf_counter()
-            feed = asyncio.create_task(live_feed(agent, stop))
-            cpu0 = time.process_time()
-            await asyncio.wait_for(agent.forwarder.wait_delivered(backlog_last), 3600)
-            elapsed = time.perf_counter() - started
-            cpu = time.process_time() - cpu0
-            store_cpu = proc_cpu_s(store.proc.pid)
-            stop.set()
-            live = await feed
-            await asyncio.wait_for(agent.drain(), 120)
-            await agent.shutdown()
-        finally:
-            store.stop()
+        agent = await start_agent(config)
+        acks = ack_times(agent)
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        feed = asyncio.create_task(live_feed(agent, stop))
+        cpu0 = time.process_time()
+        await asyncio.wait_for(agent.forwarder.wait_delivered(backlog_last), 3600)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        store_cpu = proc_cpu_s(store.proc.pid)
+        stop.set()
+        live = await feed
+        await asyncio.wait_for(agent.drain(), 120)
+        await agent.shutdown()
     lat = latencies(workdir / "buffer.sqlite", acks, since_seq=backlog_last)
     say(f"   drained in {elapsed:.1f} s ({backlog_last / elapsed:,.0f} readings/s; replay_rate "
         f"{loaded.config.uplink.replay_rate:,.0f}/s; target <= 180 s for one hour)")
@@ -372,10 +372,7 @@ async def agent_cpu(workdir: Path, broker: EmbeddedBroker, db_kind: str, seconds
     stop = asyncio.Event()
     serving = asyncio.create_task(line.serve(stop))
     try:
-        with database(db_kind, workdir) as url:
-            config = write_config(workdir, broker, url, sources=[line.source(poll)])
-            enroll(config)
-            store = Store(config)
+        with enrolled_store(workdir, broker, db_kind, sources=[line.source(poll)]) as (config, _store):
             with open(workdir / "agent.log", "wb") as log:
                 agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)], stderr=log)
             sock = workdir / "agent.sock"
@@ -391,7 +388,6 @@ async def agent_cpu(workdir: Path, broker: EmbeddedBroker, db_kind: str, seconds
             finally:
                 agent.terminate()
                 agent.wait(60)
-                store.stop()
     finally:
         stop.set()
         await serving
