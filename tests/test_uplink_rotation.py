@@ -121,14 +121,20 @@ async def test_a_second_rotation_while_one_is_pending_is_refused(tmp_path: Path,
         await p.stop()
 
 
-async def crashed_after(tmp_path: Path, mqtt: MqttConfig, step: str) -> tuple[Path, str, str]:
-    """Run a rotation by hand up to ``step`` and stop as a crash would; returns (dir, old id, new id)."""
-    d = tmp_path / "agent"
+async def sealed_records(d: Path, mqtt: MqttConfig, n: int) -> Pipeline:
+    """A pipeline in a new directory ``d`` (not forwarding) that has recorded and sealed ``n`` readings."""
     d.mkdir()
     p = Pipeline(d, mqtt)
     await p.start(forward=False, seal=False)
-    await p.commit(10)
+    await p.commit(n)
     await p.sealer.flush()
+    return p
+
+
+async def crashed_after(tmp_path: Path, mqtt: MqttConfig, step: str) -> tuple[Path, str, str]:
+    """Run a rotation by hand up to ``step`` and stop as a crash would; returns (dir, old id, new id)."""
+    d = tmp_path / "agent"
+    p = await sealed_records(d, mqtt, 10)
     old = p.key
     new = generate_key_file(next_key_path(p.key_file))
     if step != "successor written":
@@ -180,11 +186,7 @@ async def test_a_successor_never_recorded_is_set_aside(tmp_path: Path, mqtt: Mqt
 async def test_a_key_file_replaced_by_hand_signs_with_a_warning(tmp_path: Path, mqtt: MqttConfig,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     d = tmp_path / "agent"
-    d.mkdir()
-    p = Pipeline(d, mqtt)
-    await p.start(forward=False, seal=False)
-    await p.commit(3)
-    await p.sealer.flush()
+    p = await sealed_records(d, mqtt, 3)
     await p.stop()
     (d / "gateway.key").unlink()
     replacement = generate_key_file(d / "gateway.key")
