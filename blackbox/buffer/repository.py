@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
 from blackbox.buffer.migrations import BufferVersionError, prepare
 from blackbox.buffer.schema import PAGE_SIZE, Synchronous, events, meta, open_engine, reading_blocks, sealed
@@ -547,27 +547,23 @@ class Buffer:
         return row if row is not None and row.last_seq >= seq else None
 
     @staticmethod
-    def _over(conn: Connection, first: int, last: int | None) -> ColumnElement[bool]:
-        """Condition on blocks holding any reading in ``first..last`` (``None``: no upper end), by the index."""
-        b = reading_blocks.c
+    def _over(conn: Connection, first: int, last: int | None) -> tuple[str, tuple[int, ...]]:
+        """SQL condition (and its parameters) on blocks holding any reading in ``first..last`` (``None``: no
+        upper end), by the index."""
         held = Buffer._block_at(conn, first)
-        cond = b.first_seq >= (first if held is None else held.first_seq)
-        if last is not None:
-            cond = and_(cond, b.first_seq <= last)
-        return and_(cond, b.last_seq >= first)
+        start = first if held is None else held.first_seq
+        if last is None:
+            return "first_seq >= ? AND last_seq >= ?", (start, first)
+        return "first_seq >= ? AND first_seq <= ? AND last_seq >= ?", (start, last, first)
 
     @staticmethod
     def _spans(conn: Connection, first: int, last: int | None, limit: int | None = None) -> list[_Span]:
         """The stored readings in ``first..last`` as spans of blocks, in seq order; the first ``limit`` of them."""
-        held = Buffer._block_at(conn, first)
-        where, params = "first_seq >= ? AND last_seq >= ?", [first if held is None else held.first_seq, first]
-        if last is not None:
-            where += " AND first_seq <= ?"
-            params.append(last)
+        where, params = Buffer._over(conn, first, last)
         spans: list[_Span] = []
         n = 0
         with conn.exec_driver_sql(f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE {where} ORDER BY first_seq",
-                                  tuple(params)) as rows:
+                                  params) as rows:
             for row in rows:
                 lo, hi = max(row.first_seq, first), row.last_seq if last is None else min(row.last_seq, last)
                 if limit is not None:
@@ -581,10 +577,10 @@ class Buffer:
     @staticmethod
     def _reading_span(conn: Connection, first: int, last: int) -> tuple[int, int | None, int | None]:
         """(readings in ``first..last``, their earliest and latest ``ts_us``), from the blocks' bounds alone."""
-        b = reading_blocks.c
-        n, t_from, t_to = conn.execute(
-            select(func.sum(func.min(b.last_seq, last) - func.max(b.first_seq, first) + 1), func.min(b.ts_us),
-                   func.max(b.ts_us)).where(Buffer._over(conn, first, last))).one()
+        where, params = Buffer._over(conn, first, last)
+        n, t_from, t_to = conn.exec_driver_sql(
+            f"SELECT sum(min(last_seq, ?) - max(first_seq, ?) + 1), min(ts_us), max(ts_us) FROM reading_blocks "
+            f"WHERE {where}", (last, first, *params)).one()
         return int(n or 0), t_from, t_to
 
     @staticmethod
