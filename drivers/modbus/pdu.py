@@ -3,8 +3,8 @@
 pymodbus 3 decodes a read-registers response one register at a time (a slice and a
 ``struct.unpack`` each) and then formats the whole response into a debug message whether or not
 debug logging is on: about 1 µs per float32 tag, as much as our own decoding of the value. These
-subclasses decode the registers with a single ``struct.unpack``, keep the response's bytes for
-decoders that want them, and describe themselves without listing every register. They are
+subclasses decode the registers with a single ``struct.unpack`` and describe themselves without
+listing every register. They are
 installed per client through pymodbus' own extension point (``client.register``), so nothing
 global in pymodbus changes.
 """
@@ -20,9 +20,6 @@ from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 class HoldingRegistersResponse(ReadHoldingRegistersResponse):
     """Function code 3, decoded in one step."""
 
-    raw: bytes
-    """The registers as the device sent them (big-endian, two bytes each)."""
-
     def decode(self, data: bytes) -> None:
         """Decode a register response: a byte count, then that many bytes (pymodbus' own checks)."""
         byte_count = data[0]
@@ -30,8 +27,7 @@ class HoldingRegistersResponse(ReadHoldingRegistersResponse):
             raise ModbusIOException(f"byte_count {byte_count} > length of packet {len(data)}",
                                     function_code=self.function_code)
         n = byte_count // 2  # an odd last byte is ignored, as pymodbus does
-        self.raw = bytes(data[1:1 + 2 * n])
-        self.registers = list(struct.unpack(f">{n}H", self.raw))
+        self.registers = list(struct.unpack_from(f">{n}H", data, 1))
 
     def __str__(self) -> str:
         return (f"{type(self).__name__}(dev_id={self.dev_id}, transaction_id={self.transaction_id}, "

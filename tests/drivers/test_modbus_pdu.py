@@ -35,7 +35,6 @@ def test_the_fast_response_decodes_what_pymodbus_decodes(fast: type, stock: type
     theirs.decode(frame)
     assert ours.registers == theirs.registers
     assert ours.function_code == theirs.function_code
-    assert ours.raw == frame[1:1 + 2 * (frame[0] // 2)]
     assert f"registers={len(theirs.registers)})" in str(ours)
 
 
