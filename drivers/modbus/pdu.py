@@ -4,9 +4,8 @@ pymodbus 3 decodes a read-registers response one register at a time (a slice and
 ``struct.unpack`` each) and then formats the whole response into a debug message whether or not
 debug logging is on: about 1 µs per float32 tag, as much as our own decoding of the value. These
 subclasses decode the registers with a single ``struct.unpack`` and describe themselves without
-listing every register. They are
-installed per client through pymodbus' own extension point (``client.register``), so nothing
-global in pymodbus changes.
+listing every register. They are installed per client through pymodbus' own extension point
+(``client.register``), so nothing global in pymodbus changes.
 """
 
 from __future__ import annotations
