@@ -3,6 +3,7 @@
 * :mod:`~blackbox.store.schema`   tables (SQLAlchemy Core; SQLite and PostgreSQL)
 * :mod:`~blackbox.store.migrate`  Alembic migrations, run programmatically
 * :mod:`~blackbox.store.db`       engine construction (SQLite pragmas)
+* :mod:`~blackbox.store.derive`   the rows a sealed batch yields (ingest inserts them, verify compares)
 * :mod:`~blackbox.store.ingest`   verify, check the chain, insert idempotently, record rejections
 * :mod:`~blackbox.store.service`  the MQTT side: subscribe, ingest, acknowledge after commit
 * :mod:`~blackbox.store.trace`    trace a batch forward, a supplier lot backward

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from blackbox.model import Event, Value, now_us
+from blackbox.model import now_us
 from blackbox.seal import (
     GENESIS_HASH,
     BadSignature,
@@ -32,14 +32,13 @@ from blackbox.seal import (
     Rotation,
     RotationError,
     SealError,
-    batch_rotation,
-    decode_rows,
     key_id,
     load_public_key,
     open_batch,
     verify_batch,
 )
 from blackbox.seal import public_key_pem as seal_public_key_pem
+from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
 
 log = logging.getLogger("blackbox.store.ingest")
@@ -101,32 +100,6 @@ class EnrolledKey:
     key_id: str
     public_key: Ed25519PublicKey
     revoked_at_us: int | None
-
-
-def encode_value(value: Value) -> tuple[str, float | None, str | None]:
-    """``(kind, num, text)`` for a reading's value, so that its Python type round-trips."""
-    if value is None:
-        return "null", None, None
-    if isinstance(value, bool):
-        return "bool", 1.0 if value else 0.0, None
-    if isinstance(value, int):
-        return "int", float(value), str(value)
-    if isinstance(value, float):
-        return "float", value, None
-    return "str", None, str(value)
-
-
-def decode_value(kind: str, num: float | None, text: str | None) -> Value:
-    """Inverse of :func:`encode_value`."""
-    if kind == "float":
-        return num
-    if kind == "int":
-        return int(text) if text is not None else None
-    if kind == "bool":
-        return bool(num)
-    if kind == "str":
-        return text
-    return None
 
 
 class Ingestor:
@@ -246,14 +219,10 @@ class Ingestor:
                 verify_batch(opened, enrolled.public_key)
             except BadSignature as exc:
                 raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
-            readings_rows, events = self._decode(opened)
-            try:
-                rotation = batch_rotation(opened, events)
-            except RotationError as exc:
-                raise Rejected("key_rotation", str(exc)) from None
+            derived = self._derive(opened, enrolled.gateway_id)
             for attempt in (1, 2):
                 try:
-                    return self._store(opened, readings_rows, events, enrolled.gateway_id, received_at, rotation)
+                    return self._store(opened, derived, enrolled.gateway_id, received_at)
                 except IntegrityError:
                     # Another worker stored this batch or an overlapping one between our checks and our
                     # insert: check again against what it committed (the second pass decides).
@@ -277,29 +246,18 @@ class Ingestor:
             raise Rejected("malformed", f"{type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _decode(opened: OpenedBatch) -> tuple[list[list[Any]], list[Event]]:
-        """The reading rows (as stored in the payload) and the events, checked against the header.
-
-        The seal package checks every row, the counts, the seq range and the times; readings stay
-        rows (no objects: thousands per batch), events become :class:`Event` (a few per batch).
-        """
+    def _derive(opened: OpenedBatch, gid: int) -> Derived:
+        """The batch's rows (:func:`blackbox.store.derive.derive`); a batch they cannot come from is rejected."""
         try:
-            readings_rows, event_rows = decode_rows(opened)
+            return derive(opened, gid)
+        except RotationError as exc:
+            raise Rejected("key_rotation", str(exc)) from None
         except MalformedBatch as exc:
             raise Rejected("malformed", str(exc) or "records cannot be decoded") from None
-        except Exception as exc:
+        except Exception as exc:  # garbage must never crash the store; the seal code should raise MalformedBatch
             raise Rejected("malformed", f"records cannot be decoded: {type(exc).__name__}: {exc}") from None
-        return readings_rows, [Event(*row) for row in event_rows]
 
-    def _store(
-        self,
-        opened: OpenedBatch,
-        readings_rows: list[list[Any]],
-        events_list: list[Event],
-        gid: int,
-        received_at: int,
-        rotation: Rotation | None,
-    ) -> IngestResult:
+    def _store(self, opened: OpenedBatch, derived: Derived, gid: int, received_at: int) -> IngestResult:
         h = opened.header
         with self.engine.begin() as conn:
             # First statement is a write: it takes SQLite's write lock at once and PostgreSQL's row
@@ -341,38 +299,19 @@ class Ingestor:
                 if clash is not None:
                     raise Rejected("replay", f"record seq {clash.seq} is already stored from batch {clash.batch_seq}")
             self._check_key_in_force(conn, gid, opened)
-            if rotation is not None:
-                self._rotate(conn, gid, rotation, received_at)
+            if derived.rotation is not None:
+                self._rotate(conn, gid, derived.rotation, received_at)
             conn.execute(
                 insert(sealed_batches).values(
-                    gateway_id=gid,
-                    batch_seq=h.batch_seq,
-                    hash=opened.hash,
-                    prev_hash=h.prev_hash,
-                    key_id=h.key_id,
-                    version=h.version,
-                    header=_header_dict(opened),
-                    first_seq=h.first_seq,
-                    last_seq=h.last_seq,
-                    first_ts_us=h.first_ts_us,
-                    last_ts_us=h.last_ts_us,
-                    n_readings=h.n_readings,
-                    n_events=h.n_events,
-                    config_hash=h.config_hash,
-                    clock=h.clock,
-                    sealed_at_us=h.sealed_at_us,
-                    received_at_us=received_at,
-                    wire=opened.wire,
+                    gateway_id=gid, received_at_us=received_at, wire=opened.wire, **derived.batch
                 )
             )
-            reading_rows = _reading_tuples(readings_rows, gid, h.batch_seq)
-            event_rows, config_rows = _event_rows(events_list, gid, h.batch_seq)
-            if reading_rows:
-                _insert_readings(conn, reading_rows)
-            if event_rows:
-                conn.execute(insert(events), event_rows)
-            if config_rows:
-                conn.execute(insert(tag_configs), config_rows)
+            if derived.readings:
+                _insert_readings(conn, derived.readings)
+            if derived.events:
+                conn.execute(insert(events), derived.events)
+            if derived.tag_configs:
+                conn.execute(insert(tag_configs), derived.tag_configs)
         return IngestResult("stored", None, h.batch_seq, opened.hash)
 
     @staticmethod
@@ -475,27 +414,6 @@ def public_key_pem_text(key: Ed25519PublicKey) -> str:
     return pem.decode("ascii") if isinstance(pem, bytes) else pem
 
 
-def _header_dict(opened: OpenedBatch) -> dict[str, Any]:
-    return dict(asdict(opened.header))
-
-
-REF_FIELDS = {"material.consumed": "lot", "batch.started": "batch", "batch.phase": "batch", "batch.ended": "batch"}
-"""Event types whose ``data`` field is copied to the indexed ``events.ref`` column."""
-
-
-def event_ref(event_type: str, data: dict[str, Any]) -> str | None:
-    """The value of ``events.ref`` for an event: a supplier lot or a production batch number."""
-    name = REF_FIELDS.get(event_type)
-    value = data.get(name) if name is not None else None
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    return str(value)[:128]
-
-
-READING_COLUMNS = (
-    "gateway_id", "seq", "batch_seq", "tag", "kind", "num", "text", "quality", "reason", "ts_us", "source_ts_us",
-    "batch", "phase",
-)  # fmt: skip
 _READING_INSERTS: dict[str, tuple[str, list[int] | None]] = {}
 
 
@@ -527,35 +445,6 @@ def _insert_readings(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     else:
         params = [tuple(r[i] for i in order) for r in rows]
     conn.exec_driver_sql(sql, params)
-
-
-def _reading_tuples(rows: list[list[Any]], gid: int, batch_seq: int) -> list[tuple[Any, ...]]:
-    """``READING_COLUMNS`` tuples of checked reading rows; values encoded as :func:`encode_value` does."""
-    out: list[tuple[Any, ...]] = []
-    append = out.append
-    for seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase in rows:
-        kind = type(value)
-        if kind is float:
-            append((gid, seq, batch_seq, tag, "float", value, None, quality, reason, ts_us, source_ts_us, batch, phase))
-        else:
-            k, num, text = encode_value(value)
-            append((gid, seq, batch_seq, tag, k, num, text, quality, reason, ts_us, source_ts_us, batch, phase))
-    return out
-
-
-def _event_rows(
-    events_list: list[Event], gid: int, batch_seq: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    event_rows: list[dict[str, Any]] = []
-    config_rows: list[dict[str, Any]] = []
-    for e in events_list:
-        event_rows.append({"gateway_id": gid, "seq": e.seq, "batch_seq": batch_seq, "type": e.type,
-                           "subject": e.subject, "data": e.data, "ts_us": e.ts_us, "batch": e.batch,
-                           "phase": e.phase, "ref": event_ref(e.type, e.data)})
-        if e.type == "config.applied":
-            config_rows.append({"gateway_id": gid, "seq": e.seq, "config_sha256": str(e.data.get("sha256", ""))[:128],
-                                "effective_from_us": e.ts_us, "data": e.data})
-    return event_rows, config_rows
 
 
 __all__ = [

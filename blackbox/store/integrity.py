@@ -33,7 +33,7 @@ from blackbox.seal import (
     open_batch,
     verify_batch,
 )
-from blackbox.store.ingest import encode_value
+from blackbox.store.derive import encode_value
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
 from blackbox.store.schema import events, gateway_keys, readings, sealed_batches
 

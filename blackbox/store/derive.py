@@ -1,0 +1,158 @@
+"""Everything the store derives from a sealed batch, in one function that ingest and verify share.
+
+The signed wire bytes kept in ``sealed_batches.wire`` are the record. Every other row the store
+holds about a batch (its ``sealed_batches`` columns, its ``readings``, ``events`` with their
+lookup references, the ``tag_configs`` holding the limits in force, the key rotation it carries)
+is computed from those bytes by :func:`derive`. Ingest inserts what :func:`derive` returns;
+``blackbox store verify`` and the trace report call the same function on the stored bytes and
+compare, so any row edited, deleted or added after ingest shows as a difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from blackbox.model import Event, Value
+from blackbox.seal import OpenedBatch, Rotation, batch_rotation, decode_rows
+
+READING_COLUMNS = (
+    "gateway_id", "seq", "batch_seq", "tag", "kind", "num", "text", "quality", "reason", "ts_us", "source_ts_us",
+    "batch", "phase",
+)  # fmt: skip
+"""Column order of the reading tuples :func:`derive` returns."""
+
+EVENT_COLUMNS = ("gateway_id", "seq", "batch_seq", "type", "subject", "data", "ts_us", "batch", "phase", "ref")
+TAG_CONFIG_COLUMNS = ("gateway_id", "seq", "config_sha256", "effective_from_us", "data")
+BATCH_COLUMNS = (
+    "batch_seq", "hash", "prev_hash", "key_id", "version", "header", "first_seq", "last_seq", "first_ts_us",
+    "last_ts_us", "n_readings", "n_events", "config_hash", "clock", "sealed_at_us",
+)  # fmt: skip
+"""The ``sealed_batches`` columns read from the header (the others: id, gateway, received time, bytes)."""
+
+REF_FIELDS = {"material.consumed": "lot", "batch.started": "batch", "batch.phase": "batch", "batch.ended": "batch"}
+"""Event types whose ``data`` field is copied to the indexed ``events.ref`` column."""
+
+
+@dataclass(frozen=True, slots=True)
+class Derived:
+    """The rows one sealed batch yields, ready to insert (and to compare with what is stored)."""
+
+    batch: dict[str, Any]
+    """``sealed_batches`` columns of :data:`BATCH_COLUMNS`."""
+    readings: list[tuple[Any, ...]]
+    """``readings`` rows in :data:`READING_COLUMNS` order, by seq."""
+    events: list[dict[str, Any]]
+    """``events`` rows (:data:`EVENT_COLUMNS`), by seq."""
+    tag_configs: list[dict[str, Any]]
+    """``tag_configs`` rows (:data:`TAG_CONFIG_COLUMNS`): one per ``config.applied`` event."""
+    event_records: list[Event]
+    rotation: Rotation | None
+    """The key rotation the batch carries (its ``key.rotated`` event), checked against the batch."""
+
+
+def derive(opened: OpenedBatch, gateway_id: int) -> Derived:
+    """The rows of a sealed batch whose signature has been verified.
+
+    Raises :class:`~blackbox.seal.MalformedBatch` if the records cannot be decoded or do not match
+    the header, :class:`~blackbox.seal.RotationError` if a ``key.rotated`` event breaks the rules.
+    """
+    reading_rows, event_rows = decode_rows(opened)
+    event_records = [Event(*row) for row in event_rows]
+    rotation = batch_rotation(opened, event_records)
+    batch_seq = opened.header.batch_seq
+    events, configs = _event_rows(event_records, gateway_id, batch_seq)
+    return Derived(
+        batch=batch_columns(opened),
+        readings=_reading_tuples(reading_rows, gateway_id, batch_seq),
+        events=events,
+        tag_configs=configs,
+        event_records=event_records,
+        rotation=rotation,
+    )
+
+
+def batch_columns(opened: OpenedBatch) -> dict[str, Any]:
+    """The ``sealed_batches`` columns that come from the batch's header and hash."""
+    h = opened.header
+    return {
+        "batch_seq": h.batch_seq,
+        "hash": opened.hash,
+        "prev_hash": h.prev_hash,
+        "key_id": h.key_id,
+        "version": h.version,
+        "header": dict(asdict(h)),
+        "first_seq": h.first_seq,
+        "last_seq": h.last_seq,
+        "first_ts_us": h.first_ts_us,
+        "last_ts_us": h.last_ts_us,
+        "n_readings": h.n_readings,
+        "n_events": h.n_events,
+        "config_hash": h.config_hash,
+        "clock": h.clock,
+        "sealed_at_us": h.sealed_at_us,
+    }
+
+
+def encode_value(value: Value) -> tuple[str, float | None, str | None]:
+    """``(kind, num, text)`` for a reading's value, so that its Python type round-trips."""
+    if value is None:
+        return "null", None, None
+    if isinstance(value, bool):
+        return "bool", 1.0 if value else 0.0, None
+    if isinstance(value, int):
+        return "int", float(value), str(value)
+    if isinstance(value, float):
+        return "float", value, None
+    return "str", None, str(value)
+
+
+def decode_value(kind: str, num: float | None, text: str | None) -> Value:
+    """Inverse of :func:`encode_value`."""
+    if kind == "float":
+        return num
+    if kind == "int":
+        return int(text) if text is not None else None
+    if kind == "bool":
+        return bool(num)
+    if kind == "str":
+        return text
+    return None
+
+
+def event_ref(event_type: str, data: dict[str, Any]) -> str | None:
+    """The value of ``events.ref`` for an event: a supplier lot or a production batch number."""
+    name = REF_FIELDS.get(event_type)
+    value = data.get(name) if name is not None else None
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)[:128]
+
+
+def _reading_tuples(rows: list[list[Any]], gid: int, batch_seq: int) -> list[tuple[Any, ...]]:
+    """``READING_COLUMNS`` tuples of checked reading rows; values encoded as :func:`encode_value` does."""
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase in rows:
+        kind = type(value)
+        if kind is float:
+            append((gid, seq, batch_seq, tag, "float", value, None, quality, reason, ts_us, source_ts_us, batch, phase))
+        else:
+            k, num, text = encode_value(value)
+            append((gid, seq, batch_seq, tag, k, num, text, quality, reason, ts_us, source_ts_us, batch, phase))
+    return out
+
+
+def _event_rows(
+    events_list: list[Event], gid: int, batch_seq: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    event_rows: list[dict[str, Any]] = []
+    config_rows: list[dict[str, Any]] = []
+    for e in events_list:
+        event_rows.append({"gateway_id": gid, "seq": e.seq, "batch_seq": batch_seq, "type": e.type,
+                           "subject": e.subject, "data": e.data, "ts_us": e.ts_us, "batch": e.batch,
+                           "phase": e.phase, "ref": event_ref(e.type, e.data)})
+        if e.type == "config.applied":
+            config_rows.append({"gateway_id": gid, "seq": e.seq, "config_sha256": str(e.data.get("sha256", ""))[:128],
+                                "effective_from_us": e.ts_us, "data": e.data})
+    return event_rows, config_rows
