@@ -113,11 +113,12 @@ def trace(batch: str = typer.Argument(..., help="Production batch number, e.g. F
 
     Example: blackbox trace FC050-2026-1125-01 --db sqlite:///var/store.sqlite --json
     """
-    from blackbox.store.db import open_store
     from blackbox.store.trace import BatchNotFound, render_text, trace_batch
 
+    engine = store_cmd.open_reader(config, db)
     try:
-        report = trace_batch(open_store(store_cmd.database_url(config, db)), batch)
+        with store_cmd.database_errors():
+            report = trace_batch(engine, batch)
     except BatchNotFound as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
 
 from blackbox.cli.common import load_or_exit
 from blackbox.seal import key_id, load_public_key, public_key_pem
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(help="Run the traceability store and enroll gateway keys.\n\n"
                   "Example: blackbox store serve -c /etc/blackbox/store.yaml", no_args_is_help=True)
@@ -23,6 +29,60 @@ def database_url(config: Path | None, db: str | None) -> str:
     if config is not None:
         return load_or_exit(config).config.store.database_url
     raise typer.BadParameter("give --config or --db")
+
+
+def open_reader(config: Path | None, db: str | None) -> Engine:
+    """The store opened read-only for a query command, or a one-line error and exit 1 (2 for a bad URL)."""
+    from blackbox.store.db import StoreUnavailable, open_store_readonly
+
+    try:
+        return open_store_readonly(database_url(config, db))
+    except StoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """A database failing in the middle of a command (connection lost, permission refused) is one line, exit 1."""
+    from sqlalchemy.exc import DBAPIError
+
+    from blackbox.store.db import first_line
+
+    try:
+        yield
+    except DBAPIError as exc:
+        typer.echo(f"error: the store database failed: {first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("migrate")
+def migrate(config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store: section."),
+            db: str | None = typer.Option(None, "--db", help="Database URL (instead of --config)."),
+            revision: str = typer.Option("head", "--revision", help="Schema revision to upgrade to.")) -> None:
+    """Create the store's tables, or upgrade them to this version's schema (Alembic); the only command that does.
+
+    Example: blackbox store migrate --db postgresql://blackbox@db.example/blackbox
+    """
+    from blackbox.store.db import StoreUnavailable, make_engine, parse_store_url, where
+    from blackbox.store.migrate import current_revision, upgrade_schema
+
+    url = database_url(config, db)
+    try:
+        parsed = parse_store_url(url)
+    except StoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    engine = make_engine(url)
+    try:
+        with database_errors():
+            before = current_revision(engine)
+            upgrade_schema(engine, revision)
+            after = current_revision(engine)
+    finally:
+        engine.dispose()
+    change = f"upgraded from {before} to {after}" if before != after else f"already at {after}"
+    typer.echo(f"store schema of the {where(parsed)}: {change}")
 
 
 @app.command("serve")
@@ -74,10 +134,11 @@ def gateways(config: Path | None = typer.Option(None, "--config", "-c", help="Co
     Example: blackbox store gateways --db sqlite:///var/store.sqlite
     """
     from blackbox.model import iso
-    from blackbox.store.db import open_store
     from blackbox.store.gateways import gateway_overview
 
-    infos = gateway_overview(open_store(database_url(config, db)))
+    engine = open_reader(config, db)
+    with database_errors():
+        infos = gateway_overview(engine)
     if json_out:
         typer.echo(orjson.dumps([asdict(i) for i in infos], option=orjson.OPT_INDENT_2).decode())
         return
@@ -108,10 +169,11 @@ def export(gateway: str = typer.Argument(..., help="Gateway id."),
     Example: blackbox store export gw-cream-01 --site SH-PD-01 --out export/ --db sqlite:///store.sqlite
              && blackbox verify-batch export/*.bbx --key gateway.pub.pem
     """
-    from blackbox.store.db import open_store
     from blackbox.store.gateways import export_batches
 
-    written = export_batches(open_store(database_url(config, db)), site, gateway, out, first=first, last=last)
+    engine = open_reader(config, db)
+    with database_errors():
+        written = export_batches(engine, site, gateway, out, first=first, last=last)
     typer.echo(f"wrote {len(written)} batch file(s) to {out}")
     if not written:
         raise typer.Exit(1)
