@@ -20,12 +20,11 @@ from typing import Any, Literal
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from blackbox.model import now_us
 from blackbox.seal import (
-    GENESIS_HASH,
     BadSignature,
     MalformedBatch,
     OpenedBatch,
@@ -38,6 +37,7 @@ from blackbox.seal import (
     verify_batch,
 )
 from blackbox.seal import public_key_pem as seal_public_key_pem
+from blackbox.store.chain import Conflict, StoredBatch, place
 from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
 
@@ -52,8 +52,10 @@ REASONS: dict[str, str] = {
     "unknown_key": "the batch is signed with a key id not enrolled for this gateway",
     "revoked_key": "the key was enrolled for this gateway but has been revoked",
     "bad_signature": "the Ed25519 signature does not verify with the enrolled key",
-    "fork": "a different batch with the same gateway and batch_seq is already stored",
-    "chain_broken": "prev_hash does not match the stored neighbour (or batch 1 does not start at genesis)",
+    "fork": "another batch of this gateway is stored with the same batch_seq or naming the same predecessor "
+    "(prev_hash); the finding names both batches",
+    "chain_broken": "prev_hash does not match the stored neighbour, names a stored batch that is not numbered "
+    "batch_seq - 1, or a stored batch names this one at the wrong distance",
     "replay": "a record sequence number is already stored from another batch of this gateway",
     "key_not_in_force": "the signing key is enrolled but not for these records: they precede the rotation that "
     "introduced it, or follow the rotation that retired it",
@@ -83,11 +85,13 @@ class IngestResult:
 class Rejected(Exception):
     """Internal: a check failed; carries the reason code and a human-readable detail."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, conflict: StoredBatch | None = None) -> None:
         assert reason in REASONS, reason
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.conflict = conflict
+        """The stored batch this one conflicts with (a fork names both batches)."""
 
 
 class EnrollmentError(ValueError):
@@ -263,44 +267,17 @@ class Ingestor:
             # First statement is a write: it takes SQLite's write lock at once and PostgreSQL's row
             # lock on the gateway, so no other worker changes this chain until we commit.
             conn.execute(update(gateways).where(gateways.c.id == gid).values(last_batch_at_us=received_at))
-            sb = sealed_batches.c
-            rows = {
-                r.batch_seq: r
-                for r in conn.execute(
-                    select(sb.batch_seq, sb.hash, sb.prev_hash).where(
-                        sb.gateway_id == gid, sb.batch_seq.in_([h.batch_seq - 1, h.batch_seq, h.batch_seq + 1])
-                    )
-                )
-            }
-            same = rows.get(h.batch_seq)
-            if same is not None:
-                if same.hash == opened.hash:
-                    return IngestResult("duplicate", None, h.batch_seq, opened.hash)
-                raise Rejected("fork", f"batch {h.batch_seq} is already stored with hash {same.hash}")
-            if h.batch_seq == 1 and h.prev_hash != GENESIS_HASH:
-                raise Rejected("chain_broken", f"batch 1 must start the chain at genesis, prev_hash is {h.prev_hash}")
-            prev = rows.get(h.batch_seq - 1)
-            if prev is not None and prev.hash != h.prev_hash:
-                raise Rejected(
-                    "chain_broken",
-                    f"prev_hash {h.prev_hash} is not the hash {prev.hash} of stored batch {prev.batch_seq}",
-                )
-            nxt = rows.get(h.batch_seq + 1)
-            if nxt is not None and nxt.prev_hash != opened.hash:
-                raise Rejected(
-                    "chain_broken", f"stored batch {nxt.batch_seq} links to {nxt.prev_hash}, not to this batch"
-                )
-            for table in (readings, events):
-                clash = conn.execute(
-                    select(table.c.seq, table.c.batch_seq)
-                    .where(table.c.gateway_id == gid, table.c.seq.between(h.first_seq, h.last_seq))
-                    .limit(1)
-                ).first()
-                if clash is not None:
-                    raise Rejected("replay", f"record seq {clash.seq} is already stored from batch {clash.batch_seq}")
+            try:
+                displaced = place(conn, gid, opened)
+            except Conflict as exc:
+                raise Rejected(exc.reason, exc.detail, exc.other) from None
+            if displaced is None:
+                return IngestResult("duplicate", None, h.batch_seq, opened.hash)
             self._check_key_in_force(conn, gid, opened)
             if derived.rotation is not None:
                 self._rotate(conn, gid, derived.rotation, received_at)
+            for loser in displaced:
+                self._displace(conn, gid, loser, opened, received_at)
             conn.execute(
                 insert(sealed_batches).values(
                     gateway_id=gid, received_at_us=received_at, wire=opened.wire, **derived.batch
@@ -357,6 +334,28 @@ class Ingestor:
         log.warning("gateway %d rotated from key %s to key %s at record %d", gid, rotation.old_key_id,
                     rotation.new_key_id, rotation.seq)
 
+    def _displace(self, conn: Connection, gid: int, loser: StoredBatch, winner: OpenedBatch, received_at: int) -> None:
+        """Move a stored batch that lost a conflict (:mod:`blackbox.store.chain`) out of the chain.
+
+        Its rows go; its exact bytes go to ``rejections`` in full, as a ``fork`` naming the batch
+        that won, in the same transaction as the winner's insert.
+        """
+        sb, h = sealed_batches.c, winner.header
+        wire = conn.execute(select(sb.wire).where(sb.gateway_id == gid, sb.batch_seq == loser.batch_seq)).scalar_one()
+        for table in (readings, events, tag_configs):
+            conn.execute(delete(table).where(table.c.gateway_id == gid,
+                                             table.c.seq.between(loser.first_seq, loser.last_seq)))
+        conn.execute(delete(sealed_batches).where(sb.gateway_id == gid, sb.batch_seq == loser.batch_seq))
+        wire = bytes(wire)
+        detail = (f"moved aside after it was stored: batch {h.batch_seq} ({winner.hash}), which links to the "
+                  f"stored chain, conflicts with it and it did not link to a stored predecessor")
+        conn.execute(insert(rejections).values(
+            received_at_us=received_at, topic=None, site=h.site, gateway=h.gateway, batch_seq=loser.batch_seq,
+            hash=loser.hash, reason="fork", detail=detail, raw_sha256=hashlib.sha256(wire).hexdigest(),
+            raw_size=len(wire), raw=wire, raw_truncated=False, conflict_batch_seq=h.batch_seq,
+            conflict_hash=winner.hash))
+        log.warning("gateway %s/%s: stored %s %s", h.site, h.gateway, loser.name(), detail)
+
     def record_status(self, site: str, gateway: str, payload: bytes) -> bool:
         """Note a gateway's status message (online/offline, the last will); ``False`` if ignored.
 
@@ -404,6 +403,8 @@ class Ingestor:
                     raw_size=len(wire),
                     raw=bytes(wire[: self._raw_cap]),
                     raw_truncated=len(wire) > self._raw_cap,
+                    conflict_batch_seq=rej.conflict.batch_seq if rej.conflict is not None else None,
+                    conflict_hash=rej.conflict.hash if rej.conflict is not None else None,
                 )
             )
 

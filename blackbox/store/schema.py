@@ -106,6 +106,8 @@ sealed_batches = Table(
     Column("received_at_us", BigInteger, nullable=False),
     Column("wire", LargeBinary, nullable=False, comment="Exact bytes received, for re-verification."),
     UniqueConstraint("gateway_id", "batch_seq"),
+    Index(None, "gateway_id", "hash"),
+    Index(None, "gateway_id", "prev_hash"),
 )
 
 readings = Table(
@@ -165,6 +167,9 @@ rejections = Table(
     Column("raw_size", BigInteger, nullable=False),
     Column("raw", LargeBinary, nullable=False, comment="The bytes received, capped."),
     Column("raw_truncated", Boolean, nullable=False),
+    Column("conflict_batch_seq", BigInteger, nullable=True,
+           comment="The stored batch this one conflicts with (fork, chain_broken, replay), if any."),
+    Column("conflict_hash", Hash, nullable=True, comment="Hash of that stored batch."),
     Index(None, "received_at_us"),
     Index(None, "gateway", "reason"),
 )

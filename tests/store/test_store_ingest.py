@@ -211,21 +211,14 @@ def test_chain_broken_against_a_stored_successor(engine: Engine, ingestor: Inges
     b2 = gw.seal()
     simple_batch(gw, t=T0 + 20)
     b3 = gw.seal()
-    for b in (b1, b3):
-        assert handle(ingestor, b.wire).status == "stored"
-    # a forged batch 2: links to batch 1 but is not the batch 3 links to
-    forged = gw.seal_raw(
-        [
-            *records_2[:-1],
-            Reading(
-                records_2[-1].seq, "EM-01.temperature", 0.0, Quality.GOOD, None, records_2[-1].ts_us, None, None, None
-            ),
-        ],
-        batch_seq=2,
-        prev_hash=b1.hash,
-    )
+    assert handle(ingestor, b3.wire).status == "stored"
+    # a forged batch 2 that does not link to a stored predecessor either: the stored batch 3 stays
+    forged = gw.seal_raw(records_2, batch_seq=2, prev_hash="ab" * 32)
+    state = stored_state(engine)
     assert_rejected(engine, handle(ingestor, forged.wire), "chain_broken", forged.wire)
-    assert handle(ingestor, b2.wire).status == "stored"
+    assert (last_rejection(engine).conflict_batch_seq, last_rejection(engine).conflict_hash) == (3, b3.hash)
+    assert stored_state(engine) == state
+    assert [handle(ingestor, b.wire).status for b in (b2, b1)] == ["stored", "stored"]
 
 
 def test_out_of_order_arrival_with_gap_then_filled(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
