@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
@@ -547,16 +548,92 @@ class LoadedConfig:
     """Hash of the file's exact bytes: recorded in every sealed batch and in ``config.applied``."""
 
 
-def load_config(path: str | Path) -> LoadedConfig:
-    """Read, parse and validate a configuration file; raise :class:`ConfigError` listing every issue."""
-    path = Path(path)
-    name = str(path)
+class StoreFile(Strict):
+    """A configuration file for the store side only: just the ``store:`` section."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+
+def _read(path: Path) -> bytes:
     try:
-        raw_bytes = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise ConfigError([ConfigIssue(name, "", None, f"cannot read file: {exc.strerror or exc}")]) from exc
-    config = parse_config(raw_bytes.decode("utf-8", errors="replace"), name)
+        raise ConfigError([ConfigIssue(str(path), "", None, f"cannot read file: {exc.strerror or exc}")]) from exc
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read, parse and validate a configuration file; raise :class:`ConfigError` listing every issue.
+
+    Relative paths in the file (key, buffer, socket, certificates, a SQLite store) are resolved
+    against the file's folder, not the current directory: a command run from anywhere finds the same
+    files the service does.
+    """
+    path = Path(path)
+    raw_bytes = _read(path)
+    config = parse_config(raw_bytes.decode("utf-8", errors="replace"), str(path))
+    config = resolve_paths(config, Path(os.path.abspath(path)).parent)
     return LoadedConfig(config=config, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def is_store_only(data: Any) -> bool:
+    """Whether a parsed document is a store-side file (only a ``store:`` section)."""
+    return isinstance(data, dict) and set(data) <= {"store"}
+
+
+def load_store_config(path: str | Path) -> StoreConfig:
+    """The ``store:`` section of a store-side file (``store:`` only) or of a full gateway file."""
+    path = Path(path)
+    text = _read(path).decode("utf-8", errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None  # parse_config reports it with its line
+    if not is_store_only(data):
+        return load_config(path).config.store
+    try:
+        store = StoreFile.model_validate(data or {}).store
+    except ValidationError as exc:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines = _line_index(node) if node is not None else {}
+        raise ConfigError([ConfigIssue(str(path), _dotted(tuple(e["loc"])), _nearest_line(lines, tuple(e["loc"])),
+                                       e["msg"]) for e in exc.errors(include_url=False)]) from None
+    return resolve_paths(store, Path(os.path.abspath(path)).parent)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def resolve_paths(model: M, base: Path) -> M:
+    """A copy of ``model`` whose relative ``Path`` fields (at any depth) and relative SQLite URL are
+    absolute under ``base``."""
+    update: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        new = _resolved(value, base)
+        if new is not value:
+            update[name] = new
+    if isinstance(model, StoreConfig) and (url := _sqlite_file_url(model.database_url, base)):
+        update["database_url"] = url
+    return model.model_copy(update=update) if update else model
+
+
+def _resolved(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, BaseModel):
+        return resolve_paths(value, base)
+    if isinstance(value, list):
+        items = [_resolved(v, base) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def _sqlite_file_url(url: str, base: Path) -> str | None:
+    """``sqlite:///rel/file`` made absolute under ``base``; None if not a relative SQLite file URL."""
+    prefix, _, rest = url.partition(":///")
+    if not prefix.startswith("sqlite") or not rest or rest.startswith("/") or rest.startswith(":memory:"):
+        return None
+    return f"{prefix}:///{base / rest}"
 
 
 def parse_config(text: str, name: str = "<string>") -> Config:

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from blackbox.config import ConfigError, LoadedConfig, load_config
+from blackbox.config import ConfigError, LoadedConfig, StoreConfig, load_config, load_store_config
 from blackbox.control_client import AgentUnreachable, CommandFailed, call
 
 EXIT_CONFIG = 2
@@ -20,10 +20,23 @@ def load_or_exit(path: Path) -> LoadedConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        typer.echo(f"{len(exc.issues)} problem(s) in {path}", err=True)
+        _report(path, exc)
         raise typer.Exit(EXIT_CONFIG) from None
+
+
+def store_config_or_exit(path: Path) -> StoreConfig:
+    """The ``store:`` section of a store file (only that section) or a full one; exit 2 if unusable."""
+    try:
+        return load_store_config(path)
+    except ConfigError as exc:
+        _report(path, exc)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def _report(path: Path, exc: ConfigError) -> None:
+    for issue in exc.issues:
+        typer.echo(str(issue), err=True)
+    typer.echo(f"{len(exc.issues)} problem(s) in {path}", err=True)
 
 
 def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:

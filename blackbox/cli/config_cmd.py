@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli.common import load_or_exit
+from blackbox.cli.common import load_or_exit, store_config_or_exit
 
 app = typer.Typer(help="Check configuration files and print their reference.\n\n"
                   "Example: blackbox config check config/demo.yaml", no_args_is_help=True)
@@ -16,8 +16,15 @@ app = typer.Typer(help="Check configuration files and print their reference.\n\n
 def check(file: Path = typer.Argument(..., help="Configuration file to check.")) -> None:
     """Validate FILE and report every problem at once (file:line: field.path: reason); exit 2 if any.
 
+    A gateway's file and a store's file (only a store: section) are both checked.
+
     Example: blackbox config check config/demo.yaml
     """
+    if _store_only(file):
+        store = store_config_or_exit(file)
+        typer.echo(f"{file}: OK — store file: database {_redacted(store.database_url)}, broker "
+                   f"{store.mqtt.host}:{store.mqtt.port}{' (TLS)' if store.mqtt.tls else ''}")
+        return
     loaded = load_or_exit(file)
     cfg = loaded.config
     n_tags = sum(len(s.tags) for s in cfg.sources)
@@ -34,3 +41,25 @@ def reference() -> None:
     from blackbox.config_reference import reference as generate
 
     typer.echo(generate(), nl=False)
+
+
+def _store_only(file: Path) -> bool:
+    import yaml
+
+    from blackbox.config import is_store_only
+
+    try:
+        return is_store_only(yaml.safe_load(file.read_bytes()))
+    except (OSError, yaml.YAMLError):
+        return False  # the full loader reports it
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 import typer
 
-from blackbox.cli.common import load_or_exit
+from blackbox.cli.common import store_config_or_exit
 from blackbox.seal import key_id, load_public_key, public_key_pem
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def database_url(config: Path | None, db: str | None) -> str:
     if db:
         return db
     if config is not None:
-        return load_or_exit(config).config.store.database_url
+        return store_config_or_exit(config).database_url
     raise typer.BadParameter("give --config or --db")
 
 
@@ -94,7 +94,7 @@ def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration
     from blackbox.store.db import open_store
     from blackbox.store.service import StoreService
 
-    cfg = load_or_exit(config).config.store
+    cfg = store_config_or_exit(config)
     service = StoreService(open_store(cfg.database_url), cfg.mqtt, cfg.mqtt.topic_root)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
