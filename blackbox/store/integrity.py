@@ -5,10 +5,13 @@ holding the earliest of (``batch.started``, first record of the batch) to the on
 latest of (``batch.ended``, last record). Without ``batch.started`` and ``batch.ended`` the edges
 of that range cannot be proven complete, so the verdict cannot be "verified".
 
-Within the range, every sealed batch must be stored; each is re-opened from the exact wire bytes
-kept at ingest, its hash recomputed, its signature verified against the key enrolled for the
-gateway, its chain link to its neighbours checked, and (``deep``) its records decoded and compared
-with the rows the queries read, so an edit of the database after capture shows as "failed".
+Within the range the checks are exactly those of ``blackbox store verify``
+(:func:`blackbox.store.verify.check_chain`): every sealed batch must be stored; each is re-opened
+from the exact wire bytes kept at ingest, its header columns compared, its key trusted only as
+far as the enrolment and the chain's own rotations vouch for it, its signature and its chain link
+checked, and (``deep``) every row it yields (readings, events, the limits in force) re-derived and
+compared with the rows the queries read, so an edit of the database after capture shows as
+"failed".
 """
 
 from __future__ import annotations
@@ -16,26 +19,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, or_, select
 
-from blackbox.model import Event, Reading
-from blackbox.seal import (
-    GENESIS_HASH,
-    BadSignature,
-    MalformedBatch,
-    OpenedBatch,
-    SealError,
-    decode_records,
-    load_public_key,
-    open_batch,
-    verify_batch,
-)
-from blackbox.store.derive import encode_value
+from blackbox.model import Event
+from blackbox.seal import SealError, decode_records, open_batch
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
-from blackbox.store.schema import events, gateway_keys, readings, sealed_batches
+from blackbox.store.schema import events, gateways, readings, sealed_batches
+from blackbox.store.verify import CODES, Difference, check_chain
 
 MAX_DIFFS_PER_BATCH = 5
 
@@ -63,11 +54,14 @@ def check_integrity(
     boundaries: dict[int, tuple[int | None, int | None]],
     *,
     deep: bool = True,
+    lost: dict[int, list[int]] | None = None,
 ) -> Integrity:
     """Verdict over the sealed batches holding ``batch_no``'s records on each gateway.
 
     ``boundaries`` maps a gateway id to the batch_seq of the sealed batches holding the batch's
-    first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored).
+    first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored); ``lost``
+    the sealed batches whose signed records hold the batch but whose rows are gone
+    (:func:`find_lost_records`).
     """
     chk = _Checker()
     ranges: list[SealedRange] = []
@@ -79,11 +73,12 @@ def check_integrity(
             chk.add("incomplete", "no_start", f"{label}: no batch.started event for {batch_no} is stored")
         if ended is None:
             chk.add("incomplete", "no_end", f"{label}: no batch.ended event for {batch_no} is stored")
-        candidates = [x for x in (*record_spans.get(gid, ()), started, ended) if x is not None]
+        candidates = [x for x in (*record_spans.get(gid, ()), *(lost or {}).get(gid, ()), started, ended)
+                      if x is not None]
         if not candidates:
             continue
         first, last = min(candidates), max(candidates)
-        sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep)
+        sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep, batch_no)
         ranges.append(sealed_range)
         gaps.extend(gateway_gaps)
     return Integrity(verdict=chk.verdict(), findings=chk.findings, ranges=ranges, gaps=gaps)
@@ -103,124 +98,32 @@ def _record_spans(conn: Connection, batch_no: str, gids: list[int]) -> dict[int,
     return spans
 
 
-@dataclass(frozen=True)
-class _KeyInfo:
-    public_key: Ed25519PublicKey | None
-    revoked_at_us: int | None
-    problem: str | None
-    valid_from_seq: int | None = None
-    valid_to_seq: int | None = None
-
-
-def _keys(conn: Connection, gid: int) -> dict[str, _KeyInfo]:
-    out: dict[str, _KeyInfo] = {}
-    rows = conn.execute(
-        select(
-            gateway_keys.c.key_id,
-            gateway_keys.c.public_key_pem,
-            gateway_keys.c.revoked_at_us,
-            gateway_keys.c.valid_from_seq,
-            gateway_keys.c.valid_to_seq,
-        ).where(gateway_keys.c.gateway_id == gid)
-    )
-    for kid, pem, revoked, valid_from, valid_to in rows:
-        try:
-            out[kid] = _KeyInfo(load_public_key(pem), revoked, None, valid_from, valid_to)
-        except (SealError, ValueError) as exc:
-            out[kid] = _KeyInfo(None, revoked, f"enrolled key {kid} cannot be loaded: {exc}")
-    return out
-
-
 def _check_gateway(
-    conn: Connection, chk: _Checker, gid: int, label: str, first: int, last: int, deep: bool
+    conn: Connection, chk: _Checker, gid: int, label: str, first: int, last: int, deep: bool, batch_no: str
 ) -> tuple[SealedRange, list[GapLine]]:
-    sb = sealed_batches.c
-    stored = {
-        row.batch_seq: row
-        for row in conn.execute(
-            select(
-                sb.batch_seq,
-                sb.hash,
-                sb.prev_hash,
-                sb.key_id,
-                sb.first_seq,
-                sb.last_seq,
-                sb.clock,
-                sb.received_at_us,
-                sb.wire,
-            ).where(sb.gateway_id == gid, sb.batch_seq.between(first - 1, last + 1))
-        )
-    }
-    keys = _keys(conn, gid)
-    clock_status: dict[str, list[int]] = defaultdict(list)
-    opened: dict[int, OpenedBatch] = {}
-    verified: set[int] = set()
-    missing = [n for n in range(first, last + 1) if n not in stored]
-    for n in missing:
-        chk.add("incomplete", "missing_batch", f"{label}: sealed batch {n} has not been received")
+    """The same checks as ``blackbox store verify`` (:func:`blackbox.store.verify.check_chain`) over ``first..last``.
 
-    for n in range(first - 1, last + 2):
-        row = stored.get(n)
-        if row is None:
-            continue
-        try:
-            ob = open_batch(bytes(row.wire))
-        except MalformedBatch as exc:
-            if first <= n <= last:
-                chk.add("failed", "stored_malformed", f"{label}: stored batch {n} no longer parses: {exc}")
-            continue
-        opened[n] = ob
-        if not first <= n <= last:
-            continue  # neighbours only serve the chain links at the edges
-        if ob.hash != row.hash or ob.header.batch_seq != n or ob.header.prev_hash != row.prev_hash:
-            chk.add("failed", "hash_mismatch", f"{label}: stored batch {n} does not match its recorded hash or header")
-            continue
-        key = keys.get(ob.header.key_id)
-        if key is None:
-            chk.add("failed", "unknown_key", f"{label}: batch {n} is signed by key {ob.header.key_id}, not enrolled")
-            continue
-        if key.public_key is None:
-            chk.add("failed", "unknown_key", f"{label}: batch {n}: {key.problem}")
-            continue
-        if key.revoked_at_us is not None and key.revoked_at_us <= row.received_at_us:
-            chk.add(
-                "failed", "revoked_key", f"{label}: batch {n} was received after its key {ob.header.key_id} was revoked"
-            )
-            continue
-        h = ob.header
-        if (key.valid_from_seq is not None and h.first_seq < key.valid_from_seq) or (
-            key.valid_to_seq is not None and h.last_seq > key.valid_to_seq
-        ):
-            chk.add("failed", "key_not_in_force", f"{label}: batch {n} is signed by key {h.key_id} outside the "
-                    f"records it may sign (a rotation retired it or had not yet brought it in)")
-            continue
-        try:
-            verify_batch(ob, key.public_key)
-        except BadSignature:
-            chk.add("failed", "bad_signature", f"{label}: the signature of stored batch {n} does not verify")
-            continue
-        verified.add(n)
-        if row.clock != "ok":
-            clock_status[row.clock].append(n)
-    for status, numbers in sorted(clock_status.items()):
-        chk.add("info", "clock", f"{label}: {_count(numbers, 'batch')} ({_spans(numbers)}) sealed with clock "
-                f"status {status!r}")
-
-    # chain links and seq contiguity between consecutive stored batches
-    for n in range(first - 1, last + 1):
-        a, b = opened.get(n), opened.get(n + 1)
-        if a is None or b is None:
-            continue
-        if b.header.prev_hash != a.hash:
-            chk.add("failed", "chain_broken", f"{label}: batch {n + 1} does not link to batch {n} (prev_hash differs)")
-        elif b.header.first_seq != a.header.last_seq + 1:
-            lo, hi = a.header.last_seq + 1, b.header.first_seq - 1
-            chk.add("incomplete", "seq_gap", f"{label}: records {lo}..{hi} between batches {n} and {n + 1} are missing")
-    if first == 1 and 1 in opened and opened[1].header.prev_hash != GENESIS_HASH:
-        chk.add("failed", "chain_broken", f"{label}: batch 1 does not start at the genesis hash")
-
+    Plus: rows of the production batch outside the record span of those batches (no batch in the
+    range yields them; ``verify`` finds them when it walks the whole chain).
+    """
+    collect = _Collector(label)
+    result = check_chain(conn, gid, label, collect, first=first, last=last, rows=deep)
     if deep:
-        _compare_records(conn, chk, gid, label, {n: opened[n] for n in verified})
+        for table in (readings, events):
+            c = table.c
+            outside = [c.seq < result.first_seq, c.seq > result.last_seq] if result.first_seq is not None else []
+            stmt = select(c.seq, c.batch_seq).where(c.gateway_id == gid, c.batch == batch_no)
+            if outside:
+                stmt = stmt.where(or_(*outside))
+            for seq, batch_seq in conn.execute(stmt.order_by(c.seq)):
+                collect(Difference(label, "row_unexplained", f"{table.name} seq {seq} of {batch_no} (claiming batch "
+                                   f"{batch_seq}) lies outside every stored batch of the range",
+                                   table.name, f"seq={seq}", batch_seq=batch_seq))
+    for finding in collect.findings():
+        chk.findings.append(finding)
+    for status, numbers in sorted(result.clock.items()):
+        chk.add("info", "clock", f"{label}: {_count(numbers, 'batch')} ({spans(numbers)}) sealed with clock "
+                f"status {status!r}")
 
     gap_lines: list[GapLine] = []
     for ev in conn.execute(
@@ -249,95 +152,82 @@ def _check_gateway(
             gateway=label,
             first_batch_seq=first,
             last_batch_seq=last,
-            n_present=sum(1 for n in range(first, last + 1) if n in stored),
-            n_verified=len(verified),
-            missing=missing,
+            n_present=len(result.present),
+            n_verified=len(result.verified),
+            missing=sorted(result.missing),
         ),
         gap_lines,
     )
 
 
-def _reading_key(r: Reading, batch_seq: int) -> tuple[Any, ...]:
-    kind, num, text = encode_value(r.value)
-    return (
-        "r",
-        r.seq,
-        batch_seq,
-        r.tag,
-        kind,
-        num,
-        text,
-        str(r.quality),
-        r.reason,
-        r.ts_us,
-        r.source_ts_us,
-        r.batch,
-        r.phase,
-    )
+class _Collector:
+    """Turns verify's differences into report findings: at most a few per batch and code, then a count."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._kept: list[Difference] = []
+        self._more: dict[tuple[int | None, str], int] = defaultdict(int)
+        self._seen: dict[tuple[int | None, str], int] = defaultdict(int)
+
+    def __call__(self, d: Difference) -> None:
+        key = (d.batch_seq, d.code)
+        self._seen[key] += 1
+        if self._seen[key] <= MAX_DIFFS_PER_BATCH:
+            self._kept.append(d)
+        else:
+            self._more[key] += 1
+
+    def findings(self) -> list[Finding]:
+        out = [Finding(severity=d.severity, code=d.code, message=f"{self._label}: {d.message}") for d in self._kept]
+        for (batch_seq, code), n in sorted(self._more.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1])):
+            out.append(Finding(severity=CODES[code][0], code=code,
+                               message=f"{self._label}: and {n} more like it in batch {batch_seq}"))
+        return out
 
 
-def _event_key(e: Event, batch_seq: int) -> tuple[Any, ...]:
-    return ("e", e.seq, batch_seq, e.type, e.subject, e.data, e.ts_us, e.batch, e.phase)
+def find_lost_records(conn: Connection, batch_no: str, site: str | None) -> dict[int, list[int]]:
+    """Stored batches whose rows fall short of their header's counts and whose signed records hold ``batch_no``.
 
-
-def _compare_records(conn: Connection, chk: _Checker, gid: int, label: str, batches: dict[int, OpenedBatch]) -> None:
-    """Compare the rows stored for each batch with the records decoded from its signed bytes."""
-    if not batches:
-        return
-    lo = min(b.header.first_seq for b in batches.values())
-    hi = max(b.header.last_seq for b in batches.values())
-    stored: dict[int, tuple[Any, ...]] = {}
-    r, e = readings.c, events.c
-    for row in conn.execute(
-        select(
-            r.seq,
-            r.batch_seq,
-            r.tag,
-            r.kind,
-            r.num,
-            r.text,
-            r.quality,
-            r.reason,
-            r.ts_us,
-            r.source_ts_us,
-            r.batch,
-            r.phase,
-        ).where(r.gateway_id == gid, r.seq.between(lo, hi))
-    ):
-        stored[row.seq] = ("r", *tuple(row))
-    for erow in conn.execute(
-        select(e.seq, e.batch_seq, e.type, e.subject, e.data, e.ts_us, e.batch, e.phase).where(
-            e.gateway_id == gid, e.seq.between(lo, hi)
-        )
-    ):
-        stored[erow.seq] = ("e", *tuple(erow))
-
-    covered: set[int] = set()
-    for n, ob in sorted(batches.items()):
+    For a trace that finds no row of the batch: if its rows were deleted while the sealed bytes
+    stayed, the report says so instead of "no record". Reads every batch's row counts (one index
+    range count per batch), so it runs only when the rows are not found.
+    """
+    sb, r, e = sealed_batches.c, readings.c, events.c
+    n_r = select(func.count()).where(r.gateway_id == sb.gateway_id, r.seq.between(sb.first_seq, sb.last_seq))
+    n_e = select(func.count()).where(e.gateway_id == sb.gateway_id, e.seq.between(sb.first_seq, sb.last_seq))
+    stmt = (select(sb.gateway_id, sb.batch_seq, sb.wire).join(gateways, gateways.c.id == sb.gateway_id)
+            .where(or_(n_r.scalar_subquery() < sb.n_readings, n_e.scalar_subquery() < sb.n_events))
+            .order_by(sb.gateway_id, sb.batch_seq))
+    if site is not None:
+        stmt = stmt.where(gateways.c.site == site)
+    lost: dict[int, list[int]] = defaultdict(list)
+    for gid, batch_seq, wire in conn.execute(stmt):
         try:
-            records = decode_records(ob)
-        except MalformedBatch as exc:
-            chk.add("failed", "stored_malformed", f"{label}: records of stored batch {n} cannot be decoded: {exc}")
-            continue
-        diffs: list[str] = []
-        for rec in records:
-            covered.add(rec.seq)
-            want = _reading_key(rec, n) if isinstance(rec, Reading) else _event_key(rec, n)
-            have = stored.get(rec.seq)
-            if have is None:
-                diffs.append(f"seq {rec.seq} is missing from the database")
-            elif have != want:
-                diffs.append(f"seq {rec.seq} differs from the signed record")
-        if diffs:
-            shown = "; ".join(diffs[:MAX_DIFFS_PER_BATCH])
-            more = f" (and {len(diffs) - MAX_DIFFS_PER_BATCH} more)" if len(diffs) > MAX_DIFFS_PER_BATCH else ""
-            chk.add("failed", "records_altered", f"{label}: stored rows of batch {n} were altered: {shown}{more}")
-    extra = sorted(s for s, row in stored.items() if row[2] in batches and s not in covered)
-    if extra:
-        chk.add("failed", "records_altered", f"{label}: rows not in any signed batch: seq {_spans(extra)}")
+            records = decode_records(open_batch(bytes(wire)))
+        except (SealError, ValueError):
+            continue  # an unreadable stored batch: the integrity check of any range holding it says so
+        if any(rec.batch == batch_no or (isinstance(rec, Event) and rec.data.get("batch") == batch_no)
+               for rec in records):
+            lost[gid].append(batch_seq)
+    return dict(lost)
 
 
-def _spans(seqs: Iterable[int]) -> str:
+def chain_gaps(conn: Connection, site: str | None) -> dict[str, list[int]]:
+    """Per gateway (``site/gateway``), the batch_seqs below its highest stored one that are not stored."""
+    sb, g = sealed_batches.c, gateways.c
+    stmt = (select(g.id, g.site, g.gateway, func.count(), func.max(sb.batch_seq))
+            .join_from(sealed_batches, gateways, g.id == sb.gateway_id).group_by(g.id, g.site, g.gateway))
+    if site is not None:
+        stmt = stmt.where(g.site == site)
+    out: dict[str, list[int]] = {}
+    for gid, s, gw, n, hi in conn.execute(stmt):
+        if n < hi:
+            have = set(conn.execute(select(sb.batch_seq).where(sb.gateway_id == gid)).scalars())
+            out[f"{s}/{gw}"] = [k for k in range(1, hi + 1) if k not in have]
+    return out
+
+
+def spans(seqs: Iterable[int]) -> str:
     out: list[str] = []
     grouped: dict[int, list[int]] = defaultdict(list)
     start = prev = None

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, or_, select
 
 from blackbox.config import LimitSet
 from blackbox.model import now_us
-from blackbox.store.integrity import check_integrity
+from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
     AlarmLine,
     BatchInfo,
@@ -257,8 +257,14 @@ def _gateways_of(conn: Connection, batch_no: str, site: str | None) -> dict[int,
 
 def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> TraceReport:
     labels = _gateways_of(conn, batch_no, site)
+    lost: dict[int, list[int]] = {}
     if not labels:
-        raise BatchNotFound(f"no record of batch {batch_no!r}" + (f" at site {site!r}" if site else ""))
+        lost = find_lost_records(conn, batch_no, site)
+        if not lost:
+            raise BatchNotFound(_not_found(conn, batch_no, site))
+        g = gateways.c
+        labels = {gid: f"{s}/{gw}" for gid, s, gw in conn.execute(select(g.id, g.site, g.gateway)
+                                                                 .where(g.id.in_(sorted(lost))))}
     gids = list(labels)
     e = events.c
     batch_rows = conn.execute(
@@ -313,7 +319,7 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> Tra
         s = [r.batch_seq for r in started if r.gateway_id == gid]
         en = [r.batch_seq for r in ended if r.gateway_id == gid]
         boundaries[gid] = (min(s) if s else None, max(en) if en else None)
-    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep)
+    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost)
     if no_config:
         findings = list(integrity.findings)
         for label in sorted(no_config):
@@ -332,6 +338,16 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> Tra
         sources=sources,
         integrity=integrity,
     )
+
+
+def _not_found(conn: Connection, batch_no: str, site: str | None) -> str:
+    """"No record" only if nothing could have held the batch: else name the gaps of the chains."""
+    message = f"no record of batch {batch_no!r}" + (f" at site {site!r}" if site else "") + " is stored"
+    gaps = chain_gaps(conn, site)
+    if not gaps:
+        return message
+    listed = "; ".join(f"{label} misses sealed batch(es) {spans(numbers)}" for label, numbers in sorted(gaps.items()))
+    return f"{message}, but the store is incomplete, and its records may have been in what is missing: {listed}"
 
 
 def _no_config_finding(label: str) -> Finding:

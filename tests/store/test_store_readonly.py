@@ -1,6 +1,6 @@
 """Query paths cannot write: the store opened read-only, under a SELECT-only role, and one-line errors.
 
-Every query command (``trace``, ``store gateways``, ``store export``) is run
+Every query command (``trace``, ``store gateways``, ``store export``, ``store verify``) is run
 against stores that cannot serve it (no file, no server, no schema, an older schema, not a URL):
 each must exit 1 or 2 with one line on stderr, no traceback, and leave nothing behind.
 """
@@ -87,6 +87,7 @@ QUERIES: dict[str, Callable[[str, Path], list[str]]] = {
     "trace": lambda url, _out: ["trace", BATCH, "--db", url],
     "store gateways": lambda url, _out: ["store", "gateways", "--db", url],
     "store export": lambda url, out: ["store", "export", GATEWAY, "--site", SITE, "--out", str(out), "--db", url],
+    "store verify": lambda url, _out: ["store", "verify", "--db", url],
 }
 
 

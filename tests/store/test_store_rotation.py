@@ -151,7 +151,8 @@ def test_a_stored_batch_outside_its_keys_range_fails_the_trace(engine: Engine) -
         conn.execute(gateway_keys.update().where(gateway_keys.c.key_id == key_id(gw.key)).values(valid_from_seq=99))
     report = trace_batch(engine, "FC050-ROT-02")
     assert report.integrity.verdict == "failed"
-    assert any(f.code == "key_not_in_force" for f in report.integrity.findings)
+    # the edited row no longer matches the rotation in the chain, so the new key is not trusted
+    assert {"key_altered", "unknown_key"} <= {f.code for f in report.integrity.findings}
 
 
 def test_seal_batch_records_the_rotation_the_agent_way(engine: Engine) -> None:

@@ -177,7 +177,7 @@ def test_edited_reading_makes_the_verdict_failed(engine: Engine, ingestor: Inges
         conn.execute(update(readings).where(readings.c.num == 86.0).values(num=84.0))
     integ = trace_batch(engine, BATCH).integrity
     assert integ.verdict == "failed"
-    assert "records_altered" in {f.code for f in integ.findings}
+    assert "row_altered" in {f.code for f in integ.findings}
     assert trace_batch(engine, BATCH, deep=False).integrity.verdict == "verified"
 
 

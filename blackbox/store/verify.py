@@ -1,0 +1,570 @@
+"""Re-verify the store against its record: the signed batches, re-derived row by row.
+
+The exact wire bytes in ``sealed_batches.wire`` are the record; every other row is derived from
+them by :func:`blackbox.store.derive.derive` at ingest. :func:`check_chain` walks one gateway's
+stored batches in chain order and, for each, re-opens the bytes, checks the header columns, the
+signing key (trusted only as far as the enrolment and the rotations *inside the chain* vouch for
+it, never because a ``gateway_keys`` column says so), the signature, the chain link and the record
+seq continuity, re-derives its rows and compares them with the stored ``readings``, ``events`` and
+``tag_configs``. Stored rows come in seq order through streaming cursors and are merged with the
+derived ones, so memory stays bounded by one batch whatever the size of the store.
+
+:func:`verify_store` runs it over every gateway (``blackbox store verify``); the trace report runs
+it over the batches holding one production batch (:mod:`blackbox.store.integrity`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, Engine, Select, and_, func, select
+
+from blackbox.seal import (
+    GENESIS_HASH,
+    BadSignature,
+    MalformedBatch,
+    OpenedBatch,
+    RotationError,
+    SealError,
+    key_id,
+    load_public_key,
+    open_batch,
+    verify_batch,
+)
+from blackbox.store.derive import (
+    BATCH_COLUMNS,
+    EVENT_COLUMNS,
+    READING_COLUMNS,
+    TAG_CONFIG_COLUMNS,
+    Derived,
+    batch_columns,
+    derive,
+)
+from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
+
+Severity = Literal["failed", "incomplete"]
+
+CODES: dict[str, tuple[Severity, str]] = {
+    "missing_batch": ("incomplete", "a batch_seq below the highest stored one is not stored (a gap in the chain)"),
+    "seq_gap": ("incomplete", "record seqs between two consecutive stored batches are in neither"),
+    "stored_malformed": ("failed", "the stored bytes of a batch no longer parse or decode"),
+    "batch_altered": ("failed", "a sealed_batches column differs from the batch's own header or hash"),
+    "wrong_gateway": ("failed", "a stored batch names another site or gateway than the one it is stored under"),
+    "unknown_key": ("failed", "a batch is signed by a key that no enrolment or rotation in the chain vouches for"),
+    "key_not_in_force": ("failed", "a batch is signed by a key outside the records the chain's rotations allow it"),
+    "revoked_key": ("failed", "a batch was received after its signing key was revoked"),
+    "bad_signature": ("failed", "a stored batch's signature does not verify"),
+    "chain_broken": ("failed", "a batch's prev_hash is not the hash of the stored batch before it"),
+    "row_altered": ("failed", "a stored row differs from the row derived from its signed batch"),
+    "row_missing": ("failed", "a row derived from a signed batch is not stored"),
+    "row_unexplained": ("failed", "a stored row that no stored signed batch yields"),
+    "key_altered": ("failed", "a gateway_keys row disagrees with its key or with the rotations in the chain"),
+    "gateway_altered": ("failed", "a gateways row disagrees with the batches stored for it"),
+}
+"""Every finding code: its severity and what it means (also in docs/store.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """One finding: what is wrong, where (table and key), and the stored against the derived value."""
+
+    gateway: str
+    code: str
+    message: str
+    table: str | None = None
+    key: str | None = None
+    column: str | None = None
+    stored: Any = None
+    derived: Any = None
+    batch_seq: int | None = None
+
+    @property
+    def severity(self) -> Severity:
+        return CODES[self.code][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, **asdict(self)}
+
+
+Emit = Callable[[Difference], None]
+
+
+@dataclass
+class Stats:
+    """What a run looked at, for the summary line and the readings/s figure."""
+
+    gateways: int = 0
+    batches: int = 0
+    batches_verified: int = 0
+    readings: int = 0
+    events: int = 0
+    findings: int = 0
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+
+    def readings_per_s(self) -> float:
+        return self.readings / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Trust:
+    public_key: Ed25519PublicKey
+    valid_from_seq: int | None = None
+    valid_to_seq: int | None = None
+    revoked_at_us: int | None = None
+
+
+def trusted_keys(conn: Connection, gid: int, label: str, emit: Emit) -> dict[str, _Trust]:
+    """The keys the chain lets us trust for gateway ``gid``, with the record ranges they may sign.
+
+    Keys an operator enrolled are trust anchors (their enrolment is an act outside the chain).
+    A key that came in by rotation is trusted only if the stored batch that ends at the record
+    before its ``valid_from_seq`` verifies with the key it retires and carries exactly that
+    ``key.rotated`` event; the retired key's range ends there. Stored ``valid_*`` columns are
+    compared with what the rotations give, never used as such.
+    """
+    gk = gateway_keys.c
+    rows = conn.execute(select(gateway_keys).where(gk.gateway_id == gid).order_by(gk.valid_from_seq, gk.id)).all()
+    loaded: dict[str, Ed25519PublicKey] = {}
+    for row in rows:
+        try:
+            pub = load_public_key(row.public_key_pem)
+        except (SealError, ValueError) as exc:
+            emit(Difference(label, "key_altered", f"key {row.key_id}: the stored public key cannot be read: {exc}",
+                            "gateway_keys", row.key_id, "public_key_pem"))
+            continue
+        if key_id(pub) != row.key_id:
+            emit(Difference(label, "key_altered", f"key {row.key_id}: the stored public key is another key "
+                            f"(id {key_id(pub)})", "gateway_keys", row.key_id, "public_key_pem",
+                            key_id(pub), row.key_id))
+            continue
+        loaded[row.key_id] = pub
+    trust: dict[str, _Trust] = {}
+    by_id = {row.key_id: row for row in rows}
+    for row in rows:
+        if row.key_id in loaded and row.rotated_from is None and row.valid_from_seq is None:
+            trust[row.key_id] = _Trust(loaded[row.key_id], revoked_at_us=row.revoked_at_us)
+            if row.enrolled_by != "operator":
+                emit(Difference(label, "key_altered", f"key {row.key_id} says it came by rotation but names no "
+                                f"rotation", "gateway_keys", row.key_id, "enrolled_by", row.enrolled_by, "operator"))
+    unproven: set[str] = set()
+    for row in rows:  # rotated-in keys, in record order
+        if row.key_id not in loaded or (row.rotated_from is None and row.valid_from_seq is None):
+            continue
+        problem = _vouch(conn, gid, row, trust)
+        if problem is not None:
+            unproven.add(row.rotated_from)
+            emit(Difference(label, "key_altered", f"key {row.key_id} is recorded as rotated in from "
+                            f"{row.rotated_from} at record {row.valid_from_seq}, but {problem}",
+                            "gateway_keys", row.key_id, "valid_from_seq", row.valid_from_seq, None))
+            continue
+        assert row.valid_from_seq is not None and row.rotated_from is not None
+        trust[row.rotated_from].valid_to_seq = row.valid_from_seq - 1
+        trust[row.key_id] = _Trust(loaded[row.key_id], row.valid_from_seq, revoked_at_us=row.revoked_at_us)
+        if row.enrolled_by != "rotation":
+            emit(Difference(label, "key_altered", f"key {row.key_id} came by rotation but says {row.enrolled_by}",
+                            "gateway_keys", row.key_id, "enrolled_by", row.enrolled_by, "rotation"))
+    for kid, t in trust.items():
+        stored = by_id[kid].valid_to_seq
+        if stored != t.valid_to_seq and kid not in unproven:  # an unproven rotation is reported already
+            emit(Difference(label, "key_altered", f"key {kid}: valid_to_seq is {stored}, the chain's rotations "
+                            f"give {t.valid_to_seq}", "gateway_keys", kid, "valid_to_seq", stored, t.valid_to_seq))
+    return trust
+
+
+def _vouch(conn: Connection, gid: int, row: Any, trust: dict[str, _Trust]) -> str | None:
+    """Why the rotation recorded in ``row`` is not proven by a stored batch (``None`` if it is)."""
+    if row.valid_from_seq is None or row.rotated_from is None:
+        return "its rotated_from or valid_from_seq is empty"
+    old = trust.get(row.rotated_from)
+    if old is None:
+        return f"key {row.rotated_from} is not trusted itself"
+    sb = sealed_batches.c
+    wire = conn.execute(select(sb.wire).where(sb.gateway_id == gid, sb.last_seq == row.valid_from_seq - 1)).scalar()
+    if wire is None:
+        return f"no stored batch ends at record {row.valid_from_seq - 1}"
+    try:
+        opened = open_batch(bytes(wire))
+        if not _in_force(old, opened):
+            return f"the batch ending at record {row.valid_from_seq - 1} is outside key {row.rotated_from}'s range"
+        verify_batch(opened, old.public_key)
+        rotation = derive(opened, gid).rotation
+    except (SealError, ValueError) as exc:
+        return f"the batch ending at record {row.valid_from_seq - 1} does not prove it ({exc})"
+    if rotation is None or (rotation.old_key_id, rotation.new_key_id, rotation.seq) != (
+            row.rotated_from, row.key_id, row.valid_from_seq - 1):
+        return f"the signed batch ending at record {row.valid_from_seq - 1} carries no such key.rotated event"
+    return None
+
+
+def _in_force(t: _Trust, opened: OpenedBatch) -> bool:
+    h = opened.header
+    return not ((t.valid_from_seq is not None and h.first_seq < t.valid_from_seq)
+                or (t.valid_to_seq is not None and h.last_seq > t.valid_to_seq))
+
+
+# -- stored rows, streamed in seq order ------------------------------------------------------------
+
+
+class _Stream:
+    """Stored rows of one table for one gateway, in seq order, merged against the derived rows."""
+
+    def __init__(self, conn: Connection, table_name: str, stmt: Select[Any], label: str, emit: Emit,
+                 batch_of: Callable[[Any], int | None]) -> None:
+        self.table = table_name
+        self._rows: Iterator[Any] = iter(conn.execute(stmt.execution_options(yield_per=2000)))
+        self._next: Any = next(self._rows, None)
+        self._label = label
+        self._emit = emit
+        self._batch_of = batch_of
+        self.stored_batches: set[int] = set()
+
+    def _advance(self) -> Any:
+        row, self._next = self._next, next(self._rows, None)
+        return row
+
+    def skip_through(self, seq: int) -> None:
+        """Leave the rows up to ``seq`` unchecked (their batch cannot be verified: already reported)."""
+        while self._next is not None and self._next.seq <= seq:
+            self._advance()
+
+    def extras_before(self, seq: int | None) -> None:
+        """Report stored rows with a seq below ``seq`` (all remaining if ``None``): no batch yields them."""
+        while self._next is not None and (seq is None or self._next.seq < seq):
+            row = self._advance()
+            claimed = self._batch_of(row)
+            why = (f"it claims batch {claimed}, which is not stored" if claimed is not None
+                   and claimed not in self.stored_batches else "no stored signed batch holds this record")
+            self._emit(Difference(self._label, "row_unexplained", f"{self.table} seq {row.seq}: {why}",
+                                  self.table, f"seq={row.seq}", stored=_plain(row), batch_seq=claimed))
+
+    def compare(self, derived: list[tuple[Any, ...]], columns: tuple[str, ...], batch_seq: int) -> None:
+        """Merge the rows derived from batch ``batch_seq`` (by seq) with the stored ones."""
+        seq_at = columns.index("seq")
+        for want in derived:
+            seq = want[seq_at]
+            self.extras_before(seq)
+            if self._next is None or self._next.seq != seq:
+                self._emit(Difference(self._label, "row_missing", f"{self.table} seq {seq} of batch {batch_seq} "
+                                      f"is not stored", self.table, f"seq={seq}", derived=_tuple_dict(columns, want),
+                                      batch_seq=batch_seq))
+                continue
+            have = tuple(self._advance())
+            if have != want:
+                for col, h, w in zip(columns, have, want, strict=True):
+                    if h != w:
+                        self._emit(Difference(self._label, "row_altered", f"{self.table} seq {seq} of batch "
+                                              f"{batch_seq}: {describe_change(col, h, w)}",
+                                              self.table, f"seq={seq}", col, h, w, batch_seq))
+
+
+def describe_change(path: str, stored: Any, derived: Any, limit: int = 3) -> str:
+    """``data.tags[0].limits[1].h is 95.0, the signed record says 79.0``: the first few differing leaves."""
+    changes: list[str] = []
+
+    def walk(p: str, a: Any, b: Any) -> None:
+        if a == b:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b), key=str):
+                walk(f"{p}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                walk(f"{p}[{i}]", x, y)
+        else:
+            changes.append(f"{p} is {_show(a)}, the signed record says {_show(b)}")
+
+    walk(path, stored, derived)
+    more = f" (and {len(changes) - limit} more)" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "absent"
+
+
+_ABSENT = _Absent()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in row._mapping.items() if k != "gateway_id"}
+
+
+def _tuple_dict(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    return {k: v for k, v in zip(columns, values, strict=True) if k != "gateway_id"}
+
+
+# -- one gateway's chain ---------------------------------------------------------------------------
+
+
+@dataclass
+class ChainResult:
+    """The batches of a checked range: stored, verified (signature, chain and rows), and their clock status."""
+
+    first_seq: int | None = None
+    """Lowest record seq of the stored batches checked (``None`` if none is stored)."""
+    last_seq: int | None = None
+    present: set[int] = field(default_factory=set)
+    verified: set[int] = field(default_factory=set)
+    missing: list[int] = field(default_factory=list)
+    clock: dict[str, list[int]] = field(default_factory=dict)
+
+
+def check_chain(
+    conn: Connection,
+    gid: int,
+    label: str,
+    emit: Emit,
+    *,
+    first: int | None = None,
+    last: int | None = None,
+    since_us: int | None = None,
+    stats: Stats | None = None,
+    rows: bool = True,
+) -> ChainResult:
+    """Verify gateway ``gid``'s batches ``first..last`` (all if ``None``) and, with ``rows``, every row they yield.
+
+    ``since_us`` starts at the first batch whose records end at or after that time. Without
+    bounds every stored row of the gateway is accounted for (rows beyond the last batch too);
+    with bounds only rows within the seq span of the batches checked.
+    """
+    result = ChainResult()
+    stats = stats if stats is not None else Stats()
+    sb = sealed_batches.c
+    where = [sb.gateway_id == gid]
+    if since_us is not None:
+        where.append(sb.last_ts_us >= since_us)
+        if first is None:
+            first = conn.execute(select(func.min(sb.batch_seq)).where(*where)).scalar()
+            if first is None:
+                return result
+    bounded = first is not None or last is not None
+    if first is not None:
+        where.append(sb.batch_seq >= first)
+    if last is not None:
+        where.append(sb.batch_seq <= last)
+    trust = trusted_keys(conn, gid, label, emit)
+    lo = hi = None
+    if bounded:
+        lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()
+        result.first_seq, result.last_seq = lo, hi
+    streams = _streams(conn, gid, label, emit, lo, hi) if rows else []
+    wire_row = conn.execute(select(sb.batch_seq, sb.wire).where(sb.gateway_id == gid,
+                                                                sb.batch_seq == (first or 1) - 1)).first()
+    prev: OpenedBatch | None = _open_quietly(wire_row.wire) if wire_row is not None else None
+    prev_n = (first or 1) - 1
+    site, gateway = label.split("/", 1)
+    gateway_row = conn.execute(select(gateways.c.last_batch_at_us).where(gateways.c.id == gid)).one()
+    max_received: int | None = None
+    batch_stmt = select(sealed_batches).where(*where).order_by(sb.batch_seq).execution_options(yield_per=64)
+    stored_numbers = set(conn.execute(select(sb.batch_seq).where(*where)).scalars())
+    for s in streams:
+        s.stored_batches = stored_numbers
+    for row in conn.execute(batch_stmt):
+        n = row.batch_seq
+        stats.batches += 1
+        max_received = row.received_at_us if max_received is None else max(max_received, row.received_at_us)
+        _missing(result, label, emit, prev_n + 1, n)
+        if n != prev_n + 1:
+            prev = None
+        prev_n = n
+        result.present.add(n)
+        opened = _check_batch(row, label, site, gateway, trust, emit)
+        if opened is None:
+            for s in streams:
+                s.extras_before(row.first_seq)
+                s.skip_through(row.last_seq)
+            prev = None
+            continue
+        h = opened.header
+        if prev is not None:
+            if h.prev_hash != prev.hash:
+                emit(Difference(label, "chain_broken", f"batch {n} does not link to batch {n - 1} (its prev_hash "
+                                f"is not batch {n - 1}'s hash)", "sealed_batches", f"batch_seq={n}", "prev_hash",
+                                h.prev_hash, prev.hash, n))
+            elif h.first_seq != prev.header.last_seq + 1:
+                emit(Difference(label, "seq_gap", f"records {prev.header.last_seq + 1}..{h.first_seq - 1} between "
+                                f"batches {n - 1} and {n} are in neither", batch_seq=n))
+        elif n == 1 and h.prev_hash != GENESIS_HASH:
+            emit(Difference(label, "chain_broken", "batch 1 does not start at the genesis hash", "sealed_batches",
+                            "batch_seq=1", "prev_hash", h.prev_hash, GENESIS_HASH, 1))
+        prev = opened
+        try:
+            derived = derive(opened, gid)
+        except (MalformedBatch, RotationError) as exc:
+            emit(Difference(label, "stored_malformed", f"the records of stored batch {n} cannot be derived: {exc}",
+                            "sealed_batches", f"batch_seq={n}", batch_seq=n))
+            for s in streams:
+                s.extras_before(h.first_seq)
+                s.skip_through(h.last_seq)
+            continue
+        _check_rotation(derived, trust, label, emit)
+        if rows:
+            _compare_rows(streams, derived, n)
+        result.verified.add(n)
+        if row.clock != "ok":
+            result.clock.setdefault(row.clock, []).append(n)
+        stats.batches_verified += 1
+        stats.readings += len(derived.readings)
+        stats.events += len(derived.events)
+    if last is not None:
+        _missing(result, label, emit, prev_n + 1, last + 1)
+    for s in streams:
+        s.extras_before(None)
+    if max_received is not None and (
+            gateway_row.last_batch_at_us is None or gateway_row.last_batch_at_us < max_received):
+        emit(Difference(label, "gateway_altered", "last_batch_at_us is before the arrival of its last stored "
+                        "batch", "gateways", label, "last_batch_at_us", gateway_row.last_batch_at_us, max_received))
+    return result
+
+
+def _missing(result: ChainResult, label: str, emit: Emit, start: int, stop: int) -> None:
+    for n in range(start, stop):
+        result.missing.append(n)
+        emit(Difference(label, "missing_batch", f"sealed batch {n} is not stored", "sealed_batches",
+                        f"batch_seq={n}", batch_seq=n))
+
+
+def _streams(conn: Connection, gid: int, label: str, emit: Emit, lo: int | None, hi: int | None) -> list[_Stream]:
+    out = []
+    for table, columns, batch_col in ((readings, READING_COLUMNS, "batch_seq"), (events, EVENT_COLUMNS, "batch_seq"),
+                                      (tag_configs, TAG_CONFIG_COLUMNS, None)):
+        cond = [table.c.gateway_id == gid]
+        if lo is not None:
+            cond.append(table.c.seq >= lo)
+        if hi is not None:
+            cond.append(table.c.seq <= hi)
+        stmt = select(*(table.c[c] for c in columns)).where(and_(*cond)).order_by(table.c.seq)
+        if batch_col is None:
+            out.append(_Stream(conn, table.name, stmt, label, emit, lambda _row: None))
+        else:
+            out.append(_Stream(conn, table.name, stmt, label, emit, lambda row: row.batch_seq))
+    return out
+
+
+def _open_quietly(wire: Any) -> OpenedBatch | None:
+    try:
+        return open_batch(bytes(wire))
+    except (SealError, ValueError):
+        return None
+
+
+def _check_batch(row: Any, label: str, site: str, gateway: str, trust: dict[str, _Trust],
+                 emit: Emit) -> OpenedBatch | None:
+    """Open, compare the header columns, check the key and the signature; ``None`` if it cannot be trusted."""
+    n = row.batch_seq
+    key = f"batch_seq={n}"
+    try:
+        opened = open_batch(bytes(row.wire))
+    except (SealError, ValueError) as exc:
+        emit(Difference(label, "stored_malformed", f"stored batch {n} no longer parses: {exc}", "sealed_batches",
+                        key, "wire", batch_seq=n))
+        return None
+    h = opened.header
+    derived = batch_columns(opened)
+    for col in BATCH_COLUMNS:
+        if getattr(row, col) != derived[col]:
+            emit(Difference(label, "batch_altered", f"sealed batch {n}: {col} differs from the signed header",
+                            "sealed_batches", key, col, getattr(row, col), derived[col], n))
+    if (h.site, h.gateway) != (site, gateway):
+        emit(Difference(label, "wrong_gateway", f"stored batch {n} is a batch of {h.site}/{h.gateway}",
+                        "sealed_batches", key, "gateway_id", label, f"{h.site}/{h.gateway}", n))
+        return None
+    t = trust.get(h.key_id)
+    if t is None:
+        emit(Difference(label, "unknown_key", f"batch {n} is signed by key {h.key_id}, which no enrolment or "
+                        f"rotation vouches for", "sealed_batches", key, "key_id", batch_seq=n))
+        return None
+    if not _in_force(t, opened):
+        emit(Difference(label, "key_not_in_force", f"batch {n} (records {h.first_seq}..{h.last_seq}) is signed by "
+                        f"key {h.key_id}, in force only for records {t.valid_from_seq or 1}.."
+                        f"{'' if t.valid_to_seq is None else t.valid_to_seq}", "sealed_batches", key, "key_id",
+                        batch_seq=n))
+        return None
+    if t.revoked_at_us is not None and t.revoked_at_us <= row.received_at_us:
+        emit(Difference(label, "revoked_key", f"batch {n} was received after its key {h.key_id} was revoked",
+                        "sealed_batches", key, "received_at_us", batch_seq=n))
+        return None
+    try:
+        verify_batch(opened, t.public_key)
+    except BadSignature:
+        emit(Difference(label, "bad_signature", f"the signature of stored batch {n} does not verify",
+                        "sealed_batches", key, "wire", batch_seq=n))
+        return None
+    return opened
+
+
+def _check_rotation(derived: Derived, trust: dict[str, _Trust], label: str, emit: Emit) -> None:
+    r = derived.rotation
+    if r is None:
+        return
+    new = trust.get(r.new_key_id)
+    if new is None or new.valid_from_seq != r.seq + 1 or trust[r.old_key_id].valid_to_seq != r.seq:
+        emit(Difference(label, "key_altered", f"batch {derived.batch['batch_seq']} rotates from key {r.old_key_id} "
+                        f"to key {r.new_key_id} at record {r.seq}; gateway_keys does not record it",
+                        "gateway_keys", r.new_key_id, "valid_from_seq",
+                        None if new is None else new.valid_from_seq, r.seq + 1, derived.batch["batch_seq"]))
+
+
+def _compare_rows(streams: list[_Stream], derived: Derived, n: int) -> None:
+    r, e, c = streams
+    r.compare(derived.readings, READING_COLUMNS, n)
+    e.compare([tuple(row[k] for k in EVENT_COLUMNS) for row in derived.events], EVENT_COLUMNS, n)
+    c.compare([tuple(row[k] for k in TAG_CONFIG_COLUMNS) for row in derived.tag_configs], TAG_CONFIG_COLUMNS, n)
+
+
+# -- the whole store -------------------------------------------------------------------------------
+
+
+def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, since_us: int | None = None) -> Stats:
+    """Verify every gateway's chain (or only ``gateway``: ``GW`` or ``SITE/GW``); each finding goes to ``emit``.
+
+    One read-only snapshot covers the whole run (PostgreSQL REPEATABLE READ; a SQLite transaction
+    on an engine from :func:`blackbox.store.db.open_store_readonly`).
+    """
+    stats = Stats()
+
+    def counted(d: Difference) -> None:
+        stats.findings += 1
+        emit(d)
+
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            g = gateways.c
+            stmt = select(g.id, g.site, g.gateway).order_by(g.site, g.gateway)
+            if gateway is not None:
+                site, _, gw = gateway.rpartition("/")
+                stmt = stmt.where(g.gateway == gw, *([g.site == site] if site else []))
+            known = conn.execute(stmt).all()
+            for gid, site, gw in known:
+                stats.gateways += 1
+                check_chain(conn, gid, f"{site}/{gw}", counted, since_us=since_us, stats=stats)
+            if gateway is None:
+                _orphans(conn, counted)
+    stats.seconds = time.monotonic() - stats.started
+    return stats
+
+
+def _orphans(conn: Connection, emit: Emit) -> None:
+    """Rows stored under a gateway id the gateways table does not have."""
+    ids = select(gateways.c.id)
+    for table in (sealed_batches, readings, events, tag_configs, gateway_keys):
+        for gid, n in conn.execute(select(table.c.gateway_id, func.count()).where(table.c.gateway_id.not_in(ids))
+                                   .group_by(table.c.gateway_id)):
+            emit(Difference(f"gateway id {gid}", "row_unexplained", f"{n} {table.name} row(s) belong to gateway id "
+                            f"{gid}, which is not in the gateways table", table.name, f"gateway_id={gid}", stored=n))

@@ -1,0 +1,277 @@
+"""The tamper matrix: every table edited directly in SQL, one tamper at a time, on SQLite and PostgreSQL.
+
+Each tamper must be reported by ``blackbox store verify`` (a finding with the expected code) and
+by the trace report of the production batch it touches (a finding, and a verdict other than
+"verified"). The store holds one production batch over three sealed batches, with a key
+rotation in the middle (batch 2 hands over to a new key that signs batch 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, Engine, select, text, update
+from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
+from typer.testing import CliRunner
+
+from blackbox.cli.main import app
+from blackbox.model import Quality
+from blackbox.seal import key_id, public_key_pem
+from blackbox.store.ingest import Ingestor
+from blackbox.store.migrate import upgrade_schema
+from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs
+from blackbox.store.trace import BatchNotFound, trace_batch
+from blackbox.store.verify import Difference, verify_store
+
+BATCH = "FC050-2026-1204-07"
+
+
+@dataclass(frozen=True)
+class Store:
+    engine: Engine
+    old_key: str
+    new_key: str
+
+
+def record(gw: Gateway) -> None:
+    """Batch 1: configuration, start, a weighing, heat. Batch 2: emulsify, an alarm, the rotation.
+    Batch 3 (new key): QC, end."""
+    gw.apply_config(T0)
+    gw.start_batch(BATCH, T0 + SEC)
+    gw.event("material.consumed", {"material": "RM-001", "lot": "LOT-W-0001", "target": 361.5, "actual": 361.2,
+                                   "eng_unit": "kg", "tolerance_pct": 0.5, "in_tolerance": True}, T0 + 2 * SEC)
+    gw.set_phase("heat", T0 + 3 * SEC)
+    for i in range(4):
+        gw.reading("EM-01.temperature", 60.0 + i, T0 + (4 + i) * SEC)
+    gw.seal()
+    gw.set_phase("emulsify", T0 + 10 * SEC)
+    for i, v in enumerate([75.0, 86.0, 78.0]):
+        gw.reading("EM-01.temperature", v, T0 + (11 + i) * SEC)
+    gw.reading("EM-01.vacuum", None, T0 + 14 * SEC, Quality.BAD, "sensor open circuit")
+    gw.event("alarm.raised", {"rule": "em-temp", "tag": "EM-01.temperature", "level": "HH", "value": 86.0,
+                              "limit": 85.0, "priority": "high"}, T0 + 12 * SEC, subject="EM-01.temperature")
+    gw.rotate(T0 + 15 * SEC)
+    gw.reading("EM-01.temperature", 50.0, T0 + 20 * SEC)
+    gw.event("qc.result", {"test": "pH", "value": 6.1, "spec_low": 5.5, "spec_high": 6.5, "pass": True},
+             T0 + 21 * SEC)
+    gw.end_batch(T0 + 22 * SEC)
+    gw.seal()
+
+
+@pytest.fixture
+def store(empty_engine: Engine) -> Store:
+    upgrade_schema(empty_engine)
+    gw = Gateway()
+    old = gw.public_pem
+    ingestor = Ingestor(empty_engine)
+    old_id = ingestor.enroll(GATEWAY, SITE, old)
+    record(gw)
+    for sealed in gw.sealed:
+        assert ingestor.handle(sealed.wire, SITE, GATEWAY).status == "stored"
+    return Store(empty_engine, old_id, gw.sealed[-1].header.key_id)
+
+
+def sql(*statements: str, **params: Any) -> Callable[[Connection, Store], None]:
+    def apply(conn: Connection, _store: Store) -> None:
+        for statement in statements:
+            conn.execute(text(statement), params)
+    return apply
+
+
+def edit_json(table: Any, where: Any, change: Callable[[dict[str, Any]], None],
+              **columns: Any) -> Callable[[Connection, Store], None]:
+    """Rewrite a JSON column the way a DBA would: read it, change it, write it back."""
+    def apply(conn: Connection, _store: Store) -> None:
+        row_id, data = conn.execute(select(table.c.seq, table.c.data).where(where)).one()
+        data = dict(data)
+        change(data)
+        conn.execute(update(table).where(table.c.seq == row_id).values(data=data, **columns))
+    return apply
+
+
+def rewrite_wire(conn: Connection, _store: Store) -> None:
+    wire = bytearray(conn.execute(select(sealed_batches.c.wire).where(sealed_batches.c.batch_seq == 2)).scalar_one())
+    wire[-1] ^= 0x01  # the last byte of the signature
+    conn.execute(update(sealed_batches).where(sealed_batches.c.batch_seq == 2).values(wire=bytes(wire)))
+
+
+def replace_key(conn: Connection, store: Store) -> None:
+    """A DBA swaps the enrolled key's PEM for one of their own."""
+    conn.execute(update(gateway_keys).where(gateway_keys.c.key_id == store.old_key)
+                 .values(public_key_pem=public_key_pem(Ed25519PrivateKey.generate())))
+
+
+def reenrol_key(conn: Connection, store: Store) -> None:
+    """A DBA removes the enrolled key and enrols another one as the operator."""
+    other = Ed25519PrivateKey.generate()
+    conn.execute(update(gateway_keys).where(gateway_keys.c.key_id == store.old_key)
+                 .values(key_id=key_id(other), public_key_pem=public_key_pem(other)))
+
+
+def set_limit(data: dict[str, Any]) -> None:
+    tags = [dict(t) for t in data["tags"]]
+    tags[0]["limits"] = [{**lim, "h": 95.0, "hh": 99.0} for lim in tags[0]["limits"]]
+    data["tags"] = tags
+
+
+@dataclass(frozen=True)
+class Tamper:
+    name: str
+    apply: Callable[[Connection, Store], None]
+    codes: frozenset[str]
+    """Codes that ``store verify`` must report (the trace must report at least one of them)."""
+
+
+TAMPERS = [
+    Tamper("update a reading value", sql("UPDATE readings SET num = 84.0 WHERE num = 86.0"),
+           frozenset({"row_altered"})),
+    Tamper("delete a reading", sql("DELETE FROM readings WHERE num = 86.0"), frozenset({"row_missing"})),
+    Tamper("insert a reading", sql(
+        "INSERT INTO readings (gateway_id, seq, batch_seq, tag, kind, num, quality, ts_us, batch, phase) "
+        "VALUES (1, 10000, 2, 'EM-01.temperature', 'float', 77.0, 'good', :ts, :batch, 'emulsify')",
+        ts=T0 + 13 * SEC + 1, batch=BATCH), frozenset({"row_unexplained"})),
+    Tamper("move a reading to another phase", sql("UPDATE readings SET phase = 'cool' WHERE num = 86.0"),
+           frozenset({"row_altered"})),
+    Tamper("edit a tag limit in tag_configs", edit_json(tag_configs, tag_configs.c.seq == 1, set_limit),
+           frozenset({"row_altered"})),
+    Tamper("delete the limits in force", sql("DELETE FROM tag_configs"), frozenset({"row_missing"})),
+    Tamper("delete an event", sql("DELETE FROM events WHERE type = 'alarm.raised'"), frozenset({"row_missing"})),
+    Tamper("insert an event", sql(
+        "INSERT INTO events (gateway_id, seq, batch_seq, type, data, ts_us, batch, phase) "
+        "VALUES (1, 10001, 2, 'alarm.acknowledged', '{}', :ts, :batch, 'emulsify')", ts=T0 + 13 * SEC, batch=BATCH),
+           frozenset({"row_unexplained"})),
+    Tamper("edit a material lot", edit_json(events, events.c.type == "material.consumed",
+                                            lambda d: d.update(lot="LOT-W-9999"), ref="LOT-W-9999"),
+           frozenset({"row_altered"})),
+    Tamper("edit a QC result", edit_json(events, events.c.type == "qc.result", lambda d: d.update(value=6.4)),
+           frozenset({"row_altered"})),
+    Tamper("move a phase boundary", sql("UPDATE events SET ts_us = ts_us + 5000000 WHERE type = 'batch.phase' "
+                                        "AND seq = (SELECT min(seq) FROM events WHERE type = 'batch.phase')"),
+           frozenset({"row_altered"})),
+    Tamper("delete a sealed batch", sql("DELETE FROM sealed_batches WHERE batch_seq = 2"),
+           frozenset({"missing_batch", "row_unexplained"})),
+    Tamper("delete a sealed batch and its rows", sql(
+        "DELETE FROM sealed_batches WHERE batch_seq = 2", "DELETE FROM readings WHERE batch_seq = 2",
+        "DELETE FROM events WHERE batch_seq = 2"), frozenset({"missing_batch"})),
+    Tamper("rewrite a batch's bytes", rewrite_wire, frozenset({"bad_signature"})),
+    Tamper("edit a sealed batch's header column", sql("UPDATE sealed_batches SET last_ts_us = last_ts_us + 1 "
+                                                      "WHERE batch_seq = 1"), frozenset({"batch_altered"})),
+    Tamper("replace an enrolled key", replace_key, frozenset({"key_altered", "unknown_key"})),
+    Tamper("re-enrol a different key for the gateway", reenrol_key, frozenset({"unknown_key"})),
+    Tamper("edit the rotation in gateway_keys", sql("UPDATE gateway_keys SET valid_from_seq = 99 "
+                                                    "WHERE enrolled_by = 'rotation'"),
+           frozenset({"key_altered", "unknown_key"})),
+    Tamper("delete the rotated-in key", sql("DELETE FROM gateway_keys WHERE enrolled_by = 'rotation'"),
+           frozenset({"key_altered", "unknown_key"})),
+    Tamper("un-retire the old key", sql("UPDATE gateway_keys SET valid_to_seq = NULL WHERE enrolled_by = 'operator'"),
+           frozenset({"key_altered"})),
+    Tamper("edit gateway status (last batch time)", sql("UPDATE gateways SET last_batch_at_us = 1"),
+           frozenset({"gateway_altered"})),
+]
+
+
+def findings(engine: Engine) -> list[Difference]:
+    out: list[Difference] = []
+    verify_store(engine, out.append)
+    return out
+
+
+def test_an_untouched_store_verifies_clean(store: Store) -> None:
+    assert findings(store.engine) == []
+    report = trace_batch(store.engine, BATCH)
+    assert report.integrity.verdict == "verified", report.integrity.findings
+
+
+@pytest.mark.parametrize("tamper", TAMPERS, ids=lambda t: t.name)
+def test_every_tamper_is_reported_by_verify_and_by_the_trace(store: Store, tamper: Tamper) -> None:
+    with store.engine.begin() as conn:
+        tamper.apply(conn, store)
+    found = findings(store.engine)
+    assert tamper.codes <= {d.code for d in found}, found
+    assert all(d.table is not None or d.code == "seq_gap" for d in found)
+
+    report = trace_batch(store.engine, BATCH)
+    codes = {f.code for f in report.integrity.findings}
+    assert report.integrity.verdict != "verified"
+    assert tamper.codes & codes, report.integrity.findings
+
+
+def test_a_reading_edit_names_table_key_and_both_values(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
+    [d] = findings(store.engine)
+    seq = 11  # config, start, weighing, phase, four heat readings, phase, 75.0, then 86.0
+    assert (d.code, d.table, d.key, d.column, d.stored, d.derived, d.batch_seq) == (
+        "row_altered", "readings", f"seq={seq}", "num", 84.0, 86.0, 2)
+
+
+def test_an_edited_limit_changes_the_report_and_the_verdict_says_so(store: Store) -> None:
+    """The hole of the first audit: raised limits hid the excursion behind a VERIFIED verdict."""
+    before = trace_batch(store.engine, BATCH)
+    [emulsify] = [p for p in before.parameters if p.tag == "EM-01.temperature" and p.phase == "emulsify"]
+    assert emulsify.n_outside_hh_ll == 1
+    with store.engine.begin() as conn:
+        edit_json(tag_configs, tag_configs.c.seq == 1, set_limit)(conn, store)
+    after = trace_batch(store.engine, BATCH)
+    assert after.integrity.verdict == "failed"
+    assert any(f.code == "row_altered" and "tag_configs" in f.message for f in after.integrity.findings)
+
+
+def test_deleting_every_row_of_the_batch_is_a_failed_trace_not_no_record(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM readings WHERE batch = :b"), {"b": BATCH})
+        conn.execute(text("DELETE FROM events WHERE batch = :b OR ref = :b"), {"b": BATCH})
+    report = trace_batch(store.engine, BATCH)
+    assert report.integrity.verdict == "failed"
+    assert "row_missing" in {f.code for f in report.integrity.findings}
+
+
+def test_deleting_the_batches_and_their_rows_names_the_gap_instead_of_no_record(empty_engine: Engine) -> None:
+    upgrade_schema(empty_engine)
+    gw = Gateway()
+    ingestor = Ingestor(empty_engine)
+    ingestor.enroll(GATEWAY, SITE, gw.public_pem)
+    gw.apply_config(T0, config_data())
+    gw.seal()
+    gw.start_batch(BATCH, T0 + SEC)
+    gw.reading("EM-01.temperature", 70.0, T0 + 2 * SEC)
+    gw.end_batch(T0 + 3 * SEC)
+    gw.seal()
+    gw.reading("EM-01.temperature", 20.0, T0 + 4 * SEC)
+    gw.seal()
+    for sealed in gw.sealed:
+        assert ingestor.handle(sealed.wire, SITE, GATEWAY).status == "stored"
+    with empty_engine.begin() as conn:
+        for table in ("sealed_batches", "readings", "events"):
+            conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = 2"))
+    with pytest.raises(BatchNotFound, match=r"misses sealed batch\(es\) 2"):
+        trace_batch(empty_engine, BATCH)
+
+
+def test_store_verify_command(store: Store) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    if store.engine.dialect.name == "postgresql":
+        with store.engine.connect() as conn:
+            schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        url = f"{url}?options=-csearch_path%3D{schema}"
+    runner = CliRunner()
+    clean = runner.invoke(app, ["store", "verify", "--db", url])
+    assert clean.exit_code == 0, clean.output
+    assert "no differences: 3 batch(es) of 1 gateway(s), 9 readings" in clean.stdout
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
+    tampered = runner.invoke(app, ["store", "verify", "--db", url, "--json"])
+    assert tampered.exit_code == 1
+    *lines, summary = [orjson.loads(line) for line in tampered.stdout.splitlines()]
+    assert [(d["code"], d["table"], d["stored"], d["derived"]) for d in lines] == [("row_altered", "readings", 84.0,
+                                                                                    86.0)]
+    assert summary["summary"]["findings"] == 1 and summary["summary"]["readings"] == 9
+    since = runner.invoke(app, ["store", "verify", "--db", url, "--since", "2099-01-01"])
+    assert since.exit_code == 0 and "0 batch(es)" in since.stdout
+    bad = runner.invoke(app, ["store", "verify", "--db", url, "--since", "yesterday"])
+    assert bad.exit_code == 2
