@@ -148,6 +148,9 @@ def gateways(config: Path | None = typer.Option(None, "--config", "-c", help="Co
         chain = f"batches 1..{g.highest_batch_seq}" if g.highest_batch_seq else "no batch"
         typer.echo(f"  {chain}, {g.batches} stored, {g.missing_batches} missing, last at {iso(g.last_batch_at_us)}; "
                    f"{g.rejections} rejected")
+        if g.records_stored != g.records_signed:
+            typer.echo(f"  RECORDS DIFFER: the stored batches hold {g.records_signed:,} records, {g.records_stored:,} "
+                       f"rows are stored; run `blackbox store verify --gateway {g.site}/{g.gateway}`")
         for k in g.keys:
             span = (f"records {k.valid_from_seq or 1}..{k.valid_to_seq if k.valid_to_seq is not None else ''}"
                     if k.valid_from_seq is not None or k.valid_to_seq is not None else "all records")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from blackbox.store.schema import gateway_keys, gateways, rejections, sealed_batches
+from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,24 @@ class GatewayInfo:
     """Batch numbers below the highest stored one that have not arrived (gaps)."""
     rejections: int
     keys: list[KeyInfo] = field(default_factory=list)
+    records_signed: int = 0
+    """Readings and events the stored batches hold, by their headers."""
+    records_stored: int = 0
+    """Readings and events rows stored for the gateway: fewer than signed means rows were deleted
+    (``blackbox store verify`` says which)."""
 
 
 def gateway_overview(engine: Engine) -> list[GatewayInfo]:
     """Every gateway the store knows, sorted by site and gateway."""
     sb, gk, rj = sealed_batches.c, gateway_keys.c, rejections.c
     with engine.connect() as conn:
-        chains = {gid: (n, hi) for gid, n, hi in conn.execute(
-            select(sb.gateway_id, func.count(), func.max(sb.batch_seq)).group_by(sb.gateway_id))}
+        chains = {gid: (n, hi, signed) for gid, n, hi, signed in conn.execute(
+            select(sb.gateway_id, func.count(), func.max(sb.batch_seq), func.sum(sb.n_readings + sb.n_events))
+            .group_by(sb.gateway_id))}
+        stored: dict[int, int] = {}
+        for table in (readings, events):
+            for gid, n in conn.execute(select(table.c.gateway_id, func.count()).group_by(table.c.gateway_id)):
+                stored[gid] = stored.get(gid, 0) + n
         refused = {(site, gw): n for site, gw, n in conn.execute(
             select(rj.site, rj.gateway, func.count()).group_by(rj.site, rj.gateway))}
         keys: dict[int, list[KeyInfo]] = {}
@@ -58,12 +68,13 @@ def gateway_overview(engine: Engine) -> list[GatewayInfo]:
                 row.valid_to_seq, row.revoked_at_us))
         out = []
         for g in conn.execute(select(gateways).order_by(gateways.c.site, gateways.c.gateway)):
-            n, hi = chains.get(g.id, (0, None))
+            n, hi, signed = chains.get(g.id, (0, None, 0))
             out.append(GatewayInfo(
                 site=g.site, gateway=g.gateway, status=g.status, status_at_us=g.status_at_us,
                 status_reason=g.status_reason, last_batch_at_us=g.last_batch_at_us, batches=n,
                 highest_batch_seq=hi, missing_batches=(hi - n) if hi is not None else 0,
-                rejections=refused.get((g.site, g.gateway), 0), keys=keys.get(g.id, [])))
+                rejections=refused.get((g.site, g.gateway), 0), keys=keys.get(g.id, []),
+                records_signed=int(signed or 0), records_stored=stored.get(g.id, 0)))
     return out
 
 

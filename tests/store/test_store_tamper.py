@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from blackbox.cli.main import app
 from blackbox.model import Quality
 from blackbox.seal import key_id, public_key_pem
+from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
 from blackbox.store.migrate import upgrade_schema
 from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs
@@ -275,3 +276,19 @@ def test_store_verify_command(store: Store) -> None:
     assert since.exit_code == 0 and "0 batch(es)" in since.stdout
     bad = runner.invoke(app, ["store", "verify", "--db", url, "--since", "yesterday"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize(("tamper", "missing_batches", "records"), [
+    # 18 records: 8 in batch 1, 7 in batch 2 (four readings), 3 in batch 3
+    ("DELETE FROM sealed_batches WHERE batch_seq = 2", 1, (11, 18)),
+    ("DELETE FROM readings WHERE batch_seq = 2", 0, (18, 14)),
+    ("DELETE FROM events WHERE type = 'alarm.raised'", 0, (18, 17)),
+])
+def test_store_gateways_shows_what_a_deletion_left_missing(store: Store, tamper: str, missing_batches: int,
+                                                          records: tuple[int, int]) -> None:
+    [before] = gateway_overview(store.engine)
+    assert (before.missing_batches, before.records_signed, before.records_stored) == (0, 18, 18)
+    with store.engine.begin() as conn:
+        conn.execute(text(tamper))
+    [after] = gateway_overview(store.engine)
+    assert (after.missing_batches, (after.records_signed, after.records_stored)) == (missing_batches, records)
