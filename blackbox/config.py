@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from blackbox.model import Category
+from blackbox.tlog.note import NoteError, parse_vkey
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 
@@ -487,12 +488,29 @@ class UplinkConfig(Strict):
     replay_rate: float = Field(default=60_000, gt=0, description="Records per second at most when replaying a "
                                "backlog (after an outage); live batches are not limited.")
     shutdown_grace: float = Field(default=5.0, ge=0, description="Seconds a stopping agent waits for pending acks.")
+    store_key: str | None = Field(default=None, description="The store's verifier key (`blackbox store keys show` "
+                                  "prints it: name+hash+base64). Every acknowledgement must be a receipt signed by "
+                                  "it; without it no batch is ever counted delivered (nor pruned).")
+
+    @model_validator(mode="after")
+    def _vkey(self) -> UplinkConfig:
+        if self.store_key is not None:
+            try:
+                parse_vkey(self.store_key)
+            except NoteError as exc:
+                raise ValueError(f"store_key: {exc}") from None
+        return self
 
 
 class StoreConfig(Strict):
     database_url: str = Field(default="sqlite:///var/store.sqlite",
                               description="SQLAlchemy URL: sqlite:///file or postgresql+psycopg://user@host/db.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    key_file: Path = Field(default=Path("store.key"), description="The store's Ed25519 private key (PEM, 0600; "
+                           "`blackbox store keys init`): signs receipts and checkpoints of the transparency log.")
+    log_origin: str = Field(default="blackbox-store", pattern=r"^[^\s+]+$", max_length=128,
+                            description="Name of the store's transparency log: the origin line of its checkpoints "
+                            "and the name of its key. Make it unique (a domain name and path); never change it.")
 
 
 class Config(Strict):

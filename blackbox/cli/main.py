@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, store_cmd, verify_cmd
+from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, store_cmd, tlog_cmd, verify_cmd
 from blackbox.cli.common import load_or_exit
 from blackbox.logs import setup_logging
 
@@ -24,6 +24,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(diag.app, name="diag")
 app.add_typer(keys.app, name="keys")
 app.add_typer(store_cmd.app, name="store")
+store_cmd.app.add_typer(tlog_cmd.keys_app, name="keys")
+store_cmd.app.command("checkpoint")(tlog_cmd.checkpoint)
+store_cmd.app.command("proof")(tlog_cmd.proof)
 app.add_typer(alarms.app, name="alarms")
 app.command("status")(ops.status)
 app.command("tail")(ops.tail)

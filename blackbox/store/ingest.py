@@ -40,6 +40,7 @@ from blackbox.seal import public_key_pem as seal_public_key_pem
 from blackbox.store.chain import Conflict, StoredBatch, place
 from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
+from blackbox.store.tlog import LogPosition, TransparencyLog, append_entry
 
 log = logging.getLogger("blackbox.store.ingest")
 
@@ -77,6 +78,10 @@ class IngestResult:
     batch_seq: int | None = None
     hash: str | None = None
     detail: str | None = None
+    log: LogPosition | None = None
+    """The transparency-log entry of the batch (or of the rejection), and the tree head after it."""
+    received_at_us: int | None = None
+    """When the store accepted the batch (the time in its log entry)."""
 
     def ack(self) -> dict[str, Any]:
         return {"batch_seq": self.batch_seq, "hash": self.hash, "status": self.status, "reason": self.reason}
@@ -149,6 +154,8 @@ class Ingestor:
                 conn.execute(
                     insert(gateway_keys).values(gateway_id=gid, key_id=kid, public_key_pem=pem, enrolled_at_us=now)
                 )
+                append_entry(conn, "key.enrolled", {"site": site, "gateway": gateway, "key_id": kid,
+                                                    "public_key_pem": pem, "at_us": now}, ref=kid, at_us=now)
                 log.info("enrolled key %s for gateway %s/%s", kid, site, gateway)
         return kid
 
@@ -158,6 +165,7 @@ class Ingestor:
         Batches already stored stay verifiable: the trace accepts a revoked key for batches the
         store received before the revocation.
         """
+        now = self._clock()
         with self.engine.begin() as conn:
             gid = self._gateway_id(conn, site, gateway, create=False)
             if gid is None:
@@ -169,8 +177,11 @@ class Ingestor:
                     gateway_keys.c.key_id == kid,
                     gateway_keys.c.revoked_at_us.is_(None),
                 )
-                .values(revoked_at_us=self._clock())
+                .values(revoked_at_us=now)
             )
+            if result.rowcount:
+                append_entry(conn, "key.revoked", {"site": site, "gateway": gateway, "key_id": kid, "at_us": now},
+                             ref=kid, at_us=now)
             return bool(result.rowcount)
 
     def _gateway_id(self, conn: Connection, site: str, gateway: str, *, create: bool) -> int | None:
@@ -236,9 +247,9 @@ class Ingestor:
         except Rejected as rej:
             batch_seq = opened.header.batch_seq if opened is not None else None
             digest = opened.hash if opened is not None else None
-            self._record_rejection(wire, topic, topic_site, topic_gateway, batch_seq, digest, rej, received_at)
+            pos = self._record_rejection(wire, topic, topic_site, topic_gateway, batch_seq, digest, rej, received_at)
             log.warning("rejected batch %s from %s/%s: %s", batch_seq, topic_site, topic_gateway, rej)
-            return IngestResult("rejected", rej.reason, batch_seq, digest, rej.detail)
+            return IngestResult("rejected", rej.reason, batch_seq, digest, rej.detail, pos, received_at)
 
     @staticmethod
     def _open(wire: bytes) -> OpenedBatch:
@@ -272,7 +283,7 @@ class Ingestor:
             except Conflict as exc:
                 raise Rejected(exc.reason, exc.detail, exc.other) from None
             if displaced is None:
-                return IngestResult("duplicate", None, h.batch_seq, opened.hash)
+                return self._duplicate(conn, gid, h.batch_seq, opened.hash)
             self._check_key_in_force(conn, gid, opened)
             if derived.rotation is not None:
                 self._rotate(conn, gid, derived.rotation, received_at)
@@ -289,7 +300,22 @@ class Ingestor:
                 conn.execute(insert(events), derived.events)
             if derived.tag_configs:
                 conn.execute(insert(tag_configs), derived.tag_configs)
-        return IngestResult("stored", None, h.batch_seq, opened.hash)
+            # last: the log's lock is held from here to the commit
+            pos = append_entry(conn, "batch", {"site": h.site, "gateway": h.gateway, "batch_seq": h.batch_seq,
+                                               "hash": opened.hash, "received_at_us": received_at},
+                               ref=opened.hash, at_us=received_at)
+        return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at)
+
+    @staticmethod
+    def _duplicate(conn: Connection, gid: int, batch_seq: int, hash_: str) -> IngestResult:
+        """A batch stored before: its receipt names its first log entry, under the current tree head."""
+        sb = sealed_batches.c
+        received_at_us = conn.execute(select(sb.received_at_us).where(sb.gateway_id == gid, sb.hash == hash_)).scalar()
+        tlog = TransparencyLog(conn.engine)
+        found = tlog.find("batch", hash_, conn)
+        size, root = tlog.head(conn)
+        pos = LogPosition(found[0], size, root) if found is not None else None  # None: stored before the log
+        return IngestResult("duplicate", None, batch_seq, hash_, log=pos, received_at_us=received_at_us)
 
     @staticmethod
     def _check_key_in_force(conn: Connection, gid: int, opened: OpenedBatch) -> None:
@@ -331,6 +357,10 @@ class Ingestor:
                 enrolled_at_us=received_at, enrolled_by="rotation", **values))
         else:
             conn.execute(update(gateway_keys).where(gk.id == new.id).values(**values))
+        site, gateway = conn.execute(select(gateways.c.site, gateways.c.gateway).where(gateways.c.id == gid)).one()
+        append_entry(conn, "key.rotated", {"site": site, "gateway": gateway, "old_key_id": rotation.old_key_id,
+                                           "new_key_id": rotation.new_key_id, "seq": rotation.seq,
+                                           "at_us": received_at}, ref=rotation.new_key_id, at_us=received_at)
         log.warning("gateway %d rotated from key %s to key %s at record %d", gid, rotation.old_key_id,
                     rotation.new_key_id, rotation.seq)
 
@@ -347,13 +377,17 @@ class Ingestor:
                                              table.c.seq.between(loser.first_seq, loser.last_seq)))
         conn.execute(delete(sealed_batches).where(sb.gateway_id == gid, sb.batch_seq == loser.batch_seq))
         wire = bytes(wire)
+        raw_sha256 = hashlib.sha256(wire).hexdigest()
         detail = (f"moved aside after it was stored: batch {h.batch_seq} ({winner.hash}), which links to the "
                   f"stored chain, conflicts with it and it did not link to a stored predecessor")
         conn.execute(insert(rejections).values(
             received_at_us=received_at, topic=None, site=h.site, gateway=h.gateway, batch_seq=loser.batch_seq,
-            hash=loser.hash, reason="fork", detail=detail, raw_sha256=hashlib.sha256(wire).hexdigest(),
+            hash=loser.hash, reason="fork", detail=detail, raw_sha256=raw_sha256,
             raw_size=len(wire), raw=wire, raw_truncated=False, conflict_batch_seq=h.batch_seq,
             conflict_hash=winner.hash))
+        append_entry(conn, "rejection", {"site": h.site, "gateway": h.gateway, "batch_seq": loser.batch_seq,
+                                         "hash": loser.hash, "reason": "fork", "raw_sha256": raw_sha256,
+                                         "at_us": received_at}, ref=raw_sha256, at_us=received_at)
         log.warning("gateway %s/%s: stored %s %s", h.site, h.gateway, loser.name(), detail)
 
     def record_status(self, site: str, gateway: str, payload: bytes) -> bool:
@@ -387,7 +421,8 @@ class Ingestor:
         digest: str | None,
         rej: Rejected,
         received_at: int,
-    ) -> None:
+    ) -> LogPosition:
+        raw_sha256 = hashlib.sha256(wire).hexdigest()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(rejections).values(
@@ -399,7 +434,7 @@ class Ingestor:
                     hash=digest,
                     reason=rej.reason,
                     detail=rej.detail[:4000],
-                    raw_sha256=hashlib.sha256(wire).hexdigest(),
+                    raw_sha256=raw_sha256,
                     raw_size=len(wire),
                     raw=bytes(wire[: self._raw_cap]),
                     raw_truncated=len(wire) > self._raw_cap,
@@ -407,6 +442,9 @@ class Ingestor:
                     conflict_hash=rej.conflict.hash if rej.conflict is not None else None,
                 )
             )
+            return append_entry(conn, "rejection", {"site": site, "gateway": gateway, "batch_seq": batch_seq,
+                                                    "hash": digest, "reason": rej.reason, "raw_sha256": raw_sha256,
+                                                    "at_us": received_at}, ref=raw_sha256, at_us=received_at)
 
 
 def public_key_pem_text(key: Ed25519PublicKey) -> str:

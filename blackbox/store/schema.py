@@ -19,6 +19,7 @@ them.
 from __future__ import annotations
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -186,6 +188,45 @@ tag_configs = Table(
     UniqueConstraint("gateway_id", "seq"),
     Index(None, "gateway_id", "effective_from_us"),
 )
+
+tlog_entries = Table(
+    "tlog_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False, comment="Leaf index in the log, from 0."),
+    Column("kind", String(32), nullable=False, comment="batch, key.enrolled, key.rotated, key.revoked, rejection…"),
+    Column("ref", Name, nullable=True, comment="Lookup key: the batch hash, key id or raw SHA-256 it records."),
+    Column("data", LargeBinary, nullable=False, comment="The entry's canonical bytes; the leaf hash covers them."),
+    Column("created_at_us", BigInteger, nullable=False),
+    Index(None, "ref", "kind"),
+)
+
+tlog_nodes = Table(
+    "tlog_nodes",
+    metadata,
+    Column("level", Integer, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False, comment="Hash of the complete subtree of 2**level leaves."),
+)
+
+tlog_state = Table(
+    "tlog_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False, comment="Always 1: the row appends lock."),
+    Column("size", BigInteger, nullable=False),
+    Column("root", Hash, nullable=False, comment="Root hash (hex) of the tree of this size."),
+)
+
+tlog_checkpoints = Table(
+    "tlog_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("note", Text, nullable=False, comment="The signed checkpoint (C2SP signed note) published for it."),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+TLOG_EMPTY_ROOT = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+event.listen(tlog_state, "after_create",
+             DDL(f"INSERT INTO tlog_state (id, size, root) VALUES (1, 0, '{TLOG_EMPTY_ROOT}')"))
 
 
 def create_schema(engine: Engine) -> None:

@@ -77,12 +77,14 @@ def test_store_then_duplicate_is_idempotent(engine: Engine, ingestor: Ingestor, 
     gw.event("alarm.raised", {"tag": "x", "level": "H"}, T0 + 10)
     sealed = gw.seal()
     first = handle(ingestor, sealed.wire)
-    assert first == IngestResult("stored", None, 1, sealed.hash)
+    assert (first.status, first.reason, first.batch_seq, first.hash) == ("stored", None, 1, sealed.hash)
+    assert first.log is not None and (first.log.index, first.log.size) == (1, 2)  # entry 0: the key enrolment
     assert first.ack() == {"batch_seq": 1, "hash": sealed.hash, "status": "stored", "reason": None}
     before = counts(engine)
     assert before["readings"] == 3 and before["events"] == 1 and before["sealed_batches"] == 1
     again = handle(ingestor, sealed.wire)
-    assert again == IngestResult("duplicate", None, 1, sealed.hash)
+    assert (again.status, again.reason, again.batch_seq, again.hash) == ("duplicate", None, 1, sealed.hash)
+    assert again.log == first.log and again.received_at_us == first.received_at_us  # the same entry, not a new one
     assert counts(engine) == before
     with engine.connect() as conn:
         wire = conn.execute(select(sealed_batches.c.wire)).scalar_one()

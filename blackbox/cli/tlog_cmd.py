@@ -1,0 +1,133 @@
+"""``blackbox store keys|checkpoint|proof``: the store's key and its transparency log."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+import typer
+
+from blackbox.cli.common import load_or_exit
+from blackbox.cli.store_cmd import database_errors, open_reader
+from blackbox.tlog.note import NoteError, Signer, Verifier
+
+keys_app = typer.Typer(help="The store's Ed25519 key, which signs receipts and checkpoints.\n\n"
+                       "Example: blackbox store keys init -c /etc/blackbox/store.yaml", no_args_is_help=True)
+
+CONFIG = typer.Option(None, "--config", "-c", help="Configuration with a store: section.")
+KEY = typer.Option(None, "--key", help="The store key file (instead of store.key_file of --config).")
+ORIGIN = typer.Option(None, "--origin", help="The log's name (instead of store.log_origin of --config).")
+DB = typer.Option(None, "--db", help="Database URL (instead of --config).")
+
+
+def _key_and_origin(config: Path | None, key: Path | None, origin: str | None) -> tuple[Path, str]:
+    if config is not None:
+        store = load_or_exit(config).config.store
+        return key or store.key_file, origin or store.log_origin
+    if key is None or origin is None:
+        raise typer.BadParameter("give --config, or both --key and --origin")
+    return key, origin
+
+
+def _signer(config: Path | None, key: Path | None, origin: str | None) -> Signer:
+    from blackbox.seal import SealError
+    from blackbox.store.tlog import load_signer
+
+    path, name = _key_and_origin(config, key, origin)
+    try:
+        signer = load_signer(path, name)
+        signer.verifier  # noqa: B018 - checks the name
+    except (SealError, NoteError, OSError) as exc:
+        typer.echo(f"error: cannot use the store key {path}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    return signer
+
+
+@keys_app.command("init")
+def keys_init(config: Path | None = CONFIG, key: Path | None = KEY, origin: str | None = ORIGIN) -> None:
+    """Create the store's Ed25519 key (mode 0600; never overwrites one) and print its verifier key.
+
+    Example: blackbox store keys init -c /etc/blackbox/store.yaml
+    """
+    from blackbox.seal import KeyFileExists, generate_key_file
+
+    path, name = _key_and_origin(config, key, origin)
+    try:
+        private = generate_key_file(path)
+    except KeyFileExists as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"created {path}\nverifier key (pin it as uplink.store_key on every gateway):\n"
+               f"{Verifier(name, private.public_key()).vkey}")
+
+
+@keys_app.command("show")
+def keys_show(config: Path | None = CONFIG, key: Path | None = KEY, origin: str | None = ORIGIN) -> None:
+    """Print the store's verifier key (for uplink.store_key and for witnesses) and its public key PEM.
+
+    Example: blackbox store keys show -c /etc/blackbox/store.yaml
+    """
+    from blackbox.seal import public_key_pem
+
+    signer = _signer(config, key, origin)
+    typer.echo(f"{signer.verifier.vkey}\n")
+    typer.echo(public_key_pem(signer.private_key.public_key()))
+
+
+def checkpoint(config: Path | None = CONFIG, key: Path | None = KEY, origin: str | None = ORIGIN,
+               db: str | None = DB) -> None:
+    """Print the log's current tree head as a signed checkpoint (C2SP tlog-checkpoint note).
+
+    Example: blackbox store checkpoint -c /etc/blackbox/store.yaml > checkpoint.txt
+    """
+    from blackbox.store.tlog import TransparencyLog
+
+    signer = _signer(config, key, origin)
+    with database_errors():
+        typer.echo(TransparencyLog(open_reader(config, db), signer).signed_checkpoint(), nl=False)
+
+
+def proof(batch: str | None = typer.Option(None, "--batch", help="Inclusion proof of the batch with this hash."),
+          entry: int | None = typer.Option(None, "--entry", help="Inclusion proof of the entry at this index."),
+          old: int | None = typer.Option(None, "--from", help="Consistency proof from this tree size…"),
+          size: int | None = typer.Option(None, "--size", help="…to this tree size (default: the log's size now); "
+                                          "also the tree of an inclusion proof."),
+          config: Path | None = CONFIG, db: str | None = DB) -> None:
+    """Print an inclusion proof (--batch or --entry) or a consistency proof (--from) as JSON.
+
+    Hashes are base64, as in checkpoints. Check an inclusion proof against a checkpoint of the
+    same size, a consistency proof against two checkpoints (docs/transparency.md).
+
+    Example: blackbox store proof --batch 3f5a…e1 -c /etc/blackbox/store.yaml
+    """
+    from blackbox.store.tlog import LogError, TransparencyLog
+
+    if sum(x is not None for x in (batch, entry, old)) != 1:
+        raise typer.BadParameter("give exactly one of --batch, --entry, --from")
+    b64 = lambda hs: [base64.b64encode(h).decode() for h in hs]  # noqa: E731
+    with database_errors():
+        tlog = TransparencyLog(open_reader(config, db))
+        current, _ = tlog.head()
+        tree = current if size is None else size
+        try:
+            if old is not None:
+                doc: dict[str, object] = {"from": old, "to": tree, "old_root": b64([tlog.root(old)])[0],
+                                          "new_root": b64([tlog.root(tree)])[0],
+                                          "proof": b64(tlog.consistency(old, tree))}
+            else:
+                if batch is not None:
+                    found = tlog.find("batch", batch.lower())
+                    if found is None:
+                        typer.echo(f"error: no batch with hash {batch} in the log", err=True)
+                        raise typer.Exit(1)
+                    index, data = found
+                else:
+                    assert entry is not None
+                    index, data = entry, tlog.entry(entry) or b""
+                doc = {"index": index, "size": tree, "root": b64([tlog.root(tree)])[0],
+                       "entry": data.decode("utf-8", "replace"), "proof": b64(tlog.inclusion(index, tree))}
+        except LogError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
