@@ -466,7 +466,8 @@ class MqttConfig(Strict):
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT version; 3.1.1 for brokers without "
                                             "MQTT 5 (the store then uses no shared subscription).")
     client_id: str | None = Field(default=None, description="Fixed client id (keeps the persistent session); "
-                                  "default blackbox-agent-<gateway> or blackbox-store-<host name>.")
+                                  "default blackbox-agent-<gateway> or blackbox-store-<host name>; a store "
+                                  "worker appends -<worker>.")
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="Never logged.")
     tls: TlsConfig | None = Field(default=None, description="Connect with TLS; unset: plain TCP.")
@@ -511,6 +512,12 @@ class StoreConfig(Strict):
     log_origin: str = Field(default="blackbox-store", pattern=r"^[^\s+]+$", max_length=128,
                             description="Name of the store's transparency log: the origin line of its checkpoints "
                             "and the name of its key. Make it unique (a domain name and path); never change it.")
+    metrics_port: int | None = Field(default=None, ge=0, lt=65536,
+                                     description="Serve Prometheus metrics (/metrics) and a health check (/health) "
+                                                 "on this TCP port; unset: off. Worker N (store serve --worker N) "
+                                                 "listens on this port + N - 1.")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1,
+                              description="Address the metrics endpoint listens on.")
 
 
 class Config(Strict):

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from services import unavailable
 
-from blackbox.agent import systemd
+from blackbox import systemd
 
-UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "blackbox-agent.service"
+UNITS = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+UNIT = UNITS / "blackbox-agent.service"
+STORE_UNIT = UNITS / "blackbox-store@.service"
 
 
 def test_notify_sends_one_datagram_to_the_socket_systemd_names(tmp_path: Path) -> None:
@@ -54,7 +56,8 @@ def test_reloading_message_carries_the_monotonic_time() -> None:
     assert lines[0] == "RELOADING=1" and lines[1].startswith("MONOTONIC_USEC=") and int(lines[1].split("=")[1]) > 0
 
 
-def test_the_agent_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("template", "name"), [(UNIT, UNIT.name), (STORE_UNIT, "blackbox-store@2.service")])
+def test_the_unit_files_pass_systemd_analyze_verify(tmp_path: Path, template: Path, name: str) -> None:
     if shutil.which("systemd-analyze") is None:
         unavailable("systemd-analyze (.ci/run installs it)")
     # verify resolves ExecStart: give it an executable at the unit's path, in a scratch root
@@ -63,11 +66,11 @@ def test_the_agent_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> No
     exe = root / "opt/blackbox/bin/blackbox"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/opt/blackbox/bin/blackbox", str(exe)))
+    unit = tmp_path / name  # a template is verified as one of its instances
+    unit.write_text(template.read_text().replace("/opt/blackbox/bin/blackbox", str(exe)))
     proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
                           check=False, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
-    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if UNIT.name in line]
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines() if name in line]
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
 
 
@@ -77,3 +80,11 @@ def test_the_agent_unit_file_has_what_the_agent_relies_on() -> None:
                  "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "PrivateTmp=yes"):
         assert line in text, f"{line} is missing from {UNIT.name}"
+
+
+def test_the_store_unit_file_has_what_the_store_relies_on() -> None:
+    text = STORE_UNIT.read_text()
+    for line in ("Type=notify", "NotifyAccess=main", "WatchdogSec=", "Restart=always", "--worker %i",
+                 "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "SystemCallFilter=@system-service",
+                 "MemoryDenyWriteExecute=yes", "CapabilityBoundingSet=\n"):
+        assert line in text, f"{line!r} is missing from {STORE_UNIT.name}"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from blackbox.agent import systemd
+from blackbox import systemd
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, ControlServer

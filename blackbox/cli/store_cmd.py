@@ -86,24 +86,32 @@ def migrate(config: Path | None = typer.Option(None, "--config", "-c", help="Con
 
 
 @app.command("serve")
-def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration with a store: section.")) -> None:
+def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration with a store: section."),
+          worker: str | None = typer.Option(None, "--worker", envvar="BLACKBOX_STORE_WORKER",
+                                            help="Name of this worker when several share the batches (1, 2, ...): "
+                                                 "appended to the MQTT client id, and worker N serves metrics on "
+                                                 "store.metrics_port + N - 1."),
+          metrics_port: int | None = typer.Option(None, "--metrics-port", min=0, max=65535,
+                                                  help="Serve /metrics and /health on this port (overrides the "
+                                                       "configuration).")) -> None:
     """Subscribe to every gateway's batches, verify, store and acknowledge them until stopped.
 
-    Example: blackbox store serve -c /etc/blackbox/store.yaml
+    Example: blackbox store serve -c /etc/blackbox/store.yaml --worker 2
     """
-    from blackbox.store.db import open_store
-    from blackbox.store.service import StoreService
+    from blackbox.store.service import run_store, worker_client_id, worker_metrics_port
 
     cfg = store_config_or_exit(config)
-    service = StoreService(open_store(cfg.database_url), cfg.mqtt, cfg.mqtt.topic_root)
+    try:
+        client_id = worker_client_id(cfg.mqtt, worker)
+        port = metrics_port if metrics_port is not None else worker_metrics_port(cfg, worker)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--worker") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service.start()
-    typer.echo(f"store serving from {cfg.mqtt.host}:{cfg.mqtt.port} into {cfg.database_url.split('@')[-1]}",
-               err=True)
-    stop.wait()
-    service.stop()
+    typer.echo(f"store serving from {cfg.mqtt.host}:{cfg.mqtt.port} into {cfg.database_url.split('@')[-1]} "
+               f"as {client_id}" + (f", metrics on {cfg.metrics_host}:{port}" if port is not None else ""), err=True)
+    run_store(cfg, stop, worker=worker, metrics_port=port)
 
 
 @app.command("enroll")

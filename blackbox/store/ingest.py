@@ -82,6 +82,10 @@ class IngestResult:
     """The transparency-log entry of the batch (or of the rejection), and the tree head after it."""
     received_at_us: int | None = None
     """When the store accepted the batch (the time in its log entry)."""
+    n_readings: int = 0
+    """Readings stored (0 unless ``stored``)."""
+    sealed_at_us: int | None = None
+    """When the gateway sealed the batch (``stored`` only): for the store's ingest-lag metric."""
 
     def ack(self) -> dict[str, Any]:
         return {"batch_seq": self.batch_seq, "hash": self.hash, "status": self.status, "reason": self.reason}
@@ -304,7 +308,8 @@ class Ingestor:
             pos = append_entry(conn, "batch", {"site": h.site, "gateway": h.gateway, "batch_seq": h.batch_seq,
                                                "hash": opened.hash, "received_at_us": received_at},
                                ref=opened.hash, at_us=received_at)
-        return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at)
+        return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at,
+                            n_readings=h.n_readings, sealed_at_us=h.sealed_at_us)
 
     @staticmethod
     def _duplicate(conn: Connection, gid: int, batch_seq: int, hash_: str) -> IngestResult:

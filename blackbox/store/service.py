@@ -13,6 +13,11 @@ Delivery guarantees:
   The queue never grows beyond the broker's in-flight window, because nothing is acknowledged
   before it is processed. If the database fails, the worker retries the same message with back-off
   instead of rejecting it.
+* Several workers (processes, on one host or many) share the batch topic through an MQTT 5 shared
+  subscription (``$share/blackbox-store/...``): the broker hands each batch to one of them, and that
+  worker publishes the acknowledgement. Each worker needs its own client id (its own persistent
+  session): ``--worker N`` appends ``-N`` to it. Ingest serialises the workers per gateway in the
+  database (see :class:`blackbox.store.ingest.Ingestor`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,13 +37,17 @@ import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from blackbox import systemd
 from blackbox.config import MqttConfig, StoreConfig
+from blackbox.model import now_us
 from blackbox.mqtt import connect_async, disable_nagle, make_client
+from blackbox.prometheus import MetricsServer
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor, IngestResult
+from blackbox.store.metrics import StoreMetrics
 from blackbox.topics import GatewayTopics, parse_gateway_topic, store_batch_filter, store_status_filter
 
 log = logging.getLogger("blackbox.store.service")
@@ -47,6 +58,11 @@ SESSION_EXPIRY_S = 30 * 24 * 3600
 QUEUE_SIZE = 1000
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+HEARTBEAT_S = 1.0
+"""The worker thread notes it is alive at least this often while idle (for the watchdog and /health)."""
+STUCK_AFTER_S = 60.0
+"""A worker that has not come back from one message for this long is reported unhealthy."""
+WORKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +86,35 @@ def default_client_id() -> str:
     return f"blackbox-store-{socket.gethostname()}"[:64]
 
 
+def worker_client_id(mqtt: MqttConfig, worker: str | None) -> str:
+    """The client id of store worker ``worker``: the configured (or default) id, ``-<worker>`` appended.
+
+    Stable across restarts, so that each worker finds its persistent session (and the batches the
+    broker queued for it) again; distinct per worker, so that workers never take over each other's
+    session. Without a worker name it is the single store's id.
+    """
+    base = mqtt.client_id or default_client_id()
+    if worker is None:
+        return base
+    if not WORKER_NAME.match(worker):
+        raise ValueError(f"worker name {worker!r}: use 1 to 32 letters, digits, '.', '_' or '-'")
+    return f"{base}-{worker}"
+
+
+def worker_metrics_port(config: StoreConfig, worker: str | None) -> int | None:
+    """``metrics_port`` for worker 1 (or no worker), ``metrics_port + N - 1`` for worker N; 0 stays 0 (any)."""
+    port = config.metrics_port
+    if port is None or port == 0 or worker is None:
+        return port
+    if not worker.isdigit() or int(worker) < 1:
+        raise ValueError(f"worker {worker!r} is not a number from 1: its metrics port cannot be derived "
+                         "from store.metrics_port; give --metrics-port")
+    result = port + int(worker) - 1
+    if result >= 65536:
+        raise ValueError(f"worker {worker}: metrics port {result} is beyond 65535")
+    return result
+
+
 class StoreService:
     """Subscribes to every gateway's batches under ``root`` and ingests them into ``engine``.
 
@@ -86,6 +131,8 @@ class StoreService:
         ingestor: Ingestor | None = None,
         on_result: Callable[[str, IngestResult], None] | None = None,
         queue_size: int = QUEUE_SIZE,
+        client_id: str | None = None,
+        metrics: StoreMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.config = mqtt
@@ -93,6 +140,12 @@ class StoreService:
         self.ingestor = ingestor if ingestor is not None else Ingestor(engine)
         self.on_result = on_result
         self.stats = ServiceStats()
+        self.metrics = metrics if metrics is not None else StoreMetrics()
+        self.client_id = client_id or mqtt.client_id or default_client_id()
+        self.heartbeat = time.monotonic()
+        """Last time the worker thread was seen alive (idle, or between messages)."""
+        self.db_error: str | None = None
+        """The last database error while ingesting, until an ingest succeeds again."""
         self.subscribed = threading.Event()
         self.connected = threading.Event()
         self._v5 = mqtt.protocol == "5"
@@ -106,7 +159,7 @@ class StoreService:
     # -- MQTT session ------------------------------------------------------------------------
 
     def _make_client(self) -> paho.Client:
-        client = make_client(self.config, self.config.client_id or default_client_id(), manual_ack=True)
+        client = make_client(self.config, self.client_id, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -128,7 +181,7 @@ class StoreService:
             cfg.host,
             cfg.port,
             cfg.protocol,
-            cfg.client_id or default_client_id(),
+            self.client_id,
             self._filter,
         )
 
@@ -151,6 +204,26 @@ class StoreService:
     def wait_subscribed(self, timeout: float | None = None) -> bool:
         """Block until the broker granted the subscription (after each reconnect too)."""
         return self.subscribed.wait(timeout)
+
+    def worker_alive(self, within_s: float = STUCK_AFTER_S) -> bool:
+        """The worker thread runs and came back from its last message within ``within_s`` seconds."""
+        worker = self._worker
+        return worker is not None and worker.is_alive() and time.monotonic() - self.heartbeat < within_s
+
+    def health(self) -> tuple[bool, str]:
+        """``(healthy, detail)`` for ``GET /health``: subscribed, worker responsive, database answering."""
+        if not self.subscribed.is_set():
+            return False, "not subscribed at the broker (connecting)"
+        if not self.worker_alive():
+            return False, f"the ingest worker has not answered for {time.monotonic() - self.heartbeat:.0f} s"
+        if self.db_error is not None:
+            return False, f"the database fails: {self.db_error}"
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            return False, f"the database does not answer: {exc.orig if exc.orig is not None else exc}"
+        return True, f"ok: {self.stats.stored} stored, {self.stats.rejected} rejected, queue {self._queue.qsize()}"
 
     def _on_connect(
         self,
@@ -183,6 +256,10 @@ class StoreService:
     ) -> None:
         self.connected.clear()
         self.subscribed.clear()
+        self.metrics.connected.set(0)
+        if reason_code == "Session taken over":
+            log.error("another client connected with this store's client id %s: give each worker its own "
+                      "(blackbox store serve --worker N)", self.client_id)
         if not self._stopping.is_set():
             log.warning("store disconnected from the broker: %s (reconnecting)", reason_code)
 
@@ -201,6 +278,7 @@ class StoreService:
             log.error("broker refused the subscription %s: %s", self._filter, failed[0])
             return
         self.subscribed.set()
+        self.metrics.connected.set(1)
         log.info("store subscribed to %s", self._filter)
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
@@ -212,7 +290,12 @@ class StoreService:
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            self.heartbeat = time.monotonic()
+            self.metrics.queue_depth.set(self._queue.qsize())
+            try:
+                item = self._queue.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                continue
             if item is None or self._stopping.is_set():
                 return
             try:
@@ -231,6 +314,7 @@ class StoreService:
             self.client.ack(msg.mid, msg.qos)
             return
         site, gateway = parsed[0], parsed[1]
+        started = time.perf_counter()
         result = self._ingest(msg, site, gateway)
         if result is None:
             return  # stopping while the database was unavailable: the broker will deliver it again
@@ -240,6 +324,7 @@ class StoreService:
             self.stats.duplicate += 1
         else:
             self.stats.rejected += 1
+        self.metrics.handled(result, time.perf_counter() - started, now_us())
         ack = orjson.dumps(result.ack())
         self.client.publish(GatewayTopics(self.root, site, gateway).acks, ack, qos=1)
         self.client.ack(msg.mid, msg.qos)
@@ -257,9 +342,13 @@ class StoreService:
         delay = RETRY_MIN_S
         while True:
             try:
-                return self.ingestor.handle(msg.payload, site, gateway, topic=msg.topic)
+                result = self.ingestor.handle(msg.payload, site, gateway, topic=msg.topic)
+                self.db_error = None
+                return result
             except DBAPIError as exc:
                 self.stats.errors += 1
+                self.metrics.db_errors.inc()
+                self.db_error = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
                 log.error(
                     "database error while storing a batch from %s/%s (retrying in %.1f s): %s",
                     site,
@@ -267,29 +356,62 @@ class StoreService:
                     delay,
                     exc.orig if exc.orig is not None else exc,
                 )
+                self.heartbeat = time.monotonic()  # retrying is not being stuck
                 if self._stopping.wait(delay):
                     return None
                 delay = min(delay * 2, RETRY_MAX_S)
 
 
-def run_store(config: StoreConfig, stop: threading.Event, *, ready: threading.Event | None = None) -> None:
-    """Bring the database schema up to date and serve until ``stop`` is set (the CLI's ``store serve``).
+def run_store(
+    config: StoreConfig,
+    stop: threading.Event,
+    *,
+    ready: threading.Event | None = None,
+    worker: str | None = None,
+    metrics_port: int | None = None,
+) -> None:
+    """Serve until ``stop`` is set: the one implementation of ``blackbox store serve``.
 
-    ``ready`` is set once the broker has granted the subscription (for systemd's ``READY=1``).
+    Brings the schema up to date, starts the service (as worker ``worker``: see
+    :func:`worker_client_id`), serves ``/metrics`` and ``/health`` if a metrics port is configured
+    (``metrics_port`` overrides the configuration's), keeps the readings partitions ahead, and
+    speaks systemd's notify protocol: ``READY=1`` once the broker granted the subscription (then
+    ``ready`` is set too), ``WATCHDOG=1`` while the ingest worker is responsive, ``STOPPING=1``.
     """
+    client_id = worker_client_id(config.mqtt, worker)
+    port = metrics_port if metrics_port is not None else worker_metrics_port(config, worker)
     engine = open_store(config.database_url)
+    server: MetricsServer | None = None
     try:
-        service = StoreService(engine, config.mqtt)
+        service = StoreService(engine, config.mqtt, client_id=client_id, metrics=StoreMetrics())
+        if port is not None:
+            server = MetricsServer(config.metrics_host, port, service.metrics.registry, service.health)
+            server.start()
         service.start()
+        watchdog = systemd.watchdog_interval()
+        next_ping = time.monotonic()
+        announced = False
         try:
             while not stop.is_set():
-                if ready is not None and not ready.is_set() and service.wait_subscribed(0):
-                    ready.set()
-                stop.wait(0.2 if ready is not None and not ready.is_set() else 1.0)
+                if not announced and service.wait_subscribed(0):
+                    announced = True
+                    if ready is not None:
+                        ready.set()
+                    systemd.notify(f"READY=1\nSTATUS=serving as {client_id}")
+                if watchdog is not None and time.monotonic() >= next_ping:
+                    if service.worker_alive(2 * watchdog):
+                        systemd.notify("WATCHDOG=1")
+                    else:
+                        log.error("the ingest worker is stuck: not pinging the watchdog")
+                    next_ping = time.monotonic() + watchdog
+                stop.wait(min(0.2, watchdog or 0.2))
         finally:
+            systemd.notify("STOPPING=1\nSTATUS=stopping")
             service.stop()
     finally:
+        if server is not None:
+            server.stop()
         engine.dispose()
 
 
-__all__ = ["ServiceStats", "StoreService", "default_client_id", "run_store"]
+__all__ = ["ServiceStats", "StoreService", "default_client_id", "run_store", "worker_client_id"]
