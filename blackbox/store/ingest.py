@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -82,9 +82,9 @@ class IngestResult:
     """The transparency-log entry of the batch (or of the rejection), and the tree head after it."""
     received_at_us: int | None = None
     """When the store accepted the batch (the time in its log entry)."""
-    n_readings: int = 0
-    """Readings stored (0 unless ``stored``)."""
-    sealed_at_us: int | None = None
+    n_readings: int = field(default=0, compare=False)
+    """Readings stored (0 unless ``stored``): for the store's metrics, not part of the outcome."""
+    sealed_at_us: int | None = field(default=None, compare=False)
     """When the gateway sealed the batch (``stored`` only): for the store's ingest-lag metric."""
 
     def ack(self) -> dict[str, Any]:
