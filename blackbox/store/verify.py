@@ -15,6 +15,7 @@ it over the batches holding one production batch (:mod:`blackbox.store.integrity
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -213,50 +214,82 @@ def _in_force(t: _Trust, opened: OpenedBatch) -> bool:
 # -- stored rows, streamed in seq order ------------------------------------------------------------
 
 
-class _Stream:
-    """Stored rows of one table for one gateway, in seq order, merged against the derived rows."""
+CHUNK = 4000
+"""Stored rows fetched per round trip."""
 
-    def __init__(self, conn: Connection, table_name: str, stmt: Select[Any], label: str, emit: Emit,
-                 batch_of: Callable[[Any], int | None]) -> None:
+
+class _Stream:
+    """Stored rows of one table for one gateway, in seq order, merged against the derived rows.
+
+    Rows arrive as plain tuples in chunks; a batch whose stored rows equal its derived rows is
+    confirmed with one list comparison (the usual case), anything else goes through the row by row
+    merge that names each difference.
+    """
+
+    def __init__(self, chunks: Iterator[list[tuple[Any, ...]]], table_name: str, columns: tuple[str, ...],
+                 label: str, emit: Emit) -> None:
         self.table = table_name
-        self._rows: Iterator[Any] = iter(conn.execute(stmt.execution_options(yield_per=2000)))
-        self._next: Any = next(self._rows, None)
+        self._columns = columns
+        self._seq_at = columns.index("seq")
+        self._batch_at = columns.index("batch_seq") if "batch_seq" in columns else None
+        self._chunks = chunks
+        self._buf: list[tuple[Any, ...]] = []
+        self._i = 0
+        self._done = False
         self._label = label
         self._emit = emit
-        self._batch_of = batch_of
         self.stored_batches: set[int] = set()
 
-    def _advance(self) -> Any:
-        row, self._next = self._next, next(self._rows, None)
+    def _ensure(self, n: int) -> bool:
+        """At least ``n`` rows buffered ahead (``False`` if the table has fewer left)."""
+        while len(self._buf) - self._i < n and not self._done:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+                break
+            self._buf = self._buf[self._i:] + chunk
+            self._i = 0
+        return len(self._buf) - self._i >= n
+
+    def _peek_seq(self) -> int | None:
+        return self._buf[self._i][self._seq_at] if self._ensure(1) else None
+
+    def _advance(self) -> tuple[Any, ...]:
+        row = self._buf[self._i]
+        self._i += 1
         return row
 
     def skip_through(self, seq: int) -> None:
         """Leave the rows up to ``seq`` unchecked (their batch cannot be verified: already reported)."""
-        while self._next is not None and self._next.seq <= seq:
+        while (s := self._peek_seq()) is not None and s <= seq:
             self._advance()
 
     def extras_before(self, seq: int | None) -> None:
         """Report stored rows with a seq below ``seq`` (all remaining if ``None``): no batch yields them."""
-        while self._next is not None and (seq is None or self._next.seq < seq):
+        while (s := self._peek_seq()) is not None and (seq is None or s < seq):
             row = self._advance()
-            claimed = self._batch_of(row)
+            claimed = row[self._batch_at] if self._batch_at is not None else None
             why = (f"it claims batch {claimed}, which is not stored" if claimed is not None
                    and claimed not in self.stored_batches else "no stored signed batch holds this record")
-            self._emit(Difference(self._label, "row_unexplained", f"{self.table} seq {row.seq}: {why}",
-                                  self.table, f"seq={row.seq}", stored=_plain(row), batch_seq=claimed))
+            self._emit(Difference(self._label, "row_unexplained", f"{self.table} seq {s}: {why}",
+                                  self.table, f"seq={s}", stored=_tuple_dict(self._columns, row), batch_seq=claimed))
 
-    def compare(self, derived: list[tuple[Any, ...]], columns: tuple[str, ...], batch_seq: int) -> None:
+    def compare(self, derived: list[tuple[Any, ...]], batch_seq: int) -> None:
         """Merge the rows derived from batch ``batch_seq`` (by seq) with the stored ones."""
-        seq_at = columns.index("seq")
+        n = len(derived)
+        if n and self._ensure(n) and self._buf[self._i:self._i + n] == derived:
+            self._i += n
+            return
+        columns = self._columns
         for want in derived:
-            seq = want[seq_at]
+            seq = want[self._seq_at]
             self.extras_before(seq)
-            if self._next is None or self._next.seq != seq:
+            if self._peek_seq() != seq:
                 self._emit(Difference(self._label, "row_missing", f"{self.table} seq {seq} of batch {batch_seq} "
                                       f"is not stored", self.table, f"seq={seq}", derived=_tuple_dict(columns, want),
                                       batch_seq=batch_seq))
                 continue
-            have = tuple(self._advance())
+            have = self._advance()
             if have != want:
                 for col, h, w in zip(columns, have, want, strict=True):
                     if h != w:
@@ -297,10 +330,6 @@ _ABSENT = _Absent()
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _plain(row: Any) -> dict[str, Any]:
-    return {k: v for k, v in row._mapping.items() if k != "gateway_id"}
 
 
 def _tuple_dict(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
@@ -440,19 +469,49 @@ def _missing(result: ChainResult, label: str, emit: Emit, start: int, stop: int)
 
 def _streams(conn: Connection, gid: int, label: str, emit: Emit, lo: int | None, hi: int | None) -> list[_Stream]:
     out = []
-    for table, columns, batch_col in ((readings, READING_COLUMNS, "batch_seq"), (events, EVENT_COLUMNS, "batch_seq"),
-                                      (tag_configs, TAG_CONFIG_COLUMNS, None)):
+    for table, columns in ((readings, READING_COLUMNS), (events, EVENT_COLUMNS), (tag_configs, TAG_CONFIG_COLUMNS)):
         cond = [table.c.gateway_id == gid]
         if lo is not None:
             cond.append(table.c.seq >= lo)
         if hi is not None:
             cond.append(table.c.seq <= hi)
         stmt = select(*(table.c[c] for c in columns)).where(and_(*cond)).order_by(table.c.seq)
-        if batch_col is None:
-            out.append(_Stream(conn, table.name, stmt, label, emit, lambda _row: None))
-        else:
-            out.append(_Stream(conn, table.name, stmt, label, emit, lambda row: row.batch_seq))
+        chunks = _driver_chunks(conn, stmt) if table is readings else _chunks(conn, stmt)
+        out.append(_Stream(chunks, table.name, columns, label, emit))
     return out
+
+
+def _chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows through SQLAlchemy (its types decode JSON columns), as tuples, streamed."""
+    for part in conn.execute(stmt.execution_options(yield_per=CHUNK)).partitions():
+        yield [tuple(row) for row in part]
+
+
+def _driver_chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows straight from the driver's cursor, for columns that need no type processing (readings).
+
+    On PostgreSQL a named (server-side) cursor in the connection's transaction, so millions of
+    rows never sit in memory at once; the driver's tuples compare directly with derived ones.
+    """
+    compiled = stmt.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup or ())
+    dbapi = conn.connection.driver_connection
+    assert dbapi is not None
+    if conn.dialect.name == "postgresql":
+        cursor = dbapi.cursor(name=f"bb_verify_{next(_CURSOR_IDS)}")
+    else:
+        cursor = dbapi.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        while chunk := cursor.fetchmany(CHUNK):
+            yield chunk
+    finally:
+        cursor.close()
+
+
+_CURSOR_IDS = itertools.count(1)
 
 
 def _open_quietly(wire: Any) -> OpenedBatch | None:
@@ -521,9 +580,9 @@ def _check_rotation(derived: Derived, trust: dict[str, _Trust], label: str, emit
 
 def _compare_rows(streams: list[_Stream], derived: Derived, n: int) -> None:
     r, e, c = streams
-    r.compare(derived.readings, READING_COLUMNS, n)
-    e.compare([tuple(row[k] for k in EVENT_COLUMNS) for row in derived.events], EVENT_COLUMNS, n)
-    c.compare([tuple(row[k] for k in TAG_CONFIG_COLUMNS) for row in derived.tag_configs], TAG_CONFIG_COLUMNS, n)
+    r.compare(derived.readings, n)
+    e.compare([tuple(row[k] for k in EVENT_COLUMNS) for row in derived.events], n)
+    c.compare([tuple(row[k] for k in TAG_CONFIG_COLUMNS) for row in derived.tag_configs], n)
 
 
 # -- the whole store -------------------------------------------------------------------------------
