@@ -79,9 +79,25 @@ def check_integrity(
             continue
         first, last = min(candidates), max(candidates)
         sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep, batch_no)
+        _adjoining_gaps(conn, chk, gid, label, first, last, batch_no)
         ranges.append(sealed_range)
         gaps.extend(gateway_gaps)
     return Integrity(verdict=chk.verdict(), findings=chk.findings, ranges=ranges, gaps=gaps)
+
+
+def _adjoining_gaps(conn: Connection, chk: _Checker, gid: int, label: str, first: int, last: int,
+                    batch_no: str) -> None:
+    """Missing sealed batches right before or after the range: the batch's records may have run into them."""
+    sb = sealed_batches.c
+    before = conn.execute(select(func.max(sb.batch_seq)).where(sb.gateway_id == gid, sb.batch_seq < first)).scalar()
+    after = conn.execute(select(func.min(sb.batch_seq)).where(sb.gateway_id == gid, sb.batch_seq > last)).scalar()
+    lo = (before or 0) + 1
+    if lo < first:
+        chk.add("incomplete", "missing_batch", f"{label}: sealed batch(es) {spans(range(lo, first))} just before "
+                f"those holding {batch_no} are not stored; the batch may have begun in them")
+    if after is not None and after > last + 1:
+        chk.add("incomplete", "missing_batch", f"{label}: sealed batch(es) {spans(range(last + 1, after))} just "
+                f"after those holding {batch_no} are not stored; the batch may have continued in them")
 
 
 def _record_spans(conn: Connection, batch_no: str, gids: list[int]) -> dict[int, tuple[int, int]]:

@@ -232,6 +232,23 @@ def test_deleting_every_row_of_the_batch_is_a_failed_trace_not_no_record(store: 
     assert "row_missing" in {f.code for f in report.integrity.findings}
 
 
+@pytest.mark.parametrize("batch_seq", [1, 3])
+def test_deleting_the_first_or_last_batch_with_its_rows_is_not_verified(store: Store, batch_seq: int) -> None:
+    """The range of a trace is found from the rows left: the gap before it must still show; a deleted
+    last batch takes batch.ended with it (the newest batches are the transparency log's job)."""
+    first_seq, last_seq = {1: (1, 8), 3: (16, 18)}[batch_seq]
+    with store.engine.begin() as conn:
+        for table in ("sealed_batches", "readings", "events"):
+            conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = :n"), {"n": batch_seq})
+        conn.execute(text("DELETE FROM tag_configs WHERE seq BETWEEN :a AND :b"), {"a": first_seq, "b": last_seq})
+    integrity = trace_batch(store.engine, BATCH).integrity
+    assert integrity.verdict != "verified"
+    if batch_seq == 1:
+        assert any(f.code == "missing_batch" and "just before" in f.message for f in integrity.findings), integrity
+    else:
+        assert "no_end" in {f.code for f in integrity.findings}
+
+
 def test_deleting_the_batches_and_their_rows_names_the_gap_instead_of_no_record(empty_engine: Engine) -> None:
     upgrade_schema(empty_engine)
     gw = Gateway()
