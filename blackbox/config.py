@@ -518,6 +518,9 @@ class StoreConfig(Strict):
                                                  "listens on this port + N - 1.")
     metrics_host: str = Field(default="127.0.0.1", min_length=1,
                               description="Address the metrics endpoint listens on.")
+    partitions_ahead: int = Field(default=3, ge=1, le=120,
+                                  description="PostgreSQL: months of readings partitions the store keeps created "
+                                              "ahead of the current one (checked at start and hourly).")
 
 
 class Config(Strict):

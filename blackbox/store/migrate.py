@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from blackbox.store.db import make_engine
+from blackbox.store.partitions import include_name
 from blackbox.store.schema import metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -39,7 +40,7 @@ def upgrade_schema(url_or_engine: str | Engine, revision: str = "head") -> None:
     try:
         cfg = alembic_config(engine)
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn)
+            context = MigrationContext.configure(conn, opts={"include_name": include_name})
             current = context.get_current_revision()
             existing = set(inspect(conn).get_table_names())
             made_by_create_schema = current is None and existing and set(metadata.tables) <= existing

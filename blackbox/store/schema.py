@@ -39,6 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from blackbox.store.partitions import DEFAULT_PARTITION
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -124,12 +126,23 @@ readings = Table(
     Column("text", Text, nullable=True),
     Column("quality", String(16), nullable=False),
     Column("reason", Text, nullable=True),
-    Column("ts_us", BigInteger, nullable=False),
+    Column("ts_us", BigInteger, primary_key=True, autoincrement=False,
+           comment="Reading time; the partition key on PostgreSQL (monthly partitions)."),
     Column("source_ts_us", BigInteger, nullable=True),
     Column("batch", Name, nullable=True),
     Column("phase", Name, nullable=True),
     Index(None, "batch", "tag"),
+    Index(None, "tag", "ts_us"),
+    postgresql_partition_by="RANGE (ts_us)",
 )
+"""The primary key includes ``ts_us`` because PostgreSQL requires the partition key in every unique
+constraint of a partitioned table (the same key on SQLite keeps the schemas alike). A record seq is
+still stored once per gateway: ingest checks it under the gateway's row lock (see
+:mod:`blackbox.store.chain`). Indexes: the key serves look-ups by gateway and seq range, (tag,
+ts_us) a tag over time, (batch, tag) the trace of a production batch."""
+
+event.listen(readings, "after_create", DDL(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF readings DEFAULT")
+             .execute_if(dialect="postgresql"))
 
 events = Table(
     "events",

@@ -48,6 +48,7 @@ from blackbox.prometheus import MetricsServer
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor, IngestResult
 from blackbox.store.metrics import StoreMetrics
+from blackbox.store.partitions import ensure_partitions
 from blackbox.topics import GatewayTopics, parse_gateway_topic, store_batch_filter, store_status_filter
 
 log = logging.getLogger("blackbox.store.service")
@@ -62,6 +63,7 @@ HEARTBEAT_S = 1.0
 """The worker thread notes it is alive at least this often while idle (for the watchdog and /health)."""
 STUCK_AFTER_S = 60.0
 """A worker that has not come back from one message for this long is reported unhealthy."""
+PARTITIONS_EVERY_S = 3600.0
 WORKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
@@ -387,6 +389,8 @@ def run_store(
         if port is not None:
             server = MetricsServer(config.metrics_host, port, service.metrics.registry, service.health)
             server.start()
+        ensure_partitions(engine, config.partitions_ahead)
+        next_partitions = time.monotonic() + PARTITIONS_EVERY_S
         service.start()
         watchdog = systemd.watchdog_interval()
         next_ping = time.monotonic()
@@ -404,6 +408,13 @@ def run_store(
                     else:
                         log.error("the ingest worker is stuck: not pinging the watchdog")
                     next_ping = time.monotonic() + watchdog
+                if time.monotonic() >= next_partitions:
+                    next_partitions = time.monotonic() + PARTITIONS_EVERY_S
+                    try:
+                        ensure_partitions(engine, config.partitions_ahead)
+                    except DBAPIError as exc:  # the default partition takes the rows meanwhile
+                        log.error("could not create the readings partitions ahead (retrying in an hour): %s",
+                                  exc.orig if exc.orig is not None else exc)
                 stop.wait(min(0.2, watchdog or 0.2))
         finally:
             systemd.notify("STOPPING=1\nSTATUS=stopping")

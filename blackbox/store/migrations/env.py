@@ -10,6 +10,7 @@ from alembic import context
 from sqlalchemy import Engine
 
 from blackbox.store.db import make_engine
+from blackbox.store.partitions import include_name
 from blackbox.store.schema import metadata
 
 config = context.config
@@ -32,6 +33,7 @@ def run_migrations_online() -> None:
                 target_metadata=target_metadata,
                 render_as_batch=connection.dialect.name == "sqlite",
                 compare_type=True,
+                include_name=include_name,  # the readings' partitions are not in the metadata
             )
             with context.begin_transaction():
                 context.run_migrations()
