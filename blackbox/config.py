@@ -668,12 +668,16 @@ def parse_config(text: str, name: str = "<string>") -> Config:
     """Validate YAML text; raise :class:`ConfigError` listing every issue with its line."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines = _line_index(node) if node is not None else {}
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ConfigError([ConfigIssue(name, "", line, f"not valid YAML: {exc}")]) from exc
-    lines = _line_index(node) if node is not None else {}
+    except _YamlShapeError as exc:
+        raise ConfigError([ConfigIssue(name, "", None, f"not a usable YAML document: {exc}")]) from None
+    except RecursionError:
+        raise ConfigError([ConfigIssue(name, "", None, "not a usable YAML document: nested too deeply")]) from None
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, "", 1, "the file must be a YAML mapping")])
 
@@ -712,6 +716,9 @@ def parse_config(text: str, name: str = "<string>") -> Config:
             collect(exc, ("sources", i))
 
     issues.extend(_cross_check(data, name, lines))
+    issues.extend(ConfigIssue(name, _dotted(loc), _nearest_line(lines, loc),
+                              "text holds a NUL character (\\0), which a sealed batch cannot carry")
+                  for loc in _nul_texts(data))
     if issues:
         raise ConfigError(sorted(issues, key=lambda x: x.line or 0))
     assert config is not None
@@ -785,26 +792,69 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
     return issues
 
 
+def _nul_texts(data: Any) -> list[tuple[Any, ...]]:
+    """Where the document holds a text (key or value) with a NUL character: the configuration is
+    recorded in the chain (``config.applied``), and the batch format forbids NUL."""
+    found: list[tuple[Any, ...]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    seen: set[int] = set()  # YAML aliases share (even nest) nodes: visit each container once
+    while stack:
+        node, loc = stack.pop()
+        if isinstance(node, (dict, list)):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and "\x00" in key:
+                    found.append(loc)
+                stack.append((value, (*loc, key)))
+        elif isinstance(node, list):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(node))
+        elif isinstance(node, str) and "\x00" in node:
+            found.append(loc)
+    return found
+
+
 def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _line_index(node: yaml.Node) -> dict[tuple[Any, ...], int]:
-    """Map every path in the YAML document to the 1-based line where its value starts."""
-    index: dict[tuple[Any, ...], int] = {}
+MAX_YAML_NODES = 1_000_000
+"""Nodes a configuration may expand to (aliases included): a few aliases can otherwise expand to
+billions of nodes ("billion laughs"); a real configuration has thousands."""
 
-    def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
-        index[path] = n.start_mark.line + 1
+
+class _YamlShapeError(ValueError):
+    """The YAML document nests itself through an alias, or expands to too many nodes."""
+
+
+def _line_index(node: yaml.Node) -> dict[tuple[Any, ...], int]:
+    """Map every path in the YAML document to the 1-based line where its value starts.
+
+    Raises :class:`_YamlShapeError` for a document that contains itself (a recursive alias) or
+    expands to more than :data:`MAX_YAML_NODES` nodes.
+    """
+    index: dict[tuple[Any, ...], int] = {}
+    expanded = 0
+    # iterative (a deep document must not exhaust Python's stack); ``on_path`` finds alias cycles
+    stack: list[tuple[yaml.Node, tuple[Any, ...], frozenset[int]]] = [(node, (), frozenset())]
+    while stack:
+        n, path, on_path = stack.pop()
+        expanded += 1
+        if expanded > MAX_YAML_NODES:
+            raise _YamlShapeError(f"the document expands to more than {MAX_YAML_NODES:,} nodes (aliases?)")
+        if id(n) in on_path:
+            raise _YamlShapeError(f"the value at {_dotted(path) or '<root>'} contains itself (a recursive alias)")
+        index.setdefault(path, n.start_mark.line + 1)
+        inner = on_path | {id(n)}
         if isinstance(n, yaml.MappingNode):
             for key, value in n.value:
                 k = key.value
-                walk(value, (*path, k))
                 index[(*path, k)] = key.start_mark.line + 1  # the key's line, not its value's
+                stack.append((value, (*path, k), inner))
         elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, (*path, i))
-
-    walk(node, ())
+            stack.extend((item, (*path, i), inner) for i, item in enumerate(n.value))
     return index
 
 

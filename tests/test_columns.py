@@ -63,20 +63,29 @@ def test_the_picker_remembers_positions_per_tag_tuple_and_never_mixes_sources() 
 
 
 @pytest.mark.parametrize(("values", "bad"), [
-    ([1.0, 2, True, "x", None], []),
-    ([1.0, math.nan, 3.0], [1]),
-    (["x", math.inf, -math.inf], [1, 2]),
-    ([10**400, math.nan], [1]),
-], ids=["finite", "nan", "inf-after-text", "huge-int"])
-def test_sanitize_makes_non_finite_floats_bad_readings(values: list[object], bad: list[int]) -> None:
+    ([1.0, 2, True, "x", None, 2**64 - 1, -(2**63), 1e300], {}),
+    ([1.0, math.nan, 3.0], {1: "non-finite value nan"}),
+    (["x", math.inf, -math.inf], {1: "non-finite value inf", 2: "non-finite value -inf"}),
+    ([10**400, math.nan], {0: "integer 1000000000000000000000000000000000000000 is outside the range a batch holds "
+                               "(-2**63 .. 2**64-1)", 1: "non-finite value nan"}),
+    ([1.0, 2**64], {1: "integer 18446744073709551616 is outside the range a batch holds (-2**63 .. 2**64-1)"}),
+    ([-(2**63) - 1, 1.5], {0: "integer -9223372036854775809 is outside the range a batch holds (-2**63 .. 2**64-1)"}),
+    (["ok", "a\x00b"], {1: "text value holds a NUL character (U+0000), which a batch cannot hold"}),
+], ids=["sealable", "nan", "inf-after-text", "huge-int", "int-past-2**64", "int-below-2**63", "nul-in-text"])
+def test_sanitize_makes_what_a_batch_cannot_hold_bad_readings(values: list[object], bad: dict[int, str]) -> None:
     tags = tuple(f"t{i}" for i in range(len(values)))
     for given in (SampleColumns.good(tags, values), list(SampleColumns.good(tags, values))):  # type: ignore[arg-type]
         clean = sanitize(given)
         for i, s in enumerate(clean):
             if i in bad:
-                assert (s.value, s.quality, s.reason) == (None, Quality.BAD, f"non-finite value {values[i]}")
+                assert (s.value, s.quality, s.reason) == (None, Quality.BAD, bad[i])
             else:
                 assert s == Sample(tags[i], values[i])  # type: ignore[arg-type]
+
+
+def test_sanitize_spells_out_a_nul_in_a_reason() -> None:
+    clean = sanitize([Sample("t", None, Quality.BAD, "server said \x00oops"), Sample("u", 1.0)])
+    assert [(s.value, s.reason) for s in clean] == [(None, "server said \\x00oops"), (1.0, None)]
 
 
 def test_the_exception_filter_keeps_columns_and_drops_only_unchanged_deadband_tags() -> None:

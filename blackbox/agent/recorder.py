@@ -30,6 +30,7 @@ from blackbox.buffer.repository import RESERVE_BYTES
 from blackbox.columns import SampleColumns
 from blackbox.model import EventDraft, Quality, Sample, Value
 from blackbox.rules import RuleEngine
+from blackbox.seal.records import INT_MAX, INT_MIN
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +52,48 @@ DISK_ROOM_TO_RESUME = 2 * RESERVE_BYTES
 """Free disk needed before a buffer held at its size (disk full) may grow again."""
 
 
-def _all_finite(values: Sequence[Value]) -> bool:
+def _plain(values: Sequence[Value], reasons: Sequence[str | None]) -> bool:
+    """Whether every value and reason can be sealed as it is (the usual case, checked at C speed)."""
     try:
-        return all(map(math.isfinite, values))  # type: ignore[arg-type]  # one C-level pass when all are numbers
-    except (TypeError, OverflowError):  # strings, None, huge ints: look at the floats only
-        return all(math.isfinite(v) for v in values if isinstance(v, float))
+        if not all(map(math.isfinite, values)):  # type: ignore[arg-type]  # one C-level pass when all are numbers
+            return False
+        numbers_only = True
+    except (TypeError, OverflowError):  # strings, None, huge ints: look closer
+        numbers_only = False
+    numbers: Sequence[float] = values  # type: ignore[assignment]
+    in_range = numbers_only and (not numbers or (min(numbers) >= INT_MIN and max(numbers) <= INT_MAX))
+    if not in_range and any(_unsealable(v) for v in values):  # a large float merely takes this closer look
+        return False
+    if reasons.count(None) == len(reasons):  # no reasons at all: the usual case, at C speed
+        return True
+    return "\x00" not in "".join(r for r in reasons if r is not None)
+
+
+def _unsealable(value: Value) -> str | None:
+    """Why a value cannot go into a sealed batch as it is (docs/batch-format.md), or ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"non-finite value {value}"
+    if type(value) is int and not INT_MIN <= value <= INT_MAX:
+        return f"integer {str(value)[:40]} is outside the range a batch holds (-2**63 .. 2**64-1)"
+    if isinstance(value, str) and "\x00" in value:
+        return "text value holds a NUL character (U+0000), which a batch cannot hold"
+    return None
 
 
 def sanitize(samples: Sequence[Sample]) -> SampleColumns:
-    """A non-finite float is never stored as a value: it becomes a bad reading with the reason."""
+    """What a batch cannot hold is never stored as a value: a non-finite float, an integer beyond
+    -2**63 .. 2**64-1 or a text with a NUL character becomes a bad reading with the reason (and a NUL
+    in a reason is written ``\\x00``), so the sealer never meets a record it must refuse."""
     columns = SampleColumns.of(samples)
-    if _all_finite(columns.values):
+    if _plain(columns.values, columns.reasons):
         return columns
     values, qualities, reasons = list(columns.values), list(columns.qualities), list(columns.reasons)
     for i, v in enumerate(values):
-        if isinstance(v, float) and not math.isfinite(v):
-            values[i], qualities[i], reasons[i] = None, Quality.BAD, f"non-finite value {v}"
+        why = _unsealable(v)
+        if why is not None:
+            values[i], qualities[i], reasons[i] = None, Quality.BAD, why
+        elif reasons[i] is not None and "\x00" in reasons[i]:  # type: ignore[operator]
+            reasons[i] = reasons[i].replace("\x00", "\\x00")  # type: ignore[union-attr]
     return SampleColumns(columns.tags, values, qualities, reasons, columns.source_ts_us)
 
 

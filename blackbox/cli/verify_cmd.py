@@ -59,9 +59,13 @@ def verify_batch(files: list[Path] = typer.Argument(..., help="Sealed batches as
 
     failures = 0
     previous: OpenedBatch | None = None
+    forks = _fork_problems([c.opened for c in checked if c.opened is not None])
     for c in checked:
         if c.opened is not None:
             c.problem = _check(chain, c.opened, previous)
+            fork = forks.get(c.opened.hash)
+            if fork is not None:
+                c.problem = fork if c.problem is None else f"{c.problem}; {fork}"
             previous = c.opened
         if c.problem is not None:
             failures += 1
@@ -76,6 +80,27 @@ def verify_batch(files: list[Path] = typer.Argument(..., help="Sealed batches as
                    + ("" if failures else ", chain intact"))
     if failures:
         raise typer.Exit(1)
+
+
+def _fork_problems(batches: list[OpenedBatch]) -> dict[str, str]:
+    """Forks anywhere in the set, by batch hash: two batches naming the same predecessor, or one
+    naming a batch of the set that is not numbered one below it (batch 6 naming batch 2)."""
+    by_hash = {b.hash: b for b in batches}
+    namers: dict[str, list[OpenedBatch]] = {}
+    for b in by_hash.values():
+        namers.setdefault(b.header.prev_hash, []).append(b)
+    problems: dict[str, str] = {}
+    for prev, group in namers.items():
+        if len(group) > 1:
+            names = " and ".join(f"batch {b.header.batch_seq} ({b.hash})" for b in group)
+            for b in group:
+                problems[b.hash] = f"fork: {names} both name {prev} as their predecessor"
+    for b in by_hash.values():
+        named = by_hash.get(b.header.prev_hash)
+        if named is not None and named.header.batch_seq != b.header.batch_seq - 1:
+            problems.setdefault(b.hash, f"fork: batch {b.header.batch_seq} names batch {named.header.batch_seq} "
+                                        f"({named.hash}) as its predecessor")
+    return problems
 
 
 def _check(chain: KeyChain, opened: OpenedBatch, previous: OpenedBatch | None) -> str | None:

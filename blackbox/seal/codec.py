@@ -68,14 +68,12 @@ def _zstd_decompress(data: bytes, limit: int) -> bytes:
         if declared > limit:
             # Checked before decompress(), which would allocate the declared size up front.
             raise CodecError(f"records claim {declared} bytes, more than the {limit}-byte limit")
-        dctx = zstandard.ZstdDecompressor()
-        if declared < 0:  # size not in the frame header: decompress into a bounded buffer
-            out = dctx.decompress(data, max_output_size=limit, allow_extra_data=False)
-        else:
-            out = dctx.decompress(data, allow_extra_data=False)
+        if declared < 0:
+            raise CodecError("the zstd frame does not declare its content size, which the format requires")
+        out = zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
     except zstandard.ZstdError as exc:
         raise CodecError(f"corrupt zstd frame (or larger than {limit} bytes): {exc}") from None
-    if declared >= 0 and len(out) != declared:
+    if len(out) != declared:
         raise CodecError(f"zstd frame claims {declared} bytes but holds {len(out)}")
     return out
 

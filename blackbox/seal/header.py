@@ -85,7 +85,7 @@ def _problem(h: BatchHeader) -> str | None:
         if name == "version" or name in _COUNTERS or name in _TIMES:
             if not _is_int(value):
                 return f"header field {name} must be an integer, not {type(value).__name__}"
-            low = INT64_MIN if name in _TIMES else 0
+            low = INT64_MIN if name in _TIMES else 1 if name == "batch_seq" else 0
             if not low <= value <= INT64_MAX:
                 return f"header field {name} is out of range: {value}"
         elif type(value) is not str:

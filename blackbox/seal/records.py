@@ -13,7 +13,9 @@ silently write NaN as ``null``: non-finite floats are refused at seal time.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +31,10 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Range of sequence numbers and timestamps: they become BIGINT columns in the store."""
 
+MAX_NAME = 128
+"""Longest ``tag``, ``batch`` and ``phase`` (characters)."""
+
+_EVENT_TYPE = re.compile(r"[a-z0-9][a-z0-9_.\-]{0,63}")
 _QUALITIES = {q.value: q for q in Quality}
 _READING_FIELDS = 9
 _EVENT_FIELDS = 7
@@ -58,23 +64,29 @@ def _opt_time(value: object, where: str, field: str) -> int | None:
     return None if value is None else _int(value, where, field, INT64_MIN, INT64_MAX)
 
 
-def _str(value: object, where: str, field: str, *, empty: bool = True) -> str:
+def _str(value: object, where: str, field: str, *, empty: bool = True, longest: int | None = None) -> str:
     if not isinstance(value, str):
         raise RecordError(f"{_at(where, field)} must be a string, not {type(value).__name__}")
     if not empty and not value:
         raise RecordError(f"{_at(where, field)} must not be empty")
+    if longest is not None and len(value) > longest:
+        raise RecordError(f"{_at(where, field)} is {len(value)} characters long, more than {longest}")
+    if "\x00" in value:
+        raise RecordError(f"{_at(where, field)} holds a NUL character (U+0000), which the format forbids")
     return value
 
 
-def _opt_str(value: object, where: str, field: str) -> str | None:
-    return None if value is None else _str(value, where, field)
+def _opt_str(value: object, where: str, field: str, longest: int | None = None) -> str | None:
+    return None if value is None else _str(value, where, field, longest=longest)
 
 
 def _scalar(value: object, where: str, field: str) -> None:
     """Check a JSON scalar: None, bool, int in orjson's range, finite float, str."""
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return
-    if isinstance(value, int):
+    if isinstance(value, str):
+        _str(value, where, field)
+    elif isinstance(value, int):
         _int(value, where, field)
     elif isinstance(value, float):
         if not math.isfinite(value):
@@ -94,6 +106,7 @@ def _check_data(data: object, where: str) -> dict[str, Any]:
             for key, item in node.items():
                 if not isinstance(key, str):
                     raise RecordError(f"{path} has a key of type {type(key).__name__}; keys must be strings")
+                _str(key, path, "(a key)")
                 stack.append((item, f"{path}.{key}"))
         elif isinstance(node, list):
             stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
@@ -109,15 +122,15 @@ def check_reading_row(row: object, where: str = "reading") -> list[Any]:
     seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = row
     _int(seq, where, "seq", 0, INT64_MAX)
     where = f"reading seq {seq}"
-    _str(tag, where, "tag", empty=False)
+    _str(tag, where, "tag", empty=False, longest=MAX_NAME)
     _scalar(value, where, "value")
     if not isinstance(quality, str) or quality not in _QUALITIES:
         raise RecordError(f"{where}.quality must be one of {', '.join(_QUALITIES)}, got {quality!r}")
     _opt_str(reason, where, "reason")
     _int(ts_us, where, "ts_us", INT64_MIN, INT64_MAX)
     _opt_time(source_ts_us, where, "source_ts_us")
-    _opt_str(batch, where, "batch")
-    _opt_str(phase, where, "phase")
+    _opt_str(batch, where, "batch", MAX_NAME)
+    _opt_str(phase, where, "phase", MAX_NAME)
     return row
 
 
@@ -129,11 +142,14 @@ def check_event_row(row: object, where: str = "event") -> list[Any]:
     _int(seq, where, "seq", 0, INT64_MAX)
     where = f"event seq {seq}"
     _str(type_, where, "type", empty=False)
+    if not _EVENT_TYPE.fullmatch(type_):
+        raise RecordError(f"{where}.type must be 1 to 64 characters of a-z, 0-9, '_', '.', '-' starting with a "
+                          f"letter or digit, got {type_[:80]!r}")
     _opt_str(subject, where, "subject")
     _check_data(data, where)
     _int(ts_us, where, "ts_us", INT64_MIN, INT64_MAX)
-    _opt_str(batch, where, "batch")
-    _opt_str(phase, where, "phase")
+    _opt_str(batch, where, "batch", MAX_NAME)
+    _opt_str(phase, where, "phase", MAX_NAME)
     return row
 
 
@@ -176,7 +192,7 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
     seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = zip(*rows, strict=True)
     if set(map(type, seq)) != {int} or not _ints_within(seq, 0, INT64_MAX):
         return False
-    if set(map(type, tag)) != {str} or not all(tag):
+    if set(map(type, tag)) != {str} or not all(tag) or max(map(len, set(tag))) > MAX_NAME:
         return False
     value_types = set(map(type, value))
     if not value_types <= _SCALARS:
@@ -196,7 +212,13 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
         return False
     if int in source_types and not _ints_within([t for t in source_ts_us if t is not None], INT64_MIN, INT64_MAX):
         return False
-    return all(set(map(type, column)) <= _OPT_STR for column in (reason, batch, phase))
+    if not all(set(map(type, column)) <= _OPT_STR for column in (reason, batch, phase)):
+        return False
+    names = {n for n in batch if n is not None} | {n for n in phase if n is not None}
+    if names and max(map(len, names)) > MAX_NAME:
+        return False
+    strings = [*tag, *(v for v in value if type(v) is str), *(r for r in reason if r is not None), *names]
+    return "\x00" not in "".join(strings)
 
 
 def check_reading_rows(rows: list[Any], what: str = "reading") -> None:
@@ -239,7 +261,10 @@ def rows_of(records: Sequence[Reading | Event]) -> tuple[list[list[Any]], list[l
 
 
 def dump_document(readings: list[Any], events: list[Any]) -> bytes:
-    """The records document of already checked rows (keys sorted, no whitespace)."""
+    """The records document of already checked rows (keys sorted, no whitespace).
+
+    Duplicate keys cannot occur (rows come from Python dicts), so the document decodes exactly.
+    """
     try:
         return orjson.dumps({"e": events, "r": readings}, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:  # e.g. lone surrogates, nesting deeper than orjson allows
@@ -270,11 +295,16 @@ def encode_records(records: Sequence[Reading | Event]) -> bytes:
 
 
 def parse_document(raw: bytes) -> tuple[list[Any], list[Any]]:
-    """Parse a records document into checked ``(reading rows, event rows)``, as stored."""
+    """Parse a records document into checked ``(reading rows, event rows)``, as stored.
+
+    Every value comes back exactly as written, or the document is refused: see :func:`_check_exact`.
+    """
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RecordError(f"records are not valid JSON: {exc}") from None
+    if orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) != raw:
+        _check_exact(raw)
     if not isinstance(doc, dict) or set(doc) != {"e", "r"}:
         raise RecordError('records must be a JSON object with exactly the keys "e" and "r"')
     rows_r, rows_e = doc["r"], doc["e"]
@@ -283,6 +313,39 @@ def parse_document(raw: bytes) -> tuple[list[Any], list[Any]]:
     check_reading_rows(rows_r)
     check_event_rows(rows_e)
     return rows_r, rows_e
+
+
+def _check_exact(raw: bytes) -> None:
+    """Refuse what orjson would read inexactly: duplicate keys and integers beyond its range.
+
+    orjson keeps the last of duplicate keys (another reader may keep the first) and decodes an
+    integer outside -2**63 .. 2**64-1 as a float, silently changing a signed value. A document the
+    reference sealer wrote is re-encoded to the very same bytes, which proves neither happened;
+    any other is parsed again here by a parser that sees every key and integer literal.
+    """
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) != len(items):
+            seen: set[str] = set()
+            for key, _ in items:
+                if key in seen:
+                    raise RecordError(f"records hold the key {key[:80]!r} twice in one object")
+                seen.add(key)
+        return out
+
+    def integer(text: str) -> int:
+        value = int(text)
+        if not INT_MIN <= value <= INT_MAX:
+            raise RecordError(f"records hold the integer {text[:40]}, outside -2**63 .. 2**64-1")
+        return value
+
+    try:
+        json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_int=integer)
+    except (ValueError, RecursionError) as exc:  # orjson accepted it: only our own refusals are expected here
+        if isinstance(exc, RecordError):
+            raise
+        raise RecordError(f"records are not valid JSON: {exc}") from None
 
 
 def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:

@@ -34,7 +34,7 @@ def seal_args(key: Ed25519PrivateKey) -> dict[str, Any]:
         "site": "SH-PD-01",
         "gateway": "gw-1",
         "key": key,
-        "batch_seq": 0,
+        "batch_seq": 1,
         "prev_hash": GENESIS_HASH,
         "config_hash": CONFIG_HASH,
         "sealed_at_us": T0 + 10_000_000,

@@ -114,7 +114,7 @@ def header_for(document: bytes, key: Ed25519PrivateKey, compression: str = "none
         "gateway": "gw-1",
         "site": "SH-PD-01",
         "key_id": key_id(key.public_key()),
-        "batch_seq": 0,
+        "batch_seq": 1,
         "first_seq": first,
         "last_seq": first + max(n_r + n_e, 1) - 1,
         "first_ts_us": min(times),

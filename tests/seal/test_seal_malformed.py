@@ -118,9 +118,9 @@ def test_missing_and_unknown_header_fields(key: Ed25519PrivateKey) -> None:
         (lambda h: b" " + h, "canonical"),
         (lambda h: h.replace(b'"clock":"ok"', b'"clock":"\\u006fk"'), "canonical"),
         (lambda h: h[:-1] + b',"clock":"ok"}', "canonical"),  # duplicate key
-        (lambda h: h.replace(b'"batch_seq":0', b'"batch_seq":0.0'), "floats are not allowed"),
-        (lambda h: h.replace(b'"batch_seq":0', b'"batch_seq":NaN'), "floats are not allowed"),
-        (lambda h: h.replace(b'"batch_seq":0', b'"batch_seq":1e2'), "floats are not allowed"),
+        (lambda h: h.replace(b'"batch_seq":1', b'"batch_seq":1.0'), "floats are not allowed"),
+        (lambda h: h.replace(b'"batch_seq":1', b'"batch_seq":NaN'), "floats are not allowed"),
+        (lambda h: h.replace(b'"batch_seq":1', b'"batch_seq":1e2'), "floats are not allowed"),
         (lambda h: h.replace(b'"clock":"ok"', '"clock":"ök"'.encode()), "not ASCII JSON"),
         (lambda h: h[:-1], "not ASCII JSON"),
         (lambda h: b"[" * 60_000, "not ASCII JSON"),
@@ -152,7 +152,7 @@ def test_non_canonical_or_invalid_header_bytes(key: Ed25519PrivateKey, mutate: A
         (doc(r=[[True, *GOOD_R[1:]]]), r"seq must be an integer, not bool"),
         (doc(r=[[1.0, *GOOD_R[1:]]]), r"seq must be an integer, not float"),
         (doc(r=[[-1, *GOOD_R[1:]]]), r"seq is out of range"),
-        (doc(r=[[2**64, *GOOD_R[1:]]]), r"seq must be an integer, not float"),  # orjson reads it as float
+        (doc(r=[[2**64, *GOOD_R[1:]]]), r"integer 18446744073709551616, outside"),  # orjson: a float
         (doc(r=[[1, "", *GOOD_R[2:]]]), r"tag must not be empty"),
         (doc(r=[[1, 5, *GOOD_R[2:]]]), r"tag must be a string"),
         (doc(r=[[1, "T", [1], *GOOD_R[3:]]]), r"value has type list"),
@@ -239,7 +239,7 @@ def test_zstd_bomb_with_declared_size(key: Ed25519PrivateKey) -> None:
 def test_zstd_bomb_without_declared_size(key: Ed25519PrivateKey) -> None:
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (MAX_RECORDS_BYTES + 1))
     assert zstandard.frame_content_size(bomb) == -1
-    rejected(with_payload(key, doc(), bomb, "zstd"), key, "larger than 67108864 bytes")
+    rejected(with_payload(key, doc(), bomb, "zstd"), key, "does not declare its content size")
 
 
 @pytest.mark.parametrize("compression", ["zlib", "none"])

@@ -27,7 +27,7 @@ from blackbox.seal import (
     seal_batch,
 )
 
-from .helpers import CONFIG_HASH, T0
+from .helpers import CONFIG_HASH, T0, craft_document
 
 
 class Chain:
@@ -168,3 +168,28 @@ def test_verify_batch_says_what_is_wrong(tmp_path: Path, damage: str, expected: 
     result = CliRunner().invoke(app, ["verify-batch", *files, "--key", pem_file(tmp_path, key)])
     assert result.exit_code == 1
     assert expected in result.output
+
+
+def test_verify_batch_finds_a_fork_through_a_non_adjacent_batch(tmp_path: Path) -> None:
+    """Batch 6 naming batch 2 while batch 3 names it too; batches 4 and 5 are not in the set."""
+    c = Chain()
+    for _ in range(3):
+        c.seal()
+    files = export(tmp_path, c)
+    fork = seal_batch([Reading(100, "T", 9.0, Quality.GOOD, None, T0, None, None, None)], site="S-1",
+                      gateway="gw-1", key=c.key, batch_seq=6, prev_hash=c.batches[1].hash, config_hash=CONFIG_HASH)
+    (tmp_path / "fork.bbx").write_bytes(fork.wire)
+    result = CliRunner().invoke(app, ["verify-batch", *files, str(tmp_path / "fork.bbx"), "--key",
+                                      pem_file(tmp_path, c.key)])
+    assert result.exit_code == 1
+    both = f"batch 3 ({c.batches[2].hash}) and batch 6 ({fork.hash}) both name {c.batches[1].hash}"
+    assert result.output.count(both) == 2, result.output  # reported on each of the two batches
+
+
+def test_verify_batch_refuses_an_integer_it_cannot_read_exactly(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    document = b'{"e":[],"r":[[1,"T",18446744073709551616,"good",null,10,null,null,null]]}'
+    (tmp_path / "big.bbx").write_bytes(craft_document(document, key, site="S-1", gateway="gw-1"))
+    result = CliRunner().invoke(app, ["verify-batch", str(tmp_path / "big.bbx"), "--key", pem_file(tmp_path, key)])
+    assert result.exit_code == 1
+    assert "integer 18446744073709551616, outside" in result.output

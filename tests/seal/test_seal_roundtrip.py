@@ -123,14 +123,14 @@ def test_single_record_and_events_only(seal_args: dict[str, Any]) -> None:
 def test_chain_links(key: Ed25519PrivateKey, seal_args: dict[str, Any]) -> None:
     first = seal_batch(make_records(1), **seal_args)
     n = first.header.last_seq + 1
-    args = {**seal_args, "batch_seq": 1, "prev_hash": first.hash}
+    args = {**seal_args, "batch_seq": 2, "prev_hash": first.hash}
     second = seal_batch(make_records(n), **args)
     assert link_problems(first, second) == []
     assert link_problems(open_batch(first.wire), open_batch(second.wire)) == []
 
     replay = seal_batch(make_records(n), **{**seal_args, "batch_seq": 1})  # prev_hash = genesis
     assert any("prev_hash" in p for p in link_problems(first, replay))
-    skipped = seal_batch(make_records(n + 5), **{**args, "batch_seq": 2})
+    skipped = seal_batch(make_records(n + 5), **{**args, "batch_seq": 3})
     problems = link_problems(first, skipped)
     assert any("batch_seq" in p for p in problems) and any("jumps" in p for p in problems)
 

@@ -11,7 +11,9 @@ from sqlalchemy import Engine, func, select
 from store_synth import GATEWAY, SITE, T0, Gateway
 
 from blackbox.model import Event, Quality, Reading, Value
-from blackbox.seal import GENESIS_HASH, public_key_pem
+from blackbox.seal import GENESIS_HASH, BatchHeader, key_id, public_key_pem
+from blackbox.seal.header import encode_header
+from blackbox.seal.wire import pack
 from blackbox.store.ingest import REASONS, EnrollmentError, Ingestor, IngestResult, decode_value
 from blackbox.store.schema import events, gateway_keys, readings, rejections, sealed_batches, tag_configs
 
@@ -263,3 +265,38 @@ def test_config_applied_is_kept_as_tag_config(engine: Engine, ingestor: Ingestor
     assert row.effective_from_us == T0 and row.seq == ev.seq
     assert row.data["tags"][0]["limits"][2]["products"] == ["FC-050"]
     assert row.data["site"]["licence"] == "沪妆20160012"
+
+
+def forge_document(gw: Gateway, document: bytes, n_readings: int = 1) -> bytes:
+    """A batch signed by the gateway's key around a records document the sealer would refuse."""
+    header = BatchHeader(version=1, gateway=GATEWAY, site=SITE, key_id=key_id(gw.key.public_key()), batch_seq=1,
+                         first_seq=1, last_seq=n_readings, first_ts_us=T0, last_ts_us=T0, n_readings=n_readings,
+                         n_events=0, prev_hash=GENESIS_HASH, config_hash="c" * 64, clock="ok", compression="none",
+                         payload_sha256=hashlib.sha256(document).hexdigest(), sealed_at_us=T0)
+    signed = pack(encode_header(header), document)
+    return signed + gw.key.sign(signed)
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"18446744073709551616", "integer 18446744073709551616, outside"),  # orjson alone reads a float
+    (b"-9223372036854775809", "integer -9223372036854775809, outside"),
+    (b'"a\\u0000b"', "NUL character"),  # PostgreSQL cannot store it: the batch would never be acknowledged
+])
+def test_a_value_that_cannot_be_stored_exactly_is_malformed(engine: Engine, ingestor: Ingestor, gw: Gateway,
+                                                            value: bytes, reason: str) -> None:
+    wire = forge_document(gw, b'{"e":[],"r":[[1,"T",' + value + b',"good",null,' + str(T0).encode()
+                          + b',null,null,null]]}')
+    result = handle(ingestor, wire)
+    assert_rejected(engine, result, "malformed", wire)
+    assert reason in (result.detail or "")
+    assert counts(engine)["readings"] == 0
+
+
+def test_integers_at_the_boundaries_are_stored_exactly(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    values = [2**64 - 1, -(2**63), 2**53 + 1]
+    rows = b",".join(b'[%d,"T%d",%d,"good",null,%d,null,null,null]' % (i + 1, i, v, T0) for i, v in enumerate(values))
+    wire = forge_document(gw, b'{"e":[],"r":[' + rows + b"]}", n_readings=3)
+    assert handle(ingestor, wire).status == "stored"
+    with engine.connect() as conn:
+        back = [decode_value(r.kind, r.num, r.text) for r in conn.execute(select(readings).order_by(readings.c.seq))]
+    assert back == values and all(type(v) is int for v in back)
