@@ -49,6 +49,7 @@ from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor, IngestResult
 from blackbox.store.metrics import StoreMetrics
 from blackbox.store.partitions import ensure_partitions
+from blackbox.store.tlog import TransparencyLog
 from blackbox.topics import GatewayTopics, parse_gateway_topic, store_batch_filter, store_status_filter
 
 log = logging.getLogger("blackbox.store.service")
@@ -386,6 +387,7 @@ def run_store(
     server: MetricsServer | None = None
     try:
         service = StoreService(engine, config.mqtt, client_id=client_id, metrics=StoreMetrics())
+        service.metrics.log_size_hook = lambda: TransparencyLog(engine).head()[0]
         if port is not None:
             server = MetricsServer(config.metrics_host, port, service.metrics.registry, service.health)
             server.start()
