@@ -557,7 +557,7 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.path or '<root>'}: {self.message}"
+        return f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
 
 
 class ConfigError(Exception):
@@ -673,7 +673,11 @@ def parse_config(text: str, name: str = "<string>") -> Config:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError([ConfigIssue(name, "", line, f"not valid YAML: {exc}")]) from exc
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError([ConfigIssue(name, "", line, f"not valid YAML: {context + ': ' if context else ''}"
+                                       f"{problem}{column}")]) from exc
     except _YamlShapeError as exc:
         raise ConfigError([ConfigIssue(name, "", None, f"not a usable YAML document: {exc}")]) from None
     except RecursionError:

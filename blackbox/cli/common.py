@@ -34,9 +34,11 @@ def store_config_or_exit(path: Path) -> StoreConfig:
 
 
 def _report(path: Path, exc: ConfigError) -> None:
+    """Every problem, one per line (file:line: field: reason), then how many if more than one."""
     for issue in exc.issues:
-        typer.echo(str(issue), err=True)
-    typer.echo(f"{len(exc.issues)} problem(s) in {path}", err=True)
+        typer.echo(f"error: {issue}", err=True)
+    if len(exc.issues) > 1:
+        typer.echo(f"{len(exc.issues)} problems in {path}", err=True)
 
 
 def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import signal
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import typer
 
 from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, store_cmd, tlog_cmd, verify_cmd
 from blackbox.cli.common import load_or_exit
+from blackbox.cli.errors import BlackboxGroup, set_debug
 from blackbox.logs import setup_logging
 
 app = typer.Typer(
@@ -19,6 +21,7 @@ app = typer.Typer(
          "Example: blackbox demo",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=BlackboxGroup,
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(diag.app, name="diag")
@@ -36,9 +39,41 @@ app.add_typer(batch.qc_app, name="qc")
 app.command("verify-batch")(verify_cmd.verify_batch)
 
 
+
+
+def _plain_help(typer_app: typer.Typer) -> None:
+    """Plain click help for every group: typer's rich help shows flags as ``--json <bool>``, as if
+    they took a value."""
+    typer_app.rich_markup_mode = None
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _plain_help(group.typer_instance)
+
+
+class LogLevel(str, enum.Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from blackbox import __version__
+
+        typer.echo(f"blackbox {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")) -> None:
-    setup_logging(log_level.upper())
+def _main(log_level: LogLevel = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
+                                             help="How much the agent and store log."),
+          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error "
+                                     "(also BLACKBOX_DEBUG=1)."),
+          _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                             help="Print the version and exit.")) -> None:
+    set_debug(debug)
+    setup_logging(log_level.value)
 
 
 @app.command()
@@ -126,3 +161,6 @@ def trace(batch: str = typer.Argument(..., help="Production batch number, e.g. F
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report.to_json() if json_out else render_text(report))
+
+
+_plain_help(app)
