@@ -8,10 +8,11 @@ an unusable configuration file or argument.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import typer
@@ -46,15 +47,54 @@ def _emit(document: Any, table: str, json_out: bool) -> None:
     typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() if json_out else table)
 
 
+class DiagFailure(typer.Exit):
+    """A diagnosis that could not be made; its message is printed once, as text or JSON."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+    return DiagFailure(message, code)
+
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _reported(command: F) -> F:
+    """Print a failure as ``error: …`` on stderr and, with ``--json``, as ``{"error": …}`` on stdout too, so
+    that a script reading the JSON always gets a document."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        from blackbox.cli.errors import describe
+
+        try:
+            command(*args, **kwargs)
+        except DiagFailure as exc:
+            message, code = exc.message, exc.exit_code
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if not kwargs.get("json_out"):
+                raise  # the top-level handler reports it
+            message, code = describe(exc)
+        else:
+            return
+        typer.echo(f"error: {message}", err=True)
+        if kwargs.get("json_out"):
+            typer.echo(orjson.dumps({"error": message, "exit_code": code}, option=orjson.OPT_INDENT_2).decode())
+        raise typer.Exit(code)
+
+    return run  # type: ignore[return-value]
 
 
 # --- diag sources -----------------------------------------------------------------------------
 
 
 @app.command("sources")
+@_reported
 def sources(config: Path = typer.Option(..., "--config", "-c", help="Configuration file (YAML)."),
             json_out: bool = JsonOption) -> None:
     """Connect to every configured source at once and read each tag once: reachable?, round-trip
@@ -75,7 +115,10 @@ def sources(config: Path = typer.Option(..., "--config", "-c", help="Configurati
              r["good"], r["uncertain"], r["bad"], r["last_error"] or "") for r in results]
     _emit(results, _table(["source", "protocol", "endpoint", "reachable", "rtt ms", "requests", "good",
                            "uncertain", "bad", "last error"], rows), json_out)
-    if any(not r["reachable"] or r["bad"] for r in results):
+    down = [f"{r['source']} ({r['endpoint']}): {r['last_error']}" for r in results if not r["reachable"]]
+    bad = [f"{r['source']}: {r['bad']} bad tag(s)" for r in results if r["reachable"] and r["bad"]]
+    if down or bad:
+        typer.echo(f"error: {'; '.join([*(f'unreachable {d}' for d in down), *bad])}", err=True)
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -114,6 +157,7 @@ async def _probe(driver: Any) -> dict[str, Any]:
 
 
 @app.command("plan")
+@_reported
 def plan(config: Path = typer.Option(..., "--config", "-c", help="Configuration file (YAML)."),
          probe: bool = typer.Option(False, "--probe", help="Connect and read once first: shows the splits learned "
                                     "from refused Modbus blocks and the OPC UA server's MaxNodesPerRead."),
@@ -182,8 +226,9 @@ def _ua_source(url: str, username: str | None, password: str | None, security: s
             "password": password, "security": security, "certificate": certificate, "private_key": private_key,
             "tags": tags or []})
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
-                    EXIT_USAGE) from None
+        given = {"endpoint": f"URL {url!r}", "security": f"--security {security!r}"}
+        raise _fail("; ".join(f"{given.get(str(e['loc'][0]), '.'.join(map(str, e['loc'])))}: {e['msg']}"
+                              for e in exc.errors()), EXIT_USAGE) from None
 
 
 UserOption = typer.Option(None, "--username", help="User name (anonymous without).")
@@ -195,6 +240,7 @@ KeyOption = typer.Option(None, "--private-key", help="Private key of the client 
 
 
 @opcua_app.command("browse")
+@_reported
 def opcua_browse(url: str = typer.Argument(..., help="Endpoint, e.g. opc.tcp://192.168.10.11:4840."),
                  node: str = typer.Argument("i=85", help="Node to list the children of (default: Objects); "
                                             "nsu=<uri>;s=<name> or ns=<index>;s=<name> or i=<number>."),
@@ -213,13 +259,18 @@ def opcua_browse(url: str = typer.Argument(..., help="Endpoint, e.g. opc.tcp://1
         children = asyncio.run(_browse(driver, node))
     except (ValueError, LookupError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
-    rows = [(c["node_id"], c["name"], c["class"], c.get("type"), c.get("value")) for c in children]
-    _emit(children, _table(["node id", "name", "class", "type", "value"], rows), json_out)
+    rows = [(c["node_id"], c.get("name"), c.get("class"), c.get("type"), c.get("value"),
+             c.get("error") or c.get("status") or "") for c in children]
+    _emit(children, _table(["node id", "name", "class", "type", "value", "status"], rows), json_out)
+    if any(c.get("error") or c.get("status", "Good").startswith("Bad") for c in children):
+        raise typer.Exit(EXIT_FAILED)
 
 
 async def _browse(driver: Any, node_text: str) -> list[dict[str, Any]]:
     from asyncua import ua
     from asyncua.ua.uaerrors import UaError
+
+    from drivers.opcua.values import status_name
 
     await _connect(driver)
     try:
@@ -227,6 +278,7 @@ async def _browse(driver: Any, node_text: str) -> list[dict[str, Any]]:
         namespaces = driver.namespace_array
         parent = client.get_node(_resolve(node_text, namespaces))
         try:
+            await parent.read_node_class()  # BadNodeIdUnknown here: browsing it would list nothing
             children = await parent.get_children()
         except UaError as exc:
             raise _fail(f"cannot browse {node_text}: {exc}") from None
@@ -239,10 +291,12 @@ async def _browse(driver: Any, node_text: str) -> list[dict[str, Any]]:
                 entry["class"] = node_class.name
                 if node_class == ua.NodeClass.Variable:
                     dv = await child.read_data_value(raise_on_bad_status=False)
-                    entry["type"] = dv.Value.VariantType.name if dv.Value is not None else None
+                    variant = dv.Value.VariantType if dv.Value is not None else ua.VariantType.Null
+                    if variant == ua.VariantType.Null:  # a bad value carries no type: show the declared one
+                        variant = await child.read_data_type_as_variant_type()
+                    entry["type"] = variant.name
                     entry["value"] = _jsonable(dv.Value.Value if dv.Value is not None else None)
-                    if dv.StatusCode is not None and not dv.StatusCode.is_good():
-                        entry["status"] = dv.StatusCode.name
+                    entry["status"] = status_name(dv.StatusCode.value if dv.StatusCode is not None else 0)
             except UaError as exc:
                 entry["error"] = str(exc)
             out.append(entry)
@@ -252,6 +306,7 @@ async def _browse(driver: Any, node_text: str) -> list[dict[str, Any]]:
 
 
 @opcua_app.command("read")
+@_reported
 def opcua_read(url: str = typer.Argument(..., help="Endpoint, e.g. opc.tcp://192.168.10.11:4840."),
                nodes: list[str] = typer.Argument(..., help="Node ids as in a tag address: nsu=<uri>;s=<name>, "
                                                  "ns=<index>;s=<name>, i=<number>."),
@@ -350,6 +405,7 @@ def _jsonable(value: Any) -> Any:
 
 
 @modbus_app.command("read")
+@_reported
 def modbus_read(target: str = typer.Argument(..., help="Device: HOST or HOST:PORT (default port 502)."),
                 unit: int = typer.Option(1, "--unit", help="Unit id (device id) 0-255."),
                 address: str = typer.Option(..., "--address", help="First address: hr:100, ir:0, co:3, di:7."),
@@ -366,8 +422,11 @@ def modbus_read(target: str = typer.Argument(..., help="Device: HOST or HOST:POR
     Example: blackbox diag modbus read 127.0.0.1:5020 --unit 1 --address ir:20 --count 3 --type float32 --order ABCD
     """
     host, _, port_text = target.rpartition(":") if ":" in target else (target, "", "502")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _fail(f"device {target!r}: give HOST or HOST:PORT with a port from 1 to 65535, e.g. 192.168.10.21:502",
+                    EXIT_USAGE)
+    port = int(port_text)
     try:
-        port = int(port_text)
         tags = _modbus_tags(address, count, data_type, order, length)
     except ValueError as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
@@ -378,12 +437,18 @@ def modbus_read(target: str = typer.Argument(..., help="Device: HOST or HOST:POR
         raise typer.Exit(EXIT_FAILED)
 
 
+_OPTION_OF = {"type": "--type: ", "order": "--order: ", "length": "--length: ", "address": "--address: "}
+
+
 def _modbus_tags(address: str, count: int, data_type: str, order: str, length: int | None) -> list[Any]:
     from pydantic import ValidationError
 
     from drivers.modbus import ModbusTagConfig, parse_address
 
-    table, start = parse_address(address)
+    try:
+        table, start = parse_address(address)
+    except ValueError as exc:
+        raise ValueError(f"--address: {exc}") from None
     if count < 1:
         raise ValueError("--count must be at least 1")
     tags = []
@@ -398,7 +463,8 @@ def _modbus_tags(address: str, count: int, data_type: str, order: str, length: i
         try:
             tag = ModbusTagConfig.model_validate(fields)
         except ValidationError as exc:
-            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+            raise ValueError("; ".join(f"{_OPTION_OF.get(str(e['loc'][0]) if e['loc'] else '', '')}"
+                                       f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())) from None
         step = tag.size
         tags.append(tag)
     return tags

@@ -35,6 +35,10 @@ def init(config: Path | None = typer.Option(None, "--config", "-c", help="Take t
     except KeyFileExists as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot create key file {path}: {exc.strerror or exc}"
+                   f"{' (' + exc.filename + ')' if exc.filename else ''}", err=True)
+        raise typer.Exit(1) from None
     pub = private.public_key()
     typer.echo(f"created {path}\nkey id      {key_id(pub)}\nfingerprint {fingerprint(pub)}\n")
     typer.echo(public_key_pem(pub))
@@ -43,13 +47,35 @@ def init(config: Path | None = typer.Option(None, "--config", "-c", help="Take t
 @app.command("show")
 def show(config: Path | None = typer.Option(None, "--config", "-c", help="Take the key path from this configuration."),
          key: Path | None = typer.Option(None, "--key", help="Key file to read.")) -> None:
-    """Print the public key, its id and fingerprint (to enroll the gateway in the store).
+    """Print the public key, its id and fingerprint, for people (a file for enrolment: keys export).
 
     Example: blackbox keys show -c /etc/blackbox/blackbox.yaml
     """
     pub = load_private_key(_key_path(config, key)).public_key()
     typer.echo(f"key id      {key_id(pub)}\nfingerprint {fingerprint(pub)}\n")
     typer.echo(public_key_pem(pub))
+
+
+@app.command("export")
+def export(public: Path = typer.Option(..., "--public", help="File to write the public key to (PEM); '-' for "
+                                       "standard output."),
+           config: Path | None = typer.Option(None, "--config", "-c", help="Take the key path from this config."),
+           key: Path | None = typer.Option(None, "--key", help="Key file to read.")) -> None:
+    """Write the gateway's public key, PEM only, for `blackbox store enroll` and `verify-batch --key`.
+
+    Example: blackbox keys export --public gw-cream-01.pub.pem -c /etc/blackbox/blackbox.yaml
+    """
+    pub = load_private_key(_key_path(config, key)).public_key()
+    pem = public_key_pem(pub)
+    if str(public) == "-":
+        typer.echo(pem, nl=not pem.endswith("\n"))
+        return
+    try:
+        public.write_text(pem, encoding="ascii")
+    except OSError as exc:
+        typer.echo(f"error: cannot write {public}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote the public key {key_id(pub)} to {public}", err=True)
 
 
 @app.command("rotate")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import signal
 from pathlib import Path
@@ -50,7 +49,7 @@ def _plain_help(typer_app: typer.Typer) -> None:
             _plain_help(group.typer_instance)
 
 
-class LogLevel(str, enum.Enum):
+class LogLevel(enum.StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
     WARNING = "WARNING"
@@ -118,9 +117,40 @@ def simulate(seed: int = typer.Option(1, help="Random seed: the same seed plays 
     """
     from blackbox.sim.runner import run_simulator
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(seed=seed, speed=speed, batches=batches or None, opcua_port=opcua_port,
-                                  modbus_port=modbus_port, host=host))
+    for name, port in (("--opcua-port", opcua_port), ("--modbus-port", modbus_port)):
+        problem = _cannot_listen(host, port)
+        if problem:
+            typer.echo(f"error: cannot serve on {host}:{port} ({name}): {problem}", err=True)
+            raise typer.Exit(1)
+    async def main() -> str:
+        play = asyncio.ensure_future(run_simulator(seed=seed, speed=speed, batches=batches or None,
+                                                   opcua_port=opcua_port, modbus_port=modbus_port, host=host))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, play.cancel)
+        try:
+            await play
+        except asyncio.CancelledError:
+            return "simulator stopped (signal)"
+        return f"simulator stopped: {batches} batch(es) played"
+
+    try:
+        typer.echo(asyncio.run(main()), err=True)
+    except OSError as exc:  # a port in use, an address not on this machine
+        typer.echo(f"error: cannot serve on {host} (OPC UA port {opcua_port}, Modbus port {modbus_port}): "
+                   f"{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port (a port in use, an address not on this machine), or None."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 @app.command()
@@ -135,6 +165,12 @@ def demo(workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo'
     from blackbox.demo import run_demo
     from blackbox.store.trace import render_text
 
+    if workdir is not None:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            typer.echo(f"error: cannot create the demo folder {workdir}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
     result = asyncio.run(run_demo(workdir, seed=seed, speed=speed))
     typer.echo(result.report.to_json() if json_out else render_text(result.report))
     typer.echo(f"demo files in {result.workdir}", err=True)

@@ -106,6 +106,7 @@ def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration
         port = metrics_port if metrics_port is not None else worker_metrics_port(cfg, worker)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--worker") from None
+    open_writer(cfg.database_url).dispose()  # an unreachable or unusable database: one line, exit 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -124,13 +125,47 @@ def enroll(gateway: str = typer.Argument(..., help="Gateway id, as in its config
 
     Example: blackbox store enroll gw-cream-01 gateway.pub.pem --site SH-PD-01 --db sqlite:///store.sqlite
     """
-    from blackbox.store.db import open_store
-    from blackbox.store.ingest import Ingestor
+    from blackbox.seal import KeyFileError
+    from blackbox.store.ingest import EnrollmentError, Ingestor
 
-    text = Path(public_key).read_text() if Path(public_key).is_file() else public_key
-    pub = load_public_key(text)
-    Ingestor(open_store(database_url(config, db))).enroll(gateway, site, public_key_pem(pub))
+    try:
+        pub = load_public_key(Path(public_key) if _names_a_file(public_key) else public_key)
+    except KeyFileError as exc:
+        typer.echo(f"error: {exc} (write the file with: blackbox keys export --public FILE -c CONFIG)", err=True)
+        raise typer.Exit(2) from None
+    engine = open_writer(database_url(config, db))
+    try:
+        with database_errors():
+            Ingestor(engine).enroll(gateway, site, public_key_pem(pub))
+    except EnrollmentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
     typer.echo(f"enrolled key {key_id(pub)} for gateway {gateway} of site {site}")
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether the key argument is a file name (an existing file, or one that looks like a path)."""
+    return Path(text).is_file() or "/" in text or text.endswith((".pem", ".pub"))
+
+
+def open_writer(url: str) -> Engine:
+    """The store opened for writing (schema migrated), or a one-line error and exit 1 (2 for a bad URL)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from blackbox.store.db import StoreUnavailable, first_line, open_store, parse_store_url, where
+
+    try:
+        parsed = parse_store_url(url)
+    except StoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    try:
+        return open_store(url)
+    except DBAPIError as exc:
+        typer.echo(f"error: cannot open the {where(parsed)}: {first_line(exc)}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("gateways")
