@@ -37,7 +37,8 @@ class Case:
     process: bool = False
     """Run as its own process (it handles signals or serves ports) rather than in this one."""
     prefix: str = "error: "
-    """How the message line starts (verify-batch reports file by file)."""
+    """How the message line starts: a configuration's problems start with its file name (file:line: field:
+    reason), verify-batch reports file by file."""
 
 
 def case(args: str, exit_code: int, *words: str, json_out: bool = False, process: bool = False,
@@ -51,11 +52,11 @@ CASES = [
     case("status --json true -c {gw}", 2, "true"),
     case("no-such-command", 2, "no-such-command"),
     # --- configuration files
-    case("config check {missing}", 2, "{missing}", "No such file"),
-    case("config check {bad_yaml}", 2, "{bad_yaml}:2", "not valid YAML"),
-    case("config check {typo}", 2, "{typo}:4", "gateway.kye_file"),
-    case("config check {dir}", 2, "{dir}"),
-    case("run -c {missing}", 2, "{missing}"),
+    case("config check {missing}", 2, "{missing}", "No such file", prefix="{missing}"),
+    case("config check {bad_yaml}", 2, "{bad_yaml}:2", "not valid YAML", prefix="{bad_yaml}"),
+    case("config check {typo}", 2, "{typo}:4", "gateway.kye_file", prefix="{typo}"),
+    case("config check {dir}", 2, "{dir}", prefix="{dir}"),
+    case("run -c {missing}", 2, "{missing}", prefix="{missing}"),
     case("run -c {gw} --log-level INFO", 2, "--log-level"),
     # --- the running agent, which is not running
     case("status", 2, "--config"),
@@ -87,7 +88,7 @@ CASES = [
     case("store enroll gw-1 {pub} --site S1 --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
     case("store enroll gw-1 {pub} --site S1", 2, "--config or --db"),
     case("store serve -c {store_pg_closed}", 1, "{closed}"),
-    case("store serve -c {typo}", 2, "{typo}"),
+    case("store serve -c {typo}", 2, "{typo}", prefix="{typo}"),
     case("store migrate --db notaurl", 2, "notaurl"),
     case("store migrate --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
     case("trace B-1 --db notaurl", 2, "notaurl"),
@@ -105,7 +106,7 @@ CASES = [
     # --- diagnosis of sources
     case("diag sources -c {gw}", 1, "127.0.0.1:{closed}", json_out=False),
     case("diag sources -c {gw} --json", 1, "127.0.0.1:{closed}", json_out=True),
-    case("diag plan -c {missing}", 2, "{missing}"),
+    case("diag plan -c {missing}", 2, "{missing}", prefix="{missing}"),
     case("diag modbus read 127.0.0.1:abc --address hr:0", 2, "127.0.0.1:abc", "port"),
     case("diag modbus read 127.0.0.1:abc --address hr:0 --json", 2, "127.0.0.1:abc", json_out=True),
     case("diag modbus read 127.0.0.1 --address hr:0 --type float", 2, "--type", "float32"),

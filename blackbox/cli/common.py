@@ -34,9 +34,9 @@ def store_config_or_exit(path: Path) -> StoreConfig:
 
 
 def _report(path: Path, exc: ConfigError) -> None:
-    """Every problem, one per line (file:line: field: reason), then how many if more than one."""
+    """Every problem, one per line (file:line: field: reason, as compilers do), then how many if more than one."""
     for issue in exc.issues:
-        typer.echo(f"error: {issue}", err=True)
+        typer.echo(str(issue), err=True)
     if len(exc.issues) > 1:
         typer.echo(f"{len(exc.issues)} problems in {path}", err=True)
 
