@@ -54,3 +54,20 @@ def test_a_slow_tail_skips_and_counts_instead_of_growing_and_ends_with_the_agent
     assert drained[-1] is None  # the end marker got in even though the queue was full
     live.on_commit(committed(99_999, list(TAGS)))
     assert sub.queue.empty()  # no longer subscribed
+
+
+def test_readings_per_second_counts_whole_cycles() -> None:
+    """214 tags at 2 Hz is 428 readings/s whenever status asks, not less while a cycle is in progress."""
+    now = [1000.0]
+    live = LiveView(TAGS, clock=lambda: now[0])
+    names = [f"T-{i:03d}.value" for i in range(214)]
+    asked = []
+    for cycle in range(60):  # 30 s of cycles
+        now[0] = 1000.0 + cycle * 0.5
+        live.on_commit(committed(1 + cycle * 214, names))
+        now[0] += 0.37  # status asks between two commits
+        asked.append(live.readings_per_second())
+    assert asked[0] == 0.0  # one commit: no rate yet
+    assert asked[-40:] == [428.0] * 40
+    now[0] += 11.0  # the commits stopped
+    assert live.readings_per_second() == 0.0

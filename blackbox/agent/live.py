@@ -11,7 +11,7 @@ import asyncio
 import fnmatch
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -61,8 +61,9 @@ class TailSubscription:
 
 
 class LiveView:
-    def __init__(self, tags: dict[str, TagConfig]) -> None:
+    def __init__(self, tags: dict[str, TagConfig], clock: Callable[[], float] = time.monotonic) -> None:
         self.set_tags(tags)
+        self._clock = clock
         self._last: dict[str, tuple[int, int, Value, str, str | None]] = {}
         """Per tag: seq, time, value, quality, reason of its last reading (tuples: made by C-level zip)."""
         self.readings_total = 0
@@ -126,21 +127,25 @@ class LiveView:
     # -- rates -------------------------------------------------------------------------------
 
     def _mark_rate(self) -> None:
-        now = time.monotonic()
+        """Remember when each commit happened and the running total after it (the rate's samples)."""
+        now = self._clock()
         marks = self._rate_marks
-        if not marks or now - marks[-1][0] >= 1.0:
-            marks.append((now, self.readings_total))
-        while len(marks) > 1 and now - marks[0][0] > RATE_WINDOW_S:
+        marks.append((now, self.readings_total))
+        while len(marks) > 2 and now - marks[1][0] > RATE_WINDOW_S:
             marks.popleft()
 
     def readings_per_second(self) -> float:
-        """Readings committed per second over about the last ten seconds."""
-        self._mark_rate()
-        if len(self._rate_marks) < 2:
+        """Readings committed per second over about the last ten seconds.
+
+        Measured from the first to the last commit in the window, so that it counts whole cycles:
+        measuring up to *now* would leave out the readings of the cycle in progress (up to one
+        cycle's worth low). Commits that stopped longer ago than the window give 0.
+        """
+        marks = self._rate_marks
+        if len(marks) < 2 or self._clock() - marks[-1][0] > RATE_WINDOW_S:
             return 0.0
-        (t0, n0) = self._rate_marks[0]
-        elapsed = time.monotonic() - t0
-        return (self.readings_total - n0) / elapsed if elapsed > 0 else 0.0
+        (t0, n0), (t1, n1) = marks[0], marks[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     # -- tail --------------------------------------------------------------------------------
 

@@ -54,11 +54,13 @@ def status(config: Path = ConfigOpt,
     for t in shown:
         value = "-" if t["value"] is None else f"{t['value']} {t['eng_unit']}".strip()
         note = f"{t['quality'] or ''}{': ' + t['reason'] if t['reason'] else ''}"
-        typer.echo(f"  {t['tag']:<32} {_age(t['age_s']):>10} ago  {value:<20} {note}")
+        seen = "never read" if t["age_s"] is None else f"{_age(t['age_s'])} ago"
+        typer.echo(f"  {t['tag']:<32} {seen:>14}  {value:<20} {note}")
     b, u = st["buffer"], st["uplink"]
     typer.echo(f"\nbuffer  last seq {b['last_seq']}, {b['readings_per_s']:.0f} readings/s; "
-               f"{b['undelivered_records']} records not yet acknowledged (oldest {_age(b['oldest_undelivered_age_s'])}"
-               f" old), {b['undelivered_batches']} sealed batches pending, {b['unsealed_records']} unsealed")
+               f"{b['undelivered_records']} records not yet acknowledged"
+               + ("" if (oldest := b["oldest_undelivered_age_s"]) is None else f" (oldest {_age(oldest)} old)")
+               + f", {b['undelivered_batches']} sealed batches pending, {b['unsealed_records']} unsealed")
     typer.echo(f"        {_mb(b['used_bytes'])} used of {_mb(b['quota_bytes'])} quota"
                f"{' (HELD: disk full)' if b['size_held_disk_full'] else ''}; {b['dropped_records']} records dropped,"
                f" {b['failed_commits']} failed commits{'  (' + b['last_error'] + ')' if b['last_error'] else ''}")

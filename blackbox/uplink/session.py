@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,9 @@ from blackbox.topics import GatewayTopics
 
 log = logging.getLogger(__name__)
 
+REPEAT_ERROR_LOG_S = 60.0
+"""A connection that keeps failing for the same reason is logged again after this many seconds."""
+
 
 class UplinkSession:
     def __init__(self, cfg: MqttConfig, topics: GatewayTopics, client_id: str, loop: asyncio.AbstractEventLoop,
@@ -33,10 +38,12 @@ class UplinkSession:
         self.connected = False
         self._stopping = False
         self.last_error: str | None = None
+        self._logged_error: tuple[str, float] | None = None
         self._client = make_client(cfg, client_id)
         self._client.will_set(topics.status, _status("offline", "connection lost"), qos=1, retain=True)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
+        self._client.on_connect_fail = self._handle_connect_fail
         self._client.on_message = self._handle_message
 
     def start(self) -> None:
@@ -75,6 +82,13 @@ class UplinkSession:
                            _props: Any = None) -> None:
         self._loop.call_soon_threadsafe(self._set_state, False, f"disconnected: {reason}")
 
+    def _handle_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        # paho calls this inside its ``except OSError``: the exception is the reason
+        exc = sys.exc_info()[1]
+        reason = (exc.strerror or str(exc) or type(exc).__name__) if isinstance(exc, OSError) else "no answer"
+        self._loop.call_soon_threadsafe(self._set_state, False, f"cannot connect to the broker at "
+                                        f"{self.cfg.host}:{self.cfg.port}: {reason}")
+
     def _handle_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.acks:
             self._loop.call_soon_threadsafe(self._on_ack, bytes(msg.payload))
@@ -86,6 +100,8 @@ class UplinkSession:
         self.connected = connected
         if connected or not (self.last_error or "").startswith("broker refused"):
             self.last_error = error  # a refusal is the news; the disconnect that follows it is not
+        if connected:
+            self._logged_error = None
         if connected and not was:
             log.info("uplink connected to %s:%s", self.cfg.host, self.cfg.port)
             self._on_connected()
@@ -93,6 +109,18 @@ class UplinkSession:
             log.warning("uplink lost: %s", error)
         elif error and error.startswith("broker refused"):
             log.error("uplink to %s:%s: %s", self.cfg.host, self.cfg.port, error)
+        elif error and error.startswith("cannot connect") and self._worth_logging(error):
+            log.error("uplink %s; retrying (waits double up to uplink.mqtt.reconnect_max = %d s)", error,
+                      self.cfg.reconnect_max)
+
+    def _worth_logging(self, error: str) -> bool:
+        """A failing connection is logged when its reason changes, and again every minute while it lasts."""
+        now = time.monotonic()
+        if self._logged_error is not None and self._logged_error[0] == error \
+                and now - self._logged_error[1] < REPEAT_ERROR_LOG_S:
+            return False
+        self._logged_error = (error, now)
+        return True
 
 
 def _status(state: str, reason: str | None = None) -> bytes:
