@@ -106,7 +106,8 @@ class SourceConfig(Strict):
     poll_interval: float = Field(default=1.0, gt=0, description="Seconds between polls.")
     timeout: float = Field(default=2.0, gt=0, description="Seconds before a request counts as failed.")
     reconnect_min: float = Field(default=0.5, gt=0, description="First reconnect delay, seconds.")
-    reconnect_max: float = Field(default=30.0, gt=0, description="Longest reconnect delay, seconds.")
+    reconnect_max: float = Field(default=5.0, gt=0, description="Longest reconnect delay, seconds: a PLC that "
+                                 "comes back after a restart is reconnected within about this (x1.2 jitter).")
     tags: list[TagConfig] = Field(default_factory=list)
 
 

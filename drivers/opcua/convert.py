@@ -3,16 +3,21 @@
 The configured type is a contract: a value of another kind (a String where a Double was
 configured, an Int32 beyond Int16's range, an array) is not guessed at but read as bad quality
 with the reason, as are NaN and ±inf. Numeric widening is allowed: an Int32 node read as
-``Double`` becomes a float, a Float node read as ``Double`` too. ``DateTime`` values become
+``Double`` becomes a float, a Float node read as ``Double`` too. A ``Float`` (float32) value becomes
+the shortest decimal that is the same float32, as Modbus float32 registers do. ``DateTime`` values become
 ISO 8601 UTC text (``...Z``), the form reports and the store show.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC, datetime
 
 from blackbox.model import Value
+from drivers.modbus.codec import shortest_float32
+
+_F32 = struct.Struct(">f").pack
 
 _INT_RANGES = {
     "Int16": (-(2**15), 2**15 - 1),
@@ -40,6 +45,10 @@ def convert(value: object, type_name: str, sent: str | None = None) -> Value:
         number = float(value)
         if not math.isfinite(number):
             raise ConversionError(f"value is {'NaN' if math.isnan(number) else ('+inf' if number > 0 else '-inf')}")
+        if sent == "Float" or (sent is None and type_name == "Float"):
+            # a float32 on the wire: the shortest decimal that is the same float32 (5.8458405, not its
+            # exact binary value 5.8458404541015625), as the Modbus driver records a float32
+            return shortest_float32(number, _F32(number))
         return number
     if type_name in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -37,7 +37,7 @@ MAX_NODES_PER_READ = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationL
 # name -> (variant type, value, status)
 NODES: dict[str, tuple[ua.VariantType, Any, int]] = {
     "EM-01.temperature": (ua.VariantType.Double, 72.5, ua.StatusCodes.Good),
-    "EM-01.vacuum": (ua.VariantType.Float, -0.75, ua.StatusCodes.Good),
+    "EM-01.vacuum": (ua.VariantType.Float, -5.8458405, ua.StatusCodes.Good),  # float32 -5.8458404541015625
     "EM-01.speed": (ua.VariantType.Int16, 1500, ua.StatusCodes.Good),
     "EM-01.count": (ua.VariantType.Int32, -7, ua.StatusCodes.Good),
     "EM-01.total": (ua.VariantType.Int64, 2**40, ua.StatusCodes.Good),
@@ -143,7 +143,7 @@ async def read_once(config: OpcUaSourceConfig) -> tuple[OpcUaDriver, list[Any]]:
 
 TYPED = {
     "temperature": ("s=EM-01.temperature", "Double"),
-    "vacuum": ("s=EM-01.vacuum", "Double"),  # a Float node read as Double widens
+    "vacuum": ("s=EM-01.vacuum", "Double"),  # a Float node read as Double widens (its shortest decimal)
     "vacuum_f": ("s=EM-01.vacuum", "Float"),
     "speed": ("s=EM-01.speed", "Int16"),
     "count": ("s=EM-01.count", "Int32"),
@@ -163,7 +163,7 @@ async def test_reads_every_type_with_its_source_timestamp(ua_server: UaTestServe
     assert [s.tag for s in samples] == list(TYPED)
     got = by_name(samples)
     assert {n: s.value for n, s in got.items()} == {
-        "temperature": 72.5, "vacuum": -0.75, "vacuum_f": -0.75, "speed": 1500, "count": -7, "total": 2**40,
+        "temperature": 72.5, "vacuum": -5.8458405, "vacuum_f": -5.8458405, "speed": 1500, "count": -7, "total": 2**40,
         "u16": 65535, "u32": 4_000_000_000, "u64": 2**63 + 5, "running": True, "batch": "B2026-001",
         "started": "2026-03-04T01:02:03.456000Z", "numeric": 42,
     }
