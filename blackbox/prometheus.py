@@ -25,7 +25,9 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Requests go to the debug log, not to stderr line by line."""
+    """Requests go to the debug log, not to stderr line by line; a client silent for 5 s is dropped."""
+
+    timeout = 5.0
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

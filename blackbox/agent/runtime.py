@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
 
 from blackbox import systemd
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, ControlServer
 from blackbox.agent.live import LiveView
-from blackbox.agent.metrics import MetricsServer
+from blackbox.agent.metrics import SCRAPE_TIMEOUT_S, AgentCollector
 from blackbox.agent.operator import operator_handlers
 from blackbox.agent.poller import SourcePoller
 from blackbox.agent.recorder import Recorder
@@ -33,6 +34,7 @@ from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, Committed
 from blackbox.config import Config, ConfigError, LoadedConfig, load_config
 from blackbox.model import EventDraft, now_us
+from blackbox.prometheus import MetricsServer
 from blackbox.rules import RuleEngine
 from blackbox.seal import load_private_key
 from blackbox.topics import GatewayTopics
@@ -105,15 +107,22 @@ class Agent:
         for cmd in self.recorder.rules.control_handlers():
             self.control.register(cmd, self._rules_command(cmd))
         self.metrics: MetricsServer | None = None
-        if cfg.agent.metrics_port is not None:
-            self.metrics = MetricsServer(cfg.agent.metrics_host, cfg.agent.metrics_port,
-                                         lambda: collect_metrics(self), lambda: health(self))
         self.session: UplinkSession | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         self.started = asyncio.Event()
         self.started_at_us: int | None = None
+
+    def _metrics_server(self, loop: asyncio.AbstractEventLoop) -> MetricsServer:
+        """``/metrics`` and ``/health``, served from a thread; the figures are read on the loop."""
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(loop, lambda: collect_metrics(self)))
+
+        def healthy() -> tuple[bool, str]:
+            return asyncio.run_coroutine_threadsafe(health(self), loop).result(SCRAPE_TIMEOUT_S)
+
+        return MetricsServer(self.cfg.agent.metrics_host, self.cfg.agent.metrics_port or 0, registry, healthy)
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a buffer call on the buffer's own thread (SQLite work never blocks the loop)."""
@@ -141,8 +150,9 @@ class Agent:
         await self.forwarder.refresh_delivered()
         self.session.start()
         await self.control.start()
-        if self.metrics is not None:
-            await self.metrics.start()
+        if self.cfg.agent.metrics_port is not None:
+            self.metrics = self._metrics_server(loop)
+            self.metrics.start()
         self._tasks = [self._supervised("sealer", self.sealer.run),
                        self._supervised("forwarder", self.forwarder.run),
                        self._supervised("tick", self._tick),
@@ -209,7 +219,7 @@ class Agent:
         self.live.close()
         await self.control.stop()
         if self.metrics is not None:
-            await self.metrics.stop()
+            await asyncio.to_thread(self.metrics.stop)
         if self.session is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.session.stop)
         await self.db(self.buffer.close)
