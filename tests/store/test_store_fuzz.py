@@ -21,11 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from store_synth import T0, Gateway
+from test_store_service import Agent, broker, make_service, root, store_engine  # noqa: F401 - fixtures
 
 from blackbox.seal import open_batch
 from blackbox.store.derive import decode_value
 from blackbox.store.ingest import REASONS, Ingestor
 from blackbox.store.schema import events, readings, rejections, sealed_batches
+from blackbox.topics import GatewayTopics
 
 EXAMPLES = int(os.environ.get("BLACKBOX_FUZZ_STORE_EXAMPLES", "400"))
 
@@ -110,3 +112,36 @@ def test_a_store_answers_every_fuzzed_batch_and_keeps_its_data(engine: Engine) -
         back = [[r.seq, r.tag, decode_value(r.kind, r.num, r.text), r.quality, r.reason, r.ts_us, r.source_ts_us,
                  r.batch, r.phase] for r in rows]
         assert tagged(back) == tagged(doc["r"])
+
+
+MQTT_EXAMPLES = 100
+
+
+def test_a_running_store_acknowledges_every_fuzzed_message_through_mqtt(
+        make_service: Any, store_engine: Engine, root: str) -> None:  # noqa: F811 - fixtures imported above
+    """The store service behind a real broker: one acknowledgement per message, never a crash."""
+    gw = Gateway(key=KEY, gateway=GATEWAY, site=SITE)
+    Ingestor(store_engine).enroll(GATEWAY, SITE, gw.public_pem)
+    gw.reading("EM-01.temperature", 70.0, T0)
+    genuine = gw.seal()
+    agent = Agent(GatewayTopics(root, SITE, GATEWAY))
+    svc = make_service()
+    try:
+        agent.publish(genuine.wire)
+        assert agent.ack()["status"] == "stored"
+        before = snapshot(store_engine, [1])
+        rng = random.Random(20261204)
+        for _ in range(MQTT_EXAMPLES):
+            agent.publish(damaged(rng, genuine.wire) if rng.random() < 0.25
+                          else make_wire(rng, rng.randrange(1, 4), rng.choice([GENESIS, genuine.hash])))
+        acks = [agent.ack() for _ in range(MQTT_EXAMPLES)]
+        for ack in acks:
+            assert set(ack) == {"batch_seq", "hash", "status", "reason"}, ack
+            assert ack["status"] in ("stored", "duplicate", "rejected"), ack
+            assert (ack["reason"] in REASONS) == (ack["status"] == "rejected"), ack
+        stats = svc.stats
+        assert stats.stored + stats.duplicate + stats.rejected == MQTT_EXAMPLES + 1
+        assert snapshot(store_engine, [1]) == before
+        print(f"store fuzz through MQTT: {Counter(a['reason'] or a['status'] for a in acks)}")
+    finally:
+        agent.close()
