@@ -80,3 +80,32 @@ def test_state_round_trip_prevents_repeated_events_after_restart() -> None:
     assert restarted.context == t.context
     assert restarted.observe(s(batch="B1", phase="dispense", count=3)) == []
     assert [e.type for e in restarted.observe(s(count=4))] == ["material.consumed"]
+
+
+def test_a_batch_id_seen_again_after_it_ended_is_a_new_occurrence() -> None:
+    """A PLC whose batch counter restarted runs ACC-0001 again: recorded as ACC-0001#2, with an event."""
+    t = ContextTracker(CFG, TAGS)
+    run: list[tuple[str, str | None, str | None]] = []
+    for batch, phase in [("ACC-0001", "mix"), ("ACC-0001", "fill"), ("", "idle"), ("ACC-0001", "mix"),
+                         ("ACC-0001", "fill"), ("ACC-0002", "mix"), ("", "idle")]:
+        run += [(e.type, e.subject, e.data.get("occurrence")) for e in t.observe(s(batch=batch, phase=phase))]
+        if batch == "ACC-0001" and phase == "fill" and t.context.batch != "ACC-0001":
+            assert t.context.batch == "ACC-0001#2"  # what every reading of the second run carries
+        saved = t.state()
+        t = ContextTracker(CFG, TAGS, saved)  # and a restart anywhere changes nothing
+    assert run == [
+        ("batch.started", "ACC-0001", None), ("batch.phase", "ACC-0001", None), ("batch.phase", "ACC-0001", None),
+        ("batch.ended", "ACC-0001", None),
+        ("batch.id_reused", "ACC-0001#2", 2), ("batch.started", "ACC-0001#2", 2), ("batch.phase", "ACC-0001#2", None),
+        ("batch.phase", "ACC-0001#2", None),
+        ("batch.ended", "ACC-0001#2", None), ("batch.started", "ACC-0002", None), ("batch.phase", "ACC-0002", None),
+        ("batch.ended", "ACC-0002", None),
+    ]
+    # a third run is the third occurrence; the operator's path counts the same way
+    assert [e.subject for e in t.observe(s(batch="ACC-0001", phase="mix"))][:2] == ["ACC-0001#3", "ACC-0001#3"]
+    manual = ContextTracker(ContextConfig(), TAGS)
+    manual.start_batch("B-7", "FC-050", None, None, None, "ana")
+    manual.end_batch("ana")
+    evs = manual.start_batch("B-7", "FC-050", None, None, None, "ana")
+    assert [(e.type, e.subject) for e in evs] == [("batch.id_reused", "B-7#2"), ("batch.started", "B-7#2")]
+    assert evs[1].data["batch_id"] == "B-7" and manual.context.batch == "B-7#2"

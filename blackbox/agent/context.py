@@ -19,6 +19,10 @@ from blackbox.config import ContextConfig, MaterialTrigger, QcTrigger, TagConfig
 from blackbox.model import Context, EventDraft, Quality, Sample, Value
 
 MAX_CONTEXT_TEXT = 128
+REMEMBERED_BATCHES = 256
+"""Ended batch ids remembered to recognise one that starts again (a PLC whose batch counter restarted)."""
+OCCURRENCE_MARK = "#"
+"""A batch id seen again after it ended is recorded as ``<id>#<n>``, its n-th occurrence."""
 
 
 class ContextError(ValueError):
@@ -45,13 +49,44 @@ class ContextTracker:
         c = self.context
         return {"context": {"batch": c.batch, "product": c.product, "recipe": c.recipe,
                             "recipe_version": c.recipe_version, "phase": c.phase},
-                "triggers": dict(self._triggers), "latest": dict(self.latest)}
+                "triggers": dict(self._triggers), "latest": dict(self.latest),
+                "batch_id": self._batch_id, "ended": dict(self._ended)}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go back to a state from :meth:`state` (a change that could not be committed is undone)."""
         self.latest: dict[str, Value] = dict(state.get("latest", {}))
         self.context = Context(**state.get("context", {}))
         self._triggers: dict[str, Value] = dict(state.get("triggers", {}))
+        self._batch_id: str | None = state.get("batch_id", self.context.batch)
+        """The active batch's id as the PLC or operator gave it (the context's batch may carry ``#n``)."""
+        self._ended: dict[str, int] = dict(state.get("ended", {}))
+        """Recently ended batch ids and how many times each has run, oldest first."""
+
+    # -- occurrences of a batch id -----------------------------------------------------------
+
+    def _starting(self, batch_id: str) -> tuple[str, list[EventDraft]]:
+        """The context batch for a batch id that starts, and a ``batch.id_reused`` event if it ran before."""
+        self._batch_id = batch_id
+        before = self._ended.get(batch_id)
+        if before is None:
+            return batch_id, []
+        occurrence = before + 1
+        label = f"{batch_id}{OCCURRENCE_MARK}{occurrence}"
+        return label, [EventDraft("batch.id_reused", label, {
+            "batch": label, "batch_id": batch_id, "occurrence": occurrence,
+            "reason": f"batch id {batch_id} already ran and ended {before} time(s); this run is recorded as "
+                      f"{label}"})]
+
+    def _ending(self) -> None:
+        if self._batch_id is None:
+            return
+        label = self.context.batch or ""
+        occurrence = int(label.rpartition(OCCURRENCE_MARK)[2]) if label != self._batch_id else 1
+        self._ended.pop(self._batch_id, None)  # re-inserted as the newest
+        self._ended[self._batch_id] = occurrence
+        while len(self._ended) > REMEMBERED_BATCHES:
+            del self._ended[next(iter(self._ended))]
+        self._batch_id = None
 
     # -- operator commands -------------------------------------------------------------------
 
@@ -68,9 +103,11 @@ class ContextTracker:
         phase = None if phase is None else self._text("phase", phase)
         if self.context.batch is not None:
             raise ContextError(f"batch {self.context.batch} is active: end it first (blackbox batch end)")
-        self.context = Context(batch=batch, product=product, recipe=recipe, recipe_version=recipe_version)
-        events = [EventDraft("batch.started", batch, {"batch": batch, "product": product, "recipe": recipe,
-                                                       "recipe_version": recipe_version, "operator": operator})]
+        label, events = self._starting(batch)
+        self.context = Context(batch=label, product=product, recipe=recipe, recipe_version=recipe_version)
+        events.append(EventDraft("batch.started", label, {"batch": label, "product": product, "recipe": recipe,
+                                                          "recipe_version": recipe_version, "operator": operator,
+                                                          **self._occurrence(label)}))
         if phase is not None:
             events += self.set_phase(phase, operator)
         return events
@@ -94,6 +131,7 @@ class ContextTracker:
         old = self.context
         if old.batch is None:
             raise ContextError("no batch is active")
+        self._ending()
         self.context = Context()
         return [EventDraft("batch.ended", old.batch, {"batch": old.batch, "last_phase": old.phase,
                                                        "operator": operator}, context=old)]
@@ -142,29 +180,43 @@ class ContextTracker:
         cfg = self.config
         old = self.context
         batch = self._value(cfg.batch_tag) if cfg.batch_tag else old.batch
+        starts = cfg.batch_tag is not None and batch is not None and (old.batch is None or batch != self._batch_id)
+        if cfg.batch_tag and batch is not None and not starts:
+            batch = old.batch  # the same run: keep its #n
         new = Context(batch=batch,
                       product=self._value(cfg.product_tag) if cfg.product_tag else old.product,
                       recipe=self._value(cfg.recipe_tag) if cfg.recipe_tag else old.recipe,
                       recipe_version=self._value(cfg.recipe_version_tag) if cfg.recipe_version_tag
                       else old.recipe_version,
                       phase=(self._value(cfg.phase_tag) if cfg.phase_tag else old.phase) if batch else None)
-        if new == old:
+        if new == old and not starts:
             return []
         events: list[EventDraft] = []
-        if old.batch and old.batch != new.batch:
+        if old.batch and (starts or new.batch is None):
             # the end is recorded while the old batch is still the context
             events.append(EventDraft("batch.ended", old.batch, {"batch": old.batch, "last_phase": old.phase},
                                      context=old))
+            self._ending()
+        if starts and new.batch is not None:
+            label, reused = self._starting(new.batch)
+            new = Context(label, new.product, new.recipe, new.recipe_version, new.phase)
+            events.extend(reused)
         self.context = new
-        if new.batch and new.batch != old.batch:
+        if starts and new.batch:
             events.append(EventDraft("batch.started", new.batch, {
                 "batch": new.batch, "product": new.product, "recipe": new.recipe,
-                "recipe_version": new.recipe_version}))
+                "recipe_version": new.recipe_version, **self._occurrence(new.batch)}))
         if new.batch and new.phase != old.phase:
             events.append(EventDraft("batch.phase", new.batch, {
                 "batch": new.batch, "phase": new.phase,
                 "previous": old.phase if old.batch == new.batch else None}))
         return events
+
+    def _occurrence(self, label: str) -> dict[str, Any]:
+        """``batch_id`` and ``occurrence`` for a batch id's second and later runs (nothing for the first)."""
+        if self._batch_id is None or label == self._batch_id:
+            return {}
+        return {"batch_id": self._batch_id, "occurrence": int(label.rpartition(OCCURRENCE_MARK)[2])}
 
     # -- triggered records -------------------------------------------------------------------
 
