@@ -504,6 +504,32 @@ class UplinkConfig(Strict):
         return self
 
 
+class SpecificationConfig(Strict):
+    """Joint control (docs/joint-control.md): limits and quality rules come only from specifications
+    approved by the factory QA and the regulator. Without this section the configured limits apply,
+    and every report says they are unapproved."""
+
+    files: list[Path] = Field(min_length=1, description="Specification files (YAML); each one's signatures "
+                              "are in <file>.sig. One per product; limits and rules are taken from them only.")
+    qa_keys: list[Path] = Field(min_length=1, description="Public keys (PEM) of the factory QA approvers.")
+    regulator_keys: list[Path] = Field(min_length=1, description="Public keys (PEM) of the regulator. Only the "
+                                       "public key: the regulator's private key never comes to the gateway.")
+
+
+class ProductRetention(Strict):
+    shelf_life_months: int = Field(gt=0, description="Shelf life: a batch expires this long after it ended.")
+    years_after_expiry: float = Field(default=1.0, ge=1, description="Years its records are kept after expiry.")
+
+
+class RetentionConfig(Strict):
+    """How long the store keeps records: at least until the product expires plus one year."""
+
+    shelf_life_months: int = Field(default=36, gt=0, description="Shelf life of products without their own "
+                                   "entry (and without a retention in their specification).")
+    years_after_expiry: float = Field(default=1.0, ge=1, description="Years kept after expiry, at least 1.")
+    products: dict[str, ProductRetention] = Field(default_factory=dict, description="Per product code.")
+
+
 class StoreConfig(Strict):
     database_url: str = Field(default="sqlite:///var/store.sqlite",
                               description="SQLAlchemy URL: sqlite:///file or postgresql+psycopg://user@host/db.")
@@ -522,6 +548,8 @@ class StoreConfig(Strict):
     partitions_ahead: int = Field(default=3, ge=1, le=120,
                                   description="PostgreSQL: months of readings partitions the store keeps created "
                                               "ahead of the current one (checked at start and hourly).")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig,
+                                       description="Records kept until product expiry + 1 year at least.")
 
 
 class Config(Strict):
@@ -538,6 +566,8 @@ class Config(Strict):
     seal: SealConfig = Field(default_factory=SealConfig, description="When records are sealed into batches.")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Delivery to the store over MQTT.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="The store (for blackbox store/trace).")
+    specification: SpecificationConfig | None = Field(
+        default=None, description="Approved specifications the limits and rules come from (joint control).")
 
     def tags(self) -> Iterator[TagConfig]:
         for source in self.sources:

@@ -11,8 +11,8 @@ saved with every commit, so that a restarted agent neither repeats nor misses an
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from blackbox.columns import TagPicker
 from blackbox.config import ContextConfig, MaterialTrigger, QcTrigger, TagConfig
@@ -25,14 +25,27 @@ OCCURRENCE_MARK = "#"
 """A batch id seen again after it ended is recorded as ``<id>#<n>``, its n-th occurrence."""
 
 
+class MaterialTolerance(Protocol):
+    """A material's tolerance in a specification (:class:`blackbox.spec.model.MaterialSpec`)."""
+
+    @property
+    def tolerance(self) -> float | None: ...
+
+    @property
+    def tolerance_pct(self) -> float | None: ...
+
+
 class ContextError(ValueError):
     """An operator's context change that cannot be applied; the message says why."""
 
 
 class ContextTracker:
-    def __init__(self, config: ContextConfig, tags: dict[str, TagConfig], state: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: ContextConfig, tags: dict[str, TagConfig], state: dict[str, Any] | None = None,
+                 material_specs: Mapping[str, MaterialTolerance] | None = None) -> None:
         self.config = config
         self.tags = tags
+        self.material_specs = dict(material_specs or {})
+        """Material code -> tolerance from the approved specification; overrides the recipe's tolerance."""
         self._idle = set(config.idle_values)
         watched = {config.batch_tag, config.product_tag, config.recipe_tag, config.recipe_version_tag,
                    config.phase_tag}
@@ -233,13 +246,16 @@ class ContextTracker:
         target, actual = _num(self.latest.get(m.target)), _num(self.latest.get(m.actual))
         tolerance = _num(self.latest.get(m.tolerance)) if m.tolerance else None
         tol_pct = m.tolerance_pct
+        material = _text(self.latest.get(m.material))
+        spec = self.material_specs.get(material) if material is not None else None
+        if spec is not None:
+            tolerance, tol_pct = spec.tolerance, spec.tolerance_pct
         if tolerance is not None and target:
             tol_pct = abs(tolerance / target) * 100
         elif tol_pct is not None and target:
             tolerance = abs(target) * tol_pct / 100
         in_tol = None if tolerance is None or target is None or actual is None else (
             abs(actual - target) <= tolerance + 1e-9)
-        material = _text(self.latest.get(m.material))
         return [EventDraft("material.consumed", material, {
             "material": material, "lot": _text(self.latest.get(m.lot)), "target": target, "actual": actual,
             "eng_unit": self.tags[m.actual].eng_unit, "scale": _text(self.latest.get(m.scale)) if m.scale else None,

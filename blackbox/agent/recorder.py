@@ -123,6 +123,8 @@ class Recorder:
         self.clock = clock
         self.alarms = alarms
         self.retention_s = retention_s
+        self.spec_state: dict[str, Any] = {}
+        """The approved specifications in force (:meth:`blackbox.spec.enforce.InForce.state`)."""
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._pending: list[EventDraft] = []
@@ -140,7 +142,7 @@ class Recorder:
     def state(self) -> dict[str, Any]:
         """What the agent must remember across restarts, saved with every commit."""
         return {"context": self.tracker.state(), "rules": self.rules.state(),
-                "clock": {"issued_us": self.clock.issued_us}, "alarms": self.alarms.state()}
+                "clock": {"issued_us": self.clock.issued_us}, "alarms": self.alarms.state(), "spec": self.spec_state}
 
     # -- writing -----------------------------------------------------------------------------
 

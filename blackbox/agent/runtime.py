@@ -37,6 +37,17 @@ from blackbox.model import EventDraft, now_us
 from blackbox.prometheus import MetricsServer
 from blackbox.rules import RuleEngine
 from blackbox.seal import load_private_key
+from blackbox.spec.enforce import (
+    REFUSALS,
+    InForce,
+    effective_config,
+    material_specs,
+    refusal_data,
+    resolve,
+    restore,
+    same_pins,
+)
+from blackbox.spec.model import SpecError
 from blackbox.topics import GatewayTopics
 from blackbox.uplink import Forwarder, UplinkSession
 from drivers import registry
@@ -52,14 +63,25 @@ RESTART_ONLY = ("gateway", "agent", "buffer", "uplink")
 """Configuration sections that take effect only after a restart (plus ``site.id``)."""
 
 
-def config_applied_event(loaded: LoadedConfig, reason: str = "start") -> EventDraft:
-    """The configuration in force, in the record: the store judges readings by these limits."""
-    cfg = loaded.config
+def config_applied_event(loaded: LoadedConfig, reason: str = "start", effective: Config | None = None,
+                         in_force: InForce | None = None) -> EventDraft:
+    """The configuration in force, in the record: the store judges readings by these limits.
+
+    ``effective`` is the configuration with the limits of the specifications in force
+    (:func:`blackbox.spec.enforce.effective_config`); ``specification`` says whether they were
+    approved, and by whom.
+    """
+    cfg = effective if effective is not None else loaded.config
     tags = [t.model_dump(mode="json", include={"name", "unit", "category", "eng_unit", "description", "limits"})
             for t in cfg.tags()]
     return EventDraft("config.applied", cfg.gateway.id, {
         "sha256": loaded.sha256, "gateway": cfg.gateway.id, "site": cfg.site.model_dump(mode="json"),
-        "tags": tags, "reason": reason})
+        "tags": tags, "reason": reason, "specification": (in_force or InForce()).reference()})
+
+
+def spec_applied_events(in_force: InForce) -> list[EventDraft]:
+    """One ``spec.applied`` per specification in force: the whole signed document, in the chain."""
+    return [EventDraft("spec.applied", s.spec.id, s.record()) for s in in_force.specs]
 
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
@@ -82,14 +104,17 @@ class Agent:
         if self.buffer.migrated:
             log.warning("buffer %s upgraded to schema version %d", cfg.buffer.path, self.buffer.migrated[-1])
         saved = self.buffer.load_state()
-        tags = cfg.tag_index()
+        self.in_force, self._start_refusal = self._initial_spec(cfg, saved.get("spec") or {})
+        self.effective = effective_config(cfg, self.in_force)
+        tags = self.effective.tag_index()
         self.recorder = Recorder(self.buffer, self.db,
-                                 ContextTracker(cfg.context, tags, saved.get("context")),
-                                 RuleEngine(cfg.rules, tags, saved.get("rules"), cfg.alarms),
+                                 ContextTracker(cfg.context, tags, saved.get("context"), material_specs(self.in_force)),
+                                 RuleEngine(self.effective.rules, tags, saved.get("rules"), cfg.alarms),
                                  GatewayClock(cfg.agent.clock_jump_threshold,
                                               int(saved.get("clock", {}).get("issued_us", 0))),
                                  SystemAlarms(saved.get("alarms")),
                                  retention_s=cfg.buffer.retention_hours * 3600)
+        self.recorder.spec_state = self.in_force.state()
         self.live = LiveView(tags)
         self.pollers = self._make_pollers(cfg)
         self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink)
@@ -145,7 +170,12 @@ class Agent:
         self.forwarder.session = self.session
         if not await self.db(self.buffer.ensure_reserve):
             log.warning("no room on disk for the buffer's reserve")
-        await self.recorder.record([], [config_applied_event(self.loaded)])
+        await self.recorder.record([], [*([self._start_refusal] if self._start_refusal else []),
+                                        *spec_applied_events(self.in_force),
+                                        config_applied_event(self.loaded, "start", self.effective, self.in_force)])
+        if not self.in_force.approved:
+            log.warning("UNAPPROVED: no specification approved by the factory QA and the regulator is in force; "
+                        "the configured limits apply and every batch is reported as unapproved")
         await self.sealer.start()
         await self.forwarder.refresh_delivered()
         self.session.start()
@@ -253,7 +283,14 @@ class Agent:
                 log.error("configuration reload refused, still running with %s…: %d problem(s):\n%s",
                           self.loaded.sha256[:16], len(exc.issues), exc)
                 return False
-            if new.sha256 == self.loaded.sha256:
+            try:
+                in_force, effective = self._reload_spec(new.config)
+            except REFUSALS as exc:
+                log.error("configuration reload refused, still running with %s… under %s: %s",
+                          self.loaded.sha256[:16], self._spec_label(), exc)
+                await self._record_refusal(str(exc), new.config, "reload")
+                return False
+            if new.sha256 == self.loaded.sha256 and in_force.identity == self.in_force.identity:
                 log.info("configuration reload: %s is unchanged", path)
                 return True
             if fixed := restart_only_changes(self.cfg, new.config):
@@ -262,17 +299,21 @@ class Agent:
                           self.loaded.sha256[:16])
                 return False
             cfg = new.config
-            tags = cfg.tag_index()
+            tags = effective.tag_index()
             pollers = self._make_pollers(cfg)
-            tracker = ContextTracker(cfg.context, tags, self.recorder.tracker.state())
-            rules = RuleEngine(cfg.rules, tags, self.recorder.rules.state(), cfg.alarms)
+            tracker = ContextTracker(cfg.context, tags, self.recorder.tracker.state(), material_specs(in_force))
+            rules = RuleEngine(effective.rules, tags, self.recorder.rules.state(), cfg.alarms)
+            spec_events = spec_applied_events(in_force) if in_force.identity != self.in_force.identity else []
             systemd.notify(systemd.reloading_message())
             await self.stop_polling()
             try:
                 await self.sealer.flush()  # what was recorded under the old configuration is sealed under its hash
                 self.sealer.reconfigure(cfg.seal, new.sha256)
-                await self.recorder.reconfigure(tracker, rules, [config_applied_event(new, "reload")])
+                self.recorder.spec_state = in_force.state()
+                applied = config_applied_event(new, "reload", effective, in_force)
+                await self.recorder.reconfigure(tracker, rules, [*spec_events, applied])
                 self.loaded, self.cfg, self.pollers = new, cfg, pollers
+                self.in_force, self.effective = in_force, effective
                 self.live.set_tags(tags)
             finally:
                 self._start_polling()  # the new sources, or the old ones again if the switch failed
@@ -280,6 +321,55 @@ class Agent:
             log.warning("configuration reloaded: %s… is in force (%d sources, %d tags)", new.sha256[:16],
                         len(pollers), len(tags))
             return True
+
+    # -- specifications (joint control) ------------------------------------------------------
+
+    def _initial_spec(self, cfg: Config, saved: dict[str, Any]) -> tuple[InForce, EventDraft | None]:
+        """The specifications to start under, and the refusal to record if the configured ones fail.
+
+        A specification that does not verify (or a configuration that names none any more) leaves the
+        agent on the last approved specification, saved in its state; without one, on the configured
+        limits, unapproved.
+        """
+        previous = restore(saved)
+        try:
+            in_force = resolve(cfg)
+            if in_force.approved or not previous.approved:
+                return in_force, None
+            reason = "the configuration names no specification, but an approved one was in force: keeping it"
+        except REFUSALS as exc:
+            reason = str(exc)
+        try:
+            effective_config(cfg, previous)
+        except SpecError as exc:
+            reason += f"; the last approved specification does not fit this configuration either ({exc})"
+            previous = InForce()
+        log.error("specification refused at start: %s; running under %s", reason, self._spec_label(previous))
+        return previous, EventDraft("spec.refused", cfg.gateway.id,
+                                    refusal_data(reason, cfg, cfg, previous, "start", self.loaded.path))
+
+    def _reload_spec(self, cfg: Config) -> tuple[InForce, Config]:
+        """The specifications a reloaded configuration puts in force; raises :data:`Refusal`."""
+        in_force = resolve(cfg)
+        if self.in_force.approved and not in_force.approved:
+            raise SpecError("the new configuration names no specification: limits would change without the "
+                            "approval of the factory QA and the regulator")
+        if self.in_force.approved and in_force.approved and not same_pins(self.in_force, in_force):
+            raise SpecError("the pinned QA or regulator keys changed: they take effect only after a restart")
+        return in_force, effective_config(cfg, in_force)
+
+    async def _record_refusal(self, reason: str, cfg: Config, when: str) -> None:
+        data = refusal_data(reason, cfg, self.effective, self.in_force, when, self.loaded.path)
+        try:
+            await self.recorder.commit([], [EventDraft("spec.refused", cfg.gateway.id, data)])
+        except Exception:
+            log.exception("could not record the refused specification")
+
+    def _spec_label(self, in_force: InForce | None = None) -> str:
+        in_force = in_force if in_force is not None else self.in_force
+        if not in_force.approved:
+            return "the configured limits (UNAPPROVED)"
+        return ", ".join(f"specification {s.spec.ref()} ({s.sha256[:16]}…)" for s in in_force.specs)
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, store_cmd, tlog_cmd, verify_cmd
+from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, spec_cmd, store_cmd, tlog_cmd, verify_cmd
 from blackbox.cli.common import load_or_exit
 from blackbox.cli.errors import BlackboxGroup, set_debug
 from blackbox.logs import setup_logging
@@ -30,6 +30,7 @@ store_cmd.app.add_typer(tlog_cmd.keys_app, name="keys")
 store_cmd.app.command("checkpoint")(tlog_cmd.checkpoint)
 store_cmd.app.command("proof")(tlog_cmd.proof)
 app.add_typer(alarms.app, name="alarms")
+app.add_typer(spec_cmd.app, name="spec")
 app.command("status")(ops.status)
 app.command("tail")(ops.tail)
 app.add_typer(batch.batch_app, name="batch")
