@@ -22,8 +22,10 @@ from blackbox.buffer import Committed
 from blackbox.config import load_config
 from blackbox.seal import generate_key_file, public_key_pem
 from blackbox.sim.runner import Simulator
+from blackbox.spec.demo import approve_demo_config
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
+from blackbox.store.joint import enroll_approver
 from blackbox.store.service import StoreService
 from blackbox.store.trace import TraceReport, trace_batch
 
@@ -96,12 +98,16 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     try:
         await sim.start()
         mqtt = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
-        loaded = load_config(write_config(template, workdir, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
-                                          mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}"))
+        path = write_config(template, workdir, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
+                            mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}")
+        approvers = approve_demo_config(path, workdir)  # the line runs under an approved specification
+        loaded = load_config(path)
         cfg = loaded.config
         key = generate_key_file(cfg.gateway.key_file)
         engine = open_store(cfg.store.database_url)
         Ingestor(engine).enroll(cfg.gateway.id, cfg.site.id, public_key_pem(key.public_key()))
+        for role, pem in approvers.public_keys.items():
+            enroll_approver(engine, cfg.site.id, role, pem)
         service = StoreService(engine, cfg.store.mqtt, cfg.store.mqtt.topic_root)
         service.start()
         agent = Agent(loaded, key)

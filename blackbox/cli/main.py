@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import alarms, batch, config_cmd, diag, keys, ops, spec_cmd, store_cmd, tlog_cmd, verify_cmd
+from blackbox.cli import alarms, batch, config_cmd, diag, joint_cmd, keys, ops, spec_cmd, store_cmd, tlog_cmd, verify_cmd
 from blackbox.cli.common import load_or_exit
 from blackbox.cli.errors import BlackboxGroup, set_debug
 from blackbox.logs import setup_logging
@@ -31,6 +31,10 @@ store_cmd.app.command("checkpoint")(tlog_cmd.checkpoint)
 store_cmd.app.command("proof")(tlog_cmd.proof)
 app.add_typer(alarms.app, name="alarms")
 app.add_typer(spec_cmd.app, name="spec")
+store_cmd.app.add_typer(joint_cmd.approver_app, name="approver")
+store_cmd.app.add_typer(joint_cmd.spec_app, name="spec")
+store_cmd.app.add_typer(joint_cmd.action_app, name="action")
+store_cmd.app.command("retention")(joint_cmd.retention)
 app.command("status")(ops.status)
 app.command("tail")(ops.tail)
 app.add_typer(batch.batch_app, name="batch")

@@ -121,12 +121,13 @@ def enroll(gateway: str = typer.Argument(..., help="Gateway id, as in its config
            site: str = typer.Option(..., "--site", help="Site id the gateway belongs to."),
            config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store: section."),
            db: str | None = typer.Option(None, "--db", help="Database URL (instead of --config).")) -> None:
-    """Trust PUBLIC_KEY for batches from GATEWAY of SITE.
+    """Trust PUBLIC_KEY for batches from GATEWAY of SITE (its first key; another key is a two-party re-enrolment).
 
     Example: blackbox store enroll gw-cream-01 gateway.pub.pem --site SH-PD-01 --db sqlite:///store.sqlite
     """
     from blackbox.seal import KeyFileError
     from blackbox.store.ingest import EnrollmentError, Ingestor
+    from blackbox.store.joint import JointError, check_first_enrolment
 
     try:
         pub = load_public_key(Path(public_key) if _names_a_file(public_key) else public_key)
@@ -136,7 +137,11 @@ def enroll(gateway: str = typer.Argument(..., help="Gateway id, as in its config
     engine = open_writer(database_url(config, db))
     try:
         with database_errors():
+            check_first_enrolment(engine, site, gateway, key_id(pub))
             Ingestor(engine).enroll(gateway, site, public_key_pem(pub))
+    except JointError as exc:
+        typer.echo(f"error: refused: {exc} (recorded)", err=True)
+        raise typer.Exit(1) from None
     except EnrollmentError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -39,6 +39,7 @@ from blackbox.seal import (
 from blackbox.seal import public_key_pem as seal_public_key_pem
 from blackbox.store.chain import Conflict, StoredBatch, place
 from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
+from blackbox.store.joint import register_spec_events
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
 from blackbox.store.tlog import LogPosition, TransparencyLog, append_entry
 
@@ -304,6 +305,7 @@ class Ingestor:
                 conn.execute(insert(events), derived.events)
             if derived.tag_configs:
                 conn.execute(insert(tag_configs), derived.tag_configs)
+            register_spec_events(conn, h.site, h.gateway, derived.event_records, received_at)
             # last: the log's lock is held from here to the commit
             pos = append_entry(conn, "batch", {"site": h.site, "gateway": h.gateway, "batch_seq": h.batch_seq,
                                                "hash": opened.hash, "received_at_us": received_at},

@@ -185,6 +185,61 @@ class Integrity(_Model):
         return [f.message for f in self.findings if f.severity != "info"]
 
 
+class ApprovalLine(_Model):
+    """One approval of a specification, verified by the store with the keys enrolled for the site."""
+
+    role: str = Field(description="qa or regulator")
+    role_name: str = Field(description="factory QA or regulator")
+    signer: str | None
+    key_id: str
+    signed_at_us: int
+
+
+class ChangeLine(_Model):
+    path: str = Field(description="the parameter, e.g. parameters.EM-01.temperature[emulsify].hh")
+    old: Any
+    new: Any
+
+
+class SpecVersion(_Model):
+    """One version of the specification in the store, with what it changed from the previous one."""
+
+    version: int
+    hash: str
+    reason: str
+    approved: bool
+    problem: str | None = Field(default=None, description="why it is not approved")
+    approvals: list[ApprovalLine]
+    changes: list[ChangeLine]
+
+
+class SpecRefusal(_Model):
+    """A specification change the gateway refused (spec.refused) during the batch."""
+
+    ts_us: int
+    gateway: str
+    reason: str | None
+    who: str | None
+    changes: list[ChangeLine]
+
+
+class SpecificationInfo(_Model):
+    """What the batch was judged against, and whether the factory QA and the regulator approved it."""
+
+    id: str | None = None
+    product: str | None = None
+    version: int | None = None
+    hash: str | None = None
+    approvals: list[ApprovalLine] = Field(default_factory=list)
+    unapproved: bool = Field(default=True, description="true unless both approvals verify at the store")
+    why_unapproved: str | None = None
+    statement: str = Field(default="", description="one sentence for the report header")
+    changed_during_batch: list[str] = Field(default_factory=list,
+                                            description="other specifications in force during the batch")
+    history: list[SpecVersion] = Field(default_factory=list)
+    refusals: list[SpecRefusal] = Field(default_factory=list)
+
+
 class TraceReport(_Model):
     generated_at_us: int
     batch: BatchInfo
@@ -195,6 +250,7 @@ class TraceReport(_Model):
     alarms: list[AlarmLine]
     sources: list[SourceLine]
     integrity: Integrity
+    specification: SpecificationInfo = Field(default_factory=SpecificationInfo)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)
@@ -297,7 +353,14 @@ def render_text(report: TraceReport) -> str:
         ("Report generated", _t(report.generated_at_us)),
     ]
     width = max(len(k) for k, _ in kv)
+    spec = report.specification
+    if spec.unapproved:
+        banner = "UNAPPROVED LIMITS — " + spec.statement
+        out.insert(2, "!" * min(len(banner), 100))
+        out.insert(3, banner)
+        out.insert(4, "!" * min(len(banner), 100))
     out.extend(f"{k.ljust(width)}  {v if v is not None else '-'}" for k, v in kv)
+    out.extend(_specification_lines(spec))
 
     integ = report.integrity
     out.append(_section(f"Integrity: {integ.verdict.upper()}"))
@@ -461,6 +524,31 @@ def render_text(report: TraceReport) -> str:
         )
     )
     return "\n".join(out) + "\n"
+
+
+def _specification_lines(spec: SpecificationInfo) -> list[str]:
+    out = [_section("Specification" + (" — UNAPPROVED" if spec.unapproved else ""))]
+    out.append(spec.statement)
+    if spec.approvals:
+        out.append(table(["role", "signer", "key", "approved at"],
+                         [[a.role_name, a.signer, a.key_id, _t(a.signed_at_us)] for a in spec.approvals]))
+    for other in spec.changed_during_batch:
+        out.append(f"  note: also in force during the batch: {other}")
+    if spec.history:
+        out.append("")
+        out.append("Change history")
+        for v in spec.history:
+            who = "; ".join(f"{a.role_name} {a.signer or '-'} {_t(a.signed_at_us)}" for a in v.approvals)
+            state = f"approved by {who}" if v.approved else f"NOT APPROVED ({v.problem})"
+            out.append(f"  v{v.version} ({v.hash[:16]}…): {v.reason} — {state}")
+            out.extend(f"      {c.path}: {_cell(c.old)} -> {_cell(c.new)}" for c in v.changes)
+    if spec.refusals:
+        out.append("")
+        out.append("Refused changes (the gateway kept the approved limits)")
+        for r in spec.refusals:
+            out.append(f"  {_t(r.ts_us)} {r.gateway} by {r.who or '-'}: {r.reason or '-'}")
+            out.extend(f"      {c.path}: {_cell(c.old)} -> {_cell(c.new)}" for c in r.changes)
+    return out
 
 
 def _limit_cells(p: ParameterStats) -> list[Any]:

@@ -242,6 +242,55 @@ event.listen(tlog_state, "after_create",
              DDL(f"INSERT INTO tlog_state (id, size, root) VALUES (1, 0, '{TLOG_EMPTY_ROOT}')"))
 
 
+approver_keys = Table(
+    "approver_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", Name, nullable=False),
+    Column("role", String(16), nullable=False, comment="qa (the factory's quality assurance) or regulator."),
+    Column("key_id", Name, nullable=False),
+    Column("public_key_pem", Text, nullable=False),
+    Column("enrolled_at_us", BigInteger, nullable=False),
+    UniqueConstraint("site", "key_id"),
+)
+
+specifications = Table(
+    "specifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", Name, nullable=False),
+    Column("spec_id", Name, nullable=False),
+    Column("product", Name, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("sha256", Hash, nullable=False, comment="Canonical hash of the document."),
+    Column("document", Json, nullable=False),
+    Column("signatures", Json, nullable=False, comment="The sidecar signature file, as received."),
+    Column("status", String(16), nullable=False, comment="approved or refused, when it was received."),
+    Column("detail", Text, nullable=True, comment="Why it was refused."),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("source", String(64), nullable=False, comment="gateway site/id (spec.applied) or operator."),
+    UniqueConstraint("site", "sha256"),
+    Index(None, "site", "spec_id", "version"),
+)
+
+joint_actions = Table(
+    "joint_actions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("action", String(32), nullable=False, comment="reenroll, revoke or purge."),
+    Column("site", Name, nullable=True),
+    Column("gateway", Name, nullable=True),
+    Column("sha256", Hash, nullable=True, comment="Canonical hash of the action document."),
+    Column("document", Json, nullable=True),
+    Column("signatures", Json, nullable=True),
+    Column("outcome", String(16), nullable=False, comment="done or refused."),
+    Column("detail", Text, nullable=True),
+    Column("actor", Name, nullable=True, comment="OS account that ran the command."),
+    Index(None, "site", "at_us"),
+)
+
+
 def create_schema(engine: Engine) -> None:
     """Create every table that does not exist yet (tests and throwaway stores).
 

@@ -38,6 +38,7 @@ from blackbox.store.report import (
     render_text,
 )
 from blackbox.store.schema import events, gateways, readings, tag_configs
+from blackbox.store.spec_report import specification_info
 
 TRACED_CATEGORIES = frozenset({"process", "environment"})
 BATCH_EVENTS = ("batch.started", "batch.phase", "batch.ended")
@@ -73,6 +74,8 @@ class _AppliedConfig:
     effective_from_us: int
     site: dict[str, Any]
     tags: dict[str, _TagMeta]
+    specification: Any = None
+    """The ``specification`` of the config.applied event (absent before joint control: unapproved)."""
 
 
 def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _AppliedConfig:
@@ -111,7 +114,7 @@ def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _Appli
             limit_sets=tuple(sets),
         )
     site = data.get("site") if isinstance(data.get("site"), dict) else {}
-    return _AppliedConfig(sha, effective_from, dict(site or {}), tags)
+    return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"))
 
 
 class _Configs:
@@ -135,6 +138,13 @@ class _Configs:
             return None
         i = bisect.bisect_right(starts, ts_us) - 1
         return self._by_gateway[gid][i] if i >= 0 else None
+
+    def during(self, gid: int, start_us: int, end_us: int | None) -> list[_AppliedConfig]:
+        """The configuration in force at ``start_us`` and every one applied until ``end_us``."""
+        first = self.at(gid, start_us)
+        later = [c for c in self._by_gateway.get(gid, []) if start_us < c.effective_from_us
+                 and (end_us is None or c.effective_from_us <= end_us)]
+        return ([first] if first is not None else []) + later
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -327,7 +337,14 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> Tra
         verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
         integrity = Integrity(verdict=verdict, findings=findings, ranges=integrity.ranges, gaps=integrity.gaps)
 
+    spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
+    in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
+        [cfg] if cfg is not None else [])
+    specification = specification_info(conn, labels, [c.specification for c in in_force], product,
+                                       spec_from, ended_at)
+
     return TraceReport(
+        specification=specification,
         generated_at_us=now_us(),
         batch=info,
         phases=phases,

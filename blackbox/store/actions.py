@@ -1,0 +1,92 @@
+"""Two-party actions at the store: re-enroll a gateway, revoke a gateway key, purge past retention.
+
+Each needs an action document signed by the site's factory QA and regulator
+(:func:`blackbox.store.joint.check_action`). :func:`perform` checks, acts and records the outcome in
+one transaction; a refusal is recorded in its own transaction and raised as
+:class:`~blackbox.store.joint.JointError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from blackbox.config import RetentionConfig
+from blackbox.model import now_us
+from blackbox.seal import key_id, load_public_key, public_key_pem
+from blackbox.store.joint import ActionName, ApprovedAction, JointError, check_action, record_action
+from blackbox.store.retention import retention_report
+from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
+
+
+def perform(engine: Engine, data: Any, signatures: Any, expect: ActionName,
+            retention: RetentionConfig | None = None) -> tuple[ApprovedAction, str]:
+    """Carry out an approved action; returns it and what was done. :class:`JointError` if refused."""
+    try:
+        with engine.begin() as conn:
+            approved = check_action(conn, data, signatures, expect=expect)
+            detail = _do(conn, engine, approved, retention or RetentionConfig())
+            record_action(engine, approved.doc.action, data, signatures, "done", detail, conn=conn)
+        return approved, detail
+    except JointError as exc:
+        record_action(engine, expect, data, signatures, "refused", str(exc))
+        raise
+
+
+def _gateway(conn: Connection, site: str, gateway: str) -> int:
+    gid = conn.execute(select(gateways.c.id).where(gateways.c.site == site, gateways.c.gateway == gateway)).scalar()
+    if gid is None:
+        raise JointError(f"the store knows no gateway {site}/{gateway}")
+    return int(gid)
+
+
+def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: RetentionConfig) -> str:
+    doc, gk = a.doc, gateway_keys.c
+    gid = _gateway(conn, doc.site, doc.gateway)
+    if doc.action == "revoke":
+        done = conn.execute(update(gateway_keys).where(gk.gateway_id == gid, gk.key_id == doc.key_id,
+                                                      gk.revoked_at_us.is_(None)).values(revoked_at_us=now_us()))
+        if not done.rowcount:
+            raise JointError(f"key {doc.key_id} is not an active key of {doc.site}/{doc.gateway}")
+        return f"revoked key {doc.key_id} of {doc.site}/{doc.gateway}"
+    if doc.action == "reenroll":
+        assert doc.public_key is not None
+        try:
+            pub = load_public_key(doc.public_key)
+        except Exception as exc:
+            raise JointError(f"public_key is not an Ed25519 public key: {exc}") from None
+        kid = key_id(pub)
+        if conn.execute(select(gk.id).where(gk.gateway_id == gid, gk.key_id == kid)).first() is not None:
+            raise JointError(f"key {kid} is already enrolled for {doc.site}/{doc.gateway}")
+        conn.execute(insert(gateway_keys).values(gateway_id=gid, key_id=kid, public_key_pem=public_key_pem(pub),
+                                                 enrolled_at_us=now_us(), enrolled_by="reenroll"))
+        return f"enrolled key {kid} for {doc.site}/{doc.gateway} (re-enrolment)"
+    assert doc.through_batch_seq is not None
+    return _purge(conn, engine, gid, a, doc.through_batch_seq, retention)
+
+
+def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, through: int,
+           retention: RetentionConfig) -> str:
+    """Delete sealed batches 1..through of the gateway, if every production batch in them is due."""
+    sb = sealed_batches.c
+    last = conn.execute(select(sb.batch_seq, sb.hash).where(sb.gateway_id == gid, sb.batch_seq == through)).first()
+    if last is None:
+        raise JointError(f"batch {through} of {a.doc.site}/{a.doc.gateway} is not stored")
+    held = {b for table in (readings, events) for (b,) in conn.execute(
+        select(table.c.batch).where(table.c.gateway_id == gid, table.c.batch_seq <= through,
+                                    table.c.batch.is_not(None)).distinct())}
+    lines = {ln.batch: ln for ln in retention_report(engine, retention)
+             if ln.site == a.doc.site and ln.gateway == a.doc.gateway}
+    not_due = sorted(b for b in held if b not in lines or not lines[b].due)
+    if not_due:
+        raise JointError(f"not due for deletion (kept until product expiry + retention): {', '.join(not_due[:10])}"
+                         + (f" and {len(not_due) - 10} more" if len(not_due) > 10 else ""))
+    n_readings = conn.execute(delete(readings).where(readings.c.gateway_id == gid,
+                                                     readings.c.batch_seq <= through)).rowcount
+    n_events = conn.execute(delete(events).where(events.c.gateway_id == gid, events.c.batch_seq <= through)).rowcount
+    last_seq = conn.execute(select(sb.last_seq).where(sb.gateway_id == gid, sb.batch_seq == through)).scalar_one()
+    conn.execute(delete(tag_configs).where(tag_configs.c.gateway_id == gid, tag_configs.c.seq <= last_seq))
+    n_batches = conn.execute(delete(sealed_batches).where(sb.gateway_id == gid, sb.batch_seq <= through)).rowcount
+    return (f"purged sealed batches 1..{through} (last hash {last.hash}) of {a.doc.site}/{a.doc.gateway}: "
+            f"{n_batches} batches, {n_readings} readings, {n_events} events; production batches {len(held)}")

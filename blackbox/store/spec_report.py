@@ -1,0 +1,107 @@
+"""The trace report's specification section: what a batch was judged against, and who approved it.
+
+The gateway records, in every ``config.applied``, which specifications were in force (their hashes)
+and in ``spec.applied`` the signed documents. The store does not take the gateway's word for the
+approval: it verifies both signatures again, now, with the QA and regulator keys enrolled for the
+site. Anything short of that — no specification, one the store does not hold, signatures that do
+not verify — makes the batch *unapproved*, said first in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from blackbox.model import iso
+from blackbox.spec.approval import ROLE_NAMES, Approval
+from blackbox.spec.diff import diff
+from blackbox.store.joint import StoredSpec, stored_specs
+from blackbox.store.report import ApprovalLine, ChangeLine, SpecificationInfo, SpecRefusal, SpecVersion
+from blackbox.store.schema import events
+
+
+def _approvals(approvals: tuple[Approval, ...]) -> list[ApprovalLine]:
+    return [ApprovalLine(role=a.role, role_name=ROLE_NAMES[a.role], signer=a.signer or None, key_id=a.key_id,
+                         signed_at_us=a.signed_at_us) for a in approvals]
+
+
+def _chosen(spec_field: Any, product: str | None) -> dict[str, Any] | None:
+    """The approved specification entry of a config.applied for the batch's product, if any."""
+    if not isinstance(spec_field, dict) or spec_field.get("approved") is not True:
+        return None
+    entries = [e for e in spec_field.get("specifications") or [] if isinstance(e, dict)]
+    for e in entries:
+        if e.get("product") == product:
+            return e
+    return entries[0] if len(entries) == 1 else None
+
+
+def _history(versions: list[StoredSpec]) -> list[SpecVersion]:
+    out: list[SpecVersion] = []
+    previous: dict[str, Any] | None = None
+    for v in versions:
+        out.append(SpecVersion(
+            version=v.doc.spec.version, hash=v.doc.sha256, reason=v.doc.spec.reason, approved=v.approved is not None,
+            problem=v.problem, approvals=_approvals(v.approved.approvals) if v.approved else [],
+            changes=[ChangeLine(path=c.path, old=c.old, new=c.new) for c in diff(previous, v.doc.data)]
+            if previous is not None else []))
+        if v.approved is not None:
+            previous = v.doc.data
+    return out
+
+
+def _refusals(conn: Connection, labels: dict[int, str], start_us: int, end_us: int | None) -> list[SpecRefusal]:
+    e = events.c
+    stmt = select(e.gateway_id, e.data, e.ts_us).where(e.gateway_id.in_(list(labels)), e.type == "spec.refused",
+                                                        e.ts_us >= start_us)
+    if end_us is not None:
+        stmt = stmt.where(e.ts_us <= end_us)
+    out = []
+    for gid, data, ts in conn.execute(stmt.order_by(e.ts_us, e.seq)):
+        d = data if isinstance(data, dict) else {}
+        who = d.get("file_owner") or (f"uid {d['file_owner_uid']}" if "file_owner_uid" in d else None)
+        changes = [ChangeLine(path=str(c.get("path")), old=c.get("old"), new=c.get("new"))
+                   for c in d.get("changes") or [] if isinstance(c, dict)]
+        out.append(SpecRefusal(ts_us=ts, gateway=labels[gid], reason=d.get("reason"), who=who, changes=changes))
+    return out
+
+
+def specification_info(conn: Connection, labels: dict[int, str], in_force: list[Any], product: str | None,
+                       start_us: int, end_us: int | None) -> SpecificationInfo:
+    """The specification section of a batch's trace report.
+
+    ``in_force`` holds the ``specification`` field of every configuration in force during the batch
+    (first the one at its start); ``labels`` the batch's gateways as ``site/gateway``.
+    """
+    site = next(iter(sorted(labels.values())), "/").split("/", 1)[0]
+    refusals = _refusals(conn, labels, start_us, end_us)
+    chosen = [_chosen(f, product) for f in in_force]
+    first = chosen[0] if chosen else None
+    others = sorted({f"{c.get('id')} v{c.get('version')} ({str(c.get('sha256'))[:16]}…)" for c in chosen[1:]
+                     if c is not None and first is not None and c.get("sha256") != first.get("sha256")})
+    if first is None:
+        why = ("no specification approved by both the factory QA and the regulator was in force: the batch was "
+               "judged against the gateway's configured limits")
+        return SpecificationInfo(product=product, unapproved=True, why_unapproved=why, statement=why.capitalize(),
+                                 refusals=refusals)
+    sha = str(first.get("sha256"))
+    stored = stored_specs(conn, site, sha256=sha)
+    base: dict[str, Any] = {"id": first.get("id"), "product": first.get("product"), "version": first.get("version"),
+                            "hash": sha, "refusals": refusals, "changed_during_batch": others}
+    history = _history(stored_specs(conn, site, spec_id=str(first.get("id"))))
+    label = f"specification {first.get('id')} v{first.get('version')} (sha256 {sha[:16]}…)"
+    if not stored:
+        why = f"{label} is not held by the store: its approval cannot be checked"
+    elif stored[0].approved is None:
+        why = f"the approval of {label} does not verify with the keys enrolled for site {site}: {stored[0].problem}"
+    elif any(c is None for c in chosen[1:]):
+        why = "unapproved limits were put in force during the batch"
+    else:
+        approvals = _approvals(stored[0].approved.approvals)
+        who = ", ".join(f"{a.role_name} {a.signer or '(key ' + a.key_id + ')'} on {iso(a.signed_at_us)}"
+                        for a in approvals)
+        return SpecificationInfo(**base, approvals=approvals, unapproved=False,
+                                 statement=f"Judged against {label}, approved by {who}.", history=history)
+    return SpecificationInfo(**base, unapproved=True, why_unapproved=why,
+                             statement=f"Judged against {label}, but {why}.", history=history)
