@@ -9,7 +9,19 @@ from pathlib import Path
 
 import typer
 
-from blackbox.cli import alarms, batch, config_cmd, diag, joint_cmd, keys, ops, spec_cmd, store_cmd, tlog_cmd, verify_cmd
+from blackbox.cli import (
+    alarms,
+    batch,
+    config_cmd,
+    diag,
+    joint_cmd,
+    keys,
+    ops,
+    spec_cmd,
+    store_cmd,
+    tlog_cmd,
+    verify_cmd,
+)
 from blackbox.cli.common import load_or_exit
 from blackbox.cli.errors import BlackboxGroup, set_debug
 from blackbox.logs import setup_logging
