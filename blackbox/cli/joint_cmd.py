@@ -25,10 +25,13 @@ from blackbox.spec.approval import (
 ConfigOpt = typer.Option(None, "--config", "-c", help="Store configuration (its store: section).")
 DbOpt = typer.Option(None, "--db", help="Database URL (instead of --config).")
 
-approver_app = typer.Typer(help="The factory QA and regulator keys the store trusts for a site.", no_args_is_help=True)
-spec_app = typer.Typer(help="Specifications the store keeps (every version, verified).", no_args_is_help=True)
-action_app = typer.Typer(help="Two-party actions: re-enroll a gateway, revoke a gateway key, purge past retention.",
-                         no_args_is_help=True)
+approver_app = typer.Typer(help="The factory QA and regulator keys the store trusts for a site.\n\n"
+                           "Example: blackbox store approver enroll qa.pub.pem --site SH-FX-01 --role qa -c store.yaml",
+                           no_args_is_help=True)
+spec_app = typer.Typer(help="Specifications the store keeps (every version, verified).\n\n"
+                       "Example: blackbox store spec list --site SH-FX-01 -c store.yaml", no_args_is_help=True)
+action_app = typer.Typer(help="Two-party actions: re-enroll a gateway, revoke a gateway key, purge past retention.\n\n"
+                         "Example: blackbox store action apply revoke.json -c store.yaml", no_args_is_help=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

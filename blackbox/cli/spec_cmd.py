@@ -37,7 +37,8 @@ from blackbox.spec.model import SpecDocument, SpecError, approve, load_spec
 app = typer.Typer(help="Write, compare, sign and verify specifications: the limits and rules a line is judged "
                   "against, approved by the factory QA and the regulator.\n\n"
                   "Example: blackbox spec verify FC-050.yaml -c /etc/blackbox/blackbox.yaml", no_args_is_help=True)
-keys_app = typer.Typer(help="Approval keys of the factory QA and the regulator.", no_args_is_help=True)
+keys_app = typer.Typer(help="Approval keys of the factory QA and the regulator.\n\n"
+                       "Example: blackbox spec keys init --role qa --key qa.key", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 RoleOpt = typer.Option(..., "--role", help="qa (the factory's quality assurance) or regulator.")
