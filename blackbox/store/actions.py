@@ -21,12 +21,15 @@ from blackbox.store.schema import events, gateway_keys, gateways, readings, seal
 
 
 def perform(engine: Engine, data: Any, signatures: Any, expect: ActionName,
-            retention: RetentionConfig | None = None) -> tuple[ApprovedAction, str]:
-    """Carry out an approved action; returns it and what was done. :class:`JointError` if refused."""
+            retention: RetentionConfig | None = None, at_us: int | None = None) -> tuple[ApprovedAction, str]:
+    """Carry out an approved action; returns it and what was done. :class:`JointError` if refused.
+
+    ``at_us``: the time retention is judged at (now).
+    """
     try:
         with engine.begin() as conn:
             approved = check_action(conn, data, signatures, expect=expect)
-            detail = _do(conn, engine, approved, retention or RetentionConfig())
+            detail = _do(conn, engine, approved, retention or RetentionConfig(), at_us)
             record_action(engine, approved.doc.action, data, signatures, "done", detail, conn=conn)
         return approved, detail
     except JointError as exc:
@@ -41,7 +44,7 @@ def _gateway(conn: Connection, site: str, gateway: str) -> int:
     return int(gid)
 
 
-def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: RetentionConfig) -> str:
+def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: RetentionConfig, at_us: int | None) -> str:
     doc, gk = a.doc, gateway_keys.c
     gid = _gateway(conn, doc.site, doc.gateway)
     if doc.action == "revoke":
@@ -63,11 +66,11 @@ def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: Retentio
                                                  enrolled_at_us=now_us(), enrolled_by="reenroll"))
         return f"enrolled key {kid} for {doc.site}/{doc.gateway} (re-enrolment)"
     assert doc.through_batch_seq is not None
-    return _purge(conn, engine, gid, a, doc.through_batch_seq, retention)
+    return _purge(conn, engine, gid, a, doc.through_batch_seq, retention, at_us)
 
 
 def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, through: int,
-           retention: RetentionConfig) -> str:
+           retention: RetentionConfig, at_us: int | None) -> str:
     """Delete sealed batches 1..through of the gateway, if every production batch in them is due."""
     sb = sealed_batches.c
     last = conn.execute(select(sb.batch_seq, sb.hash).where(sb.gateway_id == gid, sb.batch_seq == through)).first()
@@ -76,7 +79,7 @@ def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, throug
     held = {b for table in (readings, events) for (b,) in conn.execute(
         select(table.c.batch).where(table.c.gateway_id == gid, table.c.batch_seq <= through,
                                     table.c.batch.is_not(None)).distinct())}
-    lines = {ln.batch: ln for ln in retention_report(engine, retention)
+    lines = {ln.batch: ln for ln in retention_report(engine, retention, at_us)
              if ln.site == a.doc.site and ln.gateway == a.doc.gateway}
     not_due = sorted(b for b in held if b not in lines or not lines[b].due)
     if not_due:

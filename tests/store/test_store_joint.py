@@ -1,0 +1,226 @@
+"""Joint control at the store: specifications verified with the site's approver keys, the trace's
+specification section, two-party actions and retention — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from spec_support import SIGNERS, TAMPERED, Approvers, spec_doc, tampered
+from sqlalchemy import Engine, select
+from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
+
+from blackbox.config import RetentionConfig
+from blackbox.model import iso
+from blackbox.seal import key_id, public_key_pem
+from blackbox.spec.approval import Role, SignatureFile, add_signature, sign
+from blackbox.spec.canonical import canonical_sha256
+from blackbox.store.actions import perform
+from blackbox.store.ingest import Ingestor
+from blackbox.store.joint import JointError, check_first_enrolment, enroll_approver, register_spec
+from blackbox.store.retention import add_months, retention_report
+from blackbox.store.schema import gateway_keys, joint_actions, specifications
+from blackbox.store.trace import BatchNotFound, render_text, trace_batch
+
+BATCH = "FC050-2026-1125-01"
+
+
+@pytest.fixture
+def approvers(engine: Engine) -> Approvers:
+    a = Approvers()
+    for role in ("qa", "regulator"):
+        enroll_approver(engine, SITE, role, a.pem(role))  # type: ignore[arg-type]
+    return a
+
+
+@pytest.fixture
+def gw() -> Gateway:
+    return Gateway()
+
+
+@pytest.fixture
+def ingestor(engine: Engine, gw: Gateway) -> Ingestor:
+    ing = Ingestor(engine)
+    ing.enroll(GATEWAY, SITE, gw.public_pem)
+    return ing
+
+
+def applied(doc: dict[str, Any], sigs: SignatureFile) -> dict[str, Any]:
+    """What the agent records for a specification it put in force (``spec.applied``)."""
+    return {"id": doc["id"], "product": doc["product"], "version": doc["version"], "sha256": canonical_sha256(doc),
+            "approvals": [], "document": doc, "signatures": sigs.to_json()}
+
+
+def run_batch(gw: Gateway, ing: Ingestor, batch: str, t: int, spec: tuple[dict[str, Any], SignatureFile] | None,
+              ended: bool = True) -> None:
+    """A production batch recorded under ``spec`` (as the gateway claims it: approved), or under
+    unapproved configured limits."""
+    if spec is not None:
+        gw.event("spec.applied", applied(*spec), t, subject=spec[0]["id"])
+        ref = {"approved": True, "specifications": [{k: v for k, v in applied(*spec).items()
+                                                     if k not in ("document", "signatures")}]}
+    else:
+        ref = {"approved": False, "specifications": []}
+    gw.apply_config(t + 1, config_data() | {"specification": ref})
+    gw.start_batch(batch, t + 2 * SEC)
+    gw.set_phase("emulsify", t + 3 * SEC)
+    gw.reading("EM-01.temperature", 75.0, t + 4 * SEC)
+    if ended:
+        gw.end_batch(t + 5 * SEC)
+    gw.seal()
+    assert ing.handle(gw.sealed[-1].wire, SITE, GATEWAY).status == "stored"
+
+
+def test_a_batch_under_an_approved_specification_shows_both_approvals(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    v1 = spec_doc(hh=85.0)
+    run_batch(gw, ingestor, "B-1", T0, (v1, approvers.signatures(v1)))
+    v2 = spec_doc(version=2, hh=84.0, reason="tighten HH after CAPA-17")
+    run_batch(gw, ingestor, BATCH, T0 + 100 * SEC, (v2, approvers.signatures(v2)))
+
+    report = trace_batch(engine, BATCH)
+    spec = json.loads(report.to_json())["specification"]
+    assert spec["unapproved"] is False
+    assert (spec["id"], spec["product"], spec["version"], spec["hash"]) == ("FC-050", "FC-050", 2,
+                                                                            canonical_sha256(v2))
+    assert [(a["role"], a["signer"], a["key_id"]) for a in spec["approvals"]] == [
+        ("qa", SIGNERS["qa"], key_id(approvers.qa)), ("regulator", SIGNERS["regulator"], key_id(approvers.regulator))]
+    assert [h["version"] for h in spec["history"]] == [1, 2]
+    assert spec["history"][1]["reason"] == "tighten HH after CAPA-17"
+    assert spec["history"][1]["changes"] == [{"path": "parameters.EM-01.temperature[emulsify].hh", "old": 85.0,
+                                              "new": 84.0}]
+    assert all(len(h["approvals"]) == 2 for h in spec["history"])
+    text = render_text(report)
+    qa_at = iso(spec["approvals"][0]["signed_at_us"])
+    assert (f"Judged against specification FC-050 v2 (sha256 {canonical_sha256(v2)[:16]}…), approved by factory QA "
+            f"{SIGNERS['qa']} on {qa_at}, regulator {SIGNERS['regulator']} on") in text
+    assert "parameters.EM-01.temperature[emulsify].hh: 85 -> 84" in text
+    assert "UNAPPROVED" not in text
+
+
+def test_a_batch_under_unapproved_limits_is_flagged_in_text_and_json(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    run_batch(gw, ingestor, BATCH, T0, None)
+    report = trace_batch(engine, BATCH)
+    assert json.loads(report.to_json())["specification"]["unapproved"] is True
+    text = render_text(report)
+    assert text.splitlines()[3].startswith("UNAPPROVED LIMITS — No specification approved by both")
+    assert "Specification — UNAPPROVED" in text
+
+
+@pytest.mark.parametrize("how", TAMPERED)
+def test_a_spoilt_specification_is_refused_by_the_store(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor, how: str) -> None:
+    doc, sigs = tampered(approvers, how, spec_doc())
+    run_batch(gw, ingestor, BATCH, T0, (doc, sigs))  # the gateway's record is kept as it came...
+    with engine.connect() as conn:
+        status, detail = conn.execute(select(specifications.c.status, specifications.c.detail)).one()
+    assert status == "refused" and detail  # ...but the specification is not taken as approved
+    spec = trace_batch(engine, BATCH).specification
+    assert spec.unapproved and spec.approvals == []
+    assert "does not verify with the keys enrolled" in (spec.why_unapproved or "")
+    with engine.begin() as conn:  # handed in directly: refused too
+        assert register_spec(conn, SITE, doc, sigs.to_json(), "operator") is not None
+
+
+def test_specifications_are_refused_without_enrolled_approvers(engine: Engine) -> None:
+    a = Approvers()
+    doc = spec_doc()
+    with engine.begin() as conn:
+        problem = register_spec(conn, SITE, doc, a.signatures(doc).to_json(), "operator")
+    assert problem is not None and "no QA or regulator key is enrolled" in problem
+
+
+# -- two-party actions ------------------------------------------------------------------------------
+
+
+def action(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"action": kind, "site": SITE, "gateway": GATEWAY, "reason": "test", "requested_at": "2026-12-04T17:00:00Z",
+            **fields}
+
+
+def signed(a: Approvers, doc: dict[str, Any], roles: tuple[Role, ...] = ("qa", "regulator"),
+           keys: dict[str, Ed25519PrivateKey] | None = None) -> dict[str, Any]:
+    sha, sigfile = canonical_sha256(doc), None
+    for role in roles:
+        sigfile = add_signature(sigfile, "action", sha, sign("action", sha, role, (keys or {}).get(role, a.key(role)),
+                                                             SIGNERS[role]))
+    assert sigfile is not None
+    return sigfile.to_json()
+
+
+def outcomes(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        return [(r.action, r.outcome) for r in conn.execute(select(joint_actions).order_by(joint_actions.c.id))]
+
+
+def keys_of(engine: Engine) -> dict[str, int | None]:
+    with engine.connect() as conn:
+        return {r.key_id: r.revoked_at_us for r in conn.execute(select(gateway_keys))}
+
+
+def test_re_enrolment_needs_both_signatures(engine: Engine, approvers: Approvers, ingestor: Ingestor) -> None:
+    new_key = Ed25519PrivateKey.generate()
+    with pytest.raises(JointError, match="re-enrolment"):  # the plain enrolment is only for a first key
+        check_first_enrolment(engine, SITE, GATEWAY, key_id(new_key))
+    doc = action("reenroll", public_key=public_key_pem(new_key))
+    with pytest.raises(JointError, match="no valid regulator signature"):
+        perform(engine, doc, signed(approvers, doc, ("qa",)), "reenroll")
+    with pytest.raises(JointError, match="not a known regulator key"):
+        perform(engine, doc, signed(approvers, doc, keys={"regulator": Ed25519PrivateKey.generate()}), "reenroll")
+    assert key_id(new_key) not in keys_of(engine)
+    sigs = signed(approvers, doc)
+    perform(engine, doc, sigs, "reenroll")
+    assert key_id(new_key) in keys_of(engine)
+    with pytest.raises(JointError, match="already used"):
+        perform(engine, doc, sigs, "reenroll")
+    assert outcomes(engine) == [("reenroll", "refused")] * 3 + [("reenroll", "done"), ("reenroll", "refused")]
+
+
+def test_revocation_needs_both_signatures(engine: Engine, approvers: Approvers, gw: Gateway,
+                                          ingestor: Ingestor) -> None:
+    doc = action("revoke", key_id=key_id(gw.key))
+    with pytest.raises(JointError):
+        perform(engine, doc, None, "revoke")
+    assert keys_of(engine)[key_id(gw.key)] is None
+    perform(engine, doc, signed(approvers, doc), "revoke")
+    assert keys_of(engine)[key_id(gw.key)] is not None
+
+
+def test_retention_and_purge(engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    doc = spec_doc()
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)))
+    run_batch(gw, ingestor, "B-OPEN", T0 + 100 * SEC, None, ended=False)
+    ended = T0 + 5 * SEC
+    [open_line, line] = retention_report(engine, RetentionConfig(), at_us=T0)  # by site, gateway, batch
+    assert (line.batch, line.product, line.ended_at_us, line.due) == (BATCH, "FC-050", ended, False)
+    assert line.keep_until_us == add_months(ended, 36 + 12) and line.basis == "specification FC-050 v1"
+    assert open_line.batch == "B-OPEN" and open_line.keep_until_us is None and not open_line.due
+    purge = action("purge", through_batch_seq=1)
+    with pytest.raises(JointError, match=f"not due.*{BATCH}"):
+        perform(engine, purge, signed(approvers, purge), "purge")
+    assert retention_report(engine, RetentionConfig(), at_us=line.keep_until_us)[1].due
+    with pytest.raises(JointError, match="no valid regulator signature"):
+        perform(engine, purge, signed(approvers, purge, ("qa",)), "purge", at_us=line.keep_until_us)
+    assert trace_batch(engine, BATCH).batch.batch == BATCH  # nothing was deleted
+    perform(engine, purge, signed(approvers, purge), "purge", at_us=line.keep_until_us)
+    with pytest.raises(BatchNotFound):
+        trace_batch(engine, BATCH)
+    assert trace_batch(engine, "B-OPEN").batch.batch == "B-OPEN"  # sealed batch 2 is kept
+    assert outcomes(engine) == [("purge", "refused"), ("purge", "refused"), ("purge", "done")]
+
+
+@pytest.mark.parametrize(("start", "months", "end"), [
+    ("2026-11-18T10:00:00Z", 48, "2030-11-18T10:00:00Z"),
+    ("2024-01-31T00:00:00Z", 1, "2024-02-29T00:00:00Z"),
+    ("2025-12-15T12:30:00Z", 13, "2027-01-15T12:30:00Z"),
+])
+def test_add_months(start: str, months: int, end: str) -> None:
+    from datetime import datetime
+
+    def us(text: str) -> int:
+        return int(datetime.fromisoformat(text).timestamp()) * 1_000_000
+
+    assert add_months(us(start), months) == us(end)
