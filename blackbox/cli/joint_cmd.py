@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import typer
 
-from blackbox.cli.store_cmd import database_errors, database_url
+from blackbox.cli.store_cmd import database_errors, database_url, open_reader, open_writer
 from blackbox.model import iso, now_us
 from blackbox.seal import KeyFileError, load_private_key
 from blackbox.spec.approval import (
@@ -40,10 +40,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _engine(config: Path | None, db: str | None) -> Any:
-    from blackbox.store.db import open_store
-
-    with database_errors():
-        return open_store(database_url(config, db))
+    return open_writer(database_url(config, db))
 
 
 @approver_app.command("enroll")
@@ -103,7 +100,7 @@ def spec_list(site: str = typer.Option(..., "--site", help="Site id."),
     """
     from blackbox.store.joint import stored_specs
 
-    engine = _engine(config, db)
+    engine = open_reader(config, db)
     with database_errors(), engine.connect() as conn:
         specs = stored_specs(conn, site)
     rows: list[dict[str, Any]] = [{"id": s.doc.spec.id, "product": s.doc.spec.product, "version": s.doc.spec.version,
@@ -233,7 +230,7 @@ def retention(config: Path | None = ConfigOpt, db: str | None = DbOpt,
 
     cfg = store_config_or_exit(config).retention if config is not None else RetentionConfig()
     with database_errors():
-        lines = [ln for ln in retention_report(_engine(config, db), cfg) if ln.due or not due_only]
+        lines = [ln for ln in retention_report(open_reader(config, db), cfg) if ln.due or not due_only]
     if json_out:
         typer.echo(orjson.dumps([asdict(ln) for ln in lines], option=orjson.OPT_INDENT_2).decode())
         return
