@@ -14,12 +14,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from blackbox.model import Category
 from blackbox.tlog.note import NoteError, parse_vkey
+
+
+def known_timezone(name: str) -> str:
+    """``name`` if it is an IANA time zone this machine knows (``Asia/Shanghai``), else ValueError."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)") from exc
+    return name
+
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")]
 
@@ -35,6 +55,13 @@ class SiteConfig(Strict):
     name: str = Field(min_length=1, description="Factory name as registered with the regulator.")
     licence: str = Field(min_length=1, description="Production licence number of the site.")
     line: str = Field(default="L1", min_length=1, description="Production line this gateway records.")
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone of the site: the store's pages "
+                          "show the site's times in it.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        return known_timezone(v)
 
 
 class GatewayConfig(Strict):
@@ -530,6 +557,33 @@ class RetentionConfig(Strict):
     products: dict[str, ProductRetention] = Field(default_factory=dict, description="Per product code.")
 
 
+class WebConfig(Strict):
+    """The store's web window (``blackbox store web``): HTTP API and pages, a process of its own."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8080, gt=0, lt=65536, description="Port to listen on.")
+    tls_cert_file: Path | None = Field(default=None, description="Certificate chain (PEM) to serve HTTPS; session "
+                                       "cookies are then marked Secure.")
+    tls_key_file: Path | None = Field(default=None, description="Private key (PEM) of tls_cert_file.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose "
+                                       "X-Forwarded-For/-Proto headers are believed (TLS terminated there).")
+    session_hours: float = Field(default=12.0, gt=0, description="Lifetime of a login session, hours.")
+    timezone: str = Field(default="Asia/Shanghai", description="Time zone for sites whose configuration "
+                          "names none.")
+    language: Literal["zh-CN", "en"] = Field(default="zh-CN", description="Default language of the pages.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        return known_timezone(v)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
+
+
 class StoreConfig(Strict):
     database_url: str = Field(default="sqlite:///var/store.sqlite",
                               description="SQLAlchemy URL: sqlite:///file or postgresql+psycopg://user@host/db.")
@@ -550,6 +604,7 @@ class StoreConfig(Strict):
                                               "ahead of the current one (checked at start and hourly).")
     retention: RetentionConfig = Field(default_factory=RetentionConfig,
                                        description="Records kept until product expiry + 1 year at least.")
+    web: WebConfig = Field(default_factory=WebConfig, description="HTTP API and pages (blackbox store web).")
 
 
 class Config(Strict):

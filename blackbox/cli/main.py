@@ -21,10 +21,12 @@ from blackbox.cli import (
     store_cmd,
     tlog_cmd,
     verify_cmd,
+    web_cmd,
 )
 from blackbox.cli.common import load_or_exit
 from blackbox.cli.errors import BlackboxGroup, set_debug
 from blackbox.logs import setup_logging
+from blackbox.model import iso
 
 app = typer.Typer(
     help="blackbox — a flight recorder for cosmetics factories: records PLC data, warns early, "
@@ -53,6 +55,7 @@ app.add_typer(batch.batch_app, name="batch")
 app.add_typer(batch.material_app, name="material")
 app.add_typer(batch.qc_app, name="qc")
 app.command("verify-batch")(verify_cmd.verify_batch)
+app.command("batches")(web_cmd.batches)
 
 
 
@@ -196,17 +199,36 @@ def demo(workdir: Path | None = typer.Option(None, "--dir", help="Keep the demo'
 
 
 @app.command()
-def trace(batch: str = typer.Argument(..., help="Production batch number, e.g. FC050-2026-1125-01."),
+def trace(batch: str | None = typer.Argument(None, help="Production batch number, e.g. FC050-2026-1125-01."),
           config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store: section."),
           db: str | None = typer.Option(None, "--db", help="Store database URL (instead of --config)."),
-          json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
-    """Print the regulator's trace report of one production batch from the store.
+          json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+          lot: str | None = typer.Option(None, "--lot", help="Instead of a batch: every batch that consumed this "
+                                         "supplier lot.")) -> None:
+    """Print the regulator's trace report of one production batch from the store, or trace a lot back.
 
     Example: blackbox trace FC050-2026-1125-01 --db sqlite:///var/store.sqlite --json
+             blackbox trace --lot LOT-W-0001 -c store.yaml
     """
-    from blackbox.store.trace import BatchNotFound, render_text, trace_batch
+    from blackbox.store.trace import BatchNotFound, render_text, reverse_lot, trace_batch
 
+    if (batch is None) == (lot is None):
+        typer.echo("error: give a batch number or --lot, not both", err=True)
+        raise typer.Exit(2)
     engine = store_cmd.open_reader(config, db)
+    if lot is not None:
+        with store_cmd.database_errors():
+            uses = reverse_lot(engine, lot)
+        if json_out:
+            typer.echo("[" + ",".join(u.model_dump_json() for u in uses) + "]")
+        for u in [] if json_out else uses:
+            typer.echo(f"{u.site}/{u.gateway}  {u.batch or '-'}  {u.product or '-'}  {u.material or '-'}  "
+                       f"{u.actual} of {u.target} {u.eng_unit or ''}  {iso(u.ts_us)}")
+        if not uses:
+            typer.echo(f"no batch consumed lot {lot!r}", err=True)
+            raise typer.Exit(1)
+        return
+    assert batch is not None
     try:
         with store_cmd.database_errors():
             report = trace_batch(engine, batch)

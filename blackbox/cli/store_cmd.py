@@ -290,3 +290,15 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
         raise typer.Exit(1)
     if stats.findings:
         raise typer.Exit(1)
+
+
+def _register_web() -> None:
+    """The web window's commands: ``store web``, ``store token …``, ``store user …``."""
+    from blackbox.cli import web_cmd
+
+    app.command("web")(web_cmd.web)
+    app.add_typer(web_cmd.token_app, name="token")
+    app.add_typer(web_cmd.user_app, name="user")
+
+
+_register_web()

@@ -17,10 +17,10 @@ compared with the rows the queries read, so an edit of the database after captur
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Table, func, or_, select, true
 
 from blackbox.model import Event
 from blackbox.seal import SealError, decode_records, open_batch
@@ -55,18 +55,21 @@ def check_integrity(
     *,
     deep: bool = True,
     lost: dict[int, list[int]] | None = None,
+    scope: Callable[[Table], ColumnElement[bool]] | None = None,
 ) -> Integrity:
     """Verdict over the sealed batches holding ``batch_no``'s records on each gateway.
 
     ``boundaries`` maps a gateway id to the batch_seq of the sealed batches holding the batch's
     first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored); ``lost``
     the sealed batches whose signed records hold the batch but whose rows are gone
-    (:func:`find_lost_records`).
+    (:func:`find_lost_records`). ``scope`` restricts which rows of readings/events belong to the
+    batch (one occurrence of a reused batch number).
     """
     chk = _Checker()
     ranges: list[SealedRange] = []
     gaps: list[GapLine] = []
-    record_spans = _record_spans(conn, batch_no, list(gateway_labels))
+    in_scope = scope or (lambda _t: true())
+    record_spans = _record_spans(conn, batch_no, list(gateway_labels), in_scope)
     for gid, label in sorted(gateway_labels.items(), key=lambda kv: kv[1]):
         started, ended = boundaries.get(gid, (None, None))
         if started is None:
@@ -78,7 +81,7 @@ def check_integrity(
         if not candidates:
             continue
         first, last = min(candidates), max(candidates)
-        sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep, batch_no)
+        sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep, batch_no, in_scope)
         _adjoining_gaps(conn, chk, gid, label, first, last, batch_no)
         ranges.append(sealed_range)
         gaps.extend(gateway_gaps)
@@ -100,12 +103,14 @@ def _adjoining_gaps(conn: Connection, chk: _Checker, gid: int, label: str, first
                 f"after those holding {batch_no} are not stored; the batch may have continued in them")
 
 
-def _record_spans(conn: Connection, batch_no: str, gids: list[int]) -> dict[int, tuple[int, int]]:
+def _record_spans(
+    conn: Connection, batch_no: str, gids: list[int], scope: Callable[[Table], ColumnElement[bool]]
+) -> dict[int, tuple[int, int]]:
     spans: dict[int, tuple[int, int]] = {}
     for table in (readings, events):
         stmt = (
             select(table.c.gateway_id, func.min(table.c.batch_seq), func.max(table.c.batch_seq))
-            .where(table.c.batch == batch_no, table.c.gateway_id.in_(gids))
+            .where(table.c.batch == batch_no, table.c.gateway_id.in_(gids), scope(table))
             .group_by(table.c.gateway_id)
         )
         for gid, lo, hi in conn.execute(stmt):
@@ -115,7 +120,15 @@ def _record_spans(conn: Connection, batch_no: str, gids: list[int]) -> dict[int,
 
 
 def _check_gateway(
-    conn: Connection, chk: _Checker, gid: int, label: str, first: int, last: int, deep: bool, batch_no: str
+    conn: Connection,
+    chk: _Checker,
+    gid: int,
+    label: str,
+    first: int,
+    last: int,
+    deep: bool,
+    batch_no: str,
+    scope: Callable[[Table], ColumnElement[bool]],
 ) -> tuple[SealedRange, list[GapLine]]:
     """The same checks as ``blackbox store verify`` (:func:`blackbox.store.verify.check_chain`) over ``first..last``.
 
@@ -128,7 +141,7 @@ def _check_gateway(
         for table in (readings, events):
             c = table.c
             outside = [c.seq < result.first_seq, c.seq > result.last_seq] if result.first_seq is not None else []
-            stmt = select(c.seq, c.batch_seq).where(c.gateway_id == gid, c.batch == batch_no)
+            stmt = select(c.seq, c.batch_seq).where(c.gateway_id == gid, c.batch == batch_no, scope(table))
             if outside:
                 stmt = stmt.where(or_(*outside))
             for seq, batch_seq in conn.execute(stmt.order_by(c.seq)):

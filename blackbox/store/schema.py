@@ -291,6 +291,65 @@ joint_actions = Table(
 )
 
 
+# -- the web window (blackbox.web): principals, sessions, and the record of who looked at what --------
+
+web_users = Table(
+    "web_users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("username", Name, nullable=False),
+    Column("password_hash", Text, nullable=False, comment="argon2id (argon2-cffi), never the password."),
+    Column("role", String(16), nullable=False, comment="regulator, factory_qa or admin."),
+    Column("sites", Json, nullable=True, comment="Sites the user may see; null: every site (regulator only)."),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("disabled_at_us", BigInteger, nullable=True),
+    UniqueConstraint("username"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("token_id", String(32), nullable=False, comment="Public part of the token (shown in lists)."),
+    Column("secret_sha256", Hash, nullable=False, comment="SHA-256 of the secret part; the secret is shown once."),
+    Column("name", Name, nullable=False, comment="Who holds it (person or system)."),
+    Column("role", String(16), nullable=False),
+    Column("sites", Json, nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=True),
+    Column("revoked_at_us", BigInteger, nullable=True),
+    UniqueConstraint("token_id"),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("session_sha256", Hash, nullable=False, comment="SHA-256 of the cookie value."),
+    Column("user_id", Id, ForeignKey("web_users.id"), nullable=False),
+    Column("csrf", String(64), nullable=False, comment="Token every form of the session must carry."),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+    UniqueConstraint("session_sha256"),
+)
+
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("principal", Name, nullable=False, comment="user:<name> or token:<id> (<name>)."),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False, comment="What was read, e.g. batch.report, batch.series."),
+    Column("site", Name, nullable=True),
+    Column("batch", Name, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("client", String(64), nullable=True, comment="Client address as seen by the web process."),
+    Index(None, "site", "batch"),
+    Index(None, "at_us"),
+)
+
+
 def create_schema(engine: Engine) -> None:
     """Create every table that does not exist yet (tests and throwaway stores).
 

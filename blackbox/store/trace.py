@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, true
 
 from blackbox.config import LimitSet
 from blackbox.model import now_us
@@ -233,22 +233,43 @@ def _close(ex: _Open, end_us: int, returned: bool) -> None:
 # -- the trace ---------------------------------------------------------------------------------
 
 
-def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep: bool = True) -> TraceReport:
+SeqRanges = dict[int, tuple[int, int | None]]
+"""gateway id -> (first seq, last seq or None): one occurrence of a reused batch number."""
+
+
+def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep: bool = True,
+                ranges: SeqRanges | None = None) -> TraceReport:
     """The trace report of production batch ``batch_no`` (only gateways of ``site`` if given).
 
     ``deep`` also compares every stored row with the signed records it came from (edits after
-    capture); it reads every record of the batch's sealed range once more. Raises
-    :class:`BatchNotFound` if nothing of the batch is stored.
+    capture); it reads every record of the batch's sealed range once more. ``ranges`` restricts
+    the report to the records of one occurrence of the batch number (from its ``batch.started`` to
+    its ``batch.ended`` on each gateway), so that a reused number is never merged with its other
+    runs. Raises :class:`BatchNotFound` if nothing of the batch is stored.
     """
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for every query of the report
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return _trace(conn, batch_no, site, deep)
+            return _trace(conn, batch_no, site, deep, ranges)
 
 
-def _gateways_of(conn: Connection, batch_no: str, site: str | None) -> dict[int, str]:
+def in_ranges(table: Table, ranges: SeqRanges | None) -> ColumnElement[bool]:
+    """The rows of ``table`` (readings or events) inside ``ranges``; every row if None."""
+    if ranges is None:
+        return true()
+    c = table.c
+    return or_(*(and_(c.gateway_id == gid, c.seq >= lo, *([c.seq <= hi] if hi is not None else []))
+                 for gid, (lo, hi) in ranges.items()))
+
+
+def _gateways_of(conn: Connection, batch_no: str, site: str | None, ranges: SeqRanges | None) -> dict[int, str]:
     gids: set[int] = set()
+    if ranges is not None:
+        stmt = select(gateways.c.id, gateways.c.site, gateways.c.gateway).where(gateways.c.id.in_(sorted(ranges)))
+        if site is not None:
+            stmt = stmt.where(gateways.c.site == site)
+        return {gid: f"{s}/{g}" for gid, s, g in conn.execute(stmt)}
     for table in (readings, events):
         gids.update(g for (g,) in conn.execute(select(table.c.gateway_id).where(table.c.batch == batch_no).distinct()))
     gids.update(
@@ -265,8 +286,8 @@ def _gateways_of(conn: Connection, batch_no: str, site: str | None) -> dict[int,
     return {gid: f"{s}/{g}" for gid, s, g in conn.execute(stmt)}
 
 
-def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> TraceReport:
-    labels = _gateways_of(conn, batch_no, site)
+def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges: SeqRanges | None) -> TraceReport:
+    labels = _gateways_of(conn, batch_no, site, ranges)
     lost: dict[int, list[int]] = {}
     if not labels:
         lost = find_lost_records(conn, batch_no, site)
@@ -279,13 +300,14 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> Tra
     e = events.c
     batch_rows = conn.execute(
         select(e.gateway_id, e.seq, e.batch_seq, e.type, e.data, e.ts_us, e.phase)
-        .where(e.gateway_id.in_(gids), e.type.in_(BATCH_EVENTS), or_(e.ref == batch_no, e.batch == batch_no))
+        .where(e.gateway_id.in_(gids), e.type.in_(BATCH_EVENTS), or_(e.ref == batch_no, e.batch == batch_no),
+               in_ranges(events, ranges))
         .order_by(e.ts_us, e.seq)
     ).all()
     batch_rows = [r for r in batch_rows if (r.data or {}).get("batch", batch_no) == batch_no]
     other_rows = conn.execute(
         select(e.gateway_id, e.seq, e.type, e.subject, e.data, e.ts_us, e.phase)
-        .where(e.gateway_id.in_(gids), e.batch == batch_no, e.type.not_in(BATCH_EVENTS))
+        .where(e.gateway_id.in_(gids), e.batch == batch_no, e.type.not_in(BATCH_EVENTS), in_ranges(events, ranges))
         .order_by(e.ts_us, e.seq)
     ).all()
 
@@ -322,14 +344,15 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool) -> Tra
 
     phases = _phases(batch_rows, ended_at)
     materials, qc, alarms, sources = _events(other_rows, labels)
-    parameters, no_config = _parameters(conn, batch_no, labels, configs, product)
+    parameters, no_config = _parameters(conn, batch_no, labels, configs, product, ranges)
 
     boundaries: dict[int, tuple[int | None, int | None]] = {}
     for gid in gids:
         s = [r.batch_seq for r in started if r.gateway_id == gid]
         en = [r.batch_seq for r in ended if r.gateway_id == gid]
         boundaries[gid] = (min(s) if s else None, max(en) if en else None)
-    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost)
+    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
+                                scope=lambda t: in_ranges(t, ranges))
     if no_config:
         findings = list(integrity.findings)
         for label in sorted(no_config):
@@ -462,13 +485,19 @@ def _events(
 
 
 def _parameters(
-    conn: Connection, batch_no: str, labels: dict[int, str], configs: _Configs, product: str | None
+    conn: Connection,
+    batch_no: str,
+    labels: dict[int, str],
+    configs: _Configs,
+    product: str | None,
+    ranges: SeqRanges | None,
 ) -> tuple[list[ParameterStats], set[str]]:
     """Per (gateway, tag, phase) statistics against the limits in force, with excursions."""
     r = readings.c
     rows = conn.execute(
         select(r.gateway_id, r.tag, r.phase, r.num, r.quality, r.ts_us)
-        .where(r.batch == batch_no, r.gateway_id.in_(list(labels)), r.kind.in_(["float", "int", "null"]))
+        .where(r.batch == batch_no, r.gateway_id.in_(list(labels)), r.kind.in_(["float", "int", "null"]),
+               in_ranges(readings, ranges))
         .order_by(r.gateway_id, r.tag, r.ts_us, r.seq)
     )
     accs: dict[tuple[int, str, str | None], _Acc] = {}

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from services import unavailable
 from sqlalchemy import Engine, text
+from web_support import web_client, web_store  # noqa: F401 - fixtures of the web window's tests
 
 from blackbox.store.db import make_engine
 from blackbox.store.schema import create_schema

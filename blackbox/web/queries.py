@@ -1,0 +1,532 @@
+"""The web window's own queries: batch search, chart series, comparison, site time zones, access log.
+
+The trace report itself comes from :mod:`blackbox.store.trace`; what is here is what a page or an
+API client needs beyond it, and must stay fast on a store of millions of readings: the search
+touches only ``batch.*`` events, a chart reads one tag of one batch and lets the database reduce it
+to at most a few thousand buckets (each keeping its minimum and maximum, so no excursion is lost).
+
+A production batch is an **occurrence**: the ``batch.started`` event that opened it on a gateway,
+up to the next ``batch.ended`` of the same batch number there. A PLC that restarts its counter
+reuses a batch number: the two runs are two occurrences, numbered 1, 2, ... per site in order of
+their start, and never merged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, exists, func, insert, literal, or_, select
+from sqlalchemy.orm import aliased
+
+from blackbox.model import now_us
+from blackbox.store.schema import access_log, events, gateways, readings, tag_configs
+from blackbox.store.trace import _Configs
+
+NUMERIC_KINDS = ("float", "int")
+MAX_POINTS = 5000
+
+
+class NotFound(LookupError):
+    """Nothing the caller may see matches (the batch may exist at a site the caller cannot see)."""
+
+
+# -- occurrences -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One run of a batch number on one site (one or more gateways)."""
+
+    site: str
+    batch: str
+    occurrence: int
+    n_occurrences: int
+    product: str | None
+    recipe: str | None
+    gateways: list[str]
+    started_at_us: int
+    ended_at_us: int | None
+    ranges: dict[int, tuple[int, int | None]] = field(repr=False)
+    """gateway id -> (seq of batch.started, seq of its batch.ended or None)."""
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "site": self.site, "batch": self.batch, "occurrence": self.occurrence,
+            "n_occurrences": self.n_occurrences, "product": self.product, "recipe": self.recipe,
+            "gateways": self.gateways, "started_at_us": self.started_at_us, "ended_at_us": self.ended_at_us,
+        }
+
+
+def _occurrences(conn: Connection, site_batches: set[tuple[str, str]]) -> list[Occurrence]:
+    """Every occurrence of the given (site, batch) pairs."""
+    if not site_batches:
+        return []
+    e, g = events.c, gateways.c
+    numbers = sorted({b for _, b in site_batches})
+    rows = conn.execute(
+        select(e.gateway_id, e.seq, e.type, e.ref, e.data, e.ts_us, g.site, g.gateway)
+        .join_from(events, gateways, e.gateway_id == g.id)
+        .where(e.type.in_(["batch.started", "batch.ended"]), e.ref.in_(numbers))
+        .order_by(e.gateway_id, e.seq)
+    ).all()
+    # per gateway: pair each start with the first end after it (and before the next start)
+    runs: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if (r.site, r.ref) not in site_batches:
+            continue
+        gw_runs = runs[(r.site, r.ref)][r.gateway_id]
+        if r.type == "batch.started":
+            gw_runs.append({"gid": r.gateway_id, "gateway": r.gateway, "start_seq": r.seq, "start_ts": r.ts_us,
+                            "data": dict(r.data or {}), "end_seq": None, "end_ts": None})
+        elif gw_runs and gw_runs[-1]["end_seq"] is None:
+            gw_runs[-1]["end_seq"], gw_runs[-1]["end_ts"] = r.seq, r.ts_us
+    out: list[Occurrence] = []
+    for (site, batch), by_gw in runs.items():
+        n = max(len(v) for v in by_gw.values())
+        for i in range(n):
+            parts = [v[i] for v in by_gw.values() if i < len(v)]
+            first = min(parts, key=lambda p: p["start_ts"])
+            ends = [p["end_ts"] for p in parts]
+            out.append(Occurrence(
+                site=site, batch=batch, occurrence=i + 1, n_occurrences=n,
+                product=_s(first["data"].get("product")), recipe=_s(first["data"].get("recipe")),
+                gateways=sorted(p["gateway"] for p in parts), started_at_us=first["start_ts"],
+                ended_at_us=None if None in ends else max(ends),
+                ranges={p["gid"]: (p["start_seq"], p["end_seq"]) for p in parts},
+            ))
+    return out
+
+
+def find_occurrence(engine: Engine, site: str, batch: str, occurrence: int | None) -> Occurrence:
+    """The occurrence asked for (default: the latest); NotFound if there is none."""
+    with engine.connect() as conn:
+        occs = _occurrences(conn, {(site, batch)})
+    if not occs:
+        raise NotFound(batch)
+    if occurrence is None:
+        return occs[-1]
+    for o in occs:
+        if o.occurrence == occurrence:
+            return o
+    raise NotFound(batch)
+
+
+def _s(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    items: list[Occurrence]
+
+
+def search_batches(
+    engine: Engine,
+    *,
+    sites: Sequence[str] | None,
+    site: str | None = None,
+    batch: str | None = None,
+    product: str | None = None,
+    from_us: int | None = None,
+    to_us: int | None = None,
+    with_alarms: bool = False,
+    with_gaps: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> SearchResult:
+    """Occurrences matching every filter given, newest first; ``sites`` is what the caller may see."""
+    e, g = events.c, gateways.c
+    other, ender = aliased(events), aliased(events)
+    o, n = other.c, ender.c
+    end_ts = (
+        select(func.min(n.ts_us))
+        .where(n.gateway_id == e.gateway_id, n.ref == e.ref, n.type == "batch.ended", n.seq > e.seq)
+        .correlate(events)
+        .scalar_subquery()
+    )
+    conds: list[Any] = [e.type == "batch.started"]
+    if sites is not None:
+        conds.append(g.site.in_(list(sites)))
+    if site:
+        conds.append(g.site == site)
+    if batch:
+        conds.append(e.ref.like(f"%{_escape_like(batch)}%", escape="\\"))
+    if product:
+        conds.append(e.data["product"].as_string() == product)
+    if from_us is not None:
+        conds.append(e.ts_us >= from_us)
+    if to_us is not None:
+        conds.append(e.ts_us <= to_us)
+    if with_alarms:
+        conds.append(exists().where(o.gateway_id == e.gateway_id, o.batch == e.ref, o.type == "alarm.raised",
+                                    o.seq > e.seq).correlate(events))
+    if with_gaps:
+        conds.append(exists().where(o.gateway_id == e.gateway_id, o.type == "buffer.gap", o.ts_us >= e.ts_us,
+                                    o.ts_us <= func.coalesce(end_ts, literal(2**62))).correlate(events))
+    base = select(g.site, e.ref).join_from(events, gateways, e.gateway_id == g.id).where(and_(*conds))
+    with engine.connect() as conn:
+        keys = base.group_by(g.site, e.ref).subquery()
+        total = conn.execute(select(func.count()).select_from(keys)).scalar_one()
+        page = conn.execute(
+            base.add_columns(func.max(e.ts_us).label("latest")).group_by(g.site, e.ref)
+            .order_by(func.max(e.ts_us).desc(), g.site, e.ref).offset(offset).limit(limit)
+        ).all()
+        occs = _occurrences(conn, {(r.site, r.ref) for r in page})
+    # the filters chose (site, batch) pairs; keep the occurrences that themselves match the time filter
+    items = [x for x in occs if (from_us is None or x.started_at_us >= from_us)
+             and (to_us is None or x.started_at_us <= to_us)]
+    items.sort(key=lambda x: (-x.started_at_us, x.site, x.batch))
+    return SearchResult(total=total, items=items)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# -- chart series ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimitSegment:
+    start_us: int
+    end_us: int
+    ll: float | None
+    l: float | None  # noqa: E741 - the ISA name
+    h: float | None
+    hh: float | None
+
+
+def _phase_spans(conn: Connection, occ: Occurrence) -> list[tuple[str, int, int]]:
+    e = events.c
+    marks: list[tuple[int, str]] = []
+    for gid, (lo, hi) in occ.ranges.items():
+        stmt = select(e.ts_us, e.data).where(e.gateway_id == gid, e.type == "batch.phase", e.seq >= lo)
+        if hi is not None:
+            stmt = stmt.where(e.seq <= hi)
+        marks.extend((ts, str((d or {}).get("phase") or "-")) for ts, d in conn.execute(stmt)
+                     if (d or {}).get("batch", occ.batch) == occ.batch)
+    marks.sort()
+    end = occ.ended_at_us if occ.ended_at_us is not None else (marks[-1][0] if marks else occ.started_at_us)
+    return [(p, ts, marks[i + 1][0] if i + 1 < len(marks) else end) for i, (ts, p) in enumerate(marks)]
+
+
+def _seq_filter(table: Any, occ: Occurrence) -> Any:
+    c = table.c
+    parts = []
+    for gid, (lo, hi) in occ.ranges.items():
+        cond = and_(c.gateway_id == gid, c.seq >= lo)
+        parts.append(and_(cond, c.seq <= hi) if hi is not None else cond)
+    return or_(*parts)
+
+
+def batch_tags(engine: Engine, occ: Occurrence) -> list[str]:
+    """Numeric process/environment tags recorded in the occurrence (what can be charted)."""
+    r = readings.c
+    with engine.connect() as conn:
+        tags = [t for (t,) in conn.execute(
+            select(r.tag).where(r.batch == occ.batch, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS))
+            .distinct().order_by(r.tag))]
+        configs = _Configs(conn, occ.ranges)
+    gid = next(iter(occ.ranges))
+    cfg = configs.at(gid, occ.started_at_us) or configs.at(gid, 2**63 - 1)
+    if cfg is None:
+        return tags
+    return [t for t in tags if t not in cfg.tags or cfg.tags[t].category in ("process", "environment")]
+
+
+def series(engine: Engine, occ: Occurrence, tag: str, *, from_us: int | None = None, to_us: int | None = None,
+           points: int = 1200) -> dict[str, Any]:
+    """One tag over the occurrence: buckets keeping min and max, limit bands, phases, alarms, excursions.
+
+    At most ``points`` buckets (each bucket's minimum and maximum are exact, so a spike is never
+    smoothed away); with fewer readings than that every reading is returned as it is.
+    """
+    points = max(10, min(points, MAX_POINTS))
+    r, e = readings.c, events.c
+    with engine.connect() as conn:
+        where = [r.batch == occ.batch, r.tag == tag, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS),
+                 r.quality != "bad"]
+        if from_us is not None:
+            where.append(r.ts_us >= from_us)
+        if to_us is not None:
+            where.append(r.ts_us <= to_us)
+        n, t0, t1 = conn.execute(select(func.count(), func.min(r.ts_us), func.max(r.ts_us)).where(*where)).one()
+        t: list[int] = []
+        lo: list[float] = []
+        hi: list[float] = []
+        if n and n <= points:
+            for ts, num in conn.execute(select(r.ts_us, r.num).where(*where).order_by(r.ts_us, r.seq)):
+                t.append(ts)
+                lo.append(num)
+                hi.append(num)
+        elif n:
+            span = max(1, t1 - t0 + 1)
+            bucket = ((r.ts_us - t0) * points).op("/")(span).label("b")
+            for _b, bmin, bmax, tmin, tmax in conn.execute(
+                select(bucket, func.min(r.num), func.max(r.num), func.min(r.ts_us), func.max(r.ts_us))
+                .where(*where).group_by(bucket).order_by(bucket)
+            ):
+                t.append((tmin + tmax) // 2)
+                lo.append(bmin)
+                hi.append(bmax)
+        phases = _phase_spans(conn, occ)
+        alarms = [
+            {"ts_us": ts, "transition": typ.split(".", 1)[1], "level": _s((d or {}).get("level")),
+             "value": (d or {}).get("value"), "user": _s((d or {}).get("user"))}
+            for ts, typ, d in conn.execute(
+                select(e.ts_us, e.type, e.data)
+                .where(e.batch == occ.batch, _seq_filter(events, occ), e.type.like("alarm.%"),
+                       or_(e.subject == tag, e.data["tag"].as_string() == tag))
+                .order_by(e.ts_us, e.seq))
+        ]
+        configs = _Configs(conn, occ.ranges)
+        meta_unit = None
+        gid = next(iter(occ.ranges))
+        limits = _limit_segments(configs, gid, tag, occ, phases)
+        cfg = configs.at(gid, occ.started_at_us) or configs.at(gid, 2**63 - 1)
+        if cfg is not None and tag in cfg.tags:
+            meta_unit = cfg.tags[tag].eng_unit
+    excursions = _excursions(t, lo, hi, limits)
+    start = occ.started_at_us
+    end = occ.ended_at_us if occ.ended_at_us is not None else max([start, *t, *(b for _, _, b in phases)])
+    return {
+        "tag": tag, "eng_unit": meta_unit, "n_readings": n, "downsampled": bool(n and n > points),
+        "start_us": start, "end_us": end,
+        "t": t, "min": lo, "max": hi,
+        "limits": [seg.__dict__ for seg in limits],
+        "phases": [{"phase": p, "start_us": a, "end_us": b} for p, a, b in phases],
+        "alarms": alarms, "excursions": excursions,
+    }
+
+
+def _limit_segments(configs: _Configs, gid: int, tag: str, occ: Occurrence,
+                    phases: list[tuple[str, int, int]]) -> list[LimitSegment]:
+    """The limits in force for ``tag`` over the occurrence: one segment per phase and configuration."""
+    start = occ.started_at_us
+    end = occ.ended_at_us if occ.ended_at_us is not None else (phases[-1][2] if phases else start)
+    cuts = {start, end, *(a for _, a, _ in phases)}
+    cuts.update(c.effective_from_us for c in configs._by_gateway.get(gid, []) if start < c.effective_from_us < end)
+    edges = sorted(x for x in cuts if start <= x <= end)
+    segs: list[LimitSegment] = []
+    for a, b in itertools.pairwise(edges):
+        phase = next((p for p, pa, pb in phases if pa <= a < pb), None)
+        cfg = configs.at(gid, a)
+        meta = cfg.tags.get(tag) if cfg is not None else None
+        lim = meta.limits_for(phase, occ.product) if meta is not None else None
+        if lim is None:
+            continue
+        seg = LimitSegment(a, b, lim.ll, lim.l, lim.h, lim.hh)
+        if segs and (segs[-1].ll, segs[-1].l, segs[-1].h, segs[-1].hh, segs[-1].end_us) == (
+                seg.ll, seg.l, seg.h, seg.hh, seg.start_us):
+            segs[-1] = LimitSegment(segs[-1].start_us, b, seg.ll, seg.l, seg.h, seg.hh)
+        else:
+            segs.append(seg)
+    return segs
+
+
+def _excursions(t: list[int], lo: list[float], hi: list[float], limits: list[LimitSegment]) -> list[dict[str, Any]]:
+    """Spans of buckets with a reading outside L..H (or LL..HH) of the limits in force there."""
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for ts, a, b in zip(t, lo, hi, strict=True):
+        seg = next((s for s in limits if s.start_us <= ts <= s.end_us), None)
+        level = None
+        if seg is not None:
+            high = seg.h if seg.h is not None else seg.hh
+            low = seg.l if seg.l is not None else seg.ll
+            if high is not None and b > high:
+                level = "HH" if seg.hh is not None and b > seg.hh else "H"
+            elif low is not None and a < low:
+                level = "LL" if seg.ll is not None and a < seg.ll else "L"
+        if level is None:
+            current = None
+            continue
+        if current is None or current["side"] != level[0]:
+            current = {"start_us": ts, "end_us": ts, "level": level, "side": level[0]}
+            out.append(current)
+        current["end_us"] = ts
+        if len(level) == 2:
+            current["level"] = level
+    for x in out:
+        x.pop("side")
+    return out
+
+
+# -- comparison --------------------------------------------------------------------------------
+
+STEPS_PER_PHASE = 40
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A tag over one occurrence, phase-aligned: per phase, STEPS_PER_PHASE bucket means."""
+
+    occ: Occurrence
+    phases: list[tuple[str, int, int]]
+    values: dict[str, list[float | None]]
+    peak: float | None
+    mean: float | None
+
+
+def _profile(conn: Connection, occ: Occurrence, tag: str) -> Profile:
+    r = readings.c
+    phases = _phase_spans(conn, occ)
+    values: dict[str, list[float | None]] = {}
+    peak: float | None = None
+    total, count = 0.0, 0
+    for phase, a, b in phases:
+        vals: list[float | None] = [None] * STEPS_PER_PHASE
+        span = max(1, b - a)
+        bucket = ((r.ts_us - a) * STEPS_PER_PHASE).op("/")(span).label("b")
+        for bk, avg, mx, cnt in conn.execute(
+            select(bucket, func.avg(r.num), func.max(r.num), func.count())
+            .where(r.batch == occ.batch, r.tag == tag, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS),
+                   r.quality != "bad", r.ts_us >= a, r.ts_us < b)
+            .group_by(bucket)
+        ):
+            if 0 <= bk < STEPS_PER_PHASE:
+                vals[int(bk)] = float(avg)
+            peak = mx if peak is None else max(peak, mx)
+            total += float(avg) * cnt
+            count += cnt
+        values.setdefault(phase, vals)
+    return Profile(occ, phases, values, peak, total / count if count else None)
+
+
+def comparison(engine: Engine, occ: Occurrence, tag: str, *, reference: list[Occurrence], k: float = 2.0
+               ) -> dict[str, Any]:
+    """This occurrence against reference occurrences: phase-aligned overlay with mean ± k·sd."""
+    with engine.connect() as conn:
+        this = _profile(conn, occ, tag)
+        refs = [_profile(conn, o, tag) for o in reference]
+    phase_names = [p for p, _, _ in this.phases]
+    for ref in refs:
+        phase_names.extend(p for p, _, _ in ref.phases if p not in phase_names)
+    x: list[float] = []
+    own: list[float | None] = []
+    mean: list[float | None] = []
+    lower: list[float | None] = []
+    upper: list[float | None] = []
+    deviations: list[dict[str, Any]] = []
+    for i, phase in enumerate(phase_names):
+        run_open = False  # a deviation spans steps without readings until a reading is back inside
+        for step in range(STEPS_PER_PHASE):
+            x.append(i + (step + 0.5) / STEPS_PER_PHASE)
+            v = this.values.get(phase, [None] * STEPS_PER_PHASE)[step]
+            samples = [val for ref in refs if (val := ref.values.get(phase, [None] * STEPS_PER_PHASE)[step])
+                       is not None]
+            own.append(v)
+            if samples:
+                m = sum(samples) / len(samples)
+                sd = math.sqrt(sum((s - m) ** 2 for s in samples) / (len(samples) - 1)) if len(samples) > 1 else 0.0
+                mean.append(m)
+                lower.append(m - k * sd)
+                upper.append(m + k * sd)
+                if v is not None and len(samples) > 1:
+                    if not m - k * sd <= v <= m + k * sd:
+                        if run_open and deviations:
+                            deviations[-1]["to_x"] = x[-1]
+                        else:
+                            deviations.append({"phase": phase, "from_x": x[-1], "to_x": x[-1]})
+                        run_open = True
+                    else:
+                        run_open = False
+            else:
+                mean.append(None)
+                lower.append(None)
+                upper.append(None)
+
+    def figures(p: Profile) -> dict[str, Any]:
+        return {**p.occ.public(), "peak": p.peak, "mean": p.mean,
+                "durations_s": {ph: (b - a) / 1e6 for ph, a, b in p.phases}}
+
+    batch_figures = figures(this)
+    ref_figures = [figures(p) for p in refs]
+    batch_figures["outside"] = _outside_figures(batch_figures, ref_figures, phase_names, k)
+    return {
+        "tag": tag, "k": k, "phases": phase_names, "x": x, "this": own, "mean": mean, "lower": lower,
+        "upper": upper, "deviations": deviations, "batch": batch_figures, "reference": ref_figures,
+    }
+
+
+def _outside_figures(this: dict[str, Any], refs: list[dict[str, Any]], phases: list[str], k: float) -> list[str]:
+    """Key figures of this batch outside mean ± k·sd of the references: ``peak``, ``mean``, ``duration:<phase>``."""
+
+    def outside(value: float | None, samples: list[float]) -> bool:
+        if value is None or len(samples) < 2:
+            return False
+        m = sum(samples) / len(samples)
+        sd = math.sqrt(sum((s - m) ** 2 for s in samples) / (len(samples) - 1))
+        return abs(value - m) > k * sd
+
+    out = [key for key in ("peak", "mean") if outside(this[key], [r[key] for r in refs if r[key] is not None])]
+    for ph in phases:
+        samples = [r["durations_s"][ph] for r in refs if ph in r["durations_s"]]
+        if outside(this["durations_s"].get(ph), samples):
+            out.append(f"duration:{ph}")
+    return out
+
+
+def reference_occurrences(engine: Engine, occ: Occurrence, *, last: int = 10, golden: str | None = None,
+                          golden_occurrence: int | None = None) -> list[Occurrence]:
+    """The golden batch (same site), or the last ``last`` finished occurrences of the same product before it."""
+    if golden is not None:
+        return [find_occurrence(engine, occ.site, golden, golden_occurrence)]
+    if occ.product is None:
+        return []
+    found = search_batches(engine, sites=[occ.site], product=occ.product, to_us=occ.started_at_us - 1,
+                           limit=last * 2)
+    return [o for o in found.items if o.ended_at_us is not None][:last]
+
+
+# -- site time zone ----------------------------------------------------------------------------
+
+
+def site_timezone(engine: Engine, site: str) -> str | None:
+    """The time zone named by the site's latest applied configuration, if it names one."""
+    tc, g = tag_configs.c, gateways.c
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(tc.data).join_from(tag_configs, gateways, tc.gateway_id == g.id).where(g.site == site)
+            .order_by(tc.effective_from_us.desc()).limit(1)
+        ).first()
+    tz = ((row.data or {}).get("site") or {}).get("timezone") if row is not None else None
+    return tz if isinstance(tz, str) else None
+
+
+# -- access log --------------------------------------------------------------------------------
+
+
+def record_access(engine: Engine, principal: str, role: str, action: str, *, site: str | None = None,
+                  batch: str | None = None, detail: str | None = None, client: str | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(access_log).values(at_us=now_us(), principal=principal, role=role, action=action,
+                                               site=site, batch=batch, detail=detail, client=client))
+
+
+def list_access(engine: Engine, *, sites: Sequence[str] | None, site: str | None = None, batch: str | None = None,
+                offset: int = 0, limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+    a = access_log.c
+    conds: list[Any] = []
+    if sites is not None:
+        conds.append(a.site.in_(list(sites)))
+    if site:
+        conds.append(a.site == site)
+    if batch:
+        conds.append(a.batch == batch)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(access_log).where(*conds)).scalar_one()
+        rows = conn.execute(
+            select(a.at_us, a.principal, a.role, a.action, a.site, a.batch, a.detail, a.client)
+            .where(*conds).order_by(a.at_us.desc(), a.id.desc()).offset(offset).limit(limit)
+        ).all()
+    return total, [dict(r._mapping) for r in rows]
