@@ -5,7 +5,9 @@ enrolled for it (``approver_keys``). With them it verifies every specification a
 force (its ``spec.applied`` events) and every two-party action (re-enrolling a gateway, revoking a
 gateway key, purging records past retention): an action is carried out only if both a QA and a
 regulator signature over its canonical document verify; otherwise it is refused, and either way
-it is recorded in ``joint_actions``.
+it is recorded in ``joint_actions``. Every approver enrolment, specification received and
+two-party action (done or refused) is also an entry of the store's transparency log
+(:mod:`blackbox.store.tlog`), in the same transaction.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from blackbox.spec.approval import verify as verify_signatures
 from blackbox.spec.canonical import NotCanonical, canonical_sha256
 from blackbox.spec.model import ApprovedSpec, SpecDocument, SpecError, approve, parse_spec_data
 from blackbox.store.schema import approver_keys, gateway_keys, gateways, joint_actions, specifications
+from blackbox.store.tlog import append_entry
 
 log = logging.getLogger("blackbox.store.joint")
 
@@ -62,8 +65,12 @@ def enroll_approver(engine: Engine, site: str, role: str, public_key: str | byte
                 raise JointError(f"key {kid} is already the {row.role} key of site {site}: the two approvals must "
                                  "come from different keys")
             return kid
+        now = now_us()
         conn.execute(insert(approver_keys).values(site=site, role=role, key_id=kid, public_key_pem=public_key_pem(pub),
-                                                  enrolled_at_us=now_us()))
+                                                  enrolled_at_us=now))
+        append_entry(conn, "approver.enrolled", {"site": site, "role": role, "key_id": kid,
+                                                 "public_key_pem": public_key_pem(pub), "at_us": now},
+                     ref=kid, at_us=now)
     log.info("enrolled %s approver key %s for site %s", role, kid, site)
     return kid
 
@@ -130,6 +137,10 @@ def register_spec(conn: Connection, site: str, data: Any, signatures: Any, sourc
             site=site, spec_id=header[0], product=header[1], version=header[2], sha256=sha, document=data,
             signatures=signatures if isinstance(signatures, dict) else {}, status="refused" if problem else "approved",
             detail=problem, received_at_us=received_at_us, source=source[:64]))
+        append_entry(conn, "spec.received", {"site": site, "spec_id": header[0], "version": header[2], "sha256": sha,
+                                             "status": "refused" if problem else "approved", "detail": problem,
+                                             "source": source[:64], "at_us": received_at_us},
+                     ref=sha, at_us=received_at_us)
     if problem:
         log.warning("specification %s v%s (%s…) from %s is not approved: %s", header[0], header[2], sha[:16], source,
                     problem)
@@ -254,14 +265,22 @@ def record_action(engine: Engine, action: str, data: Any, signatures: Any, outco
         sha: str | None = canonical_sha256(data)
     except NotCanonical:
         sha = None
-    row = {"at_us": now_us(), "action": action[:32], "site": _opt(d.get("site")), "gateway": _opt(d.get("gateway")),
+    at = now_us()
+    row: dict[str, Any] = {
+           "at_us": at, "action": action[:32], "site": _opt(d.get("site")), "gateway": _opt(d.get("gateway")),
            "sha256": sha, "document": d or None, "signatures": signatures if isinstance(signatures, dict) else None,
            "outcome": outcome, "detail": detail, "actor": _actor()}
+    sigs = signatures.get("signatures") if isinstance(signatures, dict) else None
+    entry = {k: row[k] for k in ("action", "site", "gateway", "sha256", "outcome", "detail", "actor", "at_us")} | {
+        "signers": [{k: str(s.get(k)) for k in ("role", "key_id", "signer", "signed_at")}
+                    for s in sigs or [] if isinstance(s, dict)]}
     if conn is not None:
         conn.execute(insert(joint_actions).values(**row))
+        append_entry(conn, "joint.action", entry, ref=sha, at_us=at)
         return
     with engine.begin() as c:
         c.execute(insert(joint_actions).values(**row))
+        append_entry(c, "joint.action", entry, ref=sha, at_us=at)
 
 
 def _opt(v: Any) -> str | None:

@@ -59,6 +59,12 @@ KINDS = {
     "key.rotated": "a gateway's chain rotated its key (site, gateway, old_key_id, new_key_id, seq, at_us)",
     "key.revoked": "an operator revoked a gateway key (site, gateway, key_id, at_us)",
     "rejection": "a message was refused (site, gateway as claimed, batch_seq, hash, reason, raw_sha256, at_us)",
+    "approver.enrolled": "a factory QA or regulator key was enrolled for a site (site, role, key_id, "
+    "public_key_pem, at_us)",
+    "spec.received": "a specification version came in (site, spec_id, version, sha256, status approved or refused, "
+    "detail, source, at_us)",
+    "joint.action": "a two-party action was carried out or refused (action, site, gateway, sha256 of its document, "
+    "outcome, detail, actor, signers, at_us)",
 }
 """The entries the store writes itself (other kinds may be appended through :func:`append_entry`)."""
 

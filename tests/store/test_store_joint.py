@@ -22,6 +22,7 @@ from blackbox.store.ingest import Ingestor
 from blackbox.store.joint import JointError, check_first_enrolment, enroll_approver, register_spec
 from blackbox.store.retention import add_months, retention_report
 from blackbox.store.schema import gateway_keys, joint_actions, specifications
+from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, render_text, trace_batch
 
 BATCH = "FC050-2026-1125-01"
@@ -177,6 +178,10 @@ def test_re_enrolment_needs_both_signatures(engine: Engine, approvers: Approvers
     with pytest.raises(JointError, match="already used"):
         perform(engine, doc, sigs, "reenroll")
     assert outcomes(engine) == [("reenroll", "refused")] * 3 + [("reenroll", "done"), ("reenroll", "refused")]
+    found = TransparencyLog(engine).find("joint.action", canonical_sha256(doc))  # the first attempt: refused
+    assert found is not None
+    entry = json.loads(found[1])
+    assert (entry["action"], entry["outcome"], [s["role"] for s in entry["signers"]]) == ("reenroll", "refused", ["qa"])
 
 
 def test_revocation_needs_both_signatures(engine: Engine, approvers: Approvers, gw: Gateway,
