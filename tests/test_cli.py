@@ -46,3 +46,6 @@ def test_demo_exits_0_with_a_verified_trace(tmp_path) -> None:  # type: ignore[n
         assert section in out
     assert out.count("RM-0") >= 10  # the recipe's materials with their lots
     assert "emulsify" in out and "pH" in out.replace("ph ", "pH ")
+    # joint control: the demo makes a QA and a regulator key and runs under the specification they approved
+    assert "Judged against specification FC-050 v1" in out and "UNAPPROVED" not in out
+    assert "approved by factory QA Demo QA (factory) on" in out and ", regulator Demo inspector (regulator) on" in out
