@@ -114,9 +114,12 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         watch = BatchWatch()
         agent.recorder.subscribe(watch.on_commit)
         await agent.start()
-        await asyncio.wait_for(sim.wait(), timeout=timeout)
-        await asyncio.wait_for(watch.ended.wait(), timeout=30)  # the agent has seen the line go idle
-        await asyncio.wait_for(agent.drain(), timeout=30)
+        async with asyncio.timeout(timeout):
+            await sim.wait()
+        async with asyncio.timeout(30):
+            await watch.ended.wait()  # the agent has seen the line go idle
+        async with asyncio.timeout(30):
+            await agent.drain()
         return DemoResult(workdir, watch.batch, trace_batch(engine, watch.batch))
     finally:
         if agent is not None:

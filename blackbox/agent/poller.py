@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from blackbox.agent.exception import ExceptionFilter
-from blackbox.aio import wait_set
+from blackbox.aio import checkpoint, isolated, wait_set
 from blackbox.model import EventDraft, Sample
 from drivers.base import Driver, SourceUnavailable, SubscribingDriver, subscribes
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUTS = 5
 """A connect (with its security handshake and namespace reads) may take this many source timeouts."""
+CLOSE_TIMEOUTS = 3
+"""A close (an OPC UA goodbye, then closing the session) may take this many source timeouts."""
 
 
 def jittered(delay: float) -> float:
@@ -73,9 +75,12 @@ class SourcePoller:
             if not await self._pause(self.stagger):
                 return
             while not self._stop.is_set():
+                checkpoint()
                 self._delivered = False
                 try:
-                    await asyncio.wait_for(self.driver.connect(), timeout=cfg.timeout * CONNECT_TIMEOUTS)
+                    async with asyncio.timeout(cfg.timeout * CONNECT_TIMEOUTS):
+                        await isolated(self.driver.connect())
+                    checkpoint()
                     await self._set_connected(True, None)
                     if subscribes(self.driver):
                         await self._follow(self.driver)  # type: ignore[arg-type]
@@ -87,7 +92,7 @@ class SourcePoller:
                         await self._set_connected(False, reason)
                     else:
                         await self._set_connected(False, f"connect failed: {reason}")
-                    await self.driver.close()
+                    await self._close()
                 if self._stop.is_set():
                     return
                 if self._delivered:
@@ -96,16 +101,26 @@ class SourcePoller:
                     return
                 delay = min(delay * 2, cfg.reconnect_max)
         finally:
-            await self.driver.close()
+            await self._close()
+
+    async def _close(self) -> None:
+        """Close the driver, bounded: a source that never answers its goodbye cannot keep the task alive."""
+        try:
+            async with asyncio.timeout(self.cfg.timeout * CLOSE_TIMEOUTS):
+                await isolated(self.driver.close(), cleanup_s=0.1)
+        except TimeoutError:
+            log.warning("source %s: closing the connection took longer than %.1f s; abandoned", self.cfg.name,
+                        self.cfg.timeout * CLOSE_TIMEOUTS)
 
     async def _poll(self) -> None:
         interval = self.cfg.poll_interval
         next_at = time.monotonic()
         while not self._stop.is_set():
+            checkpoint()
             started = time.monotonic()
             # the driver bounds each request by the timeout; this bounds the whole cycle
-            guard = self.cfg.timeout * (self.driver.health.requests_per_cycle + 1)
-            samples = await asyncio.wait_for(self.driver.read(), timeout=guard)
+            async with asyncio.timeout(self.cfg.timeout * (self.driver.health.requests_per_cycle + 1)):
+                samples = await isolated(self.driver.read())
             self.last_cycle_s = time.monotonic() - started
             await self._record(self.filter.admit(samples, started))
             next_at += interval
@@ -122,6 +137,7 @@ class SourcePoller:
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
+                checkpoint()
                 if changes is None:
                     changes = asyncio.ensure_future(driver.changes())
                 await asyncio.wait({changes, stop}, timeout=self.filter.next_due_in(time.monotonic()),

@@ -239,8 +239,8 @@ class Agent:
         await self.stop_polling()
         await self.sealer.flush()
         try:
-            await asyncio.wait_for(self.forwarder.wait_delivered(self.buffer.last_seq),
-                                   timeout=self.cfg.uplink.shutdown_grace)
+            async with asyncio.timeout(self.cfg.uplink.shutdown_grace):
+                await self.forwarder.wait_delivered(self.buffer.last_seq)
         except TimeoutError:
             log.warning("stopping with undelivered batches; they are kept and sent after the next start")
         for t in self._tasks:
@@ -411,7 +411,8 @@ class Agent:
         """Ping systemd's watchdog only while the loop runs and the buffer's thread answers."""
         while True:
             try:
-                await asyncio.wait_for(self.db(lambda: None), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self.db(lambda: None)
             except TimeoutError:
                 log.error("the buffer's thread did not answer within %.1f s: not pinging the watchdog", interval)
                 continue

@@ -179,7 +179,8 @@ async def health(agent: Agent) -> tuple[bool, str]:
     """Healthy: the buffer's thread answers and the last write to the buffer succeeded."""
     started = time.monotonic()
     try:
-        await asyncio.wait_for(agent.db(lambda: None), HEALTH_DB_TIMEOUT_S)
+        async with asyncio.timeout(HEALTH_DB_TIMEOUT_S):
+            await agent.db(lambda: None)
     except TimeoutError:
         return False, f"the buffer thread did not answer within {HEALTH_DB_TIMEOUT_S} s"
     if agent.recorder.last_error is not None:

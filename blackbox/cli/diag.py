@@ -130,8 +130,10 @@ async def _probe(driver: Any) -> dict[str, Any]:
     began = time.perf_counter()
     samples = []
     try:
-        await asyncio.wait_for(driver.connect(), timeout=5 * cfg.timeout)
-        samples = await asyncio.wait_for(driver.read(), timeout=cfg.timeout * (driver.health.requests_per_cycle + 1))
+        async with asyncio.timeout(5 * cfg.timeout):
+            await driver.connect()
+        async with asyncio.timeout(cfg.timeout * (driver.health.requests_per_cycle + 1)):
+            samples = await driver.read()
     except (SourceUnavailable, TimeoutError, OSError) as exc:
         driver.health.last_error = driver.health.last_error or str(exc) or type(exc).__name__
     finally:

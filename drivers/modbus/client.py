@@ -121,6 +121,10 @@ class ModbusDriver:
         this.append(client)
         try:
             ok = await client.connect()
+        except asyncio.CancelledError:  # the socket may be open already: do not leave it behind
+            client.close()
+            release_serial_port(cfg)
+            raise
         except (TimeoutError, OSError, ModbusException) as exc:
             client.close()
             release_serial_port(cfg)

@@ -23,7 +23,6 @@ may change when a server restarts, URIs do not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
+from blackbox.aio import checkpoint, wait_set
 from blackbox.config import SourceConfig
 from blackbox.model import Quality, Sample
 from drivers.base import SourceHealth, SourceUnavailable
@@ -117,7 +117,11 @@ class OpcUaDriver:
             client.set_user(cfg.username)
             client.set_password(cfg.password.get_secret_value())
         try:
-            await asyncio.wait_for(self._open(client), timeout=4 * cfg.timeout)
+            async with asyncio.timeout(4 * cfg.timeout):
+                await self._open(client)
+        except asyncio.CancelledError:  # the socket may be open already: do not leave it behind
+            client.disconnect_socket()
+            raise
         except SecuritySetupError as exc:
             await _abandon(client)
             raise self._unavailable(str(exc)) from exc
@@ -207,7 +211,8 @@ class OpcUaDriver:
                     max_items_per_call=self.max_items_per_call)
         began = time.perf_counter()
         try:
-            refused = await asyncio.wait_for(feed.create(), timeout=4 * cfg.timeout)
+            async with asyncio.timeout(4 * cfg.timeout):
+                refused = await feed.create()
         except (TimeoutError, OSError, UaError) as exc:
             await self.close()
             raise self._unavailable(f"cannot subscribe: {_describe(exc)}") from exc
@@ -225,6 +230,7 @@ class OpcUaDriver:
         if self._client is None or feed is None:
             raise self._unavailable("not subscribed")
         tick = min(1.0, feed.watchdog_s / 3)
+        stalled = False
         while True:
             if self._pending:
                 out = list(self._pending)
@@ -238,12 +244,16 @@ class OpcUaDriver:
             if lost is not None:
                 await self.close()
                 raise self._unavailable(lost)
-            if feed.silent_for() > feed.watchdog_s:
+            if not stalled and feed.silent_for() > feed.watchdog_s:
                 await self._rebuild(feed)
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):  # a tick: look at the link and the watchdog again
-                await asyncio.wait_for(self._wake.wait(), timeout=tick)
+            began = time.monotonic()
+            await wait_set(self._wake, tick)  # or a tick: look at the link and the watchdog again
+            checkpoint()  # asyncua's own waits may have swallowed a cancellation of this task
+            # the event loop itself stalled (the agent was busy, not the server silent): read what
+            # arrived meanwhile before the watchdog looks again
+            stalled = time.monotonic() - began > 2 * tick
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -291,7 +301,8 @@ class OpcUaDriver:
                     feed.subscription_id, feed.silent_for(), feed.watchdog_s)
         await feed.delete(self.settings.timeout)
         try:
-            refused = await asyncio.wait_for(feed.create(), timeout=4 * self.settings.timeout)
+            async with asyncio.timeout(4 * self.settings.timeout):
+                refused = await feed.create()
         except (TimeoutError, OSError, UaError) as exc:
             await self.close()
             raise self._unavailable(f"cannot rebuild the silent subscription: {_describe(exc)}") from exc
@@ -373,13 +384,15 @@ async def _abandon(client: Client, graceful: bool = False, timeout: float = 1.0)
     """Disconnect without raising; skip the polite goodbye when the link is already gone."""
     if graceful and client.uaclient.state is UaClientState.CONNECTED:
         try:
-            await asyncio.wait_for(client.disconnect(), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await client.disconnect()
             return
         except Exception:
             log.debug("graceful OPC UA disconnect failed", exc_info=True)
     try:
         # stops asyncua's supervisor tasks; the CloseSession it then sends fails on a dead link
-        await asyncio.wait_for(client.close_session(), timeout=timeout)
+        async with asyncio.timeout(timeout):
+            await client.close_session()
     except Exception:
         log.debug("OPC UA close_session on a lost link failed", exc_info=True)
     client.disconnect_socket()

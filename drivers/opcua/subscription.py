@@ -109,7 +109,8 @@ class Feed:
         if sid is None:
             return
         try:
-            await asyncio.wait_for(self._client.uaclient.delete_subscriptions([sid]), timeout=timeout)
+            async with asyncio.timeout(timeout):
+                await self._client.uaclient.delete_subscriptions([sid])
         except (TimeoutError, OSError, UaError) as exc:
             log.debug("%s: deleting subscription %s failed: %s", self._cfg.name, sid, exc)
 
