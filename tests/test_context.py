@@ -109,3 +109,18 @@ def test_a_batch_id_seen_again_after_it_ended_is_a_new_occurrence() -> None:
     evs = manual.start_batch("B-7", "FC-050", None, None, None, "ana")
     assert [(e.type, e.subject) for e in evs] == [("batch.id_reused", "B-7#2"), ("batch.started", "B-7#2")]
     assert evs[1].data["batch_id"] == "B-7" and manual.context.batch == "B-7#2"
+
+
+def test_an_approved_material_tolerance_overrides_the_configured_one() -> None:
+    from blackbox.spec.model import MaterialSpec
+
+    t = ContextTracker(CFG, TAGS, material_specs={"RM-010": MaterialSpec(tolerance_pct=1.5),
+                                                  "RM-020": MaterialSpec(tolerance=0.1)})
+    t.observe(s(count=0, material="RM-001", lot="L1", target=100.0, actual=100.0))
+    # 25.3 against 25.0 is 1.2 %: outside the configured 0.5 %, inside the specification's 1.5 %
+    [rm010] = t.observe(s(count=1, material="RM-010", lot="GLY-77", target=25.0, actual=25.3))
+    assert (rm010.data["tolerance_pct"], rm010.data["in_tolerance"]) == (1.5, True)
+    [rm020] = t.observe(s(count=2, material="RM-020", lot="X", target=4.0, actual=4.2))  # 0.2 kg off, 0.1 allowed
+    assert (rm020.data["tolerance"], rm020.data["tolerance_pct"], rm020.data["in_tolerance"]) == (0.1, 2.5, False)
+    [rm001] = t.observe(s(count=3, material="RM-001", lot="L1", target=100.0, actual=100.6))  # not in the spec
+    assert (rm001.data["tolerance_pct"], rm001.data["in_tolerance"]) == (0.5, False)

@@ -19,6 +19,7 @@ from agent_helpers import events_of
 from spec_support import TAMPERED, Approvers, spec_doc, tampered, write_spec
 
 from blackbox.agent.runtime import Agent
+from blackbox.agent.status import status_report
 from blackbox.broker import free_port
 from blackbox.config import load_config
 from blackbox.seal import generate_key_file
@@ -98,6 +99,8 @@ async def test_an_approved_specification_is_in_force_and_recorded(line: Line) ->
         assert rule_types(agent) == ["stale", "threshold"]  # the spec's threshold + the config's signal health
         [threshold] = [r for r in agent.effective.rules if r.type == "threshold"]
         assert threshold.deadband == 0.2  # the specification's rule parameters
+        status = (await status_report(agent))["specification"]
+        assert status["approved"] and status["specifications"][0]["sha256"] == agent.in_force.specs[0].sha256
     finally:
         await agent.shutdown()
     [applied] = events_of(line.tmp / "buffer.sqlite", "spec.applied")

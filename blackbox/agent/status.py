@@ -58,6 +58,7 @@ async def status_report(agent: Agent) -> dict[str, Any]:
     rec = agent.recorder
     return {
         "gateway": agent.cfg.gateway.id, "site": agent.cfg.site.id, "config_sha256": agent.loaded.sha256,
+        "specification": agent.in_force.reference(),
         "started_at_us": agent.started_at_us,
         "context": {"batch": ctx.batch, "product": ctx.product, "recipe": ctx.recipe,
                     "recipe_version": ctx.recipe_version, "phase": ctx.phase},

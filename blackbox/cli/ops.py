@@ -40,6 +40,10 @@ def status(config: Path = ConfigOpt,
         return
     ctx = st["context"]
     typer.echo(f"gateway {st['gateway']} (site {st['site']}), config {st['config_sha256'][:16]}…")
+    spec = st.get("specification") or {}
+    typer.echo("judged against " + (", ".join(f"specification {s['id']} v{s['version']} ({s['sha256'][:16]}…), "
+                                              "approved by QA and regulator" for s in spec["specifications"])
+                                    if spec.get("approved") else "the configured limits: UNAPPROVED"))
     typer.echo(f"batch {ctx['batch'] or '-'}  product {ctx['product'] or '-'}  recipe {ctx['recipe'] or '-'}"
                f"{' v' + ctx['recipe_version'] if ctx['recipe_version'] else ''}  phase {ctx['phase'] or '-'}\n")
     typer.echo(f"{'source':<20} {'protocol':<8} {'state':<12} {'cycles':>8} {'cycle ms':>9}  last error")
