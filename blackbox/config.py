@@ -699,15 +699,14 @@ def load_store_config(path: str | Path) -> StoreConfig:
     path = Path(path)
     text = _read(path).decode("utf-8", errors="replace")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None  # parse_config reports it with its line
+        node, data = _compose_and_load(text)
+    except (yaml.YAMLError, _YamlShapeError, RecursionError):
+        node, data = None, None  # parse_config reports it with its line
     if not is_store_only(data):
         return load_config(path).config.store
     try:
         store = StoreFile.model_validate(data or {}).store
     except ValidationError as exc:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
         lines = _line_index(node) if node is not None else {}
         raise ConfigError([ConfigIssue(str(path), _dotted(tuple(e["loc"])), _nearest_line(lines, tuple(e["loc"])),
                                        e["msg"]) for e in exc.errors(include_url=False)]) from None
@@ -753,9 +752,8 @@ def _sqlite_file_url(url: str, base: Path) -> str | None:
 def parse_config(text: str, name: str = "<string>") -> Config:
     """Validate YAML text; raise :class:`ConfigError` listing every issue with its line."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node, data = _compose_and_load(text)
         lines = _line_index(node) if node is not None else {}
-        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -910,6 +908,58 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""LibYAML's loader when PyYAML has it (ten times faster), else the pure-Python one: same results."""
+
+
+def _compose_and_load(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node graph (for line numbers) and its data, parsed once.
+
+    Raises :class:`_YamlShapeError` before building any data from a document that contains itself
+    or expands to too many nodes.
+    """
+    loader = _SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_shape(node)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _children(n: yaml.Node) -> list[yaml.Node]:
+    if isinstance(n, yaml.MappingNode):
+        return [c for pair in n.value for c in pair]
+    if isinstance(n, yaml.SequenceNode):
+        return list(n.value)
+    return []
+
+
+def _check_shape(root: yaml.Node) -> None:
+    """Refuse a node graph with a cycle (a recursive alias) or more than :data:`MAX_YAML_NODES` nodes
+    once aliases are expanded; linear in the number of distinct nodes (aliases share them)."""
+    size: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        n, leaving = stack.pop()
+        key = id(n)
+        if leaving:
+            size[key] = 1 + sum(size[id(c)] for c in _children(n))
+            if size[key] > MAX_YAML_NODES:
+                raise _YamlShapeError(f"the document expands to more than {MAX_YAML_NODES:,} nodes (aliases?)")
+            continue
+        if key in size:
+            continue
+        if key in entered:  # entered, not left: we are inside it, so it contains itself
+            raise _YamlShapeError(f"a value at line {n.start_mark.line + 1} contains itself (a recursive alias)")
+        entered.add(key)
+        stack.append((n, True))
+        stack.extend((c, False) for c in _children(n) if id(c) not in size)
+
+
 MAX_YAML_NODES = 1_000_000
 """Nodes a configuration may expand to (aliases included): a few aliases can otherwise expand to
 billions of nodes ("billion laughs"); a real configuration has thousands."""
@@ -922,29 +972,21 @@ class _YamlShapeError(ValueError):
 def _line_index(node: yaml.Node) -> dict[tuple[Any, ...], int]:
     """Map every path in the YAML document to the 1-based line where its value starts.
 
-    Raises :class:`_YamlShapeError` for a document that contains itself (a recursive alias) or
-    expands to more than :data:`MAX_YAML_NODES` nodes.
+    The node graph has passed :func:`_check_shape`: no cycle, a bounded expansion. Iterative, so
+    that a deep document cannot exhaust Python's stack.
     """
     index: dict[tuple[Any, ...], int] = {}
-    expanded = 0
-    # iterative (a deep document must not exhaust Python's stack); ``on_path`` finds alias cycles
-    stack: list[tuple[yaml.Node, tuple[Any, ...], frozenset[int]]] = [(node, (), frozenset())]
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(node, ())]
     while stack:
-        n, path, on_path = stack.pop()
-        expanded += 1
-        if expanded > MAX_YAML_NODES:
-            raise _YamlShapeError(f"the document expands to more than {MAX_YAML_NODES:,} nodes (aliases?)")
-        if id(n) in on_path:
-            raise _YamlShapeError(f"the value at {_dotted(path) or '<root>'} contains itself (a recursive alias)")
+        n, path = stack.pop()
         index.setdefault(path, n.start_mark.line + 1)
-        inner = on_path | {id(n)}
         if isinstance(n, yaml.MappingNode):
             for key, value in n.value:
                 k = key.value
                 index[(*path, k)] = key.start_mark.line + 1  # the key's line, not its value's
-                stack.append((value, (*path, k), inner))
+                stack.append((value, (*path, k)))
         elif isinstance(n, yaml.SequenceNode):
-            stack.extend((item, (*path, i), inner) for i, item in enumerate(n.value))
+            stack.extend((item, (*path, i)) for i, item in enumerate(n.value))
     return index
 
 

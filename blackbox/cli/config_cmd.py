@@ -50,7 +50,7 @@ def _store_only(file: Path) -> bool:
 
     try:
         return is_store_only(yaml.safe_load(file.read_bytes()))
-    except (OSError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError, RecursionError):
         return False  # the full loader reports it
 
 
