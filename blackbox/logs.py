@@ -20,14 +20,36 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc).decode()
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the one at set-up.
+
+    A program (or a test harness) that swaps ``sys.stderr`` for a while and closes the substitute
+    afterwards would otherwise leave the root logger writing to a closed stream.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """``StreamHandler`` sets it; the stream is always looked up afresh."""
+
+
 def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """Log to stderr at ``level``; calling it again replaces its handler, others on the root logger stay."""
+    handler = StderrHandler()
     if sys.stderr.isatty():
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     else:
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
     root.setLevel(level)
     for name in QUIET_LIBRARIES:  # asyncua at INFO dumps whole publish results (LIBRARY-NOTES)
         logging.getLogger(name).setLevel(logging.WARNING)
