@@ -8,6 +8,8 @@ record says about them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -197,3 +199,20 @@ async def test_a_restart_with_a_spoilt_specification_keeps_the_last_approved_one
     [refused] = events_of(line.tmp / "buffer.sqlite", "spec.refused")
     assert "no valid regulator signature" in refused["data"]["reason"]
     assert [e["data"]["version"] for e in events_of(line.tmp / "buffer.sqlite", "spec.applied")] == [1, 1]
+
+
+@pytest.mark.parametrize("how", [None, *TAMPERED])
+def test_config_check_says_whether_the_agent_would_accept_the_specification(tmp_path: Path, how: str | None) -> None:
+    line = Line(tmp_path)
+    if how is None:
+        line.approve(spec_doc())
+    else:
+        write_spec(line.spec_path, *tampered(line.approvers, how, spec_doc()))
+    proc = subprocess.run([sys.executable, "-m", "blackbox", "config", "check", str(line.config_path)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    if how is None:
+        assert proc.returncode == 0, proc.stderr
+        assert "specification FC-050 v1" in proc.stdout and "approved by factory QA Li Wei" in proc.stdout
+    else:
+        assert proc.returncode == 2
+        assert "the agent would refuse the specification" in proc.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from blackbox.cli.common import load_or_exit, store_config_or_exit
+from blackbox.config import Config
 
 app = typer.Typer(help="Check configuration files and print their reference.\n\n"
                   "Example: blackbox config check config/demo.yaml", no_args_is_help=True)
@@ -30,6 +31,24 @@ def check(file: Path = typer.Argument(..., help="Configuration file to check."))
     n_tags = sum(len(s.tags) for s in cfg.sources)
     typer.echo(f"{file}: OK — site {cfg.site.id}, gateway {cfg.gateway.id}, {len(cfg.sources)} sources, "
                f"{n_tags} tags, {len(cfg.rules)} rules (sha256 {loaded.sha256[:16]}…)")
+    _check_specification(loaded.config)
+
+
+def _check_specification(cfg: Config) -> None:
+    """Whether the agent would put the specifications in force; exit 2 if it would refuse them."""
+    from blackbox.spec.enforce import REFUSALS, resolve
+
+    if cfg.specification is None:
+        typer.echo("no specification: the configured limits apply, and every report says they are UNAPPROVED")
+        return
+    try:
+        in_force = resolve(cfg)
+    except REFUSALS as exc:
+        typer.echo(f"error: the agent would refuse the specification: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for s in in_force.specs:
+        typer.echo(f"specification {s.spec.ref()} ({s.sha256[:16]}…) approved by "
+                   + "; ".join(a.describe() for a in s.approvals))
 
 
 @app.command("reference")
