@@ -1,0 +1,220 @@
+"""The pages in a real browser: headless Chromium (Debian's) driven by Playwright, against a real
+``blackbox store web`` process on a SQLite store.
+
+Log in, search, open a batch, check the verdict, the materials table and a trend chart with its
+limit bands and data points, zoom, open the comparison, export CSV, print to PDF; a factory user
+gets 404 for another site's batch, a request without a token 401. Screenshots go to the test's
+folder, or to ``$BLACKBOX_SCREENSHOTS`` (docs/img for the regulator's guide) when it is set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services import unavailable
+from waiting import wait_until
+from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, SITE, build_store
+
+from blackbox.store.db import open_store
+
+CHROMIUM = os.environ.get("BLACKBOX_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+TAG = "EM-01.temperature"
+TIMEOUT_MS = 20_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``blackbox store web`` on a store holding the synthetic batches; yields its base URL."""
+    folder = tmp_path_factory.mktemp("web")
+    db = folder / "store.sqlite"
+    engine = open_store(f"sqlite:///{db}")
+    build_store(engine)
+    engine.dispose()
+    port = _free_port()
+    config = folder / "store.yaml"
+    config.write_text(f"store:\n  database_url: sqlite:///{db}\n  web: {{host: 127.0.0.1, port: {port}}}\n")
+    log = (folder / "web.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "blackbox", "store", "web", "-c", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: _listening(port) or proc.poll() is not None, 30, "store web to listen")
+        assert proc.poll() is None, (folder / "web.log").read_text()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        unavailable(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = os.environ.get("BLACKBOX_SCREENSHOTS")
+    folder = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def logged_in(browser: Any, server: str, user: str, lang: str = "zh-CN") -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
+                                  locale=lang, timezone_id="UTC")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{server}/login?lang={lang}")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form.login button[type=submit]")
+    page.wait_for_url(f"{server}/")
+    return page
+
+
+def test_regulator_reads_a_batch_in_the_browser(browser: Any, server: str, shots: Path, tmp_path: Path) -> None:
+    page = logged_in(browser, server, "inspector.li")
+    context = page.context
+    try:
+        # search
+        page.fill("form.filters input[name=product]", "FC-050")
+        page.check("form.filters input[name=with_alarms]")
+        page.click("form.filters button[type=submit]")
+        rows = page.locator("#results tbody tr")
+        assert rows.count() == 2  # the batch at each site with an alarm
+        page.screenshot(path=str(shots / "search.png"))
+
+        # open the batch
+        page.click(f"#results a:text('{BATCH}')")
+        page.wait_for_selector("figure.chart[data-state=ready]")
+        verdict = page.locator("#verdict")
+        assert verdict.get_attribute("data-verdict") == "verified"
+        assert "已验证" in verdict.inner_text()
+        assert page.locator("#materials-table tbody tr").count() == 2
+        assert "LOT-W-0001" in page.locator("#materials-table").inner_text()
+
+        # the trend chart: its limit bands and its data points are drawn
+        chart = page.locator(f"figure.chart[data-tag='{TAG}']")
+        page.wait_for_selector(f"figure.chart[data-tag='{TAG}'][data-state=ready]")
+        assert int(chart.get_attribute("data-points") or 0) == 18
+        assert int(chart.get_attribute("data-bands") or 0) == 4
+        pixel = page.evaluate(f"""() => {{
+            const s = window.bbCharts['{TAG}'], u = s.u;
+            // heat phase, at 80 degC: below H 90 and far from the line (60..64): the green standard range
+            const x = u.valToPos(u.data[0][2], 'x', true), y = u.valToPos(80, 'y', true);
+            const d = u.ctx.getImageData(Math.round(x), Math.round(y), 1, 1).data;
+            return [d[0], d[1], d[2]];
+        }}""")
+        assert pixel[1] > pixel[0] and pixel[1] > pixel[2], f"not the green band: {pixel}"
+        blue = page.evaluate(f"""() => {{
+            const u = window.bbCharts['{TAG}'].u;
+            const x = u.valToPos(u.data[0][9], 'x', true), y = u.valToPos(u.data[2][9], 'y', true);
+            const d = u.ctx.getImageData(Math.round(x) - 6, Math.round(y) - 6, 13, 13).data;
+            let n = 0;  // pixels of the series' colour (#1f5fa8) around the spike's point
+            for (let i = 0; i < d.length; i += 4) if (d[i + 2] > 120 && d[i] < 90 && d[i + 1] < 140) n++;
+            return n;
+        }}""")
+        assert blue >= 5, f"no data point drawn at the spike ({blue} pixels of the series' colour)"
+        chart.screenshot(path=str(shots / "chart.png"))
+        page.screenshot(path=str(shots / "batch.png"), full_page=True)
+
+        # zoom by dragging over the emulsify phase
+        before = page.evaluate(f"() => {{ const x = window.bbCharts['{TAG}'].u.scales.x; return x.max - x.min; }}")
+        box = chart.locator(".u-over").bounding_box()
+        assert box is not None
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.35, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=5)
+        page.mouse.up()
+        page.wait_for_selector(f"figure.chart[data-tag='{TAG}'][data-zoomed=true]")
+        after = page.evaluate(f"() => {{ const x = window.bbCharts['{TAG}'].u.scales.x; return x.max - x.min; }}")
+        assert after < before / 3
+        chart.locator("button[data-act=reset]").click()
+        page.wait_for_selector(f"figure.chart[data-tag='{TAG}'][data-zoomed=false]")
+
+        # export CSV
+        with page.expect_download() as download:
+            page.click("#materials h2 a.csv")
+        csv_file = tmp_path / "materials.csv"
+        download.value.save_as(csv_file)
+        text = csv_file.read_text(encoding="utf-8-sig")
+        assert text.splitlines()[0].startswith("material,lot,target,actual")
+        assert "LOT-W-0001" in text and "LOT-N-7" in text
+
+        # print to PDF with the print stylesheet
+        page.emulate_media(media="print")
+        pdf = page.pdf(path=str(tmp_path / "batch.pdf"), format="A4", print_background=True)
+        assert pdf.startswith(b"%PDF") and len(pdf) > 20_000
+        assert page.locator("header.top").is_hidden()  # navigation is not printed
+        page.screenshot(path=str(shots / "batch-print.png"), full_page=True)
+        page.emulate_media(media="screen")
+
+        # comparison with the last batches of the product
+        page.click(f"figure.chart[data-tag='{TAG}'] a")
+        page.wait_for_selector("#compare-chart[data-state=ready]")
+        assert int(page.locator("#compare-chart").get_attribute("data-points") or 0) > 0
+        assert page.locator("#deviations li").count() >= 1
+        assert page.locator("#compare-table td.deviates").count() >= 1
+        page.screenshot(path=str(shots / "compare.png"), full_page=True)
+
+        # English
+        page.goto(f"{server}/sites/{OTHER_SITE}/batches/{OTHER_BATCH}?lang=en")
+        assert page.locator("#verdict").get_attribute("data-verdict") == "incomplete"
+        page.locator("#verdict").screenshot(path=str(shots / "verdict-incomplete.png"))
+    finally:
+        context.close()
+
+
+def test_factory_user_cannot_open_another_sites_batch(browser: Any, server: str) -> None:
+    page = logged_in(browser, server, "qa.zhang")
+    try:
+        own = page.goto(f"{server}/sites/{SITE}/batches/{BATCH}")
+        assert own is not None and own.status == 200
+        other = page.goto(f"{server}/sites/{OTHER_SITE}/batches/{OTHER_BATCH}")
+        assert other is not None and other.status == 404
+        api = page.context.request.get(f"{server}/api/v1/sites/{OTHER_SITE}/batches/{OTHER_BATCH}")
+        assert api.status == 404  # with the session cookie: still another site's batch
+    finally:
+        page.context.close()
+
+
+def test_no_token_is_401_and_no_session_goes_to_login(browser: Any, server: str) -> None:
+    context = browser.new_context()
+    try:
+        api = context.request.get(f"{server}/api/v1/sites/{SITE}/batches/{BATCH}")
+        assert api.status == 401
+        page = context.new_page()
+        page.goto(f"{server}/sites/{SITE}/batches/{BATCH}")
+        assert page.url.startswith(f"{server}/login?next=")
+    finally:
+        context.close()
