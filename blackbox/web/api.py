@@ -7,15 +7,17 @@ log (who, what, when), which a regulator can list.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
+import anyio
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from blackbox.store.gateways import gateway_overview
@@ -26,6 +28,7 @@ from blackbox.web.auth import AuthError, Principal, create_token, list_tokens, r
 from blackbox.web.context import WebContext
 
 Format = Literal["json", "csv"]
+KEEPALIVE_S = 15.0
 
 
 def caller(request: Request) -> Principal:
@@ -173,6 +176,15 @@ def build_router(ctx: WebContext) -> APIRouter:
                                              golden_occurrence=golden_occurrence)
         return queries.comparison(ctx.read, occ, tag, reference=refs, k=k)
 
+    @router.get("/sites/{site}/live", summary="Server-sent events: the site's current batch as sealed batches arrive",
+                response_class=StreamingResponse)
+    async def live(principal: BatchReader, request: Request, site: str) -> StreamingResponse:
+        if not principal.may_see_site(site):
+            raise HTTPException(404, "no such site")
+        await anyio.to_thread.run_sync(lambda: ctx.record(request, principal, "site.live", site=site))
+        return StreamingResponse(live_events(ctx, request, site), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
     @router.get("/lots/{lot}", summary="Reverse trace: every batch that consumed a supplier lot")
     def lot(principal: BatchReader, request: Request, lot: str, format: Format = "json") -> Any:
         sites = principal.site_filter()
@@ -226,6 +238,30 @@ def build_router(ctx: WebContext) -> APIRouter:
         return {"revoked": token_id}
 
     return router
+
+
+async def live_events(ctx: WebContext, request: Request, site: str) -> AsyncIterator[str]:
+    """``snapshot`` whenever a sealed batch of the site arrives, ``alarm`` for each new alarm event,
+    a comment line as keep-alive. The web process polls the store (it runs apart from ingest)."""
+    last: tuple[int, int] | None = None
+    seen: set[tuple[int, int]] = set()
+    quiet = 0.0
+    while not await request.is_disconnected():
+        stamp = await anyio.to_thread.run_sync(queries.site_stamp, ctx.read, site)
+        if stamp != last:
+            snap = await anyio.to_thread.run_sync(queries.live_snapshot, ctx.read, site)
+            fresh = [a for a in snap["alarms"] if (a["ts_us"], a["seq"]) not in seen]
+            if last is not None:  # alarms already there when the view opened are in the snapshot
+                for alarm in fresh:
+                    yield f"event: alarm\ndata: {orjson.dumps(alarm).decode()}\n\n"
+            seen.update((a["ts_us"], a["seq"]) for a in fresh)
+            yield f"event: snapshot\ndata: {orjson.dumps(snap).decode()}\n\n"
+            last, quiet = stamp, 0.0
+        elif quiet >= KEEPALIVE_S:
+            yield ": keep-alive\n\n"
+            quiet = 0.0
+        await asyncio.sleep(ctx.live_poll_s)
+        quiet += ctx.live_poll_s
 
 
 def parameter_rows(report: TraceReport) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ class WebContext:
     read: Engine
     write: Engine
     config: WebConfig
+    live_poll_s: float = 1.0
+    """How often the live view looks for new sealed batches of its site."""
     _reports: OrderedDict[tuple[object, ...], TraceReport] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

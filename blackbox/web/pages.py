@@ -193,6 +193,17 @@ def build_pages(ctx: WebContext) -> APIRouter:
         return render(ctx, request, "compare.html", principal, tz=_tz_of(ctx, site), occ=occ, tags=tags, tag=tag,
                       last=last, golden=golden, k=k, data=data, api=api)
 
+    @router.get("/live")
+    def live_page(request: Request, site: str = "") -> Response:
+        principal = page_user(request)
+        if not principal.may_see_batches():
+            raise HTTPException(403)
+        if not site and principal.sites is not None and len(principal.sites) == 1:
+            site = next(iter(principal.sites))
+        if site and not principal.may_see_site(site):
+            raise HTTPException(404)
+        return render(ctx, request, "live.html", principal, tz=_tz_of(ctx, site or None), site=site)
+
     @router.get("/lots")
     def lot_page(request: Request, lot: str = "") -> Response:
         principal = page_user(request)

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, insert, literal, 
 from sqlalchemy.orm import aliased
 
 from blackbox.model import now_us
-from blackbox.store.schema import access_log, events, gateways, readings, tag_configs
+from blackbox.store.schema import access_log, events, gateways, readings, sealed_batches, tag_configs
 from blackbox.store.trace import _Configs
 
 NUMERIC_KINDS = ("float", "int")
@@ -530,3 +530,60 @@ def list_access(engine: Engine, *, sites: Sequence[str] | None, site: str | None
             .where(*conds).order_by(a.at_us.desc(), a.id.desc()).offset(offset).limit(limit)
         ).all()
     return total, [dict(r._mapping) for r in rows]
+
+
+# -- live view ---------------------------------------------------------------------------------
+
+
+def site_stamp(engine: Engine, site: str) -> tuple[int, int]:
+    """Changes whenever a sealed batch of the site is stored: (highest id, count)."""
+    sb, g = sealed_batches.c, gateways.c
+    with engine.connect() as conn:
+        hi, n = conn.execute(select(func.max(sb.id), func.count()).join_from(sealed_batches, gateways,
+                                                                             sb.gateway_id == g.id)
+                             .where(g.site == site)).one()
+    return (hi or 0, n)
+
+
+def live_snapshot(engine: Engine, site: str) -> dict[str, Any]:
+    """The site's current (latest started) batch: last value of each tag against its limits now, its alarms."""
+    found = search_batches(engine, sites=[site], limit=1)
+    if not found.items:
+        return {"site": site, "batch": None, "values": [], "alarms": []}
+    occ = found.items[0]
+    r, e = readings.c, events.c
+    values: list[dict[str, Any]] = []
+    with engine.connect() as conn:
+        latest = (
+            select(r.gateway_id, r.tag, func.max(r.seq).label("seq"))
+            .where(r.batch == occ.batch, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS))
+            .group_by(r.gateway_id, r.tag)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(r.tag, r.num, r.quality, r.ts_us, r.phase, r.gateway_id)
+            .join(latest, and_(r.gateway_id == latest.c.gateway_id, r.seq == latest.c.seq))
+            .order_by(r.tag)
+        ).all()
+        configs = _Configs(conn, occ.ranges)
+        alarms = [
+            {"ts_us": ts, "transition": typ.split(".", 1)[1], "tag": _s((d or {}).get("tag", subject)),
+             "level": _s((d or {}).get("level")), "value": (d or {}).get("value"), "user": _s((d or {}).get("user")),
+             "seq": seq}
+            for ts, typ, subject, d, seq in conn.execute(
+                select(e.ts_us, e.type, e.subject, e.data, e.seq)
+                .where(e.batch == occ.batch, _seq_filter(events, occ), e.type.like("alarm.%"))
+                .order_by(e.ts_us, e.seq))
+        ]
+    for tag, num, quality, ts, phase, gid in rows:
+        cfg = configs.at(gid, ts)
+        meta = cfg.tags.get(tag) if cfg is not None else None
+        if meta is not None and meta.category not in ("process", "environment"):
+            continue
+        lim = meta.limits_for(phase, occ.product) if meta is not None else None
+        values.append({
+            "tag": tag, "value": num, "quality": quality, "ts_us": ts, "phase": phase,
+            "eng_unit": meta.eng_unit if meta else None,
+            "limits": None if lim is None else {"ll": lim.ll, "l": lim.l, "h": lim.h, "hh": lim.hh},
+        })
+    return {"site": site, "batch": occ.public(), "values": values, "alarms": alarms}

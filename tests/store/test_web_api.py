@@ -34,7 +34,7 @@ TAG = "EM-01.temperature"
 BATCH_ENDPOINTS = ["", "/materials", "/parameters", "/qc", "/timeline", "/phases", "/integrity", "/tags",
                    f"/series?tag={TAG}", f"/compare?tag={TAG}"]
 ALL_GETS = [*(A + e for e in BATCH_ENDPOINTS), "/api/v1/me", "/api/v1/batches", "/api/v1/lots/LOT-W-0001",
-            "/api/v1/gateways", "/api/v1/access-log", "/api/v1/admin/tokens"]
+            "/api/v1/gateways", "/api/v1/access-log", "/api/v1/admin/tokens", f"/api/v1/sites/{SITE}/live"]
 
 
 def auth(web_store: Store, who: str) -> dict[str, str]:
@@ -312,3 +312,10 @@ def test_openapi_document_lists_the_endpoints(web_client: TestClient) -> None:
     for p in ["/api/v1/batches", "/api/v1/sites/{site}/batches/{batch}/series", "/api/v1/lots/{lot}",
               "/api/v1/access-log", "/api/v1/sites/{site}/batches/{batch}/compare"]:
         assert p in paths
+
+
+def test_live_stream_is_authorised_by_site(web_client: TestClient, web_store: Store) -> None:
+    # refusals come before the stream opens; the stream itself is tested in the browser tests
+    get(web_client, web_store, "factory_qa", f"/api/v1/sites/{OTHER_SITE}/live", 404)
+    get(web_client, web_store, "regulator_other", f"/api/v1/sites/{SITE}/live", 404)
+    get(web_client, web_store, "admin", f"/api/v1/sites/{SITE}/live", 403)

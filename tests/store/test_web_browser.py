@@ -14,15 +14,18 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from services import unavailable
+from store_synth import GATEWAY, SEC
 from waiting import wait_until
-from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, SITE, build_store
+from web_support import BATCH, HOUR, OTHER_BATCH, OTHER_SITE, PASSWORD, SITE, Store, build_store
 
 from blackbox.store.db import open_store
+from blackbox.store.ingest import Ingestor
 
 CHROMIUM = os.environ.get("BLACKBOX_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,14 +45,20 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass
+class Running:
+    url: str
+    store: Store
+    """The synthetic store, its engine still open for the test to ingest more batches."""
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``blackbox store web`` on a store holding the synthetic batches; yields its base URL."""
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """``blackbox store web`` on a store holding the synthetic batches."""
     folder = tmp_path_factory.mktemp("web")
     db = folder / "store.sqlite"
     engine = open_store(f"sqlite:///{db}")
-    build_store(engine)
-    engine.dispose()
+    store = build_store(engine)
     port = _free_port()
     config = folder / "store.yaml"
     config.write_text(f"store:\n  database_url: sqlite:///{db}\n  web: {{host: 127.0.0.1, port: {port}}}\n")
@@ -59,11 +68,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         wait_until(lambda: _listening(port) or proc.poll() is not None, 30, "store web to listen")
         assert proc.poll() is None, (folder / "web.log").read_text()
-        yield f"http://127.0.0.1:{port}"
+        yield Running(f"http://127.0.0.1:{port}", store)
     finally:
         proc.terminate()
         proc.wait(10)
         log.close()
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(running: Running) -> str:
+    return running.url
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +233,38 @@ def test_no_token_is_401_and_no_session_goes_to_login(browser: Any, server: str)
         assert page.url.startswith(f"{server}/login?next=")
     finally:
         context.close()
+
+
+def test_live_view_follows_the_current_batch(browser: Any, running: Running, shots: Path) -> None:
+    gw = running.store.scenario.gw
+    ingest = Ingestor(running.store.engine)
+    t = running.store.scenario.cool_config_at + 4 * HOUR
+    page = logged_in(browser, running.url, "qa.zhang")
+    try:
+        page.goto(f"{running.url}/live")
+        page.wait_for_selector("#live[data-updates='1']")
+
+        gw.start_batch("FC050-LIVE-01", t)
+        gw.set_phase("emulsify", t + SEC)
+        gw.reading("EM-01.temperature", 75.0, t + 2 * SEC)
+        assert ingest.handle(gw.seal().wire, SITE, GATEWAY).status == "stored"
+        page.wait_for_selector("#live[data-batch='FC050-LIVE-01']")
+        cell = page.locator("#live-values tr[data-tag='EM-01.temperature'] td").nth(1)
+        assert cell.inner_text() == "75" and "ok" in (cell.get_attribute("class") or "")
+
+        gw.reading("EM-01.temperature", 86.5, t + 3 * SEC)
+        gw.event("alarm.raised", {"rule": "em-temp", "tag": "EM-01.temperature", "level": "HH", "value": 86.5,
+                                  "limit": 85.0, "priority": "high"}, t + 3 * SEC, subject="EM-01.temperature")
+        assert ingest.handle(gw.seal().wire, SITE, GATEWAY).status == "stored"
+        page.wait_for_selector("#live-alarms li[data-fresh=true]")
+        assert "raised" in page.locator("#live-alarms li").first.inner_text()
+        page.wait_for_function("document.querySelector(\"#live-values tr[data-tag='EM-01.temperature'] td.n\")"
+                               ".textContent === '86.5'")
+        assert "bad" in (cell.get_attribute("class") or "")  # beyond HH 85 of emulsify
+        page.screenshot(path=str(shots / "live.png"))
+        gw.end_batch(t + 10 * SEC)
+        assert ingest.handle(gw.seal().wire, SITE, GATEWAY).status == "stored"
+        other = page.goto(f"{running.url}/live?site={OTHER_SITE}")
+        assert other is not None and other.status == 404
+    finally:
+        page.context.close()
