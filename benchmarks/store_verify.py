@@ -25,9 +25,10 @@ from sqlalchemy import create_engine, text
 
 from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
 from blackbox.store.db import open_store, open_store_readonly
+from blackbox.store.findings import Difference
 from blackbox.store.ingest import Ingestor
 from blackbox.store.trace import trace_batch
-from blackbox.store.verify import Difference, verify_store
+from blackbox.store.verify import verify_store
 
 SITE, GATEWAY, BATCH = "BENCH-01", "gw-bench", "BENCH-BATCH-01"
 TAGS = [f"T-{i:03d}.pv" for i in range(100)]

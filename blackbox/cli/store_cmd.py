@@ -19,6 +19,8 @@ from blackbox.seal import key_id, load_public_key, public_key_pem
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from blackbox.tlog.note import Verifier
+
 app = typer.Typer(help="Run the traceability store and enroll gateway keys.\n\n"
                   "Example: blackbox store serve -c /etc/blackbox/store.yaml", no_args_is_help=True)
 
@@ -230,6 +232,27 @@ def export(gateway: str = typer.Argument(..., help="Gateway id."),
         raise typer.Exit(1)
 
 
+def _store_verifier(config: Path | None, store_key: str | None) -> Verifier | None:
+    """The store's verifier: ``--store-key``, else the public half of the store key of ``--config`` if readable."""
+    from blackbox.seal import SealError
+    from blackbox.tlog.note import NoteError, parse_vkey
+
+    if store_key is not None:
+        try:
+            return parse_vkey(store_key)
+        except NoteError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--store-key") from None
+    if config is None:
+        return None
+    from blackbox.store.tlog import load_signer
+
+    store = store_config_or_exit(config)
+    try:
+        return load_signer(store.key_file, store.log_origin).verifier
+    except (OSError, SealError, NoteError):
+        return None  # an auditor's copy of the config without the store's private key: pass --store-key
+
+
 def _since_us(value: str | None) -> int | None:
     """``--since`` as microseconds UTC: an ISO 8601 date or time (UTC unless it names an offset)."""
     from datetime import UTC, datetime
@@ -252,6 +275,8 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
                                             "(ISO 8601, UTC unless an offset is given)."),
            config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store: section."),
            db: str | None = typer.Option(None, "--db", help="Database URL (instead of --config)."),
+           store_key: str | None = typer.Option(None, "--store-key", help="The store's verifier key (`blackbox "
+                                                "store keys show`): check the signatures of its log checkpoints."),
            json_out: bool = typer.Option(False, "--json", help="One JSON object per line: each finding, then a "
                                          "summary.")) -> None:
     """Re-verify every stored batch and re-derive every row from it; report each difference, exit 1 if any.
@@ -262,9 +287,11 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
 
     Example: blackbox store verify --db postgresql://blackbox_reader@db.example.cn/blackbox --since 2026-11-01
     """
-    from blackbox.store.verify import Difference, verify_store
+    from blackbox.store.findings import Difference
+    from blackbox.store.verify import verify_store
 
     since_us = _since_us(since)
+    verifier = _store_verifier(config, store_key)
     engine = open_reader(config, db)
 
     def show(d: Difference) -> None:
@@ -274,9 +301,11 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
         typer.echo(f"{d.severity.upper()} {d.code} {d.gateway}: {d.message}")
 
     with database_errors():
-        stats = verify_store(engine, show, gateway=gateway, since_us=since_us)
+        stats = verify_store(engine, show, gateway=gateway, since_us=since_us, store_key=verifier)
     summary = {"gateways": stats.gateways, "batches": stats.batches, "batches_verified": stats.batches_verified,
                "readings": stats.readings, "events": stats.events, "findings": stats.findings,
+               "log_entries": stats.log_entries, "checkpoints": stats.checkpoints,
+               "checkpoints_signature_checked": stats.checkpoints_signed,
                "seconds": round(stats.seconds, 3), "readings_per_s": round(stats.readings_per_s())}
     if json_out:
         typer.echo(orjson.dumps({"summary": summary}).decode())
@@ -285,6 +314,11 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
         typer.echo(f"{verdict}: {stats.batches} batch(es) of {stats.gateways} gateway(s), "
                    f"{stats.readings:,} readings and {stats.events:,} events re-derived in {stats.seconds:.2f} s "
                    f"({summary['readings_per_s']:,} readings/s)")
+        if gateway is None:
+            signed = (f"{stats.checkpoints_signed} signature(s) verified" if verifier is not None
+                      else "signatures not checked: give --store-key")
+            typer.echo(f"transparency log: {stats.log_entries:,} entries, {stats.checkpoints} signed checkpoint(s) "
+                       f"({signed})")
     if gateway is not None and stats.gateways == 0:
         typer.echo(f"error: no gateway {gateway!r} in the store", err=True)
         raise typer.Exit(1)

@@ -20,13 +20,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Connection, Table, func, or_, select, true
+import orjson
+from sqlalchemy import ColumnElement, Connection, Table, exists, func, or_, select, true
 
 from blackbox.model import Event
 from blackbox.seal import SealError, decode_records, open_batch
+from blackbox.store.findings import CODES, Difference
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
-from blackbox.store.schema import events, gateways, readings, sealed_batches
-from blackbox.store.verify import CODES, Difference, check_chain
+from blackbox.store.schema import events, gateways, readings, rejections, sealed_batches, tlog_entries
+from blackbox.store.verify import check_chain
 
 MAX_DIFFS_PER_BATCH = 5
 
@@ -101,6 +103,29 @@ def _adjoining_gaps(conn: Connection, chk: _Checker, gid: int, label: str, first
     if after is not None and after > last + 1:
         chk.add("incomplete", "missing_batch", f"{label}: sealed batch(es) {spans(range(last + 1, after))} just "
                 f"after those holding {batch_no} are not stored; the batch may have continued in them")
+    if after is None:  # the newest batches: only the log knows whether any came after
+        gone = [n for n in logged_but_missing(conn).get(label, []) if n > last]
+        if gone:
+            chk.add("failed", "batch_missing", f"{label}: sealed batch(es) {spans(gone)}, logged as accepted, are no "
+                    f"longer stored; the batch may have continued in them")
+
+
+def logged_but_missing(conn: Connection) -> dict[str, list[int]]:
+    """Per gateway (``site/gateway``), the batch_seqs the transparency log accepted and the store no longer has.
+
+    Batches moved aside as forks (a ``fork`` rejection with their hash) are not missing.
+    """
+    sb, e, rj = sealed_batches.c, tlog_entries.c, rejections.c
+    out: dict[str, list[int]] = defaultdict(list)
+    rows = conn.execute(select(e.ref, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref)))
+    for ref, data in rows:
+        doc = orjson.loads(bytes(data))
+        if not isinstance(doc.get("batch_seq"), int):
+            continue
+        forked = conn.execute(select(rj.id).where(rj.hash == ref, rj.reason == "fork").limit(1)).first()
+        if forked is None:
+            out[f"{doc.get('site')}/{doc.get('gateway')}"].append(doc["batch_seq"])
+    return {label: sorted(numbers) for label, numbers in out.items()}
 
 
 def _record_spans(
@@ -242,7 +267,8 @@ def find_lost_records(conn: Connection, batch_no: str, site: str | None) -> dict
 
 
 def chain_gaps(conn: Connection, site: str | None) -> dict[str, list[int]]:
-    """Per gateway (``site/gateway``), the batch_seqs below its highest stored one that are not stored."""
+    """Per gateway (``site/gateway``), the batch_seqs below its highest stored one that are not stored,
+    and those the transparency log accepted that are gone."""
     sb, g = sealed_batches.c, gateways.c
     stmt = (select(g.id, g.site, g.gateway, func.count(), func.max(sb.batch_seq))
             .join_from(sealed_batches, gateways, g.id == sb.gateway_id).group_by(g.id, g.site, g.gateway))
@@ -253,6 +279,9 @@ def chain_gaps(conn: Connection, site: str | None) -> dict[str, list[int]]:
         if n < hi:
             have = set(conn.execute(select(sb.batch_seq).where(sb.gateway_id == gid)).scalars())
             out[f"{s}/{gw}"] = [k for k in range(1, hi + 1) if k not in have]
+    for label, numbers in logged_but_missing(conn).items():
+        if site is None or label.split("/", 1)[0] == site:
+            out[label] = sorted(set(out.get(label, [])) | set(numbers))
     return out
 
 

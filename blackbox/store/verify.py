@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, Select, and_, func, select
@@ -45,53 +45,10 @@ from blackbox.store.derive import (
     batch_columns,
     derive,
 )
+from blackbox.store.findings import Difference, Emit
 from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
-
-Severity = Literal["failed", "incomplete"]
-
-CODES: dict[str, tuple[Severity, str]] = {
-    "missing_batch": ("incomplete", "a batch_seq below the highest stored one is not stored (a gap in the chain)"),
-    "seq_gap": ("incomplete", "record seqs between two consecutive stored batches are in neither"),
-    "stored_malformed": ("failed", "the stored bytes of a batch no longer parse or decode"),
-    "batch_altered": ("failed", "a sealed_batches column differs from the batch's own header or hash"),
-    "wrong_gateway": ("failed", "a stored batch names another site or gateway than the one it is stored under"),
-    "unknown_key": ("failed", "a batch is signed by a key that no enrolment or rotation in the chain vouches for"),
-    "key_not_in_force": ("failed", "a batch is signed by a key outside the records the chain's rotations allow it"),
-    "revoked_key": ("failed", "a batch was received after its signing key was revoked"),
-    "bad_signature": ("failed", "a stored batch's signature does not verify"),
-    "chain_broken": ("failed", "a batch's prev_hash is not the hash of the stored batch before it"),
-    "row_altered": ("failed", "a stored row differs from the row derived from its signed batch"),
-    "row_missing": ("failed", "a row derived from a signed batch is not stored"),
-    "row_unexplained": ("failed", "a stored row that no stored signed batch yields"),
-    "key_altered": ("failed", "a gateway_keys row disagrees with its key or with the rotations in the chain"),
-    "gateway_altered": ("failed", "a gateways row disagrees with the batches stored for it"),
-}
-"""Every finding code: its severity and what it means (also in docs/store.md)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Difference:
-    """One finding: what is wrong, where (table and key), and the stored against the derived value."""
-
-    gateway: str
-    code: str
-    message: str
-    table: str | None = None
-    key: str | None = None
-    column: str | None = None
-    stored: Any = None
-    derived: Any = None
-    batch_seq: int | None = None
-
-    @property
-    def severity(self) -> Severity:
-        return CODES[self.code][0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, **asdict(self)}
-
-
-Emit = Callable[[Difference], None]
+from blackbox.store.verify_log import check_batch_logged, check_key_rows, check_log
+from blackbox.tlog.note import Verifier
 
 
 @dataclass
@@ -104,6 +61,9 @@ class Stats:
     readings: int = 0
     events: int = 0
     findings: int = 0
+    log_entries: int = 0
+    checkpoints: int = 0
+    checkpoints_signed: int = 0
     started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0
 
@@ -386,6 +346,7 @@ def check_chain(
     if last is not None:
         where.append(sb.batch_seq <= last)
     trust = trusted_keys(conn, gid, label, emit)
+    check_key_rows(conn, gid, label, emit)
     lo = hi = None
     if bounded:
         lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()
@@ -419,6 +380,7 @@ def check_chain(
             prev = None
             continue
         h = opened.header
+        check_batch_logged(conn, label, n, opened.hash, row.received_at_us, emit)
         if prev is not None:
             if h.prev_hash != prev.hash:
                 emit(Difference(label, "chain_broken", f"batch {n} does not link to batch {n - 1} (its prev_hash "
@@ -588,12 +550,16 @@ def _compare_rows(streams: list[_Stream], derived: Derived, n: int) -> None:
 # -- the whole store -------------------------------------------------------------------------------
 
 
-def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, since_us: int | None = None) -> Stats:
+def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, since_us: int | None = None,
+                 store_key: Verifier | None = None) -> Stats:
     """Verify every gateway's chain (or only ``gateway``: ``GW`` or ``SITE/GW``); each finding goes to ``emit``.
 
-    One read-only snapshot covers the whole run (PostgreSQL REPEATABLE READ; a SQLite transaction
-    on an engine from :func:`blackbox.store.db.open_store_readonly`).
+    Without ``gateway`` the transparency log is checked too (:func:`blackbox.store.verify_log.check_log`),
+    its signed checkpoints against ``store_key`` when given. One read-only snapshot covers the
+    whole run (PostgreSQL REPEATABLE READ; a SQLite transaction on an engine from
+    :func:`blackbox.store.db.open_store_readonly`).
     """
+
     stats = Stats()
 
     def counted(d: Difference) -> None:
@@ -615,6 +581,9 @@ def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, sinc
                 check_chain(conn, gid, f"{site}/{gw}", counted, since_us=since_us, stats=stats)
             if gateway is None:
                 _orphans(conn, counted)
+                log = check_log(conn, counted, store_key)
+                stats.log_entries, stats.checkpoints = log.entries, log.checkpoints
+                stats.checkpoints_signed = log.checkpoints_signed
     stats.seconds = time.monotonic() - stats.started
     return stats
 

@@ -9,7 +9,7 @@ rotation in the middle (batch 2 hands over to a new key that signs batch 3).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,14 +20,28 @@ from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
 from typer.testing import CliRunner
 
 from blackbox.cli.main import app
-from blackbox.model import Quality
-from blackbox.seal import key_id, public_key_pem
+from blackbox.model import Event, Quality
+from blackbox.seal import (
+    GENESIS_HASH,
+    KEY_ROTATED,
+    decode_records,
+    key_id,
+    open_batch,
+    public_key_pem,
+    rotation_data,
+    seal_batch,
+)
+from blackbox.store.derive import batch_columns
+from blackbox.store.findings import Difference
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
 from blackbox.store.migrate import upgrade_schema
-from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs
+from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs, tlog_entries, tlog_state
+from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, trace_batch
-from blackbox.store.verify import Difference, verify_store
+from blackbox.store.verify import verify_store
+from blackbox.tlog.merkle import MemoryTree
+from blackbox.tlog.note import Signer
 
 BATCH = "FC050-2026-1204-07"
 
@@ -74,6 +88,7 @@ def store(empty_engine: Engine) -> Store:
     record(gw)
     for sealed in gw.sealed:
         assert ingestor.handle(sealed.wire, SITE, GATEWAY).status == "stored"
+    assert ingestor.revoke(GATEWAY, SITE, old_id)  # retired by the rotation, now revoked too
     return Store(empty_engine, old_id, gw.sealed[-1].header.key_id)
 
 
@@ -112,6 +127,35 @@ def reenrol_key(conn: Connection, store: Store) -> None:
     other = Ed25519PrivateKey.generate()
     conn.execute(update(gateway_keys).where(gateway_keys.c.key_id == store.old_key)
                  .values(key_id=key_id(other), public_key_pem=public_key_pem(other)))
+
+
+def resign_history(conn: Connection, store: Store) -> None:
+    """The DBA's complete forgery: two keys of their own replace the gateway's, every batch re-signed
+    and re-chained with the same records (the rotation event renamed), the rows and key table made to match."""
+    first, second = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    sb = sealed_batches.c
+    prev = GENESIS_HASH
+    for batch_seq, wire in conn.execute(select(sb.batch_seq, sb.wire).order_by(sb.batch_seq)).all():
+        opened = open_batch(bytes(wire))
+        records = decode_records(opened)
+        signer = first if opened.header.key_id == store.old_key else second
+        for i, rec in enumerate(records):
+            if isinstance(rec, Event) and rec.type == KEY_ROTATED:
+                records[i] = replace(rec, data=rotation_data(first, second, "dba"), subject=key_id(second))
+                conn.execute(update(events).where(events.c.seq == rec.seq)
+                             .values(data=records[i].data, subject=records[i].subject))
+        h = opened.header
+        forged = seal_batch(records, site=h.site, gateway=h.gateway, key=signer, batch_seq=batch_seq, prev_hash=prev,
+                            config_hash=h.config_hash, clock=h.clock, compression=h.compression,
+                            sealed_at_us=h.sealed_at_us)
+        conn.execute(update(sealed_batches).where(sb.batch_seq == batch_seq)
+                     .values(wire=forged.wire, **batch_columns(open_batch(forged.wire))))
+        prev = forged.hash
+    gk = gateway_keys.c
+    conn.execute(update(gateway_keys).where(gk.key_id == store.new_key)
+                 .values(key_id=key_id(second), public_key_pem=public_key_pem(second), rotated_from=key_id(first)))
+    conn.execute(update(gateway_keys).where(gk.key_id == store.old_key)
+                 .values(key_id=key_id(first), public_key_pem=public_key_pem(first)))
 
 
 def set_limit(data: dict[str, Any]) -> None:
@@ -173,6 +217,19 @@ TAMPERS = [
            frozenset({"key_altered"})),
     Tamper("edit gateway status (last batch time)", sql("UPDATE gateways SET last_batch_at_us = 1"),
            frozenset({"gateway_altered"})),
+    Tamper("un-revoke a key", sql("UPDATE gateway_keys SET revoked_at_us = NULL"), frozenset({"key_altered"})),
+    # what only the transparency log can tell
+    Tamper("delete the newest sealed batch and its rows", sql(
+        "DELETE FROM sealed_batches WHERE batch_seq = 3", "DELETE FROM readings WHERE batch_seq = 3",
+        "DELETE FROM events WHERE batch_seq = 3"), frozenset({"batch_missing"})),
+    Tamper("edit a batch's arrival time", sql("UPDATE sealed_batches SET received_at_us = received_at_us - 1 "
+                                              "WHERE batch_seq = 1"), frozenset({"batch_altered"})),
+    Tamper("delete a batch's log entry", sql(
+        "DELETE FROM tlog_entries WHERE kind = 'batch' "
+        "AND ref = (SELECT hash FROM sealed_batches WHERE batch_seq = 2)"),
+           frozenset({"batch_unlogged", "log_altered"})),
+    Tamper("re-enrol other keys and re-sign the whole history", resign_history,
+           frozenset({"batch_unlogged", "batch_missing", "key_altered"})),
 ]
 
 
@@ -281,6 +338,7 @@ def test_store_verify_command(store: Store) -> None:
     clean = runner.invoke(app, ["store", "verify", "--db", url])
     assert clean.exit_code == 0, clean.output
     assert "no differences: 3 batch(es) of 1 gateway(s), 9 readings" in clean.stdout
+    assert "transparency log: 6 entries, 0 signed checkpoint(s) (signatures not checked" in clean.stdout
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
     tampered = runner.invoke(app, ["store", "verify", "--db", url, "--json"])
@@ -309,3 +367,33 @@ def test_store_gateways_shows_what_a_deletion_left_missing(store: Store, tamper:
         conn.execute(text(tamper))
     [after] = gateway_overview(store.engine)
     assert (after.missing_batches, (after.records_signed, after.records_stored)) == (missing_batches, records)
+
+
+def test_the_log_is_held_to_its_signed_checkpoint(store: Store) -> None:
+    """A DBA who rewrites a log entry, the batch it records and the log's state to match is caught by
+    the checkpoint the store signed before (its key is not in the database)."""
+    signer = Signer("blackbox-store", Ed25519PrivateKey.generate())
+    TransparencyLog(store.engine, signer).signed_checkpoint(record=True)
+    found: list[Difference] = []
+    stats = verify_store(store.engine, found.append, store_key=signer.verifier)
+    assert found == [] and (stats.checkpoints, stats.checkpoints_signed) == (1, 1)
+    wrong = Signer("blackbox-store", Ed25519PrivateKey.generate()).verifier
+    verify_store(store.engine, found.append, store_key=wrong)
+    assert [d.code for d in found] == ["log_altered"] and "does not verify" in found[0].message
+
+    found.clear()
+    e, sb = tlog_entries.c, sealed_batches.c
+    with store.engine.begin() as conn:
+        idx, data = conn.execute(select(e.idx, e.data).where(e.kind == "batch").order_by(e.idx).limit(1)).one()
+        doc = orjson.loads(bytes(data))
+        doc["received_at_us"] -= 1
+        conn.execute(update(tlog_entries).where(e.idx == idx)
+                     .values(data=orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)))
+        conn.execute(update(sealed_batches).where(sb.hash == doc["hash"]).values(received_at_us=doc["received_at_us"]))
+        tree = MemoryTree()
+        for (entry,) in conn.execute(select(e.data).order_by(e.idx)):
+            tree.append(bytes(entry))
+        conn.execute(update(tlog_state).values(root=tree.root().hex()))
+    verify_store(store.engine, found.append, store_key=signer.verifier)
+    assert [d.code for d in found] == ["log_altered"], found
+    assert "signed checkpoint of size" in found[0].message
