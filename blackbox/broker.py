@@ -42,6 +42,10 @@ async def wait_listening(host: str, port: int, timeout: float = 10.0) -> None:
         return
 
 
+class BrokerUnavailable(RuntimeError):
+    """Neither Mosquitto nor amqtt (the ``demo`` extra) is installed."""
+
+
 class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, prefer: str = "mosquitto") -> None:
         self.host = host
@@ -68,7 +72,11 @@ class EmbeddedBroker:
                                           stderr=subprocess.DEVNULL)
             self.kind = "mosquitto"
         else:
-            from amqtt.broker import Broker  # imported here: only the fallback needs it
+            try:
+                from amqtt.broker import Broker  # imported here: only the fallback needs it
+            except ImportError:
+                raise BrokerUnavailable("no MQTT broker for the demo: install Mosquitto (apt-get install "
+                                        "mosquitto), or the demo extra (pip install 'blackbox[demo]')") from None
 
             for name in ("amqtt", "transitions"):
                 logging.getLogger(name).setLevel(logging.WARNING)

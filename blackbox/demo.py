@@ -11,6 +11,7 @@ import asyncio
 import logging
 import tempfile
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from blackbox.store.trace import TraceReport, trace_batch
 log = logging.getLogger(__name__)
 
 IDLE_BEFORE_BATCH_WALL_S = 3.0
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+DEMO_CONFIG = Path(str(files("blackbox") / "examples" / "demo.yaml"))
+"""config/demo.yaml of the source tree; blackbox/examples links to config/ and is installed with the package."""
 
 
 @dataclass

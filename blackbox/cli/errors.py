@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from typer._click import exceptions as click  # typer vendors click: its exceptions are these
+
+try:
+    from typer._click import exceptions as click  # recent typer vendors click: its exceptions are these
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click  # type: ignore[no-redef]
 from typer.core import TyperGroup
 
 EXIT_FAILED = 1
@@ -38,7 +42,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
     if isinstance(exc, ConfigError):
         return f"{exc.issues[0]}" + (f" (and {len(exc.issues) - 1} more)" if len(exc.issues) > 1 else ""), EXIT_USAGE
-    if isinstance(exc, SealError | AgentUnreachable | CommandFailed):
+    if isinstance(exc, SealError | AgentUnreachable | CommandFailed) or type(exc).__name__ == "BrokerUnavailable":
         return str(exc), EXIT_FAILED
     store_exit = getattr(exc, "exit_code", None)
     if type(exc).__name__ == "StoreUnavailable" and isinstance(store_exit, int):
