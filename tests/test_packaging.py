@@ -69,7 +69,8 @@ def test_the_wheel_runs_the_demo_outside_the_source_tree(tmp_path: Path) -> None
     assert version.stdout.strip() == f"blackbox {project['version']}", version.stderr
 
     examples = subprocess.run([str(venv / "bin" / "python"), "-c", "from importlib.resources import files; "
-                               "print(files('blackbox') / 'examples')"], **run)  # type: ignore[call-overload]
+                               "print(files('blackbox') / 'examples')"], cwd=elsewhere,
+                              **run)  # type: ignore[call-overload]
     folder = Path(examples.stdout.strip())
     assert not folder.is_relative_to(REPO) and (folder / "demo.yaml").is_file(), examples.stdout
     assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(p.name for p in (REPO / "config").glob("*.yaml"))
