@@ -9,16 +9,58 @@ not verify — makes the batch *unapproved*, said first in the report.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
 
+from blackbox.config import LimitSet
 from blackbox.model import iso
 from blackbox.spec.approval import ROLE_NAMES, Approval
 from blackbox.spec.diff import diff
+from blackbox.spec.model import Specification
 from blackbox.store.joint import StoredSpec, stored_specs
 from blackbox.store.report import ApprovalLine, ChangeLine, SpecificationInfo, SpecRefusal, SpecVersion
 from blackbox.store.schema import events
+
+
+@dataclass(frozen=True)
+class AppliedSpec:
+    """One configuration in force during the batch, as its ``config.applied`` recorded it."""
+
+    specification: Any
+    """Its ``specification`` field: which specifications the gateway says were in force."""
+    limits: dict[str, list[LimitSet]]
+    """The limit sets it applied, per tag (what the trace judges readings by)."""
+
+
+def _limits_differ(applied: dict[str, list[LimitSet]], specs: list[Specification]) -> list[str]:
+    """Tags whose applied limits are not exactly the specifications' (as the agent builds them)."""
+    several = len(specs) > 1
+    expected: dict[str, list[LimitSet]] = {}
+    for s in specs:
+        for tag, sets in s.parameters.items():
+            expected.setdefault(tag, []).extend(
+                ls.model_copy(update={"products": [s.product]}) if several and not ls.products else ls for ls in sets)
+    return sorted(t for t in set(applied) | set(expected) if applied.get(t, []) != expected.get(t, []))
+
+
+def _mismatch(conn: Connection, site: str, applied: AppliedSpec) -> str | None:
+    """Why the limits a configuration applied are not those of the specifications it names, if they are not."""
+    field = applied.specification
+    if not isinstance(field, dict) or field.get("approved") is not True:
+        return None
+    specs = []
+    for entry in field.get("specifications") or []:
+        stored = stored_specs(conn, site, sha256=str(entry.get("sha256"))) if isinstance(entry, dict) else []
+        if not stored:
+            return None  # reported as not held by the store
+        specs.append(stored[0].doc.spec)
+    differ = _limits_differ(applied.limits, specs)
+    if differ:
+        return ("the limits the gateway applied are not the specification's for " + ", ".join(differ[:5])
+                + (f" and {len(differ) - 5} more" if len(differ) > 5 else ""))
+    return None
 
 
 def _approvals(approvals: tuple[Approval, ...]) -> list[ApprovalLine]:
@@ -67,16 +109,18 @@ def _refusals(conn: Connection, labels: dict[int, str], start_us: int, end_us: i
     return out
 
 
-def specification_info(conn: Connection, labels: dict[int, str], in_force: list[Any], product: str | None,
+def specification_info(conn: Connection, labels: dict[int, str], in_force: list[AppliedSpec], product: str | None,
                        start_us: int, end_us: int | None) -> SpecificationInfo:
     """The specification section of a batch's trace report.
 
-    ``in_force`` holds the ``specification`` field of every configuration in force during the batch
-    (first the one at its start); ``labels`` the batch's gateways as ``site/gateway``.
+    ``in_force`` holds every configuration in force during the batch (first the one at its start);
+    ``labels`` the batch's gateways as ``site/gateway``. Approved means: both approvals verify now
+    with the site's keys, **and** the limits the gateway applied are exactly the specification's.
     """
     site = next(iter(sorted(labels.values())), "/").split("/", 1)[0]
     refusals = _refusals(conn, labels, start_us, end_us)
-    chosen = [_chosen(f, product) for f in in_force]
+    chosen = [_chosen(a.specification, product) for a in in_force]
+    mismatch = next((m for a in in_force if (m := _mismatch(conn, site, a)) is not None), None)
     first = chosen[0] if chosen else None
     others = sorted({f"{c.get('id')} v{c.get('version')} ({str(c.get('sha256'))[:16]}…)" for c in chosen[1:]
                      if c is not None and first is not None and c.get("sha256") != first.get("sha256")})
@@ -97,6 +141,8 @@ def specification_info(conn: Connection, labels: dict[int, str], in_force: list[
         why = f"the approval of {label} does not verify with the keys enrolled for site {site}: {stored[0].problem}"
     elif any(c is None for c in chosen[1:]):
         why = "unapproved limits were put in force during the batch"
+    elif mismatch is not None:
+        why = mismatch
     else:
         approvals = _approvals(stored[0].approved.approvals)
         who = ", ".join(f"{a.role_name} {a.signer or '(key ' + a.key_id + ')'} on {iso(a.signed_at_us)}"

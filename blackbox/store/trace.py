@@ -38,7 +38,7 @@ from blackbox.store.report import (
     render_text,
 )
 from blackbox.store.schema import events, gateways, readings, tag_configs
-from blackbox.store.spec_report import specification_info
+from blackbox.store.spec_report import AppliedSpec, specification_info
 
 TRACED_CATEGORIES = frozenset({"process", "environment"})
 BATCH_EVENTS = ("batch.started", "batch.phase", "batch.ended")
@@ -363,7 +363,8 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
     spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
-    specification = specification_info(conn, labels, [c.specification for c in in_force], product,
+    specification = specification_info(conn, labels, [AppliedSpec(c.specification, {
+        name: [ls for ls, _ in meta.limit_sets] for name, meta in c.tags.items()}) for c in in_force], product,
                                        spec_from, ended_at)
 
     return TraceReport(

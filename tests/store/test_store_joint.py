@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from spec_support import SIGNERS, TAMPERED, Approvers, spec_doc, tampered
 from sqlalchemy import Engine, select
-from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
+from store_synth import GATEWAY, SEC, SITE, T0, TAGS, Gateway, config_data
 
 from blackbox.config import RetentionConfig
 from blackbox.model import iso
@@ -54,17 +54,31 @@ def applied(doc: dict[str, Any], sigs: SignatureFile) -> dict[str, Any]:
             "approvals": [], "document": doc, "signatures": sigs.to_json()}
 
 
+def tags_under(doc: dict[str, Any], hh: float | None = None) -> list[dict[str, Any]]:
+    """The tags of config.applied as the agent records them under ``doc``: exactly its limits
+    (``hh`` set: the emulsify HH the gateway really applied instead)."""
+    out = []
+    for tag in TAGS:
+        sets = [dict(ls) for ls in doc["parameters"].get(tag["name"], [])]
+        if hh is not None and sets:
+            sets[0]["hh"] = hh
+        out.append(tag | {"limits": sets})
+    return out
+
+
 def run_batch(gw: Gateway, ing: Ingestor, batch: str, t: int, spec: tuple[dict[str, Any], SignatureFile] | None,
-              ended: bool = True) -> None:
+              ended: bool = True, applied_hh: float | None = None) -> None:
     """A production batch recorded under ``spec`` (as the gateway claims it: approved), or under
     unapproved configured limits."""
     if spec is not None:
         gw.event("spec.applied", applied(*spec), t, subject=spec[0]["id"])
         ref = {"approved": True, "specifications": [{k: v for k, v in applied(*spec).items()
                                                      if k not in ("document", "signatures")}]}
+        data = config_data(tags_under(spec[0], applied_hh))
     else:
         ref = {"approved": False, "specifications": []}
-    gw.apply_config(t + 1, config_data() | {"specification": ref})
+        data = config_data()
+    gw.apply_config(t + 1, data | {"specification": ref})
     gw.start_batch(batch, t + 2 * SEC)
     gw.set_phase("emulsify", t + 3 * SEC)
     gw.reading("EM-01.temperature", 75.0, t + 4 * SEC)
@@ -124,6 +138,17 @@ def test_a_spoilt_specification_is_refused_by_the_store(
     assert "does not verify with the keys enrolled" in (spec.why_unapproved or "")
     with engine.begin() as conn:  # handed in directly: refused too
         assert register_spec(conn, SITE, doc, sigs.to_json(), "operator") is not None
+
+
+def test_limits_other_than_the_approved_ones_make_the_batch_unapproved(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    """A gateway that names an approved specification but judges by looser limits is not believed."""
+    doc = spec_doc(hh=85.0)
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)), applied_hh=95.0)
+    report = trace_batch(engine, BATCH)
+    assert report.specification.unapproved
+    assert "not the specification's for EM-01.temperature" in (report.specification.why_unapproved or "")
+    assert "UNAPPROVED LIMITS" in render_text(report)
 
 
 def test_specifications_are_refused_without_enrolled_approvers(engine: Engine) -> None:
