@@ -14,6 +14,12 @@ the wait doubles with each re-send of the same batch up to ``ack_timeout_max``, 
 away is not flooded with copies. After a reconnect every unacknowledged batch is due at once —
 unless paho still holds an unacknowledged copy, which paho itself re-sends on reconnect.
 
+A batch is never sent again once its ack has arrived: it stays in the window until the buffer has
+recorded the ack, and the recently acknowledged are remembered, so a look at the buffer taken just
+before the ack cannot bring it back. A batch the store rejected no longer holds a place in the
+window (fresh batches keep flowing past it); it is retried on its back-off, and at most
+``max_in_flight`` rejected batches are kept out at once.
+
 Memory is bounded by the window: the backlog stays in the buffer (SQLite), not here or in paho's
 queue, however long the outage.
 """
@@ -61,6 +67,10 @@ class _InFlight:
     sent_at: float
     attempts: int
     sent: Sent | None
+    acked: bool = False
+    """The store's ack has arrived; the buffer is recording it."""
+    rejected: bool = False
+    """The store rejected the last copy: retried on its back-off, outside the window."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ class Forwarder:
         """Highest record sequence number such that the store has committed every record up to it."""
         self._delivered_event = asyncio.Event()
         self._acks: set[asyncio.Task[None]] = set()
+        self._recently_acked: deque[int] = deque(maxlen=4 * cfg.max_in_flight)
+        """batch_seq of the latest batches whose ack the buffer recorded: never sent again."""
         self.on_delivered: Callable[[int, float], None] | None = None
         """Called with (batch_seq, wall-clock time the ack arrived) for each newly acknowledged batch."""
 
@@ -155,6 +167,8 @@ class Forwarder:
             self.rejected += 1
             self.rejections.append(f"batch {batch_seq}: {reason}")
             flight = self._in_flight.get(batch_seq) if isinstance(batch_seq, int) else None
+            if flight is not None:
+                flight.rejected = True
             retry = self._resend_delay(flight.attempts) if flight else self._cfg.ack_timeout
             log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
                       batch_seq, reason, retry)
@@ -165,9 +179,15 @@ class Forwarder:
 
     async def _delivered(self, batch_seq: int, hash_: str, arrived: float) -> None:
         flight = self._in_flight.get(batch_seq)
+        ours = False
         if flight is not None and flight.hash == hash_:
+            ours = flight.acked = True  # it stays in the window until the buffer has recorded the ack
+        marked = await self._db(self._buffer.mark_delivered, batch_seq, hash_)
+        if marked or ours:
+            self._recently_acked.append(batch_seq)
+        if ours and self._in_flight.get(batch_seq) is flight:
             del self._in_flight[batch_seq]
-        if await self._db(self._buffer.mark_delivered, batch_seq, hash_):
+        if marked:
             self.delivered += 1
             if self.on_delivered is not None:
                 self.on_delivered(batch_seq, arrived)
@@ -200,7 +220,7 @@ class Forwarder:
         now = self._clock()
         self._refill(now)
         for batch_seq, flight in sorted(self._in_flight.items()):
-            if now - flight.sent_at < self._resend_delay(flight.attempts):
+            if flight.acked or now - flight.sent_at < self._resend_delay(flight.attempts):
                 continue
             if _still_queued(flight.sent):
                 continue  # paho has not even got a PUBACK for the last copy: another would only queue behind it
@@ -211,16 +231,18 @@ class Forwarder:
             else:  # acknowledged (or dropped by the buffer) meanwhile
                 self._in_flight.pop(batch_seq, None)
 
-        room = self._cfg.max_in_flight - len(self._in_flight)
+        rejected = sum(1 for f in self._in_flight.values() if f.rejected)
+        held = len(self._in_flight) - rejected + max(0, rejected - self._cfg.max_in_flight)
+        room = self._cfg.max_in_flight - held
         if room <= 0 or self._newest <= self._floor:
             return
         live_from = max(self._floor, self._newest - self.live_slots)  # batches above it are live
         for batch in await self._db(self._buffer.undelivered, live_from, self.live_slots):
-            if batch.batch_seq not in self._in_flight and room > 0:
+            if self._sendable(batch.batch_seq) and room > 0:
                 self._send(session, batch, now, 1)
                 room -= 1
 
-        replaying = sum(1 for n in self._in_flight if n <= live_from)
+        replaying = sum(1 for n, f in self._in_flight.items() if n <= live_from and not f.rejected)
         room = min(room, self._cfg.max_in_flight - self.live_slots - replaying)
         self._replay_after = max(self._replay_after, self._floor)
         if room <= 0 or self._tokens <= 0 or self._replay_after >= live_from:
@@ -229,10 +251,14 @@ class Forwarder:
             if batch.batch_seq > live_from or room <= 0 or self._tokens <= 0:
                 break
             self._replay_after = batch.batch_seq
-            if batch.batch_seq not in self._in_flight:  # sent live earlier, still unacknowledged
+            if self._sendable(batch.batch_seq):  # not sent live earlier, still unacknowledged
                 self._send(session, batch, now, 1)
                 self._tokens -= batch.last_seq - batch.first_seq + 1
                 room -= 1
+
+    def _sendable(self, batch_seq: int) -> bool:
+        """Not out already, and not acknowledged since the buffer was asked what is undelivered."""
+        return batch_seq not in self._in_flight and batch_seq not in self._recently_acked
 
     def _send(self, session: Publisher, batch: StoredBatch, now: float, attempts: int) -> None:
         sent = session.publish(self._topic, batch.wire)
