@@ -120,6 +120,9 @@ _WORDS: dict[str, tuple[str, str]] = {
     "waiting": ("等待数据…", "Waiting for data…"),
     "prev": ("上一页", "Previous"),
     "next": ("下一页", "Next"),
+    "specification": ("质量标准（工厂质量部与监管方共同批准）", "Specification (approved by factory QA and regulator)"),
+    "unapproved": ("未经批准", "UNAPPROVED"),
+    "role": ("角色", "Role"),
     "language": ("English", "中文"),
 }
 

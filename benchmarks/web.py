@@ -1,0 +1,229 @@
+"""The store's web window, measured: batch page, chart data, comparison and search (p50/p99).
+
+Fills a fresh store with
+
+* one production batch of N readings (default 1,000,000; 10 tags, three phases) through the real
+  ingest (signed, verified, chained), and
+* a history of H batches (default 10,000) of the same product on a second gateway of the same
+  site, with enough readings to bring the store to T readings in all (default 10,000,000),
+  written straight into the tables (their signatures play no part in what is measured here),
+
+then times, in-process through the ASGI application (FastAPI's TestClient, no network):
+
+1. the batch page: the first view (the trace report is computed) and later views (cached until a
+   new sealed batch of its gateways arrives);
+2. the chart data of one tag (100,000 readings) reduced to 1,200 min/max buckets;
+3. the comparison of that tag with the last 10 batches of the product;
+4. a search over the H batches (one page of 50, with and without the alarm filter).
+
+Usage: python benchmarks/web.py [--readings N] [--total T] [--history H] [--runs R] [--db sqlite|postgresql|URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, insert, select
+
+sys.path.insert(0, str(Path(__file__).parent))
+from store_verify import database
+
+from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
+from blackbox.store.db import make_engine, open_store, open_store_readonly
+from blackbox.store.ingest import Ingestor
+from blackbox.store.schema import events, gateways, readings, tag_configs
+from blackbox.web.app import create_app
+from blackbox.web.auth import create_token, create_user
+
+SITE, GATEWAY, HISTORY_GATEWAY, BATCH, PRODUCT = "BENCH-01", "gw-bench", "gw-history", "BENCH-BIG-01", "P-100"
+TAGS = [f"T-{i:02d}.pv" for i in range(10)]
+PHASES = ("heat", "emulsify", "cool")
+T0 = 1_795_000_000_000_000
+STEP_US = 10_000
+
+
+def config(gateway: str) -> dict[str, object]:
+    return {"sha256": "c" * 64, "site": {"id": SITE, "timezone": "Asia/Shanghai"}, "gateway": gateway,
+            "tags": [{"name": t, "category": "process", "eng_unit": "degC",
+                      "limits": [{"l": 40.0, "h": 80.0, "hh": 90.0}]} for t in TAGS]}
+
+
+def fill_big_batch(engine: Engine, n_readings: int, batch_size: int = 5000) -> float:
+    """The measured batch, through the real ingest; returns its start time (µs)."""
+    key = Ed25519PrivateKey.generate()
+    ingestor = Ingestor(engine)
+    ingestor.enroll(GATEWAY, SITE, public_key_pem(key))
+    start = T0 + 10**12  # after the whole history
+    seq, batch_seq, prev, done = 1, 1, GENESIS_HASH, 0
+    per_phase = n_readings // len(PHASES) + 1
+    while done < n_readings:
+        evs: list[list[object]] = []
+        if batch_seq == 1:
+            evs = [[1, "config.applied", None, config(GATEWAY), start, None, None],
+                   [2, "batch.started", None, {"batch": BATCH, "product": PRODUCT}, start, BATCH, None]]
+            seq = 3
+        rows = []
+        for _ in range(min(batch_size, n_readings - done)):
+            phase = PHASES[min(done // per_phase, len(PHASES) - 1)]
+            if done % per_phase == 0:
+                evs.append([seq, "batch.phase", None, {"batch": BATCH, "phase": phase}, start + seq * STEP_US,
+                            BATCH, phase])
+                seq += 1
+            ts = start + seq * STEP_US
+            rows.append([seq, TAGS[seq % len(TAGS)], 60.0 + (seq % 97) * 0.3, "good", None, ts, ts - 100, BATCH,
+                         phase])
+            seq += 1
+            done += 1
+        if done == n_readings:
+            evs.append([seq, "batch.ended", None, {"batch": BATCH}, start + seq * STEP_US, BATCH, None])
+            seq += 1
+        evs.sort(key=lambda e: e[0])  # type: ignore[arg-type, return-value]
+        sealed = seal_rows(rows, evs, site=SITE, gateway=GATEWAY, key=key, batch_seq=batch_seq, prev_hash=prev,
+                           config_hash="c" * 64, sealed_at_us=start + seq * STEP_US)
+        result = ingestor.handle(sealed.wire, SITE, GATEWAY)
+        assert result.status == "stored", result
+        prev, batch_seq = sealed.hash, batch_seq + 1
+    return start
+
+
+def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
+    """Past batches of the product, written straight into the tables, oldest first."""
+    with engine.begin() as conn:
+        gid = conn.execute(insert(gateways).values(site=SITE, gateway=HISTORY_GATEWAY, created_at_us=T0)
+                           .returning(gateways.c.id)).scalar_one()
+        conn.execute(insert(tag_configs).values(gateway_id=gid, seq=0, config_sha256="c" * 64, effective_from_us=T0,
+                                                data=config(HISTORY_GATEWAY)))
+    per_batch = max(len(PHASES), n_readings // max(1, n_batches))
+    seq = 1
+    span = 90 * 60 * 1_000_000  # 90 minutes a batch
+    for first in range(0, n_batches, 200):
+        ev_rows: list[dict[str, object]] = []
+        rd_rows: list[dict[str, object]] = []
+        for b in range(first, min(n_batches, first + 200)):
+            name, t = f"H-{b:06d}", T0 + b * span
+            ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="batch.started", subject=None,
+                                data={"batch": name, "product": PRODUCT}, ts_us=t, batch=name, phase=None, ref=name))
+            seq += 1
+            for p, phase in enumerate(PHASES):
+                pt = t + p * span // 4
+                ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="batch.phase", subject=None,
+                                    data={"batch": name, "phase": phase}, ts_us=pt, batch=name, phase=phase,
+                                    ref=name))
+                seq += 1
+                n = per_batch // len(PHASES)
+                for i in range(n):
+                    rd_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, tag=TAGS[i % len(TAGS)],
+                                        kind="float", num=58.0 + (b % 7) + i % 11, text=None, quality="good",
+                                        reason=None, ts_us=pt + i * (span // 4 // max(1, n)), source_ts_us=None,
+                                        batch=name, phase=phase))
+                    seq += 1
+            if b % 10 == 0:
+                ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="alarm.raised", subject=TAGS[0],
+                                    data={"tag": TAGS[0], "level": "H"}, ts_us=t + span // 2, batch=name,
+                                    phase="emulsify", ref=None))
+                seq += 1
+            ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="batch.ended", subject=None,
+                                data={"batch": name}, ts_us=t + 3 * span // 4, batch=name, phase=None, ref=name))
+            seq += 1
+        with engine.begin() as conn:
+            conn.execute(insert(events), ev_rows)
+            cols = list(rd_rows[0])
+            # executemany through the driver: SQLAlchemy's per-row processing would dominate the fill
+            marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(f"INSERT INTO readings ({', '.join(cols)}) VALUES ({', '.join([marker] * len(cols))})",
+                                 [tuple(r[c] for c in cols) for r in rd_rows])
+
+
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:
+    """(first, p50, p99) in milliseconds; the first run is also part of the percentiles."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return times[0], statistics.median(times), p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readings", type=int, default=1_000_000, help="readings of the measured batch")
+    parser.add_argument("--total", type=int, default=10_000_000, help="readings in the store in all")
+    parser.add_argument("--history", type=int, default=10_000, help="past batches of the product")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--db", default="sqlite", help="sqlite, postgresql (a fresh database) or a URL")
+    args = parser.parse_args()
+    with database(args.db) as url:
+        engine = open_store(url)
+        t = time.perf_counter()
+        fill_history(engine, args.history, max(0, args.total - args.readings))
+        history_s = time.perf_counter() - t
+        t = time.perf_counter()
+        fill_big_batch(engine, args.readings)
+        ingest_s = time.perf_counter() - t
+        token = create_token(engine, "bench", "regulator")
+        with engine.connect() as conn:
+            n_readings = conn.execute(select(func.count()).select_from(readings)).scalar_one()
+        engine.dispose()
+        read = open_store_readonly(url)
+        write = make_engine(url)
+        client = TestClient(create_app(read, write))
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def get(path: str) -> bytes:
+            r = client.get(path, headers=headers)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            return r.content
+
+        # the page needs a session: log in through a user made for the benchmark
+        create_user(write, "bench", "benchmark-password", "regulator")
+        form = client.get("/login").text
+        csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        r = client.post("/login", data={"csrf": csrf, "username": "bench", "password": "benchmark-password"},
+                        follow_redirects=False)
+        assert r.status_code == 303, r.text
+        page_url = f"/sites/{SITE}/batches/{BATCH}"
+
+        def page() -> None:
+            r = client.get(page_url)
+            assert r.status_code == 200, r.text[:300]
+
+        api = f"/api/v1/sites/{SITE}/batches/{BATCH}"
+        tag = TAGS[3]
+        page_first, page_p50, page_p99 = timed(page, args.runs)
+        series = orjson.loads(get(f"{api}/series?tag={tag}"))
+        chart = timed(lambda: get(f"{api}/series?tag={tag}"), args.runs)
+        comparison = orjson.loads(get(f"{api}/compare?tag={tag}&last=10"))
+        compare = timed(lambda: get(f"{api}/compare?tag={tag}&last=10"), args.runs)
+        search = timed(lambda: get(f"/api/v1/batches?product={PRODUCT}&per_page=50"), args.runs)
+        search_alarms = timed(lambda: get(f"/api/v1/batches?product={PRODUCT}&with_alarms=true&per_page=50"),
+                              args.runs)
+        found = orjson.loads(get(f"/api/v1/batches?product={PRODUCT}&per_page=1"))["total"]
+        client.close()
+        read.dispose()
+        write.dispose()
+    backend = args.db if args.db in ("sqlite", "postgresql") else url.split(":", 1)[0]
+    print(f"store web on {backend}: {n_readings:,} readings in the store, measured batch {args.readings:,} "
+          f"readings ({len(TAGS)} tags), {found:,} batch numbers; {args.runs} runs each, in-process (no network)")
+    print(f"  filled: history {history_s:.1f} s, measured batch through ingest {ingest_s:.1f} s")
+    print(f"  batch page, first view (trace computed): {page_first:9.0f} ms")
+    print(f"  batch page, later views:           p50 {page_p50:9.1f} ms   p99 {page_p99:9.1f} ms")
+    print(f"  chart data ({series['n_readings']:,} readings -> {len(series['t'])} buckets): "
+          f"p50 {chart[1]:7.1f} ms   p99 {chart[2]:7.1f} ms")
+    print(f"  comparison (last {len(comparison['reference'])} batches):       p50 {compare[1]:9.1f} ms   "
+          f"p99 {compare[2]:9.1f} ms")
+    print(f"  search, {found:,} batches (page of 50): p50 {search[1]:9.1f} ms   p99 {search[2]:9.1f} ms")
+    print(f"  search with alarms only:           p50 {search_alarms[1]:9.1f} ms   p99 {search_alarms[2]:9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
