@@ -103,9 +103,10 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
             assert b["undelivered_records"] > 0 and b["oldest_undelivered_age_s"] > 0  # no store acknowledges
             assert b["quota_bytes"] == 1024 * 2**20 and b["readings_per_s"] > 0
             assert st["uplink"]["connected"] and isinstance(st["alarms"], list)
+            assert all(isinstance(s["overruns"], int) and s["overruns"] >= 0 for s in st["sources"])
             human = (await run_cli("status", "-c", c)).stdout
             assert f"batch {BATCH}" in human and "uplink  connected" in human and "records not yet acknowledged" \
-                in human and "alarms  " in human
+                in human and "alarms  " in human and " skipped " in human
 
             # -- metrics and health --------------------------------------------------------------
             status_line, body = await http_get(metrics_port, "/metrics")
@@ -114,6 +115,7 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
             assert metric(body, "blackbox_buffer_undelivered_records") > 0
             assert metric(body, "blackbox_source_connected") == 2
             assert 'blackbox_source_cycle_seconds{source="line-modbus"}' in body
+            assert 'blackbox_source_overruns_total{source="line-modbus"}' in body
             assert (await http_get(metrics_port, "/health"))[0].split(" ", 1)[1] == "200 OK"
             await run_cli("batch", "end", "-c", c)
 

@@ -6,6 +6,12 @@ events in the record (``source.connected`` / ``source.disconnected``), so a regu
 "not read" from "unchanged"; so are values a source is known to have lost
 (``source.data_lost``) and a silent subscription rebuilt (``source.resubscribed``).
 
+Overruns: a cycle (read and record) that takes longer than the poll interval makes the poller skip
+the cycles it missed rather than burst to catch up. Every skipped cycle is counted (``overruns``,
+in ``status`` and the metrics) and recorded in a ``source.overrun`` event: the first at once, then
+at most one per :data:`OVERRUN_REPORT_EVERY_S` with the count since the previous one, and a last
+one with what is left when the source disconnects or the poller stops.
+
 Back-off: after a failed connect, or a connection that failed before its first complete cycle,
 the next attempt waits ``reconnect_min`` doubled per failure up to ``reconnect_max``, times a
 random factor in [0.8, 1.2] so that many gateways do not reconnect in step. A connection that
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUTS = 5
 """A connect (with its security handshake and namespace reads) may take this many source timeouts."""
 CLOSE_TIMEOUTS = 3
+OVERRUN_REPORT_EVERY_S = 60.0
+"""Skipped cycles are recorded in one ``source.overrun`` event at most this often."""
 """A close (an OPC UA goodbye, then closing the session) may take this many source timeouts."""
 
 
@@ -54,6 +62,11 @@ class SourcePoller:
         self.connected: bool | None = None
         self.cycles = 0
         self.last_cycle_s: float | None = None
+        self.overruns = 0
+        """Poll cycles skipped since the start because a cycle overran the poll interval."""
+        self._overrun_unreported = 0
+        self._overrun_slowest_s = 0.0
+        self._overrun_reported_at: float | None = None
         self.filter = ExceptionFilter(self.cfg.tags)
         self._delivered = False  # the current connection completed a cycle
         self._lost_seen = 0
@@ -126,8 +139,10 @@ class SourcePoller:
             next_at += interval
             now = time.monotonic()
             if next_at < now:  # overran: skip the missed cycles rather than bursting
-                next_at = now + interval - (now - next_at) % interval
+                missed_at, next_at = next_at, now + interval - (now - next_at) % interval
+                self._overran(round((next_at - missed_at) / interval), now - started)
             if not await self._pause(next_at - now):
+                await self._report_overruns()
                 return
 
     async def _follow(self, driver: SubscribingDriver) -> None:
@@ -154,9 +169,39 @@ class SourcePoller:
             if changes is not None:
                 changes.cancel()
 
+    def _overran(self, skipped: int, cycle_s: float) -> None:
+        self.overruns += skipped
+        self._overrun_unreported += skipped
+        self._overrun_slowest_s = max(self._overrun_slowest_s, cycle_s)
+
+    def _overrun_event(self, now: float, *, final: bool = False) -> EventDraft | None:
+        """The ``source.overrun`` event due now (rate-limited unless ``final``), or ``None``."""
+        if not self._overrun_unreported:
+            return None
+        since = self._overrun_reported_at
+        if not final and since is not None and now - since < OVERRUN_REPORT_EVERY_S:
+            return None
+        skipped, slowest = self._overrun_unreported, self._overrun_slowest_s
+        self._overrun_unreported, self._overrun_slowest_s, self._overrun_reported_at = 0, 0.0, now
+        log.warning("source %s: %d poll cycle(s) skipped%s: a cycle took up to %.3f s for a poll interval of %g s "
+                    "(%d skipped since the start)", self.cfg.name, skipped,
+                    "" if since is None else f" in the last {now - since:.0f} s", slowest, self.cfg.poll_interval,
+                    self.overruns)
+        return EventDraft("source.overrun", self.cfg.name, {
+            "source": self.cfg.name, "skipped": skipped, "total": self.overruns, "slowest_cycle_s": round(slowest, 6),
+            "poll_interval_s": self.cfg.poll_interval})
+
+    async def _report_overruns(self) -> None:
+        """Record the skipped cycles not yet in an event (the poller stops or the source went away)."""
+        event = self._overrun_event(time.monotonic(), final=True)
+        if event is not None:
+            await self.recorder.record([], [event])
+
     async def _record(self, samples: Sequence[Sample]) -> None:
-        """Record one cycle, with events for values the source reports lost."""
+        """Record one cycle, with events for values the source reports lost and cycles skipped."""
         events = []
+        if (overrun := self._overrun_event(time.monotonic())) is not None:
+            events.append(overrun)
         health = self.driver.health
         if health.lost > self._lost_seen:
             events.append(EventDraft("source.data_lost", self.cfg.name, {
@@ -180,6 +225,7 @@ class SourcePoller:
         if connected:
             log.info("source %s connected", self.cfg.name)
         else:
+            await self._report_overruns()
             self.filter.forget()  # after the gap, the first reading of every tag is recorded
             log.warning("source %s %s: %s", self.cfg.name, "unreachable" if first_failure else "lost", reason)
         await self.recorder.record([], [EventDraft(kind, self.cfg.name, {"source": self.cfg.name, "reason": reason})])

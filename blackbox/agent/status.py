@@ -63,7 +63,7 @@ async def status_report(agent: Agent) -> dict[str, Any]:
         "context": {"batch": ctx.batch, "product": ctx.product, "recipe": ctx.recipe,
                     "recipe_version": ctx.recipe_version, "phase": ctx.phase},
         "sources": [{"name": p.cfg.name, "protocol": p.cfg.protocol, "connected": p.connected, "cycles": p.cycles,
-                     "poll_interval_s": p.cfg.poll_interval, "last_cycle_s": p.last_cycle_s,
+                     "poll_interval_s": p.cfg.poll_interval, "last_cycle_s": p.last_cycle_s, "overruns": p.overruns,
                      "last_error": p.driver.health.last_error} for p in agent.pollers],
         "tags": tags,
         "buffer": {"path": str(agent.buffer.path), "last_seq": backlog.last_seq,
@@ -121,11 +121,14 @@ async def collect_metrics(agent: Agent) -> list[Metric]:
     cycle = Metric("blackbox_source_cycle_seconds", "gauge", "Duration of the source's last poll cycle.")
     connected = Metric("blackbox_source_connected", "gauge", "1 if the source is connected.")
     cycles = Metric("blackbox_source_cycles_total", "counter", "Poll cycles completed.")
+    overruns = Metric("blackbox_source_overruns_total", "counter",
+                      "Poll cycles skipped because a cycle took longer than the poll interval.")
     for p in agent.pollers:
         if p.last_cycle_s is not None:
             cycle.add(p.last_cycle_s, source=p.cfg.name)
         connected.add(1.0 if p.connected else 0.0, source=p.cfg.name)
         cycles.add(p.cycles, source=p.cfg.name)
+        overruns.add(p.overruns, source=p.cfg.name)
     active = Metric("blackbox_alarms_active", "gauge", "Active alarms.")
     by_origin: dict[str, int] = {}
     for a in _alarms(agent):
@@ -144,7 +147,7 @@ async def collect_metrics(agent: Agent) -> list[Metric]:
         .add(live.readings_total),
         Metric("blackbox_readings_per_second", "gauge", "Readings committed per second, last ten seconds.")
         .add(live.readings_per_second()),
-        cycle, connected, cycles,
+        cycle, connected, cycles, overruns,
         Metric("blackbox_buffer_last_seq", "gauge", "Last sequence number committed.").add(backlog.last_seq),
         Metric("blackbox_buffer_undelivered_records", "gauge", "Records the store has not acknowledged.")
         .add(backlog.undelivered_records),

@@ -46,11 +46,12 @@ def status(config: Path = ConfigOpt,
                                     if spec.get("approved") else "the configured limits: UNAPPROVED"))
     typer.echo(f"batch {ctx['batch'] or '-'}  product {ctx['product'] or '-'}  recipe {ctx['recipe'] or '-'}"
                f"{' v' + ctx['recipe_version'] if ctx['recipe_version'] else ''}  phase {ctx['phase'] or '-'}\n")
-    typer.echo(f"{'source':<20} {'protocol':<8} {'state':<12} {'cycles':>8} {'cycle ms':>9}  last error")
+    typer.echo(f"{'source':<20} {'protocol':<8} {'state':<12} {'cycles':>8} {'cycle ms':>9} {'skipped':>8}  last error")
     for s in st["sources"]:
         state = {True: "connected", False: "DOWN", None: "starting"}[s["connected"]]
         ms = f"{s['last_cycle_s'] * 1000:.1f}" if s["last_cycle_s"] is not None else "-"
-        typer.echo(f"{s['name']:<20} {s['protocol']:<8} {state:<12} {s['cycles']:>8} {ms:>9}  {s['last_error'] or ''}")
+        typer.echo(f"{s['name']:<20} {s['protocol']:<8} {state:<12} {s['cycles']:>8} {ms:>9} {s['overruns']:>8}  "
+                   f"{s['last_error'] or ''}")
     tags = st["tags"]
     shown = tags if all_tags else [t for t in tags if t["stale"] or t["quality"] not in ("good", None)]
     typer.echo(f"\ntags    {len(tags)} configured, {sum(t['stale'] for t in tags)} stale, "
