@@ -7,10 +7,11 @@ second one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +22,14 @@ from blackbox.web.api import build_router
 from blackbox.web.context import WebContext
 
 STATIC = Path(__file__).parent / "static"
+SECURITY_HEADERS = {
+    # everything the pages load comes from the store itself; no inline script, no framing
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def read_engine(url: str) -> Engine:
@@ -33,12 +42,20 @@ def create_app(read: Engine, write: Engine, config: WebConfig | None = None) -> 
     from blackbox.web.pages import build_pages  # pages import the app's helpers
 
     ctx = WebContext(read=read, write=write, config=config or WebConfig())
-    app = FastAPI(title="blackbox store", version="1", docs_url="/api/docs", openapi_url="/api/v1/openapi.json",
-                  redoc_url=None, description="The regulator's window on the traceability store.")
+    # no /docs page: FastAPI's would load Swagger UI from a CDN; the OpenAPI document is served as JSON
+    app = FastAPI(title="blackbox store", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json", description="The regulator's window on the traceability store.")
     app.state.ctx = ctx
     app.include_router(build_router(ctx))
     app.include_router(build_pages(ctx))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> object:

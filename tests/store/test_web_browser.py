@@ -119,6 +119,9 @@ def logged_in(browser: Any, server: str, user: str, lang: str = "zh-CN") -> Any:
 def test_regulator_reads_a_batch_in_the_browser(browser: Any, server: str, shots: Path, tmp_path: Path) -> None:
     page = logged_in(browser, server, "inspector.li")
     context = page.context
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         # search
         page.fill("form.filters input[name=product]", "FC-050")
@@ -206,6 +209,7 @@ def test_regulator_reads_a_batch_in_the_browser(browser: Any, server: str, shots
         page.goto(f"{server}/sites/{OTHER_SITE}/batches/{OTHER_BATCH}?lang=en")
         assert page.locator("#verdict").get_attribute("data-verdict") == "incomplete"
         page.locator("#verdict").screenshot(path=str(shots / "verdict-incomplete.png"))
+        assert errors == []  # no script error, nothing refused by the Content-Security-Policy
     finally:
         context.close()
 

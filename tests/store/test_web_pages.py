@@ -152,3 +152,13 @@ def test_static_files_are_served_by_the_store(web_store: Store) -> None:
         assert js.status_code == 200 and "uPlot" in js.text
         assert c.get("/static/vendor/uplot/LICENSE").status_code == 200
         assert c.get("/static/chart.js").status_code == 200 and c.get("/static/app.css").status_code == 200
+
+
+def test_security_headers_and_no_cdn_docs(web_store: Store) -> None:
+    with fresh(web_store) as c:
+        r = c.get("/login")
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert c.get("/api/docs").status_code in (303, 404)  # Swagger UI would load from a CDN: not served
+        assert c.get("/api/v1/openapi.json").status_code == 200

@@ -224,6 +224,8 @@
     }).catch(function (e) { fig.dataset.state = "error"; plot.textContent = "error " + e.message; });
   }
 
+  var printButton = document.getElementById("print");
+  if (printButton) printButton.addEventListener("click", function () { window.print(); });
   document.querySelectorAll("figure.chart[data-tag]").forEach(trend);
   document.querySelectorAll("figure.chart.compare").forEach(compare);
 })();
