@@ -53,6 +53,10 @@ metadata = MetaData(naming_convention=NAMING)
 # SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias; BIGINT elsewhere.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
+ExactJson = JSON()
+"""Signed record data: ``json`` (text) on PostgreSQL, not ``jsonb``, which rewrites numbers (``1e16``
+comes back as the integer 10000000000000000, ``-0.0`` as ``0.0``) and so would hold values that
+differ from the signed ones while comparing equal in Python."""
 Hash = String(64)
 Name = String(128)
 
@@ -152,7 +156,7 @@ events = Table(
     Column("batch_seq", BigInteger, nullable=False),
     Column("type", String(64), nullable=False),
     Column("subject", Text, nullable=True),
-    Column("data", Json, nullable=False),
+    Column("data", ExactJson, nullable=False),
     Column("ts_us", BigInteger, nullable=False),
     Column("batch", Name, nullable=True),
     Column("phase", Name, nullable=True),
@@ -197,7 +201,8 @@ tag_configs = Table(
     Column("seq", BigInteger, nullable=False, comment="Seq of the config.applied event."),
     Column("config_sha256", String(128), nullable=False),
     Column("effective_from_us", BigInteger, nullable=False),
-    Column("data", Json, nullable=False, comment="The config.applied event data: site, gateway, tags, limits."),
+    Column("data", ExactJson, nullable=False,
+           comment="The config.applied event data: site, gateway, tags, limits."),
     UniqueConstraint("gateway_id", "seq"),
     Index(None, "gateway_id", "effective_from_us"),
 )

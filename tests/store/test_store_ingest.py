@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select
-from store_synth import GATEWAY, SITE, T0, Gateway
+from store_synth import GATEWAY, SITE, T0, Gateway, config_data
 
 from blackbox.model import Event, Quality, Reading, Value
 from blackbox.seal import GENESIS_HASH, BatchHeader, key_id, public_key_pem
@@ -300,3 +301,19 @@ def test_integers_at_the_boundaries_are_stored_exactly(engine: Engine, ingestor:
     with engine.connect() as conn:
         back = [decode_value(r.kind, r.num, r.text) for r in conn.execute(select(readings).order_by(readings.c.seq))]
     assert back == values and all(type(v) is int for v in back)
+
+
+def test_event_data_is_stored_with_its_exact_numbers(engine: Engine, ingestor: Ingestor, gw: Gateway) -> None:
+    """PostgreSQL's jsonb would give 1e16 back as an integer and -0.0 as 0.0: equal in Python, not signed."""
+    data = {"f": 1e16, "z": -0.0, "one": 1.0, "tiny": 5e-324, "huge": 1e300, "big": 2**64 - 1, "neg": -(2**63),
+            "nested": [{"x": 2.5e-7}, True, None, "é"]}
+    ev = gw.apply_config(T0, {**config_data(), "extra": data})
+    gw.event("qc.result", data, T0 + 1)
+    assert handle(ingestor, gw.seal().wire).status == "stored"
+    with engine.connect() as conn:
+        stored = conn.execute(select(events.c.data).order_by(events.c.seq)).scalars().all()
+        config = conn.execute(select(tag_configs.c.data)).scalar_one()
+    for got in (stored[1], stored[0]["extra"], config["extra"]):
+        # JSON text tells 1e16 from 10000000000000000 and -0.0 from 0.0 (== does not)
+        assert json.dumps(got, sort_keys=True) == json.dumps(data, sort_keys=True)
+    assert config["sha256"] == ev.data["sha256"]

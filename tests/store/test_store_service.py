@@ -202,7 +202,7 @@ def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
         sealed = gw.seal()
         agent.publish(sealed.wire)
         assert agent.ack() == {"batch_seq": 1, "hash": sealed.hash, "status": "stored", "reason": None}
-        assert current_revision(engine) == "0007"
+        assert current_revision(engine) == "0008"
     finally:
         agent.close()
         stop.set()
