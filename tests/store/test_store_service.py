@@ -137,9 +137,17 @@ def test_batch_round_trip_ack_after_commit(
 ) -> None:
     gw = enrolled_gateway(store_engine)
     agent = Agent(GatewayTopics(root, SITE, GATEWAY), protocol)
-    results: queue.Queue[int] = queue.Queue()
+    at_ack: queue.Queue[int] = queue.Queue()
     svc = make_service(protocol)
-    svc.on_result = lambda topic, result: results.put(n_readings(store_engine))
+    publish = svc.client.publish
+
+    def publish_counting(topic: str, payload: bytes, qos: int = 0, **kw: Any) -> Any:
+        """The store's own publish, noting how many readings are committed as each ack goes out."""
+        if topic == agent.topics.acks:
+            at_ack.put(n_readings(store_engine))
+        return publish(topic, payload, qos=qos, **kw)
+
+    svc.client.publish = publish_counting  # type: ignore[method-assign]
     try:
         for i in range(3):
             gw.reading("EM-01.temperature", 70.0 + i, T0 + i)
@@ -147,7 +155,7 @@ def test_batch_round_trip_ack_after_commit(
         agent.publish(sealed.wire)
         ack = agent.ack()
         assert ack == {"batch_seq": 1, "hash": sealed.hash, "status": "stored", "reason": None}
-        assert results.get(timeout=TIMEOUT) == 3  # committed before the ack went out
+        assert at_ack.get(timeout=TIMEOUT) == 3  # committed before the ack went out
 
         agent.publish(sealed.wire)
         assert agent.ack() == {"batch_seq": 1, "hash": sealed.hash, "status": "duplicate", "reason": None}
