@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from blackbox.model import now_us
@@ -41,7 +41,7 @@ from blackbox.store.chain import Conflict, StoredBatch, place
 from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.joint import register_spec_events
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
-from blackbox.store.tlog import LogPosition, TransparencyLog, append_entry
+from blackbox.store.tlog import LogPosition, TransparencyLog, append_entry, status_ref
 
 log = logging.getLogger("blackbox.store.ingest")
 
@@ -410,13 +410,25 @@ class Ingestor:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring a malformed status of %s/%s (%s): %r", site, gateway, exc, payload[:200])
             return False
+        g = gateways.c
+        reason = None if reason is None else reason[:500]
         with self.engine.begin() as conn:
-            done = conn.execute(update(gateways).where(gateways.c.site == site, gateways.c.gateway == gateway)
-                                .values(status=state, status_reason=None if reason is None else reason[:500],
-                                        status_at_us=self._clock())).rowcount
-        if done:
+            if conn.execute(select(g.id).where(g.site == site, g.gateway == gateway)).first() is None:
+                return False
+            now = self._clock()
+            # only a change is recorded (a retained status comes again at every resubscription), and it
+            # is logged, so that the status row can be checked against the log (blackbox store verify)
+            changed = conn.execute(update(gateways).where(
+                g.site == site, g.gateway == gateway,
+                or_(g.status.is_distinct_from(state), g.status_reason.is_distinct_from(reason)),
+            ).values(status=state, status_reason=reason, status_at_us=now)).rowcount
+            if changed:
+                append_entry(conn, "gateway.status", {"site": site, "gateway": gateway, "state": state,
+                                                      "reason": reason, "at_us": now},
+                             ref=status_ref(site, gateway), at_us=now)
+        if changed:
             log.info("gateway %s/%s is %s%s", site, gateway, state, f" ({reason})" if reason else "")
-        return bool(done)
+        return True
 
     def _record_rejection(
         self,

@@ -27,6 +27,7 @@ inclusion and consistency proofs.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ KINDS = {
     "key.rotated": "a gateway's chain rotated its key (site, gateway, old_key_id, new_key_id, seq, at_us)",
     "key.revoked": "an operator revoked a gateway key (site, gateway, key_id, at_us)",
     "rejection": "a message was refused (site, gateway as claimed, batch_seq, hash, reason, raw_sha256, at_us)",
+    "gateway.status": "a gateway's status changed, from its status topic (site, gateway, state, reason, at_us; "
+    "ref: status_ref)",
     "approver.enrolled": "a factory QA or regulator key was enrolled for a site (site, role, key_id, "
     "public_key_pem, at_us)",
     "spec.received": "a specification version came in (site, spec_id, version, sha256, status approved or refused, "
@@ -87,6 +90,11 @@ def entry_bytes(kind: str, payload: dict[str, Any]) -> bytes:
     if "kind" in payload:
         raise ValueError("an entry payload must not have a 'kind' key")
     return orjson.dumps({"kind": kind, **payload}, option=orjson.OPT_SORT_KEYS)
+
+
+def status_ref(site: str, gateway: str) -> str:
+    """The lookup key of a gateway's ``gateway.status`` entries (site and gateway ids may be 128 characters each)."""
+    return hashlib.sha256(f"{site}/{gateway}".encode()).hexdigest()
 
 
 def batch_entry(site: str, gateway: str, batch_seq: int, hash_: str, received_at_us: int) -> bytes:

@@ -47,7 +47,7 @@ from blackbox.store.derive import (
 )
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
-from blackbox.store.verify_log import check_batch_logged, check_key_rows, check_log
+from blackbox.store.verify_log import check_batch_logged, check_key_rows, check_log, check_status
 from blackbox.tlog.note import Verifier
 
 
@@ -347,6 +347,7 @@ def check_chain(
         where.append(sb.batch_seq <= last)
     trust = trusted_keys(conn, gid, label, emit)
     check_key_rows(conn, gid, label, emit)
+    check_status(conn, gid, label, emit)
     lo = hi = None
     if bounded:
         lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()

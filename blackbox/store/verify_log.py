@@ -27,6 +27,7 @@ from sqlalchemy import Connection, exists, select
 
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.schema import gateway_keys, gateways, sealed_batches, tlog_checkpoints, tlog_entries, tlog_state
+from blackbox.store.tlog import status_ref
 from blackbox.tlog.merkle import leaf_hash, node_hash
 from blackbox.tlog.note import Checkpoint, NoteError, Verifier, open_checkpoint, split_note
 
@@ -243,3 +244,23 @@ def check_key_rows(conn: Connection, gid: int, label: str, emit: Emit) -> None:
 def _pem(text: Any) -> str:
     return "".join(str(text or "").split())
 
+
+
+def check_status(conn: Connection, gid: int, label: str, emit: Emit) -> None:
+    """The gateway's status row is the last ``gateway.status`` change the log recorded for it.
+
+    A store that had statuses before it logged them has nothing to compare until the next change.
+    """
+    g, e = gateways.c, tlog_entries.c
+    row = conn.execute(select(g.site, g.gateway, g.status, g.status_reason, g.status_at_us).where(g.id == gid)).one()
+    data = conn.execute(select(e.data).where(e.ref == status_ref(row.site, row.gateway), e.kind == "gateway.status")
+                        .order_by(e.idx.desc()).limit(1)).scalar()
+    if data is None:
+        return
+    doc = orjson.loads(bytes(data))
+    logged = {"status": doc.get("state"), "status_reason": doc.get("reason"), "status_at_us": doc.get("at_us")}
+    for column, want in logged.items():
+        have = getattr(row, column)
+        if have != want:
+            emit(Difference(label, "gateway_altered", f"{column} is {have!r}, the last status change the log "
+                            f"recorded says {want!r}", "gateways", label, column, have, want))

@@ -89,6 +89,7 @@ def store(empty_engine: Engine) -> Store:
     for sealed in gw.sealed:
         assert ingestor.handle(sealed.wire, SITE, GATEWAY).status == "stored"
     assert ingestor.revoke(GATEWAY, SITE, old_id)  # retired by the rotation, now revoked too
+    assert ingestor.record_status(SITE, GATEWAY, b'{"state": "online"}')
     return Store(empty_engine, old_id, gw.sealed[-1].header.key_id)
 
 
@@ -217,6 +218,9 @@ TAMPERS = [
            frozenset({"key_altered"})),
     Tamper("edit gateway status (last batch time)", sql("UPDATE gateways SET last_batch_at_us = 1"),
            frozenset({"gateway_altered"})),
+    Tamper("edit gateway status (online/offline)", sql("UPDATE gateways SET status = 'offline', "
+                                                       "status_reason = 'connection lost'"),
+           frozenset({"gateway_altered"})),
     Tamper("un-revoke a key", sql("UPDATE gateway_keys SET revoked_at_us = NULL"), frozenset({"key_altered"})),
     # what only the transparency log can tell
     Tamper("delete the newest sealed batch and its rows", sql(
@@ -338,7 +342,7 @@ def test_store_verify_command(store: Store) -> None:
     clean = runner.invoke(app, ["store", "verify", "--db", url])
     assert clean.exit_code == 0, clean.output
     assert "no differences: 3 batch(es) of 1 gateway(s), 9 readings" in clean.stdout
-    assert "transparency log: 6 entries, 0 signed checkpoint(s) (signatures not checked" in clean.stdout
+    assert "transparency log: 7 entries, 0 signed checkpoint(s) (signatures not checked" in clean.stdout
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
     tampered = runner.invoke(app, ["store", "verify", "--db", url, "--json"])
