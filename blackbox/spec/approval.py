@@ -21,7 +21,7 @@ import base64
 import binascii
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -221,11 +221,3 @@ def verify(kind: Kind, sha256: str, sigfile: SignatureFile, ring: KeyRing) -> li
     if problems:
         raise ApprovalError("; ".join(problems))
     return approvals
-
-
-def approvals_json(approvals: Iterable[Approval]) -> list[dict[str, Any]]:
-    return [asdict(a) for a in approvals]
-
-
-def ring_from(pems: Mapping[Role, Iterable[Ed25519PublicKey]]) -> KeyRing:
-    return KeyRing((role, pub) for role, pubs in pems.items() for pub in pubs)

@@ -21,7 +21,15 @@ from blackbox.config import Config, LimitSet, Rule, SpecificationConfig, TagRule
 from blackbox.seal import SealError, load_public_key, public_key_pem
 from blackbox.spec.approval import ApprovalError, KeyRing, Role, parse_signatures
 from blackbox.spec.diff import diff
-from blackbox.spec.model import ApprovedSpec, MaterialSpec, SpecError, approve, load_approved, parse_spec_data
+from blackbox.spec.model import (
+    ApprovedSpec,
+    MaterialSpec,
+    SpecError,
+    approve,
+    load_approved,
+    load_spec,
+    parse_spec_data,
+)
 
 SIGNAL_HEALTH_RULES = frozenset({"frozen", "stale", "bad_quality", "disconnected"})
 """Rule types that stay in the gateway's configuration when a specification is in force."""
@@ -176,8 +184,6 @@ def attempted_document(cfg: Config) -> dict[str, Any] | None:
     """The (first) specification document a configuration names, if it parses: for the refusal record."""
     if cfg.specification is None:
         return None
-    from blackbox.spec.model import load_spec
-
     try:
         return load_spec(Path(cfg.specification.files[0])).data
     except SpecError:
