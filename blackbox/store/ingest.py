@@ -92,6 +92,20 @@ class IngestResult:
         return {"batch_seq": self.batch_seq, "hash": self.hash, "status": self.status, "reason": self.reason}
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch that passed :meth:`Ingestor.prepare`: verified, its rows derived, not yet stored."""
+
+    wire: bytes
+    topic: str | None
+    topic_site: str
+    topic_gateway: str
+    received_at: int
+    opened: OpenedBatch
+    derived: Derived
+    gateway_id: int
+
+
 class Rejected(Exception):
     """Internal: a check failed; carries the reason code and a human-readable detail."""
 
@@ -221,6 +235,18 @@ class Ingestor:
 
     def handle(self, wire: bytes, topic_site: str, topic_gateway: str, *, topic: str | None = None) -> IngestResult:
         """Verify, check and store one message received on the topic of ``topic_site/topic_gateway``."""
+        prepared = self.prepare(wire, topic_site, topic_gateway, topic=topic)
+        return prepared if isinstance(prepared, IngestResult) else self.store(prepared)
+
+    def prepare(
+        self, wire: bytes, topic_site: str, topic_gateway: str, *, topic: str | None = None
+    ) -> Prepared | IngestResult:
+        """The checks that need no lock: layout, topic, enrolled key, signature, and the rows derived.
+
+        Returns what :meth:`store` takes, or the rejection (recorded). :meth:`handle` is both in
+        turn; the store service runs them in two threads, so that the next batch is decoded and
+        verified while the database inserts the previous one.
+        """
         received_at = self._clock()
         opened: OpenedBatch | None = None
         try:
@@ -240,9 +266,17 @@ class Ingestor:
             except BadSignature as exc:
                 raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
             derived = self._derive(opened, enrolled.gateway_id)
+            return Prepared(wire, topic, topic_site, topic_gateway, received_at, opened, derived, enrolled.gateway_id)
+        except Rejected as rej:
+            return self._rejected(wire, topic, topic_site, topic_gateway, opened, rej, received_at)
+
+    def store(self, prepared: Prepared) -> IngestResult:
+        """Check a prepared batch against the stored chain and insert it, in one transaction."""
+        p = prepared
+        try:
             for attempt in (1, 2):
                 try:
-                    return self._store(opened, derived, enrolled.gateway_id, received_at)
+                    return self._store(p.opened, p.derived, p.gateway_id, p.received_at)
                 except IntegrityError:
                     # Another worker stored this batch or an overlapping one between our checks and our
                     # insert: check again against what it committed (the second pass decides).
@@ -250,11 +284,15 @@ class Ingestor:
                         raise
             raise AssertionError("unreachable")
         except Rejected as rej:
-            batch_seq = opened.header.batch_seq if opened is not None else None
-            digest = opened.hash if opened is not None else None
-            pos = self._record_rejection(wire, topic, topic_site, topic_gateway, batch_seq, digest, rej, received_at)
-            log.warning("rejected batch %s from %s/%s: %s", batch_seq, topic_site, topic_gateway, rej)
-            return IngestResult("rejected", rej.reason, batch_seq, digest, rej.detail, pos, received_at)
+            return self._rejected(p.wire, p.topic, p.topic_site, p.topic_gateway, p.opened, rej, p.received_at)
+
+    def _rejected(self, wire: bytes, topic: str | None, topic_site: str, topic_gateway: str,
+                  opened: OpenedBatch | None, rej: Rejected, received_at: int) -> IngestResult:
+        batch_seq = opened.header.batch_seq if opened is not None else None
+        digest = opened.hash if opened is not None else None
+        pos = self._record_rejection(wire, topic, topic_site, topic_gateway, batch_seq, digest, rej, received_at)
+        log.warning("rejected batch %s from %s/%s: %s", batch_seq, topic_site, topic_gateway, rej)
+        return IngestResult("rejected", rej.reason, batch_seq, digest, rej.detail, pos, received_at)
 
     @staticmethod
     def _open(wire: bytes) -> OpenedBatch:
@@ -516,6 +554,7 @@ __all__ = [
     "EnrollmentError",
     "IngestResult",
     "Ingestor",
+    "Prepared",
     "decode_value",
     "encode_value",
 ]

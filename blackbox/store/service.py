@@ -9,7 +9,9 @@ Delivery guarantees:
   database commit and after the application ack has been handed to paho. A crash anywhere before
   leaves the message unacknowledged, so the broker delivers it again and the ingest answers
   "duplicate" if it had been stored.
-* paho's network thread only queues messages; a worker thread does the verification and the SQL.
+* paho's network thread only queues messages; a worker thread verifies each batch and derives its
+  rows (no lock needed), a second one stores it and answers, in the order received, so that the
+  next batch is verified while the database inserts the previous one.
   The queue never grows beyond the broker's in-flight window, because nothing is acknowledged
   before it is processed. If the database fails, the worker retries the same message with back-off
   instead of rejecting it.
@@ -31,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import orjson
 import paho.mqtt.client as paho
@@ -46,7 +49,7 @@ from blackbox.model import now_us
 from blackbox.mqtt import connect_async, disable_nagle, make_client
 from blackbox.prometheus import MetricsServer
 from blackbox.store.db import open_store
-from blackbox.store.ingest import Ingestor, IngestResult
+from blackbox.store.ingest import Ingestor, IngestResult, Prepared
 from blackbox.store.metrics import StoreMetrics
 from blackbox.store.partitions import ensure_partitions
 from blackbox.store.tlog import TransparencyLog
@@ -58,6 +61,8 @@ SESSION_EXPIRY_S = 30 * 24 * 3600
 """How long the broker keeps the store's session (and queues batches for it) while it is away."""
 
 QUEUE_SIZE = 1000
+PIPELINE_DEPTH = 2
+"""Batches verified ahead of the one being stored (each holds its decoded rows in memory)."""
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 HEARTBEAT_S = 1.0
@@ -74,6 +79,22 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A message on its way from stage 1 to stage 2 of the worker."""
+
+    msg: _Message
+    kind: Literal["batch", "status", "ignore"]
+    site: str = ""
+    gateway: str = ""
+    prepared: Prepared | IngestResult | None = None
+    seconds: float = 0.0
+    """Time spent in stage 1."""
+
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -145,8 +166,7 @@ class StoreService:
         self.stats = ServiceStats()
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self.client_id = client_id or mqtt.client_id or default_client_id()
-        self.heartbeat = time.monotonic()
-        """Last time the worker thread was seen alive (idle, or between messages)."""
+        self._beats = [time.monotonic(), time.monotonic()]
         self.db_error: str | None = None
         """The last database error while ingesting, until an ingest succeeds again."""
         self.subscribed = threading.Event()
@@ -154,6 +174,8 @@ class StoreService:
         self._v5 = mqtt.protocol == "5"
         self._filter = store_batch_filter(self.root, shared=self._v5)
         self._queue: queue.Queue[_Message | None] = queue.Queue(maxsize=queue_size)
+        self._steps: queue.Queue[_Step | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+        self._committer: threading.Thread | None = None
         self._stopping = threading.Event()
         self._sub_mid: int | None = None
         self._worker: threading.Thread | None = None
@@ -174,8 +196,10 @@ class StoreService:
         if self._worker is not None:
             raise RuntimeError("the store service is already started")
         self._stopping.clear()
-        self._worker = threading.Thread(target=self._work, name="blackbox-store-ingest", daemon=True)
+        self._worker = threading.Thread(target=self._work, name="blackbox-store-verify", daemon=True)
+        self._committer = threading.Thread(target=self._commit_work, name="blackbox-store-commit", daemon=True)
         self._worker.start()
+        self._committer.start()
         cfg = self.config
         connect_async(self.client, cfg, session_expiry=SESSION_EXPIRY_S)
         self.client.loop_start()
@@ -201,6 +225,9 @@ class StoreService:
                     self._queue.put_nowait(None)
                 self._worker.join(timeout)
                 self._worker = None
+            if self._committer is not None:
+                self._committer.join(timeout)
+                self._committer = None
             self.subscribed.clear()
             self.connected.clear()
 
@@ -210,8 +237,9 @@ class StoreService:
 
     def worker_alive(self, within_s: float = STUCK_AFTER_S) -> bool:
         """The worker thread runs and came back from its last message within ``within_s`` seconds."""
-        worker = self._worker
-        return worker is not None and worker.is_alive() and time.monotonic() - self.heartbeat < within_s
+        threads = (self._worker, self._committer)
+        return (all(t is not None and t.is_alive() for t in threads)
+                and time.monotonic() - self.heartbeat < within_s)
 
     def health(self) -> tuple[bool, str]:
         """``(healthy, detail)`` for ``GET /health``: subscribed, worker responsive, database answering."""
@@ -289,36 +317,89 @@ class StoreService:
         # in-flight window prevents: nothing is acknowledged before it has been processed.
         self._queue.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
 
-    # -- worker ------------------------------------------------------------------------------
+    # -- workers: stage 1 decodes, verifies and derives; stage 2 stores, answers and acks, in order --
+
+    def _beat(self, stage: int) -> None:
+        self._beats[stage] = time.monotonic()
+
+    @property
+    def heartbeat(self) -> float:
+        """The older of the two stages' last signs of life (idle, or between messages)."""
+        return min(self._beats)
 
     def _work(self) -> None:
+        """Stage 1: the checks that need no lock (:meth:`Ingestor.prepare`), then on to stage 2."""
         while True:
-            self.heartbeat = time.monotonic()
+            self._beat(0)
             self.metrics.queue_depth.set(self._queue.qsize())
             try:
                 item = self._queue.get(timeout=HEARTBEAT_S)
             except queue.Empty:
                 continue
             if item is None or self._stopping.is_set():
-                return
+                break
             try:
-                self._process(item)
+                step = self._prepare(item)
             except Exception:  # a bug must not kill the worker; the message stays unacknowledged
                 self.stats.errors += 1
                 log.exception("store failed to process a message on %s", item.topic)
+                continue
+            if step is None:
+                break  # stopping while the database was unavailable: the broker will deliver it again
+            while not self._stopping.is_set():
+                try:
+                    self._steps.put(step, timeout=HEARTBEAT_S)
+                    break
+                except queue.Full:
+                    self._beat(0)
+        with contextlib.suppress(queue.Full):
+            self._steps.put(None, timeout=HEARTBEAT_S)
 
-    def _process(self, msg: _Message) -> None:
+    def _prepare(self, msg: _Message) -> _Step | None:
         parsed = parse_gateway_topic(self.root, msg.topic)
         if parsed is not None and parsed[2] == "status":
-            self._status(msg, parsed[0], parsed[1])
-            return
+            return _Step(msg, "status", parsed[0], parsed[1])
         if parsed is None or parsed[2] != "batches":
             log.warning("ignoring a message on %s: not a batch topic", msg.topic)
-            self.client.ack(msg.mid, msg.qos)
-            return
+            return _Step(msg, "ignore")
         site, gateway = parsed[0], parsed[1]
         started = time.perf_counter()
-        result = self._ingest(msg, site, gateway)
+        prepared = self._retrying(0, site, gateway,
+                                  lambda: self.ingestor.prepare(msg.payload, site, gateway, topic=msg.topic))
+        if prepared is None:
+            return None
+        return _Step(msg, "batch", site, gateway, prepared, time.perf_counter() - started)
+
+    def _commit_work(self) -> None:
+        """Stage 2: store, publish the answer, acknowledge to the broker, in the order received."""
+        while True:
+            self._beat(1)
+            try:
+                step = self._steps.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                continue
+            if step is None:
+                return
+            try:
+                self._finish(step)
+            except Exception:  # a bug must not kill the worker; the message stays unacknowledged
+                self.stats.errors += 1
+                log.exception("store failed to process a message on %s", step.msg.topic)
+
+    def _finish(self, step: _Step) -> None:
+        msg = step.msg
+        if step.kind == "status":
+            self._status(msg, step.site, step.gateway)
+            return
+        if step.kind == "ignore":
+            self.client.ack(msg.mid, msg.qos)
+            return
+        started = time.perf_counter()
+        prepared = step.prepared
+        if isinstance(prepared, Prepared):
+            result = self._retrying(1, step.site, step.gateway, lambda: self.ingestor.store(prepared))
+        else:
+            result = prepared  # rejected in stage 1
         if result is None:
             return  # stopping while the database was unavailable: the broker will deliver it again
         if result.status == "stored":
@@ -327,9 +408,9 @@ class StoreService:
             self.stats.duplicate += 1
         else:
             self.stats.rejected += 1
-        self.metrics.handled(result, time.perf_counter() - started, now_us())
+        self.metrics.handled(result, step.seconds + time.perf_counter() - started, now_us())
         ack = orjson.dumps(result.ack())
-        self.client.publish(GatewayTopics(self.root, site, gateway).acks, ack, qos=1)
+        self.client.publish(GatewayTopics(self.root, step.site, step.gateway).acks, ack, qos=1)
         self.client.ack(msg.mid, msg.qos)
         if self.on_result is not None:
             self.on_result(msg.topic, result)
@@ -341,11 +422,12 @@ class StoreService:
             log.error("could not record the status of %s/%s: %s", site, gateway, exc.orig or exc)
         self.client.ack(msg.mid, msg.qos)
 
-    def _ingest(self, msg: _Message, site: str, gateway: str) -> IngestResult | None:
+    def _retrying(self, stage: int, site: str, gateway: str, call: Callable[[], _T]) -> _T | None:
+        """``call()``, again with back-off while the database fails; ``None`` if stopped meanwhile."""
         delay = RETRY_MIN_S
         while True:
             try:
-                result = self.ingestor.handle(msg.payload, site, gateway, topic=msg.topic)
+                result = call()
                 self.db_error = None
                 return result
             except DBAPIError as exc:
@@ -359,7 +441,7 @@ class StoreService:
                     delay,
                     exc.orig if exc.orig is not None else exc,
                 )
-                self.heartbeat = time.monotonic()  # retrying is not being stuck
+                self._beat(stage)  # retrying is not being stuck
                 if self._stopping.wait(delay):
                     return None
                 delay = min(delay * 2, RETRY_MAX_S)

@@ -26,7 +26,7 @@ from store_synth import GATEWAY, SITE, T0, Gateway
 
 from blackbox.config import MqttConfig, StoreConfig
 from blackbox.store.db import make_engine
-from blackbox.store.ingest import Ingestor
+from blackbox.store.ingest import Ingestor, IngestResult, Prepared
 from blackbox.store.migrate import current_revision
 from blackbox.store.schema import create_schema, readings
 from blackbox.store.service import StoreService, run_store
@@ -221,18 +221,18 @@ def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
 
 
 class FlakyIngestor(Ingestor):
-    """Fails like a database that went away, the first ``failures`` times."""
+    """Fails like a database that went away, the first ``failures`` times it stores a batch."""
 
     def __init__(self, engine: Engine, failures: int) -> None:
         super().__init__(engine)
         self.failures = failures
         self.calls = 0
 
-    def handle(self, wire: bytes, topic_site: str, topic_gateway: str, *, topic: str | None = None) -> Any:
+    def store(self, prepared: Prepared) -> IngestResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise OperationalError("INSERT ...", {}, Exception("server closed the connection unexpectedly"))
-        return super().handle(wire, topic_site, topic_gateway, topic=topic)
+        return super().store(prepared)
 
 
 def test_database_failure_is_retried_not_rejected(store_engine: Engine, root: str) -> None:
