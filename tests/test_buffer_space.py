@@ -87,6 +87,30 @@ def test_dropping_undelivered_records_a_gap_event_with_the_exact_range(tmp_path:
     assert buf.backlog().undelivered_records == 3
 
 
+def test_a_drop_never_takes_the_production_context(tmp_path: Path) -> None:
+    buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
+    context = [EventDraft("batch.started", "B7", {"batch": "B7", "product": "FC-050"}),
+               EventDraft("material.consumed", "RM-010", {"lot": "GLY-77", "actual": 25.02}),
+               EventDraft("batch.phase", "B7", {"batch": "B7", "phase": "emulsify", "previous": "dispense"}),
+               EventDraft("qc.result", "pH", {"value": 6.1, "pass": True}),
+               EventDraft("batch.ended", "B7", {"batch": "B7", "last_phase": "cool"})]
+    for i, event in enumerate(context):  # seqs 5i+1: a source event, 5i+2: the context event, then readings
+        buf.commit(cycle(3), [EventDraft("source.disconnected", "plc", {"reason": "x"}), event],
+                   Context(batch="B7", phase=f"p{i}"), ts_us=1000 * (i + 1))
+    committed, dropped = buf.drop_undelivered(1.0, "quota", CTX, 9000)  # type: ignore[misc]
+    assert (dropped.first_seq, dropped.last_seq, dropped.readings) == (1, 25, 15)
+    assert dropped.events == 5, "the source events are lost (and counted); the context ones are not"
+    *carried, gap = committed.events
+    assert gap.type == "buffer.gap" and gap.data["events"] == 5
+    assert [(e.type, e.data, e.ts_us, e.batch, e.phase) for e in carried] == [
+        (d.type, {**d.data, "carried_from_seq": 5 * i + 2}, 1000 * (i + 1), "B7", f"p{i}")
+        for i, d in enumerate(context)]
+    # a second drop takes the carried copies too, and records them again
+    again, _ = buf.drop_undelivered(1.0, "quota", CTX, 9500)  # type: ignore[misc]
+    assert [e.type for e in again.events] == [*(d.type for d in context), "buffer.gap", "buffer.gap"]
+    assert [e.ts_us for e in again.events[:5]] == [1000 * (i + 1) for i in range(5)]
+
+
 def test_the_quota_is_enforced_by_sqlite_and_a_refused_commit_uses_no_sequence_number(tmp_path: Path) -> None:
     buf = Buffer(tmp_path / "b.sqlite", "NORMAL", quota_bytes=256 * 1024)
     with pytest.raises(BufferFull) as info:

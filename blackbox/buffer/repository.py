@@ -41,6 +41,8 @@ _INSERT_BLOCK = ("INSERT INTO reading_blocks (first_seq, last_seq, ts_us, batch,
 _INSERT_EVENT = "INSERT INTO events (seq, ts_us, type, subject, data, batch, phase) VALUES (?, ?, ?, ?, ?, ?, ?)"
 RESERVE_BYTES = 8 << 20
 """Disk kept in reserve beside the buffer (see :meth:`Buffer.ensure_reserve`)."""
+CONTEXT_EVENT_PREFIXES = ("batch.", "material.", "qc.")
+"""Types of the production-context events, which a drop to make room never takes (they are recorded again)."""
 _PUT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 
 
@@ -340,7 +342,9 @@ class Buffer:
         sequence numbers. The account of earlier losses is never lost in turn: ``buffer.gap``
         events inside the dropped range, and ``alarm.raised`` events of the rules in
         ``carry_alarms`` (alarms still active), are recorded again, as they were, with
-        ``carried_from_seq``. Returns ``None`` if nothing undelivered is left to drop.
+        ``carried_from_seq``. So is the production context (``batch.*``, ``material.*``, ``qc.*``
+        events, with their own time): what was made, from what, and how it tested is never dropped.
+        Returns ``None`` if nothing undelivered is left to drop.
         """
         try:
             with self.engine.begin() as conn:
@@ -586,17 +590,20 @@ class Buffer:
     @staticmethod
     def _carried(conn: Connection, lo: int, upto: int, carry_alarms: frozenset[str]) -> list[EventDraft]:
         """Events in ``lo..upto`` that must outlive the drop, as drafts to record again."""
-        rows = conn.execute(select(events.c.seq, events.c.type, events.c.subject, events.c.data, events.c.batch,
-                                   events.c.phase)
+        kind_ = events.c.type
+        rows = conn.execute(select(events.c.seq, kind_, events.c.subject, events.c.data, events.c.ts_us,
+                                   events.c.batch, events.c.phase)
                             .where(events.c.seq.between(lo, upto),
-                                   events.c.type.in_(["buffer.gap", "alarm.raised"]))
+                                   or_(kind_.in_(["buffer.gap", "alarm.raised"]),
+                                       *(kind_.startswith(prefix) for prefix in CONTEXT_EVENT_PREFIXES)))
                             .order_by(events.c.seq)).all()
         out = []
-        for seq, kind, subject, raw, batch, phase in rows:
+        for seq, kind, subject, raw, ts_us, batch, phase in rows:
             data = orjson.loads(raw)
-            if kind == "buffer.gap" or data.get("rule") in carry_alarms:
+            production = kind.startswith(CONTEXT_EVENT_PREFIXES)
+            if production or kind == "buffer.gap" or data.get("rule") in carry_alarms:
                 out.append(EventDraft(kind, subject, {**data, "carried_from_seq": seq},
-                                      context=Context(batch=batch, phase=phase)))
+                                      ts_us=ts_us if production else None, context=Context(batch=batch, phase=phase)))
         return out
 
     @staticmethod
