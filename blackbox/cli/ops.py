@@ -71,7 +71,8 @@ def status(config: Path = ConfigOpt,
                f" {b['failed_commits']} failed commits{'  (' + b['last_error'] + ')' if b['last_error'] else ''}")
     typer.echo(f"uplink  {'connected' if u['connected'] else 'DOWN'}, store has everything through seq "
                f"{u['delivered_through_seq']}, {u.get('in_flight', 0)} batches in flight"
-               f"{'  (' + u['last_error'] + ')' if u['last_error'] else ''}")
+               + (f", {n} acknowledgements about batches not ours ignored" if (n := u.get("ignored_acks")) else "")
+               + f"{'  (' + u['last_error'] + ')' if u['last_error'] else ''}")
     alarms = st["alarms"]
     typer.echo(f"alarms  {len(alarms)} active" + "".join(
         f"\n  {a['level']:<9} {a['tag']}{'  (' + a['reason'] + ')' if a.get('reason') else ''}" for a in alarms))

@@ -81,6 +81,9 @@ class ForwarderStats:
     rejected: int
     last_rejection: str | None
     replay_tokens: float
+    ignored_acks: int = 0
+    """Rejections on our acknowledgement topic that concern no batch we have out: a batch someone
+    else published on our topic (a forgery), or a copy of ours damaged beyond recognition."""
 
 
 class Forwarder:
@@ -106,6 +109,7 @@ class Forwarder:
         self.delivered = 0
         self.resent = 0
         self.rejected = 0
+        self.ignored_acks = 0
         self.rejections: deque[str] = deque(maxlen=20)
         """The latest rejections the store reported (newest last)."""
         self.last_delivered_seq = 0
@@ -133,7 +137,7 @@ class Forwarder:
 
     def stats(self) -> ForwarderStats:
         return ForwarderStats(len(self._in_flight), self.delivered, self.resent, self.rejected,
-                              self.rejections[-1] if self.rejections else None, self._tokens)
+                              self.rejections[-1] if self.rejections else None, self._tokens, self.ignored_acks)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -164,12 +168,17 @@ class Forwarder:
             return
         if status == "rejected":
             reason = ack.get("reason")
+            flight = self._in_flight.get(batch_seq) if isinstance(batch_seq, int) else None
+            if flight is None or flight.hash != ack.get("hash"):
+                # Not about a batch of ours that is out: anyone can publish on our batch topic, and the
+                # store answers every message there. Counted, never taken for our own rejection.
+                self.ignored_acks += 1
+                log.debug("ignoring a rejection that is not about a batch of ours in flight: %r", payload[:300])
+                return
             self.rejected += 1
             self.rejections.append(f"batch {batch_seq}: {reason}")
-            flight = self._in_flight.get(batch_seq) if isinstance(batch_seq, int) else None
-            if flight is not None:
-                flight.rejected = True
-            retry = self._resend_delay(flight.attempts) if flight else self._cfg.ack_timeout
+            flight.rejected = True
+            retry = self._resend_delay(flight.attempts)
             log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
                       batch_seq, reason, retry)
             return
