@@ -8,6 +8,7 @@ record says about them.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -17,8 +18,10 @@ from typing import Any
 
 import pytest
 import yaml
-from agent_helpers import events_of
+from agent_helpers import BLACKBOX, agent_status, events_of
+from services import require_mosquitto
 from spec_support import TAMPERED, Approvers, spec_doc, tampered, write_spec
+from waiting import eventually
 
 from blackbox.agent.runtime import Agent
 from blackbox.agent.status import status_report
@@ -216,3 +219,33 @@ def test_config_check_says_whether_the_agent_would_accept_the_specification(tmp_
     else:
         assert proc.returncode == 2
         assert "the agent would refuse the specification" in proc.stderr
+
+
+async def test_sighup_with_a_spoilt_specification_is_refused_by_the_running_process(tmp_path: Path) -> None:
+    """The real thing: ``blackbox run``, a specification edited without the regulator, SIGHUP."""
+    host, port = require_mosquitto()
+    line = Line(tmp_path)
+    line.approve(spec_doc(hh=85.0))
+    data = yaml.safe_load(line.config_path.read_text(encoding="utf-8"))
+    data["uplink"]["mqtt"] |= {"host": host, "port": port}
+    line.config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    log = tmp_path / "agent.log"
+    proc = subprocess.Popen([*BLACKBOX, "run", "-c", str(line.config_path)], stderr=log.open("w"),
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    sock = tmp_path / "agent.sock"
+    try:
+        await eventually(lambda: (st := agent_status(sock)) and st["specification"]["approved"], 30,
+                         "the agent under the approved specification")
+        doc, sigs = tampered(line.approvers, "one_signature", spec_doc(version=2, hh=95.0, reason="loosen HH"))
+        write_spec(line.spec_path, doc, sigs)
+        proc.send_signal(signal.SIGHUP)
+        await eventually(lambda: "configuration reload refused" in log.read_text(), 20, "the reload refused")
+        st = agent_status(sock)
+        assert st is not None and [s["version"] for s in st["specification"]["specifications"]] == [1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    [refused] = events_of(tmp_path / "buffer.sqlite", "spec.refused")
+    assert "no valid regulator signature" in refused["data"]["reason"]
+    assert refused["data"]["agent_pid"] == proc.pid
