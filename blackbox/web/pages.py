@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from blackbox.store.gateways import gateway_overview
-from blackbox.store.report import fmt_num
+from blackbox.store.report import TraceReport, fmt_num
 from blackbox.store.trace import reverse_lot
 from blackbox.web import queries
 from blackbox.web.api import parameter_rows, timeline_rows
@@ -164,7 +164,7 @@ def build_pages(ctx: WebContext) -> APIRouter:
         occ = ctx.occurrence(principal, site, batch, occurrence)
         ctx.record(request, principal, "page.batch", site=site, batch=batch, detail=f"occurrence {occ.occurrence}")
         report = ctx.report(occ)
-        tags = queries.batch_tags(ctx.read, occ)
+        tags = chart_tags(report)
         api = f"/api/v1/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}"
         return render(ctx, request, "batch.html", principal, tz=_tz_of(ctx, site), occ=occ, report=report,
                       parameters=parameter_rows(report), timeline=timeline_rows(report), tags=tags, api=api,
@@ -235,6 +235,11 @@ def build_pages(ctx: WebContext) -> APIRouter:
                       page=page)
 
     return router
+
+
+def chart_tags(report: TraceReport) -> list[str]:
+    """Tags with numeric readings among the report's process parameters (what the batch page charts)."""
+    return sorted({p.tag for p in report.parameters if p.n_numeric})
 
 
 def _local(target: str) -> str:
