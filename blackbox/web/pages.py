@@ -165,10 +165,10 @@ def build_pages(ctx: WebContext) -> APIRouter:
         ctx.record(request, principal, "page.batch", site=site, batch=batch, detail=f"occurrence {occ.occurrence}")
         report = ctx.report(occ)
         tags = chart_tags(report)
-        api = f"/api/v1/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}"
+        page_url = f"/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}"
         return render(ctx, request, "batch.html", principal, tz=_tz_of(ctx, site), occ=occ, report=report,
-                      parameters=parameter_rows(report), timeline=timeline_rows(report), tags=tags, api=api,
-                      occ_query=f"occurrence={occ.occurrence}")
+                      parameters=parameter_rows(report), timeline=timeline_rows(report), tags=tags,
+                      api=f"/api/v1{page_url}", page_url=page_url, occ_query=f"occurrence={occ.occurrence}")
 
     @router.get("/sites/{site}/batches/{batch}/compare")
     def compare_page(request: Request, site: str, batch: str, tag: str = "", occurrence: int | None = None,

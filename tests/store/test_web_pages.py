@@ -6,8 +6,10 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, REUSED, SITE, Store
+from store_synth import GATEWAY, SEC, T0
+from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, REUSED, SITE, Store, reference_batch
 
+from blackbox.store.ingest import Ingestor
 from blackbox.web.app import create_app
 
 PAGE = f"/sites/{SITE}/batches/{BATCH}"
@@ -162,3 +164,19 @@ def test_security_headers_and_no_cdn_docs(web_store: Store) -> None:
         assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
         assert c.get("/api/docs").status_code in (303, 404)  # Swagger UI would load from a CDN: not served
         assert c.get("/api/v1/openapi.json").status_code == 200
+
+
+def test_batch_numbers_with_url_characters_link_correctly(web_store: Store) -> None:
+    """The agent names a reused batch number's second run <id>#2: every link must encode the '#'."""
+    gw = web_store.scenario.gw
+    name = "FC050-2026-1125-01#2"
+    reference_batch(gw, name, T0 + 20 * 3600 * SEC, 0.0)
+    assert Ingestor(web_store.engine).handle(gw.sealed[-1].wire, SITE, GATEWAY).status == "stored"
+    with fresh(web_store) as c:
+        login(c, "inspector.li")
+        encoded = "FC050-2026-1125-01%232"
+        assert f'href="/sites/{SITE}/batches/{encoded}?occurrence=1"' in c.get("/?batch=%232").text
+        html = c.get(f"/sites/{SITE}/batches/{encoded}").text
+        assert f"/sites/{SITE}/batches/{encoded}/compare?" in html
+        assert f"/api/v1/sites/{SITE}/batches/{encoded}/series?" in html
+        assert c.get(f"/api/v1/sites/{SITE}/batches/{encoded}/compare?tag=EM-01.temperature").status_code == 200
