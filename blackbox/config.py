@@ -571,6 +571,9 @@ class WebConfig(Strict):
     timezone: str = Field(default="Asia/Shanghai", description="Time zone for sites whose configuration "
                           "names none.")
     language: Literal["zh-CN", "en"] = Field(default="zh-CN", description="Default language of the pages.")
+    report_cache_s: float = Field(default=300.0, ge=0, description="Seconds a computed trace report is reused "
+                                  "(in memory, until a new sealed batch of its gateways arrives); 0: never. "
+                                  "Bounds how long an edit of stored rows can go unseen by the pages.")
 
     @field_validator("timezone")
     @classmethod

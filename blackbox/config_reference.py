@@ -19,7 +19,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("rules[].when and rules[].suppress_when", c.TagCondition), ("alarms", c.AlarmsConfig), ("agent", c.AgentConfig),
     ("buffer", c.BufferConfig),
     ("seal", c.SealConfig), ("uplink", c.UplinkConfig), ("uplink.mqtt and store.mqtt", c.MqttConfig),
-    ("mqtt.tls", c.TlsConfig), ("store", c.StoreConfig),
+    ("mqtt.tls", c.TlsConfig), ("store", c.StoreConfig), ("store.web", c.WebConfig),
 ]
 
 

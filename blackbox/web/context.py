@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request
 from sqlalchemy import Engine, func, select
 
 from blackbox.config import WebConfig
+from blackbox.model import now_us
 from blackbox.store.report import TraceReport
 from blackbox.store.schema import sealed_batches
 from blackbox.store.trace import trace_batch
@@ -76,7 +77,12 @@ class WebContext:
     # -- reports -------------------------------------------------------------------------------
 
     def report(self, occ: queries.Occurrence) -> TraceReport:
-        """The trace report of an occurrence; kept while no new sealed batch of its gateways arrives."""
+        """The trace report of an occurrence.
+
+        Kept in this process's memory (never in the database, where whoever could edit rows could
+        also edit a cached verdict) while no new sealed batch of its gateways arrives, and at most
+        ``config.report_cache_s``: an edit of the stored rows shows in the verdict within that time.
+        """
         sb = sealed_batches.c
         with self.read.connect() as conn:
             stamp = conn.execute(select(func.max(sb.id), func.count()).where(sb.gateway_id.in_(list(occ.ranges)))
@@ -84,7 +90,7 @@ class WebContext:
         key = (occ.site, occ.batch, occ.occurrence, tuple(sorted(occ.ranges.items())), tuple(stamp))
         with self._lock:
             cached = self._reports.get(key)
-            if cached is not None:
+            if cached is not None and now_us() - cached.generated_at_us <= self.config.report_cache_s * 1e6:
                 self._reports.move_to_end(key)
                 return cached
         report = trace_batch(self.read, occ.batch, site=occ.site, ranges=occ.ranges)

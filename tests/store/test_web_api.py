@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, update
 from store_synth import SEC, T0
 from web_support import (
     BATCH,
@@ -22,9 +23,13 @@ from web_support import (
     REUSED,
     SITE,
     Store,
+    build_store,
 )
 
+from blackbox.config import WebConfig
 from blackbox.model import now_us
+from blackbox.store.schema import readings
+from blackbox.web.app import create_app
 from blackbox.web.auth import create_token, revoke_token
 
 A = f"/api/v1/sites/{SITE}/batches/{BATCH}"
@@ -319,3 +324,21 @@ def test_live_stream_is_authorised_by_site(web_client: TestClient, web_store: St
     get(web_client, web_store, "factory_qa", f"/api/v1/sites/{OTHER_SITE}/live", 404)
     get(web_client, web_store, "regulator_other", f"/api/v1/sites/{SITE}/live", 404)
     get(web_client, web_store, "admin", f"/api/v1/sites/{SITE}/live", 403)
+
+
+def test_an_edit_of_stored_rows_shows_in_the_verdict(engine: Engine) -> None:
+    """A hostile DBA edits a reading after a regulator looked: the next report says failed.
+
+    Reports are cached only in the web process's memory and for at most report_cache_s (0 here).
+    """
+    built = build_store(engine)
+    headers = {"Authorization": f"Bearer {built.tokens['regulator']}"}
+    with TestClient(create_app(engine, engine, WebConfig(report_cache_s=0))) as c:
+        assert c.get(A, headers=headers).json()["report"]["integrity"]["verdict"] == "verified"
+        with engine.begin() as conn:
+            conn.execute(update(readings).where(readings.c.batch == BATCH, readings.c.num == 86.0).values(num=84.0))
+        after = c.get(A, headers=headers).json()["report"]["integrity"]
+        assert after["verdict"] == "failed"
+        assert any(f["severity"] == "failed" for f in after["findings"])
+        series = c.get(A + f"/series?tag={TAG}", headers=headers).json()
+        assert 86.0 not in series["max"]  # the chart shows what is stored; the verdict says it was altered
