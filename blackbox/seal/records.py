@@ -192,7 +192,10 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
     seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = zip(*rows, strict=True)
     if set(map(type, seq)) != {int} or not _ints_within(seq, 0, INT64_MAX):
         return False
-    if set(map(type, tag)) != {str} or not all(tag) or max(map(len, set(tag))) > MAX_NAME:
+    if set(map(type, tag)) != {str} or not all(tag):
+        return False
+    tags = set(tag)  # a few distinct names among thousands of rows: their lengths and NULs checked once
+    if max(map(len, tags)) > MAX_NAME:
         return False
     value_types = set(map(type, value))
     if not value_types <= _SCALARS:
@@ -214,11 +217,17 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
         return False
     if not all(set(map(type, column)) <= _OPT_STR for column in (reason, batch, phase)):
         return False
-    names = {n for n in batch if n is not None} | {n for n in phase if n is not None}
+    names = set(batch)
+    names.update(phase)
+    names.discard(None)
     if names and max(map(len, names)) > MAX_NAME:
         return False
-    strings = [*tag, *(v for v in value if type(v) is str), *(r for r in reason if r is not None), *names]
-    return "\x00" not in "".join(strings)
+    texts: list[str] = [*tags, *names]
+    if str in value_types:
+        texts.extend(v for v in value if type(v) is str)
+    if reason.count(None) != len(reason):
+        texts.extend(r for r in reason if r is not None)
+    return "\x00" not in "".join(texts)
 
 
 def check_reading_rows(rows: list[Any], what: str = "reading") -> None:
