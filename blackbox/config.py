@@ -405,6 +405,8 @@ RULE_MODELS: tuple[type[RuleBase], ...] = (ThresholdRule, RateOfChangeRule, Froz
 Rule = Annotated[ThresholdRule | RateOfChangeRule | FrozenRule | StaleRule | BadQualityRule | DisconnectedRule
                  | TrendRule | SpcRule | EwmaRule | CusumRule | BatchRule, Field(discriminator="type")]
 LIMIT_RULES = ("threshold", "trend")
+RESERVED_ALARM_IDS = frozenset({"buffer.data_loss"})
+"""Alarm ids of the agent's own alarms (:mod:`blackbox.agent.system_alarms`), which no rule may take."""
 """Rule types that judge a tag against its configured limits."""
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
 
@@ -879,6 +881,9 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
             continue  # reported by the model validation
         if alarm_id in alarm_ids:
             add(("rules", i), f"two rules raise the alarm {alarm_id!r}: give one of them another id")
+        if alarm_id in RESERVED_ALARM_IDS:
+            add(("rules", i), f"the alarm id {alarm_id!r} is the agent's own (the buffer lost data): "
+                              "give the rule another id")
         alarm_ids.add(alarm_id)
     return issues
 

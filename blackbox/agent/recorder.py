@@ -122,6 +122,7 @@ class Recorder:
         self.rules = rules
         self.clock = clock
         self.alarms = alarms
+        rules.attach(alarms.alarms())
         self.retention_s = retention_s
         self.spec_state: dict[str, Any] = {}
         """The approved specifications in force (:meth:`blackbox.spec.enforce.InForce.state`)."""
@@ -184,6 +185,7 @@ class Recorder:
     async def reconfigure(self, tracker: ContextTracker, rules: RuleEngine, events: Sequence[EventDraft]) -> None:
         """Swap in a new configuration's context tracker and rules, and record ``events`` with it."""
         async with self._lock:
+            rules.attach(self.alarms.alarms())
             self.tracker, self.rules = tracker, rules
             ts, jump = self.clock.now()
             await self._commit_or_keep([], [*([jump] if jump else []), *events], ts)

@@ -1,65 +1,92 @@
 """Alarms about the recorder itself (not about the process): the buffer lost data.
 
-They are events like any rule's alarm (``alarm.raised`` / ``alarm.cleared``, critical) so that
-they reach the store and the trace report, and they show in ``blackbox status`` and the metrics.
-An alarm is raised once and cleared only after a quiet period with no further loss.
+The data-loss alarm (id ``buffer.data_loss``, critical) goes through the same lifecycle as a
+rule's alarm (:mod:`blackbox.rules.lifecycle`, after ISA-18.2): raised at the first loss (active,
+unacknowledged), cleared only after a quiet period with no further loss, and acknowledged, shelved
+or taken out of service by an operator with ``blackbox alarms`` like any other (the rule engine
+lists it with its own). Every transition is an event (``alarm.raised``, ``alarm.cleared``,
+``alarm.acknowledged``…) that reaches the store and the trace report; it shows in ``blackbox
+status`` and the metrics. Taken out of service it raises nothing; the ``buffer.gap`` events that
+account for each loss are recorded regardless.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from blackbox.config import AlarmsConfig, TagRule
 from blackbox.model import EventDraft
+from blackbox.rules.base import Verdict
+from blackbox.rules.lifecycle import Alarm
 
 DATA_LOSS = "buffer.data_loss"
 QUIET_BEFORE_CLEAR_US = 60_000_000
 """A loss alarm clears after this long without another loss."""
 
 
-@dataclass
-class _Active:
-    since_us: int
-    last_us: int
-    reason: str
+class SystemRule(TagRule):
+    """The identity of a recorder alarm for the lifecycle: it is not configured and judges nothing itself."""
+
+    type: Literal["system"] = "system"
 
 
 class SystemAlarms:
-    def __init__(self, state: dict[str, Any] | None = None) -> None:
-        self._active: dict[str, _Active] = {k: _Active(**v) for k, v in (state or {}).items()}
+    def __init__(self, state: dict[str, Any] | None = None, settings: AlarmsConfig | None = None) -> None:
+        self.data_loss_alarm = Alarm(SystemRule(id=DATA_LOSS, tag="buffer", priority="critical"),
+                                     settings or AlarmsConfig())
+        self._last_loss_us: int | None = None
+        self._reason = ""
+        self.restore(state or {})
 
     def state(self) -> dict[str, Any]:
-        return {k: vars(a).copy() for k, a in self._active.items()}
+        alarm = self.data_loss_alarm
+        saved = alarm.state_dict(self._last_loss_us or 0)
+        if saved is None and alarm.level is None:
+            return {}
+        return {DATA_LOSS: {"alarm": saved, "last_us": self._last_loss_us, "reason": self._reason}}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._active = {k: _Active(**v) for k, v in state.items()}
+        entry = state.get(DATA_LOSS)
+        if entry is None:
+            self.data_loss_alarm.restore(None)
+            self._last_loss_us, self._reason = None, ""
+        elif "alarm" in entry:
+            self.data_loss_alarm.restore(entry["alarm"])
+            self._last_loss_us, self._reason = entry["last_us"], entry["reason"]
+        else:  # saved before the lifecycle: {since_us, last_us, reason} of an active, unacknowledged alarm
+            self.data_loss_alarm.restore({"level": "DATA_LOSS", "since": entry["since_us"],
+                                          "changed": entry["since_us"], "acked": False})
+            self._last_loss_us, self._reason = entry["last_us"], entry["reason"]
+
+    def alarms(self) -> list[Alarm]:
+        """The lifecycle objects, for ``blackbox alarms`` (listing and operator actions)."""
+        return [self.data_loss_alarm]
 
     def rules(self) -> list[str]:
         """Rule ids of the active alarms."""
-        return sorted(self._active)
+        return [DATA_LOSS] if self.data_loss_alarm.level is not None else []
 
     def active(self) -> list[tuple[str, str]]:
         """(subject, reason) of each active alarm."""
-        return [(k, a.reason) for k, a in sorted(self._active.items())]
+        return [("buffer", self._reason)] if self.data_loss_alarm.level is not None else []
 
     def data_loss(self, reason: str, ts_us: int, detail: dict[str, Any]) -> list[EventDraft]:
-        """Note a loss; the ``alarm.raised`` event if the alarm was not already active."""
-        current = self._active.get(DATA_LOSS)
-        if current is not None:
-            current.last_us = ts_us
+        """Note a loss; the ``alarm.raised`` event if the alarm was not already active (nor out of service)."""
+        self._last_loss_us = ts_us
+        alarm = self.data_loss_alarm
+        if alarm.level is not None or alarm.out_of_service:
             return []
-        self._active[DATA_LOSS] = _Active(ts_us, ts_us, reason)
-        return [EventDraft("alarm.raised", "buffer", {
-            "rule": DATA_LOSS, "tag": "buffer", "level": "DATA_LOSS", "priority": "critical",
-            "reason": reason, **detail}, ts_us)]
+        self._reason = reason
+        events, _ = alarm.condition(Verdict("DATA_LOSS", detail={"reason": reason, **detail}), ts_us)
+        return events
 
     def tick(self, ts_us: int) -> list[EventDraft]:
-        """``alarm.cleared`` for every alarm quiet long enough."""
-        out = []
-        for key, a in list(self._active.items()):
-            if ts_us - a.last_us >= QUIET_BEFORE_CLEAR_US:
-                del self._active[key]
-                out.append(EventDraft("alarm.cleared", "buffer", {
-                    "rule": key, "tag": "buffer", "level": "DATA_LOSS", "priority": "critical",
-                    "reason": f"no further loss since {a.reason}"}, ts_us))
+        """Time-driven transitions: ``alarm.cleared`` once quiet long enough, a shelving that expires."""
+        alarm = self.data_loss_alarm
+        out = alarm.tick(ts_us)
+        last = self._last_loss_us
+        if alarm.level is not None and last is not None and ts_us - last >= QUIET_BEFORE_CLEAR_US:
+            events, _ = alarm.condition(Verdict(None, detail={"reason": f"no further loss since {self._reason}"}),
+                                        ts_us)
+            out += events
         return out

@@ -127,6 +127,8 @@ class RuleEngine:
                  state: dict[str, Any] | None = None, settings: AlarmsConfig | None = None) -> None:
         self.settings = settings or AlarmsConfig()
         self.entries: dict[str, Entry] = {}
+        self.others: list[Alarm] = []
+        """Alarms of no configured rule (the recorder's own, see :meth:`attach`): listed and acted on alike."""
         for rule in rules:
             alarm_id = rule.alarm_id()
             if alarm_id in self.entries:
@@ -311,7 +313,7 @@ class RuleEngine:
             if sel in self.entries:
                 matches = [self.entries[sel].alarm]
             else:
-                matches = [e.alarm for e in self.entries.values() if e.alarm.subject == sel]
+                matches = [a for a in self.alarms() if a.id == sel or a.subject == sel]
             if not matches:
                 raise AlarmError(f"no alarm {sel!r}: give an alarm id (see `blackbox alarms --all`) or a tag")
             found += [a for a in matches if a not in found]
@@ -338,7 +340,9 @@ class RuleEngine:
 
     def _refresh_force(self, alarms: Iterable[Alarm]) -> None:
         for a in alarms:
-            e = self.entries[a.id]
+            e = self.entries.get(a.id)
+            if e is None or e.alarm is not a:  # not a rule's: nothing to evaluate
+                continue
             in_force = self._in_force(e, *self._scope) if self._scope is not None else False
             if e.in_force and not in_force:
                 e.monitor.reset()
@@ -358,7 +362,14 @@ class RuleEngine:
         return [(e.alarm.subject, e.alarm.level) for e in self.entries.values() if e.alarm.level is not None]
 
     def alarms(self) -> list[Alarm]:
-        return [e.alarm for e in self.entries.values()]
+        return [*(e.alarm for e in self.entries.values()), *self.others]
+
+    def attach(self, alarms: Sequence[Alarm]) -> None:
+        """List ``alarms`` (which no rule of this engine raises) with the rules' ones, for operator actions."""
+        clash = [a.id for a in alarms if a.id in self.entries]
+        if clash:
+            raise ValueError(f"a rule may not use the alarm id of the agent's own alarm {clash[0]!r}")
+        self.others = list(alarms)
 
     # -- persistence --------------------------------------------------------------------------
 
