@@ -98,9 +98,14 @@ def rows(rng: random.Random) -> tuple[list[list[Any]], list[list[Any]], int]:
         else:
             events.append(event_row(rng, first + i))
     table = readings if readings and (not events or rng.random() < 0.5) else events
-    how = rng.choice(["none", "field", "field", "short", "long", "swap", "dup-seq"])
+    how = rng.choice(["none", "field", "field", "short", "long", "swap", "dup-seq", "deep"])
     row = rng.choice(table)
-    if how == "field":
+    if how == "deep":  # nesting around the deepest the format allows (254 levels, the document included)
+        data: Any = 1
+        for _ in range(rng.choice([200, 251, 252, 300, 1100])):
+            data = {"a": data} if rng.random() < 0.5 else [data]
+        row[rng.randrange(len(row))] = data
+    elif how == "field":
         row[rng.randrange(len(row))] = json_value(rng)
     elif how == "short":
         row.pop()

@@ -31,6 +31,10 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Range of sequence numbers and timestamps: they become BIGINT columns in the store."""
 
+MAX_DEPTH = 254
+"""Deepest nesting of arrays and objects in a records document, the document itself included: the
+most orjson writes (it reads deeper), so the sealer and the decoder accept the same documents."""
+
 MAX_NAME = 128
 """Longest ``tag``, ``batch`` and ``phase`` (characters)."""
 
@@ -312,7 +316,11 @@ def parse_document(raw: bytes) -> tuple[list[Any], list[Any]]:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RecordError(f"records are not valid JSON: {exc}") from None
-    if orjson.dumps(doc, option=orjson.OPT_SORT_KEYS) != raw:
+    try:
+        canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # the only thing orjson reads but cannot write: nesting
+        raise RecordError(f"records nest deeper than {MAX_DEPTH} arrays and objects") from None
+    if canonical != raw:
         _check_exact(raw)
     if not isinstance(doc, dict) or set(doc) != {"e", "r"}:
         raise RecordError('records must be a JSON object with exactly the keys "e" and "r"')

@@ -48,6 +48,14 @@ def decode(wire: bytes) -> None:
     decode_records(open_batch(wire))
 
 
+def deep(n: int) -> dict[str, Any]:
+    """Event data ``n`` objects deep."""
+    data: Any = 1
+    for _ in range(n):
+        data = {"a": data}
+    return data  # type: ignore[no-any-return]
+
+
 BIG = 2**64  # one past orjson's largest integer
 SMALL = -(2**63) - 1  # one below its smallest
 
@@ -97,6 +105,11 @@ CASES: list[tuple[str, bytes, dict[str, Any], str, str]] = [
      "type must be 1 to 64 characters"),
     ("event type: no spaces", compact(e=[e_with(type="qc result")]), {}, "none", "type must be 1 to 64"),
     ("bytes after the signature", compact(), {}, "trailing", "length mismatch"),
+    ("nesting at most 254 arrays and objects", compact(e=[e_with(data=deep(252))]), {}, "none",
+     "nest deeper than 254"),  # orjson reads it but cannot write it: was a TypeError
+    ("nesting at most 254: whitespace document", spaced(e=[e_with(data=deep(252))]), {}, "zstd",
+     "nest deeper than 254"),
+    ("header: site at most 128 characters", compact(), {"site": "S" * 129}, "none", "site must be an identifier"),
 ]
 
 
@@ -160,3 +173,9 @@ def test_a_canonical_header_is_still_required(key: Ed25519PrivateKey) -> None:
     header = canonical(header_for(compact(), key)).replace(b'"batch_seq":1', b'"batch_seq":01')
     with pytest.raises(MalformedBatch, match="not ASCII JSON"):
         open_batch(craft(header, compact(), key))
+
+
+def test_the_deepest_nesting_the_sealer_writes_is_read(key: Ed25519PrivateKey) -> None:
+    (event, _reading) = sorted(decode_records(open_batch(craft_document(compact(e=[e_with(data=deep(251))]), key))),
+                               key=lambda r: r.seq, reverse=True)
+    assert isinstance(event, Event) and str(event.data).count("{") == 251

@@ -193,3 +193,17 @@ def test_verify_batch_refuses_an_integer_it_cannot_read_exactly(tmp_path: Path) 
     result = CliRunner().invoke(app, ["verify-batch", str(tmp_path / "big.bbx"), "--key", pem_file(tmp_path, key)])
     assert result.exit_code == 1
     assert "integer 18446744073709551616, outside" in result.output
+
+
+def test_verify_batch_says_only_batch_1_names_genesis(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    record = [Reading(1, "T", 1.0, Quality.GOOD, None, T0, None, None, None)]
+    files = []
+    for batch_seq, prev in ((1, "ab" * 32), (4, GENESIS_HASH)):
+        sealed = seal_batch(record, site="S-1", gateway="gw-1", key=key, batch_seq=batch_seq, prev_hash=prev,
+                            config_hash=CONFIG_HASH)
+        (tmp_path / f"{batch_seq}.bbx").write_bytes(sealed.wire)
+        files.append(str(tmp_path / f"{batch_seq}.bbx"))
+    for f in files:
+        result = CliRunner().invoke(app, ["verify-batch", f, "--key", pem_file(tmp_path, key)])
+        assert result.exit_code == 1 and "batch 1, and only batch 1, names genesis" in result.output, result.output
