@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
+from blackbox.store.integrity import logged_but_missing
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches
 
 
@@ -38,7 +39,8 @@ class GatewayInfo:
     batches: int
     highest_batch_seq: int | None
     missing_batches: int
-    """Batch numbers below the highest stored one that have not arrived (gaps)."""
+    """Batch numbers below the highest one that are not stored (gaps); the highest is the highest stored
+    or, if newer batches the transparency log accepted are gone, the highest of those."""
     rejections: int
     keys: list[KeyInfo] = field(default_factory=list)
     records_signed: int = 0
@@ -66,9 +68,14 @@ def gateway_overview(engine: Engine) -> list[GatewayInfo]:
             keys.setdefault(row.gateway_id, []).append(KeyInfo(
                 row.key_id, row.enrolled_by, row.enrolled_at_us, row.rotated_from, row.valid_from_seq,
                 row.valid_to_seq, row.revoked_at_us))
+        gone = logged_but_missing(conn)
         out = []
         for g in conn.execute(select(gateways).order_by(gateways.c.site, gateways.c.gateway)):
             n, hi, signed = chains.get(g.id, (0, None, 0))
+            # the newest batches deleted leave no gap below the highest stored one: the log knows them
+            newest_gone = [k for k in gone.get(f"{g.site}/{g.gateway}", []) if hi is None or k > hi]
+            if newest_gone:
+                hi = max(newest_gone)
             out.append(GatewayInfo(
                 site=g.site, gateway=g.gateway, status=g.status, status_at_us=g.status_at_us,
                 status_reason=g.status_reason, last_batch_at_us=g.last_batch_at_us, batches=n,
