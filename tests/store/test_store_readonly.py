@@ -192,3 +192,23 @@ def test_open_store_readonly_names_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="names no SQLite file") as exc:
         open_store_readonly("sqlite://")
     assert exc.value.exit_code == 2
+
+
+def test_store_migrate_creates_a_store_that_the_queries_then_open(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new/store.sqlite"
+    code, out, err = run("store", "migrate", "--db", url)
+    assert (code, err) == (0, "") and "upgraded from None to" in out
+    code, out, _ = run("store", "migrate", "--db", url)
+    assert code == 0 and "already at" in out
+    code, out, err = run("store", "gateways", "--db", url)
+    assert (code, out, err) == (0, "", "")
+
+
+@pytest.mark.parametrize(("url", "code", "message"), [
+    ("notaurl", 2, "is not a database URL"),
+    ("postgresql://postgres@127.0.0.1:{port}/store", 1, "Connection refused"),
+])
+def test_store_migrate_on_a_database_it_cannot_reach_is_one_line(url: str, code: int, message: str) -> None:
+    status, out, err = run("store", "migrate", "--db", url.format(port=closed_port()))
+    assert status == code and "Traceback" not in out + err
+    assert len(err.splitlines()) == 1 and message in err, err
