@@ -18,6 +18,7 @@ from blackbox.seal import key_id, load_public_key, public_key_pem
 from blackbox.store.joint import ActionName, ApprovedAction, JointError, check_action, record_action
 from blackbox.store.retention import retention_report
 from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
+from blackbox.store.tlog import append_entry
 
 
 def perform(engine: Engine, data: Any, signatures: Any, expect: ActionName,
@@ -29,8 +30,8 @@ def perform(engine: Engine, data: Any, signatures: Any, expect: ActionName,
     try:
         with engine.begin() as conn:
             approved = check_action(conn, data, signatures, expect=expect)
-            detail = _do(conn, engine, approved, retention or RetentionConfig(), at_us)
-            record_action(engine, approved.doc.action, data, signatures, "done", detail, conn=conn)
+            detail, extra = _do(conn, engine, approved, retention or RetentionConfig(), at_us)
+            record_action(engine, approved.doc.action, data, signatures, "done", detail, conn=conn, extra=extra)
         return approved, detail
     except JointError as exc:
         record_action(engine, expect, data, signatures, "refused", str(exc))
@@ -44,15 +45,22 @@ def _gateway(conn: Connection, site: str, gateway: str) -> int:
     return int(gid)
 
 
-def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: RetentionConfig, at_us: int | None) -> str:
+def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: RetentionConfig,
+        at_us: int | None) -> tuple[str, dict[str, Any]]:
+    """Carry out the action; returns what was done and the fields its log entry adds."""
     doc, gk = a.doc, gateway_keys.c
     gid = _gateway(conn, doc.site, doc.gateway)
+    now = now_us()
+    # the key changes are logged as the store's own (key.revoked, key.enrolled), exactly as a plain
+    # revocation or enrolment is, so the log check holds gateway_keys to them; joint.action says who approved
     if doc.action == "revoke":
         done = conn.execute(update(gateway_keys).where(gk.gateway_id == gid, gk.key_id == doc.key_id,
-                                                      gk.revoked_at_us.is_(None)).values(revoked_at_us=now_us()))
+                                                      gk.revoked_at_us.is_(None)).values(revoked_at_us=now))
         if not done.rowcount:
             raise JointError(f"key {doc.key_id} is not an active key of {doc.site}/{doc.gateway}")
-        return f"revoked key {doc.key_id} of {doc.site}/{doc.gateway}"
+        append_entry(conn, "key.revoked", {"site": doc.site, "gateway": doc.gateway, "key_id": doc.key_id,
+                                           "at_us": now}, ref=doc.key_id, at_us=now)
+        return f"revoked key {doc.key_id} of {doc.site}/{doc.gateway}", {}
     if doc.action == "reenroll":
         assert doc.public_key is not None
         try:
@@ -62,15 +70,17 @@ def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: Retentio
         kid = key_id(pub)
         if conn.execute(select(gk.id).where(gk.gateway_id == gid, gk.key_id == kid)).first() is not None:
             raise JointError(f"key {kid} is already enrolled for {doc.site}/{doc.gateway}")
-        conn.execute(insert(gateway_keys).values(gateway_id=gid, key_id=kid, public_key_pem=public_key_pem(pub),
-                                                 enrolled_at_us=now_us(), enrolled_by="reenroll"))
-        return f"enrolled key {kid} for {doc.site}/{doc.gateway} (re-enrolment)"
+        pem = public_key_pem(pub)
+        conn.execute(insert(gateway_keys).values(gateway_id=gid, key_id=kid, public_key_pem=pem, enrolled_at_us=now))
+        append_entry(conn, "key.enrolled", {"site": doc.site, "gateway": doc.gateway, "key_id": kid,
+                                            "public_key_pem": pem, "at_us": now}, ref=kid, at_us=now)
+        return f"enrolled key {kid} for {doc.site}/{doc.gateway} (re-enrolment)", {}
     assert doc.through_batch_seq is not None
     return _purge(conn, engine, gid, a, doc.through_batch_seq, retention, at_us)
 
 
 def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, through: int,
-           retention: RetentionConfig, at_us: int | None) -> str:
+           retention: RetentionConfig, at_us: int | None) -> tuple[str, dict[str, Any]]:
     """Delete sealed batches 1..through of the gateway, if every production batch in them is due."""
     sb = sealed_batches.c
     last = conn.execute(select(sb.batch_seq, sb.hash).where(sb.gateway_id == gid, sb.batch_seq == through)).first()
@@ -92,4 +102,5 @@ def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, throug
     conn.execute(delete(tag_configs).where(tag_configs.c.gateway_id == gid, tag_configs.c.seq <= last_seq))
     n_batches = conn.execute(delete(sealed_batches).where(sb.gateway_id == gid, sb.batch_seq <= through)).rowcount
     return (f"purged sealed batches 1..{through} (last hash {last.hash}) of {a.doc.site}/{a.doc.gateway}: "
-            f"{n_batches} batches, {n_readings} readings, {n_events} events; production batches {len(held)}")
+            f"{n_batches} batches, {n_readings} readings, {n_events} events; production batches {len(held)}",
+            {"through_batch_seq": through, "through_hash": last.hash})

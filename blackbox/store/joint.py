@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import Connection, Engine, insert, select
 
@@ -35,7 +36,7 @@ from blackbox.spec.approval import (
 from blackbox.spec.approval import verify as verify_signatures
 from blackbox.spec.canonical import NotCanonical, canonical_sha256
 from blackbox.spec.model import ApprovedSpec, SpecDocument, SpecError, approve, parse_spec_data
-from blackbox.store.schema import approver_keys, gateway_keys, gateways, joint_actions, specifications
+from blackbox.store.schema import approver_keys, gateway_keys, gateways, joint_actions, specifications, tlog_entries
 from blackbox.store.tlog import append_entry
 
 log = logging.getLogger("blackbox.store.joint")
@@ -257,8 +258,33 @@ def check_action(conn: Connection, data: Any, signatures: Any, *, expect: Action
     return ApprovedAction(doc, data, sha, tuple(approvals))
 
 
+@dataclass(frozen=True)
+class Purge:
+    """A purge carried out, as the transparency log records it."""
+
+    through_batch_seq: int
+    through_hash: str
+    """Hash of the last purged batch: the first batch kept links to it."""
+
+
+def purges(conn: Connection) -> dict[tuple[str, str], Purge]:
+    """(site, gateway) -> the furthest purge done, from the log's ``joint.action`` entries (not the tables)."""
+    e = tlog_entries.c
+    out: dict[tuple[str, str], Purge] = {}
+    for (data,) in conn.execute(select(e.data).where(e.kind == "joint.action")):
+        doc = orjson.loads(bytes(data))
+        through, last = doc.get("through_batch_seq"), doc.get("through_hash")
+        if doc.get("action") != "purge" or doc.get("outcome") != "done" or not isinstance(through, int):
+            continue
+        key = (str(doc.get("site")), str(doc.get("gateway")))
+        if key not in out or out[key].through_batch_seq < through:
+            out[key] = Purge(through, str(last))
+    return out
+
+
 def record_action(engine: Engine, action: str, data: Any, signatures: Any, outcome: Literal["done", "refused"],
-                  detail: str | None, conn: Connection | None = None) -> None:
+                  detail: str | None, conn: Connection | None = None, extra: dict[str, Any] | None = None) -> None:
+    """One row of ``joint_actions`` and one ``joint.action`` log entry (with ``extra`` fields)."""
     """One row of ``joint_actions``: what was asked, with which signatures, what the store did and why."""
     d = data if isinstance(data, dict) else {}
     try:
@@ -273,7 +299,7 @@ def record_action(engine: Engine, action: str, data: Any, signatures: Any, outco
     sigs = signatures.get("signatures") if isinstance(signatures, dict) else None
     entry = {k: row[k] for k in ("action", "site", "gateway", "sha256", "outcome", "detail", "actor", "at_us")} | {
         "signers": [{k: str(s.get(k)) for k in ("role", "key_id", "signer", "signed_at")}
-                    for s in sigs or [] if isinstance(s, dict)]}
+                    for s in sigs or [] if isinstance(s, dict)]} | (extra or {})
     if conn is not None:
         conn.execute(insert(joint_actions).values(**row))
         append_entry(conn, "joint.action", entry, ref=sha, at_us=at)

@@ -46,6 +46,7 @@ from blackbox.store.derive import (
     derive,
 )
 from blackbox.store.findings import Difference, Emit
+from blackbox.store.joint import purges
 from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
 from blackbox.store.verify_log import check_batch_logged, check_key_rows, check_log, check_status
 from blackbox.tlog.note import Verifier
@@ -353,11 +354,13 @@ def check_chain(
         lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()
         result.first_seq, result.last_seq = lo, hi
     streams = _streams(conn, gid, label, emit, lo, hi) if rows else []
-    wire_row = conn.execute(select(sb.batch_seq, sb.wire).where(sb.gateway_id == gid,
-                                                                sb.batch_seq == (first or 1) - 1)).first()
-    prev: OpenedBatch | None = _open_quietly(wire_row.wire) if wire_row is not None else None
-    prev_n = (first or 1) - 1
     site, gateway = label.split("/", 1)
+    purged = purges(conn).get((site, gateway))  # a two-party purge removed the chain's start
+    start = max(first or 1, purged.through_batch_seq + 1 if purged is not None else 1)
+    wire_row = conn.execute(select(sb.batch_seq, sb.wire).where(sb.gateway_id == gid,
+                                                                sb.batch_seq == start - 1)).first()
+    prev: OpenedBatch | None = _open_quietly(wire_row.wire) if wire_row is not None else None
+    prev_n = start - 1
     gateway_row = conn.execute(select(gateways.c.last_batch_at_us).where(gateways.c.id == gid)).one()
     max_received: int | None = None
     batch_stmt = select(sealed_batches).where(*where).order_by(sb.batch_seq).execution_options(yield_per=64)
@@ -393,6 +396,9 @@ def check_chain(
         elif n == 1 and h.prev_hash != GENESIS_HASH:
             emit(Difference(label, "chain_broken", "batch 1 does not start at the genesis hash", "sealed_batches",
                             "batch_seq=1", "prev_hash", h.prev_hash, GENESIS_HASH, 1))
+        elif purged is not None and n == purged.through_batch_seq + 1 and h.prev_hash != purged.through_hash:
+            emit(Difference(label, "chain_broken", f"batch {n} does not link to the last purged batch",
+                            "sealed_batches", f"batch_seq={n}", "prev_hash", h.prev_hash, purged.through_hash, n))
         prev = opened
         try:
             derived = derive(opened, gid)

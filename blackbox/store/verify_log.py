@@ -26,6 +26,7 @@ import orjson
 from sqlalchemy import Connection, exists, select
 
 from blackbox.store.findings import Difference, Emit
+from blackbox.store.joint import purges
 from blackbox.store.schema import gateway_keys, gateways, sealed_batches, tlog_checkpoints, tlog_entries, tlog_state
 from blackbox.store.tlog import status_ref
 from blackbox.tlog.merkle import leaf_hash, node_hash
@@ -162,11 +163,15 @@ def _check_checkpoint(out: _Out, size: int, note: str, root: bytes | None, verif
 def _logged_but_gone(conn: Connection, out: _Out) -> None:
     """``batch`` entries whose batch is not stored (unless moved aside as a fork, which the log also says)."""
     sb, e = sealed_batches.c, tlog_entries.c
+    purged = purges(conn)
     for idx, data in conn.execute(
             select(e.idx, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref)).order_by(e.idx)):
         doc = orjson.loads(bytes(data))
         if doc.get("hash") in out.forked:
             continue
+        purge = purged.get((str(doc.get("site")), str(doc.get("gateway"))))
+        if purge is not None and isinstance(doc.get("batch_seq"), int) and doc["batch_seq"] <= purge.through_batch_seq:
+            continue  # deleted by a two-party purge, which the log also records
         out.log("batch_missing", f"batch {doc.get('batch_seq')} ({doc.get('hash')}), logged as accepted in entry "
                 f"{idx}, is not stored", "sealed_batches", f"batch_seq={doc.get('batch_seq')}",
                 gateway=f"{doc.get('site')}/{doc.get('gateway')}")

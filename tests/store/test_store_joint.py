@@ -24,6 +24,7 @@ from blackbox.store.retention import add_months, retention_report
 from blackbox.store.schema import gateway_keys, joint_actions, specifications
 from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, render_text, trace_batch
+from blackbox.store.verify import verify_store
 
 BATCH = "FC050-2026-1125-01"
 
@@ -182,6 +183,13 @@ def outcomes(engine: Engine) -> list[tuple[str, str]]:
         return [(r.action, r.outcome) for r in conn.execute(select(joint_actions).order_by(joint_actions.c.id))]
 
 
+def findings(engine: Engine) -> list[str]:
+    """What ``blackbox store verify`` finds (chains, rows, keys against the transparency log)."""
+    out: list[str] = []
+    verify_store(engine, lambda d: out.append(f"{d.code}: {d.message}"))
+    return out
+
+
 def keys_of(engine: Engine) -> dict[str, int | None]:
     with engine.connect() as conn:
         return {r.key_id: r.revoked_at_us for r in conn.execute(select(gateway_keys))}
@@ -203,6 +211,7 @@ def test_re_enrolment_needs_both_signatures(engine: Engine, approvers: Approvers
     with pytest.raises(JointError, match="already used"):
         perform(engine, doc, sigs, "reenroll")
     assert outcomes(engine) == [("reenroll", "refused")] * 3 + [("reenroll", "done"), ("reenroll", "refused")]
+    assert findings(engine) == []  # the new key is logged as enrolled: the store still verifies
     found = TransparencyLog(engine).find("joint.action", canonical_sha256(doc))  # the first attempt: refused
     assert found is not None
     entry = json.loads(found[1])
@@ -217,6 +226,7 @@ def test_revocation_needs_both_signatures(engine: Engine, approvers: Approvers, 
     assert keys_of(engine)[key_id(gw.key)] is None
     perform(engine, doc, signed(approvers, doc), "revoke")
     assert keys_of(engine)[key_id(gw.key)] is not None
+    assert findings(engine) == []  # the revocation is logged: the store still verifies
 
 
 def test_retention_and_purge(engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
@@ -240,6 +250,7 @@ def test_retention_and_purge(engine: Engine, approvers: Approvers, gw: Gateway, 
         trace_batch(engine, BATCH)
     assert trace_batch(engine, "B-OPEN").batch.batch == "B-OPEN"  # sealed batch 2 is kept
     assert outcomes(engine) == [("purge", "refused"), ("purge", "refused"), ("purge", "done")]
+    assert findings(engine) == []  # the log records the purge: the chain now starts after it, linked to it
 
 
 @pytest.mark.parametrize(("start", "months", "end"), [
