@@ -46,13 +46,14 @@ from blackbox.agent.runtime import Agent
 from blackbox.agent.sealer import Sealer
 from blackbox.broker import EmbeddedBroker, free_port
 from blackbox.buffer import Buffer
-from blackbox.config import load_config
+from blackbox.config import StoreConfig, load_config
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.model import Context, Sample
 from blackbox.seal import generate_key_file, load_private_key, public_key_pem
 from blackbox.seal.records import encode_records
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
+from blackbox.tlog.note import Verifier
 
 TAGS = 2000
 SITE, GATEWAY = "BENCH-01", "gw-bench"
@@ -88,14 +89,18 @@ def write_config(workdir: Path, broker: EmbeddedBroker, db_url: str, *, sources:
                  uplink: dict[str, Any] | None = None) -> Path:
     root = f"bench-{uuid.uuid4().hex[:6]}"
     mqtt = {"host": broker.host, "port": broker.port, "topic_root": root}
+    store_key = workdir / "store.key"  # signs the receipts; the gateway pins it
+    private = load_private_key(store_key) if store_key.exists() else generate_key_file(store_key)
     doc = {
         "site": {"id": SITE, "name": "benchmark", "licence": "n/a"},
         "gateway": {"id": GATEWAY, "key_file": str(workdir / "gateway.key")},
         "sources": sources or [],
         "agent": {"control_socket": str(workdir / "agent.sock")},
         "buffer": {"path": str(workdir / "buffer.sqlite"), "quota_mb": 20_000},
-        "uplink": {"mqtt": {**mqtt, "client_id": f"agent-{root}"}, **(uplink or {})},
-        "store": {"database_url": db_url, "mqtt": {**mqtt, "client_id": f"store-{root}"}},
+        "uplink": {"mqtt": {**mqtt, "client_id": f"agent-{root}"},
+                   "store_key": Verifier(StoreConfig().log_origin, private.public_key()).vkey, **(uplink or {})},
+        "store": {"database_url": db_url, "mqtt": {**mqtt, "client_id": f"store-{root}"},
+                  "key_file": str(store_key)},
     }
     path = workdir / "blackbox.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

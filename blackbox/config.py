@@ -405,7 +405,7 @@ RULE_MODELS: tuple[type[RuleBase], ...] = (ThresholdRule, RateOfChangeRule, Froz
 Rule = Annotated[ThresholdRule | RateOfChangeRule | FrozenRule | StaleRule | BadQualityRule | DisconnectedRule
                  | TrendRule | SpcRule | EwmaRule | CusumRule | BatchRule, Field(discriminator="type")]
 LIMIT_RULES = ("threshold", "trend")
-RESERVED_ALARM_IDS = frozenset({"buffer.data_loss"})
+RESERVED_ALARM_IDS = frozenset({"buffer.data_loss", "uplink.bad_receipt", "uplink.log_inconsistent"})
 """Alarm ids of the agent's own alarms (:mod:`blackbox.agent.system_alarms`), which no rule may take."""
 """Rule types that judge a tag against its configured limits."""
 _RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)

@@ -20,15 +20,17 @@ import yaml
 from blackbox.agent.runtime import Agent
 from blackbox.broker import EmbeddedBroker, free_port
 from blackbox.buffer import Committed
-from blackbox.config import load_config
-from blackbox.seal import generate_key_file, public_key_pem
+from blackbox.config import StoreConfig, load_config
+from blackbox.seal import generate_key_file, load_private_key, public_key_pem
 from blackbox.sim.runner import Simulator
 from blackbox.spec.demo import approve_demo_config
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
 from blackbox.store.joint import enroll_approver
 from blackbox.store.service import StoreService
+from blackbox.store.tlog import load_signer
 from blackbox.store.trace import TraceReport, trace_batch
+from blackbox.tlog.note import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def write_config(template: Path, workdir: Path, *, opcua_port: int, modbus_port:
     """Write ``template`` with this run's ports, broker, paths and store; return the new file's path.
 
     ``mqtt`` overrides fields of ``uplink.mqtt`` (and of ``store.mqtt`` unless ``store_mqtt`` is given).
+    The store's key is ``workdir/store.key`` (created if missing) and the gateway pins it.
     """
     data: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
     for src in data["sources"]:
@@ -78,6 +81,11 @@ def write_config(template: Path, workdir: Path, *, opcua_port: int, modbus_port:
     uplink["mqtt"] = {**uplink.get("mqtt", {}), **mqtt}
     store = data.setdefault("store", {})
     store["database_url"] = database_url
+    # the store's key, pinned by the gateway: every acknowledgement is a receipt signed with it
+    store["key_file"] = str(workdir / "store.key")
+    store_key = workdir / "store.key"
+    private = load_private_key(store_key) if store_key.exists() else generate_key_file(store_key)
+    uplink["store_key"] = Verifier(store.get("log_origin", StoreConfig().log_origin), private.public_key()).vkey
     store["mqtt"] = {**store.get("mqtt", {}), **(store_mqtt if store_mqtt is not None else mqtt)}
     path = workdir / "blackbox.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
@@ -110,7 +118,8 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         Ingestor(engine).enroll(cfg.gateway.id, cfg.site.id, public_key_pem(key.public_key()))
         for role, pem in approvers.public_keys.items():
             enroll_approver(engine, cfg.site.id, role, pem)
-        service = StoreService(engine, cfg.store.mqtt, cfg.store.mqtt.topic_root)
+        service = StoreService(engine, cfg.store.mqtt, cfg.store.mqtt.topic_root,
+                               signer=load_signer(cfg.store.key_file, cfg.store.log_origin))
         service.start()
         agent = Agent(loaded, key)
         watch = BatchWatch()

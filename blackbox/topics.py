@@ -4,6 +4,8 @@
 ``{root}/{site}/{gateway}/acks``     store acknowledgements, store -> agent, QoS 1
 ``{root}/{site}/{gateway}/alarms``   live alarm transitions, agent -> anyone, QoS 1
 ``{root}/{site}/{gateway}/status``   retained ``online``/``offline`` JSON; the will sets ``offline``
+``{root}/{site}/{gateway}/proofs``   consistency-proof requests, agent -> store, QoS 1 (answered on ``acks``)
+``{root}/log/checkpoint``            retained: the store's latest signed checkpoint (C2SP tlog-checkpoint)
 
 Documented in docs/uplink.md.
 """
@@ -40,11 +42,26 @@ class GatewayTopics:
     def status(self) -> str:
         return self._t("status")
 
+    @property
+    def proofs(self) -> str:
+        return self._t("proofs")
+
 
 def store_batch_filter(root: str, shared: bool) -> str:
     """Subscription of the store: every gateway's batches, shared between store workers on MQTT 5."""
     plain = f"{root}/+/+/batches"
     return f"$share/{STORE_SHARE_GROUP}/{plain}" if shared else plain
+
+
+def store_proofs_filter(root: str, shared: bool) -> str:
+    """Subscription of the store to consistency-proof requests (any one store worker answers)."""
+    plain = f"{root}/+/+/proofs"
+    return f"$share/{STORE_SHARE_GROUP}/{plain}" if shared else plain
+
+
+def store_checkpoint_topic(root: str) -> str:
+    """Where the store publishes its latest signed checkpoint, retained (a two-level topic: never a gateway's)."""
+    return f"{root}/log/checkpoint"
 
 
 def store_status_filter(root: str) -> str:

@@ -12,6 +12,7 @@ import yaml
 from agent_helpers import mqtt_settings
 from services import require_mosquitto
 from sqlalchemy import text
+from store_key import STORE_SIGNER, STORE_VKEY
 
 from blackbox.agent.runtime import Agent
 from blackbox.agent.status import status_report
@@ -39,7 +40,7 @@ async def test_a_full_quota_drops_with_gap_events_and_an_alarm_that_reach_the_st
         "agent": {"control_socket": str(tmp_path / "agent.sock")},
         "buffer": {"path": str(tmp_path / "buffer.sqlite"), "synchronous": "NORMAL", "quota_mb": 2},
         "seal": {"max_records": 2000, "max_age": 0.2},
-        "uplink": {"mqtt": mqtt, "shutdown_grace": 0},
+        "uplink": {"mqtt": mqtt, "shutdown_grace": 0, "store_key": STORE_VKEY},
         "store": {"database_url": f"sqlite:///{tmp_path / 'store.sqlite'}", "mqtt": {**mqtt, "client_id": "st"}}}))
     loaded = load_config(path)
     key = generate_key_file(tmp_path / "gw.key")
@@ -59,7 +60,8 @@ async def test_a_full_quota_drops_with_gap_events_and_an_alarm_that_reach_the_st
 
         engine = open_store(loaded.config.store.database_url)
         Ingestor(engine).enroll("gw-quota", "SH-FX-01", public_key_pem(key.public_key()))
-        service = StoreService(engine, loaded.config.store.mqtt, loaded.config.store.mqtt.topic_root)
+        service = StoreService(engine, loaded.config.store.mqtt, loaded.config.store.mqtt.topic_root,
+                               signer=STORE_SIGNER)
         service.start()
         last = await agent.drain()
     finally:

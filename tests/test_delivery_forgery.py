@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, select
+from store_key import STORE_SIGNER
 from uplink_support import Mosquitto
 
 from blackbox.config import MqttConfig
@@ -98,7 +99,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Attacker, Chain, Engine]]:
     root = f"bbt-{uuid.uuid4().hex[:8]}"
     with Mosquitto(tmp_path / "mosquitto") as broker:
         service = StoreService(engine, MqttConfig(host=broker.host, port=broker.port, topic_root=root,
-                                                  client_id=f"store-{uuid.uuid4().hex[:6]}"))
+                                                  client_id=f"store-{uuid.uuid4().hex[:6]}"), signer=STORE_SIGNER)
         service.start()
         assert service.wait_subscribed(10)
         attacker = Attacker(broker, root)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import pytest
 from sqlalchemy import Engine, func, select
+from store_key import STORE_SIGNER
 from uplink_support import Mosquitto, Pipeline
 from waiting import eventually
 
@@ -50,7 +51,8 @@ class Store:
         Ingestor(self.engine).enroll(GATEWAY, SITE, public_key_pem(key.public_key()))
 
     def start(self) -> Store:
-        self.service = StoreService(self.engine, self.mqtt, on_result=lambda _t, r: self.results.append(r))
+        self.service = StoreService(self.engine, self.mqtt, on_result=lambda _t, r: self.results.append(r),
+                                    signer=STORE_SIGNER)
         self.service.start()
         assert self.service.wait_subscribed(10), "the store did not get its subscription"
         return self

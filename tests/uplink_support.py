@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from services import unavailable
+from store_key import STORE_VKEY
 from waiting import eventually, wait_until
 
 from blackbox.broker import free_port
@@ -302,7 +303,7 @@ class Pipeline:
         self.client_id = client_id or f"agent-{os.urandom(4).hex()}"
         self._executor = ThreadPoolExecutor(max_workers=1)
         self.buffer = Buffer(workdir / "buffer.sqlite")
-        self.uplink_cfg = UplinkConfig(mqtt=mqtt, **(uplink or {}))
+        self.uplink_cfg = UplinkConfig(mqtt=mqtt, **{"store_key": STORE_VKEY, **(uplink or {})})
         self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, self.uplink_cfg)
         self.sealer = Sealer(self.buffer, self.db, self.key, SealConfig(**(seal or {})), site, gateway, "c" * 64,
                              on_sealed=self.forwarder.notify, key_file=self.key_file)

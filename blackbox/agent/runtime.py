@@ -31,7 +31,7 @@ from blackbox.agent.recorder import Recorder
 from blackbox.agent.sealer import Sealer
 from blackbox.agent.status import collect_metrics, health, status_report, tail_handler
 from blackbox.agent.system_alarms import SystemAlarms
-from blackbox.buffer import Buffer, Committed
+from blackbox.buffer import Buffer, BufferError, Committed
 from blackbox.config import Config, ConfigError, LoadedConfig, load_config
 from blackbox.model import EventDraft, now_us
 from blackbox.prometheus import MetricsServer
@@ -118,6 +118,7 @@ class Agent:
         self.live = LiveView(tags)
         self.pollers = self._make_pollers(cfg)
         self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink)
+        self.forwarder.on_alarm = self._uplink_alarm
         self.sealer = Sealer(self.buffer, self.db, self._key, cfg.seal, cfg.site.id, cfg.gateway.id,
                              loaded.sha256, on_sealed=self.forwarder.notify, key_file=cfg.gateway.key_file)
         self.recorder.subscribe(self.live.on_commit)
@@ -135,6 +136,7 @@ class Agent:
         self.session: UplinkSession | None = None
         self._poll_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._alarm_tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self.started = asyncio.Event()
         self.started_at_us: int | None = None
@@ -434,6 +436,20 @@ class Agent:
 
     async def _status(self, _args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
         return await status_report(self)
+
+    def _uplink_alarm(self, rule: str, reason: str) -> None:
+        """The forwarder refused a receipt or found the store's log inconsistent: an alarm in the record."""
+        drafts = self.recorder.alarms.uplink(rule, reason, now_us())
+        if drafts:
+            task = asyncio.get_running_loop().create_task(self._record_uplink_alarm(drafts))
+            self._alarm_tasks.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._alarm_tasks.discard)
+
+    async def _record_uplink_alarm(self, drafts: list[EventDraft]) -> None:
+        try:
+            await self.recorder.commit(events=drafts)
+        except BufferError as exc:
+            log.error("could not record the alarm %s: %s", drafts[0].data.get("rule"), exc)
 
     def _after_commit(self, committed: Committed) -> None:
         self.sealer.notify()

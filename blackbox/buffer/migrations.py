@@ -90,10 +90,21 @@ def _v3_value(seq: int, text: str) -> Any:
         raise ValueError(f"the value of reading {seq} is not JSON ({text[:40]!r}): {exc}") from None
 
 
+_V4_RECEIPTS = """CREATE TABLE receipts (
+    batch_seq INTEGER NOT NULL, hash VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, log_index BIGINT NOT NULL,
+    tree_size BIGINT NOT NULL, received_at_us BIGINT NOT NULL, receipt TEXT NOT NULL, checkpoint TEXT NOT NULL,
+    inclusion TEXT NOT NULL, accepted_at_us BIGINT NOT NULL, PRIMARY KEY (batch_seq))"""
+
+
+def _v4_receipts(cur: sqlite3.Cursor) -> None:
+    cur.execute(_V4_RECEIPTS)
+
+
 MIGRATIONS: dict[int, tuple[str, Migration]] = {
     2: ("sealed batches can be dropped under the disk quota (dropped_at_us)", _v2_droppable_batches),
     3: ("readings stored in blocks, one row per commit (reading_blocks; readings becomes a view)",
         _v3_reading_blocks),
+    4: ("the store's signed receipts of delivered batches are kept (receipts)", _v4_receipts),
 }
 """Target version -> (what changes, how)."""
 

@@ -32,7 +32,16 @@ import orjson
 from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
 from blackbox.buffer.migrations import BufferVersionError, prepare
-from blackbox.buffer.schema import PAGE_SIZE, Synchronous, events, meta, open_engine, reading_blocks, sealed
+from blackbox.buffer.schema import (
+    PAGE_SIZE,
+    Synchronous,
+    events,
+    meta,
+    open_engine,
+    reading_blocks,
+    receipts,
+    sealed,
+)
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample, Value, now_us
 
@@ -444,12 +453,40 @@ class Buffer:
                                        "ORDER BY batch_seq LIMIT 1").first()
         return (row[0], row[1]) if row else None
 
-    def mark_delivered(self, batch_seq: int, hash_: str) -> bool:
-        """Record the store's acknowledgement; ``False`` if no pending batch has that hash."""
+    def mark_delivered(self, batch_seq: int, hash_: str, receipt: dict[str, Any] | None = None) -> bool:
+        """Record the store's acknowledgement; ``False`` if no pending batch has that hash.
+
+        ``receipt``: the verified receipt's ``receipts`` columns, kept in the same transaction.
+        """
         with self.engine.begin() as conn:
             res = conn.exec_driver_sql(f"UPDATE sealed_batches SET delivered_at_us = ? "
                                        f"WHERE batch_seq = ? AND hash = ? AND {_PENDING}", (now_us(), batch_seq, hash_))
+            if res.rowcount == 1 and receipt is not None:
+                conn.execute(receipts.insert().values(batch_seq=batch_seq, hash=hash_, accepted_at_us=now_us(),
+                                                      **receipt))
         return res.rowcount == 1
+
+    def sealed_batch(self, batch_seq: int) -> StoredBatch | None:
+        """The sealed batch ``batch_seq``, or ``None`` if it was never sealed."""
+        with self.engine.connect() as conn:
+            row = conn.exec_driver_sql(f"{_SELECT_BATCH} WHERE batch_seq = ?", (batch_seq,)).first()
+        return _row_to_batch(row) if row else None
+
+    def receipts(self, after_batch_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
+        """The store's receipts this gateway accepted, by batch, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(receipts).where(receipts.c.batch_seq > after_batch_seq)
+                                .order_by(receipts.c.batch_seq).limit(limit)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def meta_value(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            value: str | None = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+        return value
+
+    def set_meta_value(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(_PUT_META, (key, value))
 
     def pending_counts(self) -> tuple[int, int]:
         """(undelivered batches, last sequence number committed)."""

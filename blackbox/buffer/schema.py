@@ -25,7 +25,7 @@ from sqlalchemy import (
     event,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 PAGE_SIZE = 4096
 JOURNAL_SIZE_LIMIT = 8 << 20
@@ -103,6 +103,23 @@ sealed = Table(
     Column("dropped_at_us", BigInteger, nullable=True,
            comment="set when the quota forced the batch out undelivered (its wire is emptied)"),
 )
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("batch_seq", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False, comment="stored or duplicate"),
+    Column("log_index", BigInteger, nullable=False, comment="The batch's entry in the store's transparency log."),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False, comment="When the store accepted it (its log entry)."),
+    Column("receipt", Text, nullable=False, comment="The signed receipt (a signed note), exactly as received."),
+    Column("checkpoint", Text, nullable=False, comment="The signed tree head it names."),
+    Column("inclusion", Text, nullable=False, comment="JSON list of the inclusion proof's hashes (base64)."),
+    Column("accepted_at_us", BigInteger, nullable=False, comment="When this gateway verified and accepted it."),
+)
+"""The store's receipts this gateway verified, one per delivered batch: kept after the batch is
+pruned, as the gateway's proof that the store accepted it (``blackbox receipts``)."""
 
 meta = Table(
     "meta",

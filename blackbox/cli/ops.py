@@ -73,6 +73,11 @@ def status(config: Path = ConfigOpt,
                f"{u['delivered_through_seq']}, {u.get('in_flight', 0)} batches in flight"
                + (f", {n} acknowledgements about batches not ours ignored" if (n := u.get("ignored_acks")) else "")
                + f"{'  (' + u['last_error'] + ')' if u['last_error'] else ''}")
+    if u.get("bad_receipts") or u.get("log_inconsistent"):
+        typer.echo(f"        receipts: {u.get('bad_receipts', 0)} refused"
+                   f"{'  (' + u['last_bad_receipt'] + ')' if u.get('last_bad_receipt') else ''}, "
+                   f"{u.get('log_inconsistent', 0)} store log inconsistencies; store tree head "
+                   f"{u.get('store_tree_size')}")
     alarms = st["alarms"]
     typer.echo(f"alarms  {len(alarms)} active" + "".join(
         f"\n  {a['level']:<9} {a['tag']}{'  (' + a['reason'] + ')' if a.get('reason') else ''}" for a in alarms))

@@ -109,6 +109,10 @@ def serve(config: Path = typer.Option(..., "--config", "-c", help="Configuration
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--worker") from None
     open_writer(cfg.database_url).dispose()  # an unreachable or unusable database: one line, exit 1
+    if not cfg.key_file.is_file():  # every acknowledgement is a receipt signed with it
+        typer.echo(f"error: no store key at {cfg.key_file}; create it with `blackbox store keys init -c {config}` "
+                   f"and pin the key it prints on every gateway (uplink.store_key)", err=True)
+        raise typer.Exit(1)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

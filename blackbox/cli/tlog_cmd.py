@@ -131,3 +131,49 @@ def proof(batch: str | None = typer.Option(None, "--batch", help="Inclusion proo
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent's configuration (its buffer)."),
+             export: Path | None = typer.Option(None, "--export", help="Write every receipt, with the store key and "
+                                                "the latest checkpoint, to this JSON file."),
+             after: int = typer.Option(0, "--after", help="Only batches after this batch_seq.")) -> None:
+    """List the store's signed receipts this gateway verified and kept, or export them for an auditor.
+
+    Each says the store accepted a batch (its hash) as entry INDEX of its transparency log, under a
+    signed tree head; the export can be checked without blackbox (docs/transparency.md).
+
+    Example: blackbox receipts -c /etc/blackbox/blackbox.yaml --export receipts.json
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    from blackbox.model import iso
+    from blackbox.uplink.forwarder import CHECKPOINT_KEY
+
+    loaded = load_or_exit(config).config
+    path = loaded.buffer.path
+    if not path.is_file():
+        typer.echo(f"error: no buffer at {path}", err=True)
+        raise typer.Exit(1)
+    try:
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        rows = [dict(r) for r in db.execute("SELECT * FROM receipts WHERE batch_seq > ? ORDER BY batch_seq",
+                                            (after,))]
+        latest = db.execute("SELECT value FROM meta WHERE key = ?", (CHECKPOINT_KEY,)).fetchone()
+        db.close()
+    except sqlite3.Error as exc:
+        typer.echo(f"error: cannot read the receipts in {path}: {exc} (an agent older than receipts?)", err=True)
+        raise typer.Exit(1) from None
+    if export is not None:
+        doc = {"site": loaded.site.id, "gateway": loaded.gateway.id, "store_key": loaded.uplink.store_key,
+               "latest_checkpoint": latest[0] if latest else None,
+               "receipts": [{**r, "inclusion": orjson.loads(r["inclusion"])} for r in rows]}
+        export.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        typer.echo(f"wrote {len(rows)} receipt(s) to {export}")
+        return
+    for r in rows:
+        typer.echo(f"batch {r['batch_seq']}  {r['hash'][:16]}…  {r['status']:9s}  log entry {r['log_index']} "
+                   f"of {r['tree_size']}  accepted by the store {iso(r['received_at_us'])}")
+    typer.echo(f"{len(rows)} receipt(s)" + (f"; latest store tree head: {latest[0].splitlines()[1]} entries"
+                                            if latest else ""), err=True)

@@ -41,7 +41,7 @@ from blackbox.store.chain import Conflict, StoredBatch, place
 from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.joint import register_spec_events
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
-from blackbox.store.tlog import LogPosition, TransparencyLog, append_entry, status_ref
+from blackbox.store.tlog import LogPosition, TransparencyLog, append_batch, append_entry, status_ref
 
 log = logging.getLogger("blackbox.store.ingest")
 
@@ -345,9 +345,7 @@ class Ingestor:
                 conn.execute(insert(tag_configs), derived.tag_configs)
             register_spec_events(conn, h.site, h.gateway, derived.event_records, received_at)
             # last: the log's lock is held from here to the commit
-            pos = append_entry(conn, "batch", {"site": h.site, "gateway": h.gateway, "batch_seq": h.batch_seq,
-                                               "hash": opened.hash, "received_at_us": received_at},
-                               ref=opened.hash, at_us=received_at)
+            pos = append_batch(conn, h.site, h.gateway, h.batch_seq, opened.hash, received_at)
         return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at,
                             n_readings=h.n_readings, sealed_at_us=h.sealed_at_us)
 

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -51,9 +50,18 @@ from blackbox.prometheus import MetricsServer
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor, IngestResult, Prepared
 from blackbox.store.metrics import StoreMetrics
+from blackbox.store.notary import Notary
 from blackbox.store.partitions import ensure_partitions
-from blackbox.store.tlog import TransparencyLog
-from blackbox.topics import GatewayTopics, parse_gateway_topic, store_batch_filter, store_status_filter
+from blackbox.store.tlog import TransparencyLog, load_signer
+from blackbox.tlog.note import Signer
+from blackbox.topics import (
+    GatewayTopics,
+    parse_gateway_topic,
+    store_batch_filter,
+    store_checkpoint_topic,
+    store_proofs_filter,
+    store_status_filter,
+)
 
 log = logging.getLogger("blackbox.store.service")
 
@@ -86,7 +94,7 @@ class _Step:
     """A message on its way from stage 1 to stage 2 of the worker."""
 
     msg: _Message
-    kind: Literal["batch", "status", "ignore"]
+    kind: Literal["batch", "status", "proofs", "ignore"]
     site: str = ""
     gateway: str = ""
     prepared: Prepared | IngestResult | None = None
@@ -157,12 +165,15 @@ class StoreService:
         queue_size: int = QUEUE_SIZE,
         client_id: str | None = None,
         metrics: StoreMetrics | None = None,
+        signer: Signer,
     ) -> None:
         self.engine = engine
         self.config = mqtt
         self.root = root if root is not None else mqtt.topic_root
         self.ingestor = ingestor if ingestor is not None else Ingestor(engine)
         self.on_result = on_result
+        self.notary = Notary(engine, signer)
+        """Signs every acknowledgement (a receipt) and the log's checkpoints."""
         self.stats = ServiceStats()
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self.client_id = client_id or mqtt.client_id or default_client_id()
@@ -270,7 +281,8 @@ class StoreService:
         self.connected.set()
         disable_nagle(client)
         log.info("store connected (session present: %s)", flags.session_present)
-        topics = [(self._filter, 1), (store_status_filter(self.root), 1)]
+        topics = [(self._filter, 1), (store_status_filter(self.root), 1),
+                  (store_proofs_filter(self.root, shared=self._v5), 1)]
         if self._v5:
             _, mid = client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in topics])
         else:
@@ -359,6 +371,8 @@ class StoreService:
         parsed = parse_gateway_topic(self.root, msg.topic)
         if parsed is not None and parsed[2] == "status":
             return _Step(msg, "status", parsed[0], parsed[1])
+        if parsed is not None and parsed[2] == "proofs":
+            return _Step(msg, "proofs", parsed[0], parsed[1])
         if parsed is None or parsed[2] != "batches":
             log.warning("ignoring a message on %s: not a batch topic", msg.topic)
             return _Step(msg, "ignore")
@@ -377,6 +391,7 @@ class StoreService:
             try:
                 step = self._steps.get(timeout=HEARTBEAT_S)
             except queue.Empty:
+                self._publish_checkpoint()  # stage 2 is the one that signs and publishes
                 continue
             if step is None:
                 return
@@ -390,6 +405,9 @@ class StoreService:
         msg = step.msg
         if step.kind == "status":
             self._status(msg, step.site, step.gateway)
+            return
+        if step.kind == "proofs":
+            self._proofs(msg, step.site, step.gateway)
             return
         if step.kind == "ignore":
             self.client.ack(msg.mid, msg.qos)
@@ -409,11 +427,35 @@ class StoreService:
         else:
             self.stats.rejected += 1
         self.metrics.handled(result, step.seconds + time.perf_counter() - started, now_us())
-        ack = orjson.dumps(result.ack())
+        ack = self.notary.ack(step.site, step.gateway, result)
         self.client.publish(GatewayTopics(self.root, step.site, step.gateway).acks, ack, qos=1)
+        self._publish_checkpoint()
         self.client.ack(msg.mid, msg.qos)
         if self.on_result is not None:
             self.on_result(msg.topic, result)
+
+    def _proofs(self, msg: _Message, site: str, gateway: str) -> None:
+        """Answer a gateway's consistency-proof request on its acknowledgement topic."""
+        try:
+            answer = self.notary.consistency(msg.payload)
+        except DBAPIError as exc:  # the gateway asks again later
+            log.error("could not answer a proof request of %s/%s: %s", site, gateway, exc.orig or exc)
+            answer = None
+        if answer is not None:
+            self.client.publish(GatewayTopics(self.root, site, gateway).acks, answer, qos=1)
+        self.client.ack(msg.mid, msg.qos)
+
+    def _publish_checkpoint(self) -> None:
+        """Publish the log's signed checkpoint (retained) if it grew and the last one is old enough."""
+        if not self.connected.is_set():
+            return
+        try:
+            note = self.notary.checkpoint_due()
+        except DBAPIError as exc:
+            log.error("could not sign a checkpoint: %s", exc.orig or exc)
+            return
+        if note is not None:
+            self.client.publish(store_checkpoint_topic(self.root), note.encode(), qos=1, retain=True)
 
     def _status(self, msg: _Message, site: str, gateway: str) -> None:
         try:
@@ -468,7 +510,8 @@ def run_store(
     engine = open_store(config.database_url)
     server: MetricsServer | None = None
     try:
-        service = StoreService(engine, config.mqtt, client_id=client_id, metrics=StoreMetrics())
+        signer = load_signer(config.key_file, config.log_origin)
+        service = StoreService(engine, config.mqtt, client_id=client_id, metrics=StoreMetrics(), signer=signer)
         service.metrics.log_size_hook = lambda: TransparencyLog(engine).head()[0]
         if port is not None:
             server = MetricsServer(config.metrics_host, port, service.metrics.registry, service.health)

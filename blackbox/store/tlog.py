@@ -2,14 +2,14 @@
 
 Every accepted batch, every key enrolment, rotation and revocation and every rejection is one
 entry, appended **in the same transaction** as the change it records, so the log and the tables
-cannot disagree after a crash. Entries are canonical bytes (:func:`entry_bytes`: JSON with sorted
-keys, no spaces, UTF-8) whose RFC 6962 leaf hash is the tree's leaf; the hashes of complete
+cannot disagree after a crash. Entries are canonical bytes (:mod:`blackbox.tlog.entries`: JSON
+with sorted keys, no spaces, UTF-8) whose RFC 6962 leaf hash is the tree's leaf; the hashes of complete
 subtrees are kept in ``tlog_nodes``, so an append writes about two rows and every proof reads
 ``O(log n)`` of them (:mod:`blackbox.tlog.merkle`).
 
-Appends are serialised by the ``tlog_state`` row (its first statement is an ``UPDATE`` of it: the
-row lock on PostgreSQL, the write lock on SQLite), so several store workers append one after the
-other and every tree head extends the previous one.
+Appends are serialised by the ``tlog_state`` row (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite
+an ``UPDATE`` of it first, which takes the database's write lock), so several store workers append
+one after the other and every tree head extends the previous one.
 
 API for other parts of the store (joint control records its two-party actions this way)::
 
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine, insert, select, tuple_
+from sqlalchemy import Connection, Engine, insert, select
 
 from blackbox.model import now_us
 from blackbox.seal import load_private_key
-from blackbox.store.schema import tlog_checkpoints, tlog_entries, tlog_nodes, tlog_state
+from blackbox.store.schema import tlog_checkpoints, tlog_entries, tlog_state
+from blackbox.tlog.entries import batch_entry, entry_bytes
 from blackbox.tlog.merkle import (
     HashReader,
     Node,
@@ -56,7 +56,7 @@ from blackbox.tlog.note import Checkpoint, Signer
 
 KINDS = {
     "batch": "a sealed batch was accepted and stored (site, gateway, batch_seq, hash, received_at_us)",
-    "key.enrolled": "an operator enrolled a gateway key (site, gateway, key_id, public_key, at_us)",
+    "key.enrolled": "an operator enrolled a gateway key (site, gateway, key_id, public_key_pem, at_us)",
     "key.rotated": "a gateway's chain rotated its key (site, gateway, old_key_id, new_key_id, seq, at_us)",
     "key.revoked": "an operator revoked a gateway key (site, gateway, key_id, at_us)",
     "rejection": "a message was refused (site, gateway as claimed, batch_seq, hash, reason, raw_sha256, at_us)",
@@ -85,37 +85,30 @@ class LogPosition:
     root: bytes
 
 
-def entry_bytes(kind: str, payload: dict[str, Any]) -> bytes:
-    """The canonical bytes of an entry (what its leaf hash covers); anyone can rebuild them."""
-    if "kind" in payload:
-        raise ValueError("an entry payload must not have a 'kind' key")
-    return orjson.dumps({"kind": kind, **payload}, option=orjson.OPT_SORT_KEYS)
-
-
 def status_ref(site: str, gateway: str) -> str:
     """The lookup key of a gateway's ``gateway.status`` entries (site and gateway ids may be 128 characters each)."""
     return hashlib.sha256(f"{site}/{gateway}".encode()).hexdigest()
 
 
-def batch_entry(site: str, gateway: str, batch_seq: int, hash_: str, received_at_us: int) -> bytes:
-    """The entry of an accepted batch (a gateway rebuilds it from a receipt to check inclusion)."""
-    return entry_bytes("batch", {"site": site, "gateway": gateway, "batch_seq": batch_seq, "hash": hash_,
-                                 "received_at_us": received_at_us})
-
-
 def _reader(conn: Connection) -> HashReader:
     def read(nodes: Sequence[Node]) -> list[bytes]:
-        if not nodes:
-            return []
-        n = tlog_nodes.c
-        found = {(int(r.level), int(r.idx)): bytes(r.hash) for r in conn.execute(
-            select(n.level, n.idx, n.hash).where(tuple_(n.level, n.idx).in_(list(nodes))))}
-        try:
-            return [found[x] for x in nodes]
-        except KeyError as exc:
-            raise LogError(f"the log's node table lacks subtree {exc.args[0]}: the log is damaged") from None
+        found = _read_nodes(conn, nodes)
+        return [found[x] for x in nodes]
 
     return read
+
+
+def _read_nodes(conn: Connection, nodes: Sequence[Node]) -> dict[Node, bytes]:
+    """The stored hashes of ``nodes`` (plain SQL: proofs and appends read them all the time)."""
+    found: dict[Node, bytes] = {}
+    for i in range(0, len(nodes), 400):  # bounded statement size, whatever the tree
+        chunk = nodes[i : i + 400]
+        rows = conn.exec_driver_sql(_sql(conn).select_nodes(len(chunk)), tuple(v for node in chunk for v in node))
+        found.update(((int(r[0]), int(r[1])), bytes(r[2])) for r in rows)
+    missing = [n for n in nodes if n not in found]
+    if missing:
+        raise LogError(f"the log's node table lacks subtree {missing[0]}: the log is damaged")
+    return found
 
 
 def append_entry(conn: Connection, kind: str, payload: dict[str, Any], *, ref: str | None = None,
@@ -125,7 +118,10 @@ def append_entry(conn: Connection, kind: str, payload: dict[str, Any], *, ref: s
     Takes the log's lock (the ``tlog_state`` row) until the caller's transaction ends: append as
     late in the transaction as possible.
     """
-    data = entry_bytes(kind, payload)
+    return _append(conn, kind, entry_bytes(kind, payload), ref, now_us() if at_us is None else at_us)
+
+
+def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: int) -> LogPosition:
     sql = _sql(conn)
     if sql.lock:
         conn.exec_driver_sql(sql.lock)  # lock first, then read: no other writer appends until we commit
@@ -134,7 +130,7 @@ def append_entry(conn: Connection, kind: str, payload: dict[str, Any], *, ref: s
     created = append_nodes(size, leaf_hash(data), lambda nodes: [known[x] for x in nodes])
     new = {**known, **dict(created)}
     root = tree_hash(size + 1, lambda nodes: [new[x] for x in nodes])
-    entry = (size, kind, ref, data, now_us() if at_us is None else at_us)
+    entry = (size, kind, ref, data, at_us)
     nodes = tuple(v for (lvl, i), h in created for v in (lvl, i, h))
     state = (size + 1, root.hex())
     if sql.postgresql:  # one round trip for the three writes
@@ -145,6 +141,13 @@ def append_entry(conn: Connection, kind: str, payload: dict[str, Any], *, ref: s
         conn.exec_driver_sql(sql.state, state)
     _remember(size + 1, root.hex(), {node: new[node] for node in subtrees(0, size + 1)})
     return LogPosition(size, size + 1, root)
+
+
+def append_batch(conn: Connection, site: str, gateway: str, batch_seq: int, hash_: str,
+                 received_at_us: int) -> LogPosition:
+    """Append the entry of an accepted batch (:func:`blackbox.tlog.entries.batch_entry`)."""
+    return _append(conn, "batch", batch_entry(site, gateway, batch_seq, hash_, received_at_us), hash_,
+                   received_at_us)
 
 
 @dataclass(frozen=True)
@@ -217,15 +220,7 @@ def _frontier(conn: Connection, size: int, root_hex: str) -> dict[Node, bytes]:
         cached = _FRONTIERS.get((size, root_hex))
     if cached is not None:
         return cached
-    nodes = subtrees(0, size)
-    if not nodes:
-        return {}
-    rows = conn.exec_driver_sql(_sql(conn).select_nodes(len(nodes)), tuple(v for node in nodes for v in node))
-    found = {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows}
-    missing = [n for n in nodes if n not in found]
-    if missing:
-        raise LogError(f"the log's node table lacks subtree {missing[0]}: the log is damaged")
-    return found
+    return _read_nodes(conn, subtrees(0, size))
 
 
 def load_signer(key_file: str | Path, origin: str) -> Signer:

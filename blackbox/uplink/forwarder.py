@@ -22,11 +22,22 @@ window (fresh batches keep flowing past it); it is retried on its back-off, and 
 
 Memory is bounded by the window: the backlog stays in the buffer (SQLite), not here or in paho's
 queue, however long the outage.
+
+**Acknowledgements are signed receipts** (:mod:`blackbox.tlog.receipt`). A batch counts as delivered
+only when the store's receipt for it verifies with the store key pinned in ``uplink.store_key``:
+signature, this gateway, this batch's hash, and the inclusion proof of the batch's entry in the
+signed tree head. The receipt is kept in the buffer (``blackbox receipts``). A receipt that does
+not verify changes nothing (the batch stays and is sent again), is counted and raises the
+``uplink.bad_receipt`` alarm; an acknowledgement about a batch this gateway did not seal, or
+already has a receipt for, is only counted (``ignored_acks``). Without a pinned key nothing is
+ever counted delivered. The tree heads are checked for consistency by :class:`LogWatch`: a store
+log that was truncated or rewritten raises ``uplink.log_inconsistent``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import deque
@@ -39,6 +50,9 @@ import orjson
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, StoredBatch
 from blackbox.config import UplinkConfig
+from blackbox.tlog.note import NoteError, open_checkpoint, parse_vkey
+from blackbox.tlog.receipt import ReceiptError, VerifiedAck, verify_ack
+from blackbox.uplink.logwatch import LogWatch
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +87,12 @@ class _InFlight:
     """The store rejected the last copy: retried on its back-off, outside the window."""
 
 
+BAD_RECEIPT = "uplink.bad_receipt"
+LOG_INCONSISTENT = "uplink.log_inconsistent"
+CHECKPOINT_KEY = "store_checkpoint"
+"""Buffer meta key of the latest store checkpoint this gateway has proven consistent."""
+
+
 @dataclass(frozen=True)
 class ForwarderStats:
     in_flight: int
@@ -82,8 +102,12 @@ class ForwarderStats:
     last_rejection: str | None
     replay_tokens: float
     ignored_acks: int = 0
-    """Rejections on our acknowledgement topic that concern no batch we have out: a batch someone
-    else published on our topic (a forgery), or a copy of ours damaged beyond recognition."""
+    """Acknowledgements that concern no batch of ours awaiting a receipt: about a batch someone else
+    published on our topic (a forgery), a copy of ours damaged beyond recognition, or a replay."""
+    bad_receipts: int = 0
+    last_bad_receipt: str | None = None
+    log_inconsistent: int = 0
+    store_tree_size: int | None = None
 
 
 class Forwarder:
@@ -120,6 +144,20 @@ class Forwarder:
         """batch_seq of the latest batches whose ack the buffer recorded: never sent again."""
         self.on_delivered: Callable[[int, float], None] | None = None
         """Called with (batch_seq, wall-clock time the ack arrived) for each newly acknowledged batch."""
+        self.on_alarm: Callable[[str, str], None] | None = None
+        """Called with (alarm rule, reason) for a receipt that does not verify or an inconsistent store log."""
+        parts = topic.split("/")
+        self._site, self._gateway = (parts[-3], parts[-2]) if len(parts) >= 3 else ("", "")
+        self._proofs_topic = "/".join([*parts[:-1], "proofs"])
+        self._verifier = parse_vkey(cfg.store_key) if cfg.store_key else None
+        if self._verifier is None:
+            log.error("uplink.store_key is not set: the store's receipts cannot be verified, so no batch will be "
+                      "counted delivered (nor pruned); pin the key `blackbox store keys show` prints")
+        self.bad_receipts = 0
+        self.last_bad_receipt: str | None = None
+        self.watch: LogWatch | None = None
+        self._asked_at: float | None = None
+        self._inconsistencies_alarmed = 0
 
     # -- events from the agent -------------------------------------------------------------
 
@@ -136,8 +174,12 @@ class Forwarder:
         self._wake.set()
 
     def stats(self) -> ForwarderStats:
+        latest = self.watch.latest if self.watch is not None else None
         return ForwarderStats(len(self._in_flight), self.delivered, self.resent, self.rejected,
-                              self.rejections[-1] if self.rejections else None, self._tokens, self.ignored_acks)
+                              self.rejections[-1] if self.rejections else None, self._tokens, self.ignored_acks,
+                              self.bad_receipts, self.last_bad_receipt,
+                              self.watch.inconsistent if self.watch is not None else 0,
+                              latest[0].size if latest is not None else None)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -153,55 +195,135 @@ class Forwarder:
             await self._delivered_event.wait()
 
     def on_ack(self, payload: bytes) -> None:
-        """Handle one acknowledgement from the store (runs on the event loop)."""
+        """Handle one message from the acknowledgement topic (runs on the event loop)."""
         try:
-            ack = orjson.loads(payload)
-            status = ack["status"]
-            if status in ("stored", "duplicate"):
-                batch_seq, hash_ = int(ack["batch_seq"]), str(ack["hash"])
-            elif status == "rejected":
-                batch_seq = ack["batch_seq"]
-            else:
-                raise ValueError(f"unknown status {status!r}")
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.error("ignoring a malformed acknowledgement (%s): %r", exc, payload[:200])
+            doc = orjson.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            self._ignore(f"not an acknowledgement ({exc}): {payload[:100]!r}")
             return
-        if status == "rejected":
-            reason = ack.get("reason")
-            flight = self._in_flight.get(batch_seq) if isinstance(batch_seq, int) else None
-            if flight is None or flight.hash != ack.get("hash"):
-                # Not about a batch of ours that is out: anyone can publish on our batch topic, and the
-                # store answers every message there. Counted, never taken for our own rejection.
-                self.ignored_acks += 1
-                log.debug("ignoring a rejection that is not about a batch of ours in flight: %r", payload[:300])
-                return
-            self.rejected += 1
-            self.rejections.append(f"batch {batch_seq}: {reason}")
-            flight.rejected = True
-            retry = self._resend_delay(flight.attempts)
-            log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
-                      batch_seq, reason, retry)
-            return
-        task = asyncio.get_running_loop().create_task(self._delivered(batch_seq, hash_, time.time()))
+        task = asyncio.get_running_loop().create_task(self._acknowledged(doc, time.time()))
         self._acks.add(task)  # the loop keeps only a weak reference to a task
         task.add_done_callback(self._acks.discard)
 
-    async def _delivered(self, batch_seq: int, hash_: str, arrived: float) -> None:
+    def _ignore(self, why: str) -> None:
+        self.ignored_acks += 1
+        log.debug("ignoring a message on the acknowledgement topic: %s", why)
+
+    async def _acknowledged(self, doc: dict[str, Any], arrived: float) -> None:
+        if self.watch is None:
+            self.watch = await self._load_watch()
+        if doc.get("type") == "consistency":
+            await self._consistency(doc)
+            return
+        batch_seq, hash_ = doc.get("batch_seq"), doc.get("hash")
+        if not isinstance(batch_seq, int) or not isinstance(hash_, str):
+            self._ignore(f"no batch_seq and hash: {str(doc)[:100]}")
+            return
+        batch = await self._db(self._buffer.sealed_batch, batch_seq)
+        if batch is None or batch.hash != hash_ or batch.delivered:
+            self._ignore(f"batch {batch_seq} {hash_[:16]} is not a batch of ours awaiting a receipt")
+            flight = self._in_flight.get(batch_seq)
+            if batch is not None and batch.delivered and flight is not None and flight.hash == batch.hash:
+                del self._in_flight[batch_seq]  # a copy sent while its receipt was on its way: nothing to wait for
+                self._wake.set()
+            return
+        if self._verifier is None:
+            self._bad_receipt(batch_seq, "no store key is pinned (uplink.store_key)", alarm=False)
+            return
+        try:
+            ack = verify_ack(doc, self._verifier, self._site, self._gateway)
+        except ReceiptError as exc:
+            self._bad_receipt(batch_seq, str(exc))
+            return
+        if ack.receipt.status == "rejected":
+            self._rejected(batch_seq, ack.receipt.reason)
+            return
+        await self._delivered(ack, arrived)
+
+    def _bad_receipt(self, batch_seq: int, problem: str, *, alarm: bool = True) -> None:
+        self.bad_receipts += 1
+        self.last_bad_receipt = f"batch {batch_seq}: {problem}"
+        log.warning("refused an acknowledgement of batch %s: %s; the batch stays in the buffer", batch_seq, problem)
+        if alarm and self.on_alarm is not None:
+            self.on_alarm(BAD_RECEIPT, f"refused a receipt for batch {batch_seq}: {problem}")
+
+    def _rejected(self, batch_seq: int, reason: str | None) -> None:
+        self.rejected += 1
+        self.rejections.append(f"batch {batch_seq}: {reason}")
         flight = self._in_flight.get(batch_seq)
+        if flight is not None:
+            flight.rejected = True
+        retry = self._resend_delay(flight.attempts) if flight else self._cfg.ack_timeout
+        log.error("the store rejected batch %s: %s; it stays in the buffer and is re-sent in %.0f s",
+                  batch_seq, reason, retry)
+
+    async def _delivered(self, ack: VerifiedAck, arrived: float) -> None:
+        r = ack.receipt
+        flight = self._in_flight.get(r.batch_seq)
         ours = False
-        if flight is not None and flight.hash == hash_:
+        if flight is not None and flight.hash == r.hash:
             ours = flight.acked = True  # it stays in the window until the buffer has recorded the ack
-        marked = await self._db(self._buffer.mark_delivered, batch_seq, hash_)
+        row = {"status": r.status, "log_index": r.index, "tree_size": r.tree_size, "received_at_us": r.received_at_us,
+               "receipt": ack.receipt_note, "checkpoint": ack.checkpoint_note,
+               "inclusion": orjson.dumps([base64.b64encode(h).decode() for h in ack.inclusion]).decode()}
+        marked = await self._db(self._buffer.mark_delivered, r.batch_seq, r.hash, row)
         if marked or ours:
-            self._recently_acked.append(batch_seq)
-        if ours and self._in_flight.get(batch_seq) is flight:
-            del self._in_flight[batch_seq]
+            self._recently_acked.append(r.batch_seq)
+        if ours and self._in_flight.get(r.batch_seq) is flight:
+            del self._in_flight[r.batch_seq]
         if marked:
             self.delivered += 1
             if self.on_delivered is not None:
-                self.on_delivered(batch_seq, arrived)
+                self.on_delivered(r.batch_seq, arrived)
+        assert self.watch is not None
+        adopted = self.watch.seen(ack.checkpoint, ack.checkpoint_note)
+        if adopted is not None:
+            await self._db(self._buffer.set_meta_value, CHECKPOINT_KEY, adopted[1])
+        self._check_watch()
+        self._ask()
         await self.refresh_delivered()
         self._wake.set()
+
+    async def _load_watch(self) -> LogWatch:
+        note = await self._db(self._buffer.meta_value, CHECKPOINT_KEY)
+        if note is None or self._verifier is None:
+            return LogWatch()
+        try:
+            return LogWatch((open_checkpoint(note, self._verifier), note))
+        except NoteError as exc:  # the store key was changed: start over from the next tree head
+            log.warning("the kept store checkpoint does not verify with the pinned store key (%s); starting over", exc)
+            return LogWatch()
+
+    async def _consistency(self, doc: dict[str, Any]) -> None:
+        assert self.watch is not None
+        adopted = self.watch.answer(doc)
+        self._asked_at = None
+        if adopted is not None:
+            await self._db(self._buffer.set_meta_value, CHECKPOINT_KEY, adopted[1])
+        self._check_watch()
+        self._ask()
+
+    def _check_watch(self) -> None:
+        """Alarm on a new inconsistency found by the log watch."""
+        assert self.watch is not None
+        if self.watch.inconsistent > self._inconsistencies_alarmed:
+            self._inconsistencies_alarmed = self.watch.inconsistent
+            problem = self.watch.last_problem or "inconsistent tree heads"
+            log.error("the store's transparency log is not consistent with what this gateway saw: %s", problem)
+            if self.on_alarm is not None:
+                self.on_alarm(LOG_INCONSISTENT, problem)
+
+    def _ask(self) -> None:
+        """Ask the store for the next consistency proof the log watch needs."""
+        session = self.session
+        if self.watch is None or session is None or not session.connected:
+            return
+        request = self.watch.next_request()
+        if request is not None:
+            session.publish(self._proofs_topic, orjson.dumps(request.message()))
+            self._asked_at = self._clock()
 
     async def refresh_delivered(self) -> None:
         """Recompute how far the store has everything (from the buffer: acks may be for any batch)."""
@@ -228,6 +350,10 @@ class Forwarder:
             return
         now = self._clock()
         self._refill(now)
+        if self._asked_at is not None and now - self._asked_at > self._cfg.ack_timeout and self.watch is not None:
+            self.watch.retry()  # the proof never came: ask again
+            self._asked_at = None
+            self._ask()
         for batch_seq, flight in sorted(self._in_flight.items()):
             if flight.acked or now - flight.sent_at < self._resend_delay(flight.attempts):
                 continue

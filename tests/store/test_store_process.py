@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from store_key import write_store_key
 from store_synth import GATEWAY, SITE, T0
 from test_store_service import HOST, PORT, TIMEOUT, Agent, enrolled_gateway, purge_session
 from waiting import wait_until
@@ -63,6 +64,7 @@ def test_store_serve_worker_notifies_systemd_serves_health_and_metrics_and_stops
     root = f"bbtest-{uuid.uuid4().hex[:10]}"
     client_id = f"store-{uuid.uuid4().hex[:8]}"
     url = f"sqlite:///{tmp_path}/store.sqlite"
+    write_store_key(tmp_path / "store.key")  # the key the test's gateway checks receipts with
     config = write_config(DEMO_CONFIG, tmp_path, opcua_port=1, modbus_port=2, database_url=url,
                           mqtt={"host": HOST, "port": PORT, "topic_root": root, "client_id": client_id})
     base = free_port()

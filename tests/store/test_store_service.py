@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from services import unavailable
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
+from store_key import STORE_SIGNER, write_store_key
 from store_synth import GATEWAY, SITE, T0, Gateway
 
 from blackbox.config import MqttConfig, StoreConfig
@@ -30,6 +31,7 @@ from blackbox.store.ingest import Ingestor, IngestResult, Prepared
 from blackbox.store.migrate import current_revision
 from blackbox.store.schema import create_schema, readings
 from blackbox.store.service import StoreService, run_store
+from blackbox.tlog.receipt import verify_ack
 from blackbox.topics import GatewayTopics
 
 HOST = os.environ.get("BLACKBOX_TEST_MQTT_HOST", "127.0.0.1")
@@ -81,7 +83,11 @@ class Agent:
         self.client.publish(self.topics.batches, wire, qos=1)
 
     def ack(self) -> dict[str, Any]:
-        return self.acks.get(timeout=TIMEOUT)
+        """The next acknowledgement's plain fields, once its signed receipt (if it has one) verified."""
+        doc = self.acks.get(timeout=TIMEOUT)
+        if "receipt" in doc:
+            verify_ack(doc, STORE_SIGNER.verifier, self.topics.site, self.topics.gateway)
+        return {k: doc[k] for k in ("batch_seq", "hash", "status", "reason")}
 
     def close(self) -> None:
         self.client.disconnect()
@@ -107,7 +113,8 @@ def make_service(store_engine: Engine, root: str) -> Iterator[Any]:
     def make(protocol: Literal["5", "3.1.1"] = "5", client_id: str | None = None) -> StoreService:
         cid = client_id or f"store-{uuid.uuid4().hex[:8]}"
         client_ids.add(cid)
-        svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, protocol=protocol, client_id=cid), root)
+        svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, protocol=protocol, client_id=cid), root,
+                           signer=STORE_SIGNER)
         svc.start()
         started.append(svc)
         assert svc.wait_subscribed(TIMEOUT), "the store did not get its subscription"
@@ -197,7 +204,8 @@ def test_batches_published_while_the_store_is_down_are_delivered(
 def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
     url = f"sqlite:///{tmp_path}/var/store.sqlite"  # run_store creates var/ and migrates
     client_id = f"store-{uuid.uuid4().hex[:8]}"
-    config = StoreConfig(database_url=url, mqtt=MqttConfig(host=HOST, port=PORT, client_id=client_id, topic_root=root))
+    config = StoreConfig(database_url=url, mqtt=MqttConfig(host=HOST, port=PORT, client_id=client_id, topic_root=root),
+                         key_file=write_store_key(tmp_path / "store.key"), log_origin=STORE_SIGNER.name)
     stop, ready = threading.Event(), threading.Event()
     thread = threading.Thread(target=run_store, args=(config, stop), kwargs={"ready": ready}, daemon=True)
     thread.start()
@@ -240,7 +248,8 @@ def test_database_failure_is_retried_not_rejected(store_engine: Engine, root: st
     agent = Agent(GatewayTopics(root, SITE, GATEWAY))
     flaky = FlakyIngestor(store_engine, failures=1)
     cid = f"store-{uuid.uuid4().hex[:8]}"
-    svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, client_id=cid), root, ingestor=flaky)
+    svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, client_id=cid), root, ingestor=flaky,
+                       signer=STORE_SIGNER)
     svc.start()
     try:
         assert svc.wait_subscribed(TIMEOUT)
@@ -262,7 +271,7 @@ def test_credentials_are_used_and_never_logged(
     secret = f"s3cret-{uuid.uuid4().hex}"
     cid = f"store-{uuid.uuid4().hex[:8]}"
     config = MqttConfig(host=HOST, port=PORT, client_id=cid, username="store", password=SecretStr(secret))
-    svc = StoreService(store_engine, config, root)
+    svc = StoreService(store_engine, config, root, signer=STORE_SIGNER)
     caplog.set_level(logging.DEBUG)
     svc.start()
     try:

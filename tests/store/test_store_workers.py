@@ -25,6 +25,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from services import fresh_postgres_database
 from sqlalchemy import text
+from store_key import write_store_key
 from store_synth import SITE, T0, Gateway
 from test_store_service import HOST, PORT, TIMEOUT, purge_session
 from waiting import wait_until
@@ -107,7 +108,7 @@ def test_workers_share_the_batches_store_each_once_and_keep_every_chain(
     metrics_base = free_port()
     config = tmp_path / "store.yaml"
     config.write_text(yaml.safe_dump({"store": {
-        "database_url": pg_url, "metrics_port": metrics_base,
+        "database_url": pg_url, "metrics_port": metrics_base, "key_file": str(write_store_key(tmp_path / "s.key")),
         "mqtt": {"host": HOST, "port": PORT, "topic_root": root, "client_id": base_id}}}))
     engine = make_engine(pg_url)
     gateways = {f"gw-{k}": Gateway(gateway=f"gw-{k}") for k in range(4)}
