@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
+from store_key import SignedAcks
 from uplink_support import Pipeline
 from waiting import eventually
 
@@ -54,6 +54,7 @@ async def pipeline(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         assert [b.batch_seq for b in sealed] == list(range(1, batches + 1))
         out = Published()
         p.forwarder.session = out
+        SIGNED.append(SignedAcks("SH-PD-01", "gw-01", [(b.batch_seq, b.hash) for b in sealed]))
         return p, out, sealed
 
     yield make
@@ -61,10 +62,13 @@ async def pipeline(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await p.stop()
 
 
+SIGNED: list[SignedAcks] = []
+"""The store log of the pipeline under test (its sealed batches), made by the fixture."""
+
+
 def ack(batch: StoredBatch, status: str = "stored") -> bytes:
-    if status == "rejected":
-        return orjson.dumps({"status": status, "batch_seq": batch.batch_seq, "reason": "bad_signature"})
-    return orjson.dumps({"status": status, "batch_seq": batch.batch_seq, "hash": batch.hash})
+    """The store's signed receipt for ``batch`` (the gateway pins the test store key)."""
+    return SIGNED[-1].ack(batch.batch_seq, batch.hash, status, "bad_signature" if status == "rejected" else None)
 
 
 async def test_a_batch_acknowledged_while_the_buffer_is_being_read_is_not_published_again(
@@ -125,6 +129,7 @@ async def test_rejected_batches_do_not_keep_fresh_ones_out_of_the_window(pipelin
     by_wire = {b.wire: b for b in sealed}
     for payload in list(out.payloads):
         fwd.on_ack(ack(by_wire[payload], "rejected"))
+    await eventually(lambda: fwd.rejected == 4, 10, "the rejections to be verified")
     await fwd._pump()
     # the replay lane goes on with 4-6 (three places: one is kept for live batches)
     assert [by_wire[w].batch_seq for w in out.payloads[4:]] == [4, 5, 6], "rejected batches held the window"
@@ -136,6 +141,7 @@ async def test_rejected_batches_do_not_keep_fresh_ones_out_of_the_window(pipelin
     by_wire[fresh.wire] = fresh
     for payload in out.payloads[4:]:
         fwd.on_ack(ack(by_wire[payload], "rejected"))
+    await eventually(lambda: fwd.rejected == 4 + len(out.payloads[4:]), 10, "the rejections to be verified")
     await p.commit(10)
     await p.sealer.seal_once()
     await fwd._pump()
