@@ -103,18 +103,23 @@ def main() -> None:
         ingest_rate = fill(url, args.readings, args.batch_size)
         reader = open_store_readonly(url)
         findings: list[Difference] = []
+        cpu = time.process_time()
         stats = verify_store(reader, findings.append)
+        verify_cpu = time.process_time() - cpu
         assert not findings, findings[:5]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = trace_batch(reader, BATCH)
-        trace_s = time.perf_counter() - started
+        trace_s, trace_cpu = time.perf_counter() - started, time.process_time() - cpu
         assert report.integrity.verdict == "verified", report.integrity.findings
         reader.dispose()
     backend = args.db if args.db in ("sqlite", "postgresql") else url.split(":", 1)[0]
     print(f"store verify on {backend}: {args.readings:,} readings in {stats.batches} batches of {args.batch_size}")
     print(f"  ingest (reference):   {ingest_rate:12,.0f} readings/s")
-    print(f"  store verify:         {stats.readings_per_s():12,.0f} readings/s ({stats.seconds:.2f} s)")
-    print(f"  trace of the batch:   {trace_s:12.2f} s (its {args.readings:,} readings re-derived and the report)")
+    print(f"  store verify:         {stats.readings_per_s():12,.0f} readings/s ({stats.seconds:.2f} s; "
+          f"{stats.readings / verify_cpu:,.0f} readings per CPU second of this process)")
+    print(f"  trace of the batch:   {trace_s:12.2f} s ({trace_cpu:.2f} CPU s of this process; its "
+          f"{args.readings:,} readings re-derived and the report)")
+    print(f"  load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":
