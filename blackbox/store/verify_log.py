@@ -46,7 +46,7 @@ class LogStats:
     """Checkpoints whose signature was verified (0 without the store's verifier key)."""
 
 
-class _Root:
+class StreamingRoot:
     """The RFC 6962 root of a growing list of leaves, keeping only the complete subtrees (a stack)."""
 
     def __init__(self) -> None:
@@ -101,7 +101,7 @@ class _Out:
 
 def _walk(conn: Connection, out: _Out, sizes: set[int], stats: LogStats) -> dict[int, bytes]:
     """Stream the entries in index order: contiguous, kind and ref as their bytes say; the roots at ``sizes``."""
-    tree = _Root()
+    tree = StreamingRoot()
     roots: dict[int, bytes] = {0: tree.root()} if 0 in sizes else {}
     e = tlog_entries.c
     rows = conn.execute(select(e.idx, e.kind, e.ref, e.data).order_by(e.idx).execution_options(yield_per=2000))

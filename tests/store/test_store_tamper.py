@@ -40,6 +40,7 @@ from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_conf
 from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, trace_batch
 from blackbox.store.verify import verify_store
+from blackbox.store.verify_log import StreamingRoot
 from blackbox.tlog.merkle import MemoryTree
 from blackbox.tlog.note import Signer
 
@@ -405,3 +406,13 @@ def test_the_log_is_held_to_its_signed_checkpoint(store: Store) -> None:
     verify_store(store.engine, found.append, store_key=signer.verifier)
     assert [d.code for d in found] == ["log_altered"], found
     assert "signed checkpoint of size" in found[0].message
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 8, 13, 64, 65, 100])
+def test_the_streaming_root_is_the_log_s_root(size: int) -> None:
+    """verify's O(log n) root against the log's own tree (its RFC 6962 vectors are in the tlog tests)."""
+    tree, stream = MemoryTree(), StreamingRoot()
+    for i in range(size):
+        tree.append(f"entry {i}".encode())
+        stream.add(f"entry {i}".encode())
+    assert stream.root() == tree.root()
