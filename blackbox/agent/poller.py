@@ -147,7 +147,7 @@ class SourcePoller:
 
     async def _follow(self, driver: SubscribingDriver) -> None:
         """Take what the subscription delivers; repeat heartbeat values when they are due."""
-        await driver.subscribe()
+        await isolated(driver.subscribe())
         changes: asyncio.Task[list[Sample]] | None = None
         stop = asyncio.ensure_future(self._stop.wait())
         try:
