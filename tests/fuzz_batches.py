@@ -1,5 +1,5 @@
-"""Hypothesis strategies for malformed or mutated sealed batches, shared by the decoder fuzz test
-(tests/seal) and the store fuzz test (tests/store).
+"""Malformed or mutated sealed batches for the fuzz tests of the decoder (tests/seal) and of the
+store (tests/store), made from a seed that Hypothesis draws.
 
 A generated batch starts from something close to valid — a records document with rows of the
 documented shape and a header that agrees with it — and breaks it somewhere: a row field of the
@@ -25,7 +25,6 @@ from typing import Any
 
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import strategies as st
 
 KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"blackbox fuzz key").digest())
 """Fixed, so that a failing example replays exactly."""
@@ -98,11 +97,11 @@ def rows(rng: random.Random) -> tuple[list[list[Any]], list[list[Any]], int]:
         else:
             events.append(event_row(rng, first + i))
     table = readings if readings and (not events or rng.random() < 0.5) else events
-    how = rng.choice(["none", "field", "field", "short", "long", "swap", "dup-seq", "deep"])
+    how = rng.choice(["none", "field", "field", "short", "long", "swap", "dup-seq"] * 4 + ["deep"])
     row = rng.choice(table)
     if how == "deep":  # nesting around the deepest the format allows (254 levels, the document included)
         data: Any = 1
-        for _ in range(rng.choice([200, 251, 252, 300, 1100])):
+        for _ in range(rng.choice([200, 251, 252, 300])):
             data = {"a": data} if rng.random() < 0.5 else [data]
         row[rng.randrange(len(row))] = data
     elif how == "field":
@@ -222,11 +221,6 @@ def make_wire(rng: random.Random, batch_seq: int = 1, prev_hash: str = GENESIS) 
     elif layout == 4:
         wire = rng.randbytes(rng.randrange(121))
     return wire
-
-
-def wires(batch_seq: int = 1, prev_hash: str = GENESIS) -> st.SearchStrategy[bytes]:
-    """:func:`make_wire` as a Hypothesis strategy (one draw: the seed)."""
-    return st.integers(0, 2**63).map(lambda seed: make_wire(random.Random(seed), batch_seq, prev_hash))
 
 
 def tagged(value: Any) -> Any:
