@@ -416,3 +416,20 @@ def test_the_streaming_root_is_the_log_s_root(size: int) -> None:
         tree.append(f"entry {i}".encode())
         stream.add(f"entry {i}".encode())
     assert stream.root() == tree.root()
+
+
+def test_a_store_that_moved_a_fork_aside_verifies_clean(engine: Engine) -> None:
+    """A batch moved aside by the genuine chain is gone from the tables but not missing: the log says why."""
+    from test_store_forks import forged, genuine_chain
+    from test_store_forks import store as ingest
+
+    gw = Gateway()
+    ingestor = Ingestor(engine)
+    ingestor.enroll(GATEWAY, SITE, gw.public_pem)
+    chain = genuine_chain(gw)
+    fork = forged(gw, 6, chain[1].hash)
+    ingest(ingestor, chain[0])
+    ingest(ingestor, fork)
+    ingest(ingestor, *chain[1:])
+    assert TransparencyLog(engine).find("batch", fork.hash) is not None  # accepted once, then moved aside
+    assert findings(engine) == []
