@@ -392,10 +392,12 @@ class StoreService:
             try:
                 step = self._steps.get(timeout=HEARTBEAT_S)
             except queue.Empty:
+                if self._stopping.is_set():
+                    return
                 self._publish_checkpoint()  # stage 2 is the one that signs and publishes
                 continue
-            if step is None:
-                return
+            if step is None or self._stopping.is_set():
+                return  # what was verified and not stored stays unacknowledged: the broker delivers it again
             try:
                 self._finish(step)
             except Exception:  # a bug must not kill the worker; the message stays unacknowledged
