@@ -280,6 +280,22 @@ async def test_a_rewritten_or_truncated_store_log_raises_an_alarm(
     assert open_checkpoint(note, STORE_SIGNER.verifier).size == kept
 
 
+async def test_the_kept_tree_head_survives_a_restart(gateway: tuple[Pipeline, list[str]], store: Store,
+                                                     mqtt: MqttConfig) -> None:
+    p, _ = gateway
+    store.start()
+    await p.start()
+    await sealed(p)
+    await p.delivered()
+    kept = await adopted_head(p, store)
+    again = Pipeline(p.workdir, mqtt, key=p.key)  # the same buffer, as after a restart of the agent
+    try:
+        await again.forwarder.refresh_delivered()
+        assert again.forwarder.stats().store_tree_size == kept
+    finally:
+        await again.stop()
+
+
 async def test_receipts_cli_lists_and_exports_them(gateway: tuple[Pipeline, list[str]], store: Store,
                                                    tmp_path: Path, mqtt: MqttConfig) -> None:
     p, _ = gateway

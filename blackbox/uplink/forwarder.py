@@ -327,6 +327,8 @@ class Forwarder:
 
     async def refresh_delivered(self) -> None:
         """Recompute how far the store has everything (from the buffer: acks may be for any batch)."""
+        if self.watch is None:  # at start: the store tree head this gateway kept
+            self.watch = await self._load_watch()
         pending = await self._db(self._buffer.first_undelivered)
         if pending is not None:
             batch_seq, first_seq = pending
