@@ -37,6 +37,7 @@ from blackbox.tlog.entries import batch_entry
 from blackbox.tlog.merkle import leaf_hash
 from blackbox.tlog.note import Signer, open_checkpoint, open_note
 from blackbox.tlog.receipt import Receipt, make_ack
+from blackbox.topics import store_checkpoint_topic
 from blackbox.uplink.forwarder import BAD_RECEIPT, LOG_INCONSISTENT
 
 SITE, GATEWAY = "SH-PD-01", "gw-01"
@@ -278,6 +279,36 @@ async def test_a_rewritten_or_truncated_store_log_raises_an_alarm(
     assert p.forwarder.stats().store_tree_size == kept  # the inconsistent head is never adopted
     note = await p.db(p.buffer.meta_value, "store_checkpoint")
     assert open_checkpoint(note, STORE_SIGNER.verifier).size == kept
+
+
+async def test_the_store_publishes_its_signed_checkpoint_retained(gateway: tuple[Pipeline, list[str]],
+                                                                   store: Store, mqtt: MqttConfig) -> None:
+    p, _ = gateway
+    store.start()
+    await p.start()
+    await sealed(p)
+    await p.delivered()
+    size, root = TransparencyLog(store.engine).head()
+    notes: queue.Queue[tuple[bytes, bool]] = queue.Queue()
+    late = mqtt_client.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                              client_id=f"late-{uuid.uuid4().hex[:6]}")
+    late.on_connect = lambda c, u, f, rc, pr: c.subscribe(store_checkpoint_topic(mqtt.topic_root), qos=1)
+    late.on_message = lambda c, u, m: notes.put((bytes(m.payload), bool(m.retain)))
+    late.connect(mqtt.host, mqtt.port)  # subscribes after the store published: the first one is the retained one
+    late.loop_start()
+    try:
+        first, retained = notes.get(timeout=20)
+        assert retained
+        notes.put((first, retained))
+        while True:  # the store publishes at most once a second: the head of this size comes soon
+            cp = open_checkpoint(notes.get(timeout=20)[0], STORE_SIGNER.verifier)
+            assert cp.root == TransparencyLog(store.engine).root(cp.size)
+            if cp.size == size:
+                break
+        assert cp.root == root
+    finally:
+        late.disconnect()
+        late.loop_stop()
 
 
 async def test_the_kept_tree_head_survives_a_restart(gateway: tuple[Pipeline, list[str]], store: Store,
