@@ -7,10 +7,11 @@ import math
 import pytest
 
 from blackbox.agent.exception import ExceptionFilter
-from blackbox.agent.recorder import sanitize
+from blackbox.agent.recorder import sanitize, sealable_event
 from blackbox.columns import ReadingBlock, SampleColumns, TagPicker
 from blackbox.config import TagConfig
-from blackbox.model import Quality, Reading, Sample
+from blackbox.model import EventDraft, Quality, Reading, Sample
+from blackbox.seal.records import check_event_row
 
 SAMPLES = [Sample("a", 1.5), Sample("b", True), Sample("c", None, Quality.BAD, "timeout"),
            Sample("d", "lot 7", Quality.UNCERTAIN, None, 1_700_000_000_000_000)]
@@ -100,3 +101,13 @@ def test_the_exception_filter_keeps_columns_and_drops_only_unchanged_deadband_ta
     plain = ExceptionFilter(tags[:1])
     cycle = SampleColumns.good(names, [1.0, 1.0])
     assert plain.admit(cycle, 0.0) is cycle  # nothing reports by exception: the cycle passes as it is
+
+
+def test_a_nul_in_an_event_is_spelled_out_so_the_batch_can_be_sealed() -> None:
+    """A driver's error message holding NUL ends up in source.disconnected: the sealer must not refuse it."""
+    draft = EventDraft("source.disconnected", "plc\x00", {"reason": "server said \x00", "k\x00": ["\x00", 1.5]})
+    clean = sealable_event(draft)
+    assert (clean.subject, clean.data) == ("plc\\x00", {"reason": "server said \\x00", "k\\x00": ["\\x00", 1.5]})
+    check_event_row([1, clean.type, clean.subject, clean.data, 0, None, None])  # what the sealer checks
+    plain = EventDraft("alarm.raised", "T", {"value": 1.0, "text": "a\\u0000 is not a NUL"})
+    assert sealable_event(plain) == plain  # a backslash and 'u0000' are not a NUL

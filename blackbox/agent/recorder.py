@@ -19,8 +19,10 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import orjson
 
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
@@ -95,6 +97,30 @@ def sanitize(samples: Sequence[Sample]) -> SampleColumns:
         elif reasons[i] is not None and "\x00" in reasons[i]:  # type: ignore[operator]
             reasons[i] = reasons[i].replace("\x00", "\\x00")  # type: ignore[union-attr]
     return SampleColumns(columns.tags, values, qualities, reasons, columns.source_ts_us)
+
+
+def sealable_event(draft: EventDraft) -> EventDraft:
+    """``draft`` with any NUL character in its text (a driver's error message, say) spelled ``\\x00``.
+
+    A sealed batch cannot hold NUL (docs/batch-format.md): the sealer would refuse the batch and
+    nothing after it could be sealed. Events are few per cycle; orjson finds the rare NUL at C speed.
+    """
+    try:
+        if b"\\u0000" not in orjson.dumps(draft.data) and "\x00" not in (draft.subject or ""):
+            return draft
+    except orjson.JSONEncodeError:
+        return draft  # not JSON at all: the buffer refuses it with the reason
+    return replace(draft, subject=_spell_nul(draft.subject), data=_spell_nul(draft.data))
+
+
+def _spell_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
+    if isinstance(value, dict):
+        return {_spell_nul(k): _spell_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_spell_nul(v) for v in value]
+    return value
 
 
 @dataclass
@@ -216,6 +242,7 @@ class Recorder:
     # -- internals ---------------------------------------------------------------------------
 
     async def _commit_or_keep(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed | None:
+        drafts = [sealable_event(d) for d in drafts]
         try:
             return await self._commit(samples, drafts, ts)
         except BufferError as exc:
