@@ -449,6 +449,32 @@ class AgentConfig(Strict):
                                                     "before it counts as a jump (a clock.jump event).")
 
 
+class QcRequirement(Strict):
+    """A QC test a product's batches need before release, with its specification (optional)."""
+
+    test: str = Field(min_length=1, description="Test name, as entered with the result (e.g. pH).")
+    low: float | None = Field(default=None, description="Lowest value within specification.")
+    high: float | None = Field(default=None, description="Highest value within specification.")
+
+
+class RecordConfig(Strict):
+    """The complete batch record: operator signatures, release, cleaning validity."""
+
+    operators_file: Path = Field(default=Path("var/operators.json"),
+                                 description="Operator accounts (hashed passwords, mode 0600). Once it holds an "
+                                             "account, every operator entry must be signed.")
+    lockout_after: int = Field(default=5, ge=1, description="Wrong passwords in a row that lock an account.")
+    verified_weighings: bool = Field(default=True, description="A weighing is complete only once a second person "
+                                     "(not the one who weighed) verified it; release waits for it.")
+    qc: dict[str, list[QcRequirement]] = Field(default_factory=dict, description="Per product code: the QC tests "
+                                               "required before release, with their specifications.")
+    units: list[str] = Field(default_factory=list, description="Equipment units a batch on this line uses; their "
+                             "cleaning is checked when a batch starts.")
+    cleaning_valid_hours: dict[str, float] = Field(default_factory=dict, description="Per unit: hours a cleaning "
+                                                   "stays valid (default: cleaning_valid_hours_default).")
+    cleaning_valid_hours_default: float = Field(default=72.0, gt=0, description="Hours a cleaning stays valid.")
+
+
 class BufferConfig(Strict):
     path: Path = Field(default=Path("var/buffer.sqlite"), description="SQLite file of the buffer.")
     synchronous: Literal["FULL", "NORMAL"] = Field(
@@ -623,6 +649,8 @@ class Config(Strict):
                                  description="Alarm management: chattering, floods, shelving.")
     agent: AgentConfig = Field(default_factory=AgentConfig, description="The running agent's local interfaces.")
     buffer: BufferConfig = Field(default_factory=BufferConfig, description="The local SQLite buffer.")
+    record: RecordConfig = Field(default_factory=RecordConfig,
+                                 description="Batch record: operator signatures, QC release, cleaning validity.")
     seal: SealConfig = Field(default_factory=SealConfig, description="When records are sealed into batches.")
     uplink: UplinkConfig = Field(default_factory=UplinkConfig, description="Delivery to the store over MQTT.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="The store (for blackbox store/trace).")

@@ -66,7 +66,8 @@ async def test_material_and_qc_entries_are_judged_and_carry_who(setup: tuple[Rec
     assert material["batch"] == "B1" and material["phase"] == "dispense"
     assert material["data"] == {"material": "RM-010", "lot": "GLY-77", "target": 25.0, "actual": 25.3,
                                 "eng_unit": "kg", "scale": "SC-02", "tolerance": 0.125, "tolerance_pct": 0.5,
-                                "in_tolerance": False, "operator": "zhang.wei (os:line1)", "verifier": "li.na"}
+                                "in_tolerance": False, "operator": "zhang.wei (os:line1)", "verifier": "li.na",
+                                "weighing": "W-1"}
     ph, tamc = events_of(path, "qc.result")
     assert (ph["data"]["pass"], ph["data"]["value"], ph["data"]["operator"]) == (True, 6.1, "zhang.wei (os:line1)")
     assert (tamc["data"]["pass"], tamc["data"]["value"], tamc["data"]["spec_low"]) == (True, "<10 cfu/g", None)

@@ -9,12 +9,16 @@ to the batch named with them (a QC result that arrives after the batch ended).
 
 from __future__ import annotations
 
-import math
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from blackbox.agent.batch_record import RecordError
 from blackbox.agent.context import ContextError, ContextTracker
 from blackbox.agent.control import Caller, ControlError, Handler
+from blackbox.agent.entry_args import Args as _Args
+from blackbox.agent.esign import Accounts
+from blackbox.agent.record_commands import record_handlers
 from blackbox.agent.recorder import Recorder
 from blackbox.buffer import BufferError, Committed
 from blackbox.model import Context, EventDraft
@@ -22,33 +26,72 @@ from blackbox.model import Context, EventDraft
 Builder = Callable[[ContextTracker], list[EventDraft]]
 
 
-def operator_handlers(recorder: Recorder) -> dict[str, Handler]:
-    """The control commands of this module, by name."""
+def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> dict[str, Handler]:
+    """The control commands of this module, by name.
+
+    With ``accounts`` holding at least one account, every entry must carry a ``signature``
+    (``{"user", "password"}``) of a user with the entry's role; see :mod:`blackbox.agent.esign`.
+    """
+
+    async def sign(args: dict[str, Any], role: str | tuple[str, ...], meaning: str,
+                   key: str = "signature") -> dict[str, Any] | None:
+        """The signature record of ``args[key]`` (removed from ``args``); None on a gateway without accounts."""
+        credentials = args.pop(key, None)
+        if accounts is None or not accounts.enabled:
+            if credentials is not None:
+                raise ControlError("this gateway has no operator accounts: entries cannot be signed")
+            return None
+        return await asyncio.to_thread(accounts.sign, credentials, role, meaning)
+
+    def with_signatures(data: dict[str, Any], *sigs: dict[str, Any] | None) -> dict[str, Any]:
+        signed = [s for s in sigs if s is not None]
+        return {**data, "signatures": signed} if signed else data
 
     async def run(build: Builder) -> dict[str, Any]:
         try:
             committed = await recorder.commit(change=build)
-        except ContextError as exc:
+        except (ContextError, RecordError) as exc:
             raise ControlError(str(exc)) from None
         except BufferError as exc:
             raise ControlError(f"not recorded, the buffer refused it: {exc}") from None
         return _answer(committed, recorder.tracker.context)
 
+    def signing(build: Builder, sig: dict[str, Any] | None) -> Builder:
+        """``build``, with ``sig`` added to the events an operator's command makes."""
+        if sig is None:
+            return build
+        return lambda t: [EventDraft(d.type, d.subject, with_signatures(d.data, sig), d.ts_us, d.context)
+                          for d in build(t)]
+
     async def batch_start(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        args = dict(args)
+        sig = await sign(args, "operator", "performed")
         a = _Args(args, {"batch", "product", "recipe", "recipe_version", "phase"})
         batch, product = a.text("batch"), a.text("product")
         recipe, version, phase = a.text("recipe", False), a.text("recipe_version", False), a.text("phase", False)
-        return await run(lambda t: t.start_batch(batch, product, recipe, version, phase, caller.name))
+        return await run(signing(lambda t: t.start_batch(batch, product, recipe, version, phase, caller.name), sig))
 
     async def batch_phase(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        args = dict(args)
+        sig = await sign(args, "operator", "performed")
         phase = _Args(args, {"phase"}).text("phase")
-        return await run(lambda t: t.set_phase(phase, caller.name))
+        return await run(signing(lambda t: t.set_phase(phase, caller.name), sig))
 
     async def batch_end(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        args = dict(args)
+        sig = await sign(args, "operator", "performed")
         _Args(args, set())
-        return await run(lambda t: t.end_batch(caller.name))
+        return await run(signing(lambda t: t.end_batch(caller.name), sig))
 
     async def material_add(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        args = dict(args)
+        sig = await sign(args, "operator", "performed")
+        vsig = await sign(args, "verifier", "verified", "verifier_signature") if "verifier_signature" in args else None
+        if sig is not None and vsig is not None and vsig["user"] == sig["user"]:
+            raise ControlError(f"{sig['user']} cannot verify their own weighing: a second person must verify it")
+        if sig is not None and args.get("verifier") is not None:
+            raise ControlError("on a gateway with operator accounts the verifier signs (verifier_signature), "
+                               "a typed name does not count")
         a = _Args(args, {"material", "lot", "target", "actual", "eng_unit", "scale", "tolerance", "tolerance_pct",
                          "verifier", "batch"})
         target, actual = a.number("target"), a.number("actual")
@@ -66,14 +109,26 @@ def operator_handlers(recorder: Recorder) -> dict[str, Handler]:
                 "eng_unit": a.text("eng_unit", False) or "kg", "scale": a.text("scale"), "tolerance": tolerance,
                 "tolerance_pct": tol_pct,
                 "in_tolerance": None if tolerance is None else abs(actual - target) <= tolerance + 1e-9,
-                "operator": caller.name, "verifier": a.text("verifier", False)}
+                "operator": caller.name, "verifier": a.text("verifier", False) or (vsig and vsig["name"])}
+        if sig is not None:
+            data["performed_by"] = sig
+        if vsig is not None:
+            data["verified_by"] = vsig
+        data = with_signatures(data, sig, vsig)
         batch = a.text("batch", False)
         return await run(lambda t: [EventDraft("material.consumed", material, data, context=_belongs_to(t, batch))])
 
     async def qc_add(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        args = dict(args)
+        sig = await sign(args, "qc_analyst", "performed")
         a = _Args(args, {"test", "value", "eng_unit", "spec_low", "spec_high", "pass", "sample", "batch"})
         test, sample = a.text("test"), a.text("sample")
         low, high = a.number("spec_low", False), a.number("spec_high", False)
+        if low is None and high is None:
+            named = a.text("batch", False)
+            product = (recorder.record_keeper.product_of(named) if named is not None
+                       and named != recorder.tracker.context.batch else recorder.tracker.context.product)
+            low, high = recorder.record_keeper.qc_spec(product, test) or (None, None)
         if low is not None and high is not None and low > high:
             raise ControlError(f"spec_low {low} is above spec_high {high}")
         value: float | str = a.number("value") if isinstance(args.get("value"), int | float) else a.text("value")
@@ -90,11 +145,14 @@ def operator_handlers(recorder: Recorder) -> dict[str, Handler]:
             raise ControlError("give a specification (spec_low and/or spec_high) or the verdict (pass: true/false)")
         data = {"test": test, "value": value, "eng_unit": a.text("eng_unit", False) or "", "spec_low": low,
                 "spec_high": high, "pass": verdict, "sample": sample, "operator": caller.name}
+        data = with_signatures(data, sig)
         batch = a.text("batch", False)
         return await run(lambda t: [EventDraft("qc.result", test, data, context=_belongs_to(t, batch))])
 
-    return {"batch.start": batch_start, "batch.phase": batch_phase, "batch.end": batch_end,
-            "material.add": material_add, "qc.add": qc_add}
+    handlers: dict[str, Handler] = {"batch.start": batch_start, "batch.phase": batch_phase,
+                                    "batch.end": batch_end, "material.add": material_add, "qc.add": qc_add}
+    handlers.update(record_handlers(recorder, accounts, sign, run))
+    return handlers
 
 
 def _belongs_to(tracker: ContextTracker, batch: str | None) -> Context | None:
@@ -109,40 +167,5 @@ def _belongs_to(tracker: ContextTracker, batch: str | None) -> Context | None:
 
 def _answer(committed: Committed, context: Context) -> dict[str, Any]:
     return {"seqs": [e.seq for e in committed.events], "events": [e.type for e in committed.events],
+            "ids": [e.data.get("weighing") or e.data.get("id") for e in committed.events],
             "batch": context.batch, "phase": context.phase}
-
-
-class _Args:
-    """Checks a command's arguments; every mistake is a :class:`ControlError` naming the field."""
-
-    def __init__(self, args: dict[str, Any], known: set[str]) -> None:
-        unknown = sorted(set(args) - known)
-        if unknown:
-            raise ControlError(f"unknown argument(s) {', '.join(unknown)} (known: {', '.join(sorted(known)) or '-'})")
-        self._args = args
-
-    def text(self, key: str, required: bool = True) -> Any:
-        value = self._args.get(key)
-        if value is None:
-            if required:
-                raise ControlError(f"{key} is required")
-            return None
-        if not isinstance(value, str) or not value.strip() or not value.isprintable() or len(value) > 200:
-            raise ControlError(f"{key} must be a non-empty printable text of at most 200 characters")
-        return value.strip()
-
-    def number(self, key: str, required: bool = True) -> Any:
-        value = self._args.get(key)
-        if value is None:
-            if required:
-                raise ControlError(f"{key} is required")
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ControlError(f"{key} must be a finite number, not {value!r}")
-        return float(value)
-
-    def flag(self, key: str) -> bool | None:
-        value = self._args.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise ControlError(f"{key} must be true or false")
-        return value

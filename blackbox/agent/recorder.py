@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.system_alarms import SystemAlarms
@@ -152,6 +153,8 @@ class Recorder:
         self.retention_s = retention_s
         self.spec_state: dict[str, Any] = {}
         """The approved specifications in force (:meth:`blackbox.spec.enforce.InForce.state`)."""
+        self.record_keeper = BatchRecord()
+        """Weighings to verify, QC, deviations, cleaning and lots (:mod:`blackbox.agent.batch_record`)."""
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self._pending: list[EventDraft] = []
@@ -169,7 +172,8 @@ class Recorder:
     def state(self) -> dict[str, Any]:
         """What the agent must remember across restarts, saved with every commit."""
         return {"context": self.tracker.state(), "rules": self.rules.state(),
-                "clock": {"issued_us": self.clock.issued_us}, "alarms": self.alarms.state(), "spec": self.spec_state}
+                "clock": {"issued_us": self.clock.issued_us}, "alarms": self.alarms.state(), "spec": self.spec_state,
+                "record": self.record_keeper.state()}
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -183,6 +187,7 @@ class Recorder:
             clean = sanitize(samples)
             drafts = [*([jump] if jump else []), *events, *self.tracker.observe(clean)]
             ctx = self.tracker.context
+            drafts += self.record_keeper.observe(drafts, ctx, ts)
             drafts += self.rules.observe_events(drafts, ts, ctx.phase, ctx.product)
             drafts += self.rules.evaluate(clean, ts, ctx.phase, ctx.product)
             return await self._commit_or_keep(clean, drafts, ts)
@@ -196,14 +201,16 @@ class Recorder:
         :class:`~blackbox.agent.context.ContextError` from ``change`` leaves everything as it was.
         """
         async with self._lock:
-            saved = self.tracker.state()
+            saved, saved_record = self.tracker.state(), self.record_keeper.snapshot()
             drafts = [*(change(self.tracker) if change else []), *events]
             ts, jump = self.clock.now()
+            drafts += self.record_keeper.observe(drafts, self.tracker.context, ts)
             drafts += self.rules.observe_events(drafts, ts, self.tracker.context.phase, self.tracker.context.product)
             try:
                 return await self._commit(sanitize(samples), [*([jump] if jump else []), *drafts], ts)
             except BufferError:
                 self.tracker.restore(saved)
+                self.record_keeper.restore(saved_record)
                 if jump:
                     self._keep([jump])
                 raise

@@ -20,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from blackbox import systemd
+from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, ControlServer
+from blackbox.agent.esign import Accounts
 from blackbox.agent.live import LiveView
 from blackbox.agent.metrics import SCRAPE_TIMEOUT_S, AgentCollector
 from blackbox.agent.operator import operator_handlers
@@ -115,6 +117,8 @@ class Agent:
                                  SystemAlarms(saved.get("alarms")),
                                  retention_s=cfg.buffer.retention_hours * 3600)
         self.recorder.spec_state = self.in_force.state()
+        self.recorder.record_keeper = BatchRecord(cfg.record, saved.get("record"))
+        self.accounts = Accounts(cfg.record.operators_file, cfg.record.lockout_after)
         self.live = LiveView(tags)
         self.pollers = self._make_pollers(cfg)
         self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink)
@@ -126,7 +130,7 @@ class Agent:
         self.control = ControlServer(cfg.agent.control_socket)
         self.control.register("status", self._status)
         self.control.register("tail", tail_handler(self))
-        for cmd, handler in operator_handlers(self.recorder).items():
+        for cmd, handler in operator_handlers(self.recorder, self.accounts).items():
             self.control.register(cmd, handler)
         for cmd, handler in self.sealer.control_handlers(self.recorder.commit).items():
             self.control.register(cmd, handler)

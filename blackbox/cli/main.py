@@ -17,6 +17,7 @@ from blackbox.cli import (
     joint_cmd,
     keys,
     ops,
+    record_cmd,
     spec_cmd,
     store_cmd,
     tlog_cmd,
@@ -55,6 +56,12 @@ app.command("tail")(ops.tail)
 app.add_typer(batch.batch_app, name="batch")
 app.add_typer(batch.material_app, name="material")
 app.add_typer(batch.qc_app, name="qc")
+batch.batch_app.command("release")(record_cmd.batch_release)
+batch.material_app.command("verify")(record_cmd.material_verify)
+app.add_typer(record_cmd.operator_app, name="operator")
+app.add_typer(record_cmd.deviation_app, name="deviation")
+app.add_typer(record_cmd.cleaning_app, name="cleaning")
+app.add_typer(record_cmd.lot_app, name="lot")
 app.command("verify-batch")(verify_cmd.verify_batch)
 app.command("batches")(web_cmd.batches)
 
