@@ -11,10 +11,12 @@ hold. The server's choices come from a fixed seed.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from asyncua import ua
@@ -94,33 +96,39 @@ async def test_a_server_holding_nonsense_gives_bad_readings_with_reasons_never_a
     assert isinstance(driver, OpcUaDriver)
     counts = {"good": 0, "uncertain": 0, "bad": 0, "unavailable": 0}
     try:
-        for _ in range(CYCLES):
-            for node in nodes:
-                dv = ua.DataValue(nonsense(rng), StatusCode=status(rng), SourceTimestamp=timestamp(rng))
-                await server.server.write_attribute_value(node.nodeid, dv)
-            try:
-                if not driver.health.connected:
-                    await driver.connect()
-                samples = await driver.read()
-            except SourceUnavailable as exc:
-                assert str(exc)
-                counts["unavailable"] += 1
-                continue
-            assert [s.tag for s in samples] == names
-            for s in samples:
-                want = TYPES[s.tag.split(".")[1]]
-                if s.quality is Quality.GOOD:
-                    assert type(s.value) is want, s
-                    assert not isinstance(s.value, float) or math.isfinite(s.value), s
-                else:
-                    assert isinstance(s.reason, str) and s.reason, s
-                assert s.source_ts_us is None or INT_MIN <= s.source_ts_us <= INT_MAX, s
-                counts[s.quality.value] += 1
-            for s in sanitize(samples):  # what the agent keeps
-                assert not isinstance(s.value, str) or "\x00" not in s.value, s
-                assert s.reason is None or "\x00" not in s.reason, s
+        async with asyncio.timeout(180):
+            await read_nonsense(server, driver, nodes, names, rng, counts)
     finally:
         await driver.close()
         await server.stop()
     print(f"nonsense OPC UA server: {counts}")
     assert counts["good"] > 0 and counts["bad"] > 0, counts
+
+
+async def read_nonsense(server: UaTestServer, driver: OpcUaDriver, nodes: list[Any], names: list[str],
+                        rng: random.Random, counts: dict[str, int]) -> None:
+    for _ in range(CYCLES):
+        for node in nodes:
+            dv = ua.DataValue(nonsense(rng), StatusCode=status(rng), SourceTimestamp=timestamp(rng))
+            await server.server.write_attribute_value(node.nodeid, dv)
+        try:
+            if not driver.health.connected:
+                await driver.connect()
+            samples = await driver.read()
+        except SourceUnavailable as exc:
+            assert str(exc)
+            counts["unavailable"] += 1
+            continue
+        assert [s.tag for s in samples] == names
+        for s in samples:
+            want = TYPES[s.tag.split(".")[1]]
+            if s.quality is Quality.GOOD:
+                assert type(s.value) is want, s
+                assert not isinstance(s.value, float) or math.isfinite(s.value), s
+            else:
+                assert isinstance(s.reason, str) and s.reason, s
+            assert s.source_ts_us is None or INT_MIN <= s.source_ts_us <= INT_MAX, s
+            counts[s.quality.value] += 1
+        for s in sanitize(samples):  # what the agent keeps
+            assert not isinstance(s.value, str) or "\x00" not in s.value, s
+            assert s.reason is None or "\x00" not in s.reason, s
