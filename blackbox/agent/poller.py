@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUTS = 5
 """A connect (with its security handshake and namespace reads) may take this many source timeouts."""
 CLOSE_TIMEOUTS = 3
+"""A close (an OPC UA goodbye, then closing the session) may take this many source timeouts."""
 OVERRUN_REPORT_EVERY_S = 60.0
 """Skipped cycles are recorded in one ``source.overrun`` event at most this often."""
-"""A close (an OPC UA goodbye, then closing the session) may take this many source timeouts."""
 
 
 def jittered(delay: float) -> float:
