@@ -1,6 +1,7 @@
 """Acknowledgements on a gateway's topic that are not about its own batches: anyone may publish on
 the gateway's batch topic, and the store answers each message there. Such rejections are counted
-and shown, never taken for the gateway's own (no ERROR, no rejected count, the batch keeps its slot).
+and shown, never taken for the gateway's own (no ERROR, no rejected count, the batch keeps its slot,
+even when the forged batch has the batch_seq of one of ours in flight).
 """
 
 from __future__ import annotations
@@ -24,16 +25,12 @@ async def test_rejections_of_batches_not_ours_are_counted_not_reported_as_ours(
     await p.commit(5)
     await p.start()
     await eventually(lambda: p.forwarder.stats().in_flight == 1, 10, "batch 1 to go out")
-    ours = p.buffer.last_sealed().hash
     with caplog.at_level(logging.DEBUG, logger="blackbox.uplink.forwarder"):
         p.forwarder.on_ack(ack(1, "ab" * 32))  # a forged batch 1 on our topic, refused by the store
         p.forwarder.on_ack(ack(7, "cd" * 32, "unknown_key"))  # a batch we never sealed
         p.forwarder.on_ack(ack(None, None, "malformed"))  # bytes the store could not even open
+        await eventually(lambda: p.forwarder.stats().ignored_acks == 3, 10, "three foreign acks to be counted")
     stats = p.forwarder.stats()
-    assert (stats.ignored_acks, stats.rejected, stats.last_rejection) == (3, 0, None)
+    assert (stats.rejected, stats.last_rejection) == (0, None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
-    assert stats.in_flight == 1  # our batch keeps its place in the window
-
-    p.forwarder.on_ack(ack(1, ours, "unknown_gateway"))  # the store refusing our own batch 1
-    stats = p.forwarder.stats()
-    assert (stats.ignored_acks, stats.rejected, stats.last_rejection) == (3, 1, "batch 1: unknown_gateway")
+    assert stats.in_flight == 1  # our batch 1 keeps its place in the window, not marked rejected
