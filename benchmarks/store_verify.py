@@ -17,6 +17,7 @@ import contextlib
 import os
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 
@@ -111,6 +112,10 @@ def main() -> None:
         report = trace_batch(reader, BATCH)
         trace_s, trace_cpu = time.perf_counter() - started, time.process_time() - cpu
         assert report.integrity.verdict == "verified", report.integrity.findings
+        tracemalloc.start()  # a second run, for its peak memory (tracemalloc slows it down)
+        verify_store(reader, findings.append)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         reader.dispose()
     backend = args.db if args.db in ("sqlite", "postgresql") else url.split(":", 1)[0]
     print(f"store verify on {backend}: {args.readings:,} readings in {stats.batches} batches of {args.batch_size}")
@@ -119,6 +124,7 @@ def main() -> None:
           f"{stats.readings / verify_cpu:,.0f} readings per CPU second of this process)")
     print(f"  trace of the batch:   {trace_s:12.2f} s ({trace_cpu:.2f} CPU s of this process; its "
           f"{args.readings:,} readings re-derived and the report)")
+    print(f"  peak Python memory of store verify: {peak / 2**20:.1f} MiB (bounded by one batch, not the store)")
     print(f"  load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
