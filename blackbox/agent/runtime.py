@@ -114,7 +114,7 @@ class Agent:
                                  RuleEngine(self.effective.rules, tags, saved.get("rules"), cfg.alarms),
                                  GatewayClock(cfg.agent.clock_jump_threshold,
                                               int(saved.get("clock", {}).get("issued_us", 0))),
-                                 SystemAlarms(saved.get("alarms")),
+                                 SystemAlarms(saved.get("alarms"), cfg.alarms),
                                  retention_s=cfg.buffer.retention_hours * 3600)
         self.recorder.spec_state = self.in_force.state()
         self.recorder.record_keeper = BatchRecord(cfg.record, saved.get("record"))
