@@ -22,6 +22,7 @@ Usage: python benchmarks/web.py [--readings N] [--total T] [--history H] [--runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -41,7 +42,7 @@ from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.ingest import Ingestor
 from blackbox.store.schema import events, gateways, readings, tag_configs
 from blackbox.web.app import create_app
-from blackbox.web.auth import create_token, create_user
+from blackbox.web.auth import AuthError, create_token, create_user
 
 SITE, GATEWAY, HISTORY_GATEWAY, BATCH, PRODUCT = "BENCH-01", "gw-bench", "gw-history", "BENCH-BIG-01", "P-100"
 TAGS = [f"T-{i:02d}.pv" for i in range(10)]
@@ -161,15 +162,19 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=10_000, help="past batches of the product")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--db", default="sqlite", help="sqlite, postgresql (a fresh database) or a URL")
+    parser.add_argument("--filled", action="store_true", help="--db is a URL of a store this script filled "
+                        "before: measure only")
     args = parser.parse_args()
     with database(args.db) as url:
         engine = open_store(url)
-        t = time.perf_counter()
-        fill_history(engine, args.history, max(0, args.total - args.readings))
-        history_s = time.perf_counter() - t
-        t = time.perf_counter()
-        fill_big_batch(engine, args.readings)
-        ingest_s = time.perf_counter() - t
+        history_s = ingest_s = 0.0
+        if not args.filled:
+            t = time.perf_counter()
+            fill_history(engine, args.history, max(0, args.total - args.readings))
+            history_s = time.perf_counter() - t
+            t = time.perf_counter()
+            fill_big_batch(engine, args.readings)
+            ingest_s = time.perf_counter() - t
         token = create_token(engine, "bench", "regulator")
         with engine.connect() as conn:
             n_readings = conn.execute(select(func.count()).select_from(readings)).scalar_one()
@@ -185,7 +190,8 @@ def main() -> None:
             return r.content
 
         # the page needs a session: log in through a user made for the benchmark
-        create_user(write, "bench", "benchmark-password", "regulator")
+        with contextlib.suppress(AuthError):  # a store filled before has the user
+            create_user(write, "bench", "benchmark-password", "regulator")
         form = client.get("/login").text
         csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
         r = client.post("/login", data={"csrf": csrf, "username": "bench", "password": "benchmark-password"},
@@ -214,7 +220,8 @@ def main() -> None:
     backend = args.db if args.db in ("sqlite", "postgresql") else url.split(":", 1)[0]
     print(f"store web on {backend}: {n_readings:,} readings in the store, measured batch {args.readings:,} "
           f"readings ({len(TAGS)} tags), {found:,} batch numbers; {args.runs} runs each, in-process (no network)")
-    print(f"  filled: history {history_s:.1f} s, measured batch through ingest {ingest_s:.1f} s")
+    if not args.filled:
+        print(f"  filled: history {history_s:.1f} s, measured batch through ingest {ingest_s:.1f} s")
     print(f"  batch page, first view (trace computed): {page_first:9.0f} ms")
     print(f"  batch page, later views:           p50 {page_p50:9.1f} ms   p99 {page_p99:9.1f} ms")
     print(f"  chart data ({series['n_readings']:,} readings -> {len(series['t'])} buckets): "
