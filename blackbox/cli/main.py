@@ -62,6 +62,7 @@ app.add_typer(record_cmd.operator_app, name="operator")
 app.add_typer(record_cmd.deviation_app, name="deviation")
 app.add_typer(record_cmd.cleaning_app, name="cleaning")
 app.add_typer(record_cmd.lot_app, name="lot")
+app.command("genealogy")(record_cmd.genealogy_cmd)
 app.command("verify-batch")(verify_cmd.verify_batch)
 app.command("batches")(web_cmd.batches)
 

@@ -146,3 +146,33 @@ def lot_produce(lot: str = typer.Argument(..., help="Finished-goods lot id."),
         packs.append({"material": parts[0], "lot": parts[1], "quantity": qty})
     _recorded(agent_call(config, "lot.produce", signed({"lot": lot, "batch": batch, "quantity": quantity,
                                                         "unit": unit, "packaging": packs}, sign), operator))
+
+
+def genealogy_cmd(lot: str = typer.Argument(..., help="A lot, supplier lot, bulk batch or finished-goods lot."),
+                  reverse: bool = typer.Option(False, "--reverse/--forward", help="Trace back to the supplier lots "
+                                               "(default: forward to the finished lots)."),
+                  config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store."),
+                  db: str | None = typer.Option(None, "--db", help="Store database URL (instead of --config)."),
+                  json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
+    """Trace a lot through the genealogy: supplier lot -> material lot -> bulk batches -> finished lots, or back.
+
+    Example: blackbox genealogy A-5501 --db sqlite:///var/store.sqlite
+             blackbox genealogy FG-0001 --reverse -c store.yaml
+    """
+    from blackbox.cli import store_cmd
+    from blackbox.store.genealogy import genealogy
+
+    engine = store_cmd.open_reader(config, db)
+    with store_cmd.database_errors():
+        g = genealogy(engine, lot, "reverse" if reverse else "forward")
+    if json_out:
+        typer.echo(g.model_dump_json(indent=2))
+        return
+    if not g.links:
+        typer.echo(f"nothing is recorded {'upstream' if reverse else 'downstream'} of {lot!r}", err=True)
+        raise typer.Exit(1)
+    kinds = {n.id: n.kind for n in g.nodes}
+    for link in g.links:
+        qty = f"  {link.quantity:g} {link.unit or ''}" if link.quantity is not None else ""
+        typer.echo(f"{kinds[link.source]} {link.source} --{link.relation}--> {kinds[link.target]} {link.target}"
+                   f"{qty}  ({link.site}/{link.gateway})")

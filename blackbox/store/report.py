@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from blackbox.model import iso
+from blackbox.store.batch_record import BatchRecordInfo
 
 Verdict = Literal["verified", "incomplete", "failed"]
 Severity = Literal["failed", "incomplete", "info"]
@@ -251,6 +252,9 @@ class TraceReport(_Model):
     sources: list[SourceLine]
     integrity: Integrity
     specification: SpecificationInfo = Field(default_factory=SpecificationInfo)
+    record: BatchRecordInfo = Field(default_factory=BatchRecordInfo,
+                                    description="signatures, weighing verification, cleaning, deviations, release, "
+                                                "lots and environment")
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return self.model_dump_json(indent=indent)
@@ -523,7 +527,50 @@ def render_text(report: TraceReport) -> str:
             [[_t(s.ts_us), s.type, s.source, s.reason, s.phase] for s in report.sources],
         )
     )
+    out.extend(_record_lines(report.record))
     return "\n".join(out) + "\n"
+
+
+def _record_lines(rec: BatchRecordInfo) -> list[str]:
+    """Cleaning, weighing verification, environment, deviations, release, finished lots, signatures."""
+    out = [_section("Cleaning of the equipment (when the batch started)")]
+    if not rec.cleaning.checked:
+        out.append("not checked (no units configured on the gateway)")
+    else:
+        out.append(f"Verdict: {'VALID' if rec.cleaning.valid else 'NOT VALID — batch started on equipment not clean'}")
+        out.append(table(["unit", "status", "cleaning", "method", "agent", "ended", "valid until", "by", "verified by"],
+                         [[u.unit, u.status, u.cleaning, u.method, u.agent, _t(u.end_us), _t(u.valid_until_us),
+                           u.performed_by, u.verified_by] for u in rec.cleaning.units]))
+    out.append(_section("Weighings: second-person verification"))
+    out.append(table(["weighing", "material", "lot", "performed by", "verified by", "verified", "complete"],
+                     [[w.weighing, w.material, w.lot, w.performed_by, w.verified_by, _t(w.verified_at_us),
+                       "yes" if w.complete else "NO"] for w in rec.weighings]))
+    out.append(_section("Material lots"))
+    out.append(table(["lot", "material", "kind", "supplier", "supplier lot", "CoA", "status"],
+                     [[x.lot, x.material, x.kind, x.supplier, x.supplier_lot, x.coa, x.status] for x in rec.lots]))
+    out.append(_section("Environment and utilities over the batch"))
+    out.append(table(["tag", "phase", "n", "min", "max", "mean", "limits", "outside", "within"],
+                     [[e.tag, e.phase, e.n, e.min, e.max, e.mean, e.limits, e.n_outside, e.within]
+                      for e in rec.environment]))
+    out.append(_section("Deviations"))
+    out.append(table(["id", "test", "value", "opened", "closed", "reason", "action", "closed by"],
+                     [[d.id, d.test, d.value, _t(d.opened_at_us), _t(d.closed_at_us), d.reason, d.action, d.closed_by]
+                      for d in rec.deviations]))
+    out.append(_section("Finished-goods lots"))
+    out.append(table(["lot", "quantity", "unit", "filled", "by", "packaging lots"],
+                     [[f.lot, f.quantity, f.unit, _t(f.ts_us), f.produced_by,
+                       ", ".join(f"{p.material}:{p.lot}" for p in f.packaging)] for f in rec.finished_lots]))
+    r = rec.release
+    out.append(_section(f"Release: {'RELEASED' if r.released else 'NOT RELEASED'}"))
+    if r.released:
+        out.append(f"Released by {r.released_by} ({r.user}) at {_t(r.time_us)}, meaning: approved")
+        out.append("Every QC result preceded the release" if r.results_before_release else
+                   f"QC results recorded AFTER the release: {', '.join(r.results_after)}")
+    out.append(_section("Electronic signatures"))
+    out.append(table(["time", "name", "user", "role", "meaning", "entry", "seq", "gateway"],
+                     [[_t(s.time_us), s.name, s.user, s.role, s.meaning, s.entry, s.seq, s.gateway]
+                      for s in rec.signatures]))
+    return out
 
 
 def _specification_lines(spec: SpecificationInfo) -> list[str]:

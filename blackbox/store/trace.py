@@ -13,6 +13,7 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, sele
 
 from blackbox.config import LimitSet
 from blackbox.model import now_us
+from blackbox.store.batch_record import batch_record_info
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
     AlarmLine,
@@ -367,7 +369,13 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
         name: [ls for ls, _ in meta.limit_sets] for name, meta in c.tags.items()}) for c in in_force], product,
                                        spec_from, ended_at)
 
+    record_rows = sorted([SimpleNamespace(gateway_id=r.gateway_id, seq=r.seq, type=r.type, subject=None, data=r.data,
+                                          ts_us=r.ts_us) for r in batch_rows] + list(other_rows),
+                         key=lambda r: (r.ts_us, r.seq))
+    record = batch_record_info(conn, gids, labels, record_rows, parameters)
+
     return TraceReport(
+        record=record,
         specification=specification,
         generated_at_us=now_us(),
         batch=info,

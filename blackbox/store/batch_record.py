@@ -1,0 +1,252 @@
+"""The batch record section of the trace report: signatures, weighing verification, cleaning,
+deviations, release, finished lots and the environment over the batch window.
+
+Everything here is read from the batch's events as the store derived them from the signed
+records (``events`` rows, see :mod:`blackbox.store.derive`); nothing is stored besides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, select
+
+from blackbox.store.schema import events
+
+ENVIRONMENT_CATEGORIES = frozenset({"environment"})
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SignatureLine(_M):
+    """One electronic signature: who (id and printed name), when, and what it means."""
+
+    entry: str = Field(description="event type of the signed entry, e.g. material.consumed")
+    subject: str | None
+    seq: int
+    gateway: str
+    user: str | None
+    name: str | None
+    role: str | None
+    meaning: str | None
+    time_us: int | None
+
+
+class WeighingLine(_M):
+    weighing: str | None
+    material: str | None
+    lot: str | None
+    performed_by: str | None = Field(description="printed name of the signer, or the PLC")
+    verified_by: str | None
+    verified_at_us: int | None
+    complete: bool = Field(description="verified by a second person")
+
+
+class DeviationLine(_M):
+    id: str
+    test: str | None
+    value: Any = None
+    opened_at_us: int
+    closed_at_us: int | None = None
+    reason: str | None = None
+    action: str | None = None
+    closed_by: str | None = None
+    open: bool
+
+
+class ReleaseInfo(_M):
+    released: bool
+    released_by: str | None = None
+    user: str | None = None
+    time_us: int | None = None
+    results_before_release: bool | None = Field(
+        default=None, description="every QC result of the batch was recorded before the release")
+    results_after: list[str] = Field(default_factory=list, description="tests recorded after the release")
+
+
+class CleaningUnit(_M):
+    unit: str
+    status: str = Field(description="valid, expired or missing when the batch started")
+    cleaning: str | None = None
+    method: str | None = None
+    agent: str | None = None
+    end_us: int | None = None
+    valid_until_us: int | None = None
+    performed_by: str | None = None
+    verified_by: str | None = None
+
+
+class CleaningInfo(_M):
+    checked: bool = Field(default=False, description="the gateway checked the units when the batch started")
+    valid: bool | None = None
+    units: list[CleaningUnit] = Field(default_factory=list)
+
+
+class PackagingUse(_M):
+    material: str | None
+    lot: str | None
+    quantity: float | None = None
+
+
+class FinishedLot(_M):
+    lot: str
+    quantity: float | None
+    unit: str | None
+    ts_us: int
+    produced_by: str | None = None
+    packaging: list[PackagingUse] = Field(default_factory=list)
+
+
+class LotInfo(_M):
+    lot: str
+    material: str | None = None
+    sublot: str | None = None
+    supplier: str | None = None
+    supplier_lot: str | None = None
+    coa: str | None = None
+    status: str | None = None
+    kind: str | None = None
+
+
+class EnvironmentLine(_M):
+    tag: str
+    phase: str | None
+    n: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    limits: str | None
+    n_outside: int
+    within: bool | None = Field(description="no reading outside the limits (None: no limits known)")
+
+
+class BatchRecordInfo(_M):
+    """The parts of the batch record beyond process data: who signed what, cleaning, release, lots."""
+
+    signatures: list[SignatureLine] = Field(default_factory=list)
+    weighings: list[WeighingLine] = Field(default_factory=list)
+    cleaning: CleaningInfo = Field(default_factory=CleaningInfo)
+    deviations: list[DeviationLine] = Field(default_factory=list)
+    release: ReleaseInfo = Field(default_factory=lambda: ReleaseInfo(released=False))
+    lots: list[LotInfo] = Field(default_factory=list, description="master data of the lots consumed")
+    finished_lots: list[FinishedLot] = Field(default_factory=list)
+    environment: list[EnvironmentLine] = Field(default_factory=list)
+
+
+def _name(sig: Any) -> str | None:
+    if not isinstance(sig, dict):
+        return None
+    return str(sig.get("name") or sig.get("user") or "") or None
+
+
+def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str], rows: Sequence[Any],
+                      parameters: Sequence[Any]) -> BatchRecordInfo:
+    """The record section from the batch's event ``rows`` (type, data, seq, ts_us, gateway_id, subject)."""
+    sigs: list[SignatureLine] = []
+    weighings: dict[str, dict[str, Any]] = {}
+    verified: dict[str, tuple[str | None, int]] = {}
+    deviations: dict[str, dict[str, Any]] = {}
+    finished: list[FinishedLot] = []
+    release: ReleaseInfo = ReleaseInfo(released=False)
+    qc_times: list[tuple[int, str]] = []
+    check: dict[str, Any] | None = None
+    lots: set[str] = set()
+    for r in rows:
+        d: dict[str, Any] = dict(r.data or {})
+        for s in d.get("signatures") or []:
+            if isinstance(s, dict):
+                sigs.append(SignatureLine(entry=r.type, subject=r.subject, seq=r.seq, gateway=labels[r.gateway_id],
+                                          user=s.get("user"), name=s.get("name"), role=s.get("role"),
+                                          meaning=s.get("meaning"), time_us=s.get("time_us")))
+        if r.type == "material.consumed":
+            wid = str(d.get("weighing") or f"seq {r.seq}")
+            performer = d.get("performed_by")
+            weighings[wid] = {"weighing": wid, "material": d.get("material"), "lot": d.get("lot"),
+                              "performed_by": _name(performer) if performer else d.get("operator") or "PLC",
+                              "verified_by": _name(d.get("verified_by")), "ts": r.ts_us}
+            if d.get("lot") is not None:
+                lots.add(str(d["lot"]))
+        elif r.type == "material.verified":
+            verified[str(d.get("weighing"))] = (_name(d.get("verified_by")), r.ts_us)
+        elif r.type == "qc.result":
+            qc_times.append((r.ts_us, str(d.get("test"))))
+        elif r.type == "deviation.opened":
+            deviations[str(d.get("id"))] = {"id": str(d.get("id")), "test": d.get("test"), "value": d.get("value"),
+                                            "opened_at_us": r.ts_us, "open": True}
+        elif r.type == "deviation.closed" and str(d.get("id")) in deviations:
+            deviations[str(d.get("id"))].update(closed_at_us=r.ts_us, reason=d.get("reason"), action=d.get("action"),
+                                                closed_by=_name(d.get("closed_by")), open=False)
+        elif r.type == "batch.released":
+            by = d.get("released_by") or {}
+            after = sorted({test for ts, test in qc_times if ts > r.ts_us})
+            release = ReleaseInfo(released=True, released_by=_name(by), user=by.get("user"), time_us=r.ts_us,
+                                  results_before_release=True, results_after=after)
+        elif r.type == "cleaning.check":
+            check = d
+        elif r.type == "lot.produced":
+            finished.append(FinishedLot(
+                lot=str(d.get("lot")), quantity=d.get("quantity"), unit=d.get("unit"), ts_us=r.ts_us,
+                produced_by=_name((d.get("signatures") or [None])[0]) or d.get("operator"),
+                packaging=[PackagingUse(material=p.get("material"), lot=p.get("lot"), quantity=p.get("quantity"))
+                           for p in d.get("packaging") or [] if isinstance(p, dict)]))
+            lots.update(str(p.get("lot")) for p in d.get("packaging") or [] if isinstance(p, dict))
+    if release.released:
+        after = sorted({test for ts, test in qc_times if release.time_us is not None and ts > release.time_us})
+        release = release.model_copy(update={"results_after": after, "results_before_release": not after})
+    return BatchRecordInfo(
+        signatures=sigs,
+        weighings=[WeighingLine(weighing=w["weighing"], material=w["material"], lot=w["lot"],
+                                performed_by=w["performed_by"],
+                                verified_by=w["verified_by"] or verified.get(k, (None, 0))[0],
+                                verified_at_us=w["ts"] if w["verified_by"] else verified.get(k, (None, None))[1],
+                                complete=bool(w["verified_by"] or k in verified)) for k, w in weighings.items()],
+        cleaning=_cleaning(conn, gids, check),
+        deviations=[DeviationLine(**d) for d in deviations.values()],
+        release=release,
+        lots=_lots(conn, gids, lots),
+        finished_lots=finished,
+        environment=[_environment(p) for p in parameters if p.category in ENVIRONMENT_CATEGORIES],
+    )
+
+
+def _cleaning(conn: Connection, gids: list[int], check: dict[str, Any] | None) -> CleaningInfo:
+    if check is None:
+        return CleaningInfo()
+    ids = {u.get("cleaning") for u in check.get("units") or [] if isinstance(u, dict) and u.get("cleaning")}
+    records: dict[str, dict[str, Any]] = {}
+    if ids:
+        e = events.c
+        for (data,) in conn.execute(select(e.data).where(e.gateway_id.in_(gids), e.type == "cleaning.recorded")):
+            if isinstance(data, dict) and data.get("id") in ids:
+                records[str(data["id"])] = data
+    units = []
+    for u in check.get("units") or []:
+        rec = records.get(str(u.get("cleaning")), {})
+        units.append(CleaningUnit(unit=str(u.get("unit")), status=str(u.get("status")), cleaning=u.get("cleaning"),
+                                  method=rec.get("method"), agent=rec.get("agent"), end_us=rec.get("end_us"),
+                                  valid_until_us=u.get("valid_until_us"), performed_by=_name(rec.get("performed_by")),
+                                  verified_by=_name(rec.get("verified_by"))))
+    return CleaningInfo(checked=True, valid=bool(check.get("valid")), units=units)
+
+
+def _lots(conn: Connection, gids: list[int], lots: set[str]) -> list[LotInfo]:
+    if not lots:
+        return []
+    e = events.c
+    found: dict[str, LotInfo] = {}
+    for ref, data in conn.execute(select(e.ref, e.data).where(e.gateway_id.in_(gids), e.type == "lot.registered",
+                                                             e.ref.in_(sorted(lots))).order_by(e.ts_us, e.seq)):
+        d = dict(data or {})
+        found[ref] = LotInfo(lot=ref, **{k: d.get(k) for k in ("material", "sublot", "supplier", "supplier_lot",
+                                                               "coa", "status", "kind")})
+    return [found[lot] for lot in sorted(found)]
+
+
+def _environment(p: Any) -> EnvironmentLine:
+    band = " / ".join(lim.band() for lim in p.limits) or None
+    return EnvironmentLine(tag=p.tag, phase=p.phase, n=p.n, min=p.min, max=p.max, mean=p.mean, limits=band,
+                           n_outside=p.n_outside, within=None if not p.limits else p.n_outside == 0)
