@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from blackbox.store.integrity import logged_but_missing
 from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches
+from blackbox.store.verify_log import logged_but_missing
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import orjson
-from sqlalchemy import ColumnElement, Connection, Table, exists, func, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Table, func, or_, select, true
 
 from blackbox.model import Event
 from blackbox.seal import SealError, decode_records, open_batch
 from blackbox.store.findings import CODES, Difference
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
-from blackbox.store.schema import events, gateways, readings, rejections, sealed_batches, tlog_entries
+from blackbox.store.schema import events, gateways, readings, sealed_batches
 from blackbox.store.verify import check_chain
+from blackbox.store.verify_log import logged_but_missing
 
 MAX_DIFFS_PER_BATCH = 5
 
@@ -108,24 +108,6 @@ def _adjoining_gaps(conn: Connection, chk: _Checker, gid: int, label: str, first
         if gone:
             chk.add("failed", "batch_missing", f"{label}: sealed batch(es) {spans(gone)}, logged as accepted, are no "
                     f"longer stored; the batch may have continued in them")
-
-
-def logged_but_missing(conn: Connection) -> dict[str, list[int]]:
-    """Per gateway (``site/gateway``), the batch_seqs the transparency log accepted and the store no longer has.
-
-    Batches moved aside as forks (a ``fork`` rejection with their hash) are not missing.
-    """
-    sb, e, rj = sealed_batches.c, tlog_entries.c, rejections.c
-    out: dict[str, list[int]] = defaultdict(list)
-    rows = conn.execute(select(e.ref, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref)))
-    for ref, data in rows:
-        doc = orjson.loads(bytes(data))
-        if not isinstance(doc.get("batch_seq"), int):
-            continue
-        forked = conn.execute(select(rj.id).where(rj.hash == ref, rj.reason == "fork").limit(1)).first()
-        if forked is None:
-            out[f"{doc.get('site')}/{doc.get('gateway')}"].append(doc["batch_seq"])
-    return {label: sorted(numbers) for label, numbers in out.items()}
 
 
 def _record_spans(

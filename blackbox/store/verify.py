@@ -48,7 +48,13 @@ from blackbox.store.derive import (
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
 from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
-from blackbox.store.verify_log import check_batch_logged, check_key_rows, check_log, check_status
+from blackbox.store.verify_log import (
+    check_batch_logged,
+    check_key_rows,
+    check_log,
+    check_status,
+    logged_but_missing,
+)
 from blackbox.tlog.note import Verifier
 
 
@@ -583,9 +589,14 @@ def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, sinc
                 site, _, gw = gateway.rpartition("/")
                 stmt = stmt.where(g.gateway == gw, *([g.site == site] if site else []))
             known = conn.execute(stmt).all()
+            gone = logged_but_missing(conn) if gateway is not None else {}
             for gid, site, gw in known:
                 stats.gateways += 1
-                check_chain(conn, gid, f"{site}/{gw}", counted, since_us=since_us, stats=stats)
+                result = check_chain(conn, gid, f"{site}/{gw}", counted, since_us=since_us, stats=stats)
+                newest = max(result.present, default=0)
+                for n in (k for k in gone.get(f"{site}/{gw}", []) if k > newest):  # check_log's, for one gateway
+                    counted(Difference(f"{site}/{gw}", "batch_missing", f"batch {n}, logged as accepted, is not "
+                                       f"stored", "sealed_batches", f"batch_seq={n}", batch_seq=n))
             if gateway is None:
                 _orphans(conn, counted)
                 log = check_log(conn, counted, store_key)

@@ -19,6 +19,7 @@ tables against the entries:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,15 @@ from sqlalchemy import Connection, exists, select
 
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
-from blackbox.store.schema import gateway_keys, gateways, sealed_batches, tlog_checkpoints, tlog_entries, tlog_state
+from blackbox.store.schema import (
+    gateway_keys,
+    gateways,
+    rejections,
+    sealed_batches,
+    tlog_checkpoints,
+    tlog_entries,
+    tlog_state,
+)
 from blackbox.store.tlog import status_ref
 from blackbox.tlog.merkle import leaf_hash, node_hash
 from blackbox.tlog.note import Checkpoint, NoteError, Verifier, open_checkpoint, split_note
@@ -269,3 +278,21 @@ def check_status(conn: Connection, gid: int, label: str, emit: Emit) -> None:
         if have != want:
             emit(Difference(label, "gateway_altered", f"{column} is {have!r}, the last status change the log "
                             f"recorded says {want!r}", "gateways", label, column, have, want))
+
+
+def logged_but_missing(conn: Connection) -> dict[str, list[int]]:
+    """Per gateway (``site/gateway``), the batch_seqs the transparency log accepted and the store no longer has.
+
+    Batches moved aside as forks (a ``fork`` rejection with their hash) are not missing.
+    """
+    sb, e, rj = sealed_batches.c, tlog_entries.c, rejections.c
+    out: dict[str, list[int]] = defaultdict(list)
+    rows = conn.execute(select(e.ref, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref)))
+    for ref, data in rows:
+        doc = orjson.loads(bytes(data))
+        if not isinstance(doc.get("batch_seq"), int):
+            continue
+        forked = conn.execute(select(rj.id).where(rj.hash == ref, rj.reason == "fork").limit(1)).first()
+        if forked is None:
+            out[f"{doc.get('site')}/{doc.get('gateway')}"].append(doc["batch_seq"])
+    return {label: sorted(numbers) for label, numbers in out.items()}

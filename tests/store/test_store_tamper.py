@@ -433,3 +433,12 @@ def test_a_store_that_moved_a_fork_aside_verifies_clean(engine: Engine) -> None:
     ingest(ingestor, *chain[1:])
     assert TransparencyLog(engine).find("batch", fork.hash) is not None  # accepted once, then moved aside
     assert findings(engine) == []
+
+
+def test_verify_of_one_gateway_sees_its_newest_batches_gone(store: Store) -> None:
+    with store.engine.begin() as conn:
+        for table in ("sealed_batches", "readings", "events"):
+            conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = 3"))
+    found: list[Difference] = []
+    verify_store(store.engine, found.append, gateway=f"{SITE}/{GATEWAY}")
+    assert [(d.code, d.batch_seq) for d in found if d.code == "batch_missing"] == [("batch_missing", 3)]
