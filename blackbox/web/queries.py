@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, exists, func, insert, or_, select
+from sqlalchemy import Connection, Engine, and_, case, exists, func, insert, or_, select
 from sqlalchemy.orm import aliased
 
 from blackbox.model import now_us
@@ -256,25 +256,34 @@ def series(engine: Engine, occ: Occurrence, tag: str, *, from_us: int | None = N
             where.append(r.ts_us >= from_us)
         if to_us is not None:
             where.append(r.ts_us <= to_us)
-        n, t0, t1 = conn.execute(select(func.count(), func.min(r.ts_us), func.max(r.ts_us)).where(*where)).one()
         t: list[int] = []
         lo: list[float] = []
         hi: list[float] = []
-        if n and n <= points:
+        # one pass over the tag's readings: buckets over the window asked for (the occurrence when
+        # it has ended, else the readings' own span, which costs one more pass)
+        t0 = from_us if from_us is not None else occ.started_at_us
+        t1 = to_us if to_us is not None else occ.ended_at_us
+        if t1 is None:
+            t0, t1 = conn.execute(select(func.min(r.ts_us), func.max(r.ts_us)).where(*where)).one()
+        n = 0
+        if t0 is not None and t1 is not None:
+            span = max(1, t1 - t0 + 1)
+            bucket = ((r.ts_us - t0) * points).op("/")(span).label("b")
+            groups = conn.execute(
+                select(bucket, func.min(r.num), func.max(r.num), func.min(r.ts_us), func.max(r.ts_us), func.count())
+                .where(*where).group_by(bucket).order_by(bucket)
+            ).all()
+            n = sum(g[5] for g in groups)
+            if n > points:
+                for _b, bmin, bmax, tmin, tmax, _n in groups:
+                    t.append((tmin + tmax) // 2)
+                    lo.append(bmin)
+                    hi.append(bmax)
+        if 0 < n <= points:  # few readings: every one as it is
             for ts, num in conn.execute(select(r.ts_us, r.num).where(*where).order_by(r.ts_us, r.seq)):
                 t.append(ts)
                 lo.append(num)
                 hi.append(num)
-        elif n:
-            span = max(1, t1 - t0 + 1)
-            bucket = ((r.ts_us - t0) * points).op("/")(span).label("b")
-            for _b, bmin, bmax, tmin, tmax in conn.execute(
-                select(bucket, func.min(r.num), func.max(r.num), func.min(r.ts_us), func.max(r.ts_us))
-                .where(*where).group_by(bucket).order_by(bucket)
-            ):
-                t.append((tmin + tmax) // 2)
-                lo.append(bmin)
-                hi.append(bmax)
         phases = _phase_spans(conn, occ)
         alarms = [
             {"ts_us": ts, "transition": typ.split(".", 1)[1], "level": _s((d or {}).get("level")),
@@ -375,27 +384,36 @@ class Profile:
 
 
 def _profile(conn: Connection, occ: Occurrence, tag: str) -> Profile:
+    """One pass over the tag's readings: each reading goes to step ``phase index * STEPS + step``."""
     r = readings.c
     phases = _phase_spans(conn, occ)
     values: dict[str, list[float | None]] = {}
     peak: float | None = None
     total, count = 0.0, 0
-    for phase, a, b in phases:
-        vals: list[float | None] = [None] * STEPS_PER_PHASE
-        span = max(1, b - a)
-        bucket = ((r.ts_us - a) * STEPS_PER_PHASE).op("/")(span).label("b")
-        for bk, avg, mx, cnt in conn.execute(
-            select(bucket, func.avg(r.num), func.max(r.num), func.count())
-            .where(r.batch == occ.batch, r.tag == tag, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS),
-                   r.quality != "bad", r.ts_us >= a, r.ts_us < b)
-            .group_by(bucket)
-        ):
-            if 0 <= bk < STEPS_PER_PHASE:
-                vals[int(bk)] = float(avg)
-            peak = mx if peak is None else max(peak, mx)
-            total += float(avg) * cnt
-            count += cnt
-        values.setdefault(phase, vals)
+    if not phases:
+        return Profile(occ, phases, values, peak, None)
+    whens = [
+        (and_(r.ts_us >= a, r.ts_us < b),
+         i * STEPS_PER_PHASE + ((r.ts_us - a) * STEPS_PER_PHASE).op("/")(max(1, b - a)))
+        for i, (_, a, b) in enumerate(phases)
+    ]
+    bucket = case(*whens, else_=-1).label("b")
+    per_phase: list[list[float | None]] = [[None] * STEPS_PER_PHASE for _ in phases]
+    for bk, avg, mx, cnt in conn.execute(
+        select(bucket, func.avg(r.num), func.max(r.num), func.count())
+        .where(r.batch == occ.batch, r.tag == tag, _seq_filter(readings, occ), r.kind.in_(NUMERIC_KINDS),
+               r.quality != "bad", r.ts_us >= phases[0][1], r.ts_us < phases[-1][2])
+        .group_by(bucket)
+    ):
+        if bk is None or bk < 0:
+            continue
+        i, step = divmod(int(bk), STEPS_PER_PHASE)
+        per_phase[i][step] = float(avg)
+        peak = mx if peak is None else max(peak, mx)
+        total += float(avg) * cnt
+        count += cnt
+    for (phase, _, _), vals in zip(phases, per_phase, strict=True):
+        values.setdefault(phase, vals)  # a phase run twice: its first run is compared
     return Profile(occ, phases, values, peak, total / count if count else None)
 
 
