@@ -86,7 +86,8 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
 
 
 def write_config(workdir: Path, broker: EmbeddedBroker, db_url: str, *, sources: list[dict[str, Any]] | None = None,
-                 uplink: dict[str, Any] | None = None) -> Path:
+                 uplink: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """A configuration for the benchmark's gateway; ``extra`` adds top-level sections (context, rules)."""
     root = f"bench-{uuid.uuid4().hex[:6]}"
     mqtt = {"host": broker.host, "port": broker.port, "topic_root": root}
     store_key = workdir / "store.key"  # signs the receipts; the gateway pins it
@@ -101,6 +102,7 @@ def write_config(workdir: Path, broker: EmbeddedBroker, db_url: str, *, sources:
                    "store_key": Verifier(StoreConfig().log_origin, private.public_key()).vkey, **(uplink or {})},
         "store": {"database_url": db_url, "mqtt": {**mqtt, "client_id": f"store-{root}"},
                   "key_file": str(store_key)},
+        **(extra or {}),
     }
     path = workdir / "blackbox.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -323,6 +325,7 @@ class ModbusLine:
         self.port = free_port()
         self._image = [0] * (2 * tags)
         self._step = 0
+        self._served = -1  # the step whose image the server's register block holds
 
     def _update(self) -> None:
         rnd = random.Random(self._step)
@@ -332,7 +335,9 @@ class ModbusLine:
 
     async def _on_request(self, _fc: int, _start: int, _address: int, _count: int, current: list[int],
                           set_values: Any) -> Any:
-        current[: len(self._image)] = self._image
+        if self._served != self._step:  # copy a new image once, not on every request
+            current[: len(self._image)] = self._image
+            self._served = self._step
         return None
 
     async def serve(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,197 @@
+"""End to end at scale: the simulated reference line plus padding tags, PLC -> agent -> broker -> store on PostgreSQL.
+
+For each size (default 500, 2,000 and 10,000 tags, all polled every 0.1 s):
+
+* ``blackbox simulate --speed 600`` plays the reference cream line (OPC UA and Modbus servers, in
+  their own process), and a second Modbus TCP device serves the rest of the tags (float32 values
+  that change every second, ``uplink.ModbusLine``);
+* ``blackbox run`` (its own process) polls both with the demo configuration's production context
+  (batch, phase, materials, QC) and its rules ON, buffers, seals, signs and publishes;
+* ``blackbox store serve`` (its own process) verifies and commits to a fresh PostgreSQL database,
+  through a Mosquitto broker started on a free port.
+
+After a warm-up, a window of ``--seconds`` is measured; printed per size:
+
+* readings/s produced by the agent and delivered (committed in the store), and the backlog (produced
+  but not committed) at the start and the end of the window: growth means the path does not keep up;
+* CPU per reading of the agent process, and of the store process plus its PostgreSQL backends
+  (pids from ``pg_stat_activity``, CPU from ``/proc/<pid>/stat``; PostgreSQL's background writers
+  and checkpointer are not counted), per reading each produced/committed in the window;
+* RSS of the agent and of the store process (peak sampled every second);
+* PLC-to-commit latency p50/p99: the reading's time (the agent's poll time; Modbus carries no
+  source time) to the store's ``received_at_us`` of its batch, which is taken inside the committing
+  transaction (the commit follows within milliseconds), for the batches received in the window.
+
+Usage: python benchmarks/end_to_end.py [--tags 500,2000,10000] [--seconds 60] [--warmup 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine, create_engine, text
+from uplink import BLACKBOX, ModbusLine, Store, database, enroll, proc_cpu_s, say, write_config
+
+from blackbox.broker import EmbeddedBroker, free_port
+from blackbox.demo import DEMO_CONFIG
+
+POLL = 0.1
+
+
+def reference_line(opcua_port: int, modbus_port: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The demo configuration's sources (pointed at the simulator's ports), and its context and rules."""
+    doc = yaml.safe_load(DEMO_CONFIG.read_text())
+    sources = doc["sources"]
+    for source in sources:
+        if source["protocol"] == "opcua":
+            source["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}"
+        else:
+            source["port"] = modbus_port
+        source["poll_interval"] = POLL
+    return sources, {"context": doc["context"], "rules": doc["rules"]}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def produced(buffer: Path) -> int:
+    """The agent's last recorded seq, read from its buffer file (readings and events share the seq)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{buffer}?mode=ro", uri=True, timeout=10)) as db:
+            return int(db.execute("SELECT coalesce(max(last_seq), 0) FROM reading_blocks").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def committed(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT coalesce(max(last_seq), 0) FROM sealed_batches")).scalar() or 0)
+
+
+def backends(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return [int(p) for p in conn.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'")).scalars()]
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out[pid] = proc_cpu_s(pid)
+    return out
+
+
+async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float, warmup: float) -> None:
+    opcua_port, modbus_port = free_port(), free_port()
+    sim = subprocess.Popen([*BLACKBOX, "simulate", "--speed", "600", "--opcua-port", str(opcua_port),
+                            "--modbus-port", str(modbus_port)], stderr=open(workdir / "sim.log", "wb"))  # noqa: SIM115
+    sources, extra = reference_line(opcua_port, modbus_port)
+    n_ref = sum(len(s["tags"]) for s in sources)
+    padding = ModbusLine(max(0, tags - n_ref))
+    stop = asyncio.Event()
+    serving = asyncio.create_task(padding.serve(stop))
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        with database("postgresql", workdir) as url:
+            config = write_config(workdir, broker, url, sources=[*sources, {**padding.source(POLL), "name": "padding-modbus"}],
+                                  extra={**extra, "seal": {"max_age": 1.0}})
+            enroll(config)
+            store = Store(config)
+            engine = create_engine(url)
+            try:
+                agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)],
+                                         stderr=open(workdir / "agent.log", "wb"))  # noqa: SIM115
+                buffer = workdir / "buffer.sqlite"
+                deadline = time.monotonic() + 120
+                while committed(engine) == 0:
+                    if time.monotonic() > deadline or agent.poll() is not None:
+                        raise RuntimeError(f"nothing committed:\n{(workdir / 'agent.log').read_text()[-3000:]}")
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(warmup)
+                pg0 = backends(engine)
+                t0, wall0 = time.monotonic(), time.time()
+                p0, c0 = produced(buffer), committed(engine)
+                a_cpu0, s_cpu0, b_cpu0 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid), cpu_of(pg0)
+                a_rss, s_rss = 0.0, 0.0
+                while time.monotonic() - t0 < seconds:
+                    await asyncio.sleep(1.0)
+                    a_rss, s_rss = max(a_rss, rss_mib(agent.pid)), max(s_rss, rss_mib(store.proc.pid))
+                t1, wall1 = time.monotonic(), time.time()
+                p1, c1 = produced(buffer), committed(engine)
+                a_cpu1, s_cpu1 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid)
+                b_cpu1 = cpu_of(backends(engine))
+                agent.terminate()
+                agent.wait(60)
+                backend_cpu = sum(cpu - b_cpu0.get(pid, 0.0) for pid, cpu in b_cpu1.items())
+                with engine.connect() as conn:
+                    p50, p99 = conn.execute(text(
+                        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY b.received_at_us - r.ts_us)"
+                        " FROM readings r JOIN sealed_batches b"
+                        " ON b.gateway_id = r.gateway_id AND b.batch_seq = r.batch_seq"
+                        " WHERE b.received_at_us BETWEEN :t0 AND :t1"),
+                        {"t0": int(wall0 * 1e6), "t1": int(wall1 * 1e6)}).scalar() or (float("nan"),) * 2
+            finally:
+                if agent is not None and agent.poll() is None:
+                    agent.terminate()
+                    agent.wait(60)
+                engine.dispose()
+                store.stop()
+    finally:
+        stop.set()
+        await serving
+        sim.terminate()
+        sim.wait(30)
+    span = t1 - t0
+    made, done = p1 - p0, c1 - c0
+    agent_us = (a_cpu1 - a_cpu0) / made * 1e6 if made else float("nan")
+    store_us = (s_cpu1 - s_cpu0) / done * 1e6 if done else float("nan")
+    pg_us = backend_cpu / done * 1e6 if done else float("nan")
+    say(f"{tags:,} tags ({n_ref} of the reference line + {padding.tags:,} padding) every {POLL} s, rules "
+        f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}")
+    say(f"   produced {made / span:>9,.0f} readings/s   delivered (committed) {done / span:>9,.0f} readings/s   "
+        f"backlog {p0 - c0:,} -> {p1 - c1:,}")
+    say(f"   agent CPU {agent_us:6.2f} us/reading ({100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   "
+        f"RSS peak {a_rss:.0f} MiB")
+    say(f"   store CPU {store_us + pg_us:6.2f} us/reading = process {store_us:.2f} + PostgreSQL backends {pg_us:.2f} "
+        f"({100 * ((s_cpu1 - s_cpu0) + backend_cpu) / span:.0f}% of a core)   store RSS peak {s_rss:.0f} MiB")
+    say(f"   PLC-to-commit latency p50 {p50 / 1e6:.2f} s   p99 {p99 / 1e6:.2f} s")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--tags", default="500,2000,10000", help="comma-separated sizes (default 500,2000,10000)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured window per size (default 60)")
+    ap.add_argument("--warmup", type=float, default=20.0, help="seconds after the first commit before measuring")
+    args = ap.parse_args()
+    say(f"end-to-end benchmark on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+        "store on PostgreSQL, Mosquitto")
+    broker = EmbeddedBroker(prefer="mosquitto")
+    await broker.start()
+    if broker.kind != "mosquitto":
+        raise SystemExit("needs mosquitto (the embedded amqtt broker is not for figures)")
+    try:
+        for tags in (int(t) for t in args.tags.split(",")):
+            with tempfile.TemporaryDirectory(prefix=f"bb-e2e-{tags}-") as d:
+                await one_size(Path(d), broker, tags, args.seconds, args.warmup)
+    finally:
+        await broker.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
