@@ -109,7 +109,8 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     agent: subprocess.Popen[bytes] | None = None
     try:
         with database("postgresql", workdir) as url:
-            config = write_config(workdir, broker, url, sources=[*sources, {**padding.source(POLL), "name": "padding-modbus"}],
+            pad = {**padding.source(POLL), "name": "padding-modbus"}
+            config = write_config(workdir, broker, url, sources=[*sources, pad],
                                   extra={**extra, "seal": {"max_age": 1.0}})
             enroll(config)
             store = Store(config)
