@@ -108,3 +108,20 @@ async def test_diag_opcua_and_modbus_reads(sim: Simulator) -> None:
     assert code == 1 and "ILLEGAL_ADDRESS" in err
     code, _, err = await blackbox("diag", "modbus", "read", "127.0.0.1", "--address", "hr:0", "--type", "real")
     assert code == 2 and "float32" in err
+
+
+async def test_diag_opcua_browse_shows_a_bad_node_and_exits_1(sim: Simulator) -> None:
+    from blackbox.sim.faults import BadQuality
+
+    sim.faults.add(BadQuality(tag="EM-01.temperature"))
+    await sim.advance(60)
+    code, out, err = await blackbox("diag", "opcua", "browse", sim.opcua_endpoint, f"nsu={NS};s=EM-01", "--json")
+    assert code == 1, err
+    nodes = {c["node_id"].rpartition(";s=")[2]: c for c in json.loads(out)}
+    # the declared type, not the Null of a value-less bad DataValue; the status, not silence
+    assert (nodes["EM-01.temperature"]["type"], nodes["EM-01.temperature"]["status"]) == ("Double", "BadSensorFailure")
+    assert nodes["EM-01.phase"]["status"] == "Good"
+    code, out, err = await blackbox("diag", "opcua", "browse", sim.opcua_endpoint, f"nsu={NS};s=EM-01")
+    assert code == 1 and "BadSensorFailure" in out.split("EM-01.temperature", 1)[1].splitlines()[0]
+    code, _, err = await blackbox("diag", "opcua", "browse", sim.opcua_endpoint, f"nsu={NS};s=EM-01.nope")
+    assert code == 1 and "BadNodeIdUnknown" in err

@@ -1,0 +1,66 @@
+"""docs/troubleshooting.md lists every error and warning the agent and the store can log, and every
+reason the store can give for refusing a batch: each with its cause, how to confirm it, and the fix.
+
+The messages are collected from the code (every ``log.error/warning/critical/exception`` call's
+format string outside the command line, web pages and simulator); a message is listed when the
+longest literal part of its format string appears in the page."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PAGE = REPO / "docs" / "troubleshooting.md"
+NOT_RUNTIME = ("blackbox/cli/", "blackbox/web/", "blackbox/sim/", "blackbox/demo.py", "blackbox/broker.py")
+LEVELS = {"error", "warning", "critical", "exception"}
+
+
+def logged_messages() -> list[tuple[str, str]]:
+    """(where, format string) of every error or warning the running agent and store can log."""
+    found = []
+    for path in sorted([*REPO.glob("blackbox/**/*.py"), *REPO.glob("drivers/**/*.py")]):
+        rel = str(path.relative_to(REPO))
+        if rel.startswith(NOT_RUNTIME):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LEVELS
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logger")
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.append((f"{rel}:{node.lineno}", node.args[0].value))
+    return found
+
+
+def key_text(message: str) -> str:
+    """The longest literal part of a %-format string, whitespace collapsed."""
+    parts = re.split(r"%[-#0 +]*\d*(?:\.\d+)?[sdrfx]", message)
+    return " ".join(max(parts, key=len).split()).strip(" :;,.()")
+
+
+def page_text() -> str:
+    return " ".join(PAGE.read_text(encoding="utf-8").split())
+
+
+MESSAGES = logged_messages()
+
+
+def test_messages_are_found() -> None:
+    assert len(MESSAGES) > 40  # the collection itself works
+
+
+@pytest.mark.parametrize(("where", "message"), MESSAGES, ids=[w for w, _ in MESSAGES])
+def test_every_logged_problem_is_listed(where: str, message: str) -> None:
+    assert key_text(message) in page_text(), (
+        f"{where} logs {message!r}: add it to docs/troubleshooting.md (symptom, cause, how to confirm, fix); "
+        f"the page must contain {key_text(message)!r}")
+
+
+def test_every_rejection_reason_is_listed() -> None:
+    from blackbox.store.ingest import REASONS
+
+    text = page_text()
+    missing = [code for code in REASONS if f"`{code}`" not in text]
+    assert not missing, f"rejection reasons missing from docs/troubleshooting.md: {missing}"
