@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -34,6 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 SKIP = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "var",
@@ -86,8 +88,8 @@ class Sandbox:
             text = re.sub(re.escape(literal) + r"(?![\w-])", here, text)
         for name, here in self.accounts.items():
             text = re.sub(rf"(?m)(\buseradd\b.*\s){re.escape(name)}$", rf"\g<1>{here}", text)
-            text = re.sub(rf"((?:root:|-g |-u |-o |-aG |--group |--user |--owner=|--group=){re.escape(name)})"
-                          r"(?![\w.-])", lambda m, h=here, n=name: m.group(1)[:-len(n)] + h, text)
+            text = re.sub(rf"(root:|-g |-u |-o |-aG |--group |--user |--owner=|--group=){re.escape(name)}"
+                          r"(?![\w.-])", rf"\g<1>{here}", text)
         text = text.replace("blackbox_store", self.database)
         text = text.replace("opc.tcp://192.168.10.11:4840", f"opc.tcp://127.0.0.1:{self.opcua_port}")
         text = text.replace("broker.example.com", "localhost")
@@ -192,14 +194,15 @@ def _start(sandbox: Sandbox, unit: str, pid_file: Path, log: Path) -> int:
         start = settings["ExecStart"][-1]
         if unit == "blackbox-agent":
             _start_simulator(sandbox)
+    as_user = _as(user)
     for command in pre:
-        done = subprocess.run(["runuser", "-u", user, "--", *command.split()], cwd=cwd, check=False)
+        done = subprocess.run(command.split(), cwd=cwd, check=False, **as_user)
         if done.returncode != 0:
             print(f"systemctl: {unit}: ExecStartPre failed ({done.returncode}): {command}", file=sys.stderr)
             return 1
-    with log.open("ab") as out:
-        proc = subprocess.Popen(["runuser", "-u", user, "--", *start.split()], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with log.open("ab") as out:  # the service itself, not a runuser around it: signals reach it (reload)
+        proc = subprocess.Popen(start.split(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
     pid_file.write_text(str(proc.pid))
     time.sleep(3)  # systemd would wait for READY=1; a unit that dies at once fails its start
     if proc.poll() is not None:
@@ -207,6 +210,16 @@ def _start(sandbox: Sandbox, unit: str, pid_file: Path, log: Path) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _as(user: str) -> dict[str, Any]:
+    """Popen arguments to run as ``user`` with its groups, as systemd's User= does."""
+    if user == "root":
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid,
+            "extra_groups": os.getgrouplist(user, entry.pw_gid),
+            "env": {"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir, "USER": user, "LANG": "C.UTF-8"}}
 
 
 def journalctl(sandbox: Sandbox, args: list[str]) -> int:
@@ -252,7 +265,8 @@ def machine_of(guide: Path) -> str:
 
 
 def run_guides(guides: list[Path], sandbox: Sandbox, work: Path) -> None:
-    for machine in ("store", "gateway"):  # what the distribution's packages put in place
+    for machine in ("store", "gateway"):  # what Debian and its packages put in place
+        (sandbox.on(machine).here / "etc" / "systemd" / "system").mkdir(parents=True, exist_ok=True)
         conf = sandbox.on(machine).here / "etc" / "mosquitto" / "mosquitto.conf"
         (conf.parent / "conf.d").mkdir(parents=True, exist_ok=True)
         conf.write_text(DEBIAN_MOSQUITTO_CONF.format(here=sandbox.on(machine).here))
@@ -338,8 +352,8 @@ def clean_up(sandbox: Sandbox) -> None:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--shim":
-        root, machine, tag, opcua, mqtts, tool, *args = sys.argv[2:]
-        sandbox = Sandbox(Path(root), machine, tag, int(opcua), int(mqtts))
+        folder, machine, tag, opcua, mqtts, tool, *args = sys.argv[2:]
+        sandbox = Sandbox(Path(folder), machine, tag, int(opcua), int(mqtts))
         return systemctl(sandbox, args) if tool == "systemctl" else journalctl(sandbox, args)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("guides", nargs="+", type=Path)
