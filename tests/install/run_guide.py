@@ -232,10 +232,14 @@ def journalctl(sandbox: Sandbox, args: list[str]) -> int:
 
 
 def _start_simulator(sandbox: Sandbox) -> None:
-    """The PLC: the simulated line, idle a few seconds, then one batch at 600x."""
-    code = ("import asyncio\nfrom blackbox.sim.runner import run_simulator\n"
-            f"asyncio.run(run_simulator(seed=3, speed={SIMULATOR_SPEED}, batches=1, opcua_port={sandbox.opcua_port},"
-            f" modbus_port=0, durations={{'idle': {IDLE_BEFORE_BATCH_WALL_S * SIMULATOR_SPEED}}}))\n")
+    """The PLC: the simulated line, idle a few seconds, then one batch at 600x, then idle until stopped."""
+    code = ("import asyncio\nfrom blackbox.sim.runner import Simulator\n"
+            "async def main() -> None:\n"
+            f"    async with Simulator(seed=3, speed={SIMULATOR_SPEED}, batches=1, opcua_port={sandbox.opcua_port},"
+            f" modbus_port=0, durations={{'idle': {IDLE_BEFORE_BATCH_WALL_S * SIMULATOR_SPEED}}}) as sim:\n"
+            "        await sim.wait()\n"
+            "        await asyncio.Event().wait()  # the line stays idle: the agent sees the batch end\n"
+            "asyncio.run(main())\n")
     log = (_state(sandbox.root) / "simulator.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd="/")
