@@ -36,7 +36,7 @@ def logged_messages() -> list[tuple[str, str]]:
 
 def key_text(message: str) -> str:
     """The longest literal part of a %-format string, whitespace collapsed."""
-    parts = re.split(r"%[-#0 +]*\d*(?:\.\d+)?[sdrfx]", message)
+    parts = re.split(r"%[-#0 +]*\d*(?:\.\d+)?[sdrfxgie]", message)
     return " ".join(max(parts, key=len).split()).strip(" :;,.()")
 
 

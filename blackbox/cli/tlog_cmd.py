@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from blackbox.cli.common import load_or_exit
+from blackbox.cli.common import load_or_exit, store_config_or_exit
 from blackbox.cli.store_cmd import database_errors, open_reader
 from blackbox.tlog.note import NoteError, Signer, Verifier
 
@@ -23,7 +23,7 @@ DB = typer.Option(None, "--db", help="Database URL (instead of --config).")
 
 def _key_and_origin(config: Path | None, key: Path | None, origin: str | None) -> tuple[Path, str]:
     if config is not None:
-        store = load_or_exit(config).config.store
+        store = store_config_or_exit(config)
         return key or store.key_file, origin or store.log_origin
     if key is None or origin is None:
         raise typer.BadParameter("give --config, or both --key and --origin")
