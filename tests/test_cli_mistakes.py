@@ -103,6 +103,38 @@ CASES = [
     case("store verify --since yesterday --db sqlite:///{tmp}/nothing-here.sqlite", 2, "--since"),
     case("verify-batch {missing}.bbx --key {not_key}", 2, "{not_key}"),
     case("verify-batch {missing}.bbx --key {pub}", 1, "cannot read", prefix="{missing}.bbx: REJECTED"),
+    case("store checkpoint --db notaurl --key {key} --origin o", 2, "notaurl"),
+    case("store proof --entry 0 --db sqlite:///{tmp}/nothing-here.sqlite", 1, "nothing-here.sqlite"),
+    case("store retention --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
+    case("store token add ana --role regulator --db notaurl", 2, "database URL"),
+    case("store token add ana --role emperor --db sqlite:///{tmp}/nothing-here.sqlite", 2, "emperor"),
+    case("store token list --db notaurl", 2, "database URL"),
+    case("store token revoke 7 --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
+    case("store user add ana --role regulator --site S1 --db notaurl", 1, "aborted"),  # no password typed
+    case("store user disable ana --db notaurl", 2, "database URL"),
+    case("store keys init", 2, "--config"),
+    case("store keys show -c {store_missing_db}", 1, "store.key"),
+    case("store approver enroll {not_key} --site S1 --role qa --db sqlite:///{tmp}/nothing-here.sqlite", 1,
+         "Ed25519 public key"),
+    case("store spec add {missing}.json --site S1 --db sqlite:///{tmp}/nothing-here.sqlite", 2, "{missing}.json"),
+    case("store spec list --site S1 --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
+    case("store action new {tmp}/action.json --action explode --site S1 --gateway gw-1 --reason r", 2, "reenroll"),
+    case("store action sign {missing}.json --role qa --key {key} --signer ana", 2, "{missing}.json"),
+    case("store action apply {missing}.json --db sqlite:///{tmp}/nothing-here.sqlite", 2, "{missing}.json"),
+    case("store web -c {typo}", 2, "{typo}", prefix="{typo}"),
+    case("batches --db notaurl", 2, "notaurl"),
+    case("receipts -c {gw}", 1, "{tmp}/buffer.sqlite"),
+    case("config reference --nope", 2, "--nope"),
+    case("alarms unshelve X -c {gw}", 1, "{tmp}/agent.sock"),
+    case("alarms out-of-service X -c {gw}", 2, "--reason"),
+    case("alarms in-service X -c {gw}", 1, "{tmp}/agent.sock"),
+    case("batch phase mix -c {gw}", 1, "{tmp}/agent.sock"),
+    case("spec new {tmp}/spec.json --reason r --from {missing}.json", 2, "{missing}.json"),
+    case("spec show {missing}.json", 2, "{missing}.json"),
+    case("spec diff {missing}.json {not_key}", 2, "{missing}.json"),
+    case("spec sign {missing}.json --role qa --key {key} --signer ana", 2, "{missing}.json"),
+    case("spec verify {missing}.json", 2, "--config"),
+    case("spec keys init --role qa --key {key}", 1, "{key}", "already exists"),
     # --- diagnosis of sources
     case("diag sources -c {gw}", 1, "127.0.0.1:{closed}", json_out=False),
     case("diag sources -c {gw} --json", 1, "127.0.0.1:{closed}", json_out=True),
@@ -244,3 +276,23 @@ main._plain_help(main.app)
 debug = ["--debug"] if "--debug" in sys.argv else []
 main.app(debug + ["explode"], prog_name="blackbox")
 """
+
+
+def test_every_command_has_cases() -> None:
+    """A new command comes with its typical mistakes in the table above."""
+    import typer.main
+
+    paths: list[str] = []
+
+    def walk(cmd: object, path: list[str]) -> None:
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                walk(sub, [*path, name])
+        else:
+            paths.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    tested = [" ".join(w for w in c.args.split() if not w.startswith(("-", "{"))) for c in CASES]
+    missing = [p for p in paths if not any(t == p or t.startswith(p + " ") for t in tested)]
+    assert not missing, f"commands without mistake cases in tests/test_cli_mistakes.py: {missing}"

@@ -51,7 +51,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return _os_error(exc), EXIT_FAILED
     sqlalchemy_message = _database_error(exc)
     if sqlalchemy_message:
-        return sqlalchemy_message, EXIT_FAILED
+        return sqlalchemy_message, EXIT_USAGE if sqlalchemy_message.startswith("not a database URL") else EXIT_FAILED
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (f"unexpected {type(exc).__name__}{': ' + text if text else ''} "
             "(run again with blackbox --debug … for the traceback, and report it)"), EXIT_FAILED
@@ -102,7 +102,7 @@ class BlackboxGroup(TyperGroup):
             typer.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
-            typer.echo("aborted", err=True)
+            typer.echo("error: aborted (no answer to a question, or ^C)", err=True)
             sys.exit(EXIT_FAILED)
         except Exception as exc:
             if _debug:

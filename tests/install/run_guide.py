@@ -379,6 +379,11 @@ def main() -> int:
         run_guides([g.resolve() for g in options.guides], sandbox, work)
         check_documentation(sandbox)
         verified_trace(sandbox)
+    except BaseException:
+        for log in sorted((root / "runner").glob("*.log")):  # what the services said, for the diagnosis
+            print(f"\n===== {log.name} (last lines) =====\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-25:]))
+        raise
     finally:
         if not options.keep:
             clean_up(sandbox)
