@@ -54,6 +54,7 @@ from blackbox.seal.rotation import (
     RotationError,
     UnknownKey,
     batch_rotation,
+    key_range_breach,
     rotation_data,
     rotation_of,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "fingerprint",
     "generate_key_file",
     "key_id",
+    "key_range_breach",
     "link_problems",
     "load_private_key",
     "load_public_key",

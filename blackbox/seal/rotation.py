@@ -17,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from blackbox.model import Event, Reading
 from blackbox.seal.errors import SealError
 from blackbox.seal.format import OpenedBatch
+from blackbox.seal.header import BatchHeader
 from blackbox.seal.keys import fingerprint, key_id, raw_public_bytes
 from blackbox.seal.verify import verify_batch
 
@@ -102,6 +103,22 @@ def batch_rotation(opened: OpenedBatch, records: Sequence[Reading | Event]) -> R
     return rotation
 
 
+def key_range_breach(header: BatchHeader, valid_from_seq: int | None,
+                     valid_to_seq: int | None) -> Literal["before", "after"] | None:
+    """Whether a key in force for records ``valid_from_seq..valid_to_seq`` may sign this batch.
+
+    The one home of the rule, used by the offline verifier, the store's ingest and ``store
+    verify``: ``None`` if the key's range covers the batch's records (an open end is unbounded);
+    ``"before"`` if the batch starts before the key was rotated in; ``"after"`` if it ends after
+    the key was retired.
+    """
+    if valid_from_seq is not None and header.first_seq < valid_from_seq:
+        return "before"
+    if valid_to_seq is not None and header.last_seq > valid_to_seq:
+        return "after"
+    return None
+
+
 @dataclass
 class _Trusted:
     key: Ed25519PublicKey
@@ -135,10 +152,11 @@ class KeyChain:
         if trusted is None:
             raise UnknownKey(f"batch {h.batch_seq} is signed by key {h.key_id}, which is neither given nor "
                              f"rotated into by an earlier batch")
-        if trusted.valid_from_seq is not None and h.first_seq < trusted.valid_from_seq:
+        breach = key_range_breach(h, trusted.valid_from_seq, trusted.valid_to_seq)
+        if breach == "before":
             raise KeyNotInForce(f"batch {h.batch_seq} is signed by key {h.key_id}, which is in force only from "
                                 f"record {trusted.valid_from_seq}")
-        if trusted.valid_to_seq is not None and h.last_seq > trusted.valid_to_seq:
+        if breach == "after":
             raise KeyNotInForce(f"batch {h.batch_seq} is signed by key {h.key_id}, which was retired after record "
                                 f"{trusted.valid_to_seq}")
         verify_batch(opened, trusted.key)

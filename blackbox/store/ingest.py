@@ -32,6 +32,7 @@ from blackbox.seal import (
     RotationError,
     SealError,
     key_id,
+    key_range_breach,
     load_public_key,
     open_batch,
     verify_batch,
@@ -367,10 +368,11 @@ class Ingestor:
         row = conn.execute(
             select(gk.valid_from_seq, gk.valid_to_seq).where(gk.gateway_id == gid, gk.key_id == h.key_id)
         ).one()
-        if row.valid_from_seq is not None and h.first_seq < row.valid_from_seq:
+        breach = key_range_breach(h, row.valid_from_seq, row.valid_to_seq)
+        if breach == "before":
             raise Rejected("key_not_in_force", f"key {h.key_id} signs only from record {row.valid_from_seq}, "
                                                f"batch {h.batch_seq} starts at {h.first_seq}")
-        if row.valid_to_seq is not None and h.last_seq > row.valid_to_seq:
+        if breach == "after":
             raise Rejected("key_not_in_force", f"key {h.key_id} was retired after record {row.valid_to_seq}, "
                                                f"batch {h.batch_seq} ends at {h.last_seq}")
 

@@ -32,6 +32,7 @@ from blackbox.seal import (
     RotationError,
     SealError,
     key_id,
+    key_range_breach,
     load_public_key,
     open_batch,
     verify_batch,
@@ -173,9 +174,7 @@ def _vouch(conn: Connection, gid: int, row: Any, trust: dict[str, _Trust]) -> st
 
 
 def _in_force(t: _Trust, opened: OpenedBatch) -> bool:
-    h = opened.header
-    return not ((t.valid_from_seq is not None and h.first_seq < t.valid_from_seq)
-                or (t.valid_to_seq is not None and h.last_seq > t.valid_to_seq))
+    return key_range_breach(opened.header, t.valid_from_seq, t.valid_to_seq) is None
 
 
 # -- stored rows, streamed in seq order ------------------------------------------------------------

@@ -21,6 +21,7 @@ from blackbox.seal import (
     SealedBatch,
     UnknownKey,
     decode_records,
+    key_range_breach,
     open_batch,
     public_key_pem,
     rotation_data,
@@ -207,3 +208,20 @@ def test_verify_batch_says_only_batch_1_names_genesis(tmp_path: Path) -> None:
     for f in files:
         result = CliRunner().invoke(app, ["verify-batch", f, "--key", pem_file(tmp_path, key)])
         assert result.exit_code == 1 and "batch 1, and only batch 1, names genesis" in result.output, result.output
+
+
+@pytest.mark.parametrize(("valid_from", "valid_to", "expected"), [
+    (None, None, None),  # an enrolled key never rotated: unbounded
+    (3, None, None),     # rotated in at the batch's first record
+    (None, 6, None),     # retired after the batch's last record
+    (3, 6, None),
+    (4, None, "before"),  # rotated in after the batch starts
+    (None, 5, "after"),   # retired before the batch ends
+    (7, 9, "before"),
+])
+def test_key_range_breach(valid_from: int | None, valid_to: int | None, expected: str | None) -> None:
+    chain = Chain()
+    chain.seal(2)  # records 1..2
+    header = chain.seal(4).header  # records 3..6
+    assert (header.first_seq, header.last_seq) == (3, 6)
+    assert key_range_breach(header, valid_from, valid_to) == expected
