@@ -135,7 +135,7 @@ CASES = [
     case("spec sign {missing}.json --role qa --key {key} --signer ana", 2, "{missing}.json"),
     case("spec verify {missing}.json", 2, "--config"),
     case("spec keys init --role qa --key {key}", 1, "{key}", "already exists"),
-    case("genealogy A-5501 --db sqlite:///{tmp}/nothing-here.sqlite", 1, "{tmp}/nothing-here.sqlite"),
+    case("genealogy A-5501 --db sqlite:///{tmp}/no-genealogy.sqlite", 1, "{tmp}/no-genealogy.sqlite"),
     case("batch release B-1", 2, "Missing"),
     case("material verify W-1", 2, "Missing"),
     case("operator add li.na", 2, "Missing"),
