@@ -21,6 +21,7 @@ from blackbox.agent.runtime import Agent
 from blackbox.broker import EmbeddedBroker, free_port
 from blackbox.buffer import Committed
 from blackbox.config import StoreConfig, load_config
+from blackbox.demo_record import RECORD_CONFIG, RecordWatch, after_batch, before_batch, register_lots
 from blackbox.seal import generate_key_file, load_private_key, public_key_pem
 from blackbox.sim.runner import Simulator
 from blackbox.spec.demo import approve_demo_config
@@ -34,7 +35,8 @@ from blackbox.tlog.note import Verifier
 
 log = logging.getLogger(__name__)
 
-IDLE_BEFORE_BATCH_WALL_S = 3.0
+IDLE_BEFORE_BATCH_WALL_S = 12.0
+"""Time for the operators, cleaning records and lots to be entered (signed) before the batch starts."""
 DEMO_CONFIG = Path(str(files("blackbox") / "examples" / "demo.yaml"))
 """config/demo.yaml of the source tree; blackbox/examples links to config/ and is installed with the package."""
 
@@ -62,13 +64,15 @@ class BatchWatch:
 
 
 def write_config(template: Path, workdir: Path, *, opcua_port: int, modbus_port: int, mqtt: dict[str, Any],
-                 database_url: str, store_mqtt: dict[str, Any] | None = None) -> Path:
+                 database_url: str, store_mqtt: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> Path:
     """Write ``template`` with this run's ports, broker, paths and store; return the new file's path.
 
     ``mqtt`` overrides fields of ``uplink.mqtt`` (and of ``store.mqtt`` unless ``store_mqtt`` is given).
     The store's key is ``workdir/store.key`` (created if missing) and the gateway pins it.
     """
     data: dict[str, Any] = yaml.safe_load(template.read_text(encoding="utf-8"))
+    data.update(extra or {})
     for src in data["sources"]:
         if src["protocol"] == "opcua":
             src["endpoint"] = f"opc.tcp://127.0.0.1:{opcua_port}"
@@ -109,7 +113,8 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         await sim.start()
         mqtt = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
         path = write_config(template, workdir, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
-                            mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}")
+                            mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}",
+                            extra={"record": RECORD_CONFIG})
         approvers = approve_demo_config(path, workdir)  # the line runs under an approved specification
         loaded = load_config(path)
         cfg = loaded.config
@@ -124,11 +129,17 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         agent = Agent(loaded, key)
         watch = BatchWatch()
         agent.recorder.subscribe(watch.on_commit)
+        entries = RecordWatch()
+        agent.recorder.subscribe(entries.on_commit)
         await agent.start()
+        await before_batch(cfg.agent.control_socket)
+        lots = asyncio.create_task(register_lots(cfg.agent.control_socket, sim.model.supplier_lots()))
         async with asyncio.timeout(timeout):
             await sim.wait()
         async with asyncio.timeout(30):
             await watch.ended.wait()  # the agent has seen the line go idle
+        await lots
+        await after_batch(cfg.agent.control_socket, watch.batch, entries)
         async with asyncio.timeout(30):
             await agent.drain()
         return DemoResult(workdir, watch.batch, trace_batch(engine, watch.batch))

@@ -48,4 +48,9 @@ def test_demo_exits_0_with_a_verified_trace(tmp_path) -> None:  # type: ignore[n
     assert "emulsify" in out and "pH" in out.replace("ph ", "pH ")
     # joint control: the demo makes a QA and a regulator key and runs under the specification they approved
     assert "Judged against specification FC-050 v1" in out and "UNAPPROVED" not in out
+    # the batch record: cleaning verdict, verified weighings, finished lot with packaging, release, signatures
+    for section in ("Cleaning of the equipment", "Weighings: second-person verification", "Finished-goods lots",
+                    "Release: RELEASED", "Electronic signatures"):
+        assert section in out
+    assert "Released by Wu Qing (wu.qing)" in out and "JAR-2611-0042" in out and "Li Na      li.na      verifier" in out
     assert "approved by factory QA Demo QA (factory) on" in out and ", regulator Demo inspector (regulator) on" in out

@@ -260,7 +260,8 @@ class ContextTracker:
             "material": material, "lot": _text(self.latest.get(m.lot)), "target": target, "actual": actual,
             "eng_unit": self.tags[m.actual].eng_unit, "scale": _text(self.latest.get(m.scale)) if m.scale else None,
             "operator": _text(self.latest.get(m.operator)) if m.operator else None,
-            "tolerance": tolerance, "tolerance_pct": tol_pct, "in_tolerance": in_tol})]
+            "tolerance": tolerance, "tolerance_pct": tol_pct, "in_tolerance": in_tol,
+            "performed_by": {"source": "plc", "tag": m.actual, "signed_by": "gateway key"}})]
 
     def _qc(self, q: QcTrigger) -> list[EventDraft]:
         """One ``qc.result`` per test, judged against the limits in force for the tag."""

@@ -248,6 +248,10 @@ class ProcessModel:
                                 for _ in range(m.portions)]
         self._wt_kg = self._ot_kg = 0.0
 
+    def supplier_lots(self, batch_index: int = 0) -> list[tuple[str, str]]:
+        """(material, supplier lot) the ``batch_index``-th batch weighs; purified water (made on site) aside."""
+        return [(m.code, self._lot(m, batch_index // m.lot_span)) for m in recipe.MATERIALS if m.code != "RM-001"]
+
     def _lot(self, m: Material, index: int) -> str:
         """A supplier lot: a pure function of seed, material and lot index (at most 16 characters)."""
         if m.code == "RM-001":  # purified water is made on site: its lot is the batch's

@@ -140,6 +140,8 @@ class BatchRecordInfo(_M):
 def _name(sig: Any) -> str | None:
     if not isinstance(sig, dict):
         return None
+    if sig.get("source") == "plc":
+        return f"PLC {sig.get('tag')} (gateway key)"
     return str(sig.get("name") or sig.get("user") or "") or None
 
 
