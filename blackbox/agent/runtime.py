@@ -318,6 +318,8 @@ class Agent:
                 self.recorder.spec_state = in_force.state()
                 applied = config_applied_event(new, "reload", effective, in_force)
                 await self.recorder.reconfigure(tracker, rules, [*spec_events, applied])
+                self.recorder.record_keeper.cfg = cfg.record  # QC requirements, units, cleaning validity
+                self.accounts.lockout_after = cfg.record.lockout_after
                 self.loaded, self.cfg, self.pollers = new, cfg, pollers
                 self.in_force, self.effective = in_force, effective
                 self.live.set_tags(tags)

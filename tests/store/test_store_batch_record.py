@@ -8,12 +8,15 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select, update
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway
 
+from blackbox.store.findings import Difference
 from blackbox.store.genealogy import genealogy
 from blackbox.store.ingest import Ingestor
+from blackbox.store.schema import events
 from blackbox.store.trace import render_text, trace_batch
+from blackbox.store.verify import verify_store
 
 HOUR = 3600 * SEC
 
@@ -129,3 +132,18 @@ def test_genealogy_forward_and_reverse(stored: Engine) -> None:
     packaging = genealogy(stored, "G-9", "forward")
     assert {n.id for n in packaging.nodes if n.kind == "finished_lot"} == {"FG-1", "FG-2"}
     assert genealogy(stored, "NOPE", "forward").links == []
+
+
+def test_a_forged_release_signature_is_found_by_verify_and_by_the_trace(stored: Engine) -> None:
+    found: list[Difference] = []
+    verify_store(stored, found.append)
+    assert found == [] and trace_batch(stored, "B1").integrity.verdict == "verified"
+    with stored.begin() as conn:
+        seq, data = conn.execute(select(events.c.seq, events.c.data).where(events.c.type == "batch.released",
+                                                                           events.c.ref == "B1")).one()
+        forged = {**data, "released_by": {**data["released_by"], "name": "Somebody Else"}}
+        conn.execute(update(events).where(events.c.seq == seq).values(data=forged))
+    verify_store(stored, found.append)
+    assert any(d.table == "events" for d in found), found
+    report = trace_batch(stored, "B1")
+    assert report.integrity.verdict == "failed", report.integrity.findings
