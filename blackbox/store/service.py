@@ -179,6 +179,8 @@ class StoreService:
         self.metrics = metrics if metrics is not None else StoreMetrics()
         self.client_id = client_id or mqtt.client_id or default_client_id()
         self._beats = [time.monotonic(), time.monotonic()]
+        self.stuck_after_s = STUCK_AFTER_S
+        """``/health`` reports a worker that has not come back from one message for this long."""
         self.db_error: str | None = None
         """The last database error while ingesting, until an ingest succeeds again."""
         self.subscribed = threading.Event()
@@ -247,8 +249,10 @@ class StoreService:
         """Block until the broker granted the subscription (after each reconnect too)."""
         return self.subscribed.wait(timeout)
 
-    def worker_alive(self, within_s: float = STUCK_AFTER_S) -> bool:
-        """The worker thread runs and came back from its last message within ``within_s`` seconds."""
+    def worker_alive(self, within_s: float | None = None) -> bool:
+        """Both worker threads run and came back from their last message within ``within_s`` seconds
+        (default :attr:`stuck_after_s`)."""
+        within_s = self.stuck_after_s if within_s is None else within_s
         threads = (self._worker, self._committer)
         return (all(t is not None and t.is_alive() for t in threads)
                 and time.monotonic() - self.heartbeat < within_s)

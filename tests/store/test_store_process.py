@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from store_key import write_store_key
+from sqlalchemy import Engine
+from store_key import STORE_SIGNER, write_store_key
 from store_synth import GATEWAY, SITE, T0
 from test_store_service import HOST, PORT, TIMEOUT, Agent, enrolled_gateway, purge_session
 from waiting import wait_until
@@ -23,7 +25,9 @@ from blackbox.broker import free_port
 from blackbox.config import MqttConfig, StoreConfig
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.store.db import make_engine
-from blackbox.store.service import worker_client_id, worker_metrics_port
+from blackbox.store.ingest import Ingestor, IngestResult, Prepared
+from blackbox.store.schema import create_schema
+from blackbox.store.service import StoreService, worker_client_id, worker_metrics_port
 from blackbox.topics import GatewayTopics
 
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "INFO"]
@@ -136,3 +140,47 @@ def test_a_bad_worker_name_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([*BLACKBOX, "store", "serve", "-c", str(config), "--worker", "a/b"], capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 2 and "worker name 'a/b'" in proc.stderr, proc.stderr
+
+
+class StuckIngestor(Ingestor):
+    """Hangs in the database until released, like a lock wait that never ends."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def store(self, prepared: Prepared) -> IngestResult:
+        self.entered.set()
+        self.release.wait(TIMEOUT)
+        return super().store(prepared)
+
+
+def test_a_worker_stuck_in_one_batch_is_unhealthy_and_stops_feeding_the_watchdog(tmp_path: Path) -> None:
+    root, cid = f"bbtest-{uuid.uuid4().hex[:10]}", f"store-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(f"sqlite:///{tmp_path}/store.sqlite")
+    create_schema(engine)
+    stuck = StuckIngestor(engine)
+    svc = StoreService(engine, MqttConfig(host=HOST, port=PORT, client_id=cid), root, ingestor=stuck,
+                       signer=STORE_SIGNER)
+    svc.stuck_after_s = 3.0  # an idle worker beats every HEARTBEAT_S (1 s)
+    agent = Agent(GatewayTopics(root, SITE, GATEWAY))
+    svc.start()
+    try:
+        assert svc.wait_subscribed(TIMEOUT)
+        assert svc.worker_alive() and svc.health()[0]
+        gw = enrolled_gateway(engine)
+        gw.reading("EM-01.temperature", 70.0, T0)
+        agent.publish(gw.seal().wire)
+        assert stuck.entered.wait(TIMEOUT)
+        wait_until(lambda: not svc.worker_alive(), 10, "the stuck stage to miss its heartbeat")
+        healthy, detail = svc.health()
+        assert not healthy and "has not answered" in detail
+        stuck.release.set()
+        assert agent.ack()["status"] == "stored"
+        wait_until(lambda: svc.worker_alive(), 5, "the worker to answer again")
+    finally:
+        stuck.release.set()
+        agent.close()
+        svc.stop()
+        engine.dispose()
+        purge_session(cid)
