@@ -18,7 +18,7 @@ from blackbox.agent.esign import Accounts
 from blackbox.agent.operator import operator_handlers
 from blackbox.buffer import Buffer
 from blackbox.config import QcRequirement, RecordConfig
-from blackbox.model import now_us
+from blackbox.model import Context, EventDraft, now_us
 
 ROOT = Caller(0, "root", None)
 LINE = Caller(1001, "line1", None)
@@ -196,3 +196,15 @@ async def test_release_waits_for_required_results_and_closed_deviations(
     assert rel["batch"] == "B1" and rel["data"]["released_by"]["meaning"] == "approved"
     with pytest.raises(ControlError, match="released already"):
         await h["batch.release"](release, LINE)
+
+
+@pytest.mark.parametrize(("signing", "expected"), [(False, 0), (True, 512)])
+def test_the_state_saved_with_every_commit_stays_small(signing: bool, expected: int) -> None:
+    record = BatchRecord(RecordConfig())
+    record.signing = lambda: signing
+    ctx = Context(batch="B1", product="FC-050")
+    for i in range(2000):
+        record.observe([EventDraft("material.consumed", "RM-1", {"material": "RM-1", "lot": f"L{i}"}),
+                        EventDraft("lot.registered", f"L{i}", {"lot": f"L{i}", "status": "released"})], ctx, i)
+    assert len(record.state()["weighings"]) == expected and record.state()["lots"] == {}
+    assert "W-2000" in record.state()["weighings"] or not signing  # the newest are kept

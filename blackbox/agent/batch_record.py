@@ -13,14 +13,16 @@ consumed. Its state is saved with every commit, like the context's.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from blackbox.config import RecordConfig
 from blackbox.model import Context, EventDraft
 
-MAX_BATCHES = 256
-MAX_LOTS = 4096
+MAX_BATCHES = 64
+MAX_LOTS = 512
+MAX_WEIGHINGS = 512
+"""Bounds of what the record remembers: its state is saved with every commit, so it stays small."""
 LOT_STATUSES = ("released", "quarantined", "rejected")
 
 
@@ -31,6 +33,9 @@ class RecordError(Exception):
 class BatchRecord:
     def __init__(self, cfg: RecordConfig | None = None, saved: dict[str, Any] | None = None) -> None:
         self.cfg = cfg or RecordConfig()
+        self.signing: Callable[[], bool] = lambda: False
+        """Whether entries are signed (the gateway has operator accounts): only then do weighings wait
+        for a verifier's signature."""
         self._s: dict[str, Any] = {"weighings": {}, "batches": {}, "cleaning": {}, "lots": {}, "n": {}}
         if saved:
             self._s.update(copy.deepcopy(saved))
@@ -172,7 +177,8 @@ class BatchRecord:
         data = d.data
         if "weighing" not in data:
             data["weighing"] = self.next_id("W")
-        if self.cfg.verified_weighings and not data.get("verified_by") and batch is not None:
+        if self.cfg.verified_weighings and not data.get("verified_by") and batch is not None and self.signing():
+            _bounded(self._s["weighings"], MAX_WEIGHINGS)
             self._s["weighings"][data["weighing"]] = {
                 "batch": batch, "material": data.get("material"), "lot": data.get("lot"),
                 "performer": (data.get("performed_by") or {}).get("user")}
@@ -203,12 +209,19 @@ class BatchRecord:
 
     def _on_lot_registered(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
         lots = self._s["lots"]
-        lots[str(d.data["lot"])] = d.data.get("status")
-        while len(lots) > MAX_LOTS:
-            lots.pop(next(iter(lots)))
+        lots.pop(str(d.data["lot"]), None)
+        if d.data.get("status") != "released":  # only the lots that must not be used are remembered
+            _bounded(lots, MAX_LOTS)
+            lots[str(d.data["lot"])] = d.data.get("status")
         return []
 
     def _on_cleaning_recorded(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
         self._s["cleaning"][str(d.data["unit"])] = {"id": d.data["id"], "end_us": d.data["end_us"],
                                                    "valid_until_us": d.data["valid_until_us"]}
         return []
+
+
+def _bounded(d: dict[str, Any], limit: int) -> None:
+    """Make room for one more entry in ``d``, dropping the oldest."""
+    while len(d) >= limit:
+        d.pop(next(iter(d)))

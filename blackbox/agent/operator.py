@@ -33,6 +33,9 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
     (``{"user", "password"}``) of a user with the entry's role; see :mod:`blackbox.agent.esign`.
     """
 
+    if accounts is not None:
+        recorder.record_keeper.signing = lambda: accounts.enabled
+
     async def sign(args: dict[str, Any], role: str | tuple[str, ...], meaning: str,
                    key: str = "signature") -> dict[str, Any] | None:
         """The signature record of ``args[key]`` (removed from ``args``); None on a gateway without accounts."""
