@@ -43,6 +43,7 @@ from sqlalchemy import Engine, create_engine, text
 from uplink import BLACKBOX, ModbusLine, Store, database, enroll, proc_cpu_s, say, write_config
 
 from blackbox.broker import EmbeddedBroker, free_port
+from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG
 
 POLL = 0.1
@@ -89,6 +90,14 @@ def backends(engine: Engine) -> list[int]:
             " AND backend_type = 'client backend'")).scalars()]
 
 
+def overruns(sock: Path) -> int | None:
+    """The pollers' overrun counter (cycles that could not start on time), or None if status did not answer."""
+    try:
+        return sum(int(s.get("overruns") or 0) for s in call(sock, "status", timeout=30)["sources"])
+    except (AgentUnreachable, OSError, KeyError, TypeError):
+        return None
+
+
 def cpu_of(pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
@@ -125,6 +134,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                         raise RuntimeError(f"nothing committed:\n{(workdir / 'agent.log').read_text()[-3000:]}")
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(warmup)
+                o0 = await asyncio.to_thread(overruns, workdir / "agent.sock")
                 pg0 = backends(engine)
                 t0, wall0 = time.monotonic(), time.time()
                 p0, c0 = produced(buffer), committed(engine)
@@ -137,6 +147,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 p1, c1 = produced(buffer), committed(engine)
                 a_cpu1, s_cpu1 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid)
                 b_cpu1 = cpu_of(backends(engine))
+                o1 = await asyncio.to_thread(overruns, workdir / "agent.sock")
                 agent.terminate()
                 agent.wait(60)
                 backend_cpu = sum(cpu - b_cpu0.get(pid, 0.0) for pid, cpu in b_cpu1.items())
@@ -165,7 +176,10 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     pg_us = backend_cpu / done * 1e6 if done else float("nan")
     say(f"{tags:,} tags ({n_ref} of the reference line + {padding.tags:,} padding) every {POLL} s, rules "
         f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}")
-    say(f"   produced {made / span:>9,.0f} readings/s   delivered (committed) {done / span:>9,.0f} readings/s   "
+    late = "?" if o0 is None or o1 is None else f"{o1 - o0:,}"
+    say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "
+        f"overrun cycles {late})")
+    say(f"   delivered (committed) {done / span:>9,.0f} readings/s   "
         f"backlog {p0 - c0:,} -> {p1 - c1:,}")
     say(f"   agent CPU {agent_us:6.2f} us/reading ({100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   "
         f"RSS peak {a_rss:.0f} MiB")
