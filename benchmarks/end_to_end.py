@@ -113,8 +113,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     sources, extra = reference_line(opcua_port, modbus_port)
     n_ref = sum(len(s["tags"]) for s in sources)
     padding = ModbusLine(max(0, tags - n_ref))
-    stop = asyncio.Event()
-    serving = asyncio.create_task(padding.serve(stop))
+    serving = padding.start_process()
     agent: subprocess.Popen[bytes] | None = None
     try:
         with database("postgresql", workdir) as url:
@@ -139,6 +138,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 t0, wall0 = time.monotonic(), time.time()
                 p0, c0 = produced(buffer), committed(engine)
                 a_cpu0, s_cpu0, b_cpu0 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid), cpu_of(pg0)
+                plc0 = proc_cpu_s(serving.pid) + proc_cpu_s(sim.pid)
                 a_rss, s_rss = 0.0, 0.0
                 while time.monotonic() - t0 < seconds:
                     await asyncio.sleep(1.0)
@@ -146,6 +146,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 t1, wall1 = time.monotonic(), time.time()
                 p1, c1 = produced(buffer), committed(engine)
                 a_cpu1, s_cpu1 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid)
+                plc1 = proc_cpu_s(serving.pid) + proc_cpu_s(sim.pid)
                 b_cpu1 = cpu_of(backends(engine))
                 o1 = await asyncio.to_thread(overruns, workdir / "agent.sock")
                 agent.terminate()
@@ -165,8 +166,8 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 engine.dispose()
                 store.stop()
     finally:
-        stop.set()
-        await serving
+        serving.terminate()
+        serving.join(30)
         sim.terminate()
         sim.wait(30)
     span = t1 - t0
@@ -178,7 +179,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
         f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}")
     late = "?" if o0 is None or o1 is None else f"{o1 - o0:,}"
     say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "
-        f"overrun cycles {late})")
+        f"overrun cycles {late}; the simulated PLCs used {100 * (plc1 - plc0) / span:.0f}% of a core)")
     say(f"   delivered (committed) {done / span:>9,.0f} readings/s   "
         f"backlog {p0 - c0:,} -> {p1 - c1:,}")
     say(f"   agent CPU {agent_us:6.2f} us/reading ({100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   "

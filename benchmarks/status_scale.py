@@ -51,8 +51,7 @@ def overruns(sock: Path) -> int:
 
 async def run(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float) -> None:
     line = ModbusLine(tags)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(line.serve(stop))
+    serving = line.start_process()
     config = write_config(workdir, broker, f"sqlite:///{workdir / 'unused.sqlite'}", sources=[line.source(POLL)])
     generate_key_file(workdir / "gateway.key")
     sock, buffer = workdir / "agent.sock", workdir / "buffer.sqlite"
@@ -85,8 +84,8 @@ async def run(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float) 
     finally:
         agent.terminate()
         agent.wait(60)
-        stop.set()
-        await serving
+        serving.terminate()
+        serving.join(30)
     say(f"status with {tags:,} tags polled every {POLL} s ({len(reply['tags']):,} tags in the answer), "
         f"load average {os.getloadavg()[0]:.1f}")
     say(f"   status over the control socket: median {statistics.median(answers) * 1e3:.0f} ms, "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -358,11 +359,30 @@ class ModbusLine:
         finally:
             await server.shutdown()
 
+    def start_process(self) -> Any:
+        """Serve from a process of its own, as a PLC is its own device (its CPU then is not the caller's).
+
+        Returns the process (``multiprocessing``); terminate it to stop serving.
+        """
+        proc = multiprocessing.get_context("spawn").Process(target=_serve_line, args=(self.tags, self.port),
+                                                            daemon=True)
+        proc.start()
+        return proc
+
     def source(self, poll_interval: float) -> dict[str, Any]:
         return {"name": "line-modbus", "protocol": "modbus", "host": "127.0.0.1", "port": self.port, "unit_id": 1,
                 "poll_interval": poll_interval, "timeout": 2.0,
                 "tags": [{"name": f"BM-{i:04d}.value", "address": f"hr:{2 * i}", "type": "float32",
                           "category": "process", "unit": "BM"} for i in range(self.tags)]}
+
+
+def _serve_line(tags: int, port: int) -> None:
+    import logging
+
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)  # its DEBUG trace of every frame costs the PLC's CPU
+    line = ModbusLine(tags)
+    line.port = port
+    asyncio.run(line.serve(asyncio.Event()))
 
 
 def proc_cpu_s(pid: int) -> float:
