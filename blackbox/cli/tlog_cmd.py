@@ -10,7 +10,7 @@ import typer
 
 from blackbox.cli.common import load_or_exit, store_config_or_exit
 from blackbox.cli.store_cmd import database_errors, open_reader
-from blackbox.tlog.note import NoteError, Signer, Verifier
+from blackbox.tlog.note import NoteError, Signer, Verifier, parse_vkey
 
 keys_app = typer.Typer(help="The store's Ed25519 key, which signs receipts and checkpoints.\n\n"
                        "Example: blackbox store keys init -c /etc/blackbox/store.yaml", no_args_is_help=True)
@@ -177,3 +177,58 @@ def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent'
                    f"of {r['tree_size']}  accepted by the store {iso(r['received_at_us'])}")
     typer.echo(f"{len(rows)} receipt(s)" + (f"; latest store tree head: {latest[0].splitlines()[1]} entries"
                                             if latest else ""), err=True)
+
+
+def verify_checkpoint(checkpoint: Path = typer.Argument(..., help="A signed checkpoint (a file)."),
+                      key: str = typer.Option(..., "--key", help="The store's verifier key (name+hash+base64)."),
+                      previous: Path | None = typer.Option(None, "--previous", help="An older signed checkpoint "
+                                                           "of the same log, to check CHECKPOINT extends it."),
+                      proof: Path | None = typer.Option(None, "--proof", help="The JSON of `blackbox store proof "
+                                                        "--from OLD --size NEW` (with --previous), or of `store proof "
+                                                        "--batch/--entry --size NEW`.")) -> None:
+    """Check a store checkpoint offline: its signature, and with a proof, consistency or inclusion.
+
+    Needs no database and no store key, only the verifier key the store published. Exit 0 when
+    everything verifies, 1 otherwise.
+
+    Example: blackbox verify-checkpoint new.txt --key "$VKEY" --previous old.txt --proof consistency.json
+    """
+    from blackbox.tlog.merkle import ProofError, leaf_hash, verify_consistency, verify_inclusion
+    from blackbox.tlog.note import open_checkpoint
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"FAILED: {message}", err=True)
+        return typer.Exit(1)
+
+    try:
+        verifier = parse_vkey(key)
+        new = open_checkpoint(checkpoint.read_bytes(), verifier)
+        old = open_checkpoint(previous.read_bytes(), verifier) if previous is not None else None
+        doc = orjson.loads(proof.read_bytes()) if proof is not None else None
+    except OSError as exc:
+        raise fail(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except NoteError as exc:
+        raise fail(str(exc)) from None
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"{proof} is not JSON: {exc}") from None
+    typer.echo(f"checkpoint of {new.origin}: {new.size} entries, signed by {verifier.name}")
+    if doc is None:
+        if old is not None:
+            raise fail("--previous needs --proof (`blackbox store proof --from OLD --size NEW`)")
+        return
+    try:
+        hashes = [base64.b64decode(h, validate=True) for h in doc["proof"]]
+        if old is not None:
+            if (doc.get("from"), doc.get("to")) != (old.size, new.size):
+                raise fail(f"the proof is from {doc.get('from')} to {doc.get('to')}, not {old.size} to {new.size}")
+            verify_consistency(old.size, new.size, old.root, new.root, hashes)
+            typer.echo(f"consistent: the log of {old.size} entries is a prefix of the log of {new.size}")
+        else:
+            if doc.get("size") != new.size:
+                raise fail(f"the inclusion proof is for a tree of {doc.get('size')}, the checkpoint has {new.size}")
+            verify_inclusion(int(doc["index"]), new.size, leaf_hash(str(doc["entry"]).encode()), hashes, new.root)
+            typer.echo(f"included: entry {doc['index']} is in the log: {doc['entry']}")
+    except ProofError as exc:
+        raise fail(str(exc)) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"{proof} is not a proof of `blackbox store proof` ({exc})") from None
