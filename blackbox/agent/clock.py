@@ -21,7 +21,33 @@ Nanos = Callable[[], int]
 
 
 def _boottime_ns() -> int:
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic_ns()
+
+
+def wall_minus_boot_us() -> int:
+    """The wall clock's offset from ``CLOCK_BOOTTIME`` now: it changes only when the wall clock steps."""
+    return (time.time_ns() - _boottime_ns()) // 1000
+
+
+class StepWatch:
+    """The one rule for a wall-clock step, used for the ``clock.jump`` event and the batch header's
+    ``clock`` status: the wall clock's offset from a clock that never steps (``wall - boottime``)
+    moved by more than the threshold since the previous look."""
+
+    def __init__(self, threshold_us: int) -> None:
+        self.threshold_us = threshold_us
+        self._offset_us: int | None = None
+
+    def step_us(self, offset_us: int) -> int | None:
+        """The step since the previous offset (signed, µs) if beyond the threshold, else ``None``.
+
+        Remembers ``offset_us`` for the next call; the first call has nothing to compare with.
+        """
+        previous, self._offset_us = self._offset_us, offset_us
+        if previous is None:
+            return None
+        step = offset_us - previous
+        return step if abs(step) > self.threshold_us else None
 
 
 class GatewayClock:
@@ -33,8 +59,8 @@ class GatewayClock:
         self._steady_ns = steady_ns
         self.issued_us = floor_us
         """The last timestamp handed out; the next is never smaller."""
-        self._last_wall_us: int | None = None
-        self._last_steady_us = 0
+        self._started = False
+        self._steps = StepWatch(self._threshold_us)
         self.jumps = 0
 
     def now(self) -> tuple[int, EventDraft | None]:
@@ -42,15 +68,14 @@ class GatewayClock:
         wall = self._wall_ns() // 1000
         steady = self._steady_ns() // 1000
         jump: EventDraft | None = None
-        if self._last_wall_us is None:
+        step = self._steps.step_us(wall - steady)
+        if not self._started:
+            self._started = True
             if wall < self.issued_us - self._threshold_us:  # stepped back while the agent was stopped
                 jump = self._jump(self.issued_us, wall, "the wall clock is behind the last time recorded "
                                   "before the agent started")
-        else:
-            expected = self._last_wall_us + (steady - self._last_steady_us)
-            if abs(wall - expected) > self._threshold_us:
-                jump = self._jump(expected, wall, None)
-        self._last_wall_us, self._last_steady_us = wall, steady
+        elif step is not None:
+            jump = self._jump(wall - step, wall, None)  # expected: the previous wall time + the steady time since
         self.issued_us = max(wall, self.issued_us)
         return self.issued_us, jump
 

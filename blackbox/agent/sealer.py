@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from blackbox.agent.clock import StepWatch, wall_minus_boot_us
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, Committed
@@ -72,17 +73,15 @@ class ClockWatch:
 
     def __init__(self, check_sync: bool, offset: Callable[[], int] | None = None) -> None:
         self._adjtimex = _adjtimex() if check_sync else None
-        self._wall_minus_boot = offset or _wall_minus_boot_us
-        self._offset = self._wall_minus_boot()
+        self._wall_minus_boot = offset or wall_minus_boot_us
+        self._steps = StepWatch(CLOCK_STEP_US)
+        self._steps.step_us(self._wall_minus_boot())
 
     def kernel_unsynced(self) -> bool:
         return self._adjtimex is not None and self._adjtimex(ctypes.create_string_buffer(512)) == _TIME_ERROR
 
     def status(self) -> str:
-        offset = self._wall_minus_boot()
-        stepped = abs(offset - self._offset) > CLOCK_STEP_US
-        self._offset = offset
-        if stepped:
+        if self._steps.step_us(self._wall_minus_boot()) is not None:
             return "stepped"
         return "unsynced" if self.kernel_unsynced() else "ok"
 
@@ -98,11 +97,6 @@ def _adjtimex() -> Callable[[Any], int] | None:
         log.info("cannot ask the kernel whether the clock is synchronised; clock status covers steps only")
         return None
     return fn
-
-
-def _wall_minus_boot_us() -> int:
-    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic_ns()
-    return (time.time_ns() - boot) // 1000
 
 
 @dataclass
