@@ -14,11 +14,11 @@ from pathlib import Path
 import typer
 
 from blackbox.seal import (
-    GENESIS_HASH,
     KeyChain,
     OpenedBatch,
     SealError,
     decode_records,
+    genesis_problem,
     link_problems,
     load_public_key,
     open_batch,
@@ -113,8 +113,9 @@ def _check(chain: KeyChain, opened: OpenedBatch, previous: OpenedBatch | None) -
         return f"{type(exc).__name__}: {exc}"
     problems = []
     h = opened.header
-    if (h.batch_seq == 1) != (h.prev_hash == GENESIS_HASH):
-        problems.append(f"batch {h.batch_seq} with prev_hash {h.prev_hash}: batch 1, and only batch 1, names genesis")
+    genesis = genesis_problem(h)
+    if genesis is not None:
+        problems.append(genesis)
     if previous is not None:
         if previous.header.batch_seq == opened.header.batch_seq:
             problems.append(f"two files hold batch {opened.header.batch_seq} (a fork or a copy)")

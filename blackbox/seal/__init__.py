@@ -58,7 +58,7 @@ from blackbox.seal.rotation import (
     rotation_data,
     rotation_of,
 )
-from blackbox.seal.verify import link_problems, verify_batch
+from blackbox.seal.verify import genesis_problem, link_problems, verify_batch
 
 __all__ = [
     "FORMAT_VERSION",
@@ -86,6 +86,7 @@ __all__ = [
     "decode_rows",
     "fingerprint",
     "generate_key_file",
+    "genesis_problem",
     "key_id",
     "key_range_breach",
     "link_problems",

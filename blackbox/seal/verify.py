@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from blackbox.seal.errors import BadSignature
 from blackbox.seal.format import OpenedBatch, SealedBatch
+from blackbox.seal.header import GENESIS_HASH, BatchHeader
 from blackbox.seal.keys import key_id
 
 
@@ -25,6 +26,17 @@ def verify_batch(opened: OpenedBatch, public_key: Ed25519PublicKey) -> None:
         public_key.verify(opened.signature, opened.signed_bytes)
     except InvalidSignature:
         raise BadSignature(f"signature does not verify with key {expected}") from None
+
+
+def genesis_problem(header: BatchHeader) -> str | None:
+    """What is wrong with where the batch starts its chain: batch 1, and only batch 1, names genesis.
+
+    The one home of the rule, used by the offline verifier, the store's ingest and ``store verify``.
+    """
+    if (header.batch_seq == 1) != (header.prev_hash == GENESIS_HASH):
+        return (f"batch {header.batch_seq} with prev_hash {header.prev_hash}: batch 1, and only batch 1, "
+                f"names genesis")
+    return None
 
 
 def link_problems(previous: OpenedBatch | SealedBatch, current: OpenedBatch | SealedBatch) -> list[str]:

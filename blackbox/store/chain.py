@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
-from blackbox.seal import GENESIS_HASH, OpenedBatch
+from blackbox.seal import GENESIS_HASH, OpenedBatch, genesis_problem
 from blackbox.store.schema import events, gateway_keys, readings, sealed_batches
 
 
@@ -82,9 +82,9 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     same = near.get(s)
     if same is not None and same.hash == me:
         return None
-    if (s == 1) != (p == GENESIS_HASH):
-        raise Conflict("chain_broken", f"batch {s} with prev_hash {p}: batch 1, and only batch 1, names genesis",
-                       None)
+    genesis = genesis_problem(h)
+    if genesis is not None:
+        raise Conflict("chain_broken", genesis, None)
     siblings = [x for x in _fetch(conn, gid, _SB.prev_hash == p) if x.hash != me] if p != GENESIS_HASH else []
     if p != GENESIS_HASH:
         for named in _fetch(conn, gid, _SB.hash == p):

@@ -31,6 +31,7 @@ from blackbox.seal import (
     OpenedBatch,
     RotationError,
     SealError,
+    genesis_problem,
     key_id,
     key_range_breach,
     load_public_key,
@@ -398,7 +399,7 @@ def check_chain(
             elif h.first_seq != prev.header.last_seq + 1:
                 emit(Difference(label, "seq_gap", f"records {prev.header.last_seq + 1}..{h.first_seq - 1} between "
                                 f"batches {n - 1} and {n} are in neither", batch_seq=n))
-        elif n == 1 and h.prev_hash != GENESIS_HASH:
+        elif n == 1 and genesis_problem(h) is not None:
             emit(Difference(label, "chain_broken", "batch 1 does not start at the genesis hash", "sealed_batches",
                             "batch_seq=1", "prev_hash", h.prev_hash, GENESIS_HASH, 1))
         elif purged is not None and n == purged.through_batch_seq + 1 and h.prev_hash != purged.through_hash:
