@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from blackbox.model import Category
+from blackbox.seal import limits as limit_rule
 from blackbox.tlog.note import NoteError, parse_vkey
 
 
@@ -90,10 +91,10 @@ class LimitSet(Strict):
         return self
 
     def applies(self, phase: str | None, product: str | None) -> bool:
-        return (not self.phases or phase in self.phases) and (not self.products or product in self.products)
+        return limit_rule.applies(self, phase, product)
 
     def specificity(self) -> int:
-        return (2 if self.phases else 0) + (1 if self.products else 0)
+        return limit_rule.specificity(self)
 
 
 class TagConfig(Strict):
@@ -119,8 +120,7 @@ class TagConfig(Strict):
 
     def limits_for(self, phase: str | None, product: str | None) -> LimitSet | None:
         """The most specific limit set in force for this phase and product, if any."""
-        candidates = [ls for ls in self.limits if ls.applies(phase, product)]
-        return max(candidates, key=LimitSet.specificity) if candidates else None
+        return limit_rule.most_specific(self.limits, phase, product)
 
 
 class SourceConfig(Strict):

@@ -4,7 +4,10 @@
 rows the ingest stored, judging process parameters against the limits **in force at the time**:
 for each reading, the configuration (``config.applied``) most recently applied on its gateway
 before the reading was taken, and in it the most specific limit set for the reading's phase and
-the batch's product (:meth:`blackbox.config.LimitSet.applies` / ``specificity``).
+the batch's product (:func:`blackbox.seal.limits.most_specific`). Limit sets are read as the
+record holds them (:func:`blackbox.seal.limits.recorded_limit_set`), not through the agent's
+current configuration model, so an old batch's limits are shown even where a newer model would
+refuse them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, sele
 
 from blackbox.config import LimitSet
 from blackbox.model import now_us
+from blackbox.seal.limits import most_specific, recorded_limit_set
 from blackbox.store.batch_record import batch_record_info
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
@@ -60,14 +64,16 @@ class _TagMeta:
     category: str | None
     unit: str | None
     eng_unit: str | None
-    limit_sets: tuple[tuple[LimitSet, Limits], ...]
+    limit_sets: tuple[Limits, ...]
+    """Every limit set the record holds, read through the record format (never the current config model)."""
+    valid_sets: tuple[LimitSet, ...] = ()
+    """Those the current configuration model accepts: what the specification is compared with."""
+    unreadable: tuple[str, ...] = ()
+    """Why each limit set that cannot be read at all was left out (reported as a finding)."""
 
     def limits_for(self, phase: str | None, product: str | None) -> Limits | None:
-        """Same rule as :meth:`blackbox.config.TagConfig.limits_for`: the most specific applicable set."""
-        candidates = [(ls, lim) for ls, lim in self.limit_sets if ls.applies(phase, product)]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda c: c[0].specificity())[1]
+        """The rule of :meth:`blackbox.config.TagConfig.limits_for` (:func:`blackbox.seal.limits.most_specific`)."""
+        return most_specific(self.limit_sets, phase, product)
 
 
 @dataclass(frozen=True)
@@ -85,35 +91,29 @@ def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _Appli
     for tag in data.get("tags") or []:
         if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
             continue
-        sets: list[tuple[LimitSet, Limits]] = []
-        for raw in tag.get("limits") or []:
-            if not isinstance(raw, dict):
+        sets: list[Limits] = []
+        valid: list[LimitSet] = []
+        unreadable: list[str] = []
+        for i, raw in enumerate(tag.get("limits") or []):
+            try:
+                rec = recorded_limit_set(raw)
+            except ValueError as exc:
+                unreadable.append(f"limit set {i + 1} of tag {tag['name']}: {exc}")
                 continue
+            sets.append(Limits(ll=rec.ll, l=rec.l, h=rec.h, hh=rec.hh, phases=list(rec.phases),
+                               products=list(rec.products), config_sha256=sha, effective_from_us=effective_from))
             fields = {k: raw.get(k) for k in ("phases", "products", "ll", "l", "h", "hh") if raw.get(k) is not None}
             try:
-                ls = LimitSet.model_validate(fields)
+                valid.append(LimitSet.model_validate(fields))
             except ValidationError:
-                continue
-            sets.append(
-                (
-                    ls,
-                    Limits(
-                        ll=ls.ll,
-                        l=ls.l,
-                        h=ls.h,
-                        hh=ls.hh,
-                        phases=ls.phases,
-                        products=ls.products,
-                        config_sha256=sha,
-                        effective_from_us=effective_from,
-                    ),
-                )
-            )
+                continue  # recorded under an older model: shown as applied (above), not a specification's set
         tags[tag["name"]] = _TagMeta(
             category=_str(tag.get("category")),
             unit=_str(tag.get("unit")),
             eng_unit=_str(tag.get("eng_unit")),
             limit_sets=tuple(sets),
+            valid_sets=tuple(valid),
+            unreadable=tuple(unreadable),
         )
     site = data.get("site") if isinstance(data.get("site"), dict) else {}
     return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"))
@@ -355,18 +355,18 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
         boundaries[gid] = (min(s) if s else None, max(en) if en else None)
     integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
                                 scope=lambda t: in_ranges(t, ranges))
-    if no_config:
-        findings = list(integrity.findings)
-        for label in sorted(no_config):
-            findings.append(_no_config_finding(label))
-        verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
-        integrity = Integrity(verdict=verdict, findings=findings, ranges=integrity.ranges, gaps=integrity.gaps)
-
     spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
+    extra = [_no_config_finding(label) for label in sorted(no_config)] + [
+        _unreadable_limits_finding(c, why) for c in in_force for meta in c.tags.values() for why in meta.unreadable]
+    if extra:
+        verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
+        integrity = Integrity(verdict=verdict, findings=[*integrity.findings, *extra], ranges=integrity.ranges,
+                              gaps=integrity.gaps)
+
     specification = specification_info(conn, labels, [AppliedSpec(c.specification, {
-        name: [ls for ls, _ in meta.limit_sets] for name, meta in c.tags.items()}) for c in in_force], product,
+        name: list(meta.valid_sets) for name, meta in c.tags.items()}) for c in in_force], product,
                                        spec_from, ended_at)
 
     record_rows = sorted([SimpleNamespace(gateway_id=r.gateway_id, seq=r.seq, type=r.type, subject=None, data=r.data,
@@ -397,6 +397,11 @@ def _not_found(conn: Connection, batch_no: str, site: str | None) -> str:
         return message
     listed = "; ".join(f"{label} misses sealed batch(es) {spans(numbers)}" for label, numbers in sorted(gaps.items()))
     return f"{message}, but the store is incomplete, and its records may have been in what is missing: {listed}"
+
+
+def _unreadable_limits_finding(config: _AppliedConfig, why: str) -> Finding:
+    return Finding(severity="incomplete", code="limits_unreadable",
+                   message=f"configuration {config.sha256[:12]}: {why}: the limits in force may be unknown")
 
 
 def _no_config_finding(label: str) -> Finding:

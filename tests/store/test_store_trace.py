@@ -7,7 +7,7 @@ from statistics import mean
 
 import pytest
 from sqlalchemy import Engine, delete, update
-from store_synth import GATEWAY, SEC, SITE, T0, Gateway, Scenario, production_batch
+from store_synth import GATEWAY, SEC, SITE, T0, Gateway, Scenario, config_data, production_batch
 
 from blackbox.store.ingest import Ingestor
 from blackbox.store.report import ParameterStats, TraceReport
@@ -218,3 +218,33 @@ def test_reverse_lot_and_unknown_batch(engine: Engine, ingestor: Ingestor, gw: G
     second = trace_batch(engine, "FC050-2026-1125-02")
     assert second.integrity.verdict == "verified"
     assert (second.integrity.ranges[0].first_batch_seq, second.integrity.ranges[0].last_batch_seq) == (4, 6)
+
+
+def test_limit_sets_a_newer_config_model_refuses_are_still_shown(engine: Engine, ingestor: Ingestor,
+                                                                  gw: Gateway) -> None:
+    """The trace reads limit sets as recorded: one out of order (refused by today's model) is still the limit
+    in force; one that cannot be read at all, or holds no limit, is reported as a finding, never dropped."""
+    tag = {"name": "EM-01.temperature", "unit": "EM-01", "category": "process", "eng_unit": "degC", "limits": [
+        {"phases": ["heat"], "products": [], "ll": None, "l": 95.0, "h": 90.0, "hh": None},  # l above h
+        {"phases": "heat", "h": 1.0},  # phases not a list: unreadable
+        {"phases": ["heat"], "products": ["FC-050"]},  # no limit at all
+    ]}
+    gw.apply_config(T0, config_data([tag]))
+    gw.start_batch(BATCH, T0 + SEC)
+    gw.set_phase("heat", T0 + 2 * SEC)
+    for i in range(3):
+        gw.reading("EM-01.temperature", 60.0 + i, T0 + (3 + i) * SEC)
+    gw.end_batch(T0 + 10 * SEC)
+    gw.seal()
+    ingest_all(ingestor, gw)
+
+    report = trace_batch(engine, BATCH)
+    [lim] = param(report, "EM-01.temperature", "heat").limits
+    assert (lim.ll, lim.l, lim.h, lim.hh, lim.phases, lim.products) == (None, 95.0, 90.0, None, ["heat"], [])
+    unreadable = [f for f in report.integrity.findings if f.code == "limits_unreadable"]
+    assert [f.message.split(": ", 1)[1] for f in unreadable] == [
+        "limit set 2 of tag EM-01.temperature: phases must be a list of names, not 'heat': the limits in force "
+        "may be unknown",
+        "limit set 3 of tag EM-01.temperature: it holds none of ll, l, h, hh: the limits in force may be unknown",
+    ]
+    assert report.integrity.verdict == "incomplete"
