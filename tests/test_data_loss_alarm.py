@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from agent_helpers import BufferThread, FakeClock, events_of, make_recorder
 
+from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.control import Caller, ControlError
 from blackbox.agent.recorder import Recorder
 from blackbox.agent.system_alarms import QUIET_BEFORE_CLEAR_US, SystemAlarms
@@ -38,7 +39,7 @@ async def lossy(tmp_path: Path) -> AsyncIterator[tuple[Recorder, Buffer, FakeClo
 
 
 async def call(rec: Recorder, command: str, **args: object) -> dict[str, object]:
-    return await rec.rules.control_handlers(rec.commit)[command](args, WANG)  # type: ignore[no-any-return]
+    return await alarm_handlers(rec.rules, rec.commit)[command](args, WANG)  # type: ignore[no-any-return]
 
 
 async def test_the_data_loss_alarm_is_listed_acknowledged_and_cleared_through_the_lifecycle(

@@ -12,6 +12,7 @@ import typer
 from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
+from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.control import ControlServer
 from blackbox.cli.alarms import parse_duration
 from blackbox.cli.main import app
@@ -34,7 +35,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[tuple[RuleEngine, Path]]:
     rules = [TypeAdapter(Rule).validate_python({"type": "threshold", "tag": n, "priority": "high"}) for n in tags]
     engine = RuleEngine(rules, tags)
     server = ControlServer(tmp_path / "agent.sock")
-    for cmd, handler in engine.control_handlers().items():
+    for cmd, handler in alarm_handlers(engine).items():
         server.register(cmd, handler)
     await server.start()
     config = tmp_path / "blackbox.yaml"

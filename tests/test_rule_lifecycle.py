@@ -13,6 +13,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter
 
+from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.buffer import Buffer, BufferError
 from blackbox.config import AlarmsConfig, Rule, TagConfig
@@ -60,7 +61,7 @@ def one() -> RuleEngine:
 
 
 async def test_acknowledge_records_who_and_when_and_is_refused_when_there_is_nothing_to_ack(one: RuleEngine) -> None:
-    h = one.control_handlers()
+    h = alarm_handlers(one)
     t0 = now_us()
     assert kinds(feed(one, t0, T_1=85)) == ["alarm.raised"]
     assert state_of(one, "threshold:T-1") == "active_unacknowledged"
@@ -84,7 +85,7 @@ async def test_acknowledge_records_who_and_when_and_is_refused_when_there_is_not
 
 async def test_ack_all_and_all_or_nothing() -> None:
     e = engine([{"tag": "A"}, {"tag": "B"}], [tag("A", h=1), tag("B", h=1)])
-    h = e.control_handlers()
+    h = alarm_handlers(e)
     feed(e, now_us(), A=2)
     with pytest.raises(ControlError, match="threshold:B is normal"):
         await call(h, "alarms.ack", {"alarms": ["threshold:A", "threshold:B"]})
@@ -98,7 +99,7 @@ async def test_ack_all_and_all_or_nothing() -> None:
 
 
 async def test_shelving_hides_records_and_expires(one: RuleEngine) -> None:
-    h = one.control_handlers()
+    h = alarm_handlers(one)
     with pytest.raises(ControlError, match="reason is required"):
         await call(h, "alarms.shelve", {"alarms": ["threshold:T-1"], "duration_s": 60})
     with pytest.raises(ControlError, match=r"limited to 28800 s"):
@@ -125,7 +126,7 @@ async def test_shelving_hides_records_and_expires(one: RuleEngine) -> None:
 
 
 async def test_out_of_service_stops_judging_until_returned(one: RuleEngine) -> None:
-    h = one.control_handlers()
+    h = alarm_handlers(one)
     t0 = now_us()
     feed(one, t0, T_1=85)
     await call(h, "alarms.out_of_service", {"alarms": ["threshold:T-1"], "reason": "transmitter replaced"})
@@ -162,7 +163,7 @@ async def test_an_action_answers_once_committed_and_is_undone_if_the_commit_fail
         return c
 
     buffer.commit([], feed(e, now_us(), T_1=85), Context())
-    h = e.control_handlers(commit)
+    h = alarm_handlers(e, commit)
     await call(h, "alarms.ack", {"alarms": ["threshold:T-1"]})
     (ack,) = committed[0].events
     assert (ack.type, ack.data["user"]) == ("alarm.acknowledged", "wang.fang (os:wang)")
@@ -175,7 +176,7 @@ async def test_an_action_answers_once_committed_and_is_undone_if_the_commit_fail
 
     feed(e, now_us(), T_1=70)
     feed(e, now_us(), T_1=85)
-    h = e.control_handlers(failing)
+    h = alarm_handlers(e, failing)
     with pytest.raises(BufferError):
         await call(h, "alarms.ack", {"alarms": ["threshold:T-1"]})
     assert state_of(e, "threshold:T-1") == "active_unacknowledged"  # as if it never happened

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import TypeAdapter
 
+from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller
@@ -58,7 +59,7 @@ async def test_source_events_reach_the_rules_and_acks_are_committed_before_answe
 
     seen: list[Event] = []
     recorder.subscribe(lambda c: seen.extend(c.events))
-    handlers = recorder.rules.control_handlers(recorder.commit)
+    handlers = alarm_handlers(recorder.rules, recorder.commit)
     outcome = handlers["alarms.ack"]({"alarms": ["EM-01.temperature"]}, Caller(0, "root", "wang.fang"))
     assert inspect.isawaitable(outcome)
     await outcome  # answered only now: the event is already committed

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from blackbox import systemd
+from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
@@ -134,7 +135,7 @@ class Agent:
             self.control.register(cmd, handler)
         for cmd, handler in self.sealer.control_handlers(self.recorder.commit).items():
             self.control.register(cmd, handler)
-        for cmd in self.recorder.rules.control_handlers():
+        for cmd in alarm_handlers(self.recorder.rules):
             self.control.register(cmd, self._rules_command(cmd))
         self.metrics: MetricsServer | None = None
         self.session: UplinkSession | None = None
@@ -433,7 +434,7 @@ class Agent:
         """Delegate to whichever rule engine is in force (a reload replaces it)."""
 
         def handler(args: dict[str, Any], caller: Caller) -> Any:
-            current = self.recorder.rules.control_handlers(self.recorder.commit).get(cmd)
+            current = alarm_handlers(self.recorder.rules, self.recorder.commit).get(cmd)
             if current is None:
                 raise ControlError(f"{cmd} is not available with the configuration in force")
             return current(args, caller)

@@ -5,7 +5,7 @@ and an :class:`~blackbox.rules.lifecycle.Alarm` (the ISA-18.2 lifecycle every fa
 engine decides when a rule is in force — its phases, products and ``when`` condition — and when its
 alarm is suppressed by design, and collects the events for the recorder to commit with the cycle.
 
-Operator actions (acknowledge, shelve…) arrive on the control socket (:mod:`blackbox.rules.commands`)
+Operator actions (acknowledge, shelve…) arrive on the control socket (:mod:`blackbox.agent.alarm_commands`)
 and are committed by the recorder before they are answered; without a recorder (tests, benchmarks)
 their events wait in an outbox that the next ``evaluate``/``tick`` hands over.
 """
@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blackbox.agent.control import Handler
 from blackbox.columns import TagPicker
 from blackbox.config import (
     AlarmsConfig,
@@ -42,7 +41,6 @@ from blackbox.config import (
 from blackbox.model import EventDraft, Quality, Sample, Value
 from blackbox.rules.base import Monitor, Verdict
 from blackbox.rules.batch import BatchMonitor
-from blackbox.rules.commands import Commit, handlers
 from blackbox.rules.drift import CusumMonitor, EwmaMonitor
 from blackbox.rules.flood import Flood, StartCounts
 from blackbox.rules.health import (
@@ -304,7 +302,7 @@ class RuleEngine:
         out, self._outbox = self._outbox, []
         return out
 
-    # -- operator actions (see blackbox.rules.commands) --------------------------------------
+    # -- operator actions (see blackbox.agent.alarm_commands) --------------------------------------
 
     def select(self, selectors: Sequence[str]) -> list[Alarm]:
         """Alarms by id, or every alarm of a tag or source; an unknown name is an error."""
@@ -347,13 +345,6 @@ class RuleEngine:
             if e.in_force and not in_force:
                 e.monitor.reset()
             e.in_force = in_force
-
-    def control_handlers(self, commit: Commit | None = None) -> dict[str, Handler]:
-        """Commands of the control socket this engine answers (``blackbox alarms …``).
-
-        ``commit`` (the recorder's) makes an operator action durable before it is answered.
-        """
-        return handlers(self, commit)
 
     # -- reporting ----------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 """The alarm commands of the agent's control socket (``blackbox alarms …``).
 
+The agent routes them to the rule engine: the rules know nothing of the control socket.
+
 Every action is recorded with who asked (the control socket's caller: the claimed name qualified
 by the OS account) and when. With a ``commit`` function (the recorder's), an action answers only
 once its events are committed to the buffer; if the commit fails, the alarms are put back as they
@@ -43,8 +45,8 @@ def _reason(args: dict[str, Any]) -> str:
     return reason.strip()
 
 
-def handlers(engine: RuleEngine, commit: Commit | None) -> dict[str, Handler]:
-    """The handlers, by command name."""
+def handlers(engine: RuleEngine, commit: Commit | None = None) -> dict[str, Handler]:
+    """The handlers, by command name. ``commit`` (the recorder's) makes an action durable before it is answered."""
 
     def select(args: dict[str, Any], *, awaiting_ack: bool = False) -> list[Alarm]:
         names = _names(args)
