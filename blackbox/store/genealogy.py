@@ -7,6 +7,7 @@ The graph is read from the events the store derived from the signed records: ``l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,7 +48,10 @@ class Genealogy(BaseModel):
 def genealogy(engine: Engine, start: str, direction: Literal["forward", "reverse"]) -> Genealogy:
     """Every node reachable from ``start`` (any lot id, supplier lot or batch) in ``direction``."""
     with engine.connect() as conn:
-        graph = _Graph(conn)
+        return _walk(_Graph(conn), start, direction)
+
+
+def _walk(graph: _Graph, start: str, direction: Literal["forward", "reverse"]) -> Genealogy:
     start = graph.resolve(start)
     nodes: dict[str, Node] = {}
     links: list[Link] = []
@@ -71,20 +75,17 @@ def genealogy(engine: Engine, start: str, direction: Literal["forward", "reverse
 
 
 class _Graph:
-    """The edges of the genealogy, loaded once (lots, consumptions and fillings are few per batch)."""
+    """The edges of the genealogy. Lots received and finished lots filled (few) are read once; the
+    consumptions (many) are looked up per lot or batch through the ``events`` (ref, type) and
+    (batch, type) indexes."""
 
     def __init__(self, conn: Connection) -> None:
-        e, g = events.c, gateways.c
-        rows = conn.execute(
-            select(e.type, e.ref, e.batch, e.data, e.ts_us, g.site, g.gateway)
-            .join_from(events, gateways, e.gateway_id == g.id)
-            .where(e.type.in_(["lot.registered", "material.consumed", "lot.produced", "batch.started"]))
-            .order_by(e.ts_us, e.seq)
-        ).all()
+        self.conn = conn
         self.links: list[Link] = []
         self.kinds: dict[str, NodeKind] = {}
         self.details: dict[str, dict[str, Any]] = {}
-        for r in rows:
+        self._looked_up: set[tuple[str, str]] = set()
+        for r in self._rows(events.c.type.in_(["lot.registered", "lot.produced"])):
             d: dict[str, Any] = dict(r.data or {})
             where = {"site": r.site, "gateway": r.gateway, "ts_us": r.ts_us}
             if r.type == "lot.registered" and r.ref:
@@ -97,11 +98,6 @@ class _Graph:
                     self.details[sl] = {"supplier": d.get("supplier"), "supplier_lot": d["supplier_lot"]}
                     self.links.append(Link(source=sl, target=r.ref, relation="supplied_as",
                                            quantity=d.get("quantity"), unit=d.get("unit"), **where))
-            elif r.type == "material.consumed" and r.ref and r.batch:
-                self.kinds.setdefault(r.ref, "lot")
-                self.kinds[r.batch] = "batch"
-                self.links.append(Link(source=r.ref, target=r.batch, relation="consumed_in",
-                                       quantity=d.get("actual"), unit=d.get("eng_unit"), **where))
             elif r.type == "lot.produced" and r.ref and d.get("batch"):
                 bulk = str(d["batch"])
                 self.kinds[r.ref] = "finished_lot"
@@ -115,11 +111,31 @@ class _Graph:
                         self.kinds.setdefault(str(p["lot"]), "lot")
                         self.links.append(Link(source=str(p["lot"]), target=r.ref, relation="packaged_into",
                                                quantity=p.get("quantity"), unit=p.get("unit"), **where))
-            elif r.type == "batch.started" and r.ref:
-                self.kinds[r.ref] = "batch"
-                self.details.setdefault(r.ref, {"product": d.get("product")})
         # a supplier lot can be asked for by its number alone
         self.alias = {str(v["supplier_lot"]): k for k, v in self.details.items() if self.kinds.get(k) == "supplier_lot"}
+
+    def _rows(self, *where: Any) -> Sequence[Any]:
+        e, g = events.c, gateways.c
+        return self.conn.execute(
+            select(e.type, e.ref, e.batch, e.data, e.ts_us, g.site, g.gateway)
+            .join_from(events, gateways, e.gateway_id == g.id).where(*where).order_by(e.ts_us, e.seq)).all()
+
+    def _consumptions(self, column: str, value: str) -> None:
+        """Add the ``material.consumed`` links of a lot (``ref``) or of a batch (``batch``), once."""
+        if (column, value) in self._looked_up:
+            return
+        self._looked_up.add((column, value))
+        c = events.c
+        for r in self._rows(c.type == "material.consumed", (c.ref if column == "ref" else c.batch) == value):
+            if not r.ref or not r.batch:
+                continue
+            d: dict[str, Any] = dict(r.data or {})
+            link = Link(source=r.ref, target=r.batch, relation="consumed_in", quantity=d.get("actual"),
+                        unit=d.get("eng_unit"), site=r.site, gateway=r.gateway, ts_us=r.ts_us)
+            if link not in self.links:
+                self.links.append(link)
+                self.kinds.setdefault(r.ref, "lot")
+                self.kinds[r.batch] = "batch"
 
     def resolve(self, node: str) -> str:
         """The node's id: a supplier lot asked for by its number alone is ``supplier:number``."""
@@ -127,10 +143,12 @@ class _Graph:
 
     def downstream(self, node: str) -> list[Link]:
         node = self.resolve(node)
+        self._consumptions("ref", node)
         return [link for link in self.links if link.source == node]
 
     def upstream(self, node: str) -> list[Link]:
         node = self.resolve(node)
+        self._consumptions("batch", node)
         return [link for link in self.links if link.target == node]
 
     def node(self, node: str) -> Node:
