@@ -91,6 +91,7 @@ async def test_a_wrong_password_or_a_locked_account_records_nothing(gw: tuple[di
     (s,) = started["signatures"]
     assert (s["user"], s["name"], s["meaning"], s["role"]) == ("zhang", "Zhang Wei", "performed", "operator")
     assert isinstance(s["time_us"], int) and "password" not in s
+    assert started["operator"] == "Zhang Wei (zhang; os:line1)"  # the signer, at the terminal of line1
 
 
 async def test_a_weighing_is_complete_only_with_a_second_person(gw: tuple[dict[str, Any], Path, Path]) -> None:

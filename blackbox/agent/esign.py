@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from blackbox.agent.control import ControlError
+from blackbox.agent.control import Caller, ControlError
 from blackbox.model import now_us
 
 ROLES = ("operator", "verifier", "qc_analyst", "qa_releaser")
@@ -145,6 +145,13 @@ class Accounts:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+
+
+def who(caller: Caller, sig: dict[str, Any] | None) -> str:
+    """The ``operator`` of an entry: the signer (with the OS account of the terminal), else the caller."""
+    if sig is None:
+        return caller.name
+    return f"{sig['name']} ({sig['user']}" + (f"; os:{caller.account})" if caller.account else ")")
 
 
 def _hash(password: str, salt: bytes, params: dict[str, int]) -> bytes:

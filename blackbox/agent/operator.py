@@ -17,7 +17,7 @@ from blackbox.agent.batch_record import RecordError
 from blackbox.agent.context import ContextError, ContextTracker
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.agent.entry_args import Args as _Args
-from blackbox.agent.esign import Accounts
+from blackbox.agent.esign import Accounts, who
 from blackbox.agent.record_commands import record_handlers
 from blackbox.agent.recorder import Recorder
 from blackbox.buffer import BufferError, Committed
@@ -72,19 +72,20 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
         a = _Args(args, {"batch", "product", "recipe", "recipe_version", "phase"})
         batch, product = a.text("batch"), a.text("product")
         recipe, version, phase = a.text("recipe", False), a.text("recipe_version", False), a.text("phase", False)
-        return await run(signing(lambda t: t.start_batch(batch, product, recipe, version, phase, caller.name), sig))
+        by = who(caller, sig)
+        return await run(signing(lambda t: t.start_batch(batch, product, recipe, version, phase, by), sig))
 
     async def batch_phase(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         args = dict(args)
         sig = await sign(args, "operator", "performed")
         phase = _Args(args, {"phase"}).text("phase")
-        return await run(signing(lambda t: t.set_phase(phase, caller.name), sig))
+        return await run(signing(lambda t: t.set_phase(phase, who(caller, sig)), sig))
 
     async def batch_end(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         args = dict(args)
         sig = await sign(args, "operator", "performed")
         _Args(args, set())
-        return await run(signing(lambda t: t.end_batch(caller.name), sig))
+        return await run(signing(lambda t: t.end_batch(who(caller, sig)), sig))
 
     async def material_add(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         args = dict(args)
@@ -112,7 +113,7 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
                 "eng_unit": a.text("eng_unit", False) or "kg", "scale": a.text("scale"), "tolerance": tolerance,
                 "tolerance_pct": tol_pct,
                 "in_tolerance": None if tolerance is None else abs(actual - target) <= tolerance + 1e-9,
-                "operator": caller.name, "verifier": a.text("verifier", False) or (vsig and vsig["name"])}
+                "operator": who(caller, sig), "verifier": a.text("verifier", False) or (vsig and vsig["name"])}
         if sig is not None:
             data["performed_by"] = sig
         if vsig is not None:
@@ -147,7 +148,7 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
         elif verdict is None:
             raise ControlError("give a specification (spec_low and/or spec_high) or the verdict (pass: true/false)")
         data = {"test": test, "value": value, "eng_unit": a.text("eng_unit", False) or "", "spec_low": low,
-                "spec_high": high, "pass": verdict, "sample": sample, "operator": caller.name}
+                "spec_high": high, "pass": verdict, "sample": sample, "operator": who(caller, sig)}
         data = with_signatures(data, sig)
         batch = a.text("batch", False)
         return await run(lambda t: [EventDraft("qc.result", test, data, context=_belongs_to(t, batch))])

@@ -17,7 +17,7 @@ from blackbox.agent.batch_record import LOT_STATUSES, RecordError
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.agent.entry_args import Args
-from blackbox.agent.esign import Accounts
+from blackbox.agent.esign import Accounts, who
 from blackbox.agent.recorder import Recorder
 from blackbox.model import Context, EventDraft
 
@@ -50,7 +50,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         if w.get("performer") == sig["user"]:
             raise ControlError(f"{sig['user']} weighed {wid} and cannot verify it: a second person must")
         data = {"weighing": wid, "batch": w["batch"], "material": w["material"], "lot": w["lot"],
-                "verified_by": sig, "signatures": [sig], "operator": caller.name}
+                "verified_by": sig, "signatures": [sig], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("material.verified", w["material"], data,
                                                context=in_batch(w["batch"]))])
 
@@ -61,7 +61,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         dev, reason, action = a.text("id"), a.text("reason"), a.text("action")
         batch = _checked(keeper.deviation_batch, dev)
         data = {"id": dev, "batch": batch, "reason": reason, "action": action, "closed_by": sig,
-                "signatures": [sig], "operator": caller.name}
+                "signatures": [sig], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("deviation.closed", dev, data, context=in_batch(batch))])
 
     async def batch_release(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         if blockers:
             raise ControlError(f"batch {batch} cannot be released: " + "; ".join(blockers))
         data = {"batch": batch, "product": info.get("product"), "qc": info["qc"], "released_by": sig,
-                "signatures": [sig], "operator": caller.name}
+                "signatures": [sig], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("batch.released", batch, data, context=in_batch(batch))])
 
     async def cleaning_record(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         data = {"id": cid, "unit": unit, "method": a.text("method"), "agent": a.text("agent"), "start_us": start,
                 "end_us": end, "verification": a.text("verification", False), "valid_hours": hours,
                 "valid_until_us": end + int(hours * 3_600_000_000), "performed_by": sig, "verified_by": vsig,
-                "signatures": [s for s in (sig, vsig) if s], "operator": caller.name}
+                "signatures": [s for s in (sig, vsig) if s], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("cleaning.recorded", unit, data, context=NO_BATCH)])
 
     async def lot_register(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         data = {"lot": lot, "material": a.text("material"), "sublot": a.text("sublot", False),
                 "supplier": a.text("supplier", False), "supplier_lot": a.text("supplier_lot", False),
                 "coa": a.text("coa", False), "quantity": a.number("quantity", False), "unit": a.text("unit", False),
-                "status": status, "kind": kind, "signatures": [sig], "operator": caller.name}
+                "status": status, "kind": kind, "signatures": [sig], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("lot.registered", lot, data, context=NO_BATCH)])
 
     async def lot_produce(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         product = keeper.product_of(batch)
         data = {"lot": lot, "batch": batch, "product": product, "quantity": quantity,
                 "unit": a.text("unit", False) or "pcs", "packaging": packs, "signatures": [sig],
-                "operator": caller.name}
+                "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("lot.produced", lot, data, context=in_batch(batch))])
 
     def admin(caller: Caller) -> Accounts:
