@@ -510,7 +510,8 @@ def run_store(
     :func:`worker_client_id`), serves ``/metrics`` and ``/health`` if a metrics port is configured
     (``metrics_port`` overrides the configuration's), keeps the readings partitions ahead, and
     speaks systemd's notify protocol: ``READY=1`` once the broker granted the subscription (then
-    ``ready`` is set too), ``WATCHDOG=1`` while the ingest worker is responsive, ``STOPPING=1``.
+    ``ready`` is set too), ``WATCHDOG=1`` while the ingest worker is responsive (as ``/health``
+    judges it), ``STOPPING=1``.
     """
     client_id = worker_client_id(config.mqtt, worker)
     port = metrics_port if metrics_port is not None else worker_metrics_port(config, worker)
@@ -541,7 +542,7 @@ def run_store(
                         ready.set()
                     systemd.notify(f"READY=1\nSTATUS=serving as {client_id}")
                 if watchdog is not None and time.monotonic() >= next_ping:
-                    if service.worker_alive(2 * watchdog):
+                    if service.worker_alive():  # the same test as /health: back from a message within 60 s
                         systemd.notify("WATCHDOG=1")
                     else:
                         log.error("the ingest worker is stuck: not pinging the watchdog")
