@@ -842,7 +842,8 @@ def parse_config(text: str, name: str = "<string>") -> Config:
                   for loc in _nul_texts(data))
     if issues:
         raise ConfigError(sorted(issues, key=lambda x: x.line or 0))
-    assert config is not None
+    if config is None:
+        raise RuntimeError("internal error: expected config is not None")
     return config.model_copy(update={"sources": specific})
 
 
@@ -878,7 +879,8 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
             add(loc, f"no tag named {tag!r} is configured")
 
     ctx = data.get("context") if isinstance(data.get("context"), dict) else {}
-    assert isinstance(ctx, dict)
+    if not isinstance(ctx, dict):
+        raise RuntimeError("internal error: expected isinstance(ctx, dict)")
     for fld in ("batch_tag", "product_tag", "recipe_tag", "recipe_version_tag", "phase_tag"):
         ref(("context", fld), ctx.get(fld))
     for i, m in items(ctx.get("materials")):

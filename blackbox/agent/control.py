@@ -126,7 +126,8 @@ class ControlServer:
                 finally:
                     await outcome.aclose()  # at once, not when collected: it may hold a subscription
                 return
-            assert inspect.isawaitable(outcome)
+            if not inspect.isawaitable(outcome):
+                raise RuntimeError("internal error: expected inspect.isawaitable(outcome)")
             await send({"ok": True, "result": await outcome})
         except ControlError as exc:
             await send({"ok": False, "error": str(exc)})

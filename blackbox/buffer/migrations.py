@@ -114,7 +114,8 @@ def prepare(engine: Engine, path: Path) -> list[int]:
     raw = engine.raw_connection()
     try:
         dbapi = raw.driver_connection
-        assert isinstance(dbapi, sqlite3.Connection)
+        if not isinstance(dbapi, sqlite3.Connection):
+            raise RuntimeError("internal error: expected isinstance(dbapi, sqlite3.Connection)")
         saved_isolation = dbapi.isolation_level
         dbapi.isolation_level = None  # explicit BEGIN/COMMIT below, DDL included
         cur = dbapi.cursor()

@@ -238,7 +238,8 @@ def trace(batch: str | None = typer.Argument(None, help="Production batch number
             typer.echo(f"no batch consumed lot {lot!r}", err=True)
             raise typer.Exit(1)
         return
-    assert batch is not None
+    if batch is None:
+        raise RuntimeError("internal error: expected batch is not None")
     try:
         with store_cmd.database_errors():
             report = trace_batch(engine, batch)

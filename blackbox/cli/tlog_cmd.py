@@ -123,7 +123,8 @@ def proof(batch: str | None = typer.Option(None, "--batch", help="Inclusion proo
                         raise typer.Exit(1)
                     index, data = found
                 else:
-                    assert entry is not None
+                    if entry is None:
+                        raise RuntimeError("internal error: expected entry is not None")
                     index, data = entry, tlog.entry(entry) or b""
                 doc = {"index": index, "size": tree, "root": b64([tlog.root(tree)])[0],
                        "entry": data.decode("utf-8", "replace"), "proof": b64(tlog.inclusion(index, tree))}

@@ -72,7 +72,8 @@ def verify_batch(files: list[Path] = typer.Argument(..., help="Sealed batches as
             failures += 1
             typer.echo(f"{c.path}: REJECTED: {c.problem}", err=True)
             continue
-        assert c.opened is not None
+        if c.opened is None:
+            raise RuntimeError("internal error: expected c.opened is not None")
         h = c.opened.header
         typer.echo(f"{c.path}: OK — {h.site}/{h.gateway} batch {h.batch_seq}, records {h.first_seq}..{h.last_seq}, "
                    f"key {h.key_id}, clock {h.clock}, hash {c.opened.hash}, previous {h.prev_hash}")

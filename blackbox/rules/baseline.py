@@ -11,6 +11,7 @@ moving range) cannot give control limits; it is discarded and learning starts ag
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 from blackbox.config import ControlRule
@@ -74,7 +75,7 @@ class Baseline:
         self._n, self._sum, self._mr_sum, self._previous = state["n"], state["sum"], state["mr"], state["prev"]
 
 
-class ControlMonitor(Monitor):
+class ControlMonitor(Monitor, ABC):
     """Base of the rules that judge points against control limits; subclasses judge one point."""
 
     rule: ControlRule
@@ -91,16 +92,17 @@ class ControlMonitor(Monitor):
         if not baseline.ready:
             baseline.learn(x)
             return None
-        assert baseline.centre is not None and baseline.sigma is not None
+        if baseline.centre is None or baseline.sigma is None:
+            raise RuntimeError("internal error: a baseline in use has no centre or sigma")
         return self.point(x, baseline.centre, baseline.sigma)
 
+    @abstractmethod
     def point(self, x: float, centre: float, sigma: float) -> Verdict | None:
         """Judge one point once centre and sigma are known."""
-        raise NotImplementedError
 
+    @abstractmethod
     def restart(self) -> None:
         """Forget the points judged so far (the statistic starts again at the centre)."""
-        raise NotImplementedError
 
     def reset(self) -> None:
         super().reset()

@@ -68,7 +68,8 @@ class BatchMonitor(Monitor):
         return None
 
     def _finish(self, ts_us: int, product: str | None) -> Verdict | None:
-        assert self._started_us is not None
+        if self._started_us is None:
+            raise RuntimeError("internal error: expected self._started_us is not None")
         x = (ts_us - self._started_us) / US if self.rule.measure == "duration" else self._extreme
         self._started_us, self._extreme = None, None
         if x is None:

@@ -108,7 +108,8 @@ class Flood:
         self._prune(ts_us)
         if not self.active or len(self._starts) >= self.settings.flood_end:
             return []
-        assert self.since_us is not None
+        if self.since_us is None:
+            raise RuntimeError("internal error: expected self.since_us is not None")
         event = EventDraft("alarm.flood", "flood", {
             "state": "ended", "duration_s": round((ts_us - self.since_us) / US, 3), "alarms": self._during}, ts_us)
         self.active, self.since_us, self._during = False, None, 0

@@ -148,7 +148,8 @@ class Alarm:
             events.append(self.unshelve(None, ts_us, "shelving expired"))
         if self.chatter.due(ts_us):
             held = self.chatter.held_since_us
-            assert held is not None
+            if held is None:
+                raise RuntimeError("internal error: expected held is not None")
             self.chatter.end()
             events.append(self._clear(ts_us, self.state, {}, chattering=True,
                                       normal_since_us=held))

@@ -307,7 +307,8 @@ class ProcessModel:
         return round(round((w.target + deviation) / w.resolution) * w.resolution, 4)
 
     def _complete(self, w: Weighing) -> None:
-        assert w.actual is not None
+        if w.actual is None:
+            raise RuntimeError("internal error: expected w.actual is not None")
         w.done = True
         wrong = self.faults.consume(LotNotOnRecipe)
         self._ws = {"material": w.material.code, "lot": wrong.lot if wrong else w.lot, "target": w.target,

@@ -55,7 +55,8 @@ class SimTag:
     def size(self) -> int:
         """Registers (or bits) the value occupies; only for Modbus tags."""
         if self.type == "string":
-            assert self.length is not None
+            if self.length is None:
+                raise RuntimeError("internal error: expected self.length is not None")
             return self.length
         return {"bool": 1, "uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "float32": 2}[self.type]
 

@@ -108,7 +108,8 @@ def sign(kind: Kind, sha256: str, role: Role, key: Ed25519PrivateKey, signer: st
         raise ApprovalError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     kid = key_id(key.public_key())
     when = iso(signed_at_us if signed_at_us is not None else now_us() // 1_000_000 * 1_000_000)
-    assert when is not None
+    if when is None:
+        raise RuntimeError("internal error: expected when is not None")
     sig = key.sign(statement(kind, sha256, role, kid, signer, when))
     return Signature(role, kid, signer, when, base64.b64encode(sig).decode("ascii"))
 

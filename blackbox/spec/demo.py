@@ -41,7 +41,8 @@ def approve_demo_config(config_path: Path, workdir: Path, *, product: str = "FC-
         (workdir / f"{role}.pub.pem").write_text(public_key_pem(key.public_key()), encoding="ascii")
         pems[role] = public_key_pem(key.public_key())
         sigfile = add_signature(sigfile, "specification", sha, sign("specification", sha, role, key, SIGNERS[role]))
-    assert sigfile is not None
+    if sigfile is None:
+        raise RuntimeError("internal error: expected sigfile is not None")
     write_signatures(signature_path(spec_file), sigfile)
     data: dict[str, Any] = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     data["specification"] = {"files": [str(spec_file)], "qa_keys": [str(workdir / "qa.pub.pem")],

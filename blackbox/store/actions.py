@@ -62,7 +62,8 @@ def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: Retentio
                                            "at_us": now}, ref=doc.key_id, at_us=now)
         return f"revoked key {doc.key_id} of {doc.site}/{doc.gateway}", {}
     if doc.action == "reenroll":
-        assert doc.public_key is not None
+        if doc.public_key is None:
+            raise RuntimeError("internal error: expected doc.public_key is not None")
         try:
             pub = load_public_key(doc.public_key)
         except Exception as exc:
@@ -75,7 +76,8 @@ def _do(conn: Connection, engine: Engine, a: ApprovedAction, retention: Retentio
         append_entry(conn, "key.enrolled", {"site": doc.site, "gateway": doc.gateway, "key_id": kid,
                                             "public_key_pem": pem, "at_us": now}, ref=kid, at_us=now)
         return f"enrolled key {kid} for {doc.site}/{doc.gateway} (re-enrolment)", {}
-    assert doc.through_batch_seq is not None
+    if doc.through_batch_seq is None:
+        raise RuntimeError("internal error: expected doc.through_batch_seq is not None")
     return _purge(conn, engine, gid, a, doc.through_batch_seq, retention, at_us)
 
 

@@ -111,7 +111,8 @@ class Rejected(Exception):
     """Internal: a check failed; carries the reason code and a human-readable detail."""
 
     def __init__(self, reason: str, detail: str, conflict: StoredBatch | None = None) -> None:
-        assert reason in REASONS, reason
+        if reason not in REASONS:
+            raise RuntimeError(f"unknown rejection reason {reason!r}")
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -166,7 +167,8 @@ class Ingestor:
         now = self._clock()
         with self.engine.begin() as conn:
             gid = self._gateway_id(conn, site, gateway, create=True)
-            assert gid is not None
+            if gid is None:
+                raise RuntimeError("internal error: expected gid is not None")
             existing = conn.execute(
                 select(gateway_keys.c.id).where(gateway_keys.c.gateway_id == gid, gateway_keys.c.key_id == kid)
             ).first()
@@ -212,7 +214,8 @@ class Ingestor:
             return None
         result = conn.execute(insert(gateways).values(site=site, gateway=gateway, created_at_us=self._clock()))
         pk = result.inserted_primary_key
-        assert pk is not None
+        if pk is None:
+            raise RuntimeError("internal error: expected pk is not None")
         return int(pk[0])
 
     def _key(self, conn: Connection, site: str, gateway: str, kid: str) -> EnrolledKey:
@@ -527,7 +530,8 @@ def _insert_readings(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         dbapi_conn = conn.connection.driver_connection
-        assert dbapi_conn is not None
+        if dbapi_conn is None:
+            raise RuntimeError("internal error: expected dbapi_conn is not None")
         with dbapi_conn.cursor() as cur, cur.copy(_COPY_READINGS) as copy:
             copy.set_types(_READING_PG_TYPES)
             for row in rows:

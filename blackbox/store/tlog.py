@@ -268,7 +268,8 @@ class TransparencyLog:
     def signed_checkpoint(self, size: int | None = None, *, record: bool = False) -> str:
         """The checkpoint signed with the store key; ``record``: keep it in ``tlog_checkpoints``."""
         cp = self.checkpoint(size)
-        assert self.signer is not None  # checkpoint() refuses without one
+        if self.signer is None:
+            raise RuntimeError("internal error: expected self.signer is not None (checkpoint() refuses without one)")
         note = cp.sign(self.signer)
         if record:
             with self.engine.begin() as conn:

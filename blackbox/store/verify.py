@@ -135,7 +135,8 @@ def trusted_keys(conn: Connection, gid: int, label: str, emit: Emit) -> dict[str
                             f"{row.rotated_from} at record {row.valid_from_seq}, but {problem}",
                             "gateway_keys", row.key_id, "valid_from_seq", row.valid_from_seq, None))
             continue
-        assert row.valid_from_seq is not None and row.rotated_from is not None
+        if row.valid_from_seq is None or row.rotated_from is None:  # _unproven said why otherwise
+            raise RuntimeError("internal error: a proven rotation without rotated_from or valid_from_seq")
         trust[row.rotated_from].valid_to_seq = row.valid_from_seq - 1
         trust[row.key_id] = _Trust(loaded[row.key_id], row.valid_from_seq, revoked_at_us=row.revoked_at_us)
         if row.enrolled_by != "rotation":
@@ -473,7 +474,8 @@ def _driver_chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[A
     if compiled.positional:
         params = tuple(params[k] for k in compiled.positiontup or ())
     dbapi = conn.connection.driver_connection
-    assert dbapi is not None
+    if dbapi is None:
+        raise RuntimeError("internal error: expected dbapi is not None")
     if conn.dialect.name == "postgresql":
         cursor = dbapi.cursor(name=f"bb_verify_{next(_CURSOR_IDS)}")
     else:

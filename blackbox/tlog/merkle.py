@@ -257,7 +257,8 @@ class MemoryTree:
         for (level, i), h in append_nodes(index, leaf_hash(data), self.read):
             if level == len(self.levels):
                 self.levels.append([])
-            assert len(self.levels[level]) == i
+            if len(self.levels[level]) != i:
+                raise RuntimeError("internal error: expected len(self.levels[level]) == i")
             self.levels[level].append(h)
         return index
 

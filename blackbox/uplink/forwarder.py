@@ -277,7 +277,8 @@ class Forwarder:
             self.delivered += 1
             if self.on_delivered is not None:
                 self.on_delivered(r.batch_seq, arrived)
-        assert self.watch is not None
+        if self.watch is None:
+            raise RuntimeError("internal error: expected self.watch is not None")
         adopted = self.watch.seen(ack.checkpoint, ack.checkpoint_note)
         if adopted is not None:
             await self._db(self._buffer.set_meta_value, CHECKPOINT_KEY, adopted[1])
@@ -297,7 +298,8 @@ class Forwarder:
             return LogWatch()
 
     async def _consistency(self, doc: dict[str, Any]) -> None:
-        assert self.watch is not None
+        if self.watch is None:
+            raise RuntimeError("internal error: expected self.watch is not None")
         adopted = self.watch.answer(doc)
         self._asked_at = None
         if adopted is not None:
@@ -307,7 +309,8 @@ class Forwarder:
 
     def _check_watch(self) -> None:
         """Alarm on a new inconsistency found by the log watch."""
-        assert self.watch is not None
+        if self.watch is None:
+            raise RuntimeError("internal error: expected self.watch is not None")
         if self.watch.inconsistent > self._inconsistencies_alarmed:
             self._inconsistencies_alarmed = self.watch.inconsistent
             problem = self.watch.last_problem or "inconsistent tree heads"

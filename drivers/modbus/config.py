@@ -45,7 +45,8 @@ def parse_address(text: str) -> tuple[Table, int]:
     number = int(m.group(2))
     if number > MAX_ADDRESS:
         raise ValueError(f"address {text!r}: {number} is beyond the last Modbus address {MAX_ADDRESS}")
-    assert table in TABLES
+    if table not in TABLES:
+        raise RuntimeError("internal error: expected table in TABLES")
     return table, number  # type: ignore[return-value]
 
 

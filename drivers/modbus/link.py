@@ -42,10 +42,12 @@ def make_client(cfg: ModbusSourceConfig, on_connection_change: Callable[[bool], 
               "trace_connect": on_connection_change}
     client: ModbusClient
     if cfg.transport == "tcp":
-        assert cfg.host is not None  # the config model requires it for tcp
+        if cfg.host is None:
+            raise RuntimeError("internal error: expected cfg.host is not None (the config model requires it for tcp)")
         client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
     else:
-        assert cfg.serial_port is not None  # the config model requires it for rtu
+        if cfg.serial_port is None:
+            raise RuntimeError("internal error: no serial_port (the config model requires it for rtu)")
         client = AsyncModbusSerialClient(cfg.serial_port, framer=FramerType.RTU, baudrate=cfg.baudrate,
                                          bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
                                          **common)  # type: ignore[arg-type]

@@ -49,7 +49,8 @@ async def apply_security(client: Client, cfg: OpcUaSourceConfig) -> None:
     """
     if cfg.security == "None":
         return
-    assert cfg.certificate is not None and cfg.private_key is not None  # the config model requires them
+    if cfg.certificate is None or cfg.private_key is None:
+        raise RuntimeError("internal error: no certificate or private_key (the config model requires them)")
     uri = certificate_uri(cfg.certificate)
     if uri is not None:
         client.application_uri = uri
