@@ -76,11 +76,3 @@ def parse_gateway_topic(root: str, topic: str) -> tuple[str, str, str] | None:
     if len(parts) != len(root_parts) + 3 or parts[: len(root_parts)] != root_parts:
         return None
     return parts[-3], parts[-2], parts[-1]
-
-
-def parse_batch_topic(root: str, topic: str) -> tuple[str, str] | None:
-    """``(site, gateway)`` of a batch topic, or ``None`` if the topic is not one."""
-    parsed = parse_gateway_topic(root, topic)
-    if parsed is None or parsed[2] != "batches":
-        return None
-    return parsed[0], parsed[1]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -163,8 +162,6 @@ class Recorder:
         self.failed_commits = 0
         self.dropped_records = 0
         self.last_error: str | None = None
-        self.last_commit_at: float | None = None
-        """``time.monotonic()`` of the last successful commit."""
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -292,7 +289,6 @@ class Recorder:
 
     def _committed(self, committed: Committed) -> None:
         self.commits += 1
-        self.last_commit_at = time.monotonic()
         if self.last_error is not None:
             log.warning("the buffer takes writes again")
             self.last_error = None

@@ -157,18 +157,6 @@ def check_event_row(row: object, where: str = "event") -> list[Any]:
     return row
 
 
-def reading_from_row(row: object, where: str = "reading") -> Reading:
-    """Validate one reading row and build the :class:`Reading`."""
-    seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = check_reading_row(row, where)
-    return Reading(seq, tag, value, _QUALITIES[quality], reason, ts_us, source_ts_us, batch, phase)
-
-
-def event_from_row(row: object, where: str = "event") -> Event:
-    """Validate one event row and build the :class:`Event`."""
-    seq, type_, subject, data, ts_us, batch, phase = check_event_row(row, where)
-    return Event(seq, type_, subject, data, ts_us, batch, phase)
-
-
 # -- many rows at once ---------------------------------------------------------------------------
 #
 # Checking row by row costs about 1 µs per reading in Python, the largest part of sealing and of

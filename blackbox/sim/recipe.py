@@ -13,7 +13,6 @@ PRODUCT = "FC-050"
 PRODUCT_PREFIX = "FC050"
 RECIPE = "R-FC-050"
 RECIPE_VERSION = "3"
-BATCH_SIZE_KG = 500.0
 
 IDLE = "idle"
 PHASES: tuple[str, ...] = (
