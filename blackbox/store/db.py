@@ -18,9 +18,13 @@ from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from blackbox.sqlite import SYNCHRONOUS_LEVELS, apply_writer_pragmas
+
 EXIT_UNAVAILABLE = 1
 EXIT_USAGE = 2
 PG_CONNECT_TIMEOUT_S = 5
+BUSY_TIMEOUT_MS = 30_000
+"""How long a store connection waits for a SQLite lock (ingest, ``store migrate`` and readers share the file)."""
 
 
 class StoreUnavailable(Exception):
@@ -51,17 +55,14 @@ def make_engine(url: str, *, synchronous: str = "FULL", **kwargs: Any) -> Engine
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         sync = synchronous.upper()
-        if sync not in ("FULL", "NORMAL", "EXTRA"):
+        if sync not in SYNCHRONOUS_LEVELS:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute(f"PRAGMA synchronous={sync}")
-                cursor.execute("PRAGMA busy_timeout=30000")
-                cursor.execute("PRAGMA foreign_keys=ON")
+                apply_writer_pragmas(cursor, sync, BUSY_TIMEOUT_MS)
             finally:
                 cursor.close()
 
@@ -145,7 +146,7 @@ def _sqlite_readonly(url: URL, **kwargs: Any) -> Engine:
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA query_only=ON")
         finally:
             cursor.close()
