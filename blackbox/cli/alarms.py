@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from blackbox.cli.common import ConfigOpt, agent_call
+from blackbox.cli.tables import echo_table
 from blackbox.model import iso
 
 app = typer.Typer(help="List the running agent's alarms and acknowledge, shelve or take them out of service.\n\n"
@@ -51,19 +52,18 @@ def _value(a: dict[str, Any]) -> str:
     return f"{value} {a['eng_unit']}".strip()
 
 
-def _table(alarms: list[dict[str, Any]]) -> str:
+def _echo_table(alarms: list[dict[str, Any]]) -> None:
     if not alarms:
-        return "(no alarms)"
-    rows = [("alarm", "level", "state", "priority", "value", "since", "by / note")]
+        typer.echo("(no alarms)")
+        return
+    rows = []
     for a in alarms:
         by = a["acked_by"] if a["state"] == "active_acknowledged" else a["shelved_by"] or ""
         note = " ".join(x for x in (by, a["note"] or "", "CHATTERING" if a["chattering"] else "",
                                     f"until {_when(a['shelved_until_us'])}" if a["shelved_until_us"] else "") if x)
         rows.append((a["alarm"], a["level"] or "-", a["state"], a["priority"], _value(a),
                      _when(a["since_us"] or a["changed_us"]), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-                     for r in rows).rstrip()
+    echo_table(("alarm", "level", "state", "priority", "value", "since", "by / note"), rows)
 
 
 def _print_done(result: dict[str, Any], verb: str) -> None:
@@ -100,7 +100,7 @@ def list_alarms(config: Path = ConfigOpt,
     if json_out:
         typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return
-    typer.echo(_table(result["alarms"]))
+    _echo_table(result["alarms"])
     if result["flood"]["active"]:
         typer.echo(f"\nALARM FLOOD since {_when(result['flood']['since_us'])}")
 
@@ -177,8 +177,6 @@ def top(config: Path = ConfigOpt,
     if not result["top"]:
         typer.echo(f"no alarm started in the last {hours:g} h")
         return
-    width = max(len(r["alarm"]) for r in result["top"])
-    typer.echo(f"{'starts':>6}  {'alarm':<{width}}  priority")
-    for r in result["top"]:
-        typer.echo(f"{r['count']:>6}  {r['alarm']:<{width}}  {r['priority'] or '-'}"
-                   + ("  CHATTERING" if r["chattering"] else ""))
+    echo_table(("starts", "alarm", "priority"), [
+        (str(r["count"]), r["alarm"], (r["priority"] or "-") + ("  CHATTERING" if r["chattering"] else ""))
+        for r in result["top"]], right=(0,))
