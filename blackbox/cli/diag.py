@@ -18,6 +18,7 @@ import orjson
 import typer
 
 from blackbox.cli.common import load_or_exit
+from blackbox.cli.tables import echo_table
 from blackbox.model import Quality
 
 app = typer.Typer(help="Diagnose sources: reachability, what a register or node holds, the request plan.\n\n"
@@ -35,16 +36,20 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Columns as wide as their widest cell; the last one is left unpadded."""
-    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in row] for row in rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "  " + r[-1] for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
+_Table = tuple[list[str], list[list[str]]]
 
 
-def _emit(document: Any, table: str, json_out: bool) -> None:
-    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() if json_out else table)
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> _Table:
+    """The header and the rows as text (``-`` for a missing value), for :func:`_emit`."""
+    return [str(h) for h in headers], [["-" if c is None else str(c) for c in row] for row in rows]
+
+
+def _emit(document: Any, table: _Table, json_out: bool) -> None:
+    """One JSON document, or the table (drawn on a terminal, plain aligned text when piped)."""
+    if json_out:
+        typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        echo_table(*table)
 
 
 class DiagFailure(typer.Exit):
