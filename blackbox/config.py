@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,9 +223,9 @@ class RuleBase(Strict):
     suppress_when: TagCondition | None = Field(default=None, description="Suppressed by design while this "
                                                "holds, e.g. {tag: EM-01.cip_active, equals: true}.")
 
+    @abstractmethod
     def subject(self) -> str:
         """What the alarm is about (a tag, a source, a phase)."""
-        raise NotImplementedError
 
     def alarm_id(self) -> str:
         type_ = type(self).model_fields["type"].default
