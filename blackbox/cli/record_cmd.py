@@ -35,7 +35,10 @@ def operator_add(user: str = typer.Argument(..., help="User id, e.g. li.na."),
                  role: list[str] = typer.Option(..., "--role", help="operator, verifier, qc_analyst or qa_releaser "
                                                 "(repeat for several)."),
                  config: Path = ConfigOpt) -> None:
-    """Add an operator account; the password is asked for twice."""
+    """Add an operator account; the password is asked for twice.
+
+    Example: blackbox operator add li.na --name 'Li Na' --role operator --role verifier -c /etc/blackbox/blackbox.yaml
+    """
     password = getpass.getpass(f"new password of {user}: ")
     if getpass.getpass("again: ") != password:
         typer.echo("error: the passwords differ", err=True)
@@ -46,7 +49,10 @@ def operator_add(user: str = typer.Argument(..., help="User id, e.g. li.na."),
 
 @operator_app.command("list")
 def operator_list(config: Path = ConfigOpt) -> None:
-    """List the operator accounts and whether they are locked."""
+    """List the operator accounts and whether they are locked.
+
+    Example: blackbox operator list -c /etc/blackbox/blackbox.yaml
+    """
     for a in agent_call(config, "operator.list", {}):
         state = "LOCKED" if a["locked"] else f"{a['failures']} failed attempt(s)" if a["failures"] else "active"
         typer.echo(f"{a['user']:<16} {a['name']:<24} {','.join(a['roles']):<32} {state}")
@@ -54,7 +60,10 @@ def operator_list(config: Path = ConfigOpt) -> None:
 
 @operator_app.command("unlock")
 def operator_unlock(user: str = typer.Argument(..., help="User id to unlock."), config: Path = ConfigOpt) -> None:
-    """Unlock an account locked after wrong passwords."""
+    """Unlock an account locked after wrong passwords.
+
+    Example: blackbox operator unlock li.na -c /etc/blackbox/blackbox.yaml
+    """
     agent_call(config, "operator.unlock", {"user": user})
     typer.echo(f"unlocked {user}")
 
@@ -73,7 +82,11 @@ def deviation_close(deviation: str = typer.Argument(..., help="Deviation id, e.g
                     reason: str = typer.Option(..., "--reason", help="Investigation result: why it happened."),
                     action: str = typer.Option(..., "--action", help="Corrective/preventive action taken."),
                     sign: str = SignReq, operator: str | None = OperatorOpt, config: Path = ConfigOpt) -> None:
-    """Close a deviation (QA)."""
+    """Close a deviation (QA).
+
+    Example: blackbox deviation close DEV-3 --reason 'probe drift' --action 'probe recalibrated'
+             --sign qa.wu -c /etc/blackbox/blackbox.yaml
+    """
     _recorded(agent_call(config, "deviation.close", signed({"id": deviation, "reason": reason, "action": action},
                                                            sign, "reviewed"), operator))
 
@@ -98,7 +111,11 @@ def cleaning_record(unit: str = typer.Argument(..., help="Equipment unit, e.g. V
                     verifier_sign: str | None = typer.Option(None, "--verifier-sign", help="Second person who "
                                                              "verified the cleaning (asked for the password)."),
                     sign: str = SignReq, operator: str | None = OperatorOpt, config: Path = ConfigOpt) -> None:
-    """Record a cleaning of a unit; it stays valid for the unit's configured hours."""
+    """Record a cleaning of a unit; it stays valid for the unit's configured hours.
+
+    Example: blackbox cleaning record EM-01 --method CIP --agent 'NaOH 1%' --start 2026-11-25T06:00
+             --end 2026-11-25T07:10 --sign zhang.wei --verifier-sign li.na -c /etc/blackbox/blackbox.yaml
+    """
     args = {"unit": unit, "method": method, "agent": agent, "start_us": int(start.timestamp() * 1e6),
             "end_us": int(end.timestamp() * 1e6), "verification": verification}
     _recorded(agent_call(config, "cleaning.record",
@@ -117,7 +134,11 @@ def lot_register(lot: str = typer.Argument(..., help="Internal lot id."),
                  quantity: float | None = typer.Option(None, "--quantity"),
                  unit: str | None = typer.Option(None, "--unit"),
                  sign: str = SignReq, operator: str | None = OperatorOpt, config: Path = ConfigOpt) -> None:
-    """Register a material lot received (consuming a quarantined or rejected lot raises an alarm)."""
+    """Register a material lot received (consuming a quarantined or rejected lot raises an alarm).
+
+    Example: blackbox lot register A-5501 --material RM-GLY --supplier Acme --supplier-lot S-88 --coa COA-88
+             --sign li.na -c /etc/blackbox/blackbox.yaml
+    """
     _recorded(agent_call(config, "lot.register", signed({
         "lot": lot, "material": material, "status": status, "kind": kind, "sublot": sublot, "supplier": supplier,
         "supplier_lot": supplier_lot, "coa": coa, "quantity": quantity, "unit": unit}, sign), operator))
@@ -131,7 +152,11 @@ def lot_produce(lot: str = typer.Argument(..., help="Finished-goods lot id."),
                 packaging: list[str] = typer.Option([], "--packaging", help="MATERIAL:LOT[:QUANTITY] of a "
                                                     "packaging material consumed (repeat)."),
                 sign: str = SignReq, operator: str | None = OperatorOpt, config: Path = ConfigOpt) -> None:
-    """Record a finished-goods lot filled from a bulk batch, with its packaging-material lots."""
+    """Record a finished-goods lot filled from a bulk batch, with its packaging-material lots.
+
+    Example: blackbox lot produce FG-0001 --batch FC050-2026-1125-01 --quantity 1200
+             --packaging PK-JAR:JAR-771:1200 --sign zhang.wei -c /etc/blackbox/blackbox.yaml
+    """
     packs = []
     for p in packaging:
         parts = p.split(":")
