@@ -54,6 +54,7 @@ from blackbox.rules.lifecycle import Alarm, AlarmError
 from blackbox.rules.spc import SpcMonitor
 from blackbox.rules.threshold import ThresholdMonitor
 from blackbox.rules.trend import TrendMonitor
+from blackbox.seal.limits import applies as scope_applies
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +255,7 @@ class RuleEngine:
 
     def _in_force(self, e: Entry, phase: str | None, product: str | None) -> bool:
         r = e.rule
-        return (not e.alarm.out_of_service and (not r.phases or phase in r.phases)
-                and (not r.products or product in r.products)
+        return (not e.alarm.out_of_service and scope_applies(r, phase, product)
                 and (r.when is None or holds(r.when, self._latest.get(r.when.tag))))
 
     def _enter_scope(self, ts_us: int, phase: str | None, product: str | None, changed: set[str]) -> list[EventDraft]:

@@ -36,7 +36,7 @@ S = TypeVar("S", bound=Scoped)
 
 
 def applies(scope: Scoped, phase: str | None, product: str | None) -> bool:
-    """The set is in force in this phase for this product."""
+    """The set is in force in this phase for this product (the same scope rule the rule engine uses for rules)."""
     return (not scope.phases or phase in scope.phases) and (not scope.products or product in scope.products)
 
 
