@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from agent_helpers import FakeClock
 
+from blackbox.agent.clock import StepWatch
+
 
 def test_steady_time_and_small_corrections_are_not_jumps() -> None:
     fake = FakeClock()
@@ -55,3 +57,19 @@ def test_a_clock_set_back_while_the_agent_was_stopped_is_found_at_start() -> Non
     assert ts == floor
     unchanged = fake.gateway_clock(floor_us=fake.wall_ns // 1000 - 10**6)
     assert unchanged.now()[1] is None
+
+
+
+def test_step_watch_reports_a_step_beyond_the_threshold_and_remembers_each_offset() -> None:
+    """The one step rule (used by clock.jump events and the batch header's clock status), by hand."""
+    watch = StepWatch(threshold_us=1_000_000)
+    offsets = [5_000, 5_900, 1_005_901, 1_005_901, 6_000, -2_000_000, -1_000_000]
+    assert [watch.step_us(o) for o in offsets] == [
+        None,        # nothing to compare with yet
+        None,        # +900 µs
+        1_000_001,   # forward, just beyond the threshold
+        None,        # unchanged
+        None,        # back by 999_901 µs: under the threshold
+        -2_006_000,  # back by 2.006 s
+        None,        # forward by exactly the threshold: not beyond it
+    ]
