@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from blackbox.seal import (
     SealedBatch,
     UnknownKey,
     decode_records,
+    genesis_problem,
     key_range_breach,
     open_batch,
     public_key_pem,
@@ -225,3 +227,18 @@ def test_key_range_breach(valid_from: int | None, valid_to: int | None, expected
     header = chain.seal(4).header  # records 3..6
     assert (header.first_seq, header.last_seq) == (3, 6)
     assert key_range_breach(header, valid_from, valid_to) == expected
+
+
+@pytest.mark.parametrize(("batch_seq", "prev_hash", "ok"), [
+    (1, GENESIS_HASH, True),
+    (2, "ab" * 32, True),
+    (1, "ab" * 32, False),     # batch 1 must name genesis
+    (2, GENESIS_HASH, False),  # and only batch 1 may
+])
+def test_genesis_rule(batch_seq: int, prev_hash: str, ok: bool) -> None:
+    header = dataclasses.replace(Chain().seal(2).header, batch_seq=batch_seq, prev_hash=prev_hash)
+    problem = genesis_problem(header)
+    assert (problem is None) == ok
+    if not ok:
+        assert problem == (f"batch {batch_seq} with prev_hash {prev_hash}: batch 1, and only batch 1, "
+                           f"names genesis")
