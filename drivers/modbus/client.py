@@ -109,6 +109,19 @@ class ModbusDriver:
         self.health.requests_per_cycle = len(self._blocks)
         self.health.details["splits"] = sorted(describe_break(b) for b in self._breaks)
 
+    def _log_splits(self, refused: list[ReadRequest]) -> None:
+        """Name, for each request the device refused, the requests that read its range from now on.
+
+        Logged after the new plan is made: a part may itself be refused and split again in the same
+        cycle, and the planner may merge a part with its neighbours, so only the new plan is true.
+        """
+        for request in refused:
+            now = [b.request.describe() for b in self._blocks
+                   if (b.request.unit_id, b.request.table) == (request.unit_id, request.table)
+                   and b.request.start < request.end and request.start < b.request.end]
+            log.warning("%s: the device refused %s (illegal data address); reading it as %s from now on",
+                        self.config.name, request.describe(), " and ".join(now))
+
     async def connect(self) -> None:
         cfg = self.settings
         await self.close()
@@ -151,6 +164,8 @@ class ModbusDriver:
         out = Columns.good(n)  # every tag is in exactly one request, which fills it in
         todo = deque(self._blocks)
         learned: set[Break] = set()
+        refused: list[ReadRequest] = []  # requests of the plan the device refused as a whole this cycle
+        planned = {id(b.request) for b in self._blocks}
         block = todo.popleft() if todo else None
         sent: asyncio.Future[ModbusPDU] | None = None  # the next request, already on its way
         self._in_flight = True
@@ -172,10 +187,9 @@ class ModbusDriver:
                     at = split_point(request) if code == ExcCodes.ILLEGAL_ADDRESS else None
                     if at is not None:
                         learned.add((request.unit_id, request.table, at))
+                        if id(request) in planned:
+                            refused.append(request)
                         parts = split_request(request, at)
-                        log.warning("%s: the device refused %s (illegal data address); reading it as %s from now "
-                                    "on", self.config.name, request.describe(),
-                                    " and ".join(p.describe() for p in parts))
                         todo.extendleft(reversed([Block(p, self._index) for p in parts]))
                     else:
                         reason = f"Modbus {exception_text(code)} reading {request.describe()}"
@@ -196,6 +210,7 @@ class ModbusDriver:
                 sent.cancel()
         if learned:
             self.replan(self._breaks | learned)
+            self._log_splits(refused)
         samples = SampleColumns(self._tags, out.values, out.qualities, out.reasons, [None] * n)
         self.health.last_round_trip_s = time.perf_counter() - began
         self.health.count(samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 import struct
@@ -137,6 +138,23 @@ async def test_an_exception_response_makes_only_that_requests_tags_bad(modbus_se
     # and the next cycle works as before
     assert by_name(await driver.read())["ok"].value == 7
     await driver.close()
+
+
+async def test_a_learned_split_is_logged_with_the_requests_read_from_now_on(
+        modbus_server: StartModbus, caplog: pytest.LogCaptureFixture) -> None:
+    # hr:1000-1010 is refused, split at 1005; hr:1005-1010 is refused too and split at 1010: the
+    # log must name the three requests of the new plan, not the intermediate hr:1005-1010
+    server = await modbus_server([sim_device(hr=[(0, [7])])])
+    driver = driver_for(server.port, [{"name": "ok", "address": "hr:0", "type": "int16"}] + [
+        {"name": f"missing{a}", "address": f"hr:{a}", "type": "int16"} for a in (1000, 1005, 1010)])
+    await driver.connect()
+    with caplog.at_level(logging.WARNING, logger="drivers.modbus"):
+        await driver.read()
+    await driver.close()
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == [f"{driver.config.name}: the device refused unit 1 hr:1000-1010 (illegal data address); "
+                       "reading it as unit 1 hr:1000-1000 and unit 1 hr:1005-1005 and unit 1 hr:1010-1010 "
+                       "from now on"]
 
 
 async def test_unit_id_per_tag(modbus_server: StartModbus) -> None:

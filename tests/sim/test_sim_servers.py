@@ -189,7 +189,6 @@ async def test_a_running_simulator_finishes_its_batches_and_clients_see_the_phas
         assert sim.model.batches_completed == 1 and sim.phase == IDLE and sim.current_batch is None
     # polled every 10 ms (3 simulated s), a client sees the 30 s phases in order; a stalled machine
     # may make it miss one (or connect after the 5 s changeover is over), never reorder them
-    assert seen[-1] == IDLE
     positions = [PHASES.index(p) for p in seen if p != IDLE]
     assert positions == sorted(set(positions)) and len(positions) >= 7
 
