@@ -103,6 +103,7 @@ CASES = [
     case("store verify --since yesterday --db sqlite:///{tmp}/nothing-here.sqlite", 2, "--since"),
     case("verify-batch {missing}.bbx --key {not_key}", 2, "{not_key}"),
     case("verify-batch {missing}.bbx --key {pub}", 1, "cannot read", prefix="{missing}.bbx: REJECTED"),
+    case("verify-checkpoint {missing}.txt --key garbage", 1, "malformed verifier key", "garbage", prefix="FAILED: "),
     case("store checkpoint --db notaurl --key {key} --origin o", 2, "notaurl"),
     case("store proof --entry 0 --db sqlite:///{tmp}/nothing-here.sqlite", 1, "nothing-here.sqlite"),
     case("store retention --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
