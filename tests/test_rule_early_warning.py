@@ -1,5 +1,5 @@
 """The early-warning rules warn before the limit on the simulator's drift scenarios and stay quiet on
-a normal batch: config/demo.yaml's rules as the demo sees the line, and the benchmark's plant rules
+a normal batch: config/demo.yaml's rules as the demo sees the line, and config/cream-line.yaml's plant rules
 (benchmarks/early_warning.py prints the full figures over several seeds and 20 normal batches)."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from pydantic import TypeAdapter
 
-from blackbox.config import Config, Rule, ThresholdRule, load_config
+from blackbox.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,8 +29,7 @@ EW = _benchmark()
 CFG: Config = load_config(ROOT / "config" / "demo.yaml").config
 REGIMES = {
     "demo": EW.Regime("demo", list(CFG.rules), EW.DEMO_POLL_S, 1.0 / EW.DEMO_SPEED),
-    "plant": EW.Regime("plant", [*(r for r in CFG.rules if isinstance(r, ThresholdRule)),
-                                 *(TypeAdapter(Rule).validate_python(r) for r in EW.PLANT_RULES)], 1.0, 1.0),
+    "plant": EW.Regime("plant", list(load_config(EW.PLANT_CONFIG).config.rules), 1.0, 1.0),
 }
 
 
@@ -46,6 +44,6 @@ def test_drift_is_warned_early_enough(regime: str, name: str) -> None:
 
 @pytest.mark.parametrize("regime", REGIMES)
 def test_a_normal_batch_raises_no_warning(regime: str) -> None:
-    out, _ = EW.normal_batches(1, REGIMES[regime], CFG)
+    out, _ = EW.normal_batches(1, REGIMES[regime], CFG, EW.TUNING_NORMAL_SEED)
     assert out.warnings == {}
     assert out.evaluations > 0
