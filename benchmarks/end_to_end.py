@@ -3,8 +3,8 @@
 For each size (default 500, 2,000 and 10,000 tags, all polled every 0.1 s):
 
 * ``blackbox simulate --speed 600`` plays the reference cream line (OPC UA and Modbus servers, in
-  their own process), and a second Modbus TCP device serves the rest of the tags (float32 values
-  that change every second, ``uplink.ModbusLine``);
+  their own process), and further Modbus TCP devices of up to 1,000 tags each serve the rest of the
+  tags (float32 values that change every second, ``uplink.ModbusLine``, a process each);
 * ``blackbox run`` (its own process) polls both with the demo configuration's production context
   (batch, phase, materials, QC) and its rules ON, buffers, seals, signs and publishes;
 * ``blackbox store serve`` (its own process) verifies and commits to a fresh PostgreSQL database,
@@ -47,6 +47,10 @@ from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG
 
 POLL = 0.1
+PLC_TAGS = 1000
+"""Padding tags per simulated Modbus device: a plant's 10,000 tags sit on many PLCs, each its own
+connection (one device answers one request at a time, so one device of 10,000 tags, 81 requests in
+a row, is bounded by the round trip, not by the agent)."""
 
 
 def reference_line(opcua_port: int, modbus_port: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -112,13 +116,14 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                             "--modbus-port", str(modbus_port)], stderr=open(workdir / "sim.log", "wb"))  # noqa: SIM115
     sources, extra = reference_line(opcua_port, modbus_port)
     n_ref = sum(len(s["tags"]) for s in sources)
-    padding = ModbusLine(max(0, tags - n_ref))
-    serving = padding.start_process()
+    rest = max(0, tags - n_ref)
+    padding = [ModbusLine(min(PLC_TAGS, rest - first), f"PLC{k:02d}")
+               for k, first in enumerate(range(0, rest, PLC_TAGS))]
+    serving = [line.start_process() for line in padding]
     agent: subprocess.Popen[bytes] | None = None
     try:
         with database("postgresql", workdir) as url:
-            pad = {**padding.source(POLL), "name": "padding-modbus"}
-            config = write_config(workdir, broker, url, sources=[*sources, pad],
+            config = write_config(workdir, broker, url, sources=[*sources, *(line.source(POLL) for line in padding)],
                                   extra={**extra, "seal": {"max_age": 1.0}})
             enroll(config)
             store = Store(config)
@@ -138,7 +143,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 t0, wall0 = time.monotonic(), time.time()
                 p0, c0 = produced(buffer), committed(engine)
                 a_cpu0, s_cpu0, b_cpu0 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid), cpu_of(pg0)
-                plc0 = proc_cpu_s(serving.pid) + proc_cpu_s(sim.pid)
+                plc0 = sum(proc_cpu_s(p.pid) for p in serving) + proc_cpu_s(sim.pid)
                 a_rss, s_rss = 0.0, 0.0
                 while time.monotonic() - t0 < seconds:
                     await asyncio.sleep(1.0)
@@ -146,7 +151,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 t1, wall1 = time.monotonic(), time.time()
                 p1, c1 = produced(buffer), committed(engine)
                 a_cpu1, s_cpu1 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid)
-                plc1 = proc_cpu_s(serving.pid) + proc_cpu_s(sim.pid)
+                plc1 = sum(proc_cpu_s(p.pid) for p in serving) + proc_cpu_s(sim.pid)
                 b_cpu1 = cpu_of(backends(engine))
                 o1 = await asyncio.to_thread(overruns, workdir / "agent.sock")
                 agent.terminate()
@@ -166,8 +171,9 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 engine.dispose()
                 store.stop()
     finally:
-        serving.terminate()
-        serving.join(30)
+        for proc in serving:
+            proc.terminate()
+            proc.join(30)
         sim.terminate()
         sim.wait(30)
     span = t1 - t0
@@ -175,7 +181,8 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     agent_us = (a_cpu1 - a_cpu0) / made * 1e6 if made else float("nan")
     store_us = (s_cpu1 - s_cpu0) / done * 1e6 if done else float("nan")
     pg_us = backend_cpu / done * 1e6 if done else float("nan")
-    say(f"{tags:,} tags ({n_ref} of the reference line + {padding.tags:,} padding) every {POLL} s, rules "
+    say(f"{tags:,} tags ({n_ref} of the reference line + {rest:,} on {len(padding)} Modbus devices) "
+        f"every {POLL} s, rules "
         f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}")
     late = "?" if o0 is None or o1 is None else f"{o1 - o0:,}"
     say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "

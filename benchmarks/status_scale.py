@@ -1,7 +1,7 @@
 """``blackbox status`` against a running agent with many tags, and whether polling stalls meanwhile.
 
-A real ``blackbox run`` polls a simulated Modbus TCP device of ``--tags`` (20,000) float32 tags
-every 0.1 s (``uplink.ModbusLine``; no store: the batches wait in the buffer). After a warm-up:
+A real ``blackbox run`` polls simulated Modbus TCP devices of 1,000 float32 tags each, ``--tags``
+(20,000) in all, every 0.1 s (``uplink.ModbusLine``; no store: the batches wait in the buffer). After a warm-up:
 
 1. a quiet window of ``--seconds``: the largest gap between two consecutive poll cycles, read
    from the buffer (``reading_blocks.ts_us``);
@@ -50,9 +50,10 @@ def overruns(sock: Path) -> int:
 
 
 async def run(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float) -> None:
-    line = ModbusLine(tags)
-    serving = line.start_process()
-    config = write_config(workdir, broker, f"sqlite:///{workdir / 'unused.sqlite'}", sources=[line.source(POLL)])
+    lines = [ModbusLine(min(1000, tags - first), f"PLC{k:02d}") for k, first in enumerate(range(0, tags, 1000))]
+    serving = [line.start_process() for line in lines]
+    config = write_config(workdir, broker, f"sqlite:///{workdir / 'unused.sqlite'}",
+                          sources=[line.source(POLL) for line in lines])
     generate_key_file(workdir / "gateway.key")
     sock, buffer = workdir / "agent.sock", workdir / "buffer.sqlite"
     with open(workdir / "agent.log", "wb") as log:
@@ -84,8 +85,9 @@ async def run(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float) 
     finally:
         agent.terminate()
         agent.wait(60)
-        serving.terminate()
-        serving.join(30)
+        for proc in serving:
+            proc.terminate()
+            proc.join(30)
     say(f"status with {tags:,} tags polled every {POLL} s ({len(reply['tags']):,} tags in the answer), "
         f"load average {os.getloadavg()[0]:.1f}")
     say(f"   status over the control socket: median {statistics.median(answers) * 1e3:.0f} ms, "

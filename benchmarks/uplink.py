@@ -321,8 +321,9 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
 class ModbusLine:
     """A Modbus TCP device with ``tags`` float32 holding registers whose values change every second."""
 
-    def __init__(self, tags: int) -> None:
+    def __init__(self, tags: int, name: str = "BM") -> None:
         self.tags = tags
+        self.name = name  # of the device: its source is line-<name>, its tags <name>-0000.value...
         self.port = free_port()
         self._image = [0] * (2 * tags)
         self._step = 0
@@ -370,9 +371,10 @@ class ModbusLine:
         return proc
 
     def source(self, poll_interval: float) -> dict[str, Any]:
-        return {"name": "line-modbus", "protocol": "modbus", "host": "127.0.0.1", "port": self.port, "unit_id": 1,
+        name = "line-modbus" if self.name == "BM" else f"line-{self.name}"
+        return {"name": name, "protocol": "modbus", "host": "127.0.0.1", "port": self.port, "unit_id": 1,
                 "poll_interval": poll_interval, "timeout": 2.0,
-                "tags": [{"name": f"BM-{i:04d}.value", "address": f"hr:{2 * i}", "type": "float32",
+                "tags": [{"name": f"{self.name}-{i:04d}.value", "address": f"hr:{2 * i}", "type": "float32",
                           "category": "process", "unit": "BM"} for i in range(self.tags)]}
 
 
