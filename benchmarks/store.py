@@ -49,7 +49,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Engine, create_engine, text
+from scratch_db import scratch_postgres
+from sqlalchemy import Engine, text
 
 from blackbox.broker import free_port
 from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
@@ -66,7 +67,6 @@ T0 = 1_790_000_000_000_000  # 2026-09-21
 STEP_US = 2_000  # 500 readings/s per gateway: 5 M readings of one gateway span about 3 months
 BATCH_SIZE = 5000
 TRACE_GATEWAY, TRACE_BATCH = "gw-trace", "BENCH-1M-01"
-PG_ADMIN = os.environ.get("BLACKBOX_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TICK = os.sysconf("SC_CLK_TCK")
 WINDOW = 200
 """Batches published and not yet acknowledged, at most (like a gateway's uplink window)."""
@@ -77,16 +77,8 @@ def fresh_database(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"bb_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 def cpu_s(pid: int) -> float:

@@ -18,11 +18,10 @@ import os
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import create_engine, text
+from scratch_db import scratch_postgres
 
 from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
 from blackbox.store.db import open_store, open_store_readonly
@@ -34,7 +33,6 @@ from blackbox.store.verify import verify_store
 SITE, GATEWAY, BATCH = "BENCH-01", "gw-bench", "BENCH-BATCH-01"
 TAGS = [f"T-{i:03d}.pv" for i in range(100)]
 T0 = 1_795_000_000_000_000
-PG_ADMIN = os.environ.get("BLACKBOX_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @contextlib.contextmanager
@@ -46,16 +44,8 @@ def database(kind: str) -> Iterator[str]:
     if kind != "postgresql":
         yield kind
         return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"bb_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 def fill(url: str, n_readings: int, batch_size: int) -> float:

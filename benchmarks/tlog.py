@@ -15,22 +15,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, create_engine, text
+from scratch_db import scratch_postgres
+from sqlalchemy import Engine
 
 from blackbox.store.db import open_store
 from blackbox.store.tlog import TransparencyLog, append_entry
 from blackbox.tlog.note import Signer
-
-PG_ADMIN = os.environ.get("BLACKBOX_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @contextlib.contextmanager
@@ -39,16 +36,8 @@ def database(kind: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as d:
             yield f"sqlite:///{Path(d) / 'store.sqlite'}"
         return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"bb_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 def payload(i: int) -> dict[str, object]:

@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 import zstandard
+from scratch_db import scratch_postgres
 from sqlalchemy import create_engine, text
 
 from blackbox.agent.runtime import Agent
@@ -58,7 +59,6 @@ from blackbox.tlog.note import Verifier
 
 TAGS = 2000
 SITE, GATEWAY = "BENCH-01", "gw-bench"
-PG_ADMIN = os.environ.get("BLACKBOX_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]
 
 
@@ -74,16 +74,8 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'store.sqlite'}"
         return
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"bb_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres() as url:
+        yield url
 
 
 def write_config(workdir: Path, broker: EmbeddedBroker, db_url: str, *, sources: list[dict[str, Any]] | None = None,
