@@ -44,12 +44,6 @@ SITE, GATEWAY = "SH-PD-01", "gw-01"
 FAST = {"ack_timeout": 0.3, "ack_timeout_max": 0.6}
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as mq:
-        yield mq
-
-
 @pytest.fixture
 def mqtt(broker: Mosquitto) -> MqttConfig:
     return MqttConfig(host=broker.host, port=broker.port, topic_root=f"bbr-{uuid.uuid4().hex[:8]}")
@@ -175,6 +169,7 @@ async def test_a_receipt_that_does_not_verify_never_marks_a_batch_delivered(
         gateway: tuple[Pipeline, list[str]], store: Store, wire: Wire, forgery: str) -> None:
     p, alarms = gateway
     await p.start()
+    await p.connected()  # subscribed to its acknowledgement topic: the forgery cannot pass it by
     seq, h = await sealed(p)
     wire.publish(FORGERIES[forgery](seq, h))
     await eventually(lambda: p.forwarder.bad_receipts == 1, 10, "the forged receipt to be refused")
@@ -220,6 +215,7 @@ async def test_acks_about_batches_this_gateway_did_not_seal_are_only_counted(
         gateway: tuple[Pipeline, list[str]], wire: Wire, caplog: pytest.LogCaptureFixture) -> None:
     p, alarms = gateway
     await p.start()
+    await p.connected()
     seq, _ = await sealed(p)
     caplog.set_level(logging.INFO)
     wire.publish({"batch_seq": 99, "hash": "f" * 64, "status": "rejected", "reason": "bad_signature"})

@@ -21,11 +21,21 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_an_unreachable_broker_is_logged_and_shown(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unreachable_broker_is_logged_and_shown(caplog: pytest.LogCaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     port = closed_port()
     cfg = MqttConfig(host="127.0.0.1", port=port, reconnect_max=1)
     session = UplinkSession(cfg, GatewayTopics("bb-unreachable", "S1", "gw-1"), "bb-unreachable-gw-1",
                             asyncio.get_running_loop(), on_ack=lambda _b: None, on_connected=lambda: None)
+    attempts = 0  # failed connection attempts, counted where the session learns of them
+    set_state = session._set_state
+
+    def counting(connected: bool, error: str | None) -> None:
+        nonlocal attempts
+        attempts += bool(error and error.startswith("cannot connect"))
+        set_state(connected, error)
+
+    monkeypatch.setattr(session, "_set_state", counting)
     caplog.set_level(logging.ERROR, logger="blackbox.uplink.session")
     session.start()
     try:
@@ -35,7 +45,9 @@ async def test_an_unreachable_broker_is_logged_and_shown(caplog: pytest.LogCaptu
         await eventually(lambda: caplog.records, 5, "an error logged")
         message = caplog.records[0].getMessage()
         assert f"127.0.0.1:{port}" in message and "Connection refused" in message and "retrying" in message
-        await asyncio.sleep(2.5)  # two more attempts (reconnect_max 1 s): same reason, not logged again
+        seen = attempts
+        await eventually(lambda: attempts >= seen + 2, 10, "two more connection attempts")
+        # the same reason again: not logged again
         assert len(caplog.records) == 1
     finally:
         session.stop()

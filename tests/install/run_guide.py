@@ -340,7 +340,9 @@ def clean_up(sandbox: Sandbox) -> None:
         pid = _alive(pid_file)
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
-    time.sleep(2)
+    deadline = time.monotonic() + 10  # as systemd's stop timeout, shorter: then SIGKILL
+    while time.monotonic() < deadline and any(_alive(p) is not None for p in state.glob("*.pid")):
+        time.sleep(0.1)
     for pid_file in state.glob("*.pid") if state.exists() else []:
         pid = _alive(pid_file)
         if pid is not None:
