@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_uplink_forwarder import broker, make_pipeline, mqtt  # noqa: F401 - fixtures
+from test_uplink_forwarder import make_pipeline, mqtt  # noqa: F401 - fixtures
 from waiting import eventually
 
 

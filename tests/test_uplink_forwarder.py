@@ -26,12 +26,6 @@ from blackbox.store.service import StoreService
 SITE, GATEWAY = "SH-PD-01", "gw-01"
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as mq:
-        yield mq
-
-
 @pytest.fixture
 def mqtt(broker: Mosquitto) -> MqttConfig:
     return MqttConfig(host=broker.host, port=broker.port, topic_root=f"bbt-{uuid.uuid4().hex[:8]}")

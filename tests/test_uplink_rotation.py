@@ -3,7 +3,6 @@ without a new enrollment, and resumed correctly after a crash at any step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,6 @@ from blackbox.store.gateways import export_batches
 from blackbox.store.schema import gateway_keys
 
 CALLER = Caller(1000, "engineer", "li.na")
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as mq:
-        yield mq
 
 
 @pytest.fixture
