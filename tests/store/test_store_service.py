@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from alembic_head import HEAD
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -218,7 +219,7 @@ def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
         sealed = gw.seal()
         agent.publish(sealed.wire)
         assert agent.ack() == {"batch_seq": 1, "hash": sealed.hash, "status": "stored", "reason": None}
-        assert current_revision(engine) == "0008"
+        assert current_revision(engine) == HEAD
     finally:
         agent.close()
         stop.set()
