@@ -25,8 +25,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
 
 def _type_name(annotation: Any) -> str:
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
-    text = re.sub(r"typing\.|pathlib\.|blackbox\.config\.|blackbox\.model\.|pydantic\.types\.|<class '([^']+)'>",
-                  lambda m: m.group(1) or "", text)
+    text = re.sub(r"typing\.|pathlib\.|blackbox\.config\.(?:[a-z_]+\.)?|blackbox\.model\.|pydantic\.types\."
+                  r"|<class '([^']+)'>", lambda m: m.group(1) or "", text)
     while (start := text.find("Annotated[")) >= 0:  # keep only the annotated type
         depth, i = 0, start + len("Annotated[")
         first_end = None

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from blackbox.config import _RULE_ADAPTER
+from blackbox.config.rules import RULE_ADAPTER
 
 LIMIT_KEYS = ("ll", "l", "h", "hh")
 HEADER_KEYS = ("id", "product", "version", "reason", "supersedes")
@@ -42,7 +42,7 @@ def _selector(ls: dict[str, Any]) -> str:
 
 def _alarm_id(rule: dict[str, Any]) -> str:
     try:
-        return _RULE_ADAPTER.validate_python(rule).alarm_id()
+        return RULE_ADAPTER.validate_python(rule).alarm_id()
     except ValidationError:
         return str(rule.get("id") or f"{rule.get('type', 'threshold')}:{rule.get('tag') or rule.get('source')}")
 

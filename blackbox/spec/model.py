@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from blackbox.config import LIMIT_RULES, Identifier, LimitSet, Rule, Strict, _line_index, _nearest_line
+from blackbox.config.base import Identifier, Strict
+from blackbox.config.rules import LIMIT_RULES, Rule
+from blackbox.config.sources import LimitSet
+from blackbox.config.yamldoc import line_index, nearest_line
 from blackbox.spec.approval import Approval, ApprovalError, KeyRing, SignatureFile, read_signatures, signature_path
 from blackbox.spec.approval import verify as verify_signatures
 from blackbox.spec.canonical import NotCanonical, canonical_sha256
@@ -99,11 +102,11 @@ def parse_spec_data(data: Any, name: str = "<specification>", text: str | None =
         spec = Specification.model_validate(data)
     except ValidationError as exc:
         node = yaml.compose(text, Loader=yaml.SafeLoader) if text else None
-        lines = _line_index(node) if node is not None else {}
+        lines = line_index(node) if node is not None else {}
         msgs = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            line = _nearest_line(lines, loc) if lines else None
+            line = nearest_line(lines, loc) if lines else None
             where = f"{name}:{line}" if line else name
             msgs.append(f"{where}: {'.'.join(str(p) for p in loc) or '<root>'}: {err['msg']}")
         raise SpecError("\n".join(msgs)) from None
