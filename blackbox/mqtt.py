@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from blackbox.config import MqttConfig
+from blackbox.config.uplink import MqttConfig
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 """How long the broker keeps a persistent MQTT 5 session of a client that is away."""

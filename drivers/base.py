@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from blackbox.columns import SampleColumns
-from blackbox.config import SourceConfig
+from blackbox.config.sources import SourceConfig
 from blackbox.model import Quality, Sample
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import entry_points
 
-from blackbox.config import SourceConfig
+from blackbox.config.sources import SourceConfig
 from drivers.base import Driver, DriverSpec
 
 GROUP = "blackbox.drivers"

@@ -16,7 +16,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from blackbox.config import RecordConfig
+from blackbox.config.record import RecordConfig
 from blackbox.model import Context, EventDraft
 
 MAX_BATCHES = 64

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from blackbox.columns import SampleColumns
-from blackbox.config import TagConfig
+from blackbox.config.sources import TagConfig
 from blackbox.model import Sample
 
 DEFAULT_HEARTBEAT_S = 60.0

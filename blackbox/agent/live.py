@@ -17,7 +17,7 @@ from itertools import repeat
 from typing import Any
 
 from blackbox.buffer import Committed
-from blackbox.config import TagConfig
+from blackbox.config.sources import TagConfig
 from blackbox.model import Event, Reading, Value
 
 TAIL_QUEUE = 10_000

@@ -30,7 +30,7 @@ from blackbox.agent.clock import StepWatch, wall_minus_boot_us
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, Committed
-from blackbox.config import SealConfig
+from blackbox.config.seal import SealConfig
 from blackbox.model import Event, EventDraft, Sample
 from blackbox.seal import (
     GENESIS_HASH,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from blackbox.cli.common import load_or_exit, store_config_or_exit
-from blackbox.config import Config
+from blackbox.config.document import Config
 
 app = typer.Typer(help="Check configuration files and print their reference.\n\n"
                   "Example: blackbox config check config/demo.yaml", no_args_is_help=True)
@@ -65,7 +65,7 @@ def reference() -> None:
 def _store_only(file: Path) -> bool:
     import yaml
 
-    from blackbox.config import is_store_only
+    from blackbox.config.load import is_store_only
 
     try:
         return is_store_only(yaml.safe_load(file.read_bytes()))

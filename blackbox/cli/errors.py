@@ -36,7 +36,7 @@ def set_debug(enabled: bool) -> None:
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one-line message and exit status for an exception a command did not handle itself."""
-    from blackbox.config import ConfigError
+    from blackbox.config.load import ConfigError
     from blackbox.control_client import AgentUnreachable, CommandFailed
     from blackbox.seal import SealError
 

@@ -189,7 +189,7 @@ def action_apply(file: Path = typer.Argument(..., help="Action document; its sig
     Example: blackbox store action apply revoke.json -c /etc/blackbox/store.yaml
     """
     from blackbox.cli.common import store_config_or_exit
-    from blackbox.config import RetentionConfig
+    from blackbox.config.store import RetentionConfig
     from blackbox.store.actions import perform
     from blackbox.store.joint import JointError
 
@@ -225,7 +225,7 @@ def retention(config: Path | None = ConfigOpt, db: str | None = DbOpt,
     from dataclasses import asdict
 
     from blackbox.cli.common import store_config_or_exit
-    from blackbox.config import RetentionConfig
+    from blackbox.config.store import RetentionConfig
     from blackbox.store.retention import retention_report
 
     cfg = store_config_or_exit(config).retention if config is not None else RetentionConfig()

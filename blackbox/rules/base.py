@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from blackbox.config import RuleBase
+from blackbox.config.rules import RuleBase
 from blackbox.model import EventDraft, Quality, Sample
 
 US = 1_000_000

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from blackbox.config import ControlRule
+from blackbox.config.rules import ControlRule
 from blackbox.model import Sample
 from blackbox.rules.base import Monitor, Verdict, numeric
 

@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from blackbox.config import BatchRule
+from blackbox.config.rules import BatchRule
 from blackbox.model import EventDraft, Sample
 from blackbox.rules.base import US, Monitor, Verdict, numeric
 

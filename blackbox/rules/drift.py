@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from blackbox.config import CusumRule, EwmaRule
+from blackbox.config.rules import CusumRule, EwmaRule
 from blackbox.rules.base import Verdict
 from blackbox.rules.baseline import ControlMonitor
 

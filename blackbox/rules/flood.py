@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
-from blackbox.config import AlarmsConfig
+from blackbox.config.alarms import AlarmsConfig
 from blackbox.model import EventDraft
 from blackbox.rules.base import US
 

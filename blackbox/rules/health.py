@@ -12,7 +12,7 @@ import statistics
 from collections import deque
 from typing import Any
 
-from blackbox.config import BadQualityRule, DisconnectedRule, FrozenRule, RateOfChangeRule, StaleRule
+from blackbox.config.rules import BadQualityRule, DisconnectedRule, FrozenRule, RateOfChangeRule, StaleRule
 from blackbox.model import EventDraft, Quality, Sample
 from blackbox.rules.base import US, Monitor, Verdict, numeric
 from blackbox.rules.regression import MovingFit

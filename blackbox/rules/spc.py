@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blackbox.config import SpcRule
+from blackbox.config.rules import SpcRule
 from blackbox.rules.base import Verdict
 from blackbox.rules.baseline import ControlMonitor
 

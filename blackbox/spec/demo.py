@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from blackbox.config import load_config
+from blackbox.config.load import load_config
 from blackbox.seal import generate_key_file, public_key_pem
 from blackbox.spec.approval import Role, add_signature, sign, signature_path, write_signatures
 from blackbox.spec.enforce import judged

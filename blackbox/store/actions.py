@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from blackbox.config import RetentionConfig
+from blackbox.config.store import RetentionConfig
 from blackbox.model import now_us
 from blackbox.seal import key_id, load_public_key, public_key_pem
 from blackbox.store.joint import ActionName, ApprovedAction, JointError, check_action, record_action

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import Connection, Engine, insert, select
 
-from blackbox.config import Identifier, Strict
+from blackbox.config.base import Identifier, Strict
 from blackbox.model import Event, now_us
 from blackbox.seal import SealError, key_id, load_public_key, public_key_pem
 from blackbox.spec.approval import (

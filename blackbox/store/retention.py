@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, select
 
-from blackbox.config import RetentionConfig
+from blackbox.config.store import RetentionConfig
 from blackbox.model import now_us
 from blackbox.store.joint import stored_specs
 from blackbox.store.schema import events, gateways, specifications

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from blackbox.config import LimitSet
+from blackbox.config.sources import LimitSet
 from blackbox.model import iso
 from blackbox.spec.approval import ROLE_NAMES, Approval
 from blackbox.spec.diff import diff

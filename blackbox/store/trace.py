@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, true
 
-from blackbox.config import LimitSet
+from blackbox.config.sources import LimitSet
 from blackbox.model import now_us
 from blackbox.seal.limits import most_specific, recorded_limit_set
 from blackbox.store.batch_record import batch_record_info

@@ -49,7 +49,7 @@ import orjson
 
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, StoredBatch
-from blackbox.config import UplinkConfig
+from blackbox.config.uplink import UplinkConfig
 from blackbox.tlog.note import NoteError, open_checkpoint, parse_vkey
 from blackbox.tlog.receipt import ReceiptError, VerifiedAck, verify_ack
 from blackbox.uplink.logwatch import LogWatch

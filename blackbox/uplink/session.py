@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as mqtt
 
-from blackbox.config import MqttConfig
+from blackbox.config.uplink import MqttConfig
 from blackbox.model import now_us
 from blackbox.mqtt import connect_async, disable_nagle, make_client
 from blackbox.topics import GatewayTopics

@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blackbox.config import WebConfig
+from blackbox.config.store import WebConfig
 from blackbox.store.db import make_engine, open_store_readonly
 from blackbox.web.api import build_router
 from blackbox.web.context import WebContext

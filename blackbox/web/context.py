@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from fastapi import HTTPException, Request
 from sqlalchemy import Engine, func, select
 
-from blackbox.config import WebConfig
+from blackbox.config.store import WebConfig
 from blackbox.model import now_us
 from blackbox.store.report import TraceReport
 from blackbox.store.schema import sealed_batches

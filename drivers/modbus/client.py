@@ -32,7 +32,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from blackbox.columns import SampleColumns
-from blackbox.config import SourceConfig
+from blackbox.config.sources import SourceConfig
 from drivers.base import SourceHealth, SourceUnavailable
 from drivers.modbus.blocks import Block, Columns
 from drivers.modbus.config import BIT_TABLES, ModbusSourceConfig

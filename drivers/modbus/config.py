@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from blackbox.config import SourceConfig, TagConfig
+from blackbox.config.sources import SourceConfig, TagConfig
 
 Table = Literal["hr", "ir", "co", "di"]
 DataType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string"]

@@ -34,7 +34,7 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from blackbox.aio import checkpoint, wait_set
-from blackbox.config import SourceConfig
+from blackbox.config.sources import SourceConfig
 from blackbox.model import Quality, Sample
 from drivers.base import SourceHealth, SourceUnavailable
 from drivers.opcua.config import OpcUaSourceConfig

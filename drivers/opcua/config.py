@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blackbox.config import SourceConfig, TagConfig
+from blackbox.config.sources import SourceConfig, TagConfig
 
 OpcUaType = Literal["Double", "Float", "Int16", "Int32", "Int64", "UInt16", "UInt32", "UInt64", "Boolean",
                     "String", "DateTime"]
