@@ -5,6 +5,7 @@ alarms, release waits for every required QC result and for deviations to be clos
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,15 @@ from blackbox.agent.operator import operator_handlers
 from blackbox.buffer import Buffer
 from blackbox.config import QcRequirement, RecordConfig
 from blackbox.model import Context, EventDraft, now_us
+from blackbox.spec.enforce import QcBasis
+from blackbox.spec.model import QcSpec
 
 ROOT = Caller(0, "root", None)
 LINE = Caller(1001, "line1", None)
 PW = {"zhang": "zhang-secret-1", "li": "li-secret-22", "wang": "wang-secret-3", "qa": "qa-secret-44"}
 HOUR_US = 3_600_000_000
+Gateway = tuple[dict[str, Any], Path, Path, BatchRecord]
+"""Control handlers, the buffer file, the accounts file and the record keeper of a test gateway."""
 
 
 def sig(user: str, password: str | None = None) -> dict[str, str]:
@@ -31,7 +36,7 @@ def sig(user: str, password: str | None = None) -> dict[str, str]:
 
 
 @pytest.fixture(params=[12])
-async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[dict[str, Any], Path, Path]]:
+async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
     db = BufferThread()
     buffer = Buffer(tmp_path / "b.sqlite")
     rec = make_recorder(buffer, db)
@@ -43,7 +48,7 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tu
     for user, name, roles in [("zhang", "Zhang Wei", ["operator"]), ("li", "Li Na", ["operator", "verifier"]),
                               ("wang", "Wang Fang", ["qc_analyst"]), ("qa", "Qiao An", ["qa_releaser"])]:
         await h["operator.add"]({"user": user, "name": name, "roles": roles, "password": PW[user]}, ROOT)
-    yield h, tmp_path / "b.sqlite", cfg.operators_file
+    yield h, tmp_path / "b.sqlite", cfg.operators_file, rec.record_keeper
     buffer.close()
     db.close()
 
@@ -53,8 +58,8 @@ def n_events(path: Path) -> int:
 
 
 async def test_accounts_store_no_password_and_only_an_administrator_adds_them(
-        gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, _, accounts = gw
+        gw: Gateway) -> None:
+    h, _, accounts, _ = gw
     text = accounts.read_text()
     assert all(pw not in text for pw in PW.values())
     assert accounts.stat().st_mode & 0o777 == 0o600
@@ -67,8 +72,8 @@ async def test_accounts_store_no_password_and_only_an_administrator_adds_them(
     assert [a["user"] for a in await h["operator.list"]({}, ROOT)] == ["li", "qa", "wang", "zhang"]
 
 
-async def test_a_wrong_password_or_a_locked_account_records_nothing(gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, path, _ = gw
+async def test_a_wrong_password_or_a_locked_account_records_nothing(gw: Gateway) -> None:
+    h, path, _, _ = gw
     before = n_events(path)
     start = {"batch": "B1", "product": "FC-050"}
     with pytest.raises(ControlError, match="must be signed"):
@@ -94,8 +99,17 @@ async def test_a_wrong_password_or_a_locked_account_records_nothing(gw: tuple[di
     assert started["operator"] == "Zhang Wei (zhang; os:line1)"  # the signer, at the terminal of line1
 
 
-async def test_a_weighing_is_complete_only_with_a_second_person(gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, path, _ = gw
+async def clean_units(h: dict[str, Any]) -> None:
+    """A valid, verified cleaning of both units, so that a batch starts without a cleaning deviation."""
+    now = now_us()
+    for unit in ("V-101", "FL-1"):
+        await h["cleaning.record"]({"unit": unit, "method": "CIP", "agent": "NaOH 1%", "start_us": now - HOUR_US,
+                                    "end_us": now, "signature": sig("zhang"), "verifier_signature": sig("li")}, LINE)
+
+
+async def test_a_weighing_is_complete_only_with_a_second_person(gw: Gateway) -> None:
+    h, path, _, _ = gw
+    await clean_units(h)
     await h["batch.start"]({"batch": "B1", "product": "FC-050", "signature": sig("li")}, LINE)
     weigh = {"material": "RM-010", "lot": "GLY-77", "target": 25.0, "actual": 25.02, "scale": "SC-02"}
     before = n_events(path)
@@ -130,8 +144,8 @@ async def test_a_weighing_is_complete_only_with_a_second_person(gw: tuple[dict[s
     await h["batch.release"]({"batch": "B1", "signature": sig("qa")}, LINE)
 
 
-async def test_a_quarantined_lot_raises_an_alarm(gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, path, _ = gw
+async def test_a_quarantined_lot_raises_an_alarm(gw: Gateway) -> None:
+    h, path, _, _ = gw
     await h["lot.register"]({"lot": "GLY-77", "material": "RM-010", "supplier": "Acme", "supplier_lot": "A-5501",
                              "coa": "COA-5501", "quantity": 200, "unit": "kg", "status": "released",
                              "signature": sig("li")}, LINE)
@@ -148,8 +162,8 @@ async def test_a_quarantined_lot_raises_an_alarm(gw: tuple[dict[str, Any], Path,
 
 
 async def test_a_batch_on_a_unit_with_expired_or_missing_cleaning_is_flagged(
-        gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, path, _ = gw
+        gw: Gateway) -> None:
+    h, path, _, _ = gw
     now = now_us()
     clean = {"method": "CIP", "agent": "NaOH 1%", "verification": "swab ATP < 150 RLU", "signature": sig("zhang"),
              "verifier_signature": sig("li")}
@@ -172,8 +186,9 @@ async def test_a_batch_on_a_unit_with_expired_or_missing_cleaning_is_flagged(
 
 
 async def test_release_waits_for_required_results_and_closed_deviations(
-        gw: tuple[dict[str, Any], Path, Path]) -> None:
-    h, path, _ = gw
+        gw: Gateway) -> None:
+    h, path, _, _ = gw
+    await clean_units(h)
     await h["batch.start"]({"batch": "B1", "product": "FC-050", "signature": sig("zhang")}, LINE)
     await h["batch.end"]({"signature": sig("zhang")}, LINE)
     release = {"batch": "B1", "signature": sig("qa")}
@@ -184,19 +199,85 @@ async def test_release_waits_for_required_results_and_closed_deviations(
     # the specification comes from the configuration: 6.8 is out of 5.5..6.5 and opens a deviation
     await h["qc.add"]({"test": "pH", "value": 6.8, "sample": "S-1", "batch": "B1", "signature": sig("wang")}, LINE)
     (dev,) = events_of(path, "deviation.opened")
-    assert (dev["batch"], dev["data"]["test"], dev["data"]["spec_high"]) == ("B1", "pH", 6.5)
+    assert (dev["batch"], dev["data"]["kind"], dev["data"]["test"], dev["data"]["spec_high"]) == ("B1", "qc", "pH", 6.5)
     await h["qc.add"]({"test": "TAMC", "value": "<10", "pass": True, "sample": "S-1", "batch": "B1",
                        "signature": sig("wang")}, LINE)
     with pytest.raises(ControlError, match=f"deviation\\(s\\) open: {dev['data']['id']}"):
         await h["batch.release"](release, LINE)
     assert events_of(path, "batch.released") == []
-    await h["deviation.close"]({"id": dev["data"]["id"], "reason": "pH meter drift, retest 6.2 within spec",
-                                "action": "meter recalibrated", "signature": sig("qa")}, LINE)
+    close = {"id": dev["data"]["id"], "reason": "pH meter drift, retest 6.2 within spec",
+             "action": "meter recalibrated"}
+    with pytest.raises(ControlError, match="does not have the role qa_releaser"):
+        await h["deviation.close"]({**close, "signature": sig("wang")}, LINE)
+    await h["deviation.close"]({**close, "signature": sig("qa")}, LINE)
+    (closed,) = events_of(path, "deviation.closed")
+    assert (closed["data"]["reason"], closed["data"]["action"], closed["data"]["closed_by"]["meaning"]) == (
+        close["reason"], close["action"], "reviewed")
     await h["batch.release"](release, LINE)
     (rel,) = events_of(path, "batch.released")
     assert rel["batch"] == "B1" and rel["data"]["released_by"]["meaning"] == "approved"
+    assert rel["data"]["qc_basis"] == {"source": "configuration", "approved": False}  # flagged: no specification
+    assert rel["data"]["required"] == ["pH", "TAMC"]
     with pytest.raises(ControlError, match="released already"):
         await h["batch.release"](release, LINE)
+
+
+async def _weigh_out_of_tolerance(h: dict[str, Any]) -> None:
+    await h["material.add"]({"material": "RM-010", "lot": "GLY-77", "target": 25.0, "actual": 25.4, "tolerance": 0.1,
+                             "scale": "SC-02", "signature": sig("zhang"), "verifier_signature": sig("li")}, LINE)
+
+
+async def _start_unclean(h: dict[str, Any]) -> None:
+    """Nothing: no cleaning is recorded for the units, so the batch's start opens the deviation itself."""
+
+
+@pytest.mark.parametrize(("kind", "cause", "clean"), [("weighing", _weigh_out_of_tolerance, True),
+                                                       ("cleaning", _start_unclean, False)])
+async def test_an_out_of_tolerance_weighing_or_unclean_equipment_opens_a_deviation_that_blocks_release(
+        gw: Gateway, kind: str, cause: Any, clean: bool) -> None:
+    h, path, _, _ = gw
+    if clean:
+        await clean_units(h)
+    await h["batch.start"]({"batch": "B1", "product": "FC-050", "signature": sig("zhang")}, LINE)
+    await cause(h)
+    await h["batch.end"]({"signature": sig("zhang")}, LINE)
+    for test, value in (("pH", 6.0), ("TAMC", 5.0)):
+        await h["qc.add"]({"test": test, "value": value, "pass": True, "sample": "S-1", "batch": "B1",
+                           "signature": sig("wang")}, LINE)
+    (dev,) = events_of(path, "deviation.opened")
+    assert (dev["batch"], dev["data"]["kind"]) == ("B1", kind)
+    with pytest.raises(ControlError, match=f"deviation\\(s\\) open: {dev['data']['id']}"):
+        await h["batch.release"]({"batch": "B1", "signature": sig("qa")}, LINE)
+    await h["deviation.close"]({"id": dev["data"]["id"], "reason": "assessed, no impact on the product",
+                                "action": "documented", "signature": sig("qa")}, LINE)
+    await h["batch.release"]({"batch": "B1", "signature": sig("qa")}, LINE)
+    assert events_of(path, "batch.released")[0]["data"]["deviations"] == [dev["data"]["id"]]
+
+
+async def test_qc_specifications_come_from_the_approved_specification(gw: Gateway) -> None:
+    """The approved specification's QC section replaces record.qc: other tests, other limits, and a specification
+    typed by the analyst that contradicts it is refused."""
+    h, path, _, keeper = gw
+    basis = {"source": "specification", "approved": True, "id": "FC-050", "version": 3, "sha256": "ab" * 32}
+    keeper.approved_qc = {"FC-050": QcBasis((QcSpec(test="pH", low=5.0, high=7.0), QcSpec(test="odour")), basis)}
+    await clean_units(h)
+    await h["batch.start"]({"batch": "B1", "product": "FC-050", "signature": sig("zhang")}, LINE)
+    await h["batch.end"]({"signature": sig("zhang")}, LINE)
+    with pytest.raises(ControlError, match="missing: pH, odour"):  # not TAMC: the specification does not list it
+        await h["batch.release"]({"batch": "B1", "signature": sig("qa")}, LINE)
+    before = n_events(path)
+    with pytest.raises(ControlError, match=re.escape("approved specification FC-050 v3 says pH 5.0..7.0")):
+        await h["qc.add"]({"test": "pH", "value": 6.8, "spec_low": 5.5, "spec_high": 6.5, "sample": "S-1",
+                           "batch": "B1", "signature": sig("wang")}, LINE)
+    assert n_events(path) == before
+    await h["qc.add"]({"test": "pH", "value": 6.8, "sample": "S-1", "batch": "B1", "signature": sig("wang")}, LINE)
+    (ph,) = events_of(path, "qc.result")
+    assert (ph["data"]["pass"], ph["data"]["spec_high"], ph["data"]["spec_basis"]) == (True, 7.0, basis)
+    await h["qc.add"]({"test": "odour", "value": "typical", "pass": True, "sample": "S-1", "batch": "B1",
+                       "signature": sig("wang")}, LINE)
+    await h["batch.release"]({"batch": "B1", "signature": sig("qa")}, LINE)
+    (rel,) = events_of(path, "batch.released")
+    assert (rel["data"]["qc_basis"], rel["data"]["required"]) == (basis, ["pH", "odour"])
 
 
 @pytest.mark.parametrize(("signing", "expected"), [(False, 0), (True, 512)])

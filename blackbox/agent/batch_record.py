@@ -18,12 +18,15 @@ from typing import Any
 
 from blackbox.config.record import RecordConfig
 from blackbox.model import Context, EventDraft
+from blackbox.spec.enforce import QcBasis
 
 MAX_BATCHES = 64
 MAX_LOTS = 512
 MAX_WEIGHINGS = 512
 """Bounds of what the record remembers: its state is saved with every commit, so it stays small."""
 LOT_STATUSES = ("released", "quarantined", "rejected")
+UNAPPROVED_QC = {"source": "configuration", "approved": False}
+"""The basis of QC requirements taken from ``record.qc``: nobody but the gateway's administrator approved them."""
 
 
 class RecordError(Exception):
@@ -31,8 +34,12 @@ class RecordError(Exception):
 
 
 class BatchRecord:
-    def __init__(self, cfg: RecordConfig | None = None, saved: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: RecordConfig | None = None, saved: dict[str, Any] | None = None,
+                 approved_qc: dict[str, QcBasis] | None = None) -> None:
         self.cfg = cfg or RecordConfig()
+        self.approved_qc: dict[str, QcBasis] = dict(approved_qc or {})
+        """Product -> QC tests of its approved specification (:func:`blackbox.spec.enforce.qc_specs`); a product
+        not in it falls back to ``record.qc``, recorded as unapproved."""
         self.signing: Callable[[], bool] = lambda: False
         """Whether entries are signed (the gateway has operator accounts): only then do weighings wait
         for a verifier's signature."""
@@ -71,10 +78,19 @@ class BatchRecord:
             raise RecordError(f"no weighing {wid!r} waits for verification")
         return dict(w)
 
-    def qc_spec(self, product: str | None, test: str) -> tuple[float | None, float | None] | None:
-        for req in self.cfg.qc.get(product or "", []):
-            if req.test == test and (req.low is not None or req.high is not None):
-                return req.low, req.high
+    def qc_requirements(self, product: str | None) -> QcBasis:
+        """The QC tests ``product`` needs before release: its approved specification's, else ``record.qc``'s."""
+        approved = self.approved_qc.get(product or "")
+        if approved is not None:
+            return approved
+        return QcBasis(tuple(self.cfg.qc.get(product or "", [])), dict(UNAPPROVED_QC))
+
+    def qc_spec(self, product: str | None, test: str) -> tuple[float | None, float | None, dict[str, Any]] | None:
+        """``(low, high, basis)`` of ``test`` for ``product``, if a numeric specification is known."""
+        req = self.qc_requirements(product)
+        for t in req.tests:
+            if t.test == test and (t.low is not None or t.high is not None):
+                return t.low, t.high, req.basis
         return None
 
     def release_blockers(self, batch: str) -> list[str]:
@@ -85,7 +101,7 @@ class BatchRecord:
             out.append("it is released already")
         if not b.get("ended"):
             out.append("it has not ended")
-        missing = [r.test for r in self.cfg.qc.get(b.get("product") or "", []) if r.test not in b["qc"]]
+        missing = [r.test for r in self.qc_requirements(b.get("product")).tests if r.test not in b["qc"]]
         if missing:
             out.append(f"required QC result(s) missing: {', '.join(missing)}")
         open_devs = sorted(d for d, st in b["deviations"].items() if st == "open")
@@ -140,7 +156,17 @@ class BatchRecord:
                 "rule": "cleaning_validity", "tag": ",".join(str(u["unit"]) for u in bad), "level": "not_clean",
                 "priority": "high", "value": what, "limit": None,
                 "message": f"batch {name} started on equipment whose cleaning is not valid: {what}"}))
+            out.append(self._deviation(name, d.context, "cleaning", f"batch started on equipment whose cleaning is "
+                                       f"not valid: {what}", {"units": [u for u in bad]}))
         return out
+
+    def _deviation(self, batch: str, context: Context | None, kind: str, reason: str,
+                   data: dict[str, Any]) -> EventDraft:
+        """Open a deviation of ``batch`` (release waits until QA closes it)."""
+        dev = self.next_id("DEV")
+        self._s["batches"][batch]["deviations"][dev] = "open"
+        return EventDraft("deviation.opened", dev, {"id": dev, "batch": batch, "kind": kind, "reason": reason, **data},
+                          context=context)
 
     def _on_batch_ended(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
         b = self._s["batches"].get(str(d.data.get("batch")))
@@ -158,14 +184,12 @@ class BatchRecord:
             return []
         test = str(d.data.get("test"))
         b["qc"][test] = d.data.get("pass")
-        if d.data.get("pass") is not False:
+        if d.data.get("pass") is not False or batch is None:
             return []
-        dev = self.next_id("DEV")
-        b["deviations"][dev] = "open"
-        return [EventDraft("deviation.opened", dev, {
-            "id": dev, "batch": batch, "test": test, "value": d.data.get("value"), "sample": d.data.get("sample"),
+        return [self._deviation(batch, d.context, "qc", "out-of-specification QC result", {
+            "test": test, "value": d.data.get("value"), "sample": d.data.get("sample"),
             "spec_low": d.data.get("spec_low"), "spec_high": d.data.get("spec_high"),
-            "reason": "out-of-specification QC result"}, context=d.context)]
+            "spec_basis": d.data.get("spec_basis")})]
 
     def _on_deviation_closed(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
         b = self._s["batches"].get(str(d.data.get("batch")))
@@ -182,10 +206,16 @@ class BatchRecord:
             self._s["weighings"][data["weighing"]] = {
                 "batch": batch, "material": data.get("material"), "lot": data.get("lot"),
                 "performer": (data.get("performed_by") or {}).get("user")}
+        out = []
+        if data.get("in_tolerance") is False and batch is not None and batch in self._s["batches"]:
+            out.append(self._deviation(batch, d.context, "weighing", "material addition outside its tolerance", {
+                "weighing": data["weighing"], "material": data.get("material"), "lot": data.get("lot"),
+                "target": data.get("target"), "actual": data.get("actual"), "tolerance": data.get("tolerance"),
+                "eng_unit": data.get("eng_unit")}))
         status = self._s["lots"].get(str(data.get("lot")))
         if status not in ("quarantined", "rejected"):
-            return []
-        return [EventDraft("alarm.raised", str(data.get("lot")), {
+            return out
+        return [*out, EventDraft("alarm.raised", str(data.get("lot")), {
             "rule": "lot_status", "tag": data.get("material"), "level": status, "priority": "high",
             "value": data.get("lot"), "limit": "released",
             "message": f"lot {data.get('lot')} of {data.get('material')} is {status} but was consumed in "

@@ -128,11 +128,16 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
         a = _Args(args, {"test", "value", "eng_unit", "spec_low", "spec_high", "pass", "sample", "batch"})
         test, sample = a.text("test"), a.text("sample")
         low, high = a.number("spec_low", False), a.number("spec_high", False)
-        if low is None and high is None:
-            named = a.text("batch", False)
-            product = (recorder.record_keeper.product_of(named) if named is not None
-                       and named != recorder.tracker.context.batch else recorder.tracker.context.product)
-            low, high = recorder.record_keeper.qc_spec(product, test) or (None, None)
+        named = a.text("batch", False)
+        product = (recorder.record_keeper.product_of(named) if named is not None
+                   and named != recorder.tracker.context.batch else recorder.tracker.context.product)
+        known = recorder.record_keeper.qc_spec(product, test)
+        basis: dict[str, Any] | None = None
+        if known is not None and (known[2].get("approved") or (low is None and high is None)):
+            if (low is not None or high is not None) and (low, high) != known[:2]:
+                raise ControlError(f"the approved specification {known[2].get('id')} v{known[2].get('version')} "
+                                   f"says {test} {known[0]}..{known[1]}: the specification entered contradicts it")
+            low, high, basis = known
         if low is not None and high is not None and low > high:
             raise ControlError(f"spec_low {low} is above spec_high {high}")
         value: float | str = a.number("value") if isinstance(args.get("value"), int | float) else a.text("value")
@@ -149,6 +154,8 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
             raise ControlError("give a specification (spec_low and/or spec_high) or the verdict (pass: true/false)")
         data = {"test": test, "value": value, "eng_unit": a.text("eng_unit", False) or "", "spec_low": low,
                 "spec_high": high, "pass": verdict, "sample": sample, "operator": who(caller, sig)}
+        if basis is not None:
+            data["spec_basis"] = basis
         data = with_signatures(data, sig)
         batch = a.text("batch", False)
         return await run(lambda t: [EventDraft("qc.result", test, data, context=_belongs_to(t, batch))])

@@ -72,7 +72,10 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         blockers = _checked(keeper.release_blockers, batch)
         if blockers:
             raise ControlError(f"batch {batch} cannot be released: " + "; ".join(blockers))
+        req = keeper.qc_requirements(info.get("product"))
         data = {"batch": batch, "product": info.get("product"), "qc": info["qc"], "released_by": sig,
+                "qc_basis": req.basis, "required": [t.test for t in req.tests],
+                "deviations": sorted(info["deviations"]),
                 "signatures": [sig], "operator": who(caller, sig)}
         return await run(lambda t: [EventDraft("batch.released", batch, data, context=in_batch(batch))])
 

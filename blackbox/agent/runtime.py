@@ -45,6 +45,7 @@ from blackbox.spec.enforce import (
     InForce,
     effective_config,
     material_specs,
+    qc_specs,
     refusal_data,
     resolve,
     restore,
@@ -118,7 +119,7 @@ class Agent:
                                  SystemAlarms(saved.get("alarms"), cfg.alarms),
                                  retention_s=cfg.buffer.retention_hours * 3600)
         self.recorder.spec_state = self.in_force.state()
-        self.recorder.record_keeper = BatchRecord(cfg.record, saved.get("record"))
+        self.recorder.record_keeper = BatchRecord(cfg.record, saved.get("record"), qc_specs(self.in_force))
         self.accounts = Accounts(cfg.record.operators_file, cfg.record.lockout_after)
         self.live = LiveView(tags)
         self.pollers = self._make_pollers(cfg)
@@ -183,6 +184,7 @@ class Agent:
         if not self.in_force.approved:
             log.warning("UNAPPROVED: no specification approved by the factory QA and the regulator is in force; "
                         "the configured limits apply and every batch is reported as unapproved")
+        self._warn_unapproved_qc()
         await self.sealer.start()
         await self.forwarder.refresh_delivered()
         self.session.start()
@@ -320,6 +322,7 @@ class Agent:
                 applied = config_applied_event(new, "reload", effective, in_force)
                 await self.recorder.reconfigure(tracker, rules, [*spec_events, applied])
                 self.recorder.record_keeper.cfg = cfg.record  # QC requirements, units, cleaning validity
+                self.recorder.record_keeper.approved_qc = qc_specs(in_force)
                 self.accounts.lockout_after = cfg.record.lockout_after
                 self.loaded, self.cfg, self.pollers = new, cfg, pollers
                 self.in_force, self.effective = in_force, effective
@@ -332,6 +335,13 @@ class Agent:
             return True
 
     # -- specifications (joint control) ------------------------------------------------------
+
+    def _warn_unapproved_qc(self) -> None:
+        """Say which products release against QC specifications nobody but this gateway's administrator approved."""
+        unapproved = sorted(set(self.cfg.record.qc) - set(self.recorder.record_keeper.approved_qc))
+        if unapproved:
+            log.warning("UNAPPROVED QC specifications for %s: taken from record.qc of the configuration, not from an "
+                        "approved specification; releases record them as unapproved", ", ".join(unapproved))
 
     def _initial_spec(self, cfg: Config, saved: dict[str, Any]) -> tuple[InForce, EventDraft | None]:
         """The specifications to start under, and the refusal to record if the configured ones fail.

@@ -29,9 +29,11 @@ def approve_demo_config(config_path: Path, workdir: Path, *, product: str = "FC-
     """Turn the limits and quality rules of ``config_path`` into specification ``product`` v1, have the
     two demo keys sign it, and make the configuration name it and pin the keys (the file is rewritten)."""
     spec_file = workdir / f"{product}.spec.yaml"
+    cfg = load_config(config_path).config
+    qc = [q.model_dump(mode="json", exclude_none=True) for q in cfg.record.qc.get(product, [])]
     doc = {"id": product, "product": product, "version": 1,
-           "reason": "Demo: the reference line's limits and rules, approved at demo start",
-           **judged(load_config(config_path).config), "retention": {"shelf_life_months": 36}}
+           "reason": "Demo: the reference line's limits, rules and QC tests, approved at demo start",
+           **judged(cfg), **({"qc": qc} if qc else {}), "retention": {"shelf_life_months": 36}}
     spec_file.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     sha = load_spec(spec_file).sha256
     sigfile = None

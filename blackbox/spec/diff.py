@@ -67,6 +67,12 @@ def flatten(doc: dict[str, Any] | None) -> dict[str, Any]:
     for mat, m in sorted((doc.get("materials") or {}).items()):
         for k, v in sorted((m or {}).items()):
             out[f"materials.{mat}.{k}"] = v
+    for q in doc.get("qc") or []:
+        if isinstance(q, dict):
+            for k, v in sorted(q.items()):
+                if k != "test":
+                    out[f"qc.{q.get('test')}.{k}"] = v
+            out.setdefault(f"qc.{q.get('test')}.required", True)
     for k, v in sorted((doc.get("retention") or {}).items()):
         out[f"retention.{k}"] = v
     return out

@@ -17,13 +17,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from blackbox.config import Config, LimitSet, Rule, SpecificationConfig, TagRule
+from blackbox.config import Config, LimitSet, QcRequirement, Rule, SpecificationConfig, TagRule
 from blackbox.seal import SealError, load_public_key, public_key_pem
 from blackbox.spec.approval import ApprovalError, KeyRing, Role, parse_signatures
 from blackbox.spec.diff import diff
 from blackbox.spec.model import (
     ApprovedSpec,
     MaterialSpec,
+    QcSpec,
     SpecError,
     approve,
     load_approved,
@@ -36,6 +37,14 @@ SIGNAL_HEALTH_RULES = frozenset({"frozen", "stale", "bad_quality", "disconnected
 
 REFUSALS = (SpecError, ApprovalError)
 """What :func:`resolve` raises for a specification that cannot be put in force."""
+
+
+@dataclass(frozen=True)
+class QcBasis:
+    """The QC tests required for a product and where they come from (recorded with release and deviations)."""
+
+    tests: tuple[QcSpec | QcRequirement, ...]
+    basis: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,14 @@ def material_specs(in_force: InForce) -> dict[str, MaterialSpec]:
     return out
 
 
+def qc_specs(in_force: InForce) -> dict[str, QcBasis]:
+    """Product -> the QC tests its approved specification requires before release (only specifications
+    that list QC tests: for the others the configuration's ``record.qc`` applies, unapproved)."""
+    return {a.spec.product: QcBasis(tuple(a.spec.qc), {"source": "specification", "approved": True, "id": a.spec.id,
+                                                       "version": a.spec.version, "sha256": a.sha256})
+            for a in in_force.specs if a.spec.qc}
+
+
 def judged(cfg: Config) -> dict[str, Any]:
     """The limits and quality rules of an effective configuration, as a specification-like document."""
     return {"parameters": {t.name: [ls.model_dump(mode="json", exclude_defaults=True) for ls in t.limits]
@@ -222,7 +239,7 @@ def same_pins(a: InForce, b: InForce) -> bool:
     return {r: set(p) for r, p in a.pins.items()} == {r: set(p) for r, p in b.pins.items()}
 
 
-__all__ = ["REFUSALS", "InForce", "effective_config", "material_specs", "pinned", "refusal_data", "resolve",
-           "restore", "same_pins"]
+__all__ = ["REFUSALS", "InForce", "QcBasis", "effective_config", "material_specs", "pinned", "qc_specs",
+           "refusal_data", "resolve", "restore", "same_pins"]
 
 

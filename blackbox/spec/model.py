@@ -39,6 +39,21 @@ class MaterialSpec(Strict):
         return self
 
 
+class QcSpec(Strict):
+    """A QC test every batch of the product needs before release, with its specification."""
+
+    test: str = Field(min_length=1, max_length=128, description="Test name, as the analyst enters it (e.g. pH).")
+    low: float | None = Field(default=None, description="Lowest value within specification.")
+    high: float | None = Field(default=None, description="Highest value within specification.")
+    eng_unit: str | None = Field(default=None, description="Unit of the value (informative).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QcSpec:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        return self
+
+
 class RetentionSpec(Strict):
     """How long the store must keep the records of a batch of this product."""
 
@@ -57,6 +72,8 @@ class Specification(Strict):
                                                   "(standard range l..h, warning/action zones ll, hh, per phase).")
     rules: list[Rule] = Field(default_factory=list, description="Alarm and early-warning rules.")
     materials: dict[str, MaterialSpec] = Field(default_factory=dict, description="Material code -> tolerance.")
+    qc: list[QcSpec] = Field(default_factory=list, description="QC tests required before release, with their "
+                             "specifications (a test without low/high needs the analyst's verdict).")
     retention: RetentionSpec | None = None
 
     @model_validator(mode="after")
@@ -70,6 +87,9 @@ class Specification(Strict):
             if alarm in seen:
                 raise ValueError(f"two rules raise the alarm {alarm!r}: give one of them another id")
             seen.add(alarm)
+        tests = [q.test for q in self.qc]
+        if len(tests) != len(set(tests)):
+            raise ValueError("qc lists a test twice: " + ", ".join(sorted({t for t in tests if tests.count(t) > 1})))
         return self
 
     def ref(self) -> str:
@@ -176,5 +196,5 @@ def load_approved(path: Path, ring: KeyRing) -> ApprovedSpec:
     return approve(doc, read_signatures(signature_path(path), "specification"), ring)
 
 
-__all__ = ["ApprovalError", "ApprovedSpec", "MaterialSpec", "RetentionSpec", "SpecDocument", "SpecError",
+__all__ = ["ApprovalError", "ApprovedSpec", "MaterialSpec", "QcSpec", "RetentionSpec", "SpecDocument", "SpecError",
            "Specification", "approve", "load_approved", "load_spec", "parse_spec", "parse_spec_data"]
