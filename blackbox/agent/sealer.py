@@ -33,8 +33,8 @@ from blackbox.buffer import Buffer, Committed
 from blackbox.config.seal import SealConfig
 from blackbox.model import Event, EventDraft, Sample
 from blackbox.seal import (
-    GENESIS_HASH,
     KEY_ROTATED,
+    ChainEnd,
     KeyFileExists,
     SealError,
     batch_rotation,
@@ -51,6 +51,7 @@ from blackbox.seal import (
     rotation_of,
     seal_rows,
     set_aside_next_key,
+    successor,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Sealer:
         self._sealed_through = 0
         """Last record seq in a sealed batch (kept here: the loop must not query the buffer to know it)."""
         self._pending_since: float | None = None
-        self._tip: tuple[int, int, str] | None = None
+        self._tip: ChainEnd | None = None
         self.sealed = 0
         self.last_error: str | None = None
 
@@ -156,7 +157,7 @@ class Sealer:
         """Pick the signing key the chain says is in force (finishing an interrupted rotation)."""
         await self._db(self._choose_key)
         tip = await self._db(self._last_sealed)
-        self._sealed_through = tip[1] if tip is not None else 0
+        self._sealed_through = tip.last_seq if tip is not None else 0
         self._pending_since = -1e9  # whatever was left unsealed by the last run is old: seal it now
 
     async def run(self) -> None:
@@ -202,8 +203,8 @@ class Sealer:
                     return made.batch_seq
             else:
                 tip = await self._db(self._last_sealed)
-                if tip is not None and tip[1] >= seq:
-                    return tip[0]
+                if tip is not None and tip.last_seq >= seq:
+                    return tip.batch_seq
                 raise RuntimeError(f"record {seq} is not in the buffer")
 
     async def seal_once(self) -> bool:
@@ -218,8 +219,8 @@ class Sealer:
 
     def _seal_in_db_thread(self) -> _Made | None:
         """Seal the next batch, if there is anything to seal."""
-        tip = self._last_sealed()
-        after, batch_seq, prev = (tip[1], tip[0] + 1, tip[2]) if tip else (0, 1, GENESIS_HASH)
+        nxt = successor(self._last_sealed())
+        after, batch_seq, prev = nxt.after_seq, nxt.batch_seq, nxt.prev_hash
         started = time.perf_counter()
         readings, events = self._buffer.unsealed_rows(after, self._cfg.max_records)
         if not readings and not events:
@@ -237,7 +238,7 @@ class Sealer:
                           max_bytes=self._cfg.max_bytes)
         h = batch.header
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
-        self._tip = (batch_seq, h.last_seq, batch.hash)
+        self._tip = ChainEnd(batch_seq, batch.hash, h.last_seq)
         self._sealed_through = h.last_seq
         log.debug("sealed batch %d: %d records, %d bytes in %.1f ms", batch_seq, h.last_seq - h.first_seq + 1,
                   len(batch.wire), (time.perf_counter() - started) * 1000)
@@ -246,11 +247,11 @@ class Sealer:
             self._switch_key(rotation_of(Event(*event)).new_key_id)
         return _Made(batch_seq, h.last_seq)
 
-    def _last_sealed(self) -> tuple[int, int, str] | None:
-        """(batch_seq, last_seq, hash) of the newest sealed batch: read once, then kept (only we seal)."""
+    def _last_sealed(self) -> ChainEnd | None:
+        """The newest sealed batch: read once, then kept (only we seal)."""
         if self._tip is None:
             last = self._buffer.last_sealed()
-            self._tip = (last.batch_seq, last.last_seq, last.hash) if last is not None else None
+            self._tip = ChainEnd(last.batch_seq, last.hash, last.last_seq) if last is not None else None
         return self._tip
 
     def _choose_key(self) -> None:

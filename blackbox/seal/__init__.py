@@ -46,6 +46,7 @@ from blackbox.seal.keys import (
     public_key_pem,
     set_aside_next_key,
 )
+from blackbox.seal.links import GENESIS, ChainEnd, breaks, genesis_problem, link_faults, link_problems, successor
 from blackbox.seal.rotation import (
     KEY_ROTATED,
     KeyChain,
@@ -58,15 +59,17 @@ from blackbox.seal.rotation import (
     rotation_data,
     rotation_of,
 )
-from blackbox.seal.verify import genesis_problem, link_problems, verify_batch
+from blackbox.seal.verify import verify_batch
 
 __all__ = [
     "FORMAT_VERSION",
+    "GENESIS",
     "GENESIS_HASH",
     "KEY_ROTATED",
     "MAX_RECORDS_BYTES",
     "BadSignature",
     "BatchHeader",
+    "ChainEnd",
     "Codec",
     "KeyChain",
     "KeyFileError",
@@ -81,6 +84,7 @@ __all__ = [
     "SealedBatch",
     "UnknownKey",
     "batch_rotation",
+    "breaks",
     "codec_names",
     "decode_records",
     "decode_rows",
@@ -89,6 +93,7 @@ __all__ = [
     "genesis_problem",
     "key_id",
     "key_range_breach",
+    "link_faults",
     "link_problems",
     "load_private_key",
     "load_public_key",
@@ -102,5 +107,6 @@ __all__ = [
     "seal_batch",
     "seal_rows",
     "set_aside_next_key",
+    "successor",
     "verify_batch",
 ]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, func, select
 
-from blackbox.seal import GENESIS_HASH, OpenedBatch, genesis_problem
+from blackbox.seal import GENESIS_HASH, ChainEnd, OpenedBatch, breaks, genesis_problem
 from blackbox.store.schema import events, gateway_keys, readings, sealed_batches
 
 
@@ -77,6 +77,7 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     stores the batch, with the gateway's chain locked.
     """
     h, me = opened.header, opened.hash
+    mine = ChainEnd.of(opened)
     s, p = h.batch_seq, h.prev_hash
     near = {b.batch_seq: b for b in _fetch(conn, gid, _SB.batch_seq.in_([s - 1, s, s + 1]))}
     same = near.get(s)
@@ -88,7 +89,7 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     siblings = [x for x in _fetch(conn, gid, _SB.prev_hash == p) if x.hash != me] if p != GENESIS_HASH else []
     if p != GENESIS_HASH:
         for named in _fetch(conn, gid, _SB.hash == p):
-            if named.batch_seq != s - 1:  # this batch contradicts a stored one: rule 1
+            if breaks(named, h):  # at the wrong distance, it contradicts a stored batch: rule 1
                 if siblings:
                     raise Conflict("fork", f"batch {s} ({me}) and stored {siblings[0].name()} both name "
                                            f"{named.name()} as their predecessor; only batch "
@@ -96,7 +97,7 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
                 raise Conflict("chain_broken", f"batch {s} ({me}) names stored {named.name()} as its predecessor, "
                                                f"which would make it batch {named.batch_seq + 1}", named)
     pred = near.get(s - 1)
-    if pred is not None and pred.hash != p:
+    if pred is not None and breaks(pred, h):
         raise Conflict("chain_broken", f"batch {s} ({me}) names {p} as its predecessor, but stored "
                                        f"{pred.name()} is not that batch", pred)
     links = s == 1 or pred is not None
@@ -107,7 +108,7 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
         if x.batch_seq == 1:
             return True
         if x.batch_seq - 1 == s:
-            return x.prev_hash == me
+            return not breaks(mine, x)
         if x.batch_seq - 1 in doomed:
             return False
         below = near.get(x.batch_seq - 1)
@@ -127,11 +128,11 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     for x in siblings:
         settle(x, "fork", f"both name {p} as their predecessor")
     for x in _fetch(conn, gid, _SB.prev_hash == me):
-        if x.batch_seq != s + 1:
+        if breaks(mine, x):
             settle(x, "fork", f"it names this batch as its predecessor but is numbered {x.batch_seq}",
                    contradicts=True)
     nxt = near.get(s + 1)
-    if nxt is not None and nxt.prev_hash != me:
+    if nxt is not None and breaks(mine, nxt):
         settle(nxt, "chain_broken", f"it links to {nxt.prev_hash}, not to this batch")
     for table in (readings, events):
         holders = conn.execute(

@@ -27,13 +27,16 @@ from sqlalchemy import Connection, Engine, Select, and_, func, select
 from blackbox.seal import (
     GENESIS_HASH,
     BadSignature,
+    ChainEnd,
     MalformedBatch,
     OpenedBatch,
     RotationError,
     SealError,
+    breaks,
     genesis_problem,
     key_id,
     key_range_breach,
+    link_faults,
     load_public_key,
     open_batch,
     verify_batch,
@@ -393,17 +396,19 @@ def check_chain(
         h = opened.header
         check_batch_logged(conn, label, n, opened.hash, row.received_at_us, emit)
         if prev is not None:
-            if h.prev_hash != prev.hash:
+            faults = link_faults(ChainEnd.of(prev), h)  # batch_seq follows: prev is batch n - 1
+            if "prev_hash" in faults:
                 emit(Difference(label, "chain_broken", f"batch {n} does not link to batch {n - 1} (its prev_hash "
                                 f"is not batch {n - 1}'s hash)", "sealed_batches", f"batch_seq={n}", "prev_hash",
                                 h.prev_hash, prev.hash, n))
-            elif h.first_seq != prev.header.last_seq + 1:
+            elif "seq_gap" in faults:
                 emit(Difference(label, "seq_gap", f"records {prev.header.last_seq + 1}..{h.first_seq - 1} between "
                                 f"batches {n - 1} and {n} are in neither", batch_seq=n))
         elif n == 1 and genesis_problem(h) is not None:
             emit(Difference(label, "chain_broken", "batch 1 does not start at the genesis hash", "sealed_batches",
                             "batch_seq=1", "prev_hash", h.prev_hash, GENESIS_HASH, 1))
-        elif purged is not None and n == purged.through_batch_seq + 1 and h.prev_hash != purged.through_hash:
+        elif (purged is not None and n == purged.through_batch_seq + 1
+              and breaks(ChainEnd(purged.through_batch_seq, purged.through_hash, None), h)):
             emit(Difference(label, "chain_broken", f"batch {n} does not link to the last purged batch",
                             "sealed_batches", f"batch_seq={n}", "prev_hash", h.prev_hash, purged.through_hash, n))
         prev = opened
