@@ -5,11 +5,18 @@ Both are written by one process and read by others: WAL (readers never block the
 timeout (a reader's checkpoint or a second process waits instead of failing at once) and foreign
 keys enforced. They are set in SQLAlchemy's ``connect`` hook: any statement through SQLAlchemy
 opens a transaction, and ``journal_mode`` cannot change inside one.
+
+Readers that must not change a file (``store web``/``trace`` on a SQLite store, ``blackbox
+receipts`` on the buffer) open it with :func:`connect_readonly`. Every place that opens SQLite goes
+through one of the two.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
 
@@ -22,3 +29,12 @@ def apply_writer_pragmas(cursor: Any, synchronous: str, busy_timeout_ms: int) ->
     cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
+
+
+def connect_readonly(path: Path, busy_timeout_ms: int, **kwargs: Any) -> sqlite3.Connection:
+    """A connection that can only read ``path`` (``mode=ro`` and ``query_only``), waiting up to
+    ``busy_timeout_ms`` for the writer's checkpoint instead of failing at once."""
+    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, **kwargs)
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    conn.execute("PRAGMA query_only=ON")
+    return conn

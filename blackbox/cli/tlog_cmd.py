@@ -146,9 +146,10 @@ def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent'
     Example: blackbox receipts -c /etc/blackbox/blackbox.yaml --export receipts.json
     """
     import sqlite3
-    from urllib.parse import quote
 
+    from blackbox.buffer.schema import BUSY_TIMEOUT_MS
     from blackbox.model import iso
+    from blackbox.sqlite import connect_readonly
     from blackbox.uplink.forwarder import CHECKPOINT_KEY
 
     loaded = load_or_exit(config).config
@@ -157,7 +158,7 @@ def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent'
         typer.echo(f"error: no buffer at {path}", err=True)
         raise typer.Exit(1)
     try:
-        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+        db = connect_readonly(path, BUSY_TIMEOUT_MS)
         db.row_factory = sqlite3.Row
         rows = [dict(r) for r in db.execute("SELECT * FROM receipts WHERE batch_seq > ? ORDER BY batch_seq",
                                             (after,))]

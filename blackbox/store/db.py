@@ -12,13 +12,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from blackbox.sqlite import SYNCHRONOUS_LEVELS, apply_writer_pragmas
+from blackbox.sqlite import SYNCHRONOUS_LEVELS, apply_writer_pragmas, connect_readonly
 
 EXIT_UNAVAILABLE = 1
 EXIT_USAGE = 2
@@ -133,23 +132,13 @@ def _sqlite_readonly(url: URL, **kwargs: Any) -> Engine:
     if not path.is_file():
         raise StoreUnavailable(f"no store at {path}: the SQLite file does not exist (create a store with "
                                f"`blackbox store migrate --db sqlite:///{path}`, or check the path)")
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
 
     def connect() -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions from the driver; the "begin" hook below
         # starts them, so that a transaction is a snapshot.
-        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        return connect_readonly(path, BUSY_TIMEOUT_MS, isolation_level=None, check_same_thread=False)
 
     engine = create_engine("sqlite://", creator=connect, **kwargs)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA query_only=ON")
-        finally:
-            cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
