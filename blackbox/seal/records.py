@@ -353,9 +353,8 @@ def _check_exact(raw: bytes) -> None:
         raise RecordError(f"records are not valid JSON: {exc}") from None
 
 
-def decode_records_document(raw: bytes) -> tuple[list[Reading], list[Event]]:
-    """Parse a records document into readings and events, each in the order stored."""
-    rows_r, rows_e = parse_document(raw)
+def records_of_rows(rows_r: Sequence[Sequence[Any]], rows_e: list[list[Any]]) -> tuple[list[Reading], list[Event]]:
+    """Readings and events of checked rows, each in the order given."""
     q = _QUALITIES
     readings = [Reading(s, t, v, q[qu], rs, ts, sts, b, p) for s, t, v, qu, rs, ts, sts, b, p in rows_r]
     events = [Event(*row) for row in rows_e]
