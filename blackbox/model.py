@@ -113,3 +113,18 @@ class Event:
 
 
 Record = Reading | Event
+
+
+@dataclass(frozen=True, slots=True)
+class StateRows:
+    """Rows of saved state to write with a commit: key -> JSON text, ``None`` to delete the row.
+
+    The rule engine keeps one row per rule, so that a commit writes only the rules whose state
+    changed (:meth:`blackbox.rules.RuleEngine.state_rows`); ``replace`` says the rows are the
+    whole state and every other row goes (an engine's first commit, after a start or a reload).
+    """
+
+    rows: dict[str, str | None]
+    replace: bool = False
+    taken: frozenset[Any] = frozenset()
+    """What the writer marked as saved by these rows (given back if the commit fails)."""

@@ -47,7 +47,7 @@ def test_an_old_buffer_is_migrated_in_place_and_keeps_everything(tmp_path: Path)
     path = tmp_path / "b.sqlite"
     v1_buffer(path)
     buf = Buffer(path)
-    assert buf.migrated == [2, 3, 4]
+    assert buf.migrated == [2, 3, 4, 5]
     assert [r.value for r in buf.readings_between(1, 10)] == [71.5, -0.08]
     assert [b.batch_seq for b in buf.undelivered(0, 10)] == [2]  # the pending batch is still to be sent
     assert buf.load_state() == {"context": {"context": {"batch": "B1"}}}
@@ -156,7 +156,7 @@ def test_readings_of_a_v2_buffer_become_blocks_and_read_back_exactly(
     path = tmp_path / "b.sqlite"
     v2_buffer(path)
     buf = Buffer(path)
-    assert buf.migrated == [3, 4]
+    assert buf.migrated == [3, 4, 5]
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT first_seq, last_seq FROM reading_blocks ORDER BY first_seq").fetchall() == blocks
         # the view gives back the old rows exactly, the values' JSON text included
@@ -178,7 +178,7 @@ def test_an_empty_v2_buffer_is_migrated_too(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     v2_buffer(path, [])
     buf = Buffer(path)
-    assert buf.migrated == [3, 4] and buf.readings_between(0, 100) == []
+    assert buf.migrated == [3, 4, 5] and buf.readings_between(0, 100) == []
     assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 9  # after the last sealed batch
 
 

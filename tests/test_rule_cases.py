@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def as_columns(samples: list[Sample], tag_tuples: dict[tuple[str, ...], tuple[st
                          cols.source_ts_us)
 
 
-def replay(case_dir: Path, columns: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def replay(case_dir: Path, columns: bool = False, after_cycle: Callable[[RuleEngine], None] | None = None,
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The case's events and the expected ones; ``after_cycle`` sees the engine after every cycle."""
     spec, engine, tags = load_case(case_dir)
     only = next(iter(tags)) if len(tags) == 1 else None
     product = spec.get("product")
@@ -119,6 +122,8 @@ def replay(case_dir: Path, columns: bool = False) -> tuple[list[dict[str, Any]],
         if spec.get("tick"):
             out += engine.tick(ts, phase, product)
         events += [(t, ev) for ev in out]
+        if after_cycle is not None:
+            after_cycle(engine)
     expected = [{**e, "t": float(e["t"]), "level": e.get("level")} for e in spec["expected"]]
     got = [{"t": t, "type": ev.type, **ev.data} for t, ev in events]
     # each event is compared on the keys its expectation names (t, type and level at least)

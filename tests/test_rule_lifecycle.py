@@ -158,7 +158,9 @@ async def test_an_action_answers_once_committed_and_is_undone_if_the_commit_fail
     committed: list[Any] = []
 
     async def commit(samples: Any, events: Any) -> Any:
-        c = buffer.commit(list(samples), list(events), Context(), None, {"rules": e.state()})
+        rows = e.state_rows()
+        c = buffer.commit(list(samples), list(events), Context(), None, {}, rows)
+        e.state_saved(rows)
         committed.append(c)
         return c
 
@@ -167,7 +169,7 @@ async def test_an_action_answers_once_committed_and_is_undone_if_the_commit_fail
     await call(h, "alarms.ack", {"alarms": ["threshold:T-1"]})
     (ack,) = committed[0].events
     assert (ack.type, ack.data["user"]) == ("alarm.acknowledged", "wang.fang (os:wang)")
-    assert buffer.load_state()["rules"]["alarms"]["threshold:T-1"]["acked_by"] == "wang.fang (os:wang)"
+    assert buffer.load_state()["rules"]["threshold:T-1"]["a"]["acked_by"] == "wang.fang (os:wang)"
     assert e.tick(now_us(), None, None) == []  # committed, not waiting
     buffer.close()
 
@@ -263,7 +265,7 @@ def test_a_restart_keeps_learned_baselines_and_batch_history_and_starts_idle_sta
     after = restarted(before, rules, tags)
     baseline = after.entries["ewma"].monitor.baseline  # type: ignore[attr-defined]
     assert (baseline.centre, baseline.sigma) == (50.25, pytest.approx(0.5 / 1.128))
-    assert after.state()["monitors"]["fill"]["s"]["history"] == {"P": [100.0, 110.0]}
+    assert after.state()["fill"]["m"]["s"]["history"] == {"P": [100.0, 110.0]}
     assert after.entries["ewma"].monitor.evidence() == {"z": None, "decay": 1.0}  # at rest: starts afresh
 
 

@@ -67,7 +67,7 @@ async def test_source_events_reach_the_rules_and_acks_are_committed_before_answe
     assert ack.seq > raised.seq
     assert (ack.type, ack.data["user"]) == ("alarm.acknowledged", "wang.fang (os:root)")
     saved = buffer.load_state()["rules"]
-    assert saved["alarms"]["threshold:EM-01.temperature"]["acked_by"] == "wang.fang (os:root)"
+    assert saved["threshold:EM-01.temperature"]["a"]["acked_by"] == "wang.fang (os:root)"
 
 
 async def test_batch_events_from_operator_commits_reach_the_rules(setup: tuple[Recorder, Buffer]) -> None:

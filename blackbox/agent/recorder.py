@@ -167,8 +167,12 @@ class Recorder:
         self._listeners.append(listener)
 
     def state(self) -> dict[str, Any]:
-        """What the agent must remember across restarts, saved with every commit."""
-        return {"context": self.tracker.state(), "rules": self.rules.state(),
+        """What the agent must remember across restarts, saved with every commit.
+
+        The rules' state is not in it: it is saved as rows, only those that changed
+        (:meth:`blackbox.rules.RuleEngine.state_rows`), in the same transaction.
+        """
+        return {"context": self.tracker.state(),
                 "clock": {"issued_us": self.clock.issued_us}, "alarms": self.alarms.state(), "spec": self.spec_state,
                 "record": self.record_keeper.state()}
 
@@ -282,8 +286,14 @@ class Recorder:
             raise
 
     async def _write(self, samples: Sequence[Sample], drafts: list[EventDraft], ts: int) -> Committed:
-        committed: Committed = await self._db(self._buffer.commit, samples, drafts, self.tracker.context, ts,
-                                              self.state())
+        rules, rows = self.rules, self.rules.state_rows()
+        try:
+            committed: Committed = await self._db(self._buffer.commit, samples, drafts, self.tracker.context, ts,
+                                                  self.state(), rows)
+        except BaseException:
+            rules.state_unsaved(rows)
+            raise
+        rules.state_saved(rows)
         self._committed(committed)
         return committed
 
@@ -314,16 +324,20 @@ class Recorder:
             saved = self.alarms.state()
             alarm = self.alarms.data_loss(reason, ts, {
                 "message": f"the buffer dropped undelivered records to make room ({reason})"})
+            rules, rows = self.rules, self.rules.state_rows()
             try:
                 result = await self._db(self._buffer.drop_undelivered, fraction, reason, self.tracker.context, ts,
-                                        alarm, self.state(), frozenset(self.alarms.rules()))
-            except BufferError:
+                                        alarm, self.state(), frozenset(self.alarms.rules()), rows)
+            except BaseException:
+                rules.state_unsaved(rows)
                 self.alarms.restore(saved)
                 raise
             if result is None:
+                rules.state_unsaved(rows)
                 self.alarms.restore(saved)
                 log.error("the buffer is full (%s) and holds nothing undelivered that could be dropped", reason)
                 return
+            rules.state_saved(rows)
             committed, dropped = result
             self.dropped_records += dropped.readings + dropped.events
             log.error("buffer full (%s): dropped undelivered records %d..%d (%d readings, %d events, %d sealed "

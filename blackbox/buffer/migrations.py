@@ -103,11 +103,40 @@ def _v4_receipts(cur: sqlite3.Cursor) -> None:
     cur.execute(_V4_RECEIPTS)
 
 
+_V5_RULE_STATE = """CREATE TABLE rule_state (key VARCHAR NOT NULL, state TEXT NOT NULL, PRIMARY KEY (key))"""
+
+
+def _v5_rule_state(cur: sqlite3.Cursor) -> None:
+    """The rules' state moves out of the one ``agent_state`` value into one row per rule.
+
+    The saved state of version 1 (``{"v": 1, "alarms": {id: …}, "monitors": {id: …}, "flood": …,
+    "counts": {id: …}}``) becomes the rows of version 2: per alarm id ``{"a": …, "m": …, "c": …}``
+    and the engine's row ``""``, so an upgraded agent keeps its alarms' states.
+    """
+    cur.execute(_V5_RULE_STATE)
+    row = cur.execute("SELECT value FROM meta WHERE key='agent_state'").fetchone()
+    if row is None:
+        return
+    state = orjson.loads(row[0])
+    old = state.pop("rules", None)
+    if isinstance(old, dict) and old.get("v") == 1:
+        rows: dict[str, dict[str, Any]] = {}
+        for part, field in (("alarms", "a"), ("monitors", "m"), ("counts", "c")):
+            for alarm_id, value in old[part].items():
+                rows.setdefault(alarm_id, {})[field] = value
+        rows[""] = {"v": 2, "flood": old["flood"], "counts": {}}
+        cur.executemany("INSERT INTO rule_state (key, state) VALUES (?, ?)",
+                        [(k, orjson.dumps(v).decode()) for k, v in rows.items()])
+    cur.execute("UPDATE meta SET value=? WHERE key='agent_state'", (orjson.dumps(state).decode(),))
+
+
 MIGRATIONS: dict[int, tuple[str, Migration]] = {
     2: ("sealed batches can be dropped under the disk quota (dropped_at_us)", _v2_droppable_batches),
     3: ("readings stored in blocks, one row per commit (reading_blocks; readings becomes a view)",
         _v3_reading_blocks),
     4: ("the store's signed receipts of delivered batches are kept (receipts)", _v4_receipts),
+    5: ("the rules' state is saved as one row per rule, only the changed ones per commit (rule_state)",
+        _v5_rule_state),
 }
 """Target version -> (what changes, how)."""
 

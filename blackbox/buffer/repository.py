@@ -40,10 +40,11 @@ from blackbox.buffer.schema import (
     open_engine,
     reading_blocks,
     receipts,
+    rule_state,
     sealed,
 )
 from blackbox.columns import ReadingBlock, SampleColumns
-from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample, Value, now_us
+from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample, StateRows, Value, now_us
 
 _INSERT_BLOCK = ("INSERT INTO reading_blocks (first_seq, last_seq, ts_us, batch, phase, tags, vals, qualities, "
                  "reasons, source_ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -53,6 +54,8 @@ RESERVE_BYTES = 8 << 20
 CONTEXT_EVENT_PREFIXES = ("batch.", "material.", "qc.")
 """Types of the production-context events, which a drop to make room never takes (they are recorded again)."""
 _PUT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
+_PUT_RULE_ROW = ("INSERT INTO rule_state (key, state) VALUES (?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET state=excluded.state")
 
 
 class BufferError(Exception):
@@ -147,29 +150,32 @@ class Buffer:
     # -- writing -----------------------------------------------------------------------------
 
     def commit(self, samples: Sequence[Sample], drafts: Sequence[EventDraft], context: Context,
-               ts_us: int | None = None, state: dict[str, Any] | None = None) -> Committed:
+               ts_us: int | None = None, state: dict[str, Any] | None = None,
+               rule_rows: StateRows | None = None) -> Committed:
         """Make one poll cycle durable in one transaction and return it with sequence numbers.
 
         Events come first in sequence order: a context change found in this cycle is recorded
         before the readings that are attributed to it. The readings (``samples``: the agent's
         :class:`~blackbox.columns.SampleColumns`, or any sequence of samples) are stored as one
-        block. ``state`` (if given) is saved in the same transaction, so that state derived from
-        the records can never disagree with them. Raises :class:`BufferFull` when there is no
-        room, :class:`BufferError` on other failures (a value JSON cannot hold, an unknown
-        quality); nothing of the cycle is then stored and no sequence number is used up.
+        block. ``state`` (if given) and ``rule_rows`` (the rules' rows that changed) are saved in
+        the same transaction, so that state derived from the records can never disagree with
+        them. Raises :class:`BufferFull` when there is no room, :class:`BufferError` on other
+        failures (a value JSON cannot hold, an unknown quality); nothing of the cycle is then
+        stored and no sequence number is used up.
         """
         ts = now_us() if ts_us is None else ts_us
         columns = SampleColumns.of(samples)
         try:
             with self.engine.begin() as conn:
-                made, seq, used = self._insert(conn, self._next_seq, columns, drafts, context, ts, state)
+                made, seq, used = self._insert(conn, self._next_seq, columns, drafts, context, ts, state, rule_rows)
         except Exception as exc:
             raise self._write_error(exc) from exc
         self._next_seq = seq
         return Committed(made.readings, made.events, used)
 
     def _insert(self, conn: Connection, seq: int, samples: SampleColumns, drafts: Sequence[EventDraft],
-                context: Context, ts: int, state: dict[str, Any] | None) -> tuple[Committed, int, int]:
+                context: Context, ts: int, state: dict[str, Any] | None,
+                rule_rows: StateRows | None = None) -> tuple[Committed, int, int]:
         """Insert through the DBAPI cursor: SQLAlchemy Core's executemany costs twice as much here."""
         dumps = orjson.dumps
         event_rows: list[tuple[Any, ...]] = []
@@ -191,6 +197,8 @@ class Buffer:
                                                          samples.reasons, samples.source_ts_us)))
             if state is not None:
                 cur.execute(_PUT_META, ("agent_state", dumps(state).decode()))
+            if rule_rows is not None:
+                put_state_rows(cur, rule_rows)
             used = _used_bytes(cur)
         finally:
             cur.close()
@@ -343,7 +351,8 @@ class Buffer:
 
     def drop_undelivered(self, fraction: float, reason: str, context: Context, ts_us: int,
                          extra: Sequence[EventDraft] = (), state: dict[str, Any] | None = None,
-                         carry_alarms: frozenset[str] = frozenset()) -> tuple[Committed, Dropped] | None:
+                         carry_alarms: frozenset[str] = frozenset(),
+                         rule_rows: StateRows | None = None) -> tuple[Committed, Dropped] | None:
         """Drop the oldest ``fraction`` of the undelivered records and record it, in one transaction.
 
         Whole sealed batches go (a batch cannot be cut); they stay listed, marked dropped, so the
@@ -384,7 +393,7 @@ class Buffer:
                     "first_seq": dropped.first_seq, "last_seq": dropped.last_seq, "from_us": dropped.from_us,
                     "to_us": dropped.to_us, "reason": reason, "readings": n_r, "events": n_e, "batches": n_b})
                 made, seq, used = self._insert(conn, self._next_seq, SampleColumns.of(()), [*carried, gap, *extra],
-                                               context, ts_us, state)
+                                               context, ts_us, state, rule_rows)
         except Exception as exc:
             raise self._write_error(exc) from exc
         self._next_seq = seq
@@ -520,10 +529,17 @@ class Buffer:
     # -- state -------------------------------------------------------------------------------
 
     def load_state(self) -> dict[str, Any]:
-        """The agent state saved with the last commit (context, trigger values…), or ``{}``."""
+        """The agent state saved with the last commit (context, trigger values…), or ``{}``.
+
+        The rules' rows are under ``"rules"`` (row key -> row), when there are any.
+        """
         with self.engine.connect() as conn:
             raw = conn.execute(select(meta.c.value).where(meta.c.key == "agent_state")).scalar()
-        return orjson.loads(raw) if raw else {}
+            rows = conn.execute(select(rule_state.c.key, rule_state.c.state)).all()
+        state: dict[str, Any] = orjson.loads(raw) if raw else {}
+        if rows:
+            state["rules"] = {key: orjson.loads(text) for key, text in rows}
+        return state
 
     @property
     def last_seq(self) -> int:
@@ -665,6 +681,18 @@ class Buffer:
         n += int(conn.execute(select(func.sum(b.last_seq - b.first_seq + 1)).where(inside)).scalar() or 0)
         conn.execute(delete(reading_blocks).where(inside))
         return n + conn.execute(delete(events).where(events.c.seq.between(first, last))).rowcount
+
+
+def put_state_rows(cur: Any, rule_rows: StateRows) -> None:
+    """Upsert the changed rows, delete the emptied ones (and every other row, for a replacement)."""
+    if rule_rows.replace:
+        cur.execute("DELETE FROM rule_state")
+    put = [(k, v) for k, v in rule_rows.rows.items() if v is not None]
+    gone = [(k,) for k, v in rule_rows.rows.items() if v is None]
+    if put:
+        cur.executemany(_PUT_RULE_ROW, put)
+    if gone:
+        cur.executemany("DELETE FROM rule_state WHERE key = ?", gone)
 
 
 def _used_bytes(cur: Any) -> int:

@@ -82,6 +82,14 @@ class Monitor:
     def restore(self, state: dict[str, Any]) -> None:
         """Take back what :meth:`state` returned before a restart."""
 
+    def changing(self) -> bool:
+        """Whether a reading may change :meth:`state` or :meth:`evidence` without a verdict.
+
+        The engine re-reads the saved state of these rules at every commit; the others only
+        when something happened to them (a verdict, an event, a change of scope, an operator).
+        """
+        return self.level is not None
+
     def evidence(self) -> dict[str, Any] | None:
         """The statistic behind an active condition (an EWMA, run counters), saved only while the
         condition is active, so that a restart neither clears nor repeats an active alarm."""

@@ -113,5 +113,8 @@ class ControlMonitor(Monitor, ABC):
     def state(self) -> dict[str, Any] | None:
         return self.baseline.state()
 
+    def changing(self) -> bool:
+        return self.level is not None or not self.baseline.ready  # a reference period learns from every point
+
     def restore(self, state: dict[str, Any]) -> None:
         self.baseline.restore(state)

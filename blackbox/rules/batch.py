@@ -93,6 +93,9 @@ class BatchMonitor(Monitor):
         super().reset()
         self._started_us, self._extreme = None, None
 
+    def changing(self) -> bool:
+        return self.level is not None or self._started_us is not None  # the phase's extreme follows readings
+
     def state(self) -> dict[str, Any] | None:
         return {"history": self._history, "batch": self._batch, "started_us": self._started_us,
                 "extreme": self._extreme}

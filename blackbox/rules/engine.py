@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from blackbox.columns import TagPicker
 from blackbox.config import (
     AlarmsConfig,
@@ -38,7 +40,7 @@ from blackbox.config import (
     ThresholdRule,
     TrendRule,
 )
-from blackbox.model import EventDraft, Quality, Sample, Value
+from blackbox.model import EventDraft, Quality, Sample, StateRows, Value
 from blackbox.rules.base import Monitor, Verdict
 from blackbox.rules.batch import BatchMonitor
 from blackbox.rules.drift import CusumMonitor, EwmaMonitor
@@ -58,7 +60,9 @@ from blackbox.seal.limits import applies as scope_applies
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+ENGINE_ROW = ""
+"""Key of the saved row of what no single rule owns (the flood indicator); an alarm id is never empty."""
 _MISSING = object()
 
 
@@ -170,8 +174,17 @@ class RuleEngine:
         self._outbox: list[EventDraft] = []
         self.flood = Flood(self.settings)
         self.counts = StartCounts()
+        self._foreign_counts: dict[str, Any] = {}
+        """Saved start counts of alarms no rule of this engine raises (kept, never counted further)."""
+        self._saved: dict[str, str] | None = None
+        """The rows as last committed (``None``: not yet, the next commit writes them all)."""
+        self._dirty: set[Entry] = set()
+        """Rules something happened to since the rows were taken (see :meth:`state_rows`)."""
+        self._engine_dirty = False
         if state:
             self._restore(state)
+        self._changing = {e for e in self.entries.values() if e.monitor.changing()}
+        """Rules whose state readings may change without a verdict: re-read at every commit."""
 
     # -- what the recorder calls -------------------------------------------------------------
 
@@ -211,6 +224,7 @@ class RuleEngine:
                 continue
             for e in self._listeners:
                 if e.in_force:
+                    self._dirty.add(e)  # an event may change what the rule keeps (a batch's history)
                     verdict = e.monitor.event(draft, ts_us, phase, product)
                     if verdict is not None:
                         out += self._apply(e, verdict, ts_us)
@@ -229,8 +243,10 @@ class RuleEngine:
         for e in self.entries.values():
             alarm = e.alarm
             if alarm.shelved_until_us is not None or alarm.chatter.held_since_us is not None:
+                self._dirty.add(e)
                 out += alarm.tick(ts_us)
         out += self.flood.tick(ts_us)
+        self._engine_dirty = True  # the flood indicator forgets starts older than its window
         return out
 
     # -- scope: which rules are in force, which alarms suppressed ----------------------------
@@ -270,6 +286,7 @@ class RuleEngine:
     def _rescope(self, entries: Iterable[Entry], ts_us: int, phase: str | None,
                  product: str | None) -> list[EventDraft]:
         out: list[EventDraft] = []
+        dirty = self._dirty
         for e in entries:
             in_force = self._in_force(e, phase, product)
             if in_force:
@@ -281,6 +298,8 @@ class RuleEngine:
                     e.monitor.reset()
                 if e.alarm.level is not None:
                     out += e.alarm.drop_condition(ts_us, "rule no longer in force")
+            if in_force != e.in_force:
+                dirty.add(e)
             e.in_force = in_force
             r = e.rule
             if r.suppress_in or r.suppress_when is not None:
@@ -288,12 +307,15 @@ class RuleEngine:
                     r.suppress_when is not None and holds(r.suppress_when, self._latest.get(r.suppress_when.tag)))
                 event = e.alarm.set_suppressed(suppressed, ts_us)
                 if event is not None:
+                    dirty.add(e)
                     out.append(event)
         return out
 
     def _apply(self, e: Entry, verdict: Verdict, ts_us: int) -> list[EventDraft]:
+        self._dirty.add(e)
         events, started = e.alarm.condition(verdict, ts_us)
         if started:
+            self._engine_dirty = True
             self.counts.add(e.alarm.id, ts_us)
             events += self.flood.started(e.alarm.id, ts_us)
         return events
@@ -341,6 +363,7 @@ class RuleEngine:
             e = self.entries.get(a.id)
             if e is None or e.alarm is not a:  # not a rule's: nothing to evaluate
                 continue
+            self._dirty.add(e)  # an operator acted on it
             in_force = self._in_force(e, *self._scope) if self._scope is not None else False
             if e.in_force and not in_force:
                 e.monitor.reset()
@@ -365,41 +388,114 @@ class RuleEngine:
     # -- persistence --------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """Rule state to keep across restarts (saved with every buffer commit), small on purpose.
+        """Rule state to keep across restarts, as rows: alarm id -> the rule's row, plus :data:`ENGINE_ROW`.
 
-        Kept: every alarm not at rest, learned baselines, batch histories, pending disconnections,
-        and the statistic of every rule whose condition is active. Not kept: the statistics of
-        rules at rest (windows, run counters, EWMA, CUSUM), which start afresh after a restart.
+        A rule's row holds what is not at rest: its alarm (``a``) unless at rest, its monitor
+        (``m``: learned baselines, batch histories, pending disconnections, and the statistic
+        behind an active condition), and its alarm start counts (``c``). Not kept: the statistics
+        of rules at rest (windows, run counters, EWMA, CUSUM), which start afresh after a restart.
+        Rules with nothing to keep (most of them) have no row.
         """
-        alarms = {}
-        monitors = {}
-        for alarm_id, e in self.entries.items():
-            a = e.alarm.state_dict(self._now_us)
-            if a is not None:
-                alarms[alarm_id] = a
-            m = e.monitor.state()
-            level = e.monitor.level
-            if m is not None or level is not None:
-                monitors[alarm_id] = {"fp": e.fingerprint, "level": level, "s": m,
-                                      "e": e.monitor.evidence() if level is not None else None}
-        return {"v": STATE_VERSION, "alarms": alarms, "monitors": monitors, "flood": self.flood.state(),
-                "counts": self.counts.state()}
+        rows = {alarm_id: row for alarm_id, e in self.entries.items() if (row := self._row(e)) is not None}
+        rows[ENGINE_ROW] = self._engine_row()
+        return rows
+
+    def state_rows(self) -> StateRows:
+        """The rows to write with the next commit: those of the rules whose state changed since the last.
+
+        Saved with every buffer commit, in its transaction, so the rows read back after a crash
+        are those of the last committed cycle. Only the rules something happened to since (see
+        the ``_dirty`` marks) and those whose readings change their state (:meth:`Monitor.changing`)
+        are serialised; a row equal to the one saved is not written again. Call
+        :meth:`state_saved` once the commit succeeded, :meth:`state_unsaved` if it failed.
+        """
+        taken, self._dirty = self._dirty, set()
+        engine_dirty, self._engine_dirty = self._engine_dirty, False
+        saved = self._saved
+        if saved is None:
+            self._changing = {e for e in self.entries.values() if e.monitor.changing()}
+            return StateRows({k: _text(r) for k, r in self.state().items()}, replace=True,
+                             taken=frozenset(self.entries.values()))
+        rows: dict[str, str | None] = {}
+        changing = self._changing
+        for e in taken | changing:
+            row = self._row(e)
+            text = None if row is None else _text(row)
+            alarm_id = e.alarm.id
+            if text != saved.get(alarm_id):
+                rows[alarm_id] = text
+            if e.monitor.changing():
+                changing.add(e)
+            else:
+                changing.discard(e)
+        if engine_dirty:
+            text = _text(self._engine_row())
+            if text != saved.get(ENGINE_ROW):
+                rows[ENGINE_ROW] = text
+        return StateRows(rows, taken=frozenset((*taken, *((self,) if engine_dirty else ()))))
+
+    def state_saved(self, rows: StateRows) -> None:
+        """``rows`` (from :meth:`state_rows`) are committed."""
+        saved = {} if rows.replace or self._saved is None else self._saved
+        for key, text in rows.rows.items():
+            if text is None:
+                saved.pop(key, None)
+            else:
+                saved[key] = text
+        self._saved = saved
+
+    def state_unsaved(self, rows: StateRows) -> None:
+        """``rows`` could not be committed: what they were taken from is marked again."""
+        for e in rows.taken:
+            if e is self:
+                self._engine_dirty = True
+            else:
+                self._dirty.add(e)
+
+    def _row(self, e: Entry) -> dict[str, Any] | None:
+        row: dict[str, Any] = {}
+        a = e.alarm.state_dict(self._now_us)
+        if a is not None:
+            row["a"] = a
+        monitor = e.monitor
+        m = monitor.state()
+        level = monitor.level
+        if m is not None or level is not None:
+            row["m"] = {"fp": e.fingerprint, "level": level, "s": m,
+                        "e": monitor.evidence() if level is not None else None}
+        counts = self.counts.of(e.alarm.id)
+        if counts is not None:
+            row["c"] = counts
+        return row or None
+
+    def _engine_row(self) -> dict[str, Any]:
+        return {"v": STATE_VERSION, "flood": self.flood.state(), "counts": self._foreign_counts}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        if state.get("v") != STATE_VERSION:
-            log.warning("rule state of another version (%r) is not restored: rules start afresh", state.get("v"))
+        engine = state.get(ENGINE_ROW)
+        if engine is None or engine.get("v") != STATE_VERSION:
+            log.warning("rule state of another version (%r) is not restored: rules start afresh",
+                        None if engine is None else engine.get("v"))
             return
-        for alarm_id, saved in state["monitors"].items():
+        for alarm_id, row in state.items():
+            if alarm_id == ENGINE_ROW:
+                continue
             e = self.entries.get(alarm_id)
-            if e is None or saved["fp"] != e.fingerprint:
-                continue  # the rule was removed or changed: its history does not apply
-            e.monitor.level = saved["level"]
-            if saved["s"] is not None:
-                e.monitor.restore(saved["s"])
-            if saved["e"] is not None:
-                e.monitor.restore_evidence(saved["e"])
-        for alarm_id, saved in state["alarms"].items():
-            e = self.entries.get(alarm_id)
+            if "c" in row:
+                if e is None:
+                    self._foreign_counts[alarm_id] = row["c"]
+                self.counts.restore({alarm_id: row["c"]})
+            saved_monitor = row.get("m")
+            if e is not None and saved_monitor is not None and saved_monitor["fp"] == e.fingerprint:
+                # a removed or changed rule's history does not apply
+                e.monitor.level = saved_monitor["level"]
+                if saved_monitor["s"] is not None:
+                    e.monitor.restore(saved_monitor["s"])
+                if saved_monitor["e"] is not None:
+                    e.monitor.restore_evidence(saved_monitor["e"])
+            saved = row.get("a")
+            if saved is None:
+                continue
             if e is None:
                 if saved.get("level") is not None or not saved.get("acked", True):
                     self._outbox.append(EventDraft("alarm.cleared", alarm_id, {
@@ -409,5 +505,10 @@ class RuleEngine:
             e.alarm.restore(saved)
             if e.monitor.level is None and e.alarm.level is not None and e.alarm.chatter.held_since_us is None:
                 e.monitor.level = e.alarm.level  # a rule changed while in alarm: it must judge the clear
-        self.flood.restore(state["flood"])
-        self.counts.restore(state["counts"])
+        self.flood.restore(engine["flood"])
+        self._foreign_counts.update(engine["counts"])
+        self.counts.restore(engine["counts"])
+
+
+def _text(row: dict[str, Any]) -> str:
+    return orjson.dumps(row).decode()

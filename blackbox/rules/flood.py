@@ -147,5 +147,11 @@ class StartCounts:
     def state(self) -> dict[str, Any]:
         return {a: {str(h): c for h, c in b.items()} for a, b in self._hours.items()}
 
+    def of(self, alarm_id: str) -> dict[str, int] | None:
+        """The counts of one alarm as :meth:`state` gives them, ``None`` if it never started."""
+        buckets = self._hours.get(alarm_id)
+        return None if buckets is None else {str(h): c for h, c in buckets.items()}
+
     def restore(self, state: dict[str, Any]) -> None:
-        self._hours = {a: {int(h): int(c) for h, c in b.items()} for a, b in state.items()}
+        """Take back (part of) :meth:`state`: the counts of the alarms it names are replaced."""
+        self._hours.update({a: {int(h): int(c) for h, c in b.items()} for a, b in state.items()})
