@@ -53,7 +53,7 @@ from scratch_db import scratch_postgres
 from sqlalchemy import Engine, text
 
 from blackbox.broker import free_port
-from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
+from blackbox.seal import GENESIS_HASH, generate_key_file, public_key_pem, seal_rows
 from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.ingest import Ingestor
 from blackbox.store.partitions import ensure_partitions
@@ -201,6 +201,7 @@ def ingest(url: str, workers: int, per_worker: int, tag: str, mqtt: tuple[str, i
     root, metrics = f"bbbench-{uuid.uuid4().hex[:8]}", free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "store.yaml"
+        generate_key_file(Path(tmp) / "store.key")  # the key that signs the receipts, where the config's default looks
         config.write_text(yaml.safe_dump({"store": {
             "database_url": url, "metrics_port": metrics,
             "mqtt": {"host": mqtt[0], "port": mqtt[1], "topic_root": root, "client_id": root}}}))
