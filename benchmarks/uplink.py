@@ -52,7 +52,7 @@ from blackbox.config import StoreConfig, load_config
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.model import Context, Sample
 from blackbox.seal import generate_key_file, load_private_key, public_key_pem
-from blackbox.seal.records import encode_records
+from blackbox.seal.records import dump_document, rows_of
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
 from blackbox.tlog.note import Verifier
@@ -431,7 +431,7 @@ def compression() -> None:
 
     records = [Reading(i + 1, s.tag, s.value, Quality.GOOD, None, 1_795_000_000_000_000, None, "FC050-2026-1125-01",
                        "emulsify") for i, s in enumerate(cycle(TAGS, 1))]
-    doc = encode_records(records)
+    doc = dump_document(*rows_of(records))
     say(f"5. compression of a batch of {TAGS:,} readings ({len(doc):,} bytes of records JSON), median of 50")
     for name, fn in (("zstd level 3", lambda: zstandard.ZstdCompressor(level=3, write_content_size=True).compress(doc)),
                      ("zlib level 6", lambda: zlib.compress(doc, 6))):

@@ -304,7 +304,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1)
         self.buffer = Buffer(workdir / "buffer.sqlite")
         self.uplink_cfg = UplinkConfig(mqtt=mqtt, **{"store_key": STORE_VKEY, **(uplink or {})})
-        self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, self.uplink_cfg)
+        self.forwarder = Forwarder(self.buffer, self.db, self.topics, self.uplink_cfg)
         self.sealer = Sealer(self.buffer, self.db, self.key, SealConfig(**(seal or {})), site, gateway, "c" * 64,
                              on_sealed=self.forwarder.notify, key_file=self.key_file)
         self.session: Any = None

@@ -158,7 +158,6 @@ class Recorder:
         self._listeners: list[Listener] = []
         self._pending: list[EventDraft] = []
         self._lost: _Lost | None = None
-        self.commits = 0
         self.failed_commits = 0
         self.dropped_records = 0
         self.last_error: str | None = None
@@ -298,7 +297,6 @@ class Recorder:
         return committed
 
     def _committed(self, committed: Committed) -> None:
-        self.commits += 1
         if self.last_error is not None:
             log.warning("the buffer takes writes again")
             self.last_error = None

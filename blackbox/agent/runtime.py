@@ -123,7 +123,7 @@ class Agent:
         self.accounts = Accounts(cfg.record.operators_file, cfg.record.lockout_after)
         self.live = LiveView(tags)
         self.pollers = self._make_pollers(cfg)
-        self.forwarder = Forwarder(self.buffer, self.db, self.topics.batches, cfg.uplink)
+        self.forwarder = Forwarder(self.buffer, self.db, self.topics, cfg.uplink)
         self.forwarder.on_alarm = self._uplink_alarm
         self.sealer = Sealer(self.buffer, self.db, self._key, cfg.seal, cfg.site.id, cfg.gateway.id,
                              loaded.sha256, on_sealed=self.forwarder.notify, key_file=cfg.gateway.key_file)

@@ -284,17 +284,6 @@ DOCUMENT_OVERHEAD = len(b'{"e":[],"r":[]}')
 """Bytes of the records document besides its rows and the commas between them."""
 
 
-def encode_records(records: Sequence[Reading | Event]) -> bytes:
-    """The records document for a batch; raise :class:`RecordError` for anything unsealable.
-
-    Every row is put through the decoder's own validation, so what is sealed always decodes.
-    """
-    readings, events = rows_of(records)
-    check_reading_rows(readings)
-    check_event_rows(events)
-    return dump_document(readings, events)
-
-
 def parse_document(raw: bytes) -> tuple[list[Any], list[Any]]:
     """Parse a records document into checked ``(reading rows, event rows)``, as stored.
 

@@ -106,10 +106,6 @@ class ModbusServer:
             self._port = int(sockets[0].getsockname()[1])  # a restart binds the same port again
         self._server = server
 
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
-
     def publish(self, snapshot: Snapshot) -> None:
         """Encode ``snapshot`` into fresh register images (cheap: a few dozen values)."""
         images: dict[str, list[int]] = {t: [0] * MODBUS_TABLE_SIZE[t] for t in MODBUS_TABLE_SIZE}

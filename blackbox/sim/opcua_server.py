@@ -63,7 +63,6 @@ class OpcUaServer:
         self._server: Server | None = None
         self._nodes: dict[str, ua.NodeId] = {}
         self._served: dict[str, tuple[Value, bool]] = {}
-        self.namespace_index = 0
         self._port = port
 
     @property
@@ -86,7 +85,6 @@ class OpcUaServer:
         for i in range(extra_namespaces):
             await server.register_namespace(f"urn:blackbox:sim:extra:{i}")
         idx = await server.register_namespace(self.namespace_uri)
-        self.namespace_index = idx
         line = await server.nodes.objects.add_object(_node_id("CreamLine", idx), ua.QualifiedName("CreamLine", idx))
         units: dict[str, object] = {}
         for tag in self._tags:
@@ -131,10 +129,6 @@ class OpcUaServer:
                 ServerTimestamp=now,
             )
             await server.write_attribute_value(self._nodes[tag.name], dv)
-
-    @property
-    def serving(self) -> bool:
-        return self._server is not None
 
     async def disconnect(self) -> None:
         """Drop every client connection and stop listening; the server keeps running."""

@@ -189,10 +189,6 @@ class ProcessModel:
             self.step()
         return self.snapshot
 
-    def phase_duration(self, phase: str) -> float:
-        """Simulated seconds ``phase`` lasts (after rounding to whole steps)."""
-        return self._steps[phase] * self.dt
-
     # --- phases -----------------------------------------------------------------------------
 
     def _noise(self, name: str, sigma: float, wander: float = 0.0, correlation_s: float = 300.0) -> Noise:

@@ -27,7 +27,6 @@ class Noise:
                  correlation_s: float = 300.0, dt: float = 1.0) -> None:
         self._rng = stream(seed, name)
         self._sigma = sigma
-        self._wander = wander
         self._a = math.exp(-dt / correlation_s)
         self._b = math.sqrt(1.0 - self._a * self._a) * wander
         self._w = 0.0

@@ -52,6 +52,7 @@ from blackbox.buffer import Buffer, StoredBatch
 from blackbox.config.uplink import UplinkConfig
 from blackbox.tlog.note import NoteError, open_checkpoint, parse_vkey
 from blackbox.tlog.receipt import ReceiptError, VerifiedAck, verify_ack
+from blackbox.topics import GatewayTopics
 from blackbox.uplink.logwatch import LogWatch
 
 log = logging.getLogger(__name__)
@@ -111,11 +112,11 @@ class ForwarderStats:
 
 
 class Forwarder:
-    def __init__(self, buffer: Buffer, db: DbCall, topic: str, cfg: UplinkConfig,
+    def __init__(self, buffer: Buffer, db: DbCall, topics: GatewayTopics, cfg: UplinkConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._buffer = buffer
         self._db = db
-        self._topic = topic
+        self._topic = topics.batches
         self._cfg = cfg
         self._clock = clock
         self.live_slots = max(1, cfg.max_in_flight // 4)
@@ -146,9 +147,8 @@ class Forwarder:
         """Called with (batch_seq, wall-clock time the ack arrived) for each newly acknowledged batch."""
         self.on_alarm: Callable[[str, str], None] | None = None
         """Called with (alarm rule, reason) for a receipt that does not verify or an inconsistent store log."""
-        parts = topic.split("/")
-        self._site, self._gateway = (parts[-3], parts[-2]) if len(parts) >= 3 else ("", "")
-        self._proofs_topic = "/".join([*parts[:-1], "proofs"])
+        self._site, self._gateway = topics.site, topics.gateway
+        self._proofs_topic = topics.proofs
         self._verifier = parse_vkey(cfg.store_key) if cfg.store_key else None
         if self._verifier is None:
             log.error("uplink.store_key is not set: the store's receipts cannot be verified, so no batch will be "
