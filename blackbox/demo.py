@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -28,8 +29,7 @@ from blackbox.spec.demo import approve_demo_config
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
 from blackbox.store.joint import enroll_approver
-from blackbox.store.service import StoreService
-from blackbox.store.tlog import load_signer
+from blackbox.store.service import run_store
 from blackbox.store.trace import TraceReport, trace_batch
 from blackbox.tlog.note import Verifier
 
@@ -39,6 +39,38 @@ IDLE_BEFORE_BATCH_WALL_S = 12.0
 """Time for the operators, cleaning records and lots to be entered (signed) before the batch starts."""
 DEMO_CONFIG = Path(str(files("blackbox") / "examples" / "demo.yaml"))
 """config/demo.yaml of the source tree; blackbox/examples links to config/ and is installed with the package."""
+
+
+class _Store:
+    """The store, served by :func:`run_store` (what ``blackbox store serve`` runs) in a thread."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, args=(config,), name="demo-store", daemon=True)
+
+    def _serve(self, config: StoreConfig) -> None:
+        try:
+            run_store(config, self._stop, ready=self._ready)
+        except BaseException as exc:  # handed to the demo by start() or stop()
+            self._error = exc
+        finally:
+            self._ready.set()  # a store that failed wakes start() too
+
+    async def start(self, timeout: float) -> None:
+        """Start serving; return once the broker granted the store its subscription."""
+        self._thread.start()
+        if not await asyncio.to_thread(self._ready.wait, timeout):
+            raise TimeoutError(f"the store did not subscribe to the broker within {timeout:.0f} s")
+        if self._error is not None:
+            raise self._error
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 30)
+        if self._error is not None:
+            raise self._error
 
 
 @dataclass
@@ -107,7 +139,7 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     # the line idles a while before the batch, so that the agent is polling when it starts
     sim = Simulator(seed=seed, speed=speed, batches=1, opcua_port=free_port(), modbus_port=free_port(),
                     durations={"idle": IDLE_BEFORE_BATCH_WALL_S * speed})
-    service: StoreService | None = None
+    store: _Store | None = None
     agent: Agent | None = None
     try:
         await sim.start()
@@ -123,9 +155,8 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         Ingestor(engine).enroll(cfg.gateway.id, cfg.site.id, public_key_pem(key.public_key()))
         for role, pem in approvers.public_keys.items():
             enroll_approver(engine, cfg.site.id, role, pem)
-        service = StoreService(engine, cfg.store.mqtt, cfg.store.mqtt.topic_root,
-                               signer=load_signer(cfg.store.key_file, cfg.store.log_origin))
-        service.start()
+        store = _Store(cfg.store)
+        await store.start(timeout=30)
         agent = Agent(loaded, key)
         watch = BatchWatch()
         agent.recorder.subscribe(watch.on_commit)
@@ -146,7 +177,7 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     finally:
         if agent is not None:
             await agent.shutdown()
-        if service is not None:
-            service.stop()
+        if store is not None:
+            await store.stop()
         await sim.stop()
         await broker.stop()
