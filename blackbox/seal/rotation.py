@@ -55,6 +55,16 @@ class Rotation:
     new_key_id: str
     new_key: Ed25519PublicKey
 
+    @property
+    def old_valid_to(self) -> int:
+        """The last record the old key may sign: the rotation event itself, last in its batch."""
+        return self.seq
+
+    @property
+    def new_valid_from(self) -> int:
+        """The first record the new key signs."""
+        return self.seq + 1
+
 
 def rotation_data(old_key: Ed25519PrivateKey | Ed25519PublicKey, new_key: Ed25519PrivateKey | Ed25519PublicKey,
                   requested_by: str | None) -> dict[str, Any]:
@@ -165,6 +175,6 @@ class KeyChain:
         """Apply the rotation a verified batch carries, if any (:class:`RotationError` if it breaks the rules)."""
         rotation = batch_rotation(opened, records)
         if rotation is not None:
-            self._keys[opened.header.key_id].valid_to_seq = rotation.seq
-            self._keys[rotation.new_key_id] = _Trusted(rotation.new_key, valid_from_seq=rotation.seq + 1)
+            self._keys[opened.header.key_id].valid_to_seq = rotation.old_valid_to
+            self._keys[rotation.new_key_id] = _Trusted(rotation.new_key, valid_from_seq=rotation.new_valid_from)
         return rotation

@@ -387,18 +387,18 @@ class Ingestor:
         """
         gk = gateway_keys.c
         old = conn.execute(select(gk.valid_to_seq).where(gk.gateway_id == gid, gk.key_id == rotation.old_key_id)).one()
-        if old.valid_to_seq is not None and old.valid_to_seq != rotation.seq:
+        if old.valid_to_seq is not None and old.valid_to_seq != rotation.old_valid_to:
             raise Rejected("key_rotation", f"key {rotation.old_key_id} was already retired after record "
                                            f"{old.valid_to_seq}; a second rotation at {rotation.seq} is a fork")
         new = conn.execute(
             select(gk.id, gk.valid_from_seq).where(gk.gateway_id == gid, gk.key_id == rotation.new_key_id)
         ).first()
-        if new is not None and new.valid_from_seq is not None and new.valid_from_seq != rotation.seq + 1:
+        if new is not None and new.valid_from_seq is not None and new.valid_from_seq != rotation.new_valid_from:
             raise Rejected("key_rotation", f"key {rotation.new_key_id} was already rotated in at record "
                                            f"{new.valid_from_seq}")
         conn.execute(update(gateway_keys).where(gk.gateway_id == gid, gk.key_id == rotation.old_key_id)
-                     .values(valid_to_seq=rotation.seq))
-        values = {"valid_from_seq": rotation.seq + 1, "rotated_from": rotation.old_key_id}
+                     .values(valid_to_seq=rotation.old_valid_to))
+        values = {"valid_from_seq": rotation.new_valid_from, "rotated_from": rotation.old_key_id}
         if new is None:
             conn.execute(insert(gateway_keys).values(
                 gateway_id=gid, key_id=rotation.new_key_id, public_key_pem=public_key_pem_text(rotation.new_key),

@@ -172,8 +172,8 @@ def _vouch(conn: Connection, gid: int, row: Any, trust: dict[str, _Trust]) -> st
         rotation = derive(opened, gid).rotation
     except (SealError, ValueError) as exc:
         return f"the batch ending at record {row.valid_from_seq - 1} does not prove it ({exc})"
-    if rotation is None or (rotation.old_key_id, rotation.new_key_id, rotation.seq) != (
-            row.rotated_from, row.key_id, row.valid_from_seq - 1):
+    if rotation is None or (rotation.old_key_id, rotation.new_key_id, rotation.new_valid_from) != (
+            row.rotated_from, row.key_id, row.valid_from_seq):
         return f"the signed batch ending at record {row.valid_from_seq - 1} carries no such key.rotated event"
     return None
 
