@@ -14,9 +14,11 @@ from pathlib import Path
 import typer
 
 from blackbox.seal import (
+    ChainEnd,
     KeyChain,
     OpenedBatch,
     SealError,
+    breaks,
     decode_records,
     genesis_problem,
     link_problems,
@@ -99,7 +101,7 @@ def _fork_problems(batches: list[OpenedBatch]) -> dict[str, str]:
                 problems[b.hash] = f"fork: {names} both name {prev} as their predecessor"
     for b in by_hash.values():
         named = by_hash.get(b.header.prev_hash)
-        if named is not None and named.header.batch_seq != b.header.batch_seq - 1:
+        if named is not None and breaks(ChainEnd.of(named), b.header):  # named at the wrong distance
             problems.setdefault(b.hash, f"fork: batch {b.header.batch_seq} names batch {named.header.batch_seq} "
                                         f"({named.hash}) as its predecessor")
     return problems
