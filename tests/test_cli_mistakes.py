@@ -113,6 +113,10 @@ CASES = [
     case("store token revoke 7 --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
     case("store user add ana --role regulator --site S1 --db notaurl", 1, "aborted"),  # no password typed
     case("store user disable ana --db notaurl", 2, "database URL"),
+    case("store golden set S1 B-1 --db sqlite:///{tmp}/no-golden-store.sqlite", 1, "{tmp}/no-golden-store.sqlite"),
+    case("store golden set S1 B-1 --occurrence 0 --db sqlite:///{tmp}/nothing-here.sqlite", 2, "--occurrence"),
+    case("store golden withdraw S1 FC-050 --db notaurl", 2, "database URL"),
+    case("store golden list --db postgresql://127.0.0.1:{closed}/x", 1, "{closed}"),
     case("store keys init", 2, "--config"),
     case("store keys show -c {store_missing_db}", 1, "store.key"),
     case("store approver enroll {not_key} --site S1 --role qa --db sqlite:///{tmp}/nothing-here.sqlite", 1,

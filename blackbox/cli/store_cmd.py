@@ -331,12 +331,13 @@ def verify(gateway: str | None = typer.Option(None, "--gateway", help="Only this
 
 
 def _register_web() -> None:
-    """The web window's commands: ``store web``, ``store token …``, ``store user …``."""
-    from blackbox.cli import web_cmd
+    """The web window's commands: ``store web``, ``store token …``, ``store user …``, ``store golden …``."""
+    from blackbox.cli import golden_cmd, web_cmd
 
     app.command("web")(web_cmd.web)
     app.add_typer(web_cmd.token_app, name="token")
     app.add_typer(web_cmd.user_app, name="user")
+    app.add_typer(golden_cmd.golden_app, name="golden")
 
 
 _register_web()

@@ -354,6 +354,23 @@ access_log = Table(
     Index(None, "at_us"),
 )
 
+golden_batches = Table(
+    "golden_batches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("site", Name, nullable=False),
+    Column("product", Name, nullable=False),
+    Column("batch", Name, nullable=True, comment="Null: the choice was withdrawn (compare with the last batches)."),
+    Column("occurrence", Integer, nullable=True, comment="Which run of a reused batch number (1, 2, ...)."),
+    Column("started_at_us", BigInteger, nullable=True,
+           comment="Start of the chosen occurrence: pins the run even if the number was reused."),
+    Column("chosen_at_us", BigInteger, nullable=False),
+    Column("chosen_by", Name, nullable=False, comment="user:<name>, token:<id> (<name>) or cli:<OS account>."),
+    Column("role", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Index(None, "site", "product", "id"),
+)
+
 
 def create_schema(engine: Engine) -> None:
     """Create every table that does not exist yet (tests and throwaway stores).

@@ -23,9 +23,10 @@ from pydantic import BaseModel, Field
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.report import TraceReport
 from blackbox.store.trace import reverse_lot
-from blackbox.web import queries
+from blackbox.web import golden, queries
 from blackbox.web.auth import AuthError, Principal, create_token, list_tokens, revoke_token
 from blackbox.web.context import WebContext
+from blackbox.web.golden import Mode
 
 Format = Literal["json", "csv"]
 KEEPALIVE_S = 15.0
@@ -60,6 +61,12 @@ def _batch_reader(principal: Caller) -> Principal:
 Regulator = Annotated[Principal, Depends(_regulator)]
 Admin = Annotated[Principal, Depends(_admin)]
 BatchReader = Annotated[Principal, Depends(_batch_reader)]
+
+
+class NewGolden(BaseModel):
+    batch: str = Field(min_length=1, max_length=128)
+    occurrence: int | None = Field(None, ge=1, description="Which run of a reused batch number (default: the latest).")
+    reason: str | None = Field(None, max_length=1000)
 
 
 class NewToken(BaseModel):
@@ -162,19 +169,61 @@ def build_router(ctx: WebContext) -> APIRouter:
         return queries.series(ctx.read, occ, tag, from_us=from_us, to_us=to_us, points=points)
 
     @router.get("/sites/{site}/batches/{batch}/compare",
-                summary="Phase-aligned comparison with the last N batches of the product or a golden batch")
+                summary="Phase-aligned comparison with the product's golden batch, its last N batches, or a "
+                        "batch named for this comparison")
     def compare(principal: Caller, request: Request, site: str, batch: str, tag: str, occurrence: int | None = None,
-                last: int = Query(10, ge=1, le=100), golden: str | None = None,
-                golden_occurrence: int | None = None, k: float = Query(2.0, gt=0, le=6)) -> Any:
+                reference: Annotated[Mode, Query(description="auto: the product's golden batch when one is "
+                                                 "chosen, else its last N batches; golden; last.")] = "auto",
+                last: int = Query(10, ge=1, le=100),
+                against: str | None = Query(None, description="Compare with this batch of the site instead "
+                                            "(this comparison only; the golden batch is not changed)."),
+                against_occurrence: int | None = None, k: float = Query(2.0, gt=0, le=6)) -> Any:
         occ = ctx.occurrence(principal, site, batch, occurrence)
-        if golden is not None:
-            ctx.occurrence(principal, site, golden, golden_occurrence)  # same rule for the golden batch
+        ref = reference_or_404(ctx, principal, occ, reference, last, against, against_occurrence)
         ctx.record(request, principal, "batch.compare", site=site, batch=batch,
-                   detail=f"occurrence {occ.occurrence}, tag {tag}, " + (f"golden {golden}" if golden else
-                                                                          f"last {last}"))
-        refs = queries.reference_occurrences(ctx.read, occ, last=last, golden=golden,
-                                             golden_occurrence=golden_occurrence)
-        return queries.comparison(ctx.read, occ, tag, reference=refs, k=k)
+                   detail=f"occurrence {occ.occurrence}, tag {tag}, {describe(ref)}")
+        return comparison_answer(ctx, occ, tag, ref, k)
+
+    @router.get("/golden", summary="Golden batches in force, per site and product")
+    def golden_current(principal: Caller, site: str | None = None) -> Any:
+        return {"items": [c.public() for c in golden.current_choices(ctx.read, sites=golden_sites(principal),
+                                                                     site=site)]}
+
+    @router.get("/golden/history", summary="Every golden-batch choice and withdrawal, newest first (the audit trail)")
+    def golden_history(principal: Caller, site: str | None = None, product: str | None = None,
+                       format: Format = "json") -> Any:
+        rows = [c.public() for c in golden.history(ctx.read, sites=golden_sites(principal), site=site,
+                                                   product=product)]
+        if format == "csv":
+            return csv_response("golden-history.csv", rows)
+        return {"items": rows}
+
+    @router.post("/sites/{site}/golden", status_code=201,
+                 summary="Choose a batch occurrence as its product's golden batch (factory QA of the site, admin)")
+    def golden_set(principal: Caller, site: str, body: NewGolden, request: Request) -> Any:
+        changes_by_token(request)
+        occ = chooser_occurrence(ctx, principal, site, body.batch, body.occurrence)
+        try:
+            choice = golden.choose(ctx.write, occ, by=principal.label, role=principal.role, reason=body.reason)
+        except golden.GoldenError as exc:
+            raise HTTPException(422, str(exc)) from None
+        ctx.record(request, principal, "golden.set", site=site, batch=occ.batch,
+                   detail=f"occurrence {occ.occurrence}, product {choice.product}")
+        return choice.public()
+
+    @router.delete("/sites/{site}/golden",
+                   summary="Withdraw a product's golden batch: comparisons go back to its last batches")
+    def golden_withdraw(principal: Caller, site: str, product: str, request: Request, reason: str | None = None
+                        ) -> Any:
+        changes_by_token(request)
+        check_chooser(principal, site)
+        try:
+            choice = golden.withdraw(ctx.write, site, product, by=principal.label, role=principal.role,
+                                     reason=reason)
+        except golden.GoldenError as exc:
+            raise HTTPException(404, str(exc)) from None
+        ctx.record(request, principal, "golden.withdraw", site=site, detail=f"product {product}")
+        return choice.public()
 
     @router.get("/sites/{site}/live", summary="Server-sent events: the site's current batch as sealed batches arrive",
                 response_class=StreamingResponse)
@@ -219,8 +268,7 @@ def build_router(ctx: WebContext) -> APIRouter:
 
     @router.post("/admin/tokens", status_code=201, summary="Create an API token; its value is shown only here")
     def add_token(principal: Admin, body: NewToken, request: Request) -> Any:
-        if request.headers.get("authorization") is None:
-            raise HTTPException(403, "changes through the API need a bearer token")
+        changes_by_token(request)
         try:
             token = create_token(ctx.write, body.name, body.role, body.sites)
         except AuthError as exc:
@@ -230,14 +278,78 @@ def build_router(ctx: WebContext) -> APIRouter:
 
     @router.delete("/admin/tokens/{token_id}", summary="Revoke an API token")
     def delete_token(principal: Admin, token_id: str, request: Request) -> Any:
-        if request.headers.get("authorization") is None:
-            raise HTTPException(403, "changes through the API need a bearer token")
+        changes_by_token(request)
         if not revoke_token(ctx.write, token_id):
             raise HTTPException(404, "no such active token")
         ctx.record(request, principal, "token.revoke", detail=token_id)
         return {"revoked": token_id}
 
     return router
+
+
+def changes_by_token(request: Request) -> None:
+    """Changes through the API need a bearer token: a session cookie alone would let another site's
+    page post to the API in the user's name (the pages' own forms carry a CSRF token instead)."""
+    if request.headers.get("authorization") is None:
+        raise HTTPException(403, "changes through the API need a bearer token")
+
+
+def golden_sites(principal: Principal) -> list[str] | None:
+    """Sites whose golden batches the caller may list: an administrator every site, others theirs."""
+    if principal.role == "admin":
+        return None
+    if not principal.may_see_batches():
+        raise HTTPException(403, f"the {principal.role} role has no access to batch data")
+    return principal.site_filter()
+
+
+def check_chooser(principal: Principal, site: str) -> None:
+    """Factory QA of the site or an administrator; 404 for QA of another site (no existence leak)."""
+    if principal.role not in ("factory_qa", "admin"):
+        raise HTTPException(403, "only factory QA of the site or an administrator chooses golden batches")
+    if not golden.may_choose(principal, site):
+        raise HTTPException(404, "no such batch")
+
+
+def chooser_occurrence(ctx: WebContext, principal: Principal, site: str, batch: str, occurrence: int | None
+                       ) -> queries.Occurrence:
+    """The occurrence to choose as golden, authorised for choosing (an administrator sees no batch data,
+    but names the batch to choose)."""
+    check_chooser(principal, site)
+    if principal.role == "factory_qa":
+        return ctx.occurrence(principal, site, batch, occurrence)
+    try:
+        return queries.find_occurrence(ctx.read, site, batch, occurrence)
+    except queries.NotFound:
+        raise HTTPException(404, "no such batch") from None
+
+
+def reference_or_404(ctx: WebContext, principal: Principal, occ: queries.Occurrence, mode: Mode, last: int,
+                     against: str | None, against_occurrence: int | None) -> golden.Reference:
+    """What the comparison uses, the batch named for it authorised like any other batch."""
+    if against:
+        ctx.occurrence(principal, occ.site, against, against_occurrence)
+    try:
+        return golden.reference_for(ctx.read, occ, mode=mode, last=last, batch=against or None,
+                                    batch_occurrence=against_occurrence)
+    except golden.GoldenError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except queries.NotFound:
+        raise HTTPException(404, "the golden batch is no longer in the store") from None
+
+
+def describe(ref: golden.Reference) -> str:
+    """The reference as written in the access log."""
+    if ref.kind == "last":
+        return f"last {len(ref.occurrences)}"
+    o = ref.occurrences[0]
+    return f"{ref.kind} {o.batch} occurrence {o.occurrence}"
+
+
+def comparison_answer(ctx: WebContext, occ: queries.Occurrence, tag: str, ref: golden.Reference, k: float
+                      ) -> dict[str, Any]:
+    data = queries.comparison(ctx.read, occ, tag, reference=ref.occurrences, k=k)
+    return {**data, "reference_kind": ref.kind, "golden": ref.golden.public() if ref.golden else None}
 
 
 async def live_events(ctx: WebContext, request: Request, site: str) -> AsyncIterator[str]:

@@ -22,10 +22,20 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.report import TraceReport, fmt_num
 from blackbox.store.trace import reverse_lot
-from blackbox.web import queries
-from blackbox.web.api import parameter_rows, timeline_rows
+from blackbox.web import golden, queries
+from blackbox.web.api import (
+    check_chooser,
+    chooser_occurrence,
+    comparison_answer,
+    describe,
+    golden_sites,
+    parameter_rows,
+    reference_or_404,
+    timeline_rows,
+)
 from blackbox.web.auth import Principal, check_password, close_session, open_session
 from blackbox.web.context import LANG_COOKIE, SESSION_COOKIE, WebContext
+from blackbox.web.golden import Mode
 from blackbox.web.i18n import LANGUAGES, words
 
 LOGIN_CSRF_COOKIE = "bbx_login_csrf"
@@ -130,9 +140,7 @@ def build_pages(ctx: WebContext) -> APIRouter:
     @router.post("/logout")
     async def logout(request: Request) -> Response:
         principal = page_user(request)
-        form = await _form(request)
-        if principal.csrf is None or not hmac.compare_digest(principal.csrf, form.get("csrf", "")):
-            raise HTTPException(403, "the form's CSRF token does not match")
+        await _checked_form(request, principal)
         close_session(ctx.write, request.cookies.get(SESSION_COOKIE, ""))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
@@ -172,26 +180,70 @@ def build_pages(ctx: WebContext) -> APIRouter:
 
     @router.get("/sites/{site}/batches/{batch}/compare")
     def compare_page(request: Request, site: str, batch: str, tag: str = "", occurrence: int | None = None,
-                     last: int = 10, golden: str = "", k: float = 2.0) -> Response:
+                     reference: str = "auto", last: int = 10, against: str = "", k: float = 2.0) -> Response:
         principal = page_user(request)
         occ = ctx.occurrence(principal, site, batch, occurrence)
-        if golden:
-            ctx.occurrence(principal, site, golden, None)
+        mode: Mode = reference if reference in ("auto", "golden", "last") else "auto"  # type: ignore[assignment]
         tags = queries.batch_tags(ctx.read, occ)
         tag = tag or (tags[0] if tags else "")
         last = max(1, min(last, 100))
         k = k if 0 < k <= 6 else 2.0
+        ref = reference_or_404(ctx, principal, occ, mode, last, against or None, None)
         data = None
         if tag:
             ctx.record(request, principal, "page.compare", site=site, batch=batch,
-                       detail=f"occurrence {occ.occurrence}, tag {tag}")
-            refs = queries.reference_occurrences(ctx.read, occ, last=last, golden=golden or None)
-            data = queries.comparison(ctx.read, occ, tag, reference=refs, k=k)
-        api = (f"/api/v1/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}/compare?"
-               + urlencode({"tag": tag, "occurrence": occ.occurrence, "last": last, "k": k,
-                            **({"golden": golden} if golden else {})}))
+                       detail=f"occurrence {occ.occurrence}, tag {tag}, {describe(ref)}")
+            data = comparison_answer(ctx, occ, tag, ref, k)
+        params = {"tag": tag, "occurrence": occ.occurrence, "reference": mode, "last": last, "k": k,
+                  **({"against": against} if against else {})}
+        api = f"/api/v1/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}/compare?" + urlencode(params)
         return render(ctx, request, "compare.html", principal, tz=_tz_of(ctx, site), occ=occ, tags=tags, tag=tag,
-                      last=last, golden=golden, k=k, data=data, api=api)
+                      reference=mode, last=last, against=against, k=k, data=data, ref=ref, api=api,
+                      may_choose=golden.may_choose(principal, site) and occ.product is not None,
+                      here=f"{request.url.path}?{request.url.query}")
+
+    @router.get("/golden")
+    def golden_page(request: Request, site: str = "", product: str = "", saved: bool = False) -> Response:
+        principal = page_user(request)
+        sites = golden_sites(principal)
+        current = golden.current_choices(ctx.read, sites=sites, site=site or None)
+        past = golden.history(ctx.read, sites=sites, site=site or None, product=product or None)
+        own = sorted(principal.sites) if principal.role == "factory_qa" and principal.sites else []
+        return render(ctx, request, "golden.html", principal, tz=_tz_of(ctx, site or (own[0] if own else None)),
+                      current=current, history=past, site=site, product=product, saved=saved,
+                      chooser=principal.role in ("factory_qa", "admin"), own_sites=own,
+                      may_choose=golden.may_choose)
+
+    @router.post("/golden")
+    async def golden_choose(request: Request) -> Response:
+        principal = page_user(request)
+        form = await _checked_form(request, principal)
+        site, batch = form.get("site", ""), form.get("batch", "").strip()
+        occurrence = _int_or_none(form.get("occurrence", ""))
+        occ = chooser_occurrence(ctx, principal, site, batch, occurrence)
+        try:
+            choice = golden.choose(ctx.write, occ, by=principal.label, role=principal.role,
+                                   reason=form.get("reason", "").strip())
+        except golden.GoldenError as exc:
+            raise HTTPException(422, str(exc)) from None
+        ctx.record(request, principal, "golden.set", site=site, batch=occ.batch,
+                   detail=f"occurrence {occ.occurrence}, product {choice.product}")
+        return RedirectResponse(_local(form.get("next", "")) if form.get("next") else
+                                f"/golden?site={quote(site)}&saved=1", status_code=303)
+
+    @router.post("/golden/withdraw")
+    async def golden_withdraw(request: Request) -> Response:
+        principal = page_user(request)
+        form = await _checked_form(request, principal)
+        site, product = form.get("site", ""), form.get("product", "")
+        check_chooser(principal, site)
+        try:
+            golden.withdraw(ctx.write, site, product, by=principal.label, role=principal.role,
+                            reason=form.get("reason", "").strip())
+        except golden.GoldenError:
+            raise HTTPException(404) from None
+        ctx.record(request, principal, "golden.withdraw", site=site, detail=f"product {product}")
+        return RedirectResponse(f"/golden?site={quote(site)}&saved=1", status_code=303)
 
     @router.get("/live")
     def live_page(request: Request, site: str = "") -> Response:
@@ -245,6 +297,21 @@ def chart_tags(report: TraceReport) -> list[str]:
 def _local(target: str) -> str:
     """Only same-site paths as redirect targets (no open redirect through ?next=)."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+async def _checked_form(request: Request, principal: Principal) -> dict[str, str]:
+    """The posted form of a logged-in user, refused (403) unless it carries the session's CSRF token."""
+    form = await _form(request)
+    if principal.csrf is None or not hmac.compare_digest(principal.csrf, form.get("csrf", "")):
+        raise HTTPException(403, "the form's CSRF token does not match")
+    return form
+
+
+def _int_or_none(value: str) -> int | None:
+    try:
+        return int(value) if value.strip() else None
+    except ValueError:
+        raise HTTPException(422, f"not a number: {value!r}") from None
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -102,10 +102,15 @@ def _occurrences(conn: Connection, site_batches: set[tuple[str, str]]) -> list[O
     return out
 
 
+def occurrences(engine: Engine, site: str, batch: str) -> list[Occurrence]:
+    """Every occurrence of a batch number at a site, oldest first."""
+    with engine.connect() as conn:
+        return _occurrences(conn, {(site, batch)})
+
+
 def find_occurrence(engine: Engine, site: str, batch: str, occurrence: int | None) -> Occurrence:
     """The occurrence asked for (default: the latest); NotFound if there is none."""
-    with engine.connect() as conn:
-        occs = _occurrences(conn, {(site, batch)})
+    occs = occurrences(engine, site, batch)
     if not occs:
         raise NotFound(batch)
     if occurrence is None:
@@ -491,11 +496,8 @@ def _outside_figures(this: dict[str, Any], refs: list[dict[str, Any]], phases: l
     return out
 
 
-def reference_occurrences(engine: Engine, occ: Occurrence, *, last: int = 10, golden: str | None = None,
-                          golden_occurrence: int | None = None) -> list[Occurrence]:
-    """The golden batch (same site), or the last ``last`` finished occurrences of the same product before it."""
-    if golden is not None:
-        return [find_occurrence(engine, occ.site, golden, golden_occurrence)]
+def reference_occurrences(engine: Engine, occ: Occurrence, *, last: int = 10) -> list[Occurrence]:
+    """The last ``last`` finished occurrences of the same product at the site before ``occ``."""
     if occ.product is None:
         return []
     found = search_batches(engine, sites=[occ.site], product=occ.product, to_us=occ.started_at_us - 1,

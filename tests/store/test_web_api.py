@@ -219,8 +219,9 @@ def test_series_downsampling_keeps_minima_and_maxima(web_client: TestClient, web
     assert max(s["max"]) == 86.0 and min(s["min"]) == 39.0  # the spike and the minimum survive
 
 
-def test_comparison_with_the_last_batches_and_a_golden_one(web_client: TestClient, web_store: Store) -> None:
+def test_comparison_with_the_last_batches_and_a_named_one(web_client: TestClient, web_store: Store) -> None:
     c = get(web_client, web_store, "factory_qa", A + f"/compare?tag={TAG}&last=3")
+    assert c["reference_kind"] == "last" and c["golden"] is None  # no golden batch chosen in this store
     assert [r["batch"] for r in c["reference"]] == list(reversed(REFERENCES))
     assert c["phases"] == ["heat", "emulsify", "cool"]
     # references hold 74 - 1, 74, 74 + 1 through emulsify: mean 74, sd 1, envelope 72..76 (k = 2)
@@ -230,9 +231,9 @@ def test_comparison_with_the_last_batches_and_a_golden_one(web_client: TestClien
     assert any(d["phase"] == "emulsify" for d in c["deviations"])  # 79.5..86 is far outside
     assert c["batch"]["peak"] == 86.0 and "peak" in c["batch"]["outside"]
     assert c["batch"]["durations_s"] == {"heat": 16.0, "emulsify": 20.0, "cool": 20.0}
-    golden = get(web_client, web_store, "factory_qa", A + f"/compare?tag={TAG}&golden={REFERENCES[0]}")
-    assert [r["batch"] for r in golden["reference"]] == [REFERENCES[0]]
-    get(web_client, web_store, "factory_qa", A + f"/compare?tag={TAG}&golden={OTHER_BATCH}", 404)
+    named = get(web_client, web_store, "factory_qa", A + f"/compare?tag={TAG}&against={REFERENCES[0]}")
+    assert [r["batch"] for r in named["reference"]] == [REFERENCES[0]] and named["reference_kind"] == "batch"
+    get(web_client, web_store, "factory_qa", A + f"/compare?tag={TAG}&against={OTHER_BATCH}", 404)
 
 
 def test_a_reused_batch_number_is_two_occurrences(web_client: TestClient, web_store: Store) -> None:

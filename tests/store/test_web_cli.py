@@ -120,3 +120,22 @@ def test_store_web_refuses_a_store_without_the_current_schema(tmp_path: Path) ->
     proc = subprocess.run([sys.executable, "-m", "blackbox", "store", "web", "-c", str(tmp_path / "store.yaml")],
                           capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 1 and "store migrate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_golden_set_list_withdraw(db: tuple[str, Engine]) -> None:
+    url = db[0]
+    chosen = run("store", "golden", "set", SITE, REUSED, "--occurrence", "1", "--reason", "validated", "--db", url)
+    assert chosen.exit_code == 0, chosen.stderr
+    assert f"golden batch of FC-050 at {SITE}: {REUSED} (occurrence 1" in chosen.stdout
+    listed = orjson.loads(run("store", "golden", "list", "--site", SITE, "--json", "--db", url).stdout)
+    assert [(c["product"], c["batch"], c["occurrence"], c["role"], c["reason"]) for c in listed] == [
+        ("FC-050", REUSED, 1, "admin", "validated")]
+    assert listed[0]["chosen_by"].startswith("cli:")
+    missing = run("store", "golden", "set", SITE, "NO-SUCH", "--db", url)
+    assert missing.exit_code == 1 and "no batch 'NO-SUCH'" in missing.stderr
+    assert run("store", "golden", "withdraw", SITE, "FC-050", "--db", url).exit_code == 0
+    again = run("store", "golden", "withdraw", SITE, "FC-050", "--db", url)
+    assert again.exit_code == 1 and "no golden batch" in again.stderr
+    assert run("store", "golden", "list", "--db", url).stdout == ""
+    history = run("store", "golden", "list", "--history", "--db", url).stdout.splitlines()
+    assert [line.split("  ")[2] for line in history] == ["withdrawn", f"{REUSED} (occurrence 1)"]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from fastapi.testclient import TestClient
 from store_synth import GATEWAY, SEC, T0
-from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, REUSED, SITE, Store, reference_batch
+from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, REUSED, SITE, Store, csrf_of, login, reference_batch
 
 from blackbox.store.ingest import Ingestor
 from blackbox.web.app import create_app
@@ -18,19 +16,6 @@ PAGE = f"/sites/{SITE}/batches/{BATCH}"
 def fresh(web_store: Store) -> TestClient:
     """A client of its own: a cookie jar no other test shares."""
     return TestClient(create_app(web_store.engine, web_store.engine))
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "no CSRF field in the form"
-    return match.group(1)
-
-
-def login(c: TestClient, user: str, password: str = PASSWORD, next_: str = "/") -> tuple[int, str | None]:
-    form = c.get("/login")
-    r = c.post("/login", data={"csrf": csrf_of(form.text), "username": user, "password": password, "next": next_},
-               follow_redirects=False)
-    return r.status_code, r.headers.get("location")
 
 
 def test_pages_need_a_login(web_store: Store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,19 @@ def reference_batch(gw: Gateway, batch: str, t: int, offset: float) -> None:
         gw.reading("EM-01.temperature", 40.0 - i + offset, t + (41 + i) * SEC)
     gw.end_batch(t + 60 * SEC)
     gw.seal()
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "no CSRF field in the form"
+    return match.group(1)
+
+
+def login(c: TestClient, user: str, password: str = PASSWORD, next_: str = "/") -> tuple[int, str | None]:
+    form = c.get("/login")
+    r = c.post("/login", data={"csrf": csrf_of(form.text), "username": user, "password": password, "next": next_},
+               follow_redirects=False)
+    return r.status_code, r.headers.get("location")
 
 
 @dataclass
