@@ -82,7 +82,7 @@ _WORDS: dict[str, tuple[str, str]] = {
     "pan_right": ("右移 ▶", "Pan ▶"),
     "compare": ("对比", "Compare"),
     "compare_title": ("批次对比", "Batch comparison"),
-    "compare_last": ("与同产品最近 N 批对比", "Against the last N batches of the product"),
+    "compare_last": ("N（最近批数）", "N (last batches)"),
     "reference": ("参考", "Reference"),
     "ref_auto": ("标准批（若已选定），否则最近 N 批", "The golden batch if chosen, else the last N batches"),
     "ref_golden": ("本产品的标准批（黄金批次）", "The product's golden batch"),

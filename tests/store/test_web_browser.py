@@ -1,5 +1,5 @@
 """The pages in a real browser: headless Chromium (Debian's) driven by Playwright, against a real
-``blackbox store web`` process on a SQLite store.
+``blackbox store web`` process, once on a SQLite store and once on PostgreSQL.
 
 Log in, search, open a batch, check the verdict, the materials table and a trend chart with its
 limit bands and data points, zoom, open the comparison, export CSV, print to PDF; a factory user
@@ -13,18 +13,21 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from services import unavailable
+from sqlalchemy import text
 from store_synth import GATEWAY, SEC
 from waiting import wait_until
-from web_support import BATCH, HOUR, OTHER_BATCH, OTHER_SITE, PASSWORD, SITE, Store, build_store
+from web_support import BATCH, HOUR, OTHER_BATCH, OTHER_SITE, PASSWORD, REFERENCES, SITE, Store, build_store
 
-from blackbox.store.db import open_store
+from blackbox.store.db import make_engine, open_store
 from blackbox.store.ingest import Ingestor
 
 CHROMIUM = os.environ.get("BLACKBOX_CHROMIUM", "/usr/bin/chromium")
@@ -52,16 +55,39 @@ class Running:
     """The synthetic store, its engine still open for the test to ingest more batches."""
 
 
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """``blackbox store web`` on a store holding the synthetic batches."""
+@contextmanager
+def store_url(kind: str, request: pytest.FixtureRequest, folder: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or a schema of its own in the session's PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder}/store.sqlite"
+        return
+    database: str = request.getfixturevalue("pg_database")
+    schema = f"b_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(database)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{database}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """``blackbox store web`` on a store holding the synthetic batches (migrated, as in production)."""
     folder = tmp_path_factory.mktemp("web")
-    db = folder / "store.sqlite"
-    engine = open_store(f"sqlite:///{db}")
+    with store_url(request.param, request, folder) as url:
+        yield from serve_store(url, folder)
+
+
+def serve_store(url: str, folder: Path) -> Iterator[Running]:
+    engine = open_store(url)
     store = build_store(engine)
     port = _free_port()
     config = folder / "store.yaml"
-    config.write_text(f"store:\n  database_url: sqlite:///{db}\n  web: {{host: 127.0.0.1, port: {port}}}\n")
+    config.write_text(f"store:\n  database_url: '{url}'\n  web: {{host: 127.0.0.1, port: {port}}}\n")
     log = (folder / "web.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "blackbox", "store", "web", "-c", str(config)],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -270,5 +296,31 @@ def test_live_view_follows_the_current_batch(browser: Any, running: Running, sho
         assert ingest.handle(gw.seal().wire, SITE, GATEWAY).status == "stored"
         other = page.goto(f"{running.url}/live?site={OTHER_SITE}")
         assert other is not None and other.status == 404
+    finally:
+        page.context.close()
+
+
+def test_factory_qa_chooses_a_golden_batch(browser: Any, server: str, shots: Path) -> None:
+    """The comparison's form makes this batch its product's golden batch; the comparison then says so,
+    and the golden page lists the choice with who made it."""
+    page = logged_in(browser, server, "qa.zhang")
+    try:
+        page.goto(f"{server}/sites/{SITE}/batches/{REFERENCES[2]}/compare?tag={TAG}")
+        assert page.locator("#reference").get_attribute("data-kind") == "last"
+        page.fill("#set-golden input[name=reason]", "validated run, QA report 2026-118")
+        page.click("#set-golden button[type=submit]")
+        page.wait_for_selector("#reference[data-kind=golden]")
+        page.goto(f"{server}/sites/{SITE}/batches/{BATCH}/compare?tag={TAG}")
+        note = page.locator("#reference")
+        assert note.get_attribute("data-kind") == "golden"
+        assert f"标准批 {REFERENCES[2]}（第 1 次生产），由 user:qa.zhang 于" in note.inner_text()  # noqa: RUF001
+        page.wait_for_selector("#compare-chart[data-state=ready]")
+        page.goto(f"{server}/golden")
+        row = page.locator(f"#golden-current tr[data-site='{SITE}']")
+        assert REFERENCES[2] in row.inner_text() and "user:qa.zhang" in row.inner_text()
+        page.screenshot(path=str(shots / "golden.png"), full_page=True)
+        row.locator("button[type=submit]").click()  # withdraw: later comparisons use the last batches again
+        page.wait_for_selector("#saved")
+        assert page.locator(f"#golden-current tr[data-site='{SITE}']").count() == 0
     finally:
         page.context.close()

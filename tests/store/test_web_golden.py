@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from web_support import BATCH, OTHER_BATCH, OTHER_SITE, REFERENCES, REUSED, SITE, Store, login
+from web_support import BATCH, OTHER_BATCH, OTHER_SITE, REFERENCES, REUSED, SITE, Store, csrf_of, login
 
 from blackbox.model import now_us
+from blackbox.web.app import create_app
 
 TAG = "EM-01.temperature"
 A = f"/api/v1/sites/{SITE}/batches/{BATCH}"
@@ -110,7 +111,8 @@ def test_golden_batch_chosen_used_replaced_and_withdrawn(web_client: TestClient,
 
     # every choice stays, newest first
     history = call(c, s, "regulator", "GET", f"/api/v1/golden/history?site={SITE}&product=FC-050", 200)["items"]
-    assert [(h["batch"], h["occurrence"], h["chosen_by"], h["reason"]) for h in history] == [
+    assert [(h["batch"], h["occurrence"], h["chosen_by"], h["reason"]) for h in history
+            if h["chosen_by"] in (qa_label, admin_label)] == [
         (None, None, qa_label, "recipe v4"), (REUSED, 1, qa_label, None),
         (REFERENCES[0], 1, admin_label, "validated run")]
     csv_text = call(c, s, "regulator", "GET", "/api/v1/golden/history?format=csv", 200)
@@ -118,6 +120,43 @@ def test_golden_batch_chosen_used_replaced_and_withdrawn(web_client: TestClient,
 
     # and the access log names who chose what
     log = call(c, s, "regulator", "GET", f"/api/v1/access-log?site={SITE}&per_page=1000", 200)["items"]
-    assert [(x["principal"], x["action"], x["batch"]) for x in log if x["action"].startswith("golden.")] == [
+    assert [(x["principal"], x["action"], x["batch"]) for x in log
+            if x["action"].startswith("golden.") and x["principal"] in (qa_label, admin_label)] == [
         (qa_label, "golden.withdraw", None), (qa_label, "golden.set", REUSED), (admin_label, "golden.set",
                                                                                  REFERENCES[0])]
+
+
+def test_golden_batch_through_the_pages(web_store: Store) -> None:
+    """Factory QA chooses on the comparison page (the form carries the session's CSRF token), the
+    comparison then says which golden batch it uses; the golden page lists it and withdraws it."""
+    page = f"/sites/{SITE}/batches/{BATCH}/compare?tag={TAG}&reference=last"
+    with TestClient(create_app(web_store.engine, web_store.engine)) as qa, \
+            TestClient(create_app(web_store.engine, web_store.engine)) as inspector:
+        login(qa, "qa.zhang")
+        login(inspector, "inspector.li")
+        html = qa.get(f"/sites/{SITE}/batches/{REFERENCES[1]}/compare?tag={TAG}").text
+        assert 'id="set-golden"' in html
+        form = {"csrf": csrf_of(html), "site": SITE, "batch": REFERENCES[1], "occurrence": "1",
+                "reason": "reference run", "next": page}
+        assert qa.post("/golden", data={**form, "csrf": "forged"}, follow_redirects=False).status_code == 403
+        assert 'id="set-golden"' not in inspector.get(page).text  # regulators do not choose
+        refused = inspector.post("/golden", data={**form, "csrf": csrf_of(inspector.get(page).text)},
+                                 follow_redirects=False)
+        assert refused.status_code == 403
+        done = qa.post("/golden", data=form, follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == page
+
+        auto = inspector.get(f"/sites/{SITE}/batches/{BATCH}/compare?tag={TAG}&lang=en").text
+        assert 'data-kind="golden"' in auto
+        assert f"the golden batch of product FC-050, {REFERENCES[1]} (occurrence 1), chosen by user:qa.zhang" in auto
+        assert "reference run" in auto
+        listed = inspector.get(f"/golden?site={SITE}").text
+        assert f'data-site="{SITE}" data-product="FC-050"' in listed and "/golden/withdraw" not in listed
+
+        golden_page = qa.get("/golden").text
+        withdraw = {"csrf": csrf_of(golden_page), "site": SITE, "product": "FC-050", "reason": "done"}
+        assert qa.post("/golden/withdraw", data=withdraw, follow_redirects=False).status_code == 303
+        after = inspector.get(f"/sites/{SITE}/batches/{BATCH}/compare?tag={TAG}&lang=en").text
+        assert 'data-kind="last"' in after and "No golden batch is chosen for this product." in after
+        history = inspector.get(f"/golden?site={SITE}&product=FC-050").text
+        assert history.count("user:qa.zhang (factory_qa)") >= 2  # the choice and its withdrawal
