@@ -64,21 +64,29 @@ _DOCUMENT = msgspec.json.Decoder(_Document)
 _READINGS = msgspec.json.Decoder(list[ReadingRow])
 _LAYOUT = len(b'{"e":,"r":}')
 """Bytes of the top-level object besides the two lists, when nothing else is written."""
+_NO_EVENTS = b'{"e":[],"r":'
+"""How the document of a batch without events starts, as the reference sealer writes it."""
 
 
 def fast_readings(raw: bytes) -> tuple[list[tuple[Any, ...]], bytes] | None:
     """``(reading tuples, the events list's raw JSON)``, or ``None``: let the full reader decide."""
     try:
-        document = _DOCUMENT.decode(raw)
-        r = document.r
-        if len(raw) != _LAYOUT + len(document.e) + len(r):
-            return None
+        if raw.startswith(_NO_EVENTS) and raw.endswith(b"}"):
+            # The usual document. What lies between must then be one JSON value (msgspec refuses
+            # anything after it), so no key can follow "r": the document is exactly {"e":[],"r":R}.
+            r: memoryview | msgspec.Raw = memoryview(raw)[len(_NO_EVENTS):-1]
+            events = b"[]"
+        else:
+            document = _DOCUMENT.decode(raw)
+            r, events = document.r, bytes(document.e)
+            if len(raw) != _LAYOUT + len(events) + len(r):
+                return None
         if b"\\" in raw and b"\\u" in bytes(r):
             return None
         readings = _READINGS.decode(r)
     except (msgspec.MsgspecError, RecursionError):  # RecursionError: nesting deeper than msgspec reads
         return None
-    return readings, bytes(document.e)
+    return readings, events
 
 
 def read_document(raw: bytes) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
