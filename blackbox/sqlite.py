@@ -20,6 +20,13 @@ from urllib.parse import quote
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
 
+BUFFER_BUSY_TIMEOUT_MS = 5_000
+"""The agent's buffer: its writer is the agent's one buffer thread, which the recorder waits on, so
+a lock held elsewhere (a reader's checkpoint) is waited for only briefly."""
+STORE_BUSY_TIMEOUT_MS = 30_000
+"""A SQLite store: ingest, ``store migrate`` and readers share the file, and each waits for the
+others' transactions rather than fail."""
+
 
 def apply_writer_pragmas(cursor: Any, synchronous: str, busy_timeout_ms: int) -> None:
     """Set the shared settings on a new connection's DB-API ``cursor``."""

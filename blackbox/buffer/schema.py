@@ -25,13 +25,11 @@ from sqlalchemy import (
     event,
 )
 
-from blackbox.sqlite import apply_writer_pragmas
+from blackbox.sqlite import BUFFER_BUSY_TIMEOUT_MS, apply_writer_pragmas
 
 SCHEMA_VERSION = 5
 
 PAGE_SIZE = 4096
-BUSY_TIMEOUT_MS = 5000
-"""How long a buffer connection waits for a SQLite lock before failing."""
 JOURNAL_SIZE_LIMIT = 8 << 20
 """Bytes of WAL file kept after a checkpoint. The kept file is reused, so on a full disk the
 deletes that make room can still be logged."""
@@ -162,7 +160,7 @@ def open_engine(path: Path, synchronous: Synchronous = "FULL",
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
-        apply_writer_pragmas(cur, synchronous, BUSY_TIMEOUT_MS)
+        apply_writer_pragmas(cur, synchronous, BUFFER_BUSY_TIMEOUT_MS)
         cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         quota = quota_bytes()
         if quota is not None:

@@ -147,9 +147,8 @@ def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent'
     """
     import sqlite3
 
-    from blackbox.buffer.schema import BUSY_TIMEOUT_MS
     from blackbox.model import iso
-    from blackbox.sqlite import connect_readonly
+    from blackbox.sqlite import BUFFER_BUSY_TIMEOUT_MS, connect_readonly
     from blackbox.uplink.forwarder import CHECKPOINT_KEY
 
     loaded = load_or_exit(config).config
@@ -158,7 +157,7 @@ def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent'
         typer.echo(f"error: no buffer at {path}", err=True)
         raise typer.Exit(1)
     try:
-        db = connect_readonly(path, BUSY_TIMEOUT_MS)
+        db = connect_readonly(path, BUFFER_BUSY_TIMEOUT_MS)
         db.row_factory = sqlite3.Row
         rows = [dict(r) for r in db.execute("SELECT * FROM receipts WHERE batch_seq > ? ORDER BY batch_seq",
                                             (after,))]

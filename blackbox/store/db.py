@@ -17,13 +17,11 @@ from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from blackbox.sqlite import SYNCHRONOUS_LEVELS, apply_writer_pragmas, connect_readonly
+from blackbox.sqlite import STORE_BUSY_TIMEOUT_MS, SYNCHRONOUS_LEVELS, apply_writer_pragmas, connect_readonly
 
 EXIT_UNAVAILABLE = 1
 EXIT_USAGE = 2
 PG_CONNECT_TIMEOUT_S = 5
-BUSY_TIMEOUT_MS = 30_000
-"""How long a store connection waits for a SQLite lock (ingest, ``store migrate`` and readers share the file)."""
 
 
 class StoreUnavailable(Exception):
@@ -61,7 +59,7 @@ def make_engine(url: str, *, synchronous: str = "FULL", **kwargs: Any) -> Engine
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
             try:
-                apply_writer_pragmas(cursor, sync, BUSY_TIMEOUT_MS)
+                apply_writer_pragmas(cursor, sync, STORE_BUSY_TIMEOUT_MS)
             finally:
                 cursor.close()
 
@@ -136,7 +134,7 @@ def _sqlite_readonly(url: URL, **kwargs: Any) -> Engine:
     def connect() -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions from the driver; the "begin" hook below
         # starts them, so that a transaction is a snapshot.
-        return connect_readonly(path, BUSY_TIMEOUT_MS, isolation_level=None, check_same_thread=False)
+        return connect_readonly(path, STORE_BUSY_TIMEOUT_MS, isolation_level=None, check_same_thread=False)
 
     engine = create_engine("sqlite://", creator=connect, **kwargs)
 
