@@ -324,3 +324,23 @@ def test_factory_qa_chooses_a_golden_batch(browser: Any, server: str, shots: Pat
         assert page.locator(f"#golden-current tr[data-site='{SITE}']").count() == 0
     finally:
         page.context.close()
+
+
+@pytest.mark.parametrize(("who", "status"), [(None, 401), ("regulator", 200), ("regulator_other", 404),
+                                             ("factory_qa", 200), ("other_qa", 404), ("admin", 403)])
+def test_live_stream_for_every_caller(running: Running, who: str | None, status: int) -> None:
+    """The server-sent events of SH-PD-01 with a bearer token of each role: a granted stream opens with a
+    snapshot of the site's current batch."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {running.store.tokens[who]}"} if who else {}
+    with httpx.Client(base_url=running.url, timeout=20) as client, \
+            client.stream("GET", f"/api/v1/sites/{SITE}/live", headers=headers) as r:
+        assert r.status_code == status
+        if status != 200:
+            return
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert next(lines) == "event: snapshot"
+        data = next(lines)
+        assert data.startswith("data: ") and f'"site":"{SITE}"' in data
