@@ -2,8 +2,8 @@
 
 The table below names, per endpoint, the status each caller gets for a batch of SH-PD-01 (the
 site of ``factory_qa`` and of the all-sites ``regulator``; ``regulator_other`` and ``other_qa``
-see only GZ-BY-02). A test checks that the table has a row for every route the application
-serves, so a new endpoint cannot go untested (the OpenAPI document lists them all). The live stream's granted cases need a real
+see only GZ-BY-02). A test checks that the table has a row for every route of the OpenAPI
+document, so a new endpoint cannot go untested. The live stream's granted cases need a real
 server (the test client waits for a response's end): tests/store/test_web_browser.py runs them.
 """
 
