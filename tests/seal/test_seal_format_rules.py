@@ -109,6 +109,19 @@ CASES: list[tuple[str, bytes, dict[str, Any], str, str]] = [
      "nest deeper than 254"),  # orjson reads it but cannot write it: was a TypeError
     ("nesting at most 254: whitespace document", spaced(e=[e_with(data=deep(252))]), {}, "zstd",
      "nest deeper than 254"),
+    ("source_ts_us within the signed 64-bit range", compact(r=[r_with(source_ts_us=2**63)]), {}, "none",
+     "source_ts_us is out of range"),
+    ("event seq within the signed 64-bit range", compact(e=[e_with(seq=2**63)]), {}, "none", "seq is out of range"),
+    ("event ts_us within the signed 64-bit range", compact(e=[e_with(ts_us=2**63)]), {}, "none",
+     "ts_us is out of range"),
+    ("reading phase at most 128 characters", compact(r=[r_with(phase="p" * 129)]), {}, "none",
+     "phase is 129 characters long"),
+    ("event batch at most 128 characters", compact(e=[e_with(batch="B" * 129)]), {}, "none",
+     "batch is 129 characters long"),
+    ("valid UTF-8: no lone surrogate escaped in a reading", compact(r=[r_with(tag="T")]).replace(b'"T"', b'"\\ud800"'),
+     {}, "none", "not valid JSON"),
+    ("valid UTF-8: no lone surrogate escaped in event data", compact().replace(b'"value"', b'"\\udfff"'), {}, "none",
+     "not valid JSON"),
     ("header: site at most 128 characters", compact(), {"site": "S" * 129}, "none", "site must be an identifier"),
 ]
 
