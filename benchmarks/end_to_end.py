@@ -22,7 +22,13 @@ After a warm-up, a window of ``--seconds`` is measured; printed per size:
   source time) to the store's ``received_at_us`` of its batch, which is taken inside the committing
   transaction (the commit follows within milliseconds), for the batches received in the window.
 
-Usage: python benchmarks/end_to_end.py [--tags 500,2000,10000] [--seconds 60] [--warmup 20]
+``--no-store`` runs the agent side only (no store, no PostgreSQL: batches wait in the agent's buffer)
+when only the agent's figures are wanted. ``--outage MINUTES`` then stops the broker for that long
+after the window and prints the agent's RSS every minute and its slope (the backlog must stay on
+disk, not in memory), and, with the store, how long delivery takes to catch up afterwards.
+
+Usage: python benchmarks/end_to_end.py [--tags 500,2000,10000] [--seconds 60] [--warmup 20] [--no-store]
+       [--outage 60]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,7 @@ from uplink import BLACKBOX, ModbusLine, Store, database, enroll, proc_cpu_s, sa
 from blackbox.broker import EmbeddedBroker, free_port
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG
+from blackbox.seal import generate_key_file
 
 POLL = 0.1
 PLC_TAGS = 1000
@@ -110,7 +118,68 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return out
 
 
-async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float, warmup: float) -> None:
+@contextlib.contextmanager
+def no_database(workdir: Path) -> Iterator[str]:
+    """A database URL that nothing opens (``--no-store``: the agent side only)."""
+    yield f"sqlite:///{workdir / 'unused.sqlite'}"
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of ``(seconds, MiB)`` points, in MiB per hour."""
+    n = len(points)
+    if n < 2:
+        return float("nan")
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (v - mv) for t, v in points) / var * 3600 if var else float("nan")
+
+
+async def outage(broker: EmbeddedBroker, agent: subprocess.Popen[bytes], buffer: Path, sock: Path,
+                 engine: Engine | None, minutes: float) -> None:
+    """Stop the broker for ``minutes``; print the agent's RSS every minute and its slope, then the catch-up."""
+    say(f"   outage: broker stopped for {minutes:g} min (the agent keeps polling and buffering)")
+    await broker.stop()
+    t0 = time.monotonic()
+    points: list[tuple[float, float]] = []
+    last_t, last_p, last_cpu, last_o = t0, produced(buffer), proc_cpu_s(agent.pid), await asyncio.to_thread(
+        overruns, sock)
+    while (elapsed := time.monotonic() - t0) < minutes * 60:
+        await asyncio.sleep(min(10.0, minutes * 60 - elapsed))
+        now = time.monotonic()
+        points.append((now - t0, rss_mib(agent.pid)))
+        if now - last_t >= 59.5 or now - t0 >= minutes * 60:
+            p, cpu, o = produced(buffer), proc_cpu_s(agent.pid), await asyncio.to_thread(overruns, sock)
+            span = now - last_t
+            late = "?" if o is None or last_o is None else f"{o - last_o:,}"
+            say(f"   {(now - t0) / 60:5.1f} min  agent RSS {points[-1][1]:6.1f} MiB  produced "
+                f"{(p - last_p) / span:>9,.0f} readings/s  agent CPU "
+                f"{(cpu - last_cpu) / max(p - last_p, 1) * 1e6:5.2f} us/reading  overrun cycles {late}  "
+                f"buffer {buffer_mib(buffer):,.0f} MiB")
+            last_t, last_p, last_cpu, last_o = now, p, cpu, o
+    rss = [v for _, v in points]
+    say(f"   outage of {minutes:g} min: agent RSS first {rss[0]:.1f} MiB, last {rss[-1]:.1f} MiB, max {max(rss):.1f} "
+        f"MiB; slope {slope_per_hour(points):+.1f} MiB/h (all samples), "
+        f"{slope_per_hour(points[len(points) // 2:]):+.1f} MiB/h (second half)")
+    at_restart = produced(buffer)
+    await broker.start()
+    if engine is None:
+        return
+    t1 = time.monotonic()
+    while committed(engine) < at_restart and time.monotonic() - t1 < max(600.0, minutes * 60):
+        await asyncio.sleep(2.0)
+    done = committed(engine) >= at_restart
+    say(f"   after the outage: {'caught up' if done else 'NOT caught up'} with the {at_restart:,} readings of the "
+        f"outage in {time.monotonic() - t1:.0f} s; agent RSS {rss_mib(agent.pid):.1f} MiB")
+
+
+def buffer_mib(buffer: Path) -> float:
+    return sum(f.stat().st_size for f in buffer.parent.glob(buffer.name + "*") if f.is_file()
+               and not f.name.endswith(".reserve")) / 2**20
+
+
+async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float, warmup: float,
+                   with_store: bool = True, outage_min: float = 0.0) -> None:
     opcua_port, modbus_port = free_port(), free_port()
     sim = subprocess.Popen([*BLACKBOX, "simulate", "--speed", "600", "--opcua-port", str(opcua_port),
                             "--modbus-port", str(modbus_port)], stderr=open(workdir / "sim.log", "wb"))  # noqa: SIM115
@@ -121,55 +190,71 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                for k, first in enumerate(range(0, rest, PLC_TAGS))]
     serving = [line.start_process() for line in padding]
     agent: subprocess.Popen[bytes] | None = None
+    sock = workdir / "agent.sock"
     try:
-        with database("postgresql", workdir) as url:
+        with database("postgresql", workdir) if with_store else no_database(workdir) as url:
             config = write_config(workdir, broker, url, sources=[*sources, *(line.source(POLL) for line in padding)],
                                   extra={**extra, "seal": {"max_age": 1.0}})
-            enroll(config)
-            store = Store(config)
-            engine = create_engine(url)
+            store: Store | None = None
+            engine: Engine | None = None
+            if with_store:
+                enroll(config)
+                store = Store(config)
+                engine = create_engine(url)
+            else:
+                generate_key_file(workdir / "gateway.key")
             try:
                 agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)],
                                          stderr=open(workdir / "agent.log", "wb"))  # noqa: SIM115
                 buffer = workdir / "buffer.sqlite"
                 deadline = time.monotonic() + 120
-                while committed(engine) == 0:
+                while (committed(engine) if engine is not None else produced(buffer)) == 0:
                     if time.monotonic() > deadline or agent.poll() is not None:
                         raise RuntimeError(f"nothing committed:\n{(workdir / 'agent.log').read_text()[-3000:]}")
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(warmup)
-                o0 = await asyncio.to_thread(overruns, workdir / "agent.sock")
-                pg0 = backends(engine)
+                o0 = await asyncio.to_thread(overruns, sock)
+                pg0 = backends(engine) if engine is not None else []
                 t0, wall0 = time.monotonic(), time.time()
-                p0, c0 = produced(buffer), committed(engine)
-                a_cpu0, s_cpu0, b_cpu0 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid), cpu_of(pg0)
+                p0, c0 = produced(buffer), committed(engine) if engine is not None else 0
+                a_cpu0, a_user0 = proc_cpu_s(agent.pid), proc_user_s(agent.pid)
+                s_cpu0, b_cpu0 = (proc_cpu_s(store.proc.pid) if store else 0.0), cpu_of(pg0)
                 plc0 = sum(proc_cpu_s(p.pid) for p in serving) + proc_cpu_s(sim.pid)
                 a_rss, s_rss = 0.0, 0.0
                 while time.monotonic() - t0 < seconds:
                     await asyncio.sleep(1.0)
-                    a_rss, s_rss = max(a_rss, rss_mib(agent.pid)), max(s_rss, rss_mib(store.proc.pid))
+                    a_rss = max(a_rss, rss_mib(agent.pid))
+                    s_rss = max(s_rss, rss_mib(store.proc.pid)) if store else 0.0
                 t1, wall1 = time.monotonic(), time.time()
-                p1, c1 = produced(buffer), committed(engine)
-                a_cpu1, s_cpu1 = proc_cpu_s(agent.pid), proc_cpu_s(store.proc.pid)
+                p1, c1 = produced(buffer), committed(engine) if engine is not None else 0
+                a_cpu1, a_user1 = proc_cpu_s(agent.pid), proc_user_s(agent.pid)
+                s_cpu1 = proc_cpu_s(store.proc.pid) if store else 0.0
                 plc1 = sum(proc_cpu_s(p.pid) for p in serving) + proc_cpu_s(sim.pid)
-                b_cpu1 = cpu_of(backends(engine))
-                o1 = await asyncio.to_thread(overruns, workdir / "agent.sock")
+                b_cpu1 = cpu_of(backends(engine)) if engine is not None else {}
+                o1 = await asyncio.to_thread(overruns, sock)
+                if outage_min > 0:
+                    await outage(broker, agent, buffer, sock, engine, outage_min)
                 agent.terminate()
                 agent.wait(60)
                 backend_cpu = sum(cpu - b_cpu0.get(pid, 0.0) for pid, cpu in b_cpu1.items())
-                with engine.connect() as conn:
-                    p50, p99 = conn.execute(text(
-                        "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY b.received_at_us - r.ts_us)"
-                        " FROM readings r JOIN sealed_batches b"
-                        " ON b.gateway_id = r.gateway_id AND b.batch_seq = r.batch_seq"
-                        " WHERE b.received_at_us BETWEEN :t0 AND :t1"),
-                        {"t0": int(wall0 * 1e6), "t1": int(wall1 * 1e6)}).scalar() or (float("nan"),) * 2
+                p50 = p99 = float("nan")
+                if engine is not None:
+                    with engine.connect() as conn:
+                        p50, p99 = conn.execute(text(
+                            "SELECT percentile_cont(ARRAY[0.5, 0.99])"
+                            " WITHIN GROUP (ORDER BY b.received_at_us - r.ts_us)"
+                            " FROM readings r JOIN sealed_batches b"
+                            " ON b.gateway_id = r.gateway_id AND b.batch_seq = r.batch_seq"
+                            " WHERE b.received_at_us BETWEEN :t0 AND :t1"),
+                            {"t0": int(wall0 * 1e6), "t1": int(wall1 * 1e6)}).scalar() or (float("nan"),) * 2
             finally:
                 if agent is not None and agent.poll() is None:
                     agent.terminate()
                     agent.wait(60)
-                engine.dispose()
-                store.stop()
+                if engine is not None:
+                    engine.dispose()
+                if store is not None:
+                    store.stop()
     finally:
         for proc in serving:
             proc.terminate()
@@ -179,21 +264,30 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     span = t1 - t0
     made, done = p1 - p0, c1 - c0
     agent_us = (a_cpu1 - a_cpu0) / made * 1e6 if made else float("nan")
-    store_us = (s_cpu1 - s_cpu0) / done * 1e6 if done else float("nan")
-    pg_us = backend_cpu / done * 1e6 if done else float("nan")
+    user_us = (a_user1 - a_user0) / made * 1e6 if made else float("nan")
     say(f"{tags:,} tags ({n_ref} of the reference line + {rest:,} on {len(padding)} Modbus devices) "
         f"every {POLL} s, rules "
-        f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}")
+        f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}"
+        f"{'' if with_store else ', agent only (no store)'}")
     late = "?" if o0 is None or o1 is None else f"{o1 - o0:,}"
     say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "
         f"overrun cycles {late}; the simulated PLCs used {100 * (plc1 - plc0) / span:.0f}% of a core)")
+    say(f"   agent CPU {agent_us:6.2f} us/reading (user {user_us:.2f} + system {agent_us - user_us:.2f}; "
+        f"{100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   RSS peak {a_rss:.0f} MiB")
+    if store is None:
+        return
+    store_us = (s_cpu1 - s_cpu0) / done * 1e6 if done else float("nan")
+    pg_us = backend_cpu / done * 1e6 if done else float("nan")
     say(f"   delivered (committed) {done / span:>9,.0f} readings/s   "
         f"backlog {p0 - c0:,} -> {p1 - c1:,}")
-    say(f"   agent CPU {agent_us:6.2f} us/reading ({100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   "
-        f"RSS peak {a_rss:.0f} MiB")
     say(f"   store CPU {store_us + pg_us:6.2f} us/reading = process {store_us:.2f} + PostgreSQL backends {pg_us:.2f} "
         f"({100 * ((s_cpu1 - s_cpu0) + backend_cpu) / span:.0f}% of a core)   store RSS peak {s_rss:.0f} MiB")
     say(f"   PLC-to-commit latency p50 {p50 / 1e6:.2f} s   p99 {p99 / 1e6:.2f} s")
+
+
+def proc_user_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / os.sysconf("SC_CLK_TCK")
 
 
 async def main() -> None:
@@ -201,6 +295,9 @@ async def main() -> None:
     ap.add_argument("--tags", default="500,2000,10000", help="comma-separated sizes (default 500,2000,10000)")
     ap.add_argument("--seconds", type=float, default=60.0, help="measured window per size (default 60)")
     ap.add_argument("--warmup", type=float, default=20.0, help="seconds after the first commit before measuring")
+    ap.add_argument("--no-store", action="store_true", help="the agent side only: no store, no PostgreSQL")
+    ap.add_argument("--outage", type=float, default=0.0, metavar="MINUTES",
+                    help="after the window, stop the broker this long and follow the agent's RSS (e.g. 60)")
     args = ap.parse_args()
     say(f"end-to-end benchmark on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
         "store on PostgreSQL, Mosquitto")
@@ -211,7 +308,7 @@ async def main() -> None:
     try:
         for tags in (int(t) for t in args.tags.split(",")):
             with tempfile.TemporaryDirectory(prefix=f"bb-e2e-{tags}-") as d:
-                await one_size(Path(d), broker, tags, args.seconds, args.warmup)
+                await one_size(Path(d), broker, tags, args.seconds, args.warmup, not args.no_store, args.outage)
     finally:
         await broker.stop()
 
