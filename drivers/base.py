@@ -2,10 +2,10 @@
 
 A driver is built from its own :class:`~blackbox.config.SourceConfig` subclass. The agent calls
 :meth:`Driver.connect`, then :meth:`Driver.read` once per poll cycle, and :meth:`Driver.close` at
-the end. ``read`` returns one :class:`~blackbox.model.Sample` per configured tag, every cycle: a
-value that could not be read or converted is a sample of bad quality with a reason, never a gap.
-A driver that can returns them as :class:`~blackbox.columns.SampleColumns` (its tag names the same
-tuple every cycle, its values one list), which the agent records without an object per value.
+the end. ``read`` returns one sample per configured tag, every cycle, as
+:class:`~blackbox.columns.SampleColumns` (the tag names the same tuple every cycle, the values one
+list), which the agent records without an object per value: a value that could not be read or
+converted is a sample of bad quality with a reason, never a gap.
 A lost connection raises :class:`SourceUnavailable`; the agent then reconnects with back-off.
 
 A protocol that can push changes (OPC UA monitored items) may also implement
@@ -16,7 +16,7 @@ calls :meth:`SubscribingDriver.subscribe` after connecting and then takes batche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,14 +53,11 @@ class SourceHealth:
     records each increase as an event."""
     details: dict[str, Any] = field(default_factory=dict)
 
-    def count(self, samples: Iterable[Sample]) -> None:
-        """Set the good/uncertain/bad counts from one cycle's samples."""
-        if isinstance(samples, SampleColumns):  # two C-level counts instead of a sample per value
-            qualities = samples.qualities
-            good, bad = qualities.count(Quality.GOOD), qualities.count(Quality.BAD)
-            self.tags_good, self.tags_uncertain, self.tags_bad = good, len(qualities) - good - bad, bad
-        else:
-            self.tally(s.quality for s in samples)
+    def count(self, samples: SampleColumns) -> None:
+        """Set the good/uncertain/bad counts from one cycle's samples (two C-level counts)."""
+        qualities = samples.qualities
+        good, bad = qualities.count(Quality.GOOD), qualities.count(Quality.BAD)
+        self.tags_good, self.tags_uncertain, self.tags_bad = good, len(qualities) - good - bad, bad
 
     def tally(self, qualities: Iterable[Quality]) -> None:
         """Set the good/uncertain/bad counts from the tags' qualities."""
@@ -89,11 +86,10 @@ class Driver(Protocol):
     async def connect(self) -> None:
         """Open the connection; raise :class:`SourceUnavailable` if it cannot be opened."""
 
-    async def read(self) -> Sequence[Sample]:
+    async def read(self) -> SampleColumns:
         """Read every configured tag once; raise :class:`SourceUnavailable` if the link is lost.
 
-        One sample per tag, in configuration order (as :class:`~blackbox.columns.SampleColumns` if
-        the driver can).
+        One sample per tag, in configuration order.
         """
 
     async def close(self) -> None:

@@ -8,8 +8,8 @@ from acquisition_helpers import Collector
 from waiting import eventually
 
 from blackbox.agent.poller import SourcePoller
+from blackbox.columns import SampleColumns
 from blackbox.config import SourceConfig
-from blackbox.model import Sample
 from drivers.base import SourceHealth
 
 
@@ -34,10 +34,10 @@ class GatedDriver:
     async def connect(self) -> None:
         self._health.connected = True
 
-    async def read(self) -> list[Sample]:
+    async def read(self) -> SampleColumns:
         self.reading.set()
         await self.gate.wait()
-        return [Sample("T.value", 42.0)]
+        return SampleColumns.good(("T.value",), [42.0])
 
     async def close(self) -> None:
         self._health.connected = False

@@ -34,13 +34,14 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from blackbox.aio import checkpoint, wait_set
+from blackbox.columns import SampleColumns
 from blackbox.config.sources import SourceConfig
-from blackbox.model import Quality, Sample
+from blackbox.model import Quality, Sample, Value
 from drivers.base import SourceHealth, SourceUnavailable
 from drivers.opcua.config import OpcUaSourceConfig
 from drivers.opcua.security import SecuritySetupError, apply_security
 from drivers.opcua.subscription import Feed
-from drivers.opcua.values import LINK_LOST_CODES, Node, node_id, to_sample
+from drivers.opcua.values import LINK_LOST_CODES, Node, decode, node_id
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class OpcUaDriver:
         self._client: Client | None = None
         self._nodes: list[Node] = []
         self._chunks: list[_Chunk] = []
-        self._unresolved: dict[str, str] = {}  # tag name -> why it has no node id
-        self._order = [t.name for t in config.tags]
+        self._unresolved: dict[int, str] = {}  # tag position -> why it has no node id
+        self._tags = tuple(t.name for t in config.tags)  # the same tuple every cycle (see SampleColumns)
         self._feed: Feed | None = None
         self._pending: deque[Sample] = deque()
         self._pending_limit = max(PENDING_LIMIT, 50 * len(config.tags))
@@ -145,12 +146,26 @@ class OpcUaDriver:
         await apply_security(client, self.settings)
         await client.connect()
 
-    async def read(self) -> list[Sample]:
+    async def read(self) -> SampleColumns:
+        """One sample per tag, in configuration order, as columns (a Read per chunk of nodes)."""
         client = self._client
         if client is None:
             raise self._unavailable("not connected")
         began = time.perf_counter()
-        samples = {name: Sample(name, None, Quality.BAD, why) for name, why in self._unresolved.items()}
+        n = len(self._tags)
+        # every tag is either unresolved or in exactly one chunk, which fills it in
+        values: list[Value] = [None] * n
+        qualities = [Quality.BAD] * n
+        reasons: list[str | None] = [None] * n
+        source_ts: list[int | None] = [None] * n
+        for position, why in self._unresolved.items():
+            reasons[position] = why
+
+        def fail(nodes: list[Node], reason: str) -> None:
+            for node in nodes:
+                values[node.position], qualities[node.position], reasons[node.position] = None, Quality.BAD, reason
+                source_ts[node.position] = None
+
         pending = list(self._chunks)
         shrunk = False
         while pending:
@@ -171,8 +186,7 @@ class OpcUaDriver:
                 # the service as a whole failed: these tags are bad, the other chunks go on
                 reason = _describe(exc)
                 self.health.last_error = reason
-                for node in chunk.nodes:
-                    samples[node.name] = Sample(node.name, None, Quality.BAD, reason)
+                fail(chunk.nodes, reason)
                 continue
             except (TimeoutError, OSError, UaError) as exc:
                 await self.close()
@@ -185,16 +199,16 @@ class OpcUaDriver:
             if len(results) != len(chunk.nodes):
                 reason = f"server returned {len(results)} results for {len(chunk.nodes)} nodes"
                 self.health.last_error = reason
-                for node in chunk.nodes:
-                    samples[node.name] = Sample(node.name, None, Quality.BAD, reason)
+                fail(chunk.nodes, reason)
                 continue
             for node, dv in zip(chunk.nodes, results, strict=True):
-                samples[node.name] = to_sample(node.name, node.type, dv)
+                i = node.position
+                values[i], qualities[i], reasons[i], source_ts[i] = decode(node.type, dv)
         if shrunk:
             log.warning("%s: the server refused reads of its advertised size; reading at most %d nodes per Read",
                         self.config.name, self.max_nodes_per_read)
             self._build_chunks()
-        out = [samples[name] for name in self._order]
+        out = SampleColumns(self._tags, values, qualities, reasons, source_ts)
         self.health.last_round_trip_s = time.perf_counter() - began
         self.health.count(out)
         return out
@@ -206,7 +220,7 @@ class OpcUaDriver:
         cfg = self.settings
         self._pending.clear()
         self._latest.clear()
-        self._pending.extend(Sample(name, None, Quality.BAD, why) for name, why in self._unresolved.items())
+        self._pending.extend(Sample(self._tags[i], None, Quality.BAD, why) for i, why in self._unresolved.items())
         feed = Feed(client, self._nodes, cfg, sink=self._push, on_status=self._status_changed,
                     max_items_per_call=self.max_items_per_call)
         began = time.perf_counter()
@@ -327,7 +341,7 @@ class OpcUaDriver:
         cfg = self.settings
         nodes: list[Node] = []
         self._unresolved = {}
-        for tag in cfg.tags:
+        for position, tag in enumerate(cfg.tags):
             address = tag.node
             if address.namespace_index is not None:
                 index = address.namespace_index
@@ -338,9 +352,9 @@ class OpcUaDriver:
                 elif uri in self.namespace_array:
                     index = self.namespace_array.index(uri)
                 else:
-                    self._unresolved[tag.name] = f"namespace {uri!r} is not in the server's namespace array"
+                    self._unresolved[position] = f"namespace {uri!r} is not in the server's namespace array"
                     continue
-            nodes.append(Node(tag.name, tag.type, node_id(address, index)))
+            nodes.append(Node(tag.name, tag.type, node_id(address, index), position))
         self._nodes = nodes
         self._build_chunks()
         self.health.details["max_nodes_per_read"] = self.max_nodes_per_read

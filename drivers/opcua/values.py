@@ -1,4 +1,4 @@
-"""From configured tags to node ids, and from ``DataValue`` to samples: shared by polling and subscriptions."""
+"""From configured tags to node ids, and from ``DataValue`` to sample fields: shared by polling and subscriptions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from asyncua import ua
 
-from blackbox.model import Quality, Sample
+from blackbox.model import Quality, Sample, Value
 from drivers.opcua.config import NodeAddress
 from drivers.opcua.convert import ConversionError, convert
 
@@ -37,6 +37,8 @@ class Node:
     name: str
     type: str
     node_id: ua.NodeId
+    position: int
+    """The tag's place in the source's configuration (and in ``read()``'s columns)."""
 
 
 def node_id(address: NodeAddress, index: int) -> ua.NodeId:
@@ -61,12 +63,16 @@ def status_name(code: int) -> str:
     return ua.StatusCode(ua.UInt32(code & _CODE_MASK)).name
 
 
-def to_sample(name: str, type_name: str, dv: ua.DataValue) -> Sample:
-    """Turn one ``DataValue`` into a sample of the configured type."""
+Fields = tuple[Value, Quality, str | None, int | None]
+"""A sample without its tag: value, quality, reason, source timestamp (µs)."""
+
+
+def decode(type_name: str, dv: ua.DataValue) -> Fields:
+    """One ``DataValue`` as the fields of a sample of the configured type."""
     code = dv.StatusCode.value & _CODE_MASK if dv.StatusCode is not None else _SC.Good
     source_ts = timestamp_us(dv.SourceTimestamp)
     if code & 0x80000000:  # severity Bad (and the reserved 11)
-        return Sample(name, None, Quality.BAD, status_name(code), source_ts)
+        return None, Quality.BAD, status_name(code), source_ts
     quality = Quality.UNCERTAIN if code & 0x40000000 else Quality.GOOD
     reason = None if code == _SC.Good else status_name(code)
     variant = dv.Value
@@ -74,5 +80,10 @@ def to_sample(name: str, type_name: str, dv: ua.DataValue) -> Sample:
         value = convert(variant.Value, type_name, variant.VariantType.name) if variant is not None \
             else convert(None, type_name)
     except ConversionError as exc:
-        return Sample(name, None, Quality.BAD, str(exc), source_ts)
-    return Sample(name, value, quality, reason, source_ts)
+        return None, Quality.BAD, str(exc), source_ts
+    return value, quality, reason, source_ts
+
+
+def to_sample(name: str, type_name: str, dv: ua.DataValue) -> Sample:
+    """Turn one ``DataValue`` into a sample of the configured type."""
+    return Sample(name, *decode(type_name, dv))

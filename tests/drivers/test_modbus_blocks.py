@@ -295,5 +295,3 @@ def test_health_counts_columns_without_samples() -> None:
     health = SourceHealth()
     health.count(columns)
     assert (health.tags_good, health.tags_uncertain, health.tags_bad) == (2, 1, 1)
-    health.count(list(columns))
-    assert (health.tags_good, health.tags_uncertain, health.tags_bad) == (2, 1, 1)

@@ -247,7 +247,7 @@ async def test_a_server_refusing_big_reads_it_did_not_announce_is_read_in_halves
     finally:
         ua_server.refuse_above = None
         await driver.close()
-    assert all(s.quality is Quality.GOOD for s in first + second)
+    assert all(s.quality is Quality.GOOD for s in [*first, *second])
     assert [s.value for s in first] == [s.value for s in second]
     # cycle 1: 13 refused -> 6 refused -> 3 + 3; 7 refused -> 3 + 4. cycle 2: the learned size, 3
     assert ua_server.reads == [13, 6, 3, 3, 7, 3, 4, 3, 3, 3, 3, 1]
