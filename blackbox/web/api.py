@@ -348,7 +348,7 @@ def describe(ref: golden.Reference) -> str:
 
 def comparison_answer(ctx: WebContext, occ: queries.Occurrence, tag: str, ref: golden.Reference, k: float
                       ) -> dict[str, Any]:
-    data = queries.comparison(ctx.read, occ, tag, reference=ref.occurrences, k=k)
+    data = queries.comparison(ctx.read, occ, tag, reference=ref.occurrences, k=k, spread=ref.spread)
     return {**data, "reference_kind": ref.kind, "golden": ref.golden.public() if ref.golden else None}
 
 

@@ -142,6 +142,9 @@ class Reference:
     occurrences: list[queries.Occurrence]
     golden: GoldenChoice | None
     """The product's golden batch in force, used or not (the page offers it)."""
+    spread: list[queries.Occurrence]
+    """For a single reference batch: the product's last batches, whose variation sets the envelope's
+    width around it (one batch has no standard deviation)."""
 
 
 def reference_for(engine: Engine, occ: queries.Occurrence, *, mode: Mode = "auto", last: int = 10,
@@ -154,9 +157,17 @@ def reference_for(engine: Engine, occ: queries.Occurrence, *, mode: Mode = "auto
     """
     gold = current(engine, occ.site, occ.product) if occ.product is not None else None
     if batch is not None:
-        return Reference("batch", [queries.find_occurrence(engine, occ.site, batch, batch_occurrence)], gold)
+        single = queries.find_occurrence(engine, occ.site, batch, batch_occurrence)
+        return Reference("batch", [single], gold, _spread(engine, occ, single, last))
     if mode == "golden" and gold is None:
         raise GoldenError(f"no golden batch is chosen for product {occ.product} at site {occ.site}")
     if mode != "last" and gold is not None:
-        return Reference("golden", [resolve(engine, gold)], gold)
-    return Reference("last", queries.reference_occurrences(engine, occ, last=last), gold)
+        single = resolve(engine, gold)
+        return Reference("golden", [single], gold, _spread(engine, occ, single, last))
+    return Reference("last", queries.reference_occurrences(engine, occ, last=last), gold, [])
+
+
+def _spread(engine: Engine, occ: queries.Occurrence, single: queries.Occurrence, last: int) -> list[queries.Occurrence]:
+    """The last batches of the product before ``occ``, without the single reference itself."""
+    return [o for o in queries.reference_occurrences(engine, occ, last=last + 1)
+            if (o.batch, o.occurrence) != (single.batch, single.occurrence)][:last]

@@ -99,8 +99,11 @@ _WORDS: dict[str, tuple[str, str]] = {
     "using_against": ("参考：本次对比指定的批次 {batch}（第 {occurrence} 次）；产品的标准批未改变。",
                       "Reference: batch {batch} (occurrence {occurrence}), named for this comparison; the "
                       "product's golden batch is unchanged."),
-    "golden_single": ("只有一个参考批次时，包络就是该批次的曲线，不计算标准差。",
-                      "With one reference batch the envelope is that batch's curve: no standard deviation."),
+    "golden_single": ("只有一个参考批次且没有足够的近期批次时，包络就是该批次的曲线。",
+                      "One reference batch and too few recent batches: the envelope is that batch's curve."),
+    "envelope_spread": ("参考包络：参考批次曲线 ± {k}·标准差（标准差取自本产品最近 {n} 批）",
+                        "Reference envelope: the reference batch's curve ± {k}·sd of the product's last {n} "
+                        "batches"),
     "compare_with_golden": ("与标准批对比", "Compare with the golden batch"),
     "compare_with_last": ("改为与最近 N 批对比", "Compare with the last N batches instead"),
     "golden_batches": ("标准批", "Golden batches"),

@@ -422,12 +422,18 @@ def _profile(conn: Connection, occ: Occurrence, tag: str) -> Profile:
     return Profile(occ, phases, values, peak, total / count if count else None)
 
 
-def comparison(engine: Engine, occ: Occurrence, tag: str, *, reference: list[Occurrence], k: float = 2.0
-               ) -> dict[str, Any]:
-    """This occurrence against reference occurrences: phase-aligned overlay with mean ± k·sd."""
+def comparison(engine: Engine, occ: Occurrence, tag: str, *, reference: list[Occurrence], k: float = 2.0,
+               spread: Sequence[Occurrence] = ()) -> dict[str, Any]:
+    """This occurrence against reference occurrences: phase-aligned overlay with mean ± k·sd.
+
+    ``spread``: occurrences whose variation sets the envelope's width instead of the references'
+    own — a golden batch is one reference, whose standard deviation does not exist; its envelope is
+    the golden curve ± k·sd of the product's last batches, so deviations from it can be flagged.
+    """
     with engine.connect() as conn:
         this = _profile(conn, occ, tag)
         refs = [_profile(conn, o, tag) for o in reference]
+        spreads = [_profile(conn, o, tag) for o in spread]
     phase_names = [p for p, _, _ in this.phases]
     for ref in refs:
         phase_names.extend(p for p, _, _ in ref.phases if p not in phase_names)
@@ -437,21 +443,23 @@ def comparison(engine: Engine, occ: Occurrence, tag: str, *, reference: list[Occ
     lower: list[float | None] = []
     upper: list[float | None] = []
     deviations: list[dict[str, Any]] = []
+    missing = [None] * STEPS_PER_PHASE
     for i, phase in enumerate(phase_names):
         run_open = False  # a deviation spans steps without readings until a reading is back inside
         for step in range(STEPS_PER_PHASE):
             x.append(i + (step + 0.5) / STEPS_PER_PHASE)
-            v = this.values.get(phase, [None] * STEPS_PER_PHASE)[step]
-            samples = [val for ref in refs if (val := ref.values.get(phase, [None] * STEPS_PER_PHASE)[step])
-                       is not None]
+            v = this.values.get(phase, missing)[step]
+            samples = [val for ref in refs if (val := ref.values.get(phase, missing)[step]) is not None]
+            widths = [val for ref in spreads if (val := ref.values.get(phase, missing)[step]) is not None] \
+                if spreads else samples
             own.append(v)
             if samples:
                 m = sum(samples) / len(samples)
-                sd = math.sqrt(sum((s - m) ** 2 for s in samples) / (len(samples) - 1)) if len(samples) > 1 else 0.0
+                sd = _sd(widths)
                 mean.append(m)
-                lower.append(m - k * sd)
-                upper.append(m + k * sd)
-                if v is not None and len(samples) > 1:
+                lower.append(m - k * (sd or 0.0))
+                upper.append(m + k * (sd or 0.0))
+                if v is not None and sd is not None:
                     if not m - k * sd <= v <= m + k * sd:
                         if run_open and deviations:
                             deviations[-1]["to_x"] = x[-1]
@@ -471,27 +479,41 @@ def comparison(engine: Engine, occ: Occurrence, tag: str, *, reference: list[Occ
 
     batch_figures = figures(this)
     ref_figures = [figures(p) for p in refs]
-    batch_figures["outside"] = _outside_figures(batch_figures, ref_figures, phase_names, k)
+    spread_figures = [figures(p) for p in spreads]
+    batch_figures["outside"] = _outside_figures(batch_figures, ref_figures, spread_figures or ref_figures,
+                                                phase_names, k)
     return {
         "tag": tag, "k": k, "phases": phase_names, "x": x, "this": own, "mean": mean, "lower": lower,
         "upper": upper, "deviations": deviations, "batch": batch_figures, "reference": ref_figures,
+        "spread": [{key: f[key] for key in ("site", "batch", "occurrence", "started_at_us")} for f in spread_figures],
     }
 
 
-def _outside_figures(this: dict[str, Any], refs: list[dict[str, Any]], phases: list[str], k: float) -> list[str]:
-    """Key figures of this batch outside mean ± k·sd of the references: ``peak``, ``mean``, ``duration:<phase>``."""
+def _sd(samples: list[float]) -> float | None:
+    """Sample standard deviation; None for fewer than two samples (no spread is known)."""
+    if len(samples) < 2:
+        return None
+    m = sum(samples) / len(samples)
+    return math.sqrt(sum((s - m) ** 2 for s in samples) / (len(samples) - 1))
 
-    def outside(value: float | None, samples: list[float]) -> bool:
-        if value is None or len(samples) < 2:
+
+def _outside_figures(this: dict[str, Any], refs: list[dict[str, Any]], spread: list[dict[str, Any]],
+                     phases: list[str], k: float) -> list[str]:
+    """Key figures of this batch outside the references' mean ± k·sd of ``spread`` (the references
+    themselves, or the last batches around a golden one): ``peak``, ``mean``, ``duration:<phase>``."""
+
+    def outside(value: float | None, centre: list[float], widths: list[float]) -> bool:
+        sd = _sd(widths)
+        if value is None or not centre or sd is None:
             return False
-        m = sum(samples) / len(samples)
-        sd = math.sqrt(sum((s - m) ** 2 for s in samples) / (len(samples) - 1))
-        return abs(value - m) > k * sd
+        return abs(value - sum(centre) / len(centre)) > k * sd
 
-    out = [key for key in ("peak", "mean") if outside(this[key], [r[key] for r in refs if r[key] is not None])]
+    out = [key for key in ("peak", "mean")
+           if outside(this[key], [r[key] for r in refs if r[key] is not None],
+                      [r[key] for r in spread if r[key] is not None])]
     for ph in phases:
-        samples = [r["durations_s"][ph] for r in refs if ph in r["durations_s"]]
-        if outside(this["durations_s"].get(ph), samples):
+        if outside(this["durations_s"].get(ph), [r["durations_s"][ph] for r in refs if ph in r["durations_s"]],
+                   [r["durations_s"][ph] for r in spread if ph in r["durations_s"]]):
             out.append(f"duration:{ph}")
     return out
 

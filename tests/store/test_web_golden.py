@@ -82,9 +82,14 @@ def test_golden_batch_chosen_used_replaced_and_withdrawn(web_client: TestClient,
     used = compare(c, s)
     assert [(r["batch"], r["occurrence"]) for r in used["reference"]] == [(REUSED, 1)]
     assert used["golden"]["chosen_by"] == qa_label and used["golden"]["reason"] is None
-    # the reference envelope of a single batch is its curve: emulsify held 74 in REUSED's first run
+    # the envelope is the golden curve (emulsify held 74 in REUSED's first run) ± k·sd of the product's
+    # last batches before this one: the references, 73, 74 and 75 through emulsify (sd 1, k = 2)
+    assert [(r["batch"], r["occurrence"]) for r in used["spread"]] == [(b, 1) for b in reversed(REFERENCES)]
     emul = [i for i, x in enumerate(used["x"]) if 1 <= x < 2 and used["mean"][i] is not None]
     assert emul and all(used["mean"][i] == pytest.approx(74.0) for i in emul)
+    assert all((used["lower"][i], used["upper"][i]) == (pytest.approx(72.0), pytest.approx(76.0)) for i in emul)
+    assert any(d["phase"] == "emulsify" for d in used["deviations"])  # 79.5..86 is far outside
+    assert "peak" in used["batch"]["outside"]  # 86 against the golden 74, sd of the last peaks 1
 
     # the last batches and a batch named for one comparison can still be asked for; the golden is kept
     last = compare(c, s, "&reference=last&last=3")
