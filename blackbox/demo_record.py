@@ -85,7 +85,7 @@ async def after_batch(socket: Path, batch: str, watch: RecordWatch) -> None:
         await _call(socket, "deviation.close", {"id": dev, "reason": "retest within specification",
                                                 "action": "sample re-taken", "signature": _sig("wu.qing")})
     await _call(socket, "lot.produce", {
-        "lot": f"FG-{batch[-8:]}", "batch": batch, "quantity": 9800, "unit": "jars",
+        "lot": f"FG-{batch.split('-', 1)[-1]}", "batch": batch, "quantity": 9800, "unit": "jars",
         "packaging": [{"material": m, "lot": lot, "quantity": 9800} for m, lot in PACKAGING],
         "signature": _sig("zhang.wei")})
     await _call(socket, "batch.release", {"batch": batch, "signature": _sig("wu.qing")})

@@ -141,6 +141,7 @@ CASES = [
     case("spec verify {missing}.json", 2, "--config"),
     case("spec keys init --role qa --key {key}", 1, "{key}", "already exists"),
     case("genealogy A-5501 --db sqlite:///{tmp}/no-genealogy.sqlite", 1, "{tmp}/no-genealogy.sqlite"),
+    case("genealogy A-5501 --site", 2, "--site"),
     case("batch release B-1", 2, "Missing"),
     case("material verify W-1", 2, "Missing"),
     case("operator add li.na", 2, "Missing"),

@@ -114,7 +114,12 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
                 "supplier": a.text("supplier", False), "supplier_lot": a.text("supplier_lot", False),
                 "coa": a.text("coa", False), "quantity": a.number("quantity", False), "unit": a.text("unit", False),
                 "status": status, "kind": kind, "signatures": [sig], "operator": who(caller, sig)}
-        return await run(lambda t: [EventDraft("lot.registered", lot, data, context=NO_BATCH)])
+        received = [EventDraft("lot.registered", lot, data, context=NO_BATCH)]
+        if data["supplier_lot"]:  # the store's forward genealogy finds the lot by its supplier's lot (indexed)
+            received.append(EventDraft("lot.supplied", data["supplier_lot"], {
+                "supplier": data["supplier"], "supplier_lot": data["supplier_lot"], "lot": lot,
+                "material": data["material"], "quantity": data["quantity"], "unit": data["unit"]}, context=NO_BATCH))
+        return await run(lambda t: received)
 
     async def lot_produce(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         args = dict(args)
@@ -135,7 +140,10 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         data = {"lot": lot, "batch": batch, "product": product, "quantity": quantity,
                 "unit": a.text("unit", False) or "pcs", "packaging": packs, "signatures": [sig],
                 "operator": who(caller, sig)}
-        return await run(lambda t: [EventDraft("lot.produced", lot, data, context=in_batch(batch))])
+        filled = [EventDraft("lot.produced", lot, data, context=in_batch(batch))] + [
+            EventDraft("packaging.consumed", p["lot"], {**p, "finished_lot": lot, "batch": batch},
+                       context=in_batch(batch)) for p in packs]  # found from the packaging lot (indexed)
+        return await run(lambda t: filled)
 
     def admin(caller: Caller) -> Accounts:
         if caller.uid not in (0, os.getuid()):

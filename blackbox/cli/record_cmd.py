@@ -178,18 +178,20 @@ def genealogy_cmd(lot: str = typer.Argument(..., help="A lot, supplier lot, bulk
                                                "(default: forward to the finished lots)."),
                   config: Path | None = typer.Option(None, "--config", "-c", help="Configuration with a store."),
                   db: str | None = typer.Option(None, "--db", help="Store database URL (instead of --config)."),
+                  site: list[str] = typer.Option([], "--site", help="Only through the records of this site "
+                                                 "(repeat for several; default: every site)."),
                   json_out: bool = typer.Option(False, "--json", help="Print one JSON document.")) -> None:
     """Trace a lot through the genealogy: supplier lot -> material lot -> bulk batches -> finished lots, or back.
 
     Example: blackbox genealogy A-5501 --db sqlite:///var/store.sqlite
-             blackbox genealogy FG-0001 --reverse -c store.yaml
+             blackbox genealogy FG-0001 --reverse --site SH-PD-01 -c store.yaml
     """
     from blackbox.cli import store_cmd
     from blackbox.store.genealogy import genealogy
 
     engine = store_cmd.open_reader(config, db)
     with store_cmd.database_errors():
-        g = genealogy(engine, lot, "reverse" if reverse else "forward")
+        g = genealogy(engine, lot, "reverse" if reverse else "forward", sites=site or None)
     if json_out:
         typer.echo(g.model_dump_json(indent=2))
         return

@@ -8,11 +8,14 @@ records (``events`` rows, see :mod:`blackbox.store.derive`); nothing is stored b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, select
 
+from blackbox.spec.model import QcSpec
+from blackbox.store.joint import stored_specs
 from blackbox.store.schema import events
 
 ENVIRONMENT_CATEGORIES = frozenset({"environment"})
@@ -48,6 +51,8 @@ class WeighingLine(_M):
 
 class DeviationLine(_M):
     id: str
+    kind: str | None = Field(default=None, description="qc, weighing or cleaning")
+    about: str | None = Field(default=None, description="what was outside: the test, the weighing, the units")
     test: str | None
     value: Any = None
     opened_at_us: int
@@ -58,6 +63,20 @@ class DeviationLine(_M):
     open: bool
 
 
+class QcCheckLine(_M):
+    """A QC test required before release, and the batch's (last) result of it judged by the store."""
+
+    test: str
+    low: float | None = None
+    high: float | None = None
+    value: Any = None
+    recorded_pass: bool | None = Field(default=None, description="the verdict the gateway recorded")
+    within: bool | None = Field(default=None, description="the value judged by the store against the approved "
+                                "specification (None: no numeric specification, or not approved)")
+    missing: bool = False
+    after_release: bool = False
+
+
 class ReleaseInfo(_M):
     released: bool
     released_by: str | None = None
@@ -66,6 +85,11 @@ class ReleaseInfo(_M):
     results_before_release: bool | None = Field(
         default=None, description="every QC result of the batch was recorded before the release")
     results_after: list[str] = Field(default_factory=list, description="tests recorded after the release")
+    qc_basis: str | None = Field(default=None, description="where the required QC tests and their specifications "
+                                 "came from: the approved specification, or UNAPPROVED (the gateway's configuration)")
+    qc_approved: bool = False
+    qc_checks: list[QcCheckLine] = Field(default_factory=list)
+    problems: list[str] = Field(default_factory=list, description="what the store finds wrong with the release")
 
 
 class CleaningUnit(_M):
@@ -146,8 +170,12 @@ def _name(sig: Any) -> str | None:
 
 
 def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str], rows: Sequence[Any],
-                      parameters: Sequence[Any]) -> BatchRecordInfo:
-    """The record section from the batch's event ``rows`` (type, data, seq, ts_us, gateway_id, subject)."""
+                      parameters: Sequence[Any], qc: ApprovedQc | None = None) -> BatchRecordInfo:
+    """The record section from the batch's event ``rows`` (type, data, seq, ts_us, gateway_id, subject).
+
+    ``qc``: the QC tests of the approved specification the batch was judged against (:func:`approved_qc`);
+    without it the release is judged by what the gateway recorded, flagged UNAPPROVED.
+    """
     sigs: list[SignatureLine] = []
     weighings: dict[str, dict[str, Any]] = {}
     verified: dict[str, tuple[str | None, int]] = {}
@@ -155,6 +183,8 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
     finished: list[FinishedLot] = []
     release: ReleaseInfo = ReleaseInfo(released=False)
     qc_times: list[tuple[int, str]] = []
+    results: dict[str, tuple[dict[str, Any], int]] = {}
+    release_data: dict[str, Any] = {}
     check: dict[str, Any] | None = None
     lots: set[str] = set()
     for r in rows:
@@ -176,13 +206,16 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
             verified[str(d.get("weighing"))] = (_name(d.get("verified_by")), r.ts_us)
         elif r.type == "qc.result":
             qc_times.append((r.ts_us, str(d.get("test"))))
+            results[str(d.get("test"))] = (d, r.ts_us)
         elif r.type == "deviation.opened":
-            deviations[str(d.get("id"))] = {"id": str(d.get("id")), "test": d.get("test"), "value": d.get("value"),
+            deviations[str(d.get("id"))] = {"id": str(d.get("id")), "kind": d.get("kind") or "qc",
+                                            "about": _about(d), "test": d.get("test"), "value": d.get("value"),
                                             "opened_at_us": r.ts_us, "open": True}
         elif r.type == "deviation.closed" and str(d.get("id")) in deviations:
             deviations[str(d.get("id"))].update(closed_at_us=r.ts_us, reason=d.get("reason"), action=d.get("action"),
                                                 closed_by=_name(d.get("closed_by")), open=False)
         elif r.type == "batch.released":
+            release_data = d
             by = d.get("released_by") or {}
             after = sorted({test for ts, test in qc_times if ts > r.ts_us})
             release = ReleaseInfo(released=True, released_by=_name(by), user=by.get("user"), time_us=r.ts_us,
@@ -199,6 +232,7 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
     if release.released:
         after = sorted({test for ts, test in qc_times if release.time_us is not None and ts > release.time_us})
         release = release.model_copy(update={"results_after": after, "results_before_release": not after})
+    release = release.model_copy(update=_qc_release(qc, release, release_data, results))
     return BatchRecordInfo(
         signatures=sigs,
         weighings=[WeighingLine(weighing=w["weighing"], material=w["material"], lot=w["lot"],
@@ -213,6 +247,70 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
         finished_lots=finished,
         environment=[_environment(p) for p in parameters if p.category in ENVIRONMENT_CATEGORIES],
     )
+
+
+@dataclass(frozen=True)
+class ApprovedQc:
+    label: str
+    tests: tuple[QcSpec, ...]
+
+
+def approved_qc(conn: Connection, site: str, sha256: str | None, label: str) -> ApprovedQc | None:
+    """The QC section of the specification ``sha256`` if the store holds it approved (verified with the
+    site's enrolled keys) and it lists QC tests."""
+    if not sha256:
+        return None
+    stored = stored_specs(conn, site, sha256=sha256)
+    if not stored or stored[0].approved is None or not stored[0].doc.spec.qc:
+        return None
+    return ApprovedQc(label, tuple(stored[0].doc.spec.qc))
+
+
+def _qc_release(qc: ApprovedQc | None, release: ReleaseInfo, data: dict[str, Any],
+                results: dict[str, tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """The release's QC basis, each required test's result judged by the store, and what is wrong."""
+    problems: list[str] = []
+    if qc is not None:
+        basis, approved = f"{qc.label}, approved by factory QA and the regulator", True
+        required: list[tuple[str, float | None, float | None]] = [(t.test, t.low, t.high) for t in qc.tests]
+        said = data.get("qc_basis")
+        if release.released and not (isinstance(said, dict) and said.get("approved")):
+            problems.append("the gateway released against its configured QC tests, not the approved specification's")
+    else:
+        basis, approved = "UNAPPROVED: the gateway's configuration (record.qc), approved by nobody but its " \
+                          "administrator", False
+        required = [(str(t), None, None) for t in data.get("required") or [] if isinstance(t, str)]
+    checks = []
+    for test, low, high in required:
+        got = results.get(test)
+        if got is None:
+            checks.append(QcCheckLine(test=test, low=low, high=high, missing=True))
+            if release.released:
+                problems.append(f"released without a result of {test}")
+            continue
+        d, ts = got
+        value = d.get("value")
+        within = None
+        if approved and (low is not None or high is not None) and isinstance(value, int | float):
+            within = (low is None or value >= low) and (high is None or value <= high)
+            if d.get("pass") is not within:
+                problems.append(f"{test} {value} was recorded as {'pass' if d.get('pass') else 'fail'}, but the "
+                                f"approved specification says {'within' if within else 'outside'} {low}..{high}")
+        checks.append(QcCheckLine(test=test, low=low if approved else d.get("spec_low"),
+                                  high=high if approved else d.get("spec_high"), value=value,
+                                  recorded_pass=d.get("pass"), within=within,
+                                  after_release=release.time_us is not None and ts > release.time_us))
+    return {"qc_basis": basis, "qc_approved": approved, "qc_checks": checks, "problems": problems}
+
+
+def _about(d: dict[str, Any]) -> str | None:
+    """What a deviation is about, in a few words."""
+    kind = d.get("kind") or "qc"
+    if kind == "weighing":
+        return f"{d.get('material')} lot {d.get('lot')}: {d.get('actual')} for {d.get('target')} ± {d.get('tolerance')}"
+    if kind == "cleaning":
+        return ", ".join(f"{u.get('unit')} {u.get('status')}" for u in d.get("units") or [] if isinstance(u, dict))
+    return f"{d.get('test')} {d.get('value')}"
 
 
 def _cleaning(conn: Connection, gids: list[int], check: dict[str, Any] | None) -> CleaningInfo:

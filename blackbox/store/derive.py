@@ -31,7 +31,8 @@ BATCH_COLUMNS = (
 """The ``sealed_batches`` columns read from the header (the others: id, gateway, received time, bytes)."""
 
 REF_FIELDS = {"material.consumed": "lot", "batch.started": "batch", "batch.phase": "batch", "batch.ended": "batch",
-              "lot.registered": "lot", "lot.produced": "lot", "batch.released": "batch"}
+              "lot.registered": "lot", "lot.produced": "lot", "batch.released": "batch", "lot.supplied": "supplier_lot",
+              "packaging.consumed": "lot"}
 """Event types whose ``data`` field is copied to the indexed ``events.ref`` column."""
 
 

@@ -1,21 +1,38 @@
 """Genealogy after ISA-95: supplier lot → material lot → bulk batches → finished-goods lots, and back.
 
-The graph is read from the events the store derived from the signed records: ``lot.registered``
-(a material lot and its supplier lot), ``material.consumed`` (a lot into a bulk batch),
-``lot.produced`` (a finished lot filled from a bulk batch, with the packaging lots it used).
+The graph is read from the events the store derived from the signed records, one hop at a time,
+each hop one query through the ``events`` (ref, type) or (batch, type) index for the whole
+frontier — so a walk reads the rows of the graph it returns, not every lot event of the store:
+
+| hop | forward (index) | reverse (index) |
+|---|---|---|
+| supplier lot → material lot | ``lot.supplied`` by ref = supplier lot | ``lot.registered`` by ref = lot |
+| material lot → bulk batch | ``material.consumed`` by ref = lot | ``material.consumed`` by batch |
+| bulk batch → finished lot | ``lot.produced`` by batch | ``lot.produced`` by ref = finished lot |
+| packaging lot → finished lot | ``packaging.consumed`` by ref = lot | ``lot.produced`` by ref = finished lot |
+
+``lot.supplied`` and ``packaging.consumed`` are recorded by the gateway with ``lot.registered`` and
+``lot.produced`` for exactly this. Every row is limited to the gateways of the sites the caller
+may see (``sites``; None: all) before the walk goes on, so a viewer of one site never learns of
+another's lots, nor of a link through them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import ColumnElement, Connection, Engine, select
 
 from blackbox.store.schema import events, gateways
 
 NodeKind = Literal["supplier_lot", "lot", "batch", "finished_lot"]
+Direction = Literal["forward", "reverse"]
+CHUNK = 500
+"""Ids per ``IN (…)`` list (SQLite and PostgreSQL both take far more; this keeps statements small)."""
+MAX_HOPS = 16
+"""The graph is at most four hops deep; more means a cycle in bad data, and the walk stops."""
 
 
 class Node(BaseModel):
@@ -40,117 +57,167 @@ class Link(BaseModel):
 class Genealogy(BaseModel):
     model_config = ConfigDict(frozen=True)
     start: str
-    direction: Literal["forward", "reverse"]
+    direction: Direction
     nodes: list[Node]
     links: list[Link]
 
 
-def genealogy(engine: Engine, start: str, direction: Literal["forward", "reverse"]) -> Genealogy:
-    """Every node reachable from ``start`` (any lot id, supplier lot or batch) in ``direction``."""
+def supplier_key(supplier: Any, supplier_lot: Any) -> str:
+    """The node id of a supplier lot: ``supplier:number``."""
+    return f"{supplier or '?'}:{supplier_lot}"
+
+
+def genealogy(engine: Engine, start: str, direction: Direction, sites: Sequence[str] | None = None) -> Genealogy:
+    """Every node reachable from ``start`` (any lot id, supplier lot or batch) in ``direction``, seen from
+    ``sites`` (None: every site)."""
     with engine.connect() as conn:
-        return _walk(_Graph(conn), start, direction)
+        return _Walk(conn, sites).run(start, direction)
 
 
-def _walk(graph: _Graph, start: str, direction: Literal["forward", "reverse"]) -> Genealogy:
-    start = graph.resolve(start)
-    nodes: dict[str, Node] = {}
-    links: list[Link] = []
-    todo = [start]
-    seen: set[str] = set()
-    while todo:
-        node = todo.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        for link in (graph.downstream(node) if direction == "forward" else graph.upstream(node)):
-            links.append(link)
-            todo.append(link.target if direction == "forward" else link.source)
-    for link in links:
-        for n in (link.source, link.target):
-            nodes.setdefault(n, graph.node(n))
-    if start not in nodes:
-        nodes[start] = graph.node(start)
-    return Genealogy(start=start, direction=direction, nodes=sorted(nodes.values(), key=lambda n: (n.kind, n.id)),
-                     links=links)
-
-
-class _Graph:
-    """The edges of the genealogy. Lots received and finished lots filled (few) are read once; the
-    consumptions (many) are looked up per lot or batch through the ``events`` (ref, type) and
-    (batch, type) indexes."""
-
-    def __init__(self, conn: Connection) -> None:
+class _Walk:
+    def __init__(self, conn: Connection, sites: Sequence[str] | None) -> None:
         self.conn = conn
-        self.links: list[Link] = []
+        self.gids: set[int] | None = None
+        self.labels: dict[int, tuple[str, str]] = {}
+        if sites is not None:
+            g = gateways.c
+            rows = conn.execute(select(g.id, g.site, g.gateway).where(g.site.in_(list(sites)))).all()
+            self.gids = {r.id for r in rows}
+            self.labels = {r.id: (r.site, r.gateway) for r in rows}
         self.kinds: dict[str, NodeKind] = {}
         self.details: dict[str, dict[str, Any]] = {}
-        self._looked_up: set[tuple[str, str]] = set()
-        for r in self._rows(events.c.type.in_(["lot.registered", "lot.produced"])):
-            d: dict[str, Any] = dict(r.data or {})
-            where = {"site": r.site, "gateway": r.gateway, "ts_us": r.ts_us}
-            if r.type == "lot.registered" and r.ref:
-                self.kinds[r.ref] = "lot"
-                self.details[r.ref] = {k: d.get(k) for k in ("material", "sublot", "supplier", "supplier_lot", "coa",
-                                                             "status", "kind", "quantity", "unit")}
-                if d.get("supplier_lot"):
-                    sl = f"{d.get('supplier') or '?'}:{d['supplier_lot']}"
-                    self.kinds[sl] = "supplier_lot"
-                    self.details[sl] = {"supplier": d.get("supplier"), "supplier_lot": d["supplier_lot"]}
-                    self.links.append(Link(source=sl, target=r.ref, relation="supplied_as",
-                                           quantity=d.get("quantity"), unit=d.get("unit"), **where))
-            elif r.type == "lot.produced" and r.ref and d.get("batch"):
-                bulk = str(d["batch"])
-                self.kinds[r.ref] = "finished_lot"
-                self.kinds[bulk] = "batch"
-                self.details[r.ref] = {"product": d.get("product"), "quantity": d.get("quantity"),
-                                       "unit": d.get("unit")}
-                self.links.append(Link(source=bulk, target=r.ref, relation="filled_into",
-                                       quantity=d.get("quantity"), unit=d.get("unit"), **where))
+        self.links: dict[tuple[str, str, str, int | None], Link] = {}
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def _rows(self, event_type: str, column: str, values: Iterable[str]) -> list[Any]:
+        """Events of ``event_type`` whose indexed ``column`` (ref or batch) is one of ``values``."""
+        e = events.c
+        key: ColumnElement[Any] = e.ref if column == "ref" else e.batch
+        out: list[Any] = []
+        todo = sorted(set(values))
+        for i in range(0, len(todo), CHUNK):
+            stmt = select(e.gateway_id, e.type, e.ref, e.batch, e.data, e.ts_us).where(
+                key.in_(todo[i:i + CHUNK]), e.type == event_type)
+            out += self.conn.execute(stmt.order_by(e.ts_us, e.gateway_id, e.seq)).all()
+        # The site filter is applied here, not in SQL: given ``gateway_id IN (…)`` the planners prefer the
+        # primary key (gateway_id, seq), which reads every event of those gateways, to the lookup index.
+        return out if self.gids is None else [r for r in out if r.gateway_id in self.gids]
+
+    def _where(self, gid: int) -> dict[str, Any]:
+        if gid not in self.labels:
+            g = gateways.c
+            row = self.conn.execute(select(g.site, g.gateway).where(g.id == gid)).one()
+            self.labels[gid] = (row.site, row.gateway)
+        site, gateway = self.labels[gid]
+        return {"site": site, "gateway": gateway}
+
+    def _link(self, source: str, source_kind: NodeKind, target: str, target_kind: NodeKind, relation: str,
+              r: Any, quantity: Any, unit: Any) -> None:
+        self.kinds.setdefault(source, source_kind)
+        self.kinds.setdefault(target, target_kind)
+        link = Link(source=source, target=target, relation=relation,
+                    quantity=quantity if isinstance(quantity, int | float) else None,
+                    unit=None if unit is None else str(unit), ts_us=r.ts_us, **self._where(r.gateway_id))
+        self.links.setdefault((source, target, relation, r.ts_us), link)
+
+    # -- hops: each takes the frontier, adds links, returns the next frontier by kind ----------------
+
+    def _forward(self, frontier: dict[NodeKind, set[str]]) -> dict[NodeKind, set[str]]:
+        nxt: dict[NodeKind, set[str]] = {"lot": set(), "batch": set(), "finished_lot": set()}
+        numbers = {k.split(":", 1)[1]: k for k in frontier.get("supplier_lot", set()) if ":" in k}
+        for r in self._rows("lot.supplied", "ref", numbers):
+            d = dict(r.data or {})
+            key = supplier_key(d.get("supplier"), d.get("supplier_lot"))
+            if key in frontier["supplier_lot"] and d.get("lot"):
+                self._link(key, "supplier_lot", str(d["lot"]), "lot", "supplied_as", r, d.get("quantity"),
+                           d.get("unit"))
+                nxt["lot"].add(str(d["lot"]))
+        lots = frontier.get("lot", set())
+        for r in self._rows("material.consumed", "ref", lots):
+            if r.batch:
+                d = dict(r.data or {})
+                self._link(r.ref, "lot", r.batch, "batch", "consumed_in", r, d.get("actual"), d.get("eng_unit"))
+                nxt["batch"].add(r.batch)
+        for r in self._rows("packaging.consumed", "ref", lots):
+            d = dict(r.data or {})
+            if d.get("finished_lot"):
+                self._link(r.ref, "lot", str(d["finished_lot"]), "finished_lot", "packaged_into", r,
+                           d.get("quantity"), d.get("unit"))
+                nxt["finished_lot"].add(str(d["finished_lot"]))
+        for r in self._rows("lot.produced", "batch", frontier.get("batch", set())):
+            d = dict(r.data or {})
+            if r.ref and d.get("batch") == r.batch:
+                self._produced(r, d)
+                nxt["finished_lot"].add(r.ref)
+        return nxt
+
+    def _reverse(self, frontier: dict[NodeKind, set[str]]) -> dict[NodeKind, set[str]]:
+        nxt: dict[NodeKind, set[str]] = {"supplier_lot": set(), "lot": set(), "batch": set()}
+        for r in self._rows("lot.produced", "ref", frontier.get("finished_lot", set())):
+            d = dict(r.data or {})
+            if d.get("batch"):
+                self._produced(r, d)
+                nxt["batch"].add(str(d["batch"]))
                 for p in d.get("packaging") or []:
                     if isinstance(p, dict) and p.get("lot"):
-                        self.kinds.setdefault(str(p["lot"]), "lot")
-                        self.links.append(Link(source=str(p["lot"]), target=r.ref, relation="packaged_into",
-                                               quantity=p.get("quantity"), unit=p.get("unit"), **where))
-        # a supplier lot can be asked for by its number alone
-        self.alias = {str(v["supplier_lot"]): k for k, v in self.details.items() if self.kinds.get(k) == "supplier_lot"}
+                        self._link(str(p["lot"]), "lot", r.ref, "finished_lot", "packaged_into", r,
+                                   p.get("quantity"), p.get("unit"))
+                        nxt["lot"].add(str(p["lot"]))
+        for r in self._rows("material.consumed", "batch", frontier.get("batch", set())):
+            if r.ref:
+                d = dict(r.data or {})
+                self._link(r.ref, "lot", r.batch, "batch", "consumed_in", r, d.get("actual"), d.get("eng_unit"))
+                nxt["lot"].add(r.ref)
+        for r in self._rows("lot.registered", "ref", frontier.get("lot", set())):
+            d = dict(r.data or {})
+            self.details[r.ref] = _lot_detail(d)
+            if d.get("supplier_lot"):
+                key = supplier_key(d.get("supplier"), d["supplier_lot"])
+                self.details[key] = {"supplier": d.get("supplier"), "supplier_lot": d["supplier_lot"]}
+                self._link(key, "supplier_lot", r.ref, "lot", "supplied_as", r, d.get("quantity"), d.get("unit"))
+        return nxt
 
-    def _rows(self, *where: Any) -> Sequence[Any]:
-        e, g = events.c, gateways.c
-        return self.conn.execute(
-            select(e.type, e.ref, e.batch, e.data, e.ts_us, g.site, g.gateway)
-            .join_from(events, gateways, e.gateway_id == g.id).where(*where).order_by(e.ts_us, e.seq)).all()
+    def _produced(self, r: Any, d: dict[str, Any]) -> None:
+        self._link(str(d["batch"]), "batch", r.ref, "finished_lot", "filled_into", r, d.get("quantity"), d.get("unit"))
+        self.details[r.ref] = {"product": d.get("product"), "quantity": d.get("quantity"), "unit": d.get("unit")}
 
-    def _consumptions(self, column: str, value: str) -> None:
-        """Add the ``material.consumed`` links of a lot (``ref``) or of a batch (``batch``), once."""
-        if (column, value) in self._looked_up:
-            return
-        self._looked_up.add((column, value))
-        c = events.c
-        for r in self._rows(c.type == "material.consumed", (c.ref if column == "ref" else c.batch) == value):
-            if not r.ref or not r.batch:
-                continue
-            d: dict[str, Any] = dict(r.data or {})
-            link = Link(source=r.ref, target=r.batch, relation="consumed_in", quantity=d.get("actual"),
-                        unit=d.get("eng_unit"), site=r.site, gateway=r.gateway, ts_us=r.ts_us)
-            if link not in self.links:
-                self.links.append(link)
-                self.kinds.setdefault(r.ref, "lot")
-                self.kinds[r.batch] = "batch"
+    # -- the walk ----------------------------------------------------------------------------------
 
-    def resolve(self, node: str) -> str:
-        """The node's id: a supplier lot asked for by its number alone is ``supplier:number``."""
-        return node if node in self.kinds else self.alias.get(node, node)
+    def _start(self, start: str) -> tuple[str, dict[NodeKind, set[str]]]:
+        """The start node and its first frontier: a supplier lot (``supplier:number`` or the number alone,
+        which may name the lots of several suppliers), else any other kind — the hops of the wrong kinds
+        find nothing."""
+        number = start.split(":", 1)[1] if ":" in start else start
+        keys = {supplier_key((r.data or {}).get("supplier"), (r.data or {}).get("supplier_lot"))
+                for r in self._rows("lot.supplied", "ref", {start, number})}
+        if start in keys:
+            keys = {start}
+        if keys:
+            for k in keys:
+                self.kinds[k] = "supplier_lot"
+                self.details[k] = {"supplier": k.split(":", 1)[0], "supplier_lot": k.split(":", 1)[1]}
+            return (start if start in keys else next(iter(sorted(keys)))), {"supplier_lot": keys}
+        return start, {"lot": {start}, "batch": {start}, "finished_lot": {start}}
 
-    def downstream(self, node: str) -> list[Link]:
-        node = self.resolve(node)
-        self._consumptions("ref", node)
-        return [link for link in self.links if link.source == node]
+    def run(self, start: str, direction: Direction) -> Genealogy:
+        start, frontier = self._start(start)
+        seen: set[tuple[str, str]] = set()
+        for _ in range(MAX_HOPS):
+            frontier = {k: {n for n in ids if (k, n) not in seen} for k, ids in frontier.items()}
+            if not any(frontier.values()):
+                break
+            seen.update((k, n) for k, ids in frontier.items() for n in ids)
+            frontier = self._forward(frontier) if direction == "forward" else self._reverse(frontier)
+        lots = [n for n, k in self.kinds.items() if k == "lot" and n not in self.details]
+        for r in self._rows("lot.registered", "ref", lots):
+            self.details[r.ref] = _lot_detail(dict(r.data or {}))
+        nodes = {n: Node(kind=k, id=n, detail=self.details.get(n, {})) for n, k in self.kinds.items()}
+        nodes.setdefault(start, Node(kind="lot", id=start))
+        return Genealogy(start=start, direction=direction, nodes=sorted(nodes.values(), key=lambda n: (n.kind, n.id)),
+                         links=list(self.links.values()))
 
-    def upstream(self, node: str) -> list[Link]:
-        node = self.resolve(node)
-        self._consumptions("batch", node)
-        return [link for link in self.links if link.target == node]
 
-    def node(self, node: str) -> Node:
-        node = self.resolve(node)
-        return Node(kind=self.kinds.get(node, "lot"), id=node, detail=self.details.get(node, {}))
+def _lot_detail(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d.get(k) for k in ("material", "sublot", "supplier", "supplier_lot", "coa", "status", "kind",
+                                  "quantity", "unit")}

@@ -553,9 +553,9 @@ def _record_lines(rec: BatchRecordInfo) -> list[str]:
                      [[e.tag, e.phase, e.n, e.min, e.max, e.mean, e.limits, e.n_outside, e.within]
                       for e in rec.environment]))
     out.append(_section("Deviations"))
-    out.append(table(["id", "test", "value", "opened", "closed", "reason", "action", "closed by"],
-                     [[d.id, d.test, d.value, _t(d.opened_at_us), _t(d.closed_at_us), d.reason, d.action, d.closed_by]
-                      for d in rec.deviations]))
+    out.append(table(["id", "kind", "about", "opened", "closed", "reason", "action", "closed by"],
+                     [[d.id, d.kind, d.about, _t(d.opened_at_us), _t(d.closed_at_us), d.reason, d.action,
+                       d.closed_by if not d.open else "OPEN"] for d in rec.deviations]))
     out.append(_section("Finished-goods lots"))
     out.append(table(["lot", "quantity", "unit", "filled", "by", "packaging lots"],
                      [[f.lot, f.quantity, f.unit, _t(f.ts_us), f.produced_by,
@@ -566,6 +566,14 @@ def _record_lines(rec: BatchRecordInfo) -> list[str]:
         out.append(f"Released by {r.released_by} ({r.user}) at {_t(r.time_us)}, meaning: approved")
         out.append("Every QC result preceded the release" if r.results_before_release else
                    f"QC results recorded AFTER the release: {', '.join(r.results_after)}")
+    if r.released or r.qc_approved or r.qc_checks:
+        out.append(f"QC specifications: {r.qc_basis}")
+        out.append(table(["test", "low", "high", "value", "recorded", "within approved spec", "note"],
+                         [[c.test, c.low, c.high, c.value, None if c.recorded_pass is None else
+                           ("pass" if c.recorded_pass else "FAIL"), c.within,
+                           "MISSING" if c.missing else "after release" if c.after_release else None]
+                          for c in r.qc_checks]))
+    out.extend(f"  PROBLEM: {p}" for p in r.problems)
     out.append(_section("Electronic signatures"))
     out.append(table(["time", "name", "user", "role", "meaning", "entry", "seq", "gateway"],
                      [[_t(s.time_us), s.name, s.user, s.role, s.meaning, s.entry, s.seq, s.gateway]

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, sele
 from blackbox.config.sources import LimitSet
 from blackbox.model import now_us
 from blackbox.seal.limits import most_specific, recorded_limit_set
-from blackbox.store.batch_record import batch_record_info
+from blackbox.store.batch_record import approved_qc, batch_record_info
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
     AlarmLine,
@@ -372,7 +372,10 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
     record_rows = sorted([SimpleNamespace(gateway_id=r.gateway_id, seq=r.seq, type=r.type, subject=None, data=r.data,
                                           ts_us=r.ts_us) for r in batch_rows] + list(other_rows),
                          key=lambda r: (r.ts_us, r.seq))
-    record = batch_record_info(conn, gids, labels, record_rows, parameters)
+    release_qc = None if specification.unapproved else approved_qc(
+        conn, sorted(labels.values())[0].split("/", 1)[0], specification.hash,
+        f"specification {specification.id} v{specification.version} (sha256 {(specification.hash or '')[:16]}…)")
+    record = batch_record_info(conn, gids, labels, record_rows, parameters, release_qc)
 
     return TraceReport(
         record=record,

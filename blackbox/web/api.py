@@ -21,6 +21,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from blackbox.store.gateways import gateway_overview
+from blackbox.store.genealogy import genealogy
 from blackbox.store.report import TraceReport
 from blackbox.store.trace import reverse_lot
 from blackbox.web import golden, queries
@@ -243,6 +244,13 @@ def build_router(ctx: WebContext) -> APIRouter:
         if format == "csv":
             return csv_response(f"lot-{lot}.csv", rows)
         return {"items": rows}
+
+    @router.get("/genealogy/{node}", summary="Genealogy: supplier lot -> lots -> batches -> finished lots, or back")
+    def genealogy_of(principal: BatchReader, request: Request, node: str,
+                     direction: Literal["forward", "reverse"] = "forward") -> Any:
+        found = genealogy(ctx.read, node, direction, sites=principal.site_filter())  # only the viewer's sites
+        ctx.record(request, principal, "lot.genealogy", detail=f"{direction} {node}")
+        return found.model_dump(mode="json")
 
     @router.get("/gateways", summary="Gateways: status, chain received, gaps, rejections, keys")
     def gateways(principal: Caller, format: Format = "json") -> Any:

@@ -5,14 +5,16 @@ supplier lot -> material lot -> bulk batches -> finished lots."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
+from sqlalchemy import event as sa_event
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway
 
 from blackbox.store.findings import Difference
-from blackbox.store.genealogy import genealogy
+from blackbox.store.genealogy import Direction, genealogy
 from blackbox.store.ingest import Ingestor
 from blackbox.store.schema import events
 from blackbox.store.trace import render_text, trace_batch
@@ -58,17 +60,40 @@ def bulk_batch(gw: Gateway, batch: str, t: int, *, qc_after_release: bool = Fals
     gw.batch = None
 
 
+def register(gw: Gateway, data: dict[str, Any], t: int) -> None:
+    """A received lot, as the gateway records it: ``lot.registered`` and, with a supplier lot, ``lot.supplied``."""
+    gw.event("lot.registered", data, t, data["lot"])
+    if data.get("supplier_lot"):
+        gw.event("lot.supplied", {k: data.get(k) for k in ("supplier", "supplier_lot", "lot", "material", "quantity",
+                                                           "unit")}, t, data["supplier_lot"])
+
+
+def produce(gw: Gateway, bulk: str, fg: str, t: int, packaging: list[dict[str, Any]]) -> None:
+    """A finished lot filled from ``bulk``: ``lot.produced`` and one ``packaging.consumed`` per packaging lot."""
+    gw.batch = bulk
+    gw.event("lot.produced", {"lot": fg, "batch": bulk, "product": "FC-050", "quantity": 1200.0, "unit": "pcs",
+                              "packaging": packaging, "signatures": [signature(*ZHANG, t)]}, t, fg)
+    for p in packaging:
+        gw.event("packaging.consumed", {**p, "finished_lot": fg, "batch": bulk}, t, p["lot"])
+    gw.batch = None
+
+
+OTHER_SITE, OTHER_GATEWAY = "SZ-02", "gw-sz"
+
+
 @pytest.fixture
 def stored(engine: Engine) -> Engine:
     gw = Gateway()
     ing = Ingestor(engine)
     ing.enroll(GATEWAY, SITE, gw.public_pem)
     gw.apply_config(T0)
-    gw.event("lot.registered", {"lot": "GLY-77", "material": "RM-010", "supplier": "Acme", "supplier_lot": "A-5501",
-                                "coa": "COA-5501", "quantity": 200.0, "unit": "kg", "status": "released",
-                                "kind": "raw"}, T0 + 1, "GLY-77")
-    gw.event("lot.registered", {"lot": "JAR-771", "material": "PK-JAR", "supplier": "GlassCo",
-                                "supplier_lot": "G-9", "status": "released", "kind": "packaging"}, T0 + 2, "JAR-771")
+    register(gw, {"lot": "GLY-77", "material": "RM-010", "supplier": "Acme", "supplier_lot": "A-5501",
+                  "coa": "COA-5501", "quantity": 200.0, "unit": "kg", "status": "released", "kind": "raw"}, T0 + 1)
+    register(gw, {"lot": "JAR-771", "material": "PK-JAR", "supplier": "GlassCo", "supplier_lot": "G-9",
+                  "status": "released", "kind": "packaging"}, T0 + 2)
+    for i in range(40):  # other lots of the store: a walk must not read them
+        register(gw, {"lot": f"X-{i}", "material": "RM-099", "supplier": "Other", "supplier_lot": f"O-{i}",
+                      "status": "released", "kind": "raw"}, T0 + 2)
     gw.event("cleaning.recorded", {"id": "CLN-1", "unit": "V-101", "method": "CIP", "agent": "NaOH 1%",
                                    "start_us": T0, "end_us": T0 + HOUR, "valid_until_us": T0 + 25 * HOUR,
                                    "performed_by": signature(*ZHANG, T0 + 3)}, T0 + 3, "V-101")
@@ -77,14 +102,24 @@ def stored(engine: Engine) -> Engine:
     bulk_batch(gw, "B2", T0 + 40 * HOUR, qc_after_release=True)
     gw.seal()
     for bulk, fg, t in (("B1", "FG-1", T0 + 50 * HOUR), ("B2", "FG-2", T0 + 51 * HOUR)):
-        gw.batch = bulk
-        gw.event("lot.produced", {"lot": fg, "batch": bulk, "product": "FC-050", "quantity": 1200.0, "unit": "pcs",
-                                  "packaging": [{"material": "PK-JAR", "lot": "JAR-771", "quantity": 1200.0}],
-                                  "signatures": [signature(*ZHANG, t)]}, t, fg)
-    gw.batch = None
+        produce(gw, bulk, fg, t, [{"material": "PK-JAR", "lot": "JAR-771", "quantity": 1200.0}])
     gw.seal()
-    for sealed in gw.sealed:
-        assert ing.handle(sealed.wire, SITE, GATEWAY).status == "stored"
+    # another site received a lot of the same supplier lot and made its own batch of it
+    other = Gateway(site=OTHER_SITE, gateway=OTHER_GATEWAY)
+    ing.enroll(OTHER_GATEWAY, OTHER_SITE, other.public_pem)
+    other.apply_config(T0)
+    register(other, {"lot": "SZ-GLY-1", "material": "RM-010", "supplier": "Acme", "supplier_lot": "A-5501",
+                     "status": "released", "kind": "raw"}, T0 + 5)
+    other.start_batch("B9", T0 + 60 * HOUR)
+    other.event("material.consumed", {"material": "RM-010", "lot": "SZ-GLY-1", "target": 10.0, "actual": 10.0,
+                                      "eng_unit": "kg", "scale": "S-1", "weighing": "W-9"}, T0 + 60 * HOUR + 1,
+                "RM-010")
+    other.end_batch(T0 + 60 * HOUR + 2)
+    produce(other, "B9", "FG-9", T0 + 61 * HOUR, [])
+    other.seal()
+    for g in (gw, other):
+        for sealed in g.sealed:
+            assert ing.handle(sealed.wire, g.site, g.gateway).status == "stored"
     return engine
 
 
@@ -99,7 +134,8 @@ def test_the_trace_report_shows_signatures_cleaning_release_and_finished_lots(st
     (w,) = rec.weighings
     assert (w.performed_by, w.verified_by, w.complete) == ("Zhang Wei", "Li Na", True)
     (dev,) = rec.deviations
-    assert (dev.id, dev.open, dev.closed_by, dev.reason) == ("DEV-B1", False, "Qiao An", "meter drift")
+    assert (dev.id, dev.kind, dev.about, dev.open, dev.closed_by, dev.reason) == (
+        "DEV-B1", "qc", "pH 6.8", False, "Qiao An", "meter drift")
     assert rec.release.released and rec.release.released_by == "Qiao An"
     assert rec.release.results_before_release is True and rec.release.time_us == T0 + 30 * HOUR + 8
     (fg,) = rec.finished_lots
@@ -112,26 +148,73 @@ def test_the_trace_report_shows_signatures_cleaning_release_and_finished_lots(st
         ("Zhang Wei", "performed", "lot.produced")]
     text = render_text(report)
     assert "NOT VALID" in text and "Released by Qiao An (qa)" in text and "Every QC result preceded" in text
+    assert not rec.release.qc_approved and "QC specifications: UNAPPROVED" in text  # no approved specification
     assert json.loads(report.to_json())["record"]["release"]["released_by"] == "Qiao An"
     late = trace_batch(stored, "B2").record.release
     assert late.results_before_release is False and late.results_after == ["TAMC"]
 
 
 def test_genealogy_forward_and_reverse(stored: Engine) -> None:
-    fwd = genealogy(stored, "A-5501", "forward")
+    fwd = genealogy(stored, "A-5501", "forward", sites=[SITE])
     assert {(n.kind, n.id) for n in fwd.nodes} == {("supplier_lot", "Acme:A-5501"), ("lot", "GLY-77"),
                                                     ("batch", "B1"), ("batch", "B2"), ("finished_lot", "FG-1"),
                                                     ("finished_lot", "FG-2")}
     assert {(x.source, x.relation, x.target) for x in fwd.links} == {
         ("Acme:A-5501", "supplied_as", "GLY-77"), ("GLY-77", "consumed_in", "B1"), ("GLY-77", "consumed_in", "B2"),
         ("B1", "filled_into", "FG-1"), ("B2", "filled_into", "FG-2")}
-    back = genealogy(stored, "FG-1", "reverse")
+    assert {x.site for x in fwd.links} == {SITE}
+    back = genealogy(stored, "FG-1", "reverse", sites=[SITE])
     assert {(x.source, x.relation, x.target) for x in back.links} == {
         ("B1", "filled_into", "FG-1"), ("JAR-771", "packaged_into", "FG-1"), ("GLY-77", "consumed_in", "B1"),
         ("Acme:A-5501", "supplied_as", "GLY-77"), ("GlassCo:G-9", "supplied_as", "JAR-771")}
+    assert {n.id: n.detail.get("coa") for n in back.nodes if n.kind == "lot"} == {"GLY-77": "COA-5501",
+                                                                                  "JAR-771": None}
     packaging = genealogy(stored, "G-9", "forward")
     assert {n.id for n in packaging.nodes if n.kind == "finished_lot"} == {"FG-1", "FG-2"}
     assert genealogy(stored, "NOPE", "forward").links == []
+
+
+@pytest.mark.parametrize(("sites", "finished"), [([SITE], {"FG-1", "FG-2"}), ([OTHER_SITE], {"FG-9"}),
+                                                 (None, {"FG-1", "FG-2", "FG-9"}), ([], set())])
+def test_genealogy_shows_only_the_sites_the_viewer_may_see(stored: Engine, sites: list[str] | None,
+                                                           finished: set[str]) -> None:
+    fwd = genealogy(stored, "Acme:A-5501", "forward", sites=sites)
+    assert {n.id for n in fwd.nodes if n.kind == "finished_lot"} == finished
+    assert {x.site for x in fwd.links} <= set(sites if sites is not None else [SITE, OTHER_SITE])
+    back = genealogy(stored, "FG-9", "reverse", sites=sites)
+    assert bool(back.links) == ("FG-9" in finished)
+
+
+INDEXES = r"ix_events_(ref|batch)_type"
+"""The lookup indexes of events (not the primary key, which would read every event of a gateway)."""
+
+
+@pytest.mark.parametrize(("start", "direction"), [("A-5501", "forward"), ("G-9", "forward"), ("FG-1", "reverse"),
+                                                  ("GLY-77", "forward"), ("B1", "reverse")])
+def test_every_genealogy_query_is_an_index_lookup(stored: Engine, start: str, direction: Direction) -> None:
+    """Each hop reads through the (ref, type) or (batch, type) index: the database's own plan says so."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if "FROM events" in statement:
+            statements.append((statement, parameters))
+
+    sa_event.listen(stored, "before_cursor_execute", capture)
+    try:
+        assert genealogy(stored, start, direction, sites=[SITE]).links
+    finally:
+        sa_event.remove(stored, "before_cursor_execute", capture)
+    assert 4 <= len(statements) <= 16
+    with stored.connect() as conn:
+        for statement, parameters in statements:
+            if stored.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement,
+                                                                         parameters))
+                assert "SCAN events" not in plan and re.search(INDEXES, plan), (statement, plan)
+            else:
+                conn.exec_driver_sql("SET enable_seqscan = off")
+                plan = " ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+                assert "Seq Scan on events" not in plan and re.search(INDEXES, plan), (statement, plan)
 
 
 def test_a_forged_release_signature_is_found_by_verify_and_by_the_trace(stored: Engine) -> None:

@@ -116,6 +116,35 @@ def test_a_batch_under_an_approved_specification_shows_both_approvals(
     assert "UNAPPROVED" not in text
 
 
+def test_the_release_is_judged_against_the_approved_qc_specification(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    """The store takes the QC tests from the approved specification it verified, not from the gateway: a
+    result recorded as a pass outside the approved range and a missing test are named."""
+    doc = spec_doc() | {"qc": [{"test": "pH", "low": 5.5, "high": 6.5}, {"test": "TAMC", "high": 100.0},
+                               {"test": "odour"}]}
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)))
+    gw.batch = BATCH
+    gw.event("qc.result", {"test": "pH", "value": 6.9, "spec_low": 5.0, "spec_high": 7.0, "pass": True,
+                           "sample": "S-1"}, T0 + 10 * SEC)
+    gw.event("qc.result", {"test": "odour", "value": "typical", "pass": True, "sample": "S-1"}, T0 + 11 * SEC)
+    gw.event("batch.released", {"batch": BATCH, "product": "FC-050", "required": ["pH"],
+                                "qc_basis": {"source": "configuration", "approved": False},
+                                "released_by": {"user": "qa", "name": "Qiao An", "meaning": "approved"}},
+             T0 + 12 * SEC)
+    gw.batch = None
+    gw.seal()
+    assert ingestor.handle(gw.sealed[-1].wire, SITE, GATEWAY).status == "stored"
+    release = trace_batch(engine, BATCH).record.release
+    assert release.qc_approved and release.qc_basis is not None and "FC-050 v1" in release.qc_basis
+    assert [(c.test, c.high, c.recorded_pass, c.within, c.missing) for c in release.qc_checks] == [
+        ("pH", 6.5, True, False, False), ("TAMC", 100.0, None, None, True), ("odour", None, True, None, False)]
+    assert release.problems == [
+        "the gateway released against its configured QC tests, not the approved specification's",
+        "pH 6.9 was recorded as pass, but the approved specification says outside 5.5..6.5",
+        "released without a result of TAMC"]
+    assert "PROBLEM: released without a result of TAMC" in render_text(trace_batch(engine, BATCH))
+
+
 def test_a_batch_under_unapproved_limits_is_flagged_in_text_and_json(
         engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
     run_batch(gw, ingestor, BATCH, T0, None)

@@ -39,6 +39,7 @@ TAG = "EM-01.temperature"
 BATCH_ENDPOINTS = ["", "/materials", "/parameters", "/qc", "/timeline", "/phases", "/integrity", "/tags",
                    f"/series?tag={TAG}", f"/compare?tag={TAG}"]
 ALL_GETS = [*(A + e for e in BATCH_ENDPOINTS), "/api/v1/me", "/api/v1/batches", "/api/v1/lots/LOT-W-0001",
+            "/api/v1/genealogy/LOT-W-0001",
             "/api/v1/gateways", "/api/v1/access-log", "/api/v1/admin/tokens", f"/api/v1/sites/{SITE}/live"]
 
 
@@ -261,6 +262,17 @@ def test_reverse_lot(web_client: TestClient, web_store: Store) -> None:
     own = get(web_client, web_store, "factory_qa", "/api/v1/lots/LOT-W-0001")["items"]
     assert {(u["site"], u["batch"]) for u in own} == {(SITE, BATCH)}
     assert get(web_client, web_store, "factory_qa", "/api/v1/lots/NO-SUCH")["items"] == []
+
+
+def test_genealogy_is_authorised_by_site(web_client: TestClient, web_store: Store) -> None:
+    def batches(who: str, node: str, direction: str = "forward") -> set[str]:
+        found = get(web_client, web_store, who, f"/api/v1/genealogy/{node}?direction={direction}")
+        return {n["id"] for n in found["nodes"] if n["kind"] == "batch"}
+
+    assert batches("regulator", "LOT-W-0001") == {BATCH, OTHER_BATCH}
+    assert batches("factory_qa", "LOT-W-0001") == {BATCH}
+    assert batches("factory_qa", OTHER_BATCH, "reverse") == set()  # another site's batch: nothing, not even its id
+    assert batches("regulator", OTHER_BATCH, "reverse") == {OTHER_BATCH}
 
 
 def test_gateways_by_role(web_client: TestClient, web_store: Store) -> None:
