@@ -57,6 +57,32 @@ def test_the_shortcut_reads_every_generated_document_as_the_full_reader_does() -
     assert outcomes["shortcut"] > 300 and outcomes["full"] > 100 and outcomes["refused"] > 300, outcomes
 
 
+MUTATION_PIECES = [b"", b"\\", b"\\u0000", b'"', b"1", b"9" * 20, b"-", b".", b"E9", b"null", b"true", b",", b"[", b"]",
+                   b"{", b"}", b":", b" ", b"\xff", b"\xc3\xa9", b"\xed\xa0\x80", b"1e400", b"9223372036854775808",
+                   b'"r":[]', b'"e":[]', b"\x00", b"\t"]
+
+
+def test_the_shortcut_reads_every_mutated_document_as_the_full_reader_does() -> None:
+    """Byte edits of a realistic document (mixed values, reasons, context; with and without events)."""
+    rows = [[seq, f"L1-{seq % 4}.pv", value, quality, reason, 1_790_000_000_000_000 + seq, None if seq % 2 else seq,
+             "FC050-2026-1125-01", "emulsify"]
+            for seq, (value, quality, reason) in enumerate(
+                [(1.5, "good", None), (-7, "good", None), (True, "good", None), ("RUN", "good", None),
+                 (None, "bad", "timeout: no response"), (2.5e-7, "uncertain", "stale"), (0, "good", None)], 1)]
+    bases = [doc(rows), doc(rows, [[8, "qc.result", None, {"a": [1, {"b": 2.5}]}, 5, None, None]])]
+    rng = random.Random(7)
+    outcomes: Counter[str] = Counter()
+    for _ in range(5000):
+        raw = bytearray(rng.choice(bases))
+        for _ in range(rng.randrange(1, 3)):
+            at = rng.randrange(len(raw) + 1)
+            raw[at:at + rng.randrange(3)] = rng.choice(MUTATION_PIECES)
+        expected = full(bytes(raw))
+        assert shortcut(bytes(raw)) == expected, bytes(raw)
+        outcomes["shortcut" if fast_readings(bytes(raw)) else "full" if expected != "refused" else "refused"] += 1
+    assert outcomes["shortcut"] > 500 and outcomes["refused"] > 500, outcomes
+
+
 def doc(r: list[Any] | None = None, e: list[Any] | None = None) -> bytes:
     return json.dumps({"e": [] if e is None else e, "r": [R] if r is None else r}, separators=(",", ":"),
                       ensure_ascii=False).encode()
