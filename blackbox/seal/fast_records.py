@@ -60,6 +60,7 @@ class _Document(msgspec.Struct, forbid_unknown_fields=True):
     r: msgspec.Raw
 
 
+# Built once and shared by every thread: msgspec's decoders are thread-safe since 0.16.
 _DOCUMENT = msgspec.json.Decoder(_Document)
 _READINGS = msgspec.json.Decoder(list[ReadingRow])
 _LAYOUT = len(b'{"e":,"r":}')
