@@ -1,5 +1,5 @@
 """``python -m blackbox`` is the ``blackbox`` command."""
 
-from blackbox.cli.main import app
+from blackbox.cli.entry import main
 
-app()
+main()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from blackbox.agent.live import TAIL_QUEUE, LiveView
+import orjson
+
+from blackbox.agent.live import TAIL_QUEUE, LiveView, tags_json
 from blackbox.buffer import Committed
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.config import TagConfig
@@ -71,3 +73,31 @@ def test_readings_per_second_counts_whole_cycles() -> None:
     assert asked[-40:] == [428.0] * 40
     now[0] += 11.0  # the commits stopped
     assert live.readings_per_second() == 0.0
+
+
+def test_status_lists_every_tag_with_its_age_and_staleness_from_a_snapshot() -> None:
+    live = LiveView(TAGS, poll_s={"EM-01.temperature": 0.5, "EM-01.vacuum": 10.0})
+    live.on_commit(committed(1, ["EM-01.temperature", "EM-01.vacuum"]))  # at 10 µs
+    rows, last = live.snapshot()
+    live.on_commit(committed(3, ["EM-01.temperature"]))  # after the snapshot: not in it
+    now = 10 + 3_000_000  # 3 s later: stale after 3 x 0.5 + 1 s, not after 3 x 10 + 1 s
+    assert orjson.loads(tags_json(rows, last, now)) == [
+        {"tag": "EM-01.temperature", "unit": "EM-01", "eng_unit": "degC", "age_s": 3.0, "stale": True,
+         "value": 20.0, "quality": "good", "reason": None},
+        {"tag": "EM-01.vacuum", "unit": "EM-01", "eng_unit": "degC", "age_s": 3.0, "stale": False,
+         "value": 21.0, "quality": "good", "reason": None},
+        {"tag": "OT-01.temperature", "unit": "OT-01", "eng_unit": "degC", "age_s": None, "stale": True,
+         "value": None, "quality": None, "reason": None}]  # never read
+
+
+def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:
+    live = LiveView(TAGS)
+    sub = live.subscribe(["*.vacuum"], [], with_events=False)
+    same = tuple(TAGS)
+    for n in range(3):  # the same tags object each cycle, as a driver hands it, then another one
+        live.on_commit(Committed(ReadingBlock(1 + 3 * n, 10, None, None, SampleColumns.good(same, [1.0] * 3)), []))
+    tags = ("OT-01.temperature", "EM-01.vacuum")
+    live.on_commit(Committed(ReadingBlock(20, 10, None, None, SampleColumns.good(tags, [1.0, 2.0])), []))
+    got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    assert [(i["seq"], i["tag"]) for i in got] == [(2, "EM-01.vacuum"), (5, "EM-01.vacuum"), (8, "EM-01.vacuum"),
+                                                   (21, "EM-01.vacuum")]

@@ -64,6 +64,9 @@ CASES = [
     case("status -c {gw} --json", 1, "{tmp}/agent.sock"),
     case("tail -c {gw}", 1, "{tmp}/agent.sock"),
     case("tail -c {gw} --count -3", 2, "--count"),
+    case("status -c {missing}", 2, "{missing}", "No such file", prefix="{missing}"),
+    case("tail -c {bad_yaml}", 2, "{bad_yaml}:2", "not valid YAML", prefix="{bad_yaml}"),
+    case("status -c {dir} --json", 2, "{dir}", prefix="{dir}"),
     case("alarms list -c {gw}", 1, "{tmp}/agent.sock"),
     case("alarms ack threshold:X -c {gw}", 1, "{tmp}/agent.sock"),
     case("alarms shelve X -c {gw} --for soon --reason r", 2, "soon"),
@@ -288,7 +291,7 @@ from blackbox.cli import main
 @main.app.command("explode")
 def explode() -> None:
     raise ZeroDivisionError("boom")
-main._plain_help(main.app)
+main.plain_help(main.app)
 debug = ["--debug"] if "--debug" in sys.argv else []
 main.app(debug + ["explode"], prog_name="blackbox")
 """

@@ -11,18 +11,24 @@ import asyncio
 import fnmatch
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
+
+import orjson
 
 from blackbox.buffer import Committed
 from blackbox.config.sources import TagConfig
 from blackbox.model import Event, Reading, Value
 
 TAIL_QUEUE = 10_000
+STALE_AFTER_CYCLES = 3.0
+"""A tag whose last reading is older than this many poll intervals (plus a second) is shown as stale."""
 """Items a slow ``tail`` client may fall behind by before items are skipped (and counted)."""
 RATE_WINDOW_S = 10.0
+MAX_PICKS = 256
+"""Tag sequences whose picks a ``tail`` remembers (a few per source in practice)."""
 
 
 @dataclass(slots=True)
@@ -43,6 +49,7 @@ class TailSubscription:
         self.with_events = with_events
         self._unit_of = unit_of
         self._match: dict[str, bool] = {}
+        self._picks: dict[int, tuple[Sequence[str], list[int]]] = {}
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(TAIL_QUEUE)
         self.skipped = 0
 
@@ -53,6 +60,19 @@ class TailSubscription:
                                       and (not self.units or self._unit_of.get(tag) in self.units))
         return hit
 
+    def picks(self, tags: Sequence[str]) -> list[int]:
+        """Indexes of the wanted tags in a cycle's ``tags``; remembered per tags object, since a driver
+        hands the same tuple every cycle (so a commit of 1,000 readings of which none are wanted
+        costs a dict lookup, not 1,000)."""
+        cached = self._picks.get(id(tags))
+        if cached is not None and cached[0] is tags:
+            return cached[1]
+        picked = [i for i, tag in enumerate(tags) if self.wants(tag)]
+        if len(self._picks) >= MAX_PICKS:
+            self._picks.clear()
+        self._picks[id(tags)] = (tags, picked)
+        return picked
+
     def offer(self, item: dict[str, Any] | None) -> None:
         try:
             self.queue.put_nowait(item)
@@ -60,23 +80,43 @@ class TailSubscription:
             self.skipped += 1
 
 
+TagRow = tuple[str, str, str, float]
+"""A tag as ``status`` lists it: name, unit, engineering unit, seconds after which it is stale."""
+Last = tuple[int, int, Value, str, str | None]
+"""A tag's last reading: seq, time, value, quality, reason."""
+
+
 class LiveView:
-    def __init__(self, tags: dict[str, TagConfig], clock: Callable[[], float] = time.monotonic) -> None:
-        self.set_tags(tags)
+    def __init__(self, tags: dict[str, TagConfig], clock: Callable[[], float] = time.monotonic,
+                 poll_s: dict[str, float] | None = None) -> None:
+        self.set_tags(tags, poll_s)
         self._clock = clock
-        self._last: dict[str, tuple[int, int, Value, str, str | None]] = {}
+        self._last: dict[str, Last] = {}
         """Per tag: seq, time, value, quality, reason of its last reading (tuples: made by C-level zip)."""
         self.readings_total = 0
         self.events_total: Counter[str] = Counter()
         self.alarm_raised_total: Counter[str] = Counter()
         """``alarm.raised`` events by priority."""
         self._subscribers: set[TailSubscription] = set()
+        self.building = asyncio.Lock()
+        """Held while a ``status`` tag list is built (see :func:`tags_json`)."""
         self._rate_marks: deque[tuple[float, int]] = deque()
 
-    def set_tags(self, tags: dict[str, TagConfig]) -> None:
-        """The configured tags (again after a reload)."""
+    def set_tags(self, tags: dict[str, TagConfig], poll_s: dict[str, float] | None = None) -> None:
+        """The configured tags (again after a reload) and their poll intervals (default 1 s)."""
         self.tags = tags
         self._unit_of = {name: t.unit for name, t in tags.items()}
+        poll = poll_s or {}
+        self._rows: list[TagRow] = [(name, t.unit, t.eng_unit, STALE_AFTER_CYCLES * poll.get(name, 1.0) + 1.0)
+                                    for name, t in tags.items()]
+
+    def snapshot(self) -> tuple[list[TagRow], dict[str, Last]]:
+        """The tags and their last readings as of now, for :func:`tags_json` to use on another thread.
+
+        A copy of the dict (made at C speed, about a millisecond for 20,000 tags): the commits on
+        the event loop go on changing the original meanwhile.
+        """
+        return self._rows, dict(self._last)
 
     # -- listening ---------------------------------------------------------------------------
 
@@ -109,9 +149,8 @@ class LiveView:
             for ev in committed.events:
                 sub.offer(self._event_item(ev))
         block = committed.readings
-        for i, tag in enumerate(block.samples.tags):
-            if sub.wants(tag):
-                sub.offer(self._reading_item(block[i]))
+        for i in sub.picks(block.samples.tags):
+            sub.offer(self._reading_item(block[i]))
 
     def _reading_item(self, r: Reading) -> dict[str, Any]:
         tag = self.tags.get(r.tag)
@@ -164,3 +203,20 @@ class LiveView:
                 sub.queue.get_nowait()  # make room for the end marker
             sub.queue.put_nowait(None)
         self._subscribers.clear()
+
+
+def tags_json(rows: list[TagRow], last: dict[str, Last], now_us: int) -> bytes:
+    """The ``tags`` list of ``status`` as JSON, from a :meth:`LiveView.snapshot`: safe on any thread."""
+    out: list[dict[str, Any]] = []
+    add = out.append
+    get = last.get
+    for name, unit, eng_unit, stale_after in rows:
+        r = get(name)
+        if r is None:
+            add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": None, "stale": True, "value": None,
+                 "quality": None, "reason": None})
+            continue
+        age = max(0.0, (now_us - r[1]) / 1e6)
+        add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": age, "stale": age > stale_after,
+             "value": r[2], "quality": str(r[3]), "reason": r[4]})
+    return orjson.dumps(out)

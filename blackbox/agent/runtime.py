@@ -121,7 +121,7 @@ class Agent:
         self.recorder.spec_state = self.in_force.state()
         self.recorder.record_keeper = BatchRecord(cfg.record, saved.get("record"), qc_specs(self.in_force))
         self.accounts = Accounts(cfg.record.operators_file, cfg.record.lockout_after)
-        self.live = LiveView(tags)
+        self.live = LiveView(tags, poll_s=poll_intervals(cfg))
         self.pollers = self._make_pollers(cfg)
         self.forwarder = Forwarder(self.buffer, self.db, self.topics, cfg.uplink)
         self.forwarder.on_alarm = self._uplink_alarm
@@ -326,7 +326,7 @@ class Agent:
                 self.accounts.lockout_after = cfg.record.lockout_after
                 self.loaded, self.cfg, self.pollers = new, cfg, pollers
                 self.in_force, self.effective = in_force, effective
-                self.live.set_tags(tags)
+                self.live.set_tags(tags, poll_intervals(cfg))
             finally:
                 self._start_polling()  # the new sources, or the old ones again if the switch failed
                 systemd.notify(f"READY=1\nSTATUS=configuration {self.loaded.sha256[:16]} in force")
@@ -477,3 +477,8 @@ class Agent:
                 self.session.publish(self.topics.alarms, orjson.dumps({
                     "seq": ev.seq, "type": ev.type, "subject": ev.subject, "data": ev.data, "ts_us": ev.ts_us,
                     "batch": ev.batch, "phase": ev.phase}))
+
+
+def poll_intervals(cfg: Config) -> dict[str, float]:
+    """Each tag's poll interval (its source's), for the staleness ``status`` shows."""
+    return {t.name: src.poll_interval for src in cfg.sources for t in src.tags}

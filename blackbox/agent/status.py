@@ -12,7 +12,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from blackbox.agent.control import Caller, ControlError
+from blackbox.agent.live import tags_json
 from blackbox.agent.metrics import Metric
 from blackbox.buffer import Backlog, Usage
 from blackbox.model import now_us
@@ -21,8 +24,6 @@ if TYPE_CHECKING:
     from blackbox.agent.runtime import Agent
 
 HEALTH_DB_TIMEOUT_S = 2.0
-STALE_AFTER_CYCLES = 3.0
-"""A tag whose last reading is older than this many poll intervals is shown as stale."""
 
 
 async def _buffer_figures(agent: Agent) -> tuple[Backlog, Usage]:
@@ -40,20 +41,19 @@ def _alarms(agent: Agent) -> list[dict[str, Any]]:
 
 
 async def status_report(agent: Agent) -> dict[str, Any]:
-    """The answer to ``blackbox status``."""
+    """The answer to ``blackbox status``.
+
+    The list of tags (20,000 at most scales) is built and serialised on a worker thread from a
+    snapshot of the live view, one request at a time, so that asking status back to back never
+    holds the event loop — and the polls it runs — for more than a copy of a dict; it goes into
+    the answer as ready-made JSON (:class:`orjson.Fragment`).
+    """
     backlog, usage = await _buffer_figures(agent)
+    rows, last = agent.live.snapshot()
     now = now_us()
+    async with agent.live.building:  # one at a time: overlapping requests queue, the polls keep their share
+        tags = orjson.Fragment(await asyncio.to_thread(tags_json, rows, last, now))
     ctx = agent.recorder.tracker.context
-    poll_of = {t.name: src.poll_interval for src in agent.cfg.sources for t in src.tags}
-    tags = []
-    for name, tag in agent.live.tags.items():
-        last = agent.live.last_reading(name)
-        age = None if last is None else max(0.0, (now - last.ts_us) / 1e6)
-        tags.append({"tag": name, "unit": tag.unit, "eng_unit": tag.eng_unit, "age_s": age,
-                     "stale": age is None or age > STALE_AFTER_CYCLES * poll_of.get(name, 1.0) + 1.0,
-                     "value": None if last is None else last.value,
-                     "quality": None if last is None else last.quality,
-                     "reason": None if last is None else last.reason})
     session = agent.session
     rec = agent.recorder
     return {

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from blackbox.config import ConfigError, LoadedConfig, StoreConfig, load_config, load_store_config
+from blackbox.cli.agent_socket import quick_control_socket
 from blackbox.control_client import AgentUnreachable, CommandFailed, call
+
+if TYPE_CHECKING:  # the configuration models load in a fraction of a second: only the commands that need them do
+    from blackbox.config import ConfigError, LoadedConfig, StoreConfig
 
 EXIT_CONFIG = 2
 
@@ -17,6 +20,8 @@ ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration 
 
 def load_or_exit(path: Path) -> LoadedConfig:
     """Load a configuration, or print every problem and exit with status 2."""
+    from blackbox.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -26,6 +31,8 @@ def load_or_exit(path: Path) -> LoadedConfig:
 
 def store_config_or_exit(path: Path) -> StoreConfig:
     """The ``store:`` section of a store file (only that section) or a full one; exit 2 if unusable."""
+    from blackbox.config import ConfigError, load_store_config
+
     try:
         return load_store_config(path)
     except ConfigError as exc:
@@ -43,9 +50,15 @@ def _report(path: Path, exc: ConfigError) -> None:
 
 def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:
     """Call the agent of ``config``; exit 1 with the reason if it cannot be reached or refuses."""
-    socket_path = load_or_exit(config).config.agent.control_socket
+    socket_path = control_socket(config)
     try:
         return call(socket_path, cmd, args, user=user)
     except (AgentUnreachable, CommandFailed) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def control_socket(config: Path) -> Path:
+    """The control socket of the agent of ``config``: read from its ``agent:`` section alone when the
+    file allows it (:mod:`blackbox.cli.agent_socket`), else from the whole validated file (exit 2 if unusable)."""
+    return quick_control_socket(config) or load_or_exit(config).config.agent.control_socket

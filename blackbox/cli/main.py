@@ -1,9 +1,8 @@
-"""The ``blackbox`` application: top-level commands and the command groups."""
+"""The ``blackbox`` application: every command and command group (the light ones are in :mod:`blackbox.cli.root`)."""
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import signal
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from blackbox.cli import (
     diag,
     joint_cmd,
     keys,
-    ops,
     record_cmd,
     spec_cmd,
     store_cmd,
@@ -25,18 +23,9 @@ from blackbox.cli import (
     web_cmd,
 )
 from blackbox.cli.common import load_or_exit
-from blackbox.cli.errors import BlackboxGroup, set_debug
-from blackbox.logs import setup_logging
+from blackbox.cli.root import app, plain_help
 from blackbox.model import iso
 
-app = typer.Typer(
-    help="blackbox — a flight recorder for cosmetics factories: records PLC data, warns early, "
-         "seals it signed and hash-chained, and lets regulators trace every batch.\n\n"
-         "Example: blackbox demo",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    cls=BlackboxGroup,
-)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(diag.app, name="diag")
 app.add_typer(keys.app, name="keys")
@@ -52,8 +41,6 @@ store_cmd.app.add_typer(joint_cmd.approver_app, name="approver")
 store_cmd.app.add_typer(joint_cmd.spec_app, name="spec")
 store_cmd.app.add_typer(joint_cmd.action_app, name="action")
 store_cmd.app.command("retention")(joint_cmd.retention)
-app.command("status")(ops.status)
-app.command("tail")(ops.tail)
 app.add_typer(batch.batch_app, name="batch")
 app.add_typer(batch.material_app, name="material")
 app.add_typer(batch.qc_app, name="qc")
@@ -68,41 +55,6 @@ app.command("verify-batch")(verify_cmd.verify_batch)
 app.command("batches")(web_cmd.batches)
 
 
-
-
-def _plain_help(typer_app: typer.Typer) -> None:
-    """Plain click help for every group: typer's rich help shows flags as ``--json <bool>``, as if
-    they took a value."""
-    typer_app.rich_markup_mode = None
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            _plain_help(group.typer_instance)
-
-
-class LogLevel(enum.StrEnum):
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-
-
-def _version(value: bool) -> None:
-    if value:
-        from blackbox import __version__
-
-        typer.echo(f"blackbox {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(log_level: LogLevel = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
-                                             help="How much the agent and store log."),
-          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error "
-                                     "(also BLACKBOX_DEBUG=1)."),
-          _show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                             help="Print the version and exit.")) -> None:
-    set_debug(debug)
-    setup_logging(log_level.value)
 
 
 @app.command()
@@ -249,4 +201,4 @@ def trace(batch: str | None = typer.Argument(None, help="Production batch number
     typer.echo(report.to_json() if json_out else render_text(report))
 
 
-_plain_help(app)
+plain_help(app)

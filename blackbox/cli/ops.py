@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import typer
 
-from blackbox.cli.common import ConfigOpt, agent_call, load_or_exit
+from blackbox.cli.common import ConfigOpt, agent_call, control_socket
 from blackbox.control_client import AgentUnreachable, CommandFailed, stream
 from blackbox.model import iso
 
@@ -93,7 +93,7 @@ def tail(config: Path = ConfigOpt,
 
     Example: blackbox tail -c /etc/blackbox/blackbox.yaml --unit EM-01 --tag '*.temperature'
     """
-    socket_path = load_or_exit(config).config.agent.control_socket
+    socket_path = control_socket(config)
     shown = 0
     try:
         for item in stream(socket_path, "tail", {"tags": tags, "units": units, "events": events}):

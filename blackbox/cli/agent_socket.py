@@ -1,0 +1,77 @@
+"""The running agent's control socket, read from a configuration file without validating all of it.
+
+The commands that talk to the agent (``status``, ``tail``, ``alarms``, ``batch``…) need one
+setting, ``agent.control_socket``. Validating a whole configuration of 20,000 tags takes seconds
+(and loads pydantic and every driver), so these commands read the ``agent:`` section alone: the
+file's top-level keys are found line by line, and only that section is parsed as YAML. The agent
+validated the whole file when it started; the command only needs to know where to ask.
+
+Whatever this quick reading cannot be sure of — an unreadable file, a document that is not a
+block mapping at its top level, no ``gateway:`` or ``site:`` section, an ``agent:`` section that
+does not parse or holds something other than a path — is left to the full validation, which
+reports the problem with its file and line as every other command does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+DEFAULT_SOCKET = Path("var/agent.sock")
+"""``agent.control_socket``'s default (:class:`blackbox.config.agent.AgentConfig`; a test checks they agree)."""
+_TOP_KEY = re.compile(rb"^([A-Za-z_][A-Za-z0-9_]*)[ \t]*:(?:[ \t]|$)")
+_REQUIRED = {b"gateway", b"site"}
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def quick_control_socket(path: Path) -> Path | None:
+    """The control socket named by the configuration at ``path`` (absolute), or ``None`` if unsure."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    section = _agent_section(raw)
+    if section is None:
+        return None
+    if section == b"":
+        value: object = str(DEFAULT_SOCKET)
+    else:
+        try:
+            doc = yaml.load(section, Loader=_SAFE_LOADER)  # a safe loader (the C one if built)
+        except yaml.YAMLError:
+            return None
+        agent = doc.get("agent") if isinstance(doc, dict) else None
+        if agent is None:
+            agent = {}
+        if not isinstance(agent, dict):
+            return None
+        value = agent.get("control_socket", str(DEFAULT_SOCKET))
+    if not isinstance(value, str) or not value or "\x00" in value:
+        return None
+    socket = Path(value)
+    return socket if socket.is_absolute() else Path(os.path.abspath(path)).parent / socket
+
+
+def _agent_section(raw: bytes) -> bytes | None:
+    """The lines of the top-level ``agent:`` section (``b""`` if there is none), ``None`` if unsure."""
+    keys: list[tuple[bytes, int]] = []  # (key, offset of its line)
+    offset = 0
+    for line in raw.splitlines(keepends=True):
+        first = line[:1]
+        if first not in (b" ", b"\t", b"#", b"\n", b"\r", b""):
+            match = _TOP_KEY.match(line)
+            if match is None:  # flow style, a document marker, an anchor, a complex key: not a plain block mapping
+                return None
+            keys.append((match.group(1), offset))
+        offset += len(line)
+    names = [k for k, _ in keys]
+    if not set(names) >= _REQUIRED or len(names) != len(set(names)):
+        return None
+    for i, (key, start) in enumerate(keys):
+        if key == b"agent":
+            end = keys[i + 1][1] if i + 1 < len(keys) else len(raw)
+            return raw[start:end]
+    return b""

@@ -1,0 +1,35 @@
+"""The ``blackbox`` command: the light application for ``status`` and ``tail``, the full one otherwise."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+LIGHT = frozenset({"status", "tail"})
+"""The commands of :data:`blackbox.cli.root.app` (a test checks), named here so as not to import it for the others."""
+
+
+def main() -> None:
+    if command_of(sys.argv[1:]) in LIGHT:
+        from blackbox.cli.root import app
+    else:
+        from blackbox.cli.main import app
+    app()
+
+
+def command_of(args: Sequence[str]) -> str | None:
+    """The command ``args`` name, or ``None`` when the global options ask for the whole application
+    (``--help``, ``--version``, anything unknown: its error message lists every command)."""
+    value_next = False
+    for arg in args:
+        if value_next:
+            value_next = False
+        elif arg == "--log-level":
+            value_next = True
+        elif arg.startswith("--log-level=") or arg == "--debug":
+            continue
+        elif arg.startswith("-"):
+            return None
+        else:
+            return arg
+    return None
