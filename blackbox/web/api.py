@@ -30,6 +30,8 @@ from blackbox.web.context import WebContext
 from blackbox.web.golden import Mode
 
 Format = Literal["json", "csv"]
+Page = Annotated[int, Query(ge=1, description="Page number (1 is the first).")]
+PerPage = Annotated[int, Query(ge=1, le=1000, description="Items per page.")]
 KEEPALIVE_S = 15.0
 
 
@@ -191,13 +193,13 @@ def build_router(ctx: WebContext) -> APIRouter:
                                                                      site=site)]}
 
     @router.get("/golden/history", summary="Every golden-batch choice and withdrawal, newest first (the audit trail)")
-    def golden_history(principal: Caller, site: str | None = None, product: str | None = None,
-                       format: Format = "json") -> Any:
+    def golden_history(principal: Caller, site: str | None = None, product: str | None = None, page: Page = 1,
+                       per_page: PerPage = 100, format: Format = "json") -> Any:
         rows = [c.public() for c in golden.history(ctx.read, sites=golden_sites(principal), site=site,
                                                    product=product)]
         if format == "csv":
             return csv_response("golden-history.csv", rows)
-        return {"items": rows}
+        return paged(rows, page, per_page)
 
     @router.post("/sites/{site}/golden", status_code=201,
                  summary="Choose a batch occurrence as its product's golden batch (factory QA of the site, admin)")
@@ -236,14 +238,15 @@ def build_router(ctx: WebContext) -> APIRouter:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @router.get("/lots/{lot}", summary="Reverse trace: every batch that consumed a supplier lot")
-    def lot(principal: BatchReader, request: Request, lot: str, format: Format = "json") -> Any:
+    def lot(principal: BatchReader, request: Request, lot: str, page: Page = 1, per_page: PerPage = 100,
+            format: Format = "json") -> Any:
         sites = principal.site_filter()
         uses = [u for u in reverse_lot(ctx.read, lot) if sites is None or u.site in sites]
         ctx.record(request, principal, "lot.reverse", detail=f"lot {lot}")
         rows = [u.model_dump(mode="json") for u in uses]
         if format == "csv":
             return csv_response(f"lot-{lot}.csv", rows)
-        return {"items": rows}
+        return paged(rows, page, per_page)
 
     @router.get("/genealogy/{node}", summary="Genealogy: supplier lot -> lots -> batches -> finished lots, or back")
     def genealogy_of(principal: BatchReader, request: Request, node: str,
@@ -253,13 +256,13 @@ def build_router(ctx: WebContext) -> APIRouter:
         return found.model_dump(mode="json")
 
     @router.get("/gateways", summary="Gateways: status, chain received, gaps, rejections, keys")
-    def gateways(principal: Caller, format: Format = "json") -> Any:
+    def gateways(principal: Caller, page: Page = 1, per_page: PerPage = 100, format: Format = "json") -> Any:
         sites = principal.site_filter()
         rows = [asdict(g) for g in gateway_overview(ctx.read) if sites is None or g.site in sites]
         if format == "csv":
             return csv_response("gateways.csv", [{**r, "keys": " ".join(k["key_id"] for k in r["keys"])}
                                                  for r in rows])
-        return {"items": rows}
+        return paged(rows, page, per_page)
 
     @router.get("/access-log", summary="Who read which batch, and when (regulators)")
     def access(principal: Regulator, site: str | None = None, batch: str | None = None, page: int = Query(1, ge=1),
@@ -271,8 +274,8 @@ def build_router(ctx: WebContext) -> APIRouter:
         return {"total": total, "page": page, "per_page": per_page, "items": rows}
 
     @router.get("/admin/tokens", summary="API tokens (administrators)")
-    def tokens(principal: Admin) -> Any:
-        return {"items": [asdict(t) for t in list_tokens(ctx.read)]}
+    def tokens(principal: Admin, page: Page = 1, per_page: PerPage = 100) -> Any:
+        return paged([asdict(t) for t in list_tokens(ctx.read)], page, per_page)
 
     @router.post("/admin/tokens", status_code=201, summary="Create an API token; its value is shown only here")
     def add_token(principal: Admin, body: NewToken, request: Request) -> Any:
@@ -293,6 +296,13 @@ def build_router(ctx: WebContext) -> APIRouter:
         return {"revoked": token_id}
 
     return router
+
+
+def paged(rows: Sequence[Any], page: int, per_page: int) -> dict[str, Any]:
+    """One page of a list that the store answers whole (short lists: lots, gateways, tokens, choices);
+    CSV exports give every row."""
+    start = (page - 1) * per_page
+    return {"total": len(rows), "page": page, "per_page": per_page, "items": list(rows[start:start + per_page])}
 
 
 def changes_by_token(request: Request) -> None:

@@ -355,3 +355,15 @@ def test_an_edit_of_stored_rows_shows_in_the_verdict(engine: Engine) -> None:
         assert any(f["severity"] == "failed" for f in after["findings"])
         series = c.get(A + f"/series?tag={TAG}", headers=headers).json()
         assert 86.0 not in series["max"]  # the chart shows what is stored; the verdict says it was altered
+
+
+@pytest.mark.parametrize(("url", "total"), [("/api/v1/lots/LOT-W-0001", 2), ("/api/v1/gateways", 2)])
+def test_lists_are_paginated(web_client: TestClient, web_store: Store, url: str, total: int) -> None:
+    """(The batch search pages batch numbers: tested with its filters.)"""
+    sep = "?"
+    pages = [get(web_client, web_store, "regulator", f"{url}{sep}per_page=1&page={n}") for n in (1, 2)]
+    assert [(p["total"], p["page"], p["per_page"], len(p["items"])) for p in pages] == [(total, 1, 1, 1),
+                                                                                     (total, 2, 1, 1)]
+    assert pages[0]["items"] != pages[1]["items"]
+    beyond = get(web_client, web_store, "regulator", f"{url}{sep}per_page=1&page={total + 1}")
+    assert beyond["items"] == []
