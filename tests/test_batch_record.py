@@ -280,6 +280,35 @@ async def test_qc_specifications_come_from_the_approved_specification(gw: Gatewa
     assert (rel["data"]["qc_basis"], rel["data"]["required"]) == (basis, ["pH", "odour"])
 
 
+async def test_an_accounts_file_edited_outside_the_agent_is_recorded_before_anything_is_signed(gw: Gateway) -> None:
+    h, path, accounts_file, keeper = gw
+    digest = keeper.chained_accounts()
+    assert digest is not None and events_of(path, "operator.added")[-1]["data"]["accounts_sha256"] == digest
+    doc = json.loads(accounts_file.read_text())
+    doc["operators"]["zhang"]["failures"] = 2  # failure counts are not the accounts' identity: not a change
+    accounts_file.write_text(json.dumps(doc))
+    await h["batch.start"]({"batch": "B1", "product": "FC-050", "signature": sig("zhang")}, LINE)
+    assert events_of(path, "operator.accounts") == []
+    assert events_of(path, "batch.started")[0]["data"]["signatures"][0]["accounts_sha256"] == digest
+    doc["operators"]["wang"]["roles"].append("qa_releaser")  # root gives the analyst the right to release
+    accounts_file.write_text(json.dumps(doc))
+    await h["batch.phase"]({"phase": "mix", "signature": sig("zhang")}, LINE)
+    (changed,) = events_of(path, "operator.accounts")
+    assert (changed["data"]["changed_outside"], changed["data"]["previous_sha256"]) == (True, digest)
+    assert {u["user"]: u["roles"] for u in changed["data"]["users"]}["wang"] == ["qc_analyst", "qa_releaser"]
+    (alarm,) = [a for a in events_of(path, "alarm.raised") if a["data"]["rule"] == "accounts_file"]
+    assert alarm["data"]["priority"] == "high" and changed["seq"] < alarm["seq"]
+    phase = events_of(path, "batch.phase")[0]
+    assert phase["seq"] > alarm["seq"]  # recorded before the entry it was found with
+    assert phase["data"]["signatures"][0]["accounts_sha256"] == changed["data"]["accounts_sha256"]
+    await h["batch.phase"]({"phase": "cool", "signature": sig("zhang")}, LINE)
+    assert len(events_of(path, "operator.accounts")) == 1  # recorded once
+    accounts_file.write_text(json.dumps({"operators": {}}))  # emptied: entries would go unsigned
+    await h["batch.end"]({}, LINE)
+    emptied = events_of(path, "operator.accounts")[-1]["data"]
+    assert (emptied["users"], emptied["changed_outside"]) == ([], True)
+
+
 @pytest.mark.parametrize(("signing", "expected"), [(False, 0), (True, 512)])
 def test_the_state_saved_with_every_commit_stays_small(signing: bool, expected: int) -> None:
     record = BatchRecord(RecordConfig())

@@ -112,6 +112,11 @@ class BatchRecord:
             out.append(f"weighing(s) not verified by a second person: {', '.join(unverified)}")
         return out
 
+    def chained_accounts(self) -> str | None:
+        """The digest of the operator accounts last recorded (None: never)."""
+        found = self._s.get("accounts_sha256")
+        return None if found is None else str(found)
+
     def deviation_batch(self, dev: str) -> str:
         for name, b in self._s["batches"].items():
             if b["deviations"].get(dev) == "open":
@@ -244,6 +249,14 @@ class BatchRecord:
             _bounded(lots, MAX_LOTS)
             lots[str(d.data["lot"])] = d.data.get("status")
         return []
+
+    def _on_operator_added(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
+        if d.data.get("accounts_sha256"):
+            self._s["accounts_sha256"] = d.data["accounts_sha256"]
+        return []
+
+    _on_operator_unlocked = _on_operator_added
+    _on_operator_accounts = _on_operator_added
 
     def _on_cleaning_recorded(self, d: EventDraft, batch: str | None, ctx: Context, ts: int) -> list[EventDraft]:
         self._s["cleaning"][str(d.data["unit"])] = {"id": d.data["id"], "end_us": d.data["end_us"],

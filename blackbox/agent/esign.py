@@ -12,10 +12,19 @@ whose signature fails is refused before anything is recorded.
 
 Signatures are required as soon as the gateway has one account; a gateway without accounts keeps
 the unsigned entries (who = the name given, qualified by the OS account).
+
+The file can be edited by the gateway's root user. So that such an edit shows, the accounts'
+identity (user, name, roles, salt, hash and cost — not the failure counts or the lock) has a
+digest (:meth:`Accounts.state`); every account change the agent makes is recorded with the digest
+after it, every signature carries the digest it was checked against, and a file whose digest is
+not the last one recorded is itself recorded (``operator.accounts``, with the accounts as they are
+now) and raises an alarm before anything is signed with it (:mod:`blackbox.agent.accounts_watch`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import hashlib
 import hmac
 import os
@@ -28,12 +37,15 @@ import orjson
 
 from blackbox.agent.control import Caller, ControlError
 from blackbox.model import now_us
+from blackbox.spec.canonical import canonical_sha256
 
 ROLES = ("operator", "verifier", "qc_analyst", "qa_releaser")
 MEANINGS = ("performed", "verified", "reviewed", "approved")
 _SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 _MAXMEM = 64 * 2**20
 MIN_PASSWORD = 8
+IDENTITY = ("name", "roles", "salt", "hash", "n", "r", "p")
+"""The fields of an account its digest covers: who it is and what proves it (not failures or the lock)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,9 @@ class Accounts:
         self.lockout_after = lockout_after
         self._params = {**_SCRYPT, "n": 2**log2_n}
         """scrypt cost of new passwords (each account keeps the cost it was hashed with)."""
+        self.lock = asyncio.Lock()
+        """Held while the file is changed and recorded, and while it is compared with the record: no
+        signature falls between an administrator's change and its record."""
 
     # -- administration --------------------------------------------------------------------------
 
@@ -84,6 +99,11 @@ class Accounts:
         doc[user].update(failures=0, locked=False)
         self._save(doc)
         return _account(user, doc[user])
+
+    def state(self) -> tuple[str, builtins.list[dict[str, Any]]]:
+        """The digest of the accounts' identity, and the accounts as the record shows them (a credential
+        fingerprint instead of the hash: a changed password shows, the hash does not leave the gateway)."""
+        return _state(self._load())
 
     @property
     def enabled(self) -> bool:
@@ -123,7 +143,7 @@ class Accounts:
         if not set(roles) & set(entry["roles"]):
             raise ControlError(f"signature refused: {user} does not have the role {' or '.join(roles)}")
         return {"user": user, "name": entry["name"], "role": next(r for r in roles if r in entry["roles"]),
-                "meaning": meaning, "time_us": now_us()}
+                "meaning": meaning, "time_us": now_us(), "accounts_sha256": _state(doc)[0]}
 
     # -- file ------------------------------------------------------------------------------------
 
@@ -152,6 +172,14 @@ def who(caller: Caller, sig: dict[str, Any] | None) -> str:
     if sig is None:
         return caller.name
     return f"{sig['name']} ({sig['user']}" + (f"; os:{caller.account})" if caller.account else ")")
+
+
+def _state(doc: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    identity = {u: {k: a.get(k) for k in IDENTITY} for u, a in doc.items()}
+    users = [{"user": u, "name": a.get("name"), "roles": a.get("roles"),
+              "credential": canonical_sha256({"salt": a.get("salt"), "hash": a.get("hash")})[:16]}
+             for u, a in sorted(doc.items())]
+    return canonical_sha256(identity), users
 
 
 def _hash(password: str, salt: bytes, params: dict[str, int]) -> bytes:

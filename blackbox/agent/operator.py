@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from blackbox.agent.accounts_watch import record_outside_change
 from blackbox.agent.batch_record import RecordError
 from blackbox.agent.context import ContextError, ContextTracker
 from blackbox.agent.control import Caller, ControlError, Handler
@@ -40,11 +41,18 @@ def operator_handlers(recorder: Recorder, accounts: Accounts | None = None) -> d
                    key: str = "signature") -> dict[str, Any] | None:
         """The signature record of ``args[key]`` (removed from ``args``); None on a gateway without accounts."""
         credentials = args.pop(key, None)
-        if accounts is None or not accounts.enabled:
+        if accounts is None:
             if credentials is not None:
                 raise ControlError("this gateway has no operator accounts: entries cannot be signed")
             return None
-        return await asyncio.to_thread(accounts.sign, credentials, role, meaning)
+        async with accounts.lock:  # also an emptied file: entries would go unsigned, so it is recorded first
+            await record_outside_change(accounts, recorder.record_keeper.chained_accounts, run,
+                                        "found before an entry")
+            if not accounts.enabled:
+                if credentials is not None:
+                    raise ControlError("this gateway has no operator accounts: entries cannot be signed")
+                return None
+            return await asyncio.to_thread(accounts.sign, credentials, role, meaning)
 
     def with_signatures(data: dict[str, Any], *sigs: dict[str, Any] | None) -> dict[str, Any]:
         signed = [s for s in sigs if s is not None]

@@ -13,6 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from blackbox.agent.accounts_watch import record_outside_change
 from blackbox.agent.batch_record import LOT_STATUSES, RecordError
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, Handler
@@ -159,9 +160,13 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
         if not isinstance(roles, list) or not isinstance(password, str):
             raise ControlError("roles must be a list and password a text")
         a = Args({k: v for k, v in args.items() if k not in ("roles", "password")}, {"user", "name"})
-        account = await asyncio.to_thread(acc.add, a.text("user"), a.text("name"), roles, password)
-        data = {"user": account.user, "name": account.name, "roles": list(account.roles), "by": caller.name}
-        await run(lambda t: [EventDraft("operator.added", account.user, data, context=NO_BATCH)])
+        async with acc.lock:
+            await record_outside_change(acc, keeper.chained_accounts, run, "found before an account change")
+            before = keeper.chained_accounts()
+            account = await asyncio.to_thread(acc.add, a.text("user"), a.text("name"), roles, password)
+            data = {"user": account.user, "name": account.name, "roles": list(account.roles), "by": caller.name,
+                    "accounts_sha256": acc.state()[0], "previous_sha256": before}
+            await run(lambda t: [EventDraft("operator.added", account.user, data, context=NO_BATCH)])
         return {"user": account.user, "name": account.name, "roles": list(account.roles)}
 
     async def operator_list(args: dict[str, Any], caller: Caller) -> list[dict[str, Any]]:
@@ -170,9 +175,13 @@ def record_handlers(recorder: Recorder, accounts: Accounts | None, sign: Sign, r
 
     async def operator_unlock(args: dict[str, Any], caller: Caller) -> dict[str, Any]:
         user = Args(args, {"user"}).text("user")
-        account = admin(caller).unlock(user)
-        await run(lambda t: [EventDraft("operator.unlocked", user, {"user": user, "by": caller.name},
-                                        context=NO_BATCH)])
+        acc = admin(caller)
+        async with acc.lock:
+            await record_outside_change(acc, keeper.chained_accounts, run, "found before an account change")
+            before = keeper.chained_accounts()
+            account = acc.unlock(user)
+            data = {"user": user, "by": caller.name, "accounts_sha256": acc.state()[0], "previous_sha256": before}
+            await run(lambda t: [EventDraft("operator.unlocked", user, data, context=NO_BATCH)])
         return {"user": account.user, "locked": account.locked}
 
     return {"material.verify": material_verify, "deviation.close": deviation_close, "batch.release": batch_release,

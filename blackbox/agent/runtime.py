@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from blackbox import systemd
+from blackbox.agent.accounts_watch import accounts_events
 from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
@@ -185,6 +186,11 @@ class Agent:
             log.warning("UNAPPROVED: no specification approved by the factory QA and the regulator is in force; "
                         "the configured limits apply and every batch is reported as unapproved")
         self._warn_unapproved_qc()
+        try:
+            chained = self.recorder.record_keeper.chained_accounts()
+            await self.recorder.record([], accounts_events(self.accounts, chained, "found at agent start"))
+        except ControlError as exc:
+            log.error("operator accounts not checked at start: %s", exc)
         await self.sealer.start()
         await self.forwarder.refresh_delivered()
         self.session.start()

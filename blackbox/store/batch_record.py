@@ -37,6 +37,9 @@ class SignatureLine(_M):
     role: str | None
     meaning: str | None
     time_us: int | None
+    accounts_recorded: bool | None = Field(default=None, description="the operator accounts the signature was "
+                                           "checked against are recorded in the gateway's chain before it (None: "
+                                           "the signature names no accounts digest)")
 
 
 class WeighingLine(_M):
@@ -152,6 +155,8 @@ class BatchRecordInfo(_M):
     """The parts of the batch record beyond process data: who signed what, cleaning, release, lots."""
 
     signatures: list[SignatureLine] = Field(default_factory=list)
+    account_findings: list[str] = Field(default_factory=list, description="signatures made under operator accounts "
+                                        "the chain never recorded (the accounts file was edited outside the agent)")
     weighings: list[WeighingLine] = Field(default_factory=list)
     cleaning: CleaningInfo = Field(default_factory=CleaningInfo)
     deviations: list[DeviationLine] = Field(default_factory=list)
@@ -184,6 +189,7 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
     release: ReleaseInfo = ReleaseInfo(released=False)
     qc_times: list[tuple[int, str]] = []
     results: dict[str, tuple[dict[str, Any], int]] = {}
+    digests: list[tuple[int, int, Any]] = []
     release_data: dict[str, Any] = {}
     check: dict[str, Any] | None = None
     lots: set[str] = set()
@@ -194,6 +200,7 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
                 sigs.append(SignatureLine(entry=r.type, subject=r.subject, seq=r.seq, gateway=labels[r.gateway_id],
                                           user=s.get("user"), name=s.get("name"), role=s.get("role"),
                                           meaning=s.get("meaning"), time_us=s.get("time_us")))
+                digests.append((r.gateway_id, r.seq, s.get("accounts_sha256")))
         if r.type == "material.consumed":
             wid = str(d.get("weighing") or f"seq {r.seq}")
             performer = d.get("performed_by")
@@ -233,8 +240,13 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
         after = sorted({test for ts, test in qc_times if release.time_us is not None and ts > release.time_us})
         release = release.model_copy(update={"results_after": after, "results_before_release": not after})
     release = release.model_copy(update=_qc_release(qc, release, release_data, results))
+    recorded = _accounts_recorded(conn, digests)
+    sigs = [x.model_copy(update={"accounts_recorded": ok}) for x, ok in zip(sigs, recorded, strict=True)]
     return BatchRecordInfo(
         signatures=sigs,
+        account_findings=[f"{x.name} ({x.user}) signed {x.entry} (seq {x.seq}, {x.gateway}) under operator accounts "
+                          "the chain never recorded: the accounts file was changed outside the agent"
+                          for x in sigs if x.accounts_recorded is False],
         weighings=[WeighingLine(weighing=w["weighing"], material=w["material"], lot=w["lot"],
                                 performed_by=w["performed_by"],
                                 verified_by=w["verified_by"] or verified.get(k, (None, 0))[0],
@@ -301,6 +313,24 @@ def _qc_release(qc: ApprovedQc | None, release: ReleaseInfo, data: dict[str, Any
                                   recorded_pass=d.get("pass"), within=within,
                                   after_release=release.time_us is not None and ts > release.time_us))
     return {"qc_basis": basis, "qc_approved": approved, "qc_checks": checks, "problems": problems}
+
+
+ACCOUNT_EVENTS = ("operator.added", "operator.unlocked", "operator.accounts")
+"""The gateway's records of its operator accounts, each with the digest after it (``events.ref``)."""
+
+
+def _accounts_recorded(conn: Connection, digests: list[tuple[int, int, Any]]) -> list[bool | None]:
+    """Per signature (gateway id, seq of the signed entry, accounts digest): whether the same gateway recorded
+    that digest before the entry. One lookup through the (ref, type) index for all of a batch's digests."""
+    wanted = sorted({str(d) for _, _, d in digests if isinstance(d, str)})
+    first: dict[tuple[int, str], int] = {}
+    if wanted:
+        e = events.c
+        for gid, seq, ref in conn.execute(select(e.gateway_id, e.seq, e.ref).where(
+                e.ref.in_(wanted), e.type.in_(ACCOUNT_EVENTS))):
+            first[(gid, ref)] = min(seq, first.get((gid, ref), seq))
+    return [None if not isinstance(d, str) else (gid, d) in first and first[(gid, d)] < seq
+            for gid, seq, d in digests]
 
 
 def _about(d: dict[str, Any]) -> str | None:

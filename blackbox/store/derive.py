@@ -32,7 +32,8 @@ BATCH_COLUMNS = (
 
 REF_FIELDS = {"material.consumed": "lot", "batch.started": "batch", "batch.phase": "batch", "batch.ended": "batch",
               "lot.registered": "lot", "lot.produced": "lot", "batch.released": "batch", "lot.supplied": "supplier_lot",
-              "packaging.consumed": "lot"}
+              "packaging.consumed": "lot", "operator.added": "accounts_sha256", "operator.unlocked": "accounts_sha256",
+              "operator.accounts": "accounts_sha256"}
 """Event types whose ``data`` field is copied to the indexed ``events.ref`` column."""
 
 

@@ -575,9 +575,11 @@ def _record_lines(rec: BatchRecordInfo) -> list[str]:
                           for c in r.qc_checks]))
     out.extend(f"  PROBLEM: {p}" for p in r.problems)
     out.append(_section("Electronic signatures"))
-    out.append(table(["time", "name", "user", "role", "meaning", "entry", "seq", "gateway"],
-                     [[_t(s.time_us), s.name, s.user, s.role, s.meaning, s.entry, s.seq, s.gateway]
+    out.append(table(["time", "name", "user", "role", "meaning", "entry", "seq", "gateway", "accounts"],
+                     [[_t(s.time_us), s.name, s.user, s.role, s.meaning, s.entry, s.seq, s.gateway,
+                       None if s.accounts_recorded is None else "recorded" if s.accounts_recorded else "NOT RECORDED"]
                       for s in rec.signatures]))
+    out.extend(f"  PROBLEM: {f}" for f in rec.account_findings)
     return out
 
 

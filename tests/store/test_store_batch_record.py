@@ -230,3 +230,29 @@ def test_a_forged_release_signature_is_found_by_verify_and_by_the_trace(stored: 
     assert any(d.table == "events" for d in found), found
     report = trace_batch(stored, "B1")
     assert report.integrity.verdict == "failed", report.integrity.findings
+
+
+def test_a_signature_under_accounts_the_chain_never_recorded_is_named(engine: Engine) -> None:
+    """Root edits the accounts file and hides the agent's record of it: the signatures carry a digest
+    that no account record of the chain holds, and the trace names them."""
+    gw = Gateway()
+    ing = Ingestor(engine)
+    ing.enroll(GATEWAY, SITE, gw.public_pem)
+    gw.apply_config(T0)
+    recorded, edited = "a" * 64, "b" * 64
+    gw.event("operator.accounts", {"accounts_sha256": recorded, "previous_sha256": None, "changed_outside": False,
+                                   "users": []}, T0 + 1, "accounts")
+    gw.start_batch("B1", T0 + 2)
+    for t, digest in ((T0 + 3, recorded), (T0 + 4, edited), (T0 + 5, None)):
+        s = {**signature(*ZHANG, t), **({"accounts_sha256": digest} if digest else {})}
+        gw.event("material.consumed", {"material": "RM-010", "lot": "GLY-77", "target": 1.0, "actual": 1.0,
+                                       "weighing": f"W-{t}", "performed_by": s, "signatures": [s]}, t, "RM-010")
+    gw.end_batch(T0 + 6)
+    gw.seal()
+    for sealed in gw.sealed:
+        assert ing.handle(sealed.wire, SITE, GATEWAY).status == "stored"
+    report = trace_batch(engine, "B1")
+    assert [s.accounts_recorded for s in report.record.signatures] == [True, False, None]
+    (finding,) = report.record.account_findings
+    assert "Zhang Wei (zhang) signed material.consumed" in finding and "never recorded" in finding
+    assert "NOT RECORDED" in render_text(report)
