@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.genealogy import genealogy
-from blackbox.store.report import TraceReport
+from blackbox.store.report import LotUse, TraceReport
 from blackbox.store.trace import reverse_lot
 from blackbox.web import golden, queries
 from blackbox.web.auth import AuthError, Principal, create_token, list_tokens, revoke_token
@@ -243,7 +243,7 @@ def build_router(ctx: WebContext) -> APIRouter:
         sites = principal.site_filter()
         uses = [u for u in reverse_lot(ctx.read, lot) if sites is None or u.site in sites]
         ctx.record(request, principal, "lot.reverse", detail=f"lot {lot}")
-        rows = [u.model_dump(mode="json") for u in uses]
+        rows = lot_rows(ctx, uses)
         if format == "csv":
             return csv_response(f"lot-{lot}.csv", rows)
         return paged(rows, page, per_page)
@@ -296,6 +296,14 @@ def build_router(ctx: WebContext) -> APIRouter:
         return {"revoked": token_id}
 
     return router
+
+
+def lot_rows(ctx: WebContext, uses: Sequence[LotUse]) -> list[dict[str, Any]]:
+    """The lot's uses, each with the occurrence of its batch number that consumed it (a reused number
+    is two runs: the link must open the right one)."""
+    return [{**u.model_dump(mode="json"),
+             "occurrence": queries.occurrence_at(ctx.read, u.site, u.batch, u.ts_us) if u.batch else None}
+            for u in uses]
 
 
 def paged(rows: Sequence[Any], page: int, per_page: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from blackbox.web.api import (
     comparison_answer,
     describe,
     golden_sites,
+    lot_rows,
     parameter_rows,
     reference_or_404,
     timeline_rows,
@@ -264,7 +265,7 @@ def build_pages(ctx: WebContext) -> APIRouter:
         uses = []
         if lot:
             sites = principal.site_filter()
-            uses = [u for u in reverse_lot(ctx.read, lot) if sites is None or u.site in sites]
+            uses = lot_rows(ctx, [u for u in reverse_lot(ctx.read, lot) if sites is None or u.site in sites])
             ctx.record(request, principal, "page.lot", detail=f"lot {lot}")
         return render(ctx, request, "lot.html", principal, lot=lot, uses=uses)
 

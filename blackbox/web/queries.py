@@ -121,6 +121,16 @@ def find_occurrence(engine: Engine, site: str, batch: str, occurrence: int | Non
     raise NotFound(batch)
 
 
+def occurrence_at(engine: Engine, site: str, batch: str, ts_us: int) -> int | None:
+    """The occurrence of a batch number running at ``ts_us`` (the last one started by then), e.g. the
+    run that consumed a lot; None if no occurrence had started."""
+    found = None
+    for o in occurrences(engine, site, batch):
+        if o.started_at_us <= ts_us:
+            found = o.occurrence
+    return found
+
+
 def _s(v: Any) -> str | None:
     return None if v is None else str(v)
 

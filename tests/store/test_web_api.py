@@ -17,6 +17,7 @@ from store_synth import SEC, T0
 from web_support import (
     BATCH,
     GATEWAY,
+    HOUR,
     OTHER_BATCH,
     OTHER_SITE,
     REFERENCES,
@@ -31,6 +32,7 @@ from blackbox.model import now_us
 from blackbox.store.schema import readings
 from blackbox.web.app import create_app
 from blackbox.web.auth import create_token, revoke_token
+from blackbox.web.queries import occurrence_at
 
 A = f"/api/v1/sites/{SITE}/batches/{BATCH}"
 B = f"/api/v1/sites/{OTHER_SITE}/batches/{OTHER_BATCH}"
@@ -258,7 +260,7 @@ def test_a_reused_batch_number_is_two_occurrences(web_client: TestClient, web_st
 
 def test_reverse_lot(web_client: TestClient, web_store: Store) -> None:
     both = get(web_client, web_store, "regulator", "/api/v1/lots/LOT-W-0001")["items"]
-    assert {(u["site"], u["batch"]) for u in both} == {(SITE, BATCH), (OTHER_SITE, OTHER_BATCH)}
+    assert {(u["site"], u["batch"], u["occurrence"]) for u in both} == {(SITE, BATCH, 1), (OTHER_SITE, OTHER_BATCH, 1)}
     own = get(web_client, web_store, "factory_qa", "/api/v1/lots/LOT-W-0001")["items"]
     assert {(u["site"], u["batch"]) for u in own} == {(SITE, BATCH)}
     assert get(web_client, web_store, "factory_qa", "/api/v1/lots/NO-SUCH")["items"] == []
@@ -367,3 +369,14 @@ def test_lists_are_paginated(web_client: TestClient, web_store: Store, url: str,
     assert pages[0]["items"] != pages[1]["items"]
     beyond = get(web_client, web_store, "regulator", f"{url}{sep}per_page=1&page={total + 1}")
     assert beyond["items"] == []
+
+
+@pytest.mark.parametrize(("ts_us", "expected"), [
+    (T0 + HOUR, None),  # before the first run started
+    (T0 + HOUR + 30 * SEC, 1), (T0 + 2 * HOUR, 1),  # during the first run, and after it ended
+    (T0 + 2 * HOUR + 30 * SEC, 2),  # the PLC restarted its counter: the second run
+])
+def test_a_lot_use_names_the_run_of_a_reused_batch_number(web_store: Store, ts_us: int, expected: int | None) -> None:
+    """A lot consumed by a reused batch number links to the run that consumed it (reference_batch starts
+    each run one second after its hour)."""
+    assert occurrence_at(web_store.engine, SITE, REUSED, ts_us) == expected

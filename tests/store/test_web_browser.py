@@ -231,6 +231,16 @@ def test_regulator_reads_a_batch_in_the_browser(browser: Any, server: str, shots
         assert page.locator("#compare-table td.deviates").count() >= 1
         page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
+        # reverse lot: every batch that used it, each linked to the run that consumed it; the gateways
+        page.goto(f"{server}/lots?lot=LOT-W-0001")
+        uses = page.locator("#lot-uses tbody tr")
+        assert uses.count() == 2
+        assert page.locator(f"#lot-uses a[href='/sites/{SITE}/batches/{BATCH}?occurrence=1']").count() == 1
+        page.screenshot(path=str(shots / "lot.png"), full_page=True)
+        page.goto(f"{server}/gateways")
+        assert page.locator("#gateways tbody tr").count() == 2
+        page.screenshot(path=str(shots / "gateways.png"), full_page=True)
+
         # English
         page.goto(f"{server}/sites/{OTHER_SITE}/batches/{OTHER_BATCH}?lang=en")
         assert page.locator("#verdict").get_attribute("data-verdict") == "incomplete"
