@@ -23,10 +23,10 @@ PACKAGING = [("PK-JAR-50", "JAR-2611-0042"), ("PK-CAP-50", "CAP-2611-0107"), ("P
 RECORD_CONFIG: dict[str, Any] = {
     "units": UNITS,
     "cleaning_valid_hours": {"EM-01": 72, "FL-01": 48},
-    "qc": {recipe.PRODUCT: [{"test": "ph"}, {"test": "viscosity"}, {"test": "TAMC", "high": 100},
-                            {"test": "appearance"}]},
+    "qc": {recipe.PRODUCT: [{"test": "ph", "low": 5.5, "high": 6.5}, {"test": "viscosity", "low": 8000, "high": 15000},
+                            {"test": "TAMC", "high": 100}, {"test": "appearance"}]},
 }
-"""The ``record:`` section the demo's configuration gets."""
+"""The ``record:`` section the demo's configuration gets; its QC tests go into the demo's approved specification."""
 
 
 class RecordWatch:
@@ -86,6 +86,6 @@ async def after_batch(socket: Path, batch: str, watch: RecordWatch) -> None:
                                                 "action": "sample re-taken", "signature": _sig("wu.qing")})
     await _call(socket, "lot.produce", {
         "lot": f"FG-{batch.split('-', 1)[-1]}", "batch": batch, "quantity": 9800, "unit": "jars",
-        "packaging": [{"material": m, "lot": lot, "quantity": 9800} for m, lot in PACKAGING],
+        "packaging": [{"material": m, "lot": lot, "quantity": 9800, "unit": "pcs"} for m, lot in PACKAGING],
         "signature": _sig("zhang.wei")})
     await _call(socket, "batch.release", {"batch": batch, "signature": _sig("wu.qing")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -53,4 +54,10 @@ def test_demo_exits_0_with_a_verified_trace(tmp_path) -> None:  # type: ignore[n
                     "Release: RELEASED", "Electronic signatures"):
         assert section in out
     assert "Released by Wu Qing (wu.qing)" in out and "JAR-2611-0042" in out and "Li Na      li.na      verifier" in out
+    assert "Verdict: VALID" in out and "FG-2026-1125-01" in out and "Every QC result preceded the release" in out
+    assert "QC specifications: specification FC-050 v1" in out  # the release's QC tests: the approved ones
+    signatures = out[out.index("Electronic signatures"):]
+    for meaning in ("verified", "performed", "approved"):  # name, time and meaning of each signature
+        assert re.search(rf"\d{{4}}-\d\d-\d\dT\S+Z\s+\S+ \S+\s+\S+\s+\S+\s+{meaning}\s", signatures), meaning
+    assert "PROBLEM" not in out and "NOT RECORDED" not in out
     assert "approved by factory QA Demo QA (factory) on" in out and ", regulator Demo inspector (regulator) on" in out
