@@ -226,8 +226,8 @@ def main() -> None:
         page_first, page_p50, page_p99 = timed(page, args.runs)
         series = orjson.loads(get(f"{api}/series?tag={tag}"))
         chart = timed(lambda: get(f"{api}/series?tag={tag}"), args.runs)
-        comparison = orjson.loads(get(f"{api}/compare?tag={tag}&last=10"))
-        compare = timed(lambda: get(f"{api}/compare?tag={tag}&last=10"), args.runs)
+        comparison = orjson.loads(get(f"{api}/compare?tag={tag}&reference=last&last=10"))
+        compare = timed(lambda: get(f"{api}/compare?tag={tag}&reference=last&last=10"), args.runs)
         # the first batch of the history as the product's golden batch, as QA would choose it
         golden.choose(write, find_occurrence(read, SITE, "H-000000", None), by="bench", role="admin")
         comparison_golden = orjson.loads(get(f"{api}/compare?tag={tag}&reference=golden"))
