@@ -38,21 +38,24 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, and_, create_engine, select, text
 from uplink import BLACKBOX, ModbusLine, Store, database, enroll, proc_cpu_s, say, write_config
 
 from blackbox.broker import EmbeddedBroker, free_port
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG
 from blackbox.seal import generate_key_file
+from blackbox.store.schema import reading_chunks, sealed_batches
 
 POLL = 0.1
 PLC_TAGS = 1000
@@ -108,6 +111,22 @@ def overruns(sock: Path) -> int | None:
         return sum(int(s.get("overruns") or 0) for s in call(sock, "status", timeout=30)["sources"])
     except (AgentUnreachable, OSError, KeyError, TypeError):
         return None
+
+
+def commit_latency(engine: Engine, t0_us: int, t1_us: int) -> tuple[float, float]:
+    """p50 and p99 of (batch received - reading time) over the readings of the batches received in the window."""
+    rc, sb = reading_chunks.c, sealed_batches.c
+    lags: list[int] = []
+    with engine.connect() as conn:
+        for received, ts in conn.execute(
+                select(sb.received_at_us, rc.ts).join(sealed_batches, and_(
+                    sb.gateway_id == rc.gateway_id, sb.batch_seq == rc.batch_seq))
+                .where(sb.received_at_us.between(t0_us, t1_us))):
+            lags.extend(received - t for t in array("q", bytes(ts)))
+    if len(lags) < 2:
+        return float("nan"), float("nan")
+    cuts = statistics.quantiles(lags, n=100, method="inclusive")
+    return statistics.median(lags), cuts[98]
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
@@ -239,14 +258,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 backend_cpu = sum(cpu - b_cpu0.get(pid, 0.0) for pid, cpu in b_cpu1.items())
                 p50 = p99 = float("nan")
                 if engine is not None:
-                    with engine.connect() as conn:
-                        p50, p99 = conn.execute(text(
-                            "SELECT percentile_cont(ARRAY[0.5, 0.99])"
-                            " WITHIN GROUP (ORDER BY b.received_at_us - r.ts_us)"
-                            " FROM readings r JOIN sealed_batches b"
-                            " ON b.gateway_id = r.gateway_id AND b.batch_seq = r.batch_seq"
-                            " WHERE b.received_at_us BETWEEN :t0 AND :t1"),
-                            {"t0": int(wall0 * 1e6), "t1": int(wall1 * 1e6)}).scalar() or (float("nan"),) * 2
+                    p50, p99 = commit_latency(engine, int(wall0 * 1e6), int(wall1 * 1e6))
             finally:
                 if agent is not None and agent.poll() is None:
                     agent.terminate()

@@ -6,7 +6,8 @@ Fills a fresh store with
   ingest (signed, verified, chained), and
 * a history of H batches (default 10,000) of the same product on a second gateway of the same
   site, with enough readings to bring the store to T readings in all (default 10,000,000),
-  written straight into the tables (their signatures play no part in what is measured here),
+  written straight into the tables as the reading chunks ingest would write (their signatures play
+  no part in what is measured here),
 
 then times, in-process through the ASGI application (FastAPI's TestClient, no network):
 
@@ -43,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from store_verify import database
 
 from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
+from blackbox.store.chunks import CHUNK_COLUMNS, make_chunks
 from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.ingest import Ingestor
-from blackbox.store.schema import events, gateways, readings, tag_configs
+from blackbox.store.schema import events, gateways, reading_chunks, tag_configs
 from blackbox.web import golden
 from blackbox.web.app import create_app
 from blackbox.web.auth import AuthError, create_token, create_user
@@ -114,7 +116,7 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
     span = 90 * 60 * 1_000_000  # 90 minutes a batch
     for first in range(0, n_batches, 200):
         ev_rows: list[dict[str, object]] = []
-        rd_rows: list[dict[str, object]] = []
+        rd_rows: list[list[object]] = []
         for b in range(first, min(n_batches, first + 200)):
             name, t = f"H-{b:06d}", T0 + b * span
             ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="batch.started", subject=None,
@@ -128,10 +130,8 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
                 seq += 1
                 n = per_batch // len(PHASES)
                 for i in range(n):
-                    rd_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, tag=TAGS[i % len(TAGS)],
-                                        kind="float", num=58.0 + (b % 7) + i % 11, text=None, quality="good",
-                                        reason=None, ts_us=pt + i * (span // 4 // max(1, n)), source_ts_us=None,
-                                        batch=name, phase=phase))
+                    rd_rows.append([seq, TAGS[i % len(TAGS)], 58.0 + (b % 7) + i % 11, "good", None,
+                                    pt + i * (span // 4 // max(1, n)), None, name, phase, b + 1])
                     seq += 1
             if b % 10 == 0:
                 ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="alarm.raised", subject=TAGS[0],
@@ -143,11 +143,14 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
             seq += 1
         with engine.begin() as conn:
             conn.execute(insert(events), ev_rows)
-            cols = list(rd_rows[0])
-            # executemany through the driver: SQLAlchemy's per-row processing would dominate the fill
+            # the chunks ingest would write (one sealed batch per production batch)
+            by_batch: dict[object, list[list[object]]] = {}
+            for r in rd_rows:
+                by_batch.setdefault(r[9], []).append(r[:9])
+            chunks = [c for batch_seq, rows in by_batch.items() for c in make_chunks(rows, gid, int(batch_seq))]
             marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(f"INSERT INTO readings ({', '.join(cols)}) VALUES ({', '.join([marker] * len(cols))})",
-                                 [tuple(r[c] for c in cols) for r in rd_rows])
+            conn.exec_driver_sql(f"INSERT INTO reading_chunks ({', '.join(CHUNK_COLUMNS)}) "
+                                 f"VALUES ({', '.join([marker] * len(CHUNK_COLUMNS))})", chunks)
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:
@@ -195,7 +198,7 @@ def main() -> None:
                 conn.exec_driver_sql("ANALYZE")
         token = create_token(engine, "bench", "regulator")
         with engine.connect() as conn:
-            n_readings = conn.execute(select(func.count()).select_from(readings)).scalar_one()
+            n_readings = conn.execute(select(func.sum(reading_chunks.c.n))).scalar_one()
         engine.dispose()
         read = open_store_readonly(url)
         write = make_engine(url)

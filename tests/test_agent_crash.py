@@ -29,6 +29,7 @@ from waiting import eventually
 from blackbox.control_client import AgentUnreachable, CommandFailed, stream
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
+from blackbox.store.chunks import stored_readings
 from blackbox.store.trace import trace_batch
 
 KILLS = 22
@@ -164,7 +165,8 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
     # the store's copy: every record once, no batch ever refused
     engine = create_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
     with engine.connect() as conn:
-        stored_r = [s for (s,) in conn.execute(text("SELECT seq FROM readings"))]
+        stored_readings_ = stored_readings(conn)
+        stored_r = [r.seq for r in stored_readings_]
         stored_e = [s for (s,) in conn.execute(text("SELECT seq FROM events"))]
         rejections = conn.execute(text("SELECT reason, detail FROM rejections")).fetchall()
         batch_events = conn.execute(text(
@@ -180,9 +182,7 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
     for batch, end in ended.items():
         phases = sorted((seq, orjson.loads(data)["phase"] if isinstance(data, str) else data["phase"])
                         for seq, kind, ref, data in batch_events if kind == "batch.phase" and ref == batch)
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT seq, batch, phase FROM readings WHERE seq > :a AND seq < :b"),
-                                {"a": started[batch], "b": end}).fetchall()
+        rows = [(r.seq, r.batch, r.phase) for r in stored_readings_ if started[batch] < r.seq < end]
         assert len(rows) > 1000
         for seq, got_batch, got_phase in rows:
             in_force = max((p for p in phases if p[0] < seq), default=(0, None))[1]

@@ -19,6 +19,7 @@ from blackbox.agent.status import status_report
 from blackbox.config import load_config
 from blackbox.model import Sample
 from blackbox.seal import generate_key_file, public_key_pem
+from blackbox.store.chunks import stored_readings
 from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
 from blackbox.store.service import StoreService
@@ -70,8 +71,9 @@ async def test_a_full_quota_drops_with_gap_events_and_an_alarm_that_reach_the_st
             service.stop()
 
     with engine.connect() as conn:
-        stored = {s for (s,) in conn.execute(text("SELECT seq FROM readings UNION SELECT seq FROM events"))}
-        n_readings = conn.execute(text("SELECT count(*) FROM readings")).scalar()
+        reading_seqs = [r.seq for r in stored_readings(conn)]
+        stored = set(reading_seqs) | {s for (s,) in conn.execute(text("SELECT seq FROM events"))}
+        n_readings = len(reading_seqs)
         gaps = [orjson.loads(d) if isinstance(d, str) else d for (d,) in conn.execute(
             text("SELECT data FROM events WHERE type = 'buffer.gap'"))]
         alarms = conn.execute(text("SELECT count(*) FROM events WHERE type = 'alarm.raised'")).scalar()

@@ -28,11 +28,21 @@ from uplink_support import Mosquitto, Process, cli, enroll_gateway, gateway_conf
 from waiting import eventually
 
 from blackbox.sim import Simulator
+from blackbox.store.chunks import ReadingRow, stored_readings
 from blackbox.store.ingest import decode_value
 
 BROKER_OUTAGE_S = 30
 STORE_OUTAGE_S = 60
 MAX_IN_FLIGHT = 20
+
+
+def store_readings(url: str) -> list[ReadingRow]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return stored_readings(conn)
+    finally:
+        engine.dispose()
 
 
 def store_query(url: str, sql: str) -> list[Any]:
@@ -133,7 +143,7 @@ async def test_no_loss_no_duplicate_through_broker_store_and_agent_failures(tmp_
         with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
             buffered = buf.execute("SELECT seq, tag, value, quality, ts_us FROM readings ORDER BY seq").fetchall()
             undelivered = buf.execute("SELECT count(*) FROM sealed_batches WHERE delivered_at_us IS NULL").fetchone()
-        stored = store_query(pg_url, "SELECT seq, tag, kind, num, text, quality, ts_us FROM readings ORDER BY seq")
+        stored = [(r.seq, r.tag, r.kind, r.num, r.text, r.quality, r.ts_us) for r in store_readings(pg_url)]
         chain = store_query(pg_url, "SELECT batch_seq, hash, prev_hash, first_seq, last_seq FROM sealed_batches "
                                     "ORDER BY batch_seq")
         rejected = store_query(pg_url, "SELECT reason, detail FROM rejections")

@@ -29,10 +29,11 @@ from blackbox.model import Quality, Reading
 from blackbox.seal import decode_records, open_batch, seal_batch
 from blackbox.seal.header import encode_header
 from blackbox.seal.wire import pack
+from blackbox.store.chunks import stored_readings
 from blackbox.store.db import make_engine
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
-from blackbox.store.schema import create_schema, events, readings, rejections, sealed_batches
+from blackbox.store.schema import create_schema, events, rejections, sealed_batches
 from blackbox.store.service import StoreService
 from blackbox.topics import GatewayTopics
 
@@ -115,7 +116,7 @@ def stored(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return [conn.execute(select(sealed_batches.c.batch_seq, sealed_batches.c.hash, sealed_batches.c.wire)
                              .order_by(sealed_batches.c.batch_seq)).all(),
-                conn.execute(select(readings).order_by(readings.c.seq)).all(),
+                stored_readings(conn),
                 conn.execute(select(events).order_by(events.c.seq)).all()]
 
 

@@ -19,6 +19,7 @@ from waiting import eventually
 
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
+from blackbox.store.chunks import stored_readings
 
 SPEED = 1200.0
 
@@ -64,7 +65,7 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
             undelivered = buf.execute("SELECT count(*) FROM sealed_batches WHERE delivered_at_us IS NULL").fetchone()
         engine = create_engine(pg_url)
         with engine.connect() as conn:
-            stored = [row[0] for row in conn.execute(text("SELECT seq FROM readings"))]
+            stored = [r.seq for r in stored_readings(conn)]
             batch_started = conn.execute(text("SELECT count(*) FROM events WHERE type='batch.started'")).scalar()
         engine.dispose()
 

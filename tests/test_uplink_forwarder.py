@@ -18,9 +18,10 @@ from waiting import eventually
 
 from blackbox.config import MqttConfig
 from blackbox.seal import public_key_pem
+from blackbox.store.chunks import stored_readings
 from blackbox.store.db import make_engine
 from blackbox.store.ingest import Ingestor, IngestResult
-from blackbox.store.schema import create_schema, gateways, readings, sealed_batches
+from blackbox.store.schema import create_schema, gateways, sealed_batches
 from blackbox.store.service import StoreService
 
 SITE, GATEWAY = "SH-PD-01", "gw-01"
@@ -62,7 +63,7 @@ class Store:
 
     def reading_seqs(self) -> list[int]:
         with self.engine.connect() as conn:
-            return list(conn.execute(select(readings.c.seq).order_by(readings.c.seq)).scalars())
+            return [r.seq for r in stored_readings(conn)]
 
     def n_batches(self) -> int:
         with self.engine.connect() as conn:

@@ -71,7 +71,7 @@ class StoreConfig(Strict):
     metrics_host: str = Field(default="127.0.0.1", min_length=1,
                               description="Address the metrics endpoint listens on.")
     partitions_ahead: int = Field(default=3, ge=1, le=120,
-                                  description="PostgreSQL: months of readings partitions the store keeps created "
+                                  description="PostgreSQL: months of reading chunk partitions the store keeps created "
                                               "ahead of the current one (checked at start and hourly).")
     retention: RetentionConfig = Field(default_factory=RetentionConfig,
                                        description="Records kept until product expiry + 1 year at least.")

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from blackbox.config.store import RetentionConfig
 from blackbox.model import now_us
 from blackbox.seal import key_id, load_public_key, public_key_pem
 from blackbox.store.joint import ActionName, ApprovedAction, JointError, check_action, record_action
 from blackbox.store.retention import retention_report
-from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
+from blackbox.store.schema import events, gateway_keys, gateways, reading_chunks, sealed_batches, tag_configs
 from blackbox.store.tlog import append_entry
 
 
@@ -88,7 +88,7 @@ def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, throug
     last = conn.execute(select(sb.batch_seq, sb.hash).where(sb.gateway_id == gid, sb.batch_seq == through)).first()
     if last is None:
         raise JointError(f"batch {through} of {a.doc.site}/{a.doc.gateway} is not stored")
-    held = {b for table in (readings, events) for (b,) in conn.execute(
+    held = {b for table in (reading_chunks, events) for (b,) in conn.execute(
         select(table.c.batch).where(table.c.gateway_id == gid, table.c.batch_seq <= through,
                                     table.c.batch.is_not(None)).distinct())}
     lines = {ln.batch: ln for ln in retention_report(engine, retention, at_us)
@@ -97,8 +97,10 @@ def _purge(conn: Connection, engine: Engine, gid: int, a: ApprovedAction, throug
     if not_due:
         raise JointError(f"not due for deletion (kept until product expiry + retention): {', '.join(not_due[:10])}"
                          + (f" and {len(not_due) - 10} more" if len(not_due) > 10 else ""))
-    n_readings = conn.execute(delete(readings).where(readings.c.gateway_id == gid,
-                                                     readings.c.batch_seq <= through)).rowcount
+    rc = reading_chunks.c
+    n_readings = conn.execute(select(func.coalesce(func.sum(rc.n), 0)).where(
+        rc.gateway_id == gid, rc.batch_seq <= through)).scalar_one()
+    conn.execute(delete(reading_chunks).where(rc.gateway_id == gid, rc.batch_seq <= through))
     n_events = conn.execute(delete(events).where(events.c.gateway_id == gid, events.c.batch_seq <= through)).rowcount
     last_seq = conn.execute(select(sb.last_seq).where(sb.gateway_id == gid, sb.batch_seq == through)).scalar_one()
     conn.execute(delete(tag_configs).where(tag_configs.c.gateway_id == gid, tag_configs.c.seq <= last_seq))

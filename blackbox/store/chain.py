@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, func, select
 
 from blackbox.seal import GENESIS_HASH, ChainEnd, OpenedBatch, breaks, genesis_problem
-from blackbox.store.schema import events, gateway_keys, readings, sealed_batches
+from blackbox.store.chunks import ChunkError, unpack_seqs
+from blackbox.store.schema import events, gateway_keys, reading_chunks, sealed_batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,18 +135,36 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     nxt = near.get(s + 1)
     if nxt is not None and breaks(mine, nxt):
         settle(nxt, "chain_broken", f"it links to {nxt.prev_hash}, not to this batch")
-    for table in (readings, events):
-        holders = conn.execute(
-            select(table.c.batch_seq, func.min(table.c.seq))
-            .where(table.c.gateway_id == gid, table.c.seq.between(h.first_seq, h.last_seq))
-            .group_by(table.c.batch_seq)
-        ).all()
-        for batch_seq, seq in holders:
-            holder = _fetch(conn, gid, _SB.batch_seq == batch_seq)
-            if not holder:  # records without their sealed batch: nothing to weigh them against
-                raise Conflict("replay", f"record seq {seq} is already stored (from batch {batch_seq})", None)
-            settle(holder[0], "replay", f"record seq {seq} is already stored from it")
+    ev = events.c
+    holders = _chunk_holders(conn, gid, h.first_seq, h.last_seq)
+    for batch_seq, seq in conn.execute(select(ev.batch_seq, func.min(ev.seq))
+                                       .where(ev.gateway_id == gid, ev.seq.between(h.first_seq, h.last_seq))
+                                       .group_by(ev.batch_seq)):
+        holders[batch_seq] = min(seq, holders.get(batch_seq, seq))
+    for batch_seq, seq in sorted(holders.items()):
+        holder = _fetch(conn, gid, _SB.batch_seq == batch_seq)
+        if not holder:  # records without their sealed batch: nothing to weigh them against
+            raise Conflict("replay", f"record seq {seq} is already stored (from batch {batch_seq})", None)
+        settle(holder[0], "replay", f"record seq {seq} is already stored from it")
     return list(doomed.values())
+
+
+def _chunk_holders(conn: Connection, gid: int, first: int, last: int) -> dict[int, int]:
+    """Sealed batch -> lowest stored reading seq in ``first..last``, from the chunks overlapping that range.
+
+    The (gateway, last_seq) index finds them: new batches come last, so few chunks end at or after ``first``.
+    """
+    rc = reading_chunks.c
+    out: dict[int, int] = {}
+    for row in conn.execute(select(rc.batch_seq, rc.first_seq, rc.n, rc.seqs)
+                            .where(rc.gateway_id == gid, rc.last_seq >= first, rc.first_seq <= last)):
+        try:
+            seqs = [s for s in unpack_seqs(row.seqs, row.n) if first <= s <= last]
+        except ChunkError:  # an altered chunk (store verify reports it): it still claims the range
+            seqs = [max(first, row.first_seq)]
+        if seqs:
+            out[row.batch_seq] = min(min(seqs), out.get(row.batch_seq, seqs[0]))
+    return out
 
 
 def _carried_rotation(conn: Connection, gid: int, x: StoredBatch) -> bool:

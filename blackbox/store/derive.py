@@ -1,7 +1,7 @@
 """Everything the store derives from a sealed batch, in one function that ingest and verify share.
 
 The signed wire bytes kept in ``sealed_batches.wire`` are the record. Every other row the store
-holds about a batch (its ``sealed_batches`` columns, its ``readings``, ``events`` with their
+holds about a batch (its ``sealed_batches`` columns, its ``reading_chunks``, ``events`` with their
 lookup references, the ``tag_configs`` holding the limits in force, the key rotation it carries)
 is computed from those bytes by :func:`derive`. Ingest inserts what :func:`derive` returns;
 ``blackbox store verify`` and the trace report call the same function on the stored bytes and
@@ -13,14 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from blackbox.model import Event, Value
+from blackbox.model import Event
 from blackbox.seal import OpenedBatch, Rotation, batch_rotation, decode_rows
-
-READING_COLUMNS = (
-    "gateway_id", "seq", "batch_seq", "tag", "kind", "num", "text", "quality", "reason", "ts_us", "source_ts_us",
-    "batch", "phase",
-)  # fmt: skip
-"""Column order of the reading tuples :func:`derive` returns."""
+from blackbox.store.chunks import CHUNK_COLUMNS, READING_COLUMNS, decode_value, encode_value, make_chunks
 
 EVENT_COLUMNS = ("gateway_id", "seq", "batch_seq", "type", "subject", "data", "ts_us", "batch", "phase", "ref")
 TAG_CONFIG_COLUMNS = ("gateway_id", "seq", "config_sha256", "effective_from_us", "data")
@@ -44,7 +39,8 @@ class Derived:
     batch: dict[str, Any]
     """``sealed_batches`` columns of :data:`BATCH_COLUMNS`."""
     readings: list[tuple[Any, ...]]
-    """``readings`` rows in :data:`READING_COLUMNS` order, by seq."""
+    """``reading_chunks`` rows in :data:`~blackbox.store.chunks.CHUNK_COLUMNS` order, by first seq."""
+    n_readings: int
     events: list[dict[str, Any]]
     """``events`` rows (:data:`EVENT_COLUMNS`), by seq."""
     tag_configs: list[dict[str, Any]]
@@ -67,7 +63,8 @@ def derive(opened: OpenedBatch, gateway_id: int) -> Derived:
     events, configs = _event_rows(event_records, gateway_id, batch_seq)
     return Derived(
         batch=batch_columns(opened),
-        readings=_reading_tuples(reading_rows, gateway_id, batch_seq),
+        readings=make_chunks(reading_rows, gateway_id, batch_seq),
+        n_readings=len(reading_rows),
         events=events,
         tag_configs=configs,
         event_records=event_records,
@@ -97,32 +94,6 @@ def batch_columns(opened: OpenedBatch) -> dict[str, Any]:
     }
 
 
-def encode_value(value: Value) -> tuple[str, float | None, str | None]:
-    """``(kind, num, text)`` for a reading's value, so that its Python type round-trips."""
-    if value is None:
-        return "null", None, None
-    if isinstance(value, bool):
-        return "bool", 1.0 if value else 0.0, None
-    if isinstance(value, int):
-        return "int", float(value), str(value)
-    if isinstance(value, float):
-        return "float", value, None
-    return "str", None, str(value)
-
-
-def decode_value(kind: str, num: float | None, text: str | None) -> Value:
-    """Inverse of :func:`encode_value`."""
-    if kind == "float":
-        return num
-    if kind == "int":
-        return int(text) if text is not None else None
-    if kind == "bool":
-        return bool(num)
-    if kind == "str":
-        return text
-    return None
-
-
 def event_ref(event_type: str, data: dict[str, Any]) -> str | None:
     """The value of ``events.ref`` for an event: a supplier lot or a production batch number."""
     name = REF_FIELDS.get(event_type)
@@ -130,20 +101,6 @@ def event_ref(event_type: str, data: dict[str, Any]) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
     return str(value)[:128]
-
-
-def _reading_tuples(rows: list[list[Any]], gid: int, batch_seq: int) -> list[tuple[Any, ...]]:
-    """``READING_COLUMNS`` tuples of checked reading rows; values encoded as :func:`encode_value` does."""
-    out: list[tuple[Any, ...]] = []
-    append = out.append
-    for seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase in rows:
-        kind = type(value)
-        if kind is float:
-            append((gid, seq, batch_seq, tag, "float", value, None, quality, reason, ts_us, source_ts_us, batch, phase))
-        else:
-            k, num, text = encode_value(value)
-            append((gid, seq, batch_seq, tag, k, num, text, quality, reason, ts_us, source_ts_us, batch, phase))
-    return out
 
 
 def _event_rows(
@@ -159,3 +116,7 @@ def _event_rows(
             config_rows.append({"gateway_id": gid, "seq": e.seq, "config_sha256": str(e.data.get("sha256", ""))[:128],
                                 "effective_from_us": e.ts_us, "data": e.data})
     return event_rows, config_rows
+
+
+__all__ = ["BATCH_COLUMNS", "CHUNK_COLUMNS", "EVENT_COLUMNS", "READING_COLUMNS", "TAG_CONFIG_COLUMNS", "Derived",
+           "batch_columns", "decode_value", "derive", "encode_value", "event_ref"]

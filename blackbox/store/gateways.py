@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches
+from blackbox.store.schema import events, gateway_keys, gateways, reading_chunks, rejections, sealed_batches
 from blackbox.store.verify_log import logged_but_missing
 
 
@@ -58,9 +58,11 @@ def gateway_overview(engine: Engine) -> list[GatewayInfo]:
             select(sb.gateway_id, func.count(), func.max(sb.batch_seq), func.sum(sb.n_readings + sb.n_events))
             .group_by(sb.gateway_id))}
         stored: dict[int, int] = {}
-        for table in (readings, events):
-            for gid, n in conn.execute(select(table.c.gateway_id, func.count()).group_by(table.c.gateway_id)):
-                stored[gid] = stored.get(gid, 0) + n
+        rc = reading_chunks.c
+        for stmt in (select(rc.gateway_id, func.sum(rc.n)).group_by(rc.gateway_id),
+                     select(events.c.gateway_id, func.count()).group_by(events.c.gateway_id)):
+            for gid, n in conn.execute(stmt):
+                stored[gid] = stored.get(gid, 0) + int(n)
         refused = {(site, gw): n for site, gw, n in conn.execute(
             select(rj.site, rj.gateway, func.count()).group_by(rj.site, rj.gateway))}
         keys: dict[int, list[KeyInfo]] = {}

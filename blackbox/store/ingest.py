@@ -39,9 +39,17 @@ from blackbox.seal import (
 )
 from blackbox.seal import public_key_pem as seal_public_key_pem
 from blackbox.store.chain import Conflict, StoredBatch, place
-from blackbox.store.derive import READING_COLUMNS, Derived, decode_value, derive, encode_value
+from blackbox.store.derive import CHUNK_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.joint import register_spec_events
-from blackbox.store.schema import events, gateway_keys, gateways, readings, rejections, sealed_batches, tag_configs
+from blackbox.store.schema import (
+    events,
+    gateway_keys,
+    gateways,
+    reading_chunks,
+    rejections,
+    sealed_batches,
+    tag_configs,
+)
 from blackbox.store.tlog import LogPosition, TransparencyLog, append_batch, append_entry, status_ref
 
 log = logging.getLogger("blackbox.store.ingest")
@@ -342,7 +350,7 @@ class Ingestor:
                 )
             )
             if derived.readings:
-                _insert_readings(conn, derived.readings)
+                _insert_chunks(conn, derived.readings)
             if derived.events:
                 conn.execute(insert(events), derived.events)
             if derived.tag_configs:
@@ -351,7 +359,7 @@ class Ingestor:
             # last: the log's lock is held from here to the commit
             pos = append_batch(conn, h.site, h.gateway, h.batch_seq, opened.hash, received_at)
         return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at,
-                            n_readings=h.n_readings, sealed_at_us=h.sealed_at_us)
+                            n_readings=derived.n_readings, sealed_at_us=h.sealed_at_us)
 
     @staticmethod
     def _duplicate(conn: Connection, gid: int, batch_seq: int, hash_: str) -> IngestResult:
@@ -420,7 +428,9 @@ class Ingestor:
         """
         sb, h = sealed_batches.c, winner.header
         wire = conn.execute(select(sb.wire).where(sb.gateway_id == gid, sb.batch_seq == loser.batch_seq)).scalar_one()
-        for table in (readings, events, tag_configs):
+        conn.execute(delete(reading_chunks).where(reading_chunks.c.gateway_id == gid,
+                                                  reading_chunks.c.batch_seq == loser.batch_seq))
+        for table in (events, tag_configs):
             conn.execute(delete(table).where(table.c.gateway_id == gid,
                                              table.c.seq.between(loser.first_seq, loser.last_seq)))
         conn.execute(delete(sealed_batches).where(sb.gateway_id == gid, sb.batch_seq == loser.batch_seq))
@@ -513,40 +523,38 @@ def public_key_pem_text(key: Ed25519PublicKey) -> str:
     return pem.decode("ascii") if isinstance(pem, bytes) else pem
 
 
-_READING_INSERTS: dict[str, tuple[str, list[int] | None]] = {}
-_COPY_READINGS = f"COPY readings ({', '.join(READING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_READING_PG_TYPES = ["int8", "int8", "int8", "varchar", "varchar", "float8", "text", "varchar", "text", "int8", "int8",
-                     "varchar", "varchar"]
-"""PostgreSQL types of ``READING_COLUMNS`` for binary COPY: psycopg's C dumpers write each row in
-about half a microsecond, a third of the text format's cost, and the server parses no text."""
+_CHUNK_INSERTS: dict[str, tuple[str, list[int] | None]] = {}
+_COPY_CHUNKS = f"COPY reading_chunks ({', '.join(CHUNK_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_CHUNK_PG_TYPES = ["int8", "int8", "varchar", "varchar", "varchar", "int8", "int8", "int8", "int8", "int4",
+                   "bytea", "bytea", "bytea", "bytea", "bytea", "bytea", "bytea", "bytea", "bytea"]
+"""PostgreSQL types of ``CHUNK_COLUMNS`` for binary COPY (psycopg's C dumpers; the server parses no text)."""
 
 
-def _insert_readings(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Bulk insert of reading tuples (``READING_COLUMNS`` order) straight to the driver's executemany.
+def _insert_chunks(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Bulk insert of chunk tuples (``CHUNK_COLUMNS`` order) straight to the driver.
 
-    Readings have no column that needs a bind processor, so SQLAlchemy's per-row parameter
-    processing (a third of the ingest time at 5,000 readings per batch) can be skipped. On
-    PostgreSQL with psycopg 3 the rows go through binary ``COPY`` in the same transaction.
+    The columns need no bind processor, so SQLAlchemy's per-row parameter processing is skipped.
+    On PostgreSQL with psycopg 3 the rows go through binary ``COPY`` in the same transaction.
     """
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         dbapi_conn = conn.connection.driver_connection
         if dbapi_conn is None:
             raise RuntimeError("internal error: expected dbapi_conn is not None")
-        with dbapi_conn.cursor() as cur, cur.copy(_COPY_READINGS) as copy:
-            copy.set_types(_READING_PG_TYPES)
+        with dbapi_conn.cursor() as cur, cur.copy(_COPY_CHUNKS) as copy:
+            copy.set_types(_CHUNK_PG_TYPES)
             for row in rows:
                 copy.write_row(row)
         return
-    cached = _READING_INSERTS.get(conn.dialect.name)
+    cached = _CHUNK_INSERTS.get(conn.dialect.name)
     if cached is None:
-        compiled = insert(readings).compile(dialect=conn.dialect, column_keys=list(READING_COLUMNS))
-        order = [READING_COLUMNS.index(k) for k in compiled.positiontup or ()] if compiled.positional else None
-        cached = _READING_INSERTS[conn.dialect.name] = (str(compiled), order)
+        compiled = insert(reading_chunks).compile(dialect=conn.dialect, column_keys=list(CHUNK_COLUMNS))
+        order = [CHUNK_COLUMNS.index(k) for k in compiled.positiontup or ()] if compiled.positional else None
+        cached = _CHUNK_INSERTS[conn.dialect.name] = (str(compiled), order)
     sql, order = cached
     params: list[Any]
     if order is None:
-        params = [dict(zip(READING_COLUMNS, r, strict=True)) for r in rows]
-    elif order == list(range(len(READING_COLUMNS))):
+        params = [dict(zip(CHUNK_COLUMNS, r, strict=True)) for r in rows]
+    elif order == list(range(len(CHUNK_COLUMNS))):
         params = rows
     else:
         params = [tuple(r[i] for i in order) for r in rows]

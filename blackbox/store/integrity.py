@@ -9,7 +9,7 @@ Within the range the checks are exactly those of ``blackbox store verify``
 (:func:`blackbox.store.verify.check_chain`): every sealed batch must be stored; each is re-opened
 from the exact wire bytes kept at ingest, its header columns compared, its key trusted only as
 far as the enrolment and the chain's own rotations vouch for it, its signature and its chain link
-checked, and (``deep``) every row it yields (readings, events, the limits in force) re-derived and
+checked, and (``deep``) every row it yields (reading chunks, events, the limits in force) re-derived and
 compared with the rows the queries read, so an edit of the database after capture shows as
 "failed".
 """
@@ -26,7 +26,7 @@ from blackbox.model import Event
 from blackbox.seal import SealError, decode_records, open_batch
 from blackbox.store.findings import CODES, Difference
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
-from blackbox.store.schema import events, gateways, readings, sealed_batches
+from blackbox.store.schema import events, gateways, reading_chunks, sealed_batches
 from blackbox.store.verify import check_chain
 from blackbox.store.verify_log import logged_but_missing
 
@@ -64,7 +64,7 @@ def check_integrity(
     ``boundaries`` maps a gateway id to the batch_seq of the sealed batches holding the batch's
     first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored); ``lost``
     the sealed batches whose signed records hold the batch but whose rows are gone
-    (:func:`find_lost_records`). ``scope`` restricts which rows of readings/events belong to the
+    (:func:`find_lost_records`). ``scope`` restricts which rows of reading chunks/events belong to the
     batch (one occurrence of a reused batch number).
     """
     chk = _Checker()
@@ -114,7 +114,7 @@ def _record_spans(
     conn: Connection, batch_no: str, gids: list[int], scope: Callable[[Table], ColumnElement[bool]]
 ) -> dict[int, tuple[int, int]]:
     spans: dict[int, tuple[int, int]] = {}
-    for table in (readings, events):
+    for table in (reading_chunks, events):
         stmt = (
             select(table.c.gateway_id, func.min(table.c.batch_seq), func.max(table.c.batch_seq))
             .where(table.c.batch == batch_no, table.c.gateway_id.in_(gids), scope(table))
@@ -145,13 +145,14 @@ def _check_gateway(
     collect = _Collector(label)
     result = check_chain(conn, gid, label, collect, first=first, last=last, rows=deep)
     if deep:
-        for table in (readings, events):
+        for table in (reading_chunks, events):
             c = table.c
-            outside = [c.seq < result.first_seq, c.seq > result.last_seq] if result.first_seq is not None else []
-            stmt = select(c.seq, c.batch_seq).where(c.gateway_id == gid, c.batch == batch_no, scope(table))
+            lo, hi = (c.first_seq, c.last_seq) if table is reading_chunks else (c.seq, c.seq)
+            outside = [lo < result.first_seq, hi > result.last_seq] if result.first_seq is not None else []
+            stmt = select(lo, c.batch_seq).where(c.gateway_id == gid, c.batch == batch_no, scope(table))
             if outside:
                 stmt = stmt.where(or_(*outside))
-            for seq, batch_seq in conn.execute(stmt.order_by(c.seq)):
+            for seq, batch_seq in conn.execute(stmt.order_by(lo)):
                 collect(Difference(label, "row_unexplained", f"{table.name} seq {seq} of {batch_no} (claiming batch "
                                    f"{batch_seq}) lies outside every stored batch of the range",
                                    table.name, f"seq={seq}", batch_seq=batch_seq))
@@ -228,8 +229,9 @@ def find_lost_records(conn: Connection, batch_no: str, site: str | None) -> dict
     stayed, the report says so instead of "no record". Reads every batch's row counts (one index
     range count per batch), so it runs only when the rows are not found.
     """
-    sb, r, e = sealed_batches.c, readings.c, events.c
-    n_r = select(func.count()).where(r.gateway_id == sb.gateway_id, r.seq.between(sb.first_seq, sb.last_seq))
+    sb, r, e = sealed_batches.c, reading_chunks.c, events.c
+    n_r = select(func.coalesce(func.sum(r.n), 0)).where(r.gateway_id == sb.gateway_id,
+                                                        r.first_seq.between(sb.first_seq, sb.last_seq))
     n_e = select(func.count()).where(e.gateway_id == sb.gateway_id, e.seq.between(sb.first_seq, sb.last_seq))
     stmt = (select(sb.gateway_id, sb.batch_seq, sb.wire).join(gateways, gateways.c.id == sb.gateway_id)
             .where(or_(n_r.scalar_subquery() < sb.n_readings, n_e.scalar_subquery() < sb.n_events))

@@ -1,8 +1,8 @@
-"""Monthly partitions of the ``readings`` table on PostgreSQL (declarative partitioning by ``ts_us``).
+"""Monthly partitions of the ``reading_chunks`` table on PostgreSQL (declarative partitioning by ``first_ts_us``).
 
-The table is ``PARTITION BY RANGE (ts_us)`` with a ``readings_default`` partition, so an insert is
+The table is ``PARTITION BY RANGE (first_ts_us)`` with a ``reading_chunks_default`` partition, so an insert is
 never refused whatever its time (a gateway replaying an old outage, a clock far off). The store
-keeps one partition per calendar month (UTC), ``readings_pYYYYMM``, created ahead of time by
+keeps one partition per calendar month (UTC), ``reading_chunks_pYYYYMM``, created ahead of time by
 :func:`ensure_partitions` — at start and hourly — and for any month whose rows sit in the default
 partition (those rows are moved into the new partition in the same transaction, then it is
 attached). SQLite keeps a plain table; everything here is a no-op there.
@@ -20,15 +20,15 @@ from blackbox.model import now_us
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTITION = "readings_default"
-PARTITION_NAME = re.compile(r"^readings_(default|p\d{6})$")
+DEFAULT_PARTITION = "reading_chunks_default"
+PARTITION_NAME = re.compile(r"^reading_chunks_(default|p\d{6})$")
 _LOCK_KEY = 0x626C6B62_7061  # pg_advisory_xact_lock key: one partition maintainer at a time
 _FIRST_YEAR, _LAST_YEAR = 1971, 9998
 """Months outside these years stay in the default partition (a clock that far off is a finding, not data)."""
 
 
 def is_partition(name: str | None) -> bool:
-    """Whether a table name is one of the readings' partitions (not in :mod:`blackbox.store.schema`)."""
+    """Whether a table name is one of the reading chunks' partitions (not in :mod:`blackbox.store.schema`)."""
     return name is not None and PARTITION_NAME.match(name) is not None
 
 
@@ -44,22 +44,22 @@ def month_start_us(year: int, month: int) -> int:
 
 
 def partition_name(year: int, month: int) -> str:
-    return f"readings_p{year:04d}{month:02d}"
+    return f"reading_chunks_p{year:04d}{month:02d}"
 
 
 def is_partitioned(conn: Connection) -> bool:
-    """Whether ``readings`` (in the connection's search path) is a partitioned table."""
+    """Whether ``reading_chunks`` (in the connection's search path) is a partitioned table."""
     if conn.dialect.name != "postgresql":
         return False
     return bool(conn.execute(text(
-        "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = to_regclass('readings')")).scalar_one())
+        "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = to_regclass('reading_chunks')")).scalar_one())
 
 
 def existing_partitions(conn: Connection) -> list[str]:
-    """Names of the partitions attached to ``readings``, sorted."""
+    """Names of the partitions attached to ``reading_chunks``, sorted."""
     rows = conn.execute(text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = to_regclass('readings') ORDER BY c.relname"))
+        "WHERE i.inhparent = to_regclass('reading_chunks') ORDER BY c.relname"))
     return [r[0] for r in rows]
 
 
@@ -78,7 +78,7 @@ def ensure_partitions(engine: Engine, ahead: int = 3, *, at_us: int | None = Non
         months = {(now.year + (now.month - 1 + d) // 12, (now.month - 1 + d) % 12 + 1) for d in range(-1, ahead + 1)}
         stray = conn.execute(text(
             "SELECT DISTINCT extract(year FROM t)::int, extract(month FROM t)::int FROM "
-            f"(SELECT to_timestamp(ts_us / 1e6) AT TIME ZONE 'UTC' AS t FROM {DEFAULT_PARTITION}) m"))
+            f"(SELECT to_timestamp(first_ts_us / 1e6) AT TIME ZONE 'UTC' AS t FROM {DEFAULT_PARTITION}) m"))
         months |= {(y, m) for y, m in stray if _FIRST_YEAR <= y <= _LAST_YEAR}
         have = set(existing_partitions(conn))
         for year, month in sorted(months):
@@ -87,19 +87,19 @@ def ensure_partitions(engine: Engine, ahead: int = 3, *, at_us: int | None = Non
                 _create(conn, name, month_start_us(year, month), month_start_us(year, month + 1))
                 created.append(name)
     if created:
-        log.info("created readings partitions %s", ", ".join(created))
+        log.info("created reading chunk partitions %s", ", ".join(created))
     return created
 
 
 def _create(conn: Connection, name: str, lo: int, hi: int) -> None:
     """A partition for ``[lo, hi)``: rows of that range already in the default partition move into it."""
-    conn.execute(text(f'CREATE TABLE "{name}" (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'))
+    conn.execute(text(f'CREATE TABLE "{name}" (LIKE reading_chunks INCLUDING DEFAULTS INCLUDING CONSTRAINTS)'))
     moved = conn.execute(text(
-        f'WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE ts_us >= :lo AND ts_us < :hi RETURNING *) '
+        f'WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE first_ts_us >= :lo AND first_ts_us < :hi RETURNING *) '
         f'INSERT INTO "{name}" SELECT * FROM moved'), {"lo": lo, "hi": hi}).rowcount
-    conn.execute(text(f'ALTER TABLE readings ATTACH PARTITION "{name}" FOR VALUES FROM ({lo}) TO ({hi})'))
+    conn.execute(text(f'ALTER TABLE reading_chunks ATTACH PARTITION "{name}" FOR VALUES FROM ({lo}) TO ({hi})'))
     if moved:
-        log.warning("moved %d readings from the default partition into %s", moved, name)
+        log.warning("moved %d reading chunks from the default partition into %s", moved, name)
 
 
 __all__ = ["DEFAULT_PARTITION", "ensure_partitions", "existing_partitions", "include_name", "is_partition",

@@ -8,7 +8,7 @@ Sequence numbers and timestamps (integer microseconds, UTC) are ``BigInteger``. 
 Python type through ``kind``: ``float``/``int``/``bool`` go to ``num`` (and ``int`` also to ``text``
 so that integers beyond 2**53 stay exact), ``str`` to ``text``, ``None`` to neither.
 
-Readings and events carry no foreign keys: the ingest path is their only writer, their integrity is
+Reading chunks and events carry no foreign keys: the ingest path is their only writer, their integrity is
 proven by the signed wire bytes kept in ``sealed_batches`` (the trace re-verifies them), and a
 foreign-key check per row would cost insert throughput on PostgreSQL.
 
@@ -24,7 +24,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Double,
     Engine,
     ForeignKey,
     Index,
@@ -118,34 +117,43 @@ sealed_batches = Table(
     Index(None, "gateway_id", "prev_hash"),
 )
 
-readings = Table(
-    "readings",
+reading_chunks = Table(
+    "reading_chunks",
     metadata,
     Column("gateway_id", Id, primary_key=True, autoincrement=False),
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("batch_seq", BigInteger, nullable=False, comment="Sealed batch that carried it."),
+    Column("first_seq", BigInteger, primary_key=True, autoincrement=False, comment="Seq of the chunk's first reading."),
+    Column("first_ts_us", BigInteger, primary_key=True, autoincrement=False,
+           comment="Earliest reading time in the chunk; the partition key on PostgreSQL (monthly partitions)."),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_ts_us", BigInteger, nullable=False, comment="Latest reading time in the chunk."),
+    Column("batch_seq", BigInteger, nullable=False, comment="Sealed batch that carried the readings."),
     Column("tag", Name, nullable=False),
-    Column("kind", String(8), nullable=False, comment="float, int, bool, str or null"),
-    Column("num", Double, nullable=True),
-    Column("text", Text, nullable=True),
-    Column("quality", String(16), nullable=False),
-    Column("reason", Text, nullable=True),
-    Column("ts_us", BigInteger, primary_key=True, autoincrement=False,
-           comment="Reading time; the partition key on PostgreSQL (monthly partitions)."),
-    Column("source_ts_us", BigInteger, nullable=True),
     Column("batch", Name, nullable=True),
     Column("phase", Name, nullable=True),
+    Column("n", Integer, nullable=False, comment="Number of readings in the chunk."),
+    Column("seqs", LargeBinary, nullable=False, comment="int64 little-endian, one per reading, ascending."),
+    Column("ts", LargeBinary, nullable=False, comment="int64 little-endian reading times (us)."),
+    Column("kinds", LargeBinary, nullable=False,
+           comment="One ASCII byte per reading: f(loat) i(nt) b(ool) s(tr) n(ull)."),
+    Column("nums", LargeBinary, nullable=False, comment="float64 little-endian; 0 where the kind has no number."),
+    Column("texts", LargeBinary, nullable=True, comment="JSON list: the text of each int and str value, in order."),
+    Column("qualities", LargeBinary, nullable=False, comment="One ASCII byte per reading: g(ood) u(ncertain) b(ad)."),
+    Column("reasons", LargeBinary, nullable=True, comment="JSON list of each reading's reason; null if none has one."),
+    Column("source_ts", LargeBinary, nullable=True, comment="int64 little-endian source times; null if none."),
+    Column("source_mask", LargeBinary, nullable=True, comment="0/1 per reading with a source time; null if all."),
     Index(None, "batch", "tag"),
-    Index(None, "tag", "ts_us"),
-    postgresql_partition_by="RANGE (ts_us)",
+    Index(None, "tag", "first_ts_us"),
+    Index(None, "gateway_id", "last_seq"),
+    postgresql_partition_by="RANGE (first_ts_us)",
 )
-"""The primary key includes ``ts_us`` because PostgreSQL requires the partition key in every unique
-constraint of a partitioned table (the same key on SQLite keeps the schemas alike). A record seq is
-still stored once per gateway: ingest checks it under the gateway's row lock (see
-:mod:`blackbox.store.chain`). Indexes: the key serves look-ups by gateway and seq range, (tag,
-ts_us) a tag over time, (batch, tag) the trace of a production batch."""
+"""The readings, as column chunks (:mod:`blackbox.store.chunks`): one row per sealed batch, tag,
+production batch and phase. The primary key includes ``first_ts_us`` because PostgreSQL requires
+the partition key in every unique constraint of a partitioned table. Indexes: the key serves look-
+ups by gateway and seq range, (gateway, last_seq) the replay check of ingest (chunks overlapping a
+new batch's records), (tag, first_ts_us) a tag over time, (batch, tag) a production batch."""
 
-event.listen(readings, "after_create", DDL(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF readings DEFAULT")
+event.listen(reading_chunks, "after_create",
+             DDL(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF reading_chunks DEFAULT")
              .execute_if(dialect="postgresql"))
 
 events = Table(

@@ -13,6 +13,7 @@ refuse them.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from blackbox.config.sources import LimitSet
 from blackbox.model import now_us
 from blackbox.seal.limits import most_specific, recorded_limit_set
 from blackbox.store.batch_record import approved_qc, batch_record_info
+from blackbox.store.chunks import Chunk, ChunkError, and_masks, check_sizes, merge, take, unpack_seqs
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
     AlarmLine,
@@ -43,7 +45,7 @@ from blackbox.store.report import (
     TraceReport,
     render_text,
 )
-from blackbox.store.schema import events, gateways, readings, tag_configs
+from blackbox.store.schema import events, gateways, reading_chunks, tag_configs
 from blackbox.store.spec_report import AppliedSpec, specification_info
 
 TRACED_CATEGORIES = frozenset({"process", "environment"})
@@ -257,11 +259,16 @@ def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep:
 
 
 def in_ranges(table: Table, ranges: SeqRanges | None) -> ColumnElement[bool]:
-    """The rows of ``table`` (readings or events) inside ``ranges``; every row if None."""
+    """The rows of ``table`` (reading chunks or events) inside ``ranges``; every row if None.
+
+    A reading chunk is in if any of its readings may be (its seq span overlaps): its readings are
+    then selected one by one (:func:`blackbox.store.chunks.select_seqs`).
+    """
     if ranges is None:
         return true()
     c = table.c
-    return or_(*(and_(c.gateway_id == gid, c.seq >= lo, *([c.seq <= hi] if hi is not None else []))
+    first, last = (c.first_seq, c.last_seq) if "first_seq" in c else (c.seq, c.seq)
+    return or_(*(and_(c.gateway_id == gid, last >= lo, *([first <= hi] if hi is not None else []))
                  for gid, (lo, hi) in ranges.items()))
 
 
@@ -272,7 +279,7 @@ def _gateways_of(conn: Connection, batch_no: str, site: str | None, ranges: SeqR
         if site is not None:
             stmt = stmt.where(gateways.c.site == site)
         return {gid: f"{s}/{g}" for gid, s, g in conn.execute(stmt)}
-    for table in (readings, events):
+    for table in (reading_chunks, events):
         gids.update(g for (g,) in conn.execute(select(table.c.gateway_id).where(table.c.batch == batch_no).distinct()))
     gids.update(
         g
@@ -346,7 +353,7 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
 
     phases = _phases(batch_rows, ended_at)
     materials, qc, alarms, sources = _events(other_rows, labels)
-    parameters, no_config = _parameters(conn, batch_no, labels, configs, product, ranges)
+    parameters, no_config, unreadable = _parameters(conn, batch_no, labels, configs, product, ranges)
 
     boundaries: dict[int, tuple[int | None, int | None]] = {}
     for gid in gids:
@@ -358,7 +365,7 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
     spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
-    extra = [_no_config_finding(label) for label in sorted(no_config)] + [
+    extra = [_no_config_finding(label) for label in sorted(no_config)] + unreadable + [
         _unreadable_limits_finding(c, why) for c in in_force for meta in c.tags.values() for why in meta.unreadable]
     if extra:
         verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
@@ -508,78 +515,43 @@ def _parameters(
     configs: _Configs,
     product: str | None,
     ranges: SeqRanges | None,
-) -> tuple[list[ParameterStats], set[str]]:
-    """Per (gateway, tag, phase) statistics against the limits in force, with excursions."""
-    r = readings.c
-    rows = conn.execute(
-        select(r.gateway_id, r.tag, r.phase, r.num, r.quality, r.ts_us)
-        .where(r.batch == batch_no, r.gateway_id.in_(list(labels)), r.kind.in_(["float", "int", "null"]),
-               in_ranges(readings, ranges))
-        .order_by(r.gateway_id, r.tag, r.ts_us, r.seq)
-    )
-    accs: dict[tuple[int, str, str | None], _Acc] = {}
-    no_config: set[str] = set()
-    limit_cache: dict[tuple[int, str, str | None], Limits | None] = {}
-    current: tuple[int, str] | None = None
-    open_ex: _Open | None = None
-    for gid, tag, phase, num, quality, ts in rows:
-        if (gid, tag) != current:
-            if open_ex is not None:
-                _close(open_ex, open_ex.last_us, returned=False)
-                open_ex = None
-            current = (gid, tag)
-        cfg = configs.at(gid, ts)
-        meta = cfg.tags.get(tag) if cfg is not None else None
-        if cfg is not None and (meta is None or meta.category not in TRACED_CATEGORIES):
-            continue
-        key = (gid, tag, phase)
-        acc = accs.get(key)
-        if acc is None:
-            acc = accs[key] = _Acc(gateway=labels[gid], tag=tag, phase=phase, meta=meta, first_ts_us=ts)
-        acc.n += 1
-        acc.last_ts_us = ts
-        if quality == "bad":
-            acc.n_bad += 1
-            continue
-        if num is None:
-            continue
-        acc.n_numeric += 1
-        acc.total += num
-        acc.lo = num if acc.lo is None else min(acc.lo, num)
-        acc.hi = num if acc.hi is None else max(acc.hi, num)
-        lim: Limits | None = None
-        if cfg is None:
-            acc.limits_known = False
-            no_config.add(labels[gid])
-        else:
-            ck = (id(cfg), tag, phase)
-            if ck not in limit_cache:
-                limit_cache[ck] = meta.limits_for(phase, product) if meta is not None else None
-            lim = limit_cache[ck]
-            if lim is not None and lim not in acc.limits:
-                acc.limits.append(lim)
-        level = _classify(num, lim) if lim is not None else None
-        if level is not None:
-            acc.n_outside += 1
-            if level in ("HH", "LL"):
-                acc.n_outside_hard += 1
-            side = "high" if level in ("H", "HH") else "low"
-            if open_ex is not None and open_ex.side != side:
-                _close(open_ex, ts, returned=True)
-                open_ex = None
-            if open_ex is None:
-                open_ex = _Open(level, side, ts, ts, num, 0, acc)
-            open_ex.n += 1
-            open_ex.last_us = ts
-            open_ex.peak = max(open_ex.peak, num) if side == "high" else min(open_ex.peak, num)
-            if _RANK[level] > _RANK[open_ex.level]:
-                open_ex.level = level
-        elif open_ex is not None:
-            _close(open_ex, ts, returned=True)
-            open_ex = None
-    if open_ex is not None:
-        _close(open_ex, open_ex.last_us, returned=False)
+) -> tuple[list[ParameterStats], set[str], list[Finding]]:
+    """Per (gateway, tag, phase) statistics against the limits in force, with excursions; and a finding
+    for each stored chunk that cannot be unpacked (left out of the statistics).
 
+    The readings come as chunks (:mod:`blackbox.store.chunks`) and are summed up a chunk at a
+    time with C-speed builtins; only a chunk holding an excursion, spanning a configuration
+    change, or readings out of time order is walked reading by reading.
+    """
+    rc = reading_chunks.c
+    rows = conn.execute(
+        select(rc.gateway_id, rc.batch_seq, rc.tag, rc.batch, rc.phase, rc.first_seq, rc.last_seq, rc.n, rc.seqs,
+               rc.ts, rc.kinds, rc.nums, rc.qualities)
+        .where(rc.batch == batch_no, rc.gateway_id.in_(list(labels)), in_ranges(reading_chunks, ranges))
+        .order_by(rc.gateway_id, rc.tag, rc.first_ts_us, rc.first_seq)
+    )
+    stats = _Stats(labels, configs, product)
+    group: list[tuple[Any, bytes | None]] = []
+    unreadable: list[Finding] = []
+    for row in rows:
+        try:
+            check_sizes(row)
+        except ChunkError as exc:
+            unreadable.append(Finding(severity="failed", code="row_altered", message=(
+                f"{labels[row.gateway_id]}: reading_chunks first_seq={row.first_seq} (tag {row.tag}) cannot be "
+                f"unpacked, its readings are left out of the statistics: {exc}")))
+            continue
+        if group and (group[0][0].gateway_id, group[0][0].tag) != (row.gateway_id, row.tag):
+            stats.tag(_runs(group))
+            group = []
+        mask = None
+        if ranges is not None:
+            lo, hi = ranges[row.gateway_id]
+            if row.first_seq < lo or (hi is not None and row.last_seq > hi):
+                mask = bytes([lo <= s and (hi is None or s <= hi) for s in unpack_seqs(row.seqs, row.n)])
+        group.append((row, mask))
+    if group:
+        stats.tag(_runs(group))
     out = [
         ParameterStats(
             gateway=a.gateway,
@@ -602,10 +574,202 @@ def _parameters(
             n_bad_quality=a.n_bad,
             excursions=a.excursions,
         )
-        for a in accs.values()
+        for a in stats.accs.values()
     ]
     out.sort(key=lambda p: (p.gateway, p.tag, p.first_ts_us))
-    return out, no_config
+    return out, stats.no_config, unreadable
+
+
+def _runs(group: list[tuple[Any, bytes | None]]) -> list[tuple[Chunk, bytes | None]]:
+    """Consecutive chunks of one phase joined (:func:`blackbox.store.chunks.merge`), each with its seq mask."""
+    out: list[tuple[Chunk, bytes | None]] = []
+    start = 0
+    for i in range(1, len(group) + 1):
+        if i == len(group) or group[i][0].phase != group[start][0].phase:
+            part = group[start:i]
+            masks = [m for _r, m in part]
+            mask = None if all(m is None for m in masks) else b"".join(
+                m if m is not None else b"\x01" * r.n for r, m in part)
+            out.append((merge([r for r, _m in part]), mask))
+            start = i
+    return out
+
+
+_STAT_KINDS = bytes(1 if c in b"fin" else 0 for c in range(256))
+"""Readings the statistics count: float, int and null (bool and str are no process values)."""
+_BAD = bytes(1 if c == ord("b") else 0 for c in range(256))
+
+
+class _Stats:
+    """The running statistics of :func:`_parameters`, fed one tag of one gateway at a time, in time order."""
+
+    def __init__(self, labels: dict[int, str], configs: _Configs, product: str | None) -> None:
+        self.labels, self.configs, self.product = labels, configs, product
+        self.accs: dict[tuple[int, str, str | None], _Acc] = {}
+        self.no_config: set[str] = set()
+        self._limits: dict[tuple[int, str, str | None], Limits | None] = {}
+        self._open: _Open | None = None
+
+    def tag(self, group: list[tuple[Chunk, bytes | None]]) -> None:
+        """Every chunk of one (gateway, tag), sorted by first time: in order unless their times overlap."""
+        ordered = True
+        prev_last = None
+        for chunk, _mask in group:
+            ts = chunk.ts.tolist()
+            if (prev_last is not None and ts[0] < prev_last) or ts != sorted(ts):
+                ordered = False
+                break
+            prev_last = ts[-1]
+        if ordered:
+            for chunk, mask in group:
+                self._chunk(chunk, mask)
+        else:  # readings out of time order: all of the tag's readings, sorted, one by one
+            rows: list[tuple[int, int, float | None, int]] = []
+            for chunk, mask in group:
+                keep = and_masks(mask, chunk.kinds.translate(_STAT_KINDS))
+                nums = [None if k == ord("n") else v for k, v in zip(chunk.kinds, chunk.nums, strict=True)]
+                rows.extend(zip(take(chunk.ts, keep), take(chunk.seqs, keep), take(nums, keep),
+                                take(chunk.qualities, keep), strict=True))
+            rows.sort(key=lambda r: (r[0], r[1]))
+            chunk = group[0][0]
+            phases: dict[int, str | None] = {}  # seq -> phase
+            for c, _m in group:
+                phases.update(dict.fromkeys(c.seqs.tolist(), c.phase))
+            for ts_us, seq, num, quality in rows:
+                self._row(chunk.gateway_id, chunk.tag, phases[seq], num, quality == ord("b"), ts_us)
+        if self._open is not None:
+            _close(self._open, self._open.last_us, returned=False)
+            self._open = None
+
+    def _chunk(self, chunk: Chunk, mask: bytes | None) -> None:
+        gid, tag, phase = chunk.gateway_id, chunk.tag, chunk.phase
+        keep = and_masks(mask, chunk.kinds.translate(_STAT_KINDS))
+        ts = take(chunk.ts, keep)
+        if not ts:
+            return
+        cfg = self.configs.at(gid, ts[0])
+        if cfg is not self.configs.at(gid, ts[-1]):  # a configuration applied within the chunk
+            nums = take([None if k == ord("n") else v for k, v in zip(chunk.kinds, chunk.nums, strict=True)], keep)
+            for t, num, q in zip(ts, nums, take(chunk.qualities, keep), strict=True):
+                self._row(gid, tag, phase, num, q == ord("b"), t)
+            return
+        meta = cfg.tags.get(tag) if cfg is not None else None
+        if cfg is not None and (meta is None or meta.category not in TRACED_CATEGORIES):
+            return
+        acc = self._acc(gid, tag, phase, meta, ts[0])
+        acc.n += len(ts)
+        acc.last_ts_us = ts[-1]
+        bad = chunk.qualities.translate(_BAD)
+        acc.n_bad += take(bad, keep).count(1)
+        good = and_masks(keep, chunk.numeric_good())
+        vals: list[float] = take(chunk.nums, good)
+        if not vals:
+            return
+        times: list[int] = take(chunk.ts, good)
+        acc.n_numeric += len(vals)
+        acc.total = sum(vals, acc.total)
+        lo, hi = min(vals), max(vals)
+        acc.lo = lo if acc.lo is None else min(acc.lo, lo)
+        acc.hi = hi if acc.hi is None else max(acc.hi, hi)
+        lim = self._limit(cfg, meta, gid, tag, phase, acc)
+        up, down = _bounds(lim) if lim is not None else (None, None)
+        outside: list[int] = []
+        if lim is not None and ((up is not None and hi > up) or (down is not None and lo < down)):
+            top = math.inf if up is None else up
+            bottom = -math.inf if down is None else down
+            outside = [i for i, v in enumerate(vals) if v > top or v < bottom]
+        if lim is None or not outside:
+            if self._open is not None:
+                _close(self._open, times[0], returned=True)
+                self._open = None
+            return
+        # only the readings outside are judged one by one; a reading inside between them ends an excursion
+        nxt = 0  # index of the reading after the last one judged
+        for i in outside:
+            if i != nxt and self._open is not None:
+                _close(self._open, times[nxt], returned=True)
+                self._open = None
+            self._judge(acc, lim, vals[i], times[i])
+            nxt = i + 1
+        if nxt < len(vals) and self._open is not None:
+            _close(self._open, times[nxt], returned=True)
+            self._open = None
+
+    def _acc(self, gid: int, tag: str, phase: str | None, meta: _TagMeta | None, ts: int) -> _Acc:
+        key = (gid, tag, phase)
+        acc = self.accs.get(key)
+        if acc is None:
+            acc = self.accs[key] = _Acc(gateway=self.labels[gid], tag=tag, phase=phase, meta=meta, first_ts_us=ts)
+        return acc
+
+    def _limit(self, cfg: _AppliedConfig | None, meta: _TagMeta | None, gid: int, tag: str, phase: str | None,
+               acc: _Acc) -> Limits | None:
+        if cfg is None:
+            acc.limits_known = False
+            self.no_config.add(self.labels[gid])
+            return None
+        ck = (id(cfg), tag, phase)
+        if ck not in self._limits:
+            self._limits[ck] = meta.limits_for(phase, self.product) if meta is not None else None
+        lim = self._limits[ck]
+        if lim is not None and lim not in acc.limits:
+            acc.limits.append(lim)
+        return lim
+
+    def _row(self, gid: int, tag: str, phase: str | None, num: float | None, bad: bool, ts: int) -> None:
+        """One reading (the slow path): counted, summed, judged against the limits in force at its time."""
+        cfg = self.configs.at(gid, ts)
+        meta = cfg.tags.get(tag) if cfg is not None else None
+        if cfg is not None and (meta is None or meta.category not in TRACED_CATEGORIES):
+            return
+        acc = self._acc(gid, tag, phase, meta, ts)
+        acc.n += 1
+        acc.last_ts_us = ts
+        if bad:
+            acc.n_bad += 1
+            return
+        if num is None:
+            return
+        acc.n_numeric += 1
+        acc.total += num
+        acc.lo = num if acc.lo is None else min(acc.lo, num)
+        acc.hi = num if acc.hi is None else max(acc.hi, num)
+        lim = self._limit(cfg, meta, gid, tag, phase, acc)
+        if lim is not None:
+            self._judge(acc, lim, num, ts)
+        elif self._open is not None:
+            _close(self._open, ts, returned=True)
+            self._open = None
+
+    def _judge(self, acc: _Acc, lim: Limits, num: float, ts: int) -> None:
+        level = _classify(num, lim)
+        open_ex = self._open
+        if level is None:
+            if open_ex is not None:
+                _close(open_ex, ts, returned=True)
+                self._open = None
+            return
+        acc.n_outside += 1
+        if level in ("HH", "LL"):
+            acc.n_outside_hard += 1
+        side = "high" if level in ("H", "HH") else "low"
+        if open_ex is not None and open_ex.side != side:
+            _close(open_ex, ts, returned=True)
+            open_ex = None
+        if open_ex is None:
+            open_ex = self._open = _Open(level, side, ts, ts, num, 0, acc)
+        open_ex.n += 1
+        open_ex.last_us = ts
+        open_ex.peak = max(open_ex.peak, num) if side == "high" else min(open_ex.peak, num)
+        if _RANK[level] > _RANK[open_ex.level]:
+            open_ex.level = level
+
+
+def _bounds(lim: Limits) -> tuple[float | None, float | None]:
+    """The highest and lowest values :func:`_classify` takes as inside (``None``: no bound on that side)."""
+    highs = [x for x in (lim.h, lim.hh) if x is not None]
+    lows = [x for x in (lim.l, lim.ll) if x is not None]
+    return (min(highs) if highs else None), (max(lows) if lows else None)
 
 
 def reverse_lot(engine: Engine, lot: str, *, site: str | None = None) -> list[LotUse]:

@@ -5,9 +5,11 @@ them by :func:`blackbox.store.derive.derive` at ingest. :func:`check_chain` walk
 stored batches in chain order and, for each, re-opens the bytes, checks the header columns, the
 signing key (trusted only as far as the enrolment and the rotations *inside the chain* vouch for
 it, never because a ``gateway_keys`` column says so), the signature, the chain link and the record
-seq continuity, re-derives its rows and compares them with the stored ``readings``, ``events`` and
-``tag_configs``. Stored rows come in seq order through streaming cursors and are merged with the
-derived ones, so memory stays bounded by one batch whatever the size of the store.
+seq continuity, re-derives its rows and compares them with the stored ``reading_chunks``, ``events``
+and ``tag_configs``. Stored rows come in seq order through streaming cursors and are merged with the
+derived ones, so memory stays bounded by one batch whatever the size of the store. A batch's
+reading chunks are compared whole (their packed columns as bytes); only when they differ are both
+sides unpacked and merged reading by reading, so that the difference names the reading.
 
 :func:`verify_store` runs it over every gateway (``blackbox store verify``); the trace report runs
 it over the batches holding one production batch (:mod:`blackbox.store.integrity`).
@@ -41,10 +43,10 @@ from blackbox.seal import (
     open_batch,
     verify_batch,
 )
+from blackbox.store.chunks import CHUNK_COLUMNS, READING_COLUMNS, ChunkError, decode_tuple, explode
 from blackbox.store.derive import (
     BATCH_COLUMNS,
     EVENT_COLUMNS,
-    READING_COLUMNS,
     TAG_CONFIG_COLUMNS,
     Derived,
     batch_columns,
@@ -52,7 +54,7 @@ from blackbox.store.derive import (
 )
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
-from blackbox.store.schema import events, gateway_keys, gateways, readings, sealed_batches, tag_configs
+from blackbox.store.schema import events, gateway_keys, gateways, reading_chunks, sealed_batches, tag_configs
 from blackbox.store.verify_log import (
     check_batch_logged,
     check_key_rows,
@@ -269,6 +271,94 @@ class _Stream:
                                               self.table, f"seq={seq}", col, h, w, batch_seq))
 
 
+class _ChunkStream:
+    """Stored reading chunks of one gateway in first-seq order, compared whole with the derived ones.
+
+    Equal chunk lists (the usual case) cost one comparison of a few hundred tuples of bytes; if a
+    batch's chunks differ, both sides are unpacked into readings and merged by :class:`_Stream`,
+    which names each reading missing, altered or unexplained.
+    """
+
+    table = reading_chunks.name
+
+    def __init__(self, chunks: Iterator[list[tuple[Any, ...]]], label: str, emit: Emit) -> None:
+        self._chunks = chunks
+        self._buf: list[tuple[Any, ...]] = []
+        self._i = 0
+        self._done = False
+        self._label = label
+        self._emit = emit
+        self.stored_batches: set[int] = set()
+
+    def _peek_through(self, seq: int | None) -> list[tuple[Any, ...]]:
+        """The stored chunks ahead whose first seq is at most ``seq`` (all if ``None``), left in the stream."""
+        while not self._done and (self._i == len(self._buf) or seq is None or self._buf[-1][_FIRST_SEQ] <= seq):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._done = True
+            else:
+                self._buf, self._i = self._buf[self._i:] + chunk, 0
+        j = self._i
+        while j < len(self._buf) and (seq is None or self._buf[j][_FIRST_SEQ] <= seq):
+            j += 1
+        return self._buf[self._i:j]
+
+    def _take_through(self, seq: int | None) -> list[tuple[Any, ...]]:
+        out = self._peek_through(seq)
+        self._i += len(out)
+        return out
+
+    def _readings(self, chunks: list[tuple[Any, ...]], batch_seq: int | None) -> list[tuple[Any, ...]]:
+        """The readings of stored chunks, by seq; a chunk that cannot be unpacked is reported as such."""
+        out: list[tuple[Any, ...]] = []
+        for row in chunks:
+            try:
+                out.extend(explode(decode_tuple(row)))
+            except ChunkError as exc:
+                key = f"first_seq={row[_FIRST_SEQ]}"
+                self._emit(Difference(self._label, "row_altered", f"{self.table} {key} (tag {row[2]!r}, batch "
+                                      f"{row[1]}): its columns cannot be unpacked: {exc}", self.table, key,
+                                      batch_seq=batch_seq))
+        out.sort(key=_seq_of)
+        return out
+
+    def _merge(self, stored: list[tuple[Any, ...]], derived: list[tuple[Any, ...]], batch_seq: int | None) -> None:
+        rows = _Stream(iter([stored]), self.table, READING_COLUMNS, self._label, self._emit)
+        rows.stored_batches = self.stored_batches
+        if derived:
+            rows.compare(derived, batch_seq if batch_seq is not None else -1)
+        rows.extras_before(None)
+
+    def skip_through(self, seq: int) -> None:
+        """Leave the chunks starting up to ``seq`` unchecked (their batch cannot be verified: already reported)."""
+        self._take_through(seq)
+
+    def extras_before(self, seq: int | None) -> None:
+        """Report the readings of stored chunks starting below ``seq`` (all remaining if ``None``)."""
+        extra = self._take_through(None if seq is None else seq - 1)
+        if extra:
+            self._merge(self._readings(extra, None), [], None)
+
+    def compare(self, derived: list[tuple[Any, ...]], batch_seq: int, first_seq: int, last_seq: int) -> None:
+        """The chunks derived from batch ``batch_seq`` (records ``first_seq..last_seq``) against the stored ones."""
+        self.extras_before(first_seq)
+        stored = self._take_through(last_seq)
+        if stored == derived:
+            return
+        want: list[tuple[Any, ...]] = []
+        for chunk in derived:
+            want.extend(explode(decode_tuple(chunk)))
+        want.sort(key=_seq_of)
+        self._merge(self._readings(stored, batch_seq), want, batch_seq)
+
+
+_FIRST_SEQ = CHUNK_COLUMNS.index("first_seq")
+
+
+def _seq_of(row: tuple[Any, ...]) -> int:
+    return int(row[1])
+
+
 def describe_change(path: str, stored: Any, derived: Any, limit: int = 3) -> str:
     """``data.tags[0].limits[1].h is 95.0, the signed record says 79.0``: the first few differing leaves."""
     changes: list[str] = []
@@ -363,7 +453,8 @@ def check_chain(
     if bounded:
         lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()
         result.first_seq, result.last_seq = lo, hi
-    streams = _streams(conn, gid, label, emit, lo, hi) if rows else []
+    checked = _streams(conn, gid, label, emit, lo, hi) if rows else None
+    streams: tuple[_ChunkStream | _Stream, ...] = checked or ()
     site, gateway = label.split("/", 1)
     purged = purges(conn).get((site, gateway))  # a two-party purge removed the chain's start
     start = max(first or 1, purged.through_batch_seq + 1 if purged is not None else 1)
@@ -422,13 +513,13 @@ def check_chain(
                 s.skip_through(h.last_seq)
             continue
         _check_rotation(derived, trust, label, emit)
-        if rows:
-            _compare_rows(streams, derived, n)
+        if checked is not None:
+            _compare_rows(checked, derived, n)
         result.verified.add(n)
         if row.clock != "ok":
             result.clock.setdefault(row.clock, []).append(n)
         stats.batches_verified += 1
-        stats.readings += len(derived.readings)
+        stats.readings += derived.n_readings
         stats.events += len(derived.events)
     if last is not None:
         _missing(result, label, emit, prev_n + 1, last + 1)
@@ -448,18 +539,23 @@ def _missing(result: ChainResult, label: str, emit: Emit, start: int, stop: int)
                         f"batch_seq={n}", batch_seq=n))
 
 
-def _streams(conn: Connection, gid: int, label: str, emit: Emit, lo: int | None, hi: int | None) -> list[_Stream]:
+def _streams(conn: Connection, gid: int, label: str, emit: Emit, lo: int | None,
+             hi: int | None) -> tuple[_ChunkStream, _Stream, _Stream]:
+    rc = reading_chunks.c
+    cond = [rc.gateway_id == gid, *([rc.first_seq >= lo] if lo is not None else []),
+            *([rc.first_seq <= hi] if hi is not None else [])]
+    stmt = select(*(rc[c] for c in CHUNK_COLUMNS)).where(*cond).order_by(rc.first_seq)
+    chunks = _ChunkStream(_driver_chunks(conn, stmt), label, emit)
     out = []
-    for table, columns in ((readings, READING_COLUMNS), (events, EVENT_COLUMNS), (tag_configs, TAG_CONFIG_COLUMNS)):
-        cond = [table.c.gateway_id == gid]
+    for table, columns in ((events, EVENT_COLUMNS), (tag_configs, TAG_CONFIG_COLUMNS)):
+        where = [table.c.gateway_id == gid]
         if lo is not None:
-            cond.append(table.c.seq >= lo)
+            where.append(table.c.seq >= lo)
         if hi is not None:
-            cond.append(table.c.seq <= hi)
-        stmt = select(*(table.c[c] for c in columns)).where(and_(*cond)).order_by(table.c.seq)
-        chunks = _driver_chunks(conn, stmt) if table is readings else _chunks(conn, stmt)
-        out.append(_Stream(chunks, table.name, columns, label, emit))
-    return out
+            where.append(table.c.seq <= hi)
+        stmt = select(*(table.c[c] for c in columns)).where(and_(*where)).order_by(table.c.seq)
+        out.append(_Stream(_chunks(conn, stmt), table.name, columns, label, emit))
+    return chunks, out[0], out[1]
 
 
 def _chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[Any, ...]]]:
@@ -469,7 +565,7 @@ def _chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[Any, ...
 
 
 def _driver_chunks(conn: Connection, stmt: Select[Any]) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows straight from the driver's cursor, for columns that need no type processing (readings).
+    """Rows straight from the driver's cursor, for columns that need no type processing (reading chunks).
 
     On PostgreSQL a named (server-side) cursor in the connection's transaction, so millions of
     rows never sit in memory at once; the driver's tuples compare directly with derived ones.
@@ -560,9 +656,9 @@ def _check_rotation(derived: Derived, trust: dict[str, _Trust], label: str, emit
                         None if new is None else new.valid_from_seq, r.seq + 1, derived.batch["batch_seq"]))
 
 
-def _compare_rows(streams: list[_Stream], derived: Derived, n: int) -> None:
+def _compare_rows(streams: tuple[_ChunkStream, _Stream, _Stream], derived: Derived, n: int) -> None:
     r, e, c = streams
-    r.compare(derived.readings, n)
+    r.compare(derived.readings, n, derived.batch["first_seq"], derived.batch["last_seq"])
     e.compare([tuple(row[k] for k in EVENT_COLUMNS) for row in derived.events], n)
     c.compare([tuple(row[k] for k in TAG_CONFIG_COLUMNS) for row in derived.tag_configs], n)
 
@@ -616,7 +712,7 @@ def verify_store(engine: Engine, emit: Emit, *, gateway: str | None = None, sinc
 def _orphans(conn: Connection, emit: Emit) -> None:
     """Rows stored under a gateway id the gateways table does not have."""
     ids = select(gateways.c.id)
-    for table in (sealed_batches, readings, events, tag_configs, gateway_keys):
+    for table in (sealed_batches, reading_chunks, events, tag_configs, gateway_keys):
         for gid, n in conn.execute(select(table.c.gateway_id, func.count()).where(table.c.gateway_id.not_in(ids))
                                    .group_by(table.c.gateway_id)):
             emit(Difference(f"gateway id {gid}", "row_unexplained", f"{n} {table.name} row(s) belong to gateway id "

@@ -14,12 +14,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, select
 from store_synth import GATEWAY, SITE, T0, Gateway
+from stored import readings_of
 from test_store_ingest import handle
 
 from blackbox.model import Event, Quality, Reading
 from blackbox.seal import KEY_ROTATED, SealedBatch, key_id, rotation_data
 from blackbox.store.ingest import Ingestor
-from blackbox.store.schema import readings, rejections, sealed_batches
+from blackbox.store.schema import rejections, sealed_batches
 
 N_BATCHES = 6
 
@@ -71,7 +72,7 @@ def stored_chain(engine: Engine) -> list[tuple[int, str]]:
 
 def stored_readings(engine: Engine) -> list[tuple[int, float]]:
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(readings.c.seq, readings.c.num).order_by(readings.c.seq))]
+        return [(r.seq, r.num) for r in readings_of(conn)]
 
 
 def findings(engine: Engine) -> list[tuple[Any, ...]]:

@@ -21,12 +21,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from store_synth import T0, Gateway
+from stored import readings_of
 from test_store_service import Agent, broker, make_service, root, store_engine  # noqa: F401 - fixtures
 
 from blackbox.seal import open_batch
 from blackbox.store.derive import decode_value
 from blackbox.store.ingest import REASONS, Ingestor
-from blackbox.store.schema import events, readings, rejections, sealed_batches
+from blackbox.store.schema import events, reading_chunks, rejections, sealed_batches
 from blackbox.topics import GatewayTopics
 
 EXAMPLES = int(os.environ.get("BLACKBOX_FUZZ_STORE_EXAMPLES", "400"))
@@ -38,7 +39,7 @@ def snapshot(engine: Engine, batch_seqs: list[int]) -> list[Any]:
         return [
             conn.execute(select(sb.batch_seq, sb.hash, sb.wire).where(sb.batch_seq.in_(batch_seqs))
                          .order_by(sb.batch_seq)).all(),
-            conn.execute(select(readings).where(readings.c.batch_seq.in_(batch_seqs)).order_by(readings.c.seq)).all(),
+            readings_of(conn, reading_chunks.c.batch_seq.in_(batch_seqs)),
             conn.execute(select(events).where(events.c.batch_seq.in_(batch_seqs)).order_by(events.c.seq)).all(),
         ]
 
@@ -107,8 +108,7 @@ def test_a_store_answers_every_fuzzed_batch_and_keeps_its_data(engine: Engine) -
             continue
         doc = exact_json(payload_document(wire))
         with engine.connect() as conn:
-            rows = conn.execute(select(readings).where(readings.c.batch_seq == opened.header.batch_seq)
-                                .order_by(readings.c.seq)).all()
+            rows = readings_of(conn, reading_chunks.c.batch_seq == opened.header.batch_seq)
         back = [[r.seq, r.tag, decode_value(r.kind, r.num, r.text), r.quality, r.reason, r.ts_us, r.source_ts_us,
                  r.batch, r.phase] for r in rows]
         assert tagged(back) == tagged(doc["r"])

@@ -10,21 +10,25 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, func, select
 from store_synth import GATEWAY, SITE, T0, Gateway, config_data
+from stored import readings_of
 
 from blackbox.model import Event, Quality, Reading, Value
 from blackbox.seal import GENESIS_HASH, BatchHeader, key_id, public_key_pem
 from blackbox.seal.header import encode_header
 from blackbox.seal.wire import pack
 from blackbox.store.ingest import REASONS, EnrollmentError, Ingestor, IngestResult, decode_value
-from blackbox.store.schema import events, gateway_keys, readings, rejections, sealed_batches, tag_configs
+from blackbox.store.schema import events, gateway_keys, reading_chunks, rejections, sealed_batches, tag_configs
 
 
 def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {
+        out = {
             t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-            for t in (sealed_batches, readings, events, rejections, tag_configs)
+            for t in (sealed_batches, events, rejections, tag_configs)
         }
+        out["readings"] = len(readings_of(conn))
+        out["reading_chunks"] = conn.execute(select(func.count()).select_from(reading_chunks)).scalar_one()
+        return out
 
 
 def stored_state(engine: Engine) -> list[Any]:
@@ -32,7 +36,7 @@ def stored_state(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
         return [
             conn.execute(select(sealed_batches.c.batch_seq, sealed_batches.c.hash).order_by("batch_seq")).all(),
-            conn.execute(select(readings).order_by(readings.c.seq)).all(),
+            readings_of(conn),
             conn.execute(select(events.c.seq, events.c.type, events.c.batch_seq).order_by(events.c.seq)).all(),
         ]
 
@@ -100,7 +104,7 @@ def test_values_round_trip_with_their_types(engine: Engine, ingestor: Ingestor, 
         gw.reading(f"tag{i}", v, T0 + i, Quality.BAD if v is None else Quality.GOOD, "no value" if v is None else None)
     assert handle(ingestor, gw.seal().wire).status == "stored"
     with engine.connect() as conn:
-        rows = conn.execute(select(readings).order_by(readings.c.seq)).all()
+        rows = readings_of(conn)
     back = [decode_value(r.kind, r.num, r.text) for r in rows]
     assert back == values
     assert [type(v) for v in back] == [type(v) for v in values]
@@ -236,7 +240,7 @@ def test_out_of_order_arrival_with_gap_then_filled(engine: Engine, ingestor: Ing
     assert [r.status for r in results] == ["stored"] * 4
     assert [r.batch_seq for r in results] == [1, 3, 4, 2]
     with engine.connect() as conn:
-        seqs = conn.execute(select(readings.c.seq).order_by(readings.c.seq)).scalars().all()
+        seqs = [r.seq for r in readings_of(conn)]
     assert seqs == list(range(1, 13))
 
 
@@ -299,7 +303,7 @@ def test_integers_at_the_boundaries_are_stored_exactly(engine: Engine, ingestor:
     wire = forge_document(gw, b'{"e":[],"r":[' + rows + b"]}", n_readings=3)
     assert handle(ingestor, wire).status == "stored"
     with engine.connect() as conn:
-        back = [decode_value(r.kind, r.num, r.text) for r in conn.execute(select(readings).order_by(readings.c.seq))]
+        back = [decode_value(r.kind, r.num, r.text) for r in readings_of(conn)]
     assert back == values and all(type(v) is int for v in back)
 
 

@@ -100,7 +100,7 @@ def test_queries_read_through_a_read_only_engine_that_refuses_writes(empty_url: 
         assert (info.batches, info.missing_batches) == (3, 0)
         assert len(export_batches(engine, SITE, GATEWAY, tmp_path / "out")) == 3
         with pytest.raises(DBAPIError, match=r"read-only|readonly"), engine.begin() as conn:
-            conn.execute(text("UPDATE readings SET num = 0"))
+            conn.execute(text("UPDATE reading_chunks SET n = 0"))
     finally:
         engine.dispose()
 

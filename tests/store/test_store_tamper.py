@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, select, text, update
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
+from stored import drop_num, insert_readings, rewrite_readings, set_num
 from typer.testing import CliRunner
 
 from blackbox.cli.main import app
@@ -31,6 +32,7 @@ from blackbox.seal import (
     rotation_data,
     seal_batch,
 )
+from blackbox.store.chunks import ReadingRow
 from blackbox.store.derive import batch_columns
 from blackbox.store.findings import Difference
 from blackbox.store.gateways import gateway_overview
@@ -175,15 +177,18 @@ class Tamper:
 
 
 TAMPERS = [
-    Tamper("update a reading value", sql("UPDATE readings SET num = 84.0 WHERE num = 86.0"),
-           frozenset({"row_altered"})),
-    Tamper("delete a reading", sql("DELETE FROM readings WHERE num = 86.0"), frozenset({"row_missing"})),
-    Tamper("insert a reading", sql(
-        "INSERT INTO readings (gateway_id, seq, batch_seq, tag, kind, num, quality, ts_us, batch, phase) "
-        "VALUES (1, 10000, 2, 'EM-01.temperature', 'float', 77.0, 'good', :ts, :batch, 'emulsify')",
-        ts=T0 + 13 * SEC + 1, batch=BATCH), frozenset({"row_unexplained"})),
-    Tamper("move a reading to another phase", sql("UPDATE readings SET phase = 'cool' WHERE num = 86.0"),
-           frozenset({"row_altered"})),
+    # one value inside a chunk: the chunk rewritten with it, as a DBA who read docs/store.md would
+    Tamper("update a reading value", lambda conn, _s: set_num(86.0, 84.0)(conn), frozenset({"row_altered"})),
+    Tamper("delete a reading", lambda conn, _s: drop_num(86.0)(conn), frozenset({"row_missing"})),
+    Tamper("insert a reading", lambda conn, _s: insert_readings(conn, [ReadingRow(
+        1, 10000, 2, "EM-01.temperature", "float", 77.0, None, "good", None, T0 + 13 * SEC + 1, None, BATCH,
+        "emulsify")]), frozenset({"row_unexplained"})),
+    Tamper("move a reading to another phase", lambda conn, _s: rewrite_readings(
+        conn, lambda r: r._replace(phase="cool") if r.num == 86.0 else r), frozenset({"row_altered"})),
+    Tamper("edit a chunk's bytes", sql("UPDATE reading_chunks SET nums = :b WHERE batch_seq = 2 AND n = 3",
+                                       b=b"\x00" * 7), frozenset({"row_altered"})),
+    Tamper("move a whole chunk to another phase", sql("UPDATE reading_chunks SET phase = 'cool' "
+                                                      "WHERE batch_seq = 2 AND n = 3"), frozenset({"row_altered"})),
     Tamper("edit a tag limit in tag_configs", edit_json(tag_configs, tag_configs.c.seq == 1, set_limit),
            frozenset({"row_altered"})),
     Tamper("delete the limits in force", sql("DELETE FROM tag_configs"), frozenset({"row_missing"})),
@@ -203,7 +208,7 @@ TAMPERS = [
     Tamper("delete a sealed batch", sql("DELETE FROM sealed_batches WHERE batch_seq = 2"),
            frozenset({"missing_batch", "row_unexplained"})),
     Tamper("delete a sealed batch and its rows", sql(
-        "DELETE FROM sealed_batches WHERE batch_seq = 2", "DELETE FROM readings WHERE batch_seq = 2",
+        "DELETE FROM sealed_batches WHERE batch_seq = 2", "DELETE FROM reading_chunks WHERE batch_seq = 2",
         "DELETE FROM events WHERE batch_seq = 2"), frozenset({"missing_batch"})),
     Tamper("rewrite a batch's bytes", rewrite_wire, frozenset({"bad_signature"})),
     Tamper("edit a sealed batch's header column", sql("UPDATE sealed_batches SET last_ts_us = last_ts_us + 1 "
@@ -225,7 +230,7 @@ TAMPERS = [
     Tamper("un-revoke a key", sql("UPDATE gateway_keys SET revoked_at_us = NULL"), frozenset({"key_altered"})),
     # what only the transparency log can tell
     Tamper("delete the newest sealed batch and its rows", sql(
-        "DELETE FROM sealed_batches WHERE batch_seq = 3", "DELETE FROM readings WHERE batch_seq = 3",
+        "DELETE FROM sealed_batches WHERE batch_seq = 3", "DELETE FROM reading_chunks WHERE batch_seq = 3",
         "DELETE FROM events WHERE batch_seq = 3"), frozenset({"batch_missing"})),
     Tamper("edit a batch's arrival time", sql("UPDATE sealed_batches SET received_at_us = received_at_us - 1 "
                                               "WHERE batch_seq = 1"), frozenset({"batch_altered"})),
@@ -265,12 +270,13 @@ def test_every_tamper_is_reported_by_verify_and_by_the_trace(store: Store, tampe
 
 
 def test_a_reading_edit_names_table_key_and_both_values(store: Store) -> None:
+    """One value changed inside a chunk of three readings: the finding names that reading alone."""
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
+        assert set_num(86.0, 84.0)(conn) == 1
     [d] = findings(store.engine)
     seq = 11  # config, start, weighing, phase, four heat readings, phase, 75.0, then 86.0
     assert (d.code, d.table, d.key, d.column, d.stored, d.derived, d.batch_seq) == (
-        "row_altered", "readings", f"seq={seq}", "num", 84.0, 86.0, 2)
+        "row_altered", "reading_chunks", f"seq={seq}", "num", 84.0, 86.0, 2)
 
 
 def test_an_edited_limit_changes_the_report_and_the_verdict_says_so(store: Store) -> None:
@@ -287,7 +293,7 @@ def test_an_edited_limit_changes_the_report_and_the_verdict_says_so(store: Store
 
 def test_deleting_every_row_of_the_batch_is_a_failed_trace_not_no_record(store: Store) -> None:
     with store.engine.begin() as conn:
-        conn.execute(text("DELETE FROM readings WHERE batch = :b"), {"b": BATCH})
+        conn.execute(text("DELETE FROM reading_chunks WHERE batch = :b"), {"b": BATCH})
         conn.execute(text("DELETE FROM events WHERE batch = :b OR ref = :b"), {"b": BATCH})
     report = trace_batch(store.engine, BATCH)
     assert report.integrity.verdict == "failed"
@@ -300,7 +306,7 @@ def test_deleting_the_first_or_last_batch_with_its_rows_is_not_verified(store: S
     last batch takes batch.ended with it (the newest batches are the transparency log's job)."""
     first_seq, last_seq = {1: (1, 8), 3: (16, 18)}[batch_seq]
     with store.engine.begin() as conn:
-        for table in ("sealed_batches", "readings", "events"):
+        for table in ("sealed_batches", "reading_chunks", "events"):
             conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = :n"), {"n": batch_seq})
         conn.execute(text("DELETE FROM tag_configs WHERE seq BETWEEN :a AND :b"), {"a": first_seq, "b": last_seq})
     integrity = trace_batch(store.engine, BATCH).integrity
@@ -327,7 +333,7 @@ def test_deleting_the_batches_and_their_rows_names_the_gap_instead_of_no_record(
     for sealed in gw.sealed:
         assert ingestor.handle(sealed.wire, SITE, GATEWAY).status == "stored"
     with empty_engine.begin() as conn:
-        for table in ("sealed_batches", "readings", "events"):
+        for table in ("sealed_batches", "reading_chunks", "events"):
             conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = 2"))
     with pytest.raises(BatchNotFound, match=r"misses sealed batch\(es\) 2"):
         trace_batch(empty_engine, BATCH)
@@ -345,12 +351,12 @@ def test_store_verify_command(store: Store) -> None:
     assert "no differences: 3 batch(es) of 1 gateway(s), 9 readings" in clean.stdout
     assert "transparency log: 7 entries, 0 signed checkpoint(s) (signatures not checked" in clean.stdout
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE readings SET num = 84.0 WHERE num = 86.0"))
+        set_num(86.0, 84.0)(conn)
     tampered = runner.invoke(app, ["store", "verify", "--db", url, "--json"])
     assert tampered.exit_code == 1
     *lines, summary = [orjson.loads(line) for line in tampered.stdout.splitlines()]
-    assert [(d["code"], d["table"], d["stored"], d["derived"]) for d in lines] == [("row_altered", "readings", 84.0,
-                                                                                    86.0)]
+    assert [(d["code"], d["table"], d["stored"], d["derived"]) for d in lines] == [
+        ("row_altered", "reading_chunks", 84.0, 86.0)]
     assert summary["summary"]["findings"] == 1 and summary["summary"]["readings"] == 9
     since = runner.invoke(app, ["store", "verify", "--db", url, "--since", "2099-01-01"])
     assert since.exit_code == 0 and "0 batch(es)" in since.stdout
@@ -361,10 +367,10 @@ def test_store_verify_command(store: Store) -> None:
 @pytest.mark.parametrize(("tamper", "missing_batches", "records"), [
     # 18 records: 8 in batch 1, 7 in batch 2 (four readings), 3 in batch 3
     ("DELETE FROM sealed_batches WHERE batch_seq = 2", 1, (11, 18)),
-    ("DELETE FROM readings WHERE batch_seq = 2", 0, (18, 14)),
+    ("DELETE FROM reading_chunks WHERE batch_seq = 2", 0, (18, 14)),
     ("DELETE FROM events WHERE type = 'alarm.raised'", 0, (18, 17)),
     # the newest batch with its rows: no gap below the highest stored batch, but the log accepted it
-    ("DELETE FROM sealed_batches WHERE batch_seq = 3; DELETE FROM readings WHERE batch_seq = 3; "
+    ("DELETE FROM sealed_batches WHERE batch_seq = 3; DELETE FROM reading_chunks WHERE batch_seq = 3; "
      "DELETE FROM events WHERE batch_seq = 3", 1, (15, 15)),
 ])
 def test_store_gateways_shows_what_a_deletion_left_missing(store: Store, tamper: str, missing_batches: int,
@@ -437,7 +443,7 @@ def test_a_store_that_moved_a_fork_aside_verifies_clean(engine: Engine) -> None:
 
 def test_verify_of_one_gateway_sees_its_newest_batches_gone(store: Store) -> None:
     with store.engine.begin() as conn:
-        for table in ("sealed_batches", "readings", "events"):
+        for table in ("sealed_batches", "reading_chunks", "events"):
             conn.execute(text(f"DELETE FROM {table} WHERE batch_seq = 3"))
     found: list[Difference] = []
     verify_store(store.engine, found.append, gateway=f"{SITE}/{GATEWAY}")

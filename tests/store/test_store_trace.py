@@ -6,12 +6,13 @@ import json
 from statistics import mean
 
 import pytest
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, delete
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway, Scenario, config_data, production_batch
+from stored import set_num
 
 from blackbox.store.ingest import Ingestor
 from blackbox.store.report import ParameterStats, TraceReport
-from blackbox.store.schema import events, readings
+from blackbox.store.schema import events
 from blackbox.store.trace import BatchNotFound, render_text, reverse_lot, trace_batch
 
 BATCH = "FC050-2026-1125-01"
@@ -174,7 +175,7 @@ def test_missing_last_sealed_batch_is_noticed(engine: Engine, ingestor: Ingestor
 def test_edited_reading_makes_the_verdict_failed(engine: Engine, ingestor: Ingestor, scenario: Scenario) -> None:
     ingest_all(ingestor, scenario.gw)
     with engine.begin() as conn:
-        conn.execute(update(readings).where(readings.c.num == 86.0).values(num=84.0))
+        assert set_num(86.0, 84.0)(conn) == 1
     integ = trace_batch(engine, BATCH).integrity
     assert integ.verdict == "failed"
     assert "row_altered" in {f.code for f in integ.findings}

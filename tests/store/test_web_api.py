@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 from store_synth import SEC, T0
+from stored import rewrite_readings
 from web_support import (
     BATCH,
     GATEWAY,
@@ -29,7 +30,6 @@ from web_support import (
 
 from blackbox.config import WebConfig
 from blackbox.model import now_us
-from blackbox.store.schema import readings
 from blackbox.web.app import create_app
 from blackbox.web.auth import create_token, revoke_token
 from blackbox.web.queries import occurrence_at
@@ -351,7 +351,7 @@ def test_an_edit_of_stored_rows_shows_in_the_verdict(engine: Engine) -> None:
     with TestClient(create_app(engine, engine, WebConfig(report_cache_s=0))) as c:
         assert c.get(A, headers=headers).json()["report"]["integrity"]["verdict"] == "verified"
         with engine.begin() as conn:
-            conn.execute(update(readings).where(readings.c.batch == BATCH, readings.c.num == 86.0).values(num=84.0))
+            assert rewrite_readings(conn, lambda r: r._replace(num=84.0) if (r.batch, r.num) == (BATCH, 86.0) else r)
         after = c.get(A, headers=headers).json()["report"]["integrity"]
         assert after["verdict"] == "failed"
         assert any(f["severity"] == "failed" for f in after["findings"])
