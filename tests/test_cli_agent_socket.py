@@ -23,6 +23,8 @@ HEAD = "site: {id: S1}\ngateway:\n  id: gw-1\n  key_file: gateway.key\n"
     (HEAD + "agent: {control_socket: x.sock}\n", "{dir}/x.sock"),
     (HEAD + "agent:\n  metrics_port: 9100\n", "{dir}/var/agent.sock"),  # the default
     (HEAD + "sources: []\n", "{dir}/var/agent.sock"),  # no agent section: the default
+    (HEAD + "sources:\n- name: PLC-1\n  tags:\n  - name: T\n-\n  name: PLC-2\nagent:\n  control_socket: /a.sock\n",
+     "/a.sock"),  # list items at their key's indentation
     ("# comment\n" + HEAD + "agent:\n\n  control_socket: 'a b.sock'\n", "{dir}/a b.sock"),
     # not sure: the full validation decides (and says what is wrong)
     (HEAD + "agent:\n  control_socket: [a]\n", None),

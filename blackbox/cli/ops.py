@@ -56,11 +56,8 @@ def status(config: Path = ConfigOpt,
     shown = tags if all_tags else [t for t in tags if t["stale"] or t["quality"] not in ("good", None)]
     typer.echo(f"\ntags    {len(tags)} configured, {sum(t['stale'] for t in tags)} stale, "
                f"{sum(t['quality'] == 'bad' for t in tags)} bad" + ("" if all_tags else " (--tags lists all)"))
-    for t in shown:
-        value = "-" if t["value"] is None else f"{t['value']} {t['eng_unit']}".strip()
-        note = f"{t['quality'] or ''}{': ' + t['reason'] if t['reason'] else ''}"
-        seen = "never read" if t["age_s"] is None else f"{_age(t['age_s'])} ago"
-        typer.echo(f"  {t['tag']:<32} {seen:>14}  {value:<20} {note}")
+    if shown:  # one write for thousands of lines (--tags at 20,000 tags), not one each
+        typer.echo("\n".join(_tag_line(t) for t in shown))
     b, u = st["buffer"], st["uplink"]
     typer.echo(f"\nbuffer  last seq {b['last_seq']}, {b['readings_per_s']:.0f} readings/s; "
                f"{b['undelivered_records']} records not yet acknowledged"
@@ -81,6 +78,13 @@ def status(config: Path = ConfigOpt,
     alarms = st["alarms"]
     typer.echo(f"alarms  {len(alarms)} active" + "".join(
         f"\n  {a['level']:<9} {a['tag']}{'  (' + a['reason'] + ')' if a.get('reason') else ''}" for a in alarms))
+
+
+def _tag_line(t: dict[str, Any]) -> str:
+    value = "-" if t["value"] is None else f"{t['value']} {t['eng_unit']}".strip()
+    note = f"{t['quality'] or ''}{': ' + t['reason'] if t['reason'] else ''}"
+    seen = "never read" if t["age_s"] is None else f"{_age(t['age_s'])} ago"
+    return f"  {t['tag']:<32} {seen:>14}  {value:<20} {note}"
 
 
 def tail(config: Path = ConfigOpt,
