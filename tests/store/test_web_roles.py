@@ -75,6 +75,7 @@ ROWS = [
         f"/api/v1/sites/{SITE}/golden?product=FC-050"),
     Row("GET", "/api/v1/sites/{site}/live", statuses(200, 404, 200, 404, 403)),
     Row("GET", "/api/v1/lots/{lot}", READERS, "/api/v1/lots/LOT-W-0001"),
+    Row("GET", "/api/v1/genealogy/{node}", READERS, "/api/v1/genealogy/LOT-W-0001"),
     Row("GET", "/api/v1/gateways", EVERYONE),
     Row("GET", "/api/v1/access-log", REGULATORS),
     Row("GET", "/api/v1/admin/tokens", ADMINS),
