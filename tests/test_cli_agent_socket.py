@@ -25,6 +25,8 @@ HEAD = "site: {id: S1}\ngateway:\n  id: gw-1\n  key_file: gateway.key\n"
     (HEAD + "sources: []\n", "{dir}/var/agent.sock"),  # no agent section: the default
     (HEAD + "sources:\n- name: PLC-1\n  tags:\n  - name: T\n-\n  name: PLC-2\nagent:\n  control_socket: /a.sock\n",
      "/a.sock"),  # list items at their key's indentation
+    (HEAD + "agent:\n  control_socket: a.sock\n  control_socket: b.sock\n", "{dir}/b.sock"),  # as YAML reads it
+    (HEAD + "agent:\n  metrics_port: 1\n  control_socket: /s/a.sock   # comment\nbuffer: {}\n", "/s/a.sock"),
     ("# comment\n" + HEAD + "agent:\n\n  control_socket: 'a b.sock'\n", "{dir}/a b.sock"),
     # not sure: the full validation decides (and says what is wrong)
     (HEAD + "agent:\n  control_socket: [a]\n", None),

@@ -3,8 +3,9 @@
 The commands that talk to the agent (``status``, ``tail``, ``alarms``, ``batch``…) need one
 setting, ``agent.control_socket``. Validating a whole configuration of 20,000 tags takes seconds
 (and loads pydantic and every driver), so these commands read the ``agent:`` section alone: the
-file's top-level keys are found line by line, and only that section is parsed as YAML. The agent
-validated the whole file when it started; the command only needs to know where to ask.
+file's top-level keys are found by their lines, and only that section is read — a plain
+``control_socket: path`` line directly, anything else with a YAML parser. The agent validated
+the whole file when it started; the command only needs to know where to ask.
 
 Whatever this quick reading cannot be sure of — an unreadable file, a document that is not a
 block mapping at its top level, no ``gateway:`` or ``site:`` section, an ``agent:`` section that
@@ -18,8 +19,6 @@ import os
 import re
 from pathlib import Path
 
-import yaml
-
 DEFAULT_SOCKET = Path("var/agent.sock")
 """``agent.control_socket``'s default (:class:`blackbox.config.agent.AgentConfig`; a test checks they agree)."""
 _TOP_KEY = re.compile(rb"^([A-Za-z_][A-Za-z0-9_]*)[ \t]*:(?:[ \t]|$)")
@@ -28,7 +27,10 @@ _TOP_LINE = re.compile(rb"^(?:[^ \t#\r\n-]|-(?![ \t\r\n]|$))[^\r\n]*", re.MULTIL
 its key's indentation (``- name: …``, as PyYAML writes lists): a top-level key, or something we
 cannot read quickly. Found at C speed: a 20,000-tag file has 100,000 lines."""
 _REQUIRED = {b"gateway", b"site"}
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_SOCKET = re.compile(rb"^agent:[ \t]*\r?\n(?:(?:[ \t]+[^\r\n]*)?\r?\n)*?[ \t]+control_socket:[ \t]*"
+                           rb"([A-Za-z0-9_./@+-]+)[ \t]*(?:#[^\r\n]*)?\r?$", re.MULTILINE)
+"""``agent:`` as a block with ``control_socket: a/plain/path`` in it: the usual case, read without
+loading a YAML parser (a sizeable part of the command's start-up)."""
 
 
 def quick_control_socket(path: Path) -> Path | None:
@@ -40,23 +42,36 @@ def quick_control_socket(path: Path) -> Path | None:
     section = _agent_section(raw)
     if section is None:
         return None
-    if section == b"":
-        value: object = str(DEFAULT_SOCKET)
-    else:
-        try:
-            doc = yaml.load(section, Loader=_SAFE_LOADER)  # a safe loader (the C one if built)
-        except yaml.YAMLError:
-            return None
-        agent = doc.get("agent") if isinstance(doc, dict) else None
-        if agent is None:
-            agent = {}
-        if not isinstance(agent, dict):
-            return None
-        value = agent.get("control_socket", str(DEFAULT_SOCKET))
+    value: object = str(DEFAULT_SOCKET) if section == b"" else _plain_socket(section)
+    if value is None:
+        value = _yaml_socket(section)
     if not isinstance(value, str) or not value or "\x00" in value:
         return None
     socket = Path(value)
     return socket if socket.is_absolute() else Path(os.path.abspath(path)).parent / socket
+
+
+def _plain_socket(section: bytes) -> str | None:
+    if section.count(b"control_socket") != 1:
+        return None
+    match = _PLAIN_SOCKET.match(section)
+    return None if match is None else match.group(1).decode()
+
+
+def _yaml_socket(section: bytes) -> object:
+    """``agent.control_socket`` of the section as YAML reads it (the default if absent), ``None`` if unusable."""
+    import yaml
+
+    try:
+        doc = yaml.load(section, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # a safe loader
+    except yaml.YAMLError:
+        return None
+    agent = doc.get("agent") if isinstance(doc, dict) else None
+    if agent is None:
+        agent = {}
+    if not isinstance(agent, dict):
+        return None
+    return agent.get("control_socket", str(DEFAULT_SOCKET))
 
 
 def _agent_section(raw: bytes) -> bytes | None:
