@@ -46,13 +46,15 @@ async def status_report(agent: Agent) -> dict[str, Any]:
     The list of tags (20,000 at most scales) is built and serialised on a worker thread from a
     snapshot of the live view, one request at a time, so that asking status back to back never
     holds the event loop — and the polls it runs — for more than a copy of a dict; it goes into
-    the answer as ready-made JSON (:class:`orjson.Fragment`).
+    the answer as ready-made JSON (:class:`orjson.Fragment`), while the buffer's figures are asked
+    of the buffer's thread (which may be busy with commits) at the same time.
     """
-    backlog, usage = await _buffer_figures(agent)
-    rows, last = agent.live.snapshot()
-    now = now_us()
     async with agent.live.building:  # one at a time: overlapping requests queue, the polls keep their share
-        tags = orjson.Fragment(await asyncio.to_thread(tags_json, rows, last, now))
+        rows, last = agent.live.snapshot()
+        now = now_us()
+        tag_list, (backlog, usage) = await asyncio.gather(asyncio.to_thread(tags_json, rows, last, now),
+                                                          _buffer_figures(agent))
+    tags = orjson.Fragment(tag_list)
     ctx = agent.recorder.tracker.context
     session = agent.session
     rec = agent.recorder
