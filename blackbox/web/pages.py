@@ -60,11 +60,16 @@ def render(ctx: WebContext, request: Request, template: str, principal: Principa
     lang = _lang(ctx, request)
     zone = tz or ZoneInfo(ctx.config.timezone)
 
-    def when(us: int | None, seconds: bool = True) -> str:
+    zones: dict[str, ZoneInfo] = {}
+
+    def when(us: int | None, seconds: bool = True, site: str | None = None) -> str:
+        """A time in the page's zone, or in ``site``'s own (rows of several sites, with the zone's name)."""
         if us is None:
             return "-"
-        dt = datetime.fromtimestamp(us / 1e6, tz=UTC).astimezone(zone)
-        return dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+        row_zone = zone if site is None else zones.setdefault(site, ctx.timezone(site))
+        dt = datetime.fromtimestamp(us / 1e6, tz=UTC).astimezone(row_zone)
+        text = dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+        return text if row_zone == zone else f"{text} ({row_zone.key})"
 
     def other_lang_url() -> str:
         params = dict(request.query_params)

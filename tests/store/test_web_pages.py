@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from store_synth import GATEWAY, SEC, T0
 from web_support import BATCH, OTHER_BATCH, OTHER_SITE, PASSWORD, REUSED, SITE, Store, csrf_of, login, reference_batch
 
+from blackbox.config import WebConfig
 from blackbox.store.ingest import Ingestor
 from blackbox.web.app import create_app
 
@@ -165,3 +166,13 @@ def test_batch_numbers_with_url_characters_link_correctly(web_store: Store) -> N
         assert f"/sites/{SITE}/batches/{encoded}/compare?" in html
         assert f"/api/v1/sites/{SITE}/batches/{encoded}/series?" in html
         assert c.get(f"/api/v1/sites/{SITE}/batches/{encoded}/compare?tag=EM-01.temperature").status_code == 200
+
+
+def test_rows_of_several_sites_show_each_sites_time_zone(web_store: Store) -> None:
+    """Lists that mix sites (reverse lot, gateways, golden batches, access log) give each row's time in
+    its site's zone — named, where it is not the page's (here the store's default, UTC)."""
+    with TestClient(create_app(web_store.engine, web_store.engine, WebConfig(timezone="UTC"))) as c:
+        login(c, "inspector.li")
+        html = c.get("/lots?lot=LOT-W-0001").text
+        assert "2026-11-18 19:06:42 (Asia/Shanghai)" in html  # the weighing at 11:06:42 UTC, at SH-PD-01
+        assert "2026-11-18 11:06:42" not in html
