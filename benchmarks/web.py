@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -153,16 +154,45 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
                                  f"VALUES ({', '.join([marker] * len(CHUNK_COLUMNS))})", chunks)
 
 
-def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:
-    """(first, p50, p99) in milliseconds; the percentiles are over the runs after the first."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(monitor: Engine | None) -> float:
+    """CPU time used so far by this process (the application runs in it) and, on PostgreSQL, by the
+    server processes of the benchmark's database (read from /proc: the server runs on this machine).
+
+    On a shared, loaded machine wall times measure the queue for the cores as much as the work;
+    CPU time per request is the figure that compares between runs.
+    """
+    total = time.process_time()
+    if monitor is None:
+        return total
+    with monitor.connect() as conn:
+        pids = conn.exec_driver_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND pid <> pg_backend_pid()").scalars().all()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the server process ended meanwhile, or runs elsewhere
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return total
+
+
+def timed(fn: Callable[[], object], runs: int, monitor: Engine | None = None) -> tuple[float, float, float, float]:
+    """(first, p50, p99, CPU per run) in milliseconds; the others are over the runs after the first."""
     times = []
-    for _ in range(runs + 1):
+    cpu_start = 0.0
+    for i in range(runs + 1):
+        if i == 1:
+            cpu_start = cpu_seconds(monitor)
         started = time.perf_counter()
         fn()
         times.append((time.perf_counter() - started) * 1000)
+    cpu = (cpu_seconds(monitor) - cpu_start) * 1000 / max(1, runs)
     ordered = sorted(times[1:])
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return times[0], statistics.median(ordered), p99
+    return times[0], statistics.median(ordered), p99, cpu
 
 
 def main() -> None:
@@ -203,6 +233,7 @@ def main() -> None:
         read = open_store_readonly(url)
         write = make_engine(url)
         client = TestClient(create_app(read, write))
+        monitor = make_engine(url) if url.startswith("postgresql") else None
         headers = {"Authorization": f"Bearer {token}"}
 
         def get(path: str) -> bytes:
@@ -226,21 +257,23 @@ def main() -> None:
 
         api = f"/api/v1/sites/{SITE}/batches/{BATCH}"
         tag = TAGS[3]
-        page_first, page_p50, page_p99 = timed(page, args.runs)
+        page_first, page_p50, page_p99, page_cpu = timed(page, args.runs, monitor)
         series = orjson.loads(get(f"{api}/series?tag={tag}"))
-        chart = timed(lambda: get(f"{api}/series?tag={tag}"), args.runs)
+        chart = timed(lambda: get(f"{api}/series?tag={tag}"), args.runs, monitor)
         comparison = orjson.loads(get(f"{api}/compare?tag={tag}&reference=last&last=10"))
-        compare = timed(lambda: get(f"{api}/compare?tag={tag}&reference=last&last=10"), args.runs)
+        compare = timed(lambda: get(f"{api}/compare?tag={tag}&reference=last&last=10"), args.runs, monitor)
         # the first batch of the history as the product's golden batch, as QA would choose it
         golden.choose(write, find_occurrence(read, SITE, "H-000000", None), by="bench", role="admin")
         comparison_golden = orjson.loads(get(f"{api}/compare?tag={tag}&reference=golden"))
         assert comparison_golden["reference_kind"] == "golden"
-        compare_golden = timed(lambda: get(f"{api}/compare?tag={tag}&reference=golden"), args.runs)
-        search = timed(lambda: get(f"/api/v1/batches?product={PRODUCT}&per_page=50"), args.runs)
+        compare_golden = timed(lambda: get(f"{api}/compare?tag={tag}&reference=golden"), args.runs, monitor)
+        search = timed(lambda: get(f"/api/v1/batches?product={PRODUCT}&per_page=50"), args.runs, monitor)
         search_alarms = timed(lambda: get(f"/api/v1/batches?product={PRODUCT}&with_alarms=true&per_page=50"),
-                              args.runs)
+                              args.runs, monitor)
         found = orjson.loads(get(f"/api/v1/batches?product={PRODUCT}&per_page=1"))["total"]
         client.close()
+        if monitor is not None:
+            monitor.dispose()
         read.dispose()
         write.dispose()
     backend = args.db if args.db in ("sqlite", "postgresql") else url.split(":", 1)[0]
@@ -249,15 +282,16 @@ def main() -> None:
     if not args.filled:
         print(f"  filled: history {history_s:.1f} s, measured batch through ingest {ingest_s:.1f} s")
     print(f"  batch page, first view (trace computed): {page_first:9.0f} ms")
-    print(f"  batch page, later views (cached):  p50 {page_p50:9.1f} ms   p99 {page_p99:9.1f} ms")
-    print(f"  chart data ({series['n_readings']:,} readings -> {len(series['t'])} buckets): "
-          f"p50 {chart[1]:7.1f} ms   p99 {chart[2]:7.1f} ms")
-    print(f"  comparison (last {len(comparison['reference'])} batches):       p50 {compare[1]:9.1f} ms   "
-          f"p99 {compare[2]:9.1f} ms")
-    print(f"  comparison (the golden batch):      p50 {compare_golden[1]:9.1f} ms   p99 {compare_golden[2]:9.1f} ms")
-    print(f"  search, {found:,} batches (page of 50): p50 {search[1]:9.1f} ms   p99 {search[2]:9.1f} ms")
-    print(f"  search with alarms only:           p50 {search_alarms[1]:9.1f} ms   p99 {search_alarms[2]:9.1f} ms")
-
+    print(f"  {'batch page, later views (cached):':<48} p50 {page_p50:9.1f} ms   p99 {page_p99:9.1f} ms   "
+          f"cpu {page_cpu:7.1f} ms")
+    rows = [(f"chart data ({series['n_readings']:,} readings -> {len(series['t'])} buckets)", chart),
+            (f"comparison (last {len(comparison['reference'])} batches)", compare),
+            ("comparison (the golden batch)", compare_golden),
+            (f"search, {found:,} batches (page of 50)", search),
+            ("search with alarms only", search_alarms)]
+    for label, (_first, p50, p99, cpu) in rows:
+        print(f"  {label + ':':<48} p50 {p50:9.1f} ms   p99 {p99:9.1f} ms   cpu {cpu:7.1f} ms")
+    print("  (cpu: CPU time per request of this process and, on PostgreSQL, of the database's server processes)")
 
 if __name__ == "__main__":
     main()
