@@ -11,7 +11,9 @@ database to throwaway ones, the broker's host and port and the PLC's address to 
 PLC is the simulator (started when the guide starts the agent); the broker, the store and the agent
 are the guides' own. Where systemd is not PID 1, ``systemctl`` and ``journalctl`` are replaced by a
 stand-in that reads the installed unit file and runs its ``ExecStartPre`` and ``ExecStart`` as its
-``User=``, creating its ``StateDirectory``/``RuntimeDirectory`` as systemd would.
+``User=``, creating its ``StateDirectory``/``RuntimeDirectory`` as systemd would; a ``Type=notify``
+unit has started when it sends ``READY=1`` to its ``$NOTIFY_SOCKET`` (a start fails if it exits first
+or stays silent for ``READY_TIMEOUT_S``), and a stop waits for the process to exit.
 
 At the end the runner waits for the simulated batch to be recorded, delivered and stored, and runs
 ``blackbox trace`` on it: the run passes only if the trace's integrity verdict is ``verified``.
@@ -27,6 +29,7 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -43,6 +46,8 @@ SKIP = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".mypy
 SIMULATOR_SPEED = 600.0
 IDLE_BEFORE_BATCH_WALL_S = 8.0
 BATCH_TIMEOUT_S = 240.0
+READY_TIMEOUT_S = 120.0  # systemd's TimeoutStartSec is 90 s by default; the machine may be loaded
+STOP_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -123,6 +128,67 @@ def _alive(pid_file: Path) -> int | None:
     return pid
 
 
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait (bounded) until process ``pid`` has exited, through a pidfd: True if it did."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        readable, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(readable)
+    finally:
+        os.close(pidfd)
+
+
+def _notify_socket() -> tuple[socket.socket, str]:
+    """A datagram socket in the abstract namespace, as systemd gives a ``Type=notify`` unit."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    name = f"blackbox-guide-notify-{secrets.token_hex(8)}"
+    sock.bind("\0" + name)
+    return sock, "@" + name
+
+
+def _await_ready(sock: socket.socket, proc: subprocess.Popen[bytes]) -> str | None:
+    """Wait for ``READY=1`` on ``sock``; ``None`` when it came, else why the start failed."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock.fileno(), pidfd], [], [], left)
+            if sock.fileno() in readable and "READY=1" in sock.recv(65536).decode(errors="replace").splitlines():
+                return None
+            if pidfd in readable:
+                return f"exited with {proc.wait()} before it was ready"
+        return f"sent no READY=1 within {READY_TIMEOUT_S:.0f} s"
+    finally:
+        os.close(pidfd)
+
+
+def _drain_notifications(sock: socket.socket, pid: int) -> None:
+    """Keep the unit's notify socket open while it runs (STATUS=, STOPPING=1 must not fail).
+
+    The stand-in itself ends with the ``systemctl`` command, so a detached child reads the socket
+    until the service exits.
+    """
+    if os.fork() != 0:
+        sock.close()
+        return
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(0)
+    while True:
+        readable, _, _ = select.select([sock.fileno(), pidfd], [], [])
+        if pidfd in readable:
+            os._exit(0)
+        sock.recv(65536)
+
+
 def systemctl(sandbox: Sandbox, args: list[str]) -> int:
     verbs = [a for a in args if not a.startswith("-")]
     if not verbs:
@@ -140,10 +206,8 @@ def systemctl(sandbox: Sandbox, args: list[str]) -> int:
             pid = _alive(pid_file)
             if pid is not None:
                 os.killpg(pid, signal.SIGTERM)
-                for _ in range(300):
-                    if _alive(pid_file) is None:
-                        break
-                    time.sleep(0.1)
+                if not _wait_exit(pid, STOP_TIMEOUT_S):
+                    os.killpg(pid, signal.SIGKILL)  # as systemd after TimeoutStopSec
         if verb in ("start", "restart", "enable"):
             if _alive(pid_file) is not None:
                 continue
@@ -168,7 +232,7 @@ def _start(sandbox: Sandbox, unit: str, pid_file: Path, log: Path) -> int:
     if unit == "postgresql":
         return 0  # the machine's own PostgreSQL: the guides only add a role and a database to it
     if unit == "mosquitto":  # Debian's mosquitto.service
-        user, cwd = "root", "/"
+        user, cwd, kind = "root", "/", "notify"
         pre: list[str] = []
         start = f"/usr/sbin/mosquitto -c {sandbox.here}/etc/mosquitto/mosquitto.conf"
     else:
@@ -183,6 +247,7 @@ def _start(sandbox: Sandbox, unit: str, pid_file: Path, log: Path) -> int:
                 settings.setdefault(key.strip(), []).append(sandbox.map(value.strip().replace("%i", instance or "")))
         user = sandbox.unit_names(settings.get("User", ["root"])[-1])
         cwd = settings.get("WorkingDirectory", ["/"])[-1]
+        kind = settings.get("Type", ["simple"])[-1]
         for kind, base in (("StateDirectory", f"{sandbox.here}/var/lib"), ("RuntimeDirectory", f"{sandbox.here}/run")):
             for name in settings.get(kind, []):
                 folder = Path(base) / name
@@ -200,15 +265,22 @@ def _start(sandbox: Sandbox, unit: str, pid_file: Path, log: Path) -> int:
         if done.returncode != 0:
             print(f"systemctl: {unit}: ExecStartPre failed ({done.returncode}): {command}", file=sys.stderr)
             return 1
+    notify = _notify_socket() if kind in ("notify", "notify-reload") else None
+    env = dict(as_user.pop("env", os.environ))
+    if notify is not None:
+        env["NOTIFY_SOCKET"] = notify[1]
     with log.open("ab") as out:  # the service itself, not a runuser around it: signals reach it (reload)
-        proc = subprocess.Popen(start.split(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(start.split(), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True, **as_user)
     pid_file.write_text(str(proc.pid))
-    time.sleep(3)  # systemd would wait for READY=1; a unit that dies at once fails its start
-    if proc.poll() is not None:
-        print(f"systemctl: {unit} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}",
-              file=sys.stderr)
+    if notify is None:
+        return 0  # Type=simple: started as soon as it is forked, as systemd says
+    failure = _await_ready(notify[0], proc)
+    if failure is not None:
+        notify[0].close()
+        print(f"systemctl: {unit} {failure}:\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
         return 1
+    _drain_notifications(notify[0], proc.pid)
     return 0
 
 
@@ -232,24 +304,30 @@ def journalctl(sandbox: Sandbox, args: list[str]) -> int:
 
 
 def _start_simulator(sandbox: Sandbox) -> None:
-    """The PLC: the simulated line, idle a few seconds, then one batch at 600x, then idle until stopped."""
-    code = ("import asyncio\nfrom blackbox.sim.runner import Simulator\n"
+    """The PLC: the simulated line, idle a few seconds, then one batch at 600x, then idle until stopped.
+
+    Returns once the simulator's servers listen: it says so by closing the write end of a pipe.
+    """
+    ready_read, ready_write = os.pipe()
+    code = ("import asyncio, os\nfrom blackbox.sim.runner import Simulator\n"
             "async def main() -> None:\n"
             f"    async with Simulator(seed=3, speed={SIMULATOR_SPEED}, batches=1, opcua_port={sandbox.opcua_port},"
             f" modbus_port=0, durations={{'idle': {IDLE_BEFORE_BATCH_WALL_S * SIMULATOR_SPEED}}}) as sim:\n"
+            f"        os.write({ready_write}, b'ready'); os.close({ready_write})\n"
             "        await sim.wait()\n"
             "        await asyncio.Event().wait()  # the line stays idle: the agent sees the batch end\n"
             "asyncio.run(main())\n")
     log = (_state(sandbox.root) / "simulator.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd="/")
+                            start_new_session=True, cwd="/", pass_fds=(ready_write,))
+    os.close(ready_write)
     (_state(sandbox.root) / "simulator.pid").write_text(str(proc.pid))
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", sandbox.opcua_port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
+    try:
+        readable, _, _ = select.select([ready_read], [], [], READY_TIMEOUT_S)
+        if not readable or os.read(ready_read, 5) != b"ready":  # timed out, or it exited first (EOF)
+            raise SystemExit(f"FAILED: the simulated PLC did not start (see {log.name})")
+    finally:
+        os.close(ready_read)
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -341,8 +419,10 @@ def clean_up(sandbox: Sandbox) -> None:
         if pid is not None:
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10  # as systemd's stop timeout, shorter: then SIGKILL
-    while time.monotonic() < deadline and any(_alive(p) is not None for p in state.glob("*.pid")):
-        time.sleep(0.1)
+    for pid_file in state.glob("*.pid") if state.exists() else []:
+        pid = _alive(pid_file)
+        if pid is not None:
+            _wait_exit(pid, max(deadline - time.monotonic(), 0))
     for pid_file in state.glob("*.pid") if state.exists() else []:
         pid = _alive(pid_file)
         if pid is not None:
