@@ -170,23 +170,43 @@ async def test_store_away_backlog_is_held_with_a_bounded_window(make_pipeline: A
 
 
 async def test_live_batches_flow_while_a_backlog_replays_in_order(make_pipeline: Any, store: Store) -> None:
+    # The replay's token bucket runs on a clock of the test's own: the replay is held between bursts for as long
+    # as the test looks, however slow the machine, so "the live batch did not wait for the backlog" is a fact
+    # about the forwarder, not about how fast the test got from one line to the next.
+    now = [0.0]
     p = make_pipeline(seal={"max_records": 100}, uplink={"max_in_flight": 8, "replay_rate": 1000})
+    p.forwarder._clock = lambda: now[0]
+    p.forwarder._tokens_at = 0.0
     store.enroll(p.key)
     for _ in range(30):  # a backlog of 30 batches, sealed while the uplink was down
         await p.commit(100)
     await p.sealer.flush()
     store.start()
     await p.start(seal=False)
-    await eventually(lambda: len(store.stored()) >= 3, 10, "the replay to start")
-    await p.commit(100)  # live data while the backlog replays (1,000 records/s: 3 s of replay)
-    await p.sealer.seal_once()
-    await p.delivered()
+    live = list(range(31 - p.forwarder.live_slots, 31))  # the newest (29 and 30) go out live at once
 
-    order = store.stored()
-    assert sorted(order) == list(range(1, 32))
-    replay = [n for n in order if n <= 30 - p.forwarder.live_slots]  # the newest two went out live at once
-    assert replay == sorted(replay), "the replay goes oldest first"
-    assert order.index(31) < order.index(max(replay)) - 5, f"the live batch waited for the backlog: {order}"
+    # t = 0: the live batches, then a full bucket of replay (1,000 records: batches 1-10), oldest first; then
+    # the replay waits for the bucket to refill, which it cannot until the test moves the clock
+    await eventually(lambda: len(store.stored()) == len(live) + 10 and not p.forwarder._in_flight, 30,
+                     "the live batches and the first replay burst")
+    assert store.stored() == [*live, *range(1, 11)]
+    assert p.forwarder._tokens <= 0
+
+    await p.commit(100)  # live data while 18 batches of backlog wait for the replay's bucket
+    await p.sealer.seal_once()
+    await eventually(lambda: 31 in store.stored(), 10, "the live batch 31 while the replay is held")
+    assert store.stored() == [*live, *range(1, 11), 31], "the live batch went out, and only it"
+
+    while len(store.stored()) < 31:  # each further second of the test's clock allows 10 more batches
+        before = len(store.stored())
+        now[0] += 1
+        p.forwarder.notify()
+        await eventually(lambda: len(store.stored()) > before and not p.forwarder._in_flight  # noqa: B023
+                         and (p.forwarder._tokens <= 0 or len(store.stored()) == 31), 10,
+                         f"the replay burst at t={now[0]}")
+    await p.delivered()
+    assert store.stored() == [*live, *range(1, 11), 31, *range(11, 29)], "the replay goes oldest first"
+    assert now[0] == 2.0, "18 batches of 100 records at 1,000 records/s: two more bursts"
     assert store.reading_seqs() == list(range(1, 3101))
 
 
