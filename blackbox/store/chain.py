@@ -30,7 +30,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, func, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    LargeBinary,
+    cast,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+)
 
 from blackbox.seal import GENESIS_HASH, ChainEnd, OpenedBatch, breaks, genesis_problem
 from blackbox.store.chunks import ChunkError, unpack_seqs
@@ -71,25 +83,88 @@ def _fetch(conn: Connection, gid: int, *where: ColumnElement[bool]) -> list[Stor
     return [StoredBatch(*row) for row in rows]
 
 
-def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] | None:
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """The signing key's row as the chain's lock holder sees it: revocation and validity range."""
+
+    revoked_at_us: int | None
+    valid_from_seq: int | None
+    valid_to_seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainState:
+    """What :func:`place` weighs a batch against, read in one statement (:func:`read_state`)."""
+
+    batches: list[StoredBatch]
+    """Stored batches numbered next to it, naming its predecessor or it, or being its predecessor; by batch_seq."""
+    holders: dict[int, int]
+    """Stored batch -> lowest record seq it holds inside the batch's seq range (readings and events)."""
+    key: KeyState | None
+    """The signing key's row (``None``: not enrolled for this gateway)."""
+
+
+def read_state(conn: Connection, gid: int, opened: OpenedBatch) -> ChainState:
+    """Everything :func:`place` and the key checks need about the stored chain, in one round trip.
+
+    Four selects joined by ``UNION ALL`` (the candidates of :func:`place`, the reading chunks and
+    events overlapping the batch's records, the signing key's row): one statement reads them all
+    from one snapshot. Call it after the statement that locks the gateway's chain, never in it.
+    """
+    h, me = opened.header, opened.hash
+    rc, ev, gk = reading_chunks.c, events.c, gateway_keys.c
+    none = null()
+    batches = select(literal_column("'b'").label("src"), _SB.batch_seq, _SB.first_seq.label("lo"),
+                     _SB.last_seq.label("hi"), _SB.hash, _SB.prev_hash, cast(none, LargeBinary).label("seqs"),
+                     cast(none, BigInteger).label("at")).where(
+        _SB.gateway_id == gid,
+        or_(_SB.batch_seq.in_([h.batch_seq - 1, h.batch_seq, h.batch_seq + 1]),
+            _SB.prev_hash.in_([h.prev_hash, me]), _SB.hash == h.prev_hash))
+    chunks = select(literal_column("'c'"), rc.batch_seq, rc.first_seq, rc.n, none, none, rc.seqs, none).where(
+        rc.gateway_id == gid, rc.last_seq >= h.first_seq, rc.first_seq <= h.last_seq)
+    held = select(literal_column("'e'"), ev.batch_seq, func.min(ev.seq), none, none, none, none, none).where(
+        ev.gateway_id == gid, ev.seq.between(h.first_seq, h.last_seq)).group_by(ev.batch_seq)
+    key = select(literal_column("'k'"), none, gk.valid_from_seq, gk.valid_to_seq, none, none, none,
+                 gk.revoked_at_us).where(gk.gateway_id == gid, gk.key_id == h.key_id)
+    found: list[StoredBatch] = []
+    holders: dict[int, int] = {}
+    key_state: KeyState | None = None
+    for src, batch_seq, lo, hi, hash_, prev_hash, seqs, at in conn.execute(union_all(batches, chunks, held, key)):
+        if src == "b":
+            found.append(StoredBatch(batch_seq, hash_, prev_hash, lo, hi))
+        elif src == "k":
+            key_state = KeyState(at, lo, hi)
+        else:
+            if src == "c":
+                lowest = _lowest_held(seqs, hi, lo, h.first_seq, h.last_seq)
+                if lowest is None:
+                    continue
+            else:
+                lowest = lo
+            holders[batch_seq] = min(lowest, holders.get(batch_seq, lowest))
+    found.sort(key=lambda b: b.batch_seq)
+    return ChainState(found, holders, key_state)
+
+
+def place(conn: Connection, gid: int, opened: OpenedBatch, state: ChainState) -> list[StoredBatch] | None:
     """``None`` if this exact batch is stored already, else the stored batches to move aside first.
 
     Raises :class:`Conflict` if the batch must be refused. Call inside the transaction that
-    stores the batch, with the gateway's chain locked.
+    stores the batch, with the gateway's chain locked, with the ``state`` read since the lock.
     """
     h, me = opened.header, opened.hash
     mine = ChainEnd.of(opened)
     s, p = h.batch_seq, h.prev_hash
-    near = {b.batch_seq: b for b in _fetch(conn, gid, _SB.batch_seq.in_([s - 1, s, s + 1]))}
+    near = {b.batch_seq: b for b in state.batches if s - 1 <= b.batch_seq <= s + 1}
     same = near.get(s)
     if same is not None and same.hash == me:
         return None
     genesis = genesis_problem(h)
     if genesis is not None:
         raise Conflict("chain_broken", genesis, None)
-    siblings = [x for x in _fetch(conn, gid, _SB.prev_hash == p) if x.hash != me] if p != GENESIS_HASH else []
+    siblings = [x for x in state.batches if x.prev_hash == p and x.hash != me] if p != GENESIS_HASH else []
     if p != GENESIS_HASH:
-        for named in _fetch(conn, gid, _SB.hash == p):
+        for named in (x for x in state.batches if x.hash == p):
             if breaks(named, h):  # at the wrong distance, it contradicts a stored batch: rule 1
                 if siblings:
                     raise Conflict("fork", f"batch {s} ({me}) and stored {siblings[0].name()} both name "
@@ -128,20 +203,14 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
         settle(same, "fork", "two batches with the same batch_seq")
     for x in siblings:
         settle(x, "fork", f"both name {p} as their predecessor")
-    for x in _fetch(conn, gid, _SB.prev_hash == me):
+    for x in (x for x in state.batches if x.prev_hash == me):
         if breaks(mine, x):
             settle(x, "fork", f"it names this batch as its predecessor but is numbered {x.batch_seq}",
                    contradicts=True)
     nxt = near.get(s + 1)
     if nxt is not None and breaks(mine, nxt):
         settle(nxt, "chain_broken", f"it links to {nxt.prev_hash}, not to this batch")
-    ev = events.c
-    holders = _chunk_holders(conn, gid, h.first_seq, h.last_seq)
-    for batch_seq, seq in conn.execute(select(ev.batch_seq, func.min(ev.seq))
-                                       .where(ev.gateway_id == gid, ev.seq.between(h.first_seq, h.last_seq))
-                                       .group_by(ev.batch_seq)):
-        holders[batch_seq] = min(seq, holders.get(batch_seq, seq))
-    for batch_seq, seq in sorted(holders.items()):
+    for batch_seq, seq in sorted(state.holders.items()):
         holder = _fetch(conn, gid, _SB.batch_seq == batch_seq)
         if not holder:  # records without their sealed batch: nothing to weigh them against
             raise Conflict("replay", f"record seq {seq} is already stored (from batch {batch_seq})", None)
@@ -149,22 +218,16 @@ def place(conn: Connection, gid: int, opened: OpenedBatch) -> list[StoredBatch] 
     return list(doomed.values())
 
 
-def _chunk_holders(conn: Connection, gid: int, first: int, last: int) -> dict[int, int]:
-    """Sealed batch -> lowest stored reading seq in ``first..last``, from the chunks overlapping that range.
+def _lowest_held(seqs: bytes, n: int, chunk_first: int, first: int, last: int) -> int | None:
+    """The lowest reading seq in ``first..last`` of a stored chunk overlapping that range (``None``: none is).
 
-    The (gateway, last_seq) index finds them: new batches come last, so few chunks end at or after ``first``.
+    The (gateway, last_seq) index finds the chunks: new batches come last, so few chunks end at or after ``first``.
     """
-    rc = reading_chunks.c
-    out: dict[int, int] = {}
-    for row in conn.execute(select(rc.batch_seq, rc.first_seq, rc.n, rc.seqs)
-                            .where(rc.gateway_id == gid, rc.last_seq >= first, rc.first_seq <= last)):
-        try:
-            seqs = [s for s in unpack_seqs(row.seqs, row.n) if first <= s <= last]
-        except ChunkError:  # an altered chunk (store verify reports it): it still claims the range
-            seqs = [max(first, row.first_seq)]
-        if seqs:
-            out[row.batch_seq] = min(min(seqs), out.get(row.batch_seq, seqs[0]))
-    return out
+    try:
+        held = [s for s in unpack_seqs(seqs, n) if first <= s <= last]
+    except ChunkError:  # an altered chunk (store verify reports it): it still claims the range
+        return max(first, chunk_first)
+    return min(held) if held else None
 
 
 def _carried_rotation(conn: Connection, gid: int, x: StoredBatch) -> bool:
@@ -174,4 +237,4 @@ def _carried_rotation(conn: Connection, gid: int, x: StoredBatch) -> bool:
     ).scalar_one())
 
 
-__all__ = ["Conflict", "StoredBatch", "place"]
+__all__ = ["ChainState", "Conflict", "KeyState", "StoredBatch", "place", "read_state"]

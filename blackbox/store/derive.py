@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from blackbox.model import Event
-from blackbox.seal import OpenedBatch, Rotation, batch_rotation, decode_rows
+from blackbox.seal import OpenedBatch, Rotation, batch_rotation, decode_row_tuples
 from blackbox.store.chunks import CHUNK_COLUMNS, READING_COLUMNS, decode_value, encode_value, make_chunks
 
 EVENT_COLUMNS = ("gateway_id", "seq", "batch_seq", "type", "subject", "data", "ts_us", "batch", "phase", "ref")
@@ -56,7 +56,7 @@ def derive(opened: OpenedBatch, gateway_id: int) -> Derived:
     Raises :class:`~blackbox.seal.MalformedBatch` if the records cannot be decoded or do not match
     the header, :class:`~blackbox.seal.RotationError` if a ``key.rotated`` event breaks the rules.
     """
-    reading_rows, event_rows = decode_rows(opened)
+    reading_rows, event_rows = decode_row_tuples(opened)
     event_records = [Event(*row) for row in event_rows]
     rotation = batch_rotation(opened, event_records)
     batch_seq = opened.header.batch_seq

@@ -38,7 +38,7 @@ from blackbox.seal import (
     verify_batch,
 )
 from blackbox.seal import public_key_pem as seal_public_key_pem
-from blackbox.store.chain import Conflict, StoredBatch, place
+from blackbox.store.chain import Conflict, KeyState, StoredBatch, place, read_state
 from blackbox.store.derive import CHUNK_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.joint import register_spec_events
 from blackbox.store.schema import (
@@ -154,6 +154,13 @@ class Ingestor:
         self._clock = clock
         self._raw_cap = raw_cap
         self._keys: dict[tuple[int, str], Ed25519PublicKey] = {}
+        self._known: dict[tuple[str, str, str], tuple[int, Ed25519PublicKey]] = {}
+        """(site, gateway, key id) -> (gateway id, public key) of keys found enrolled and not revoked.
+
+        Both never change for a key id (it is the hash of the public key, the gateway's id its row's
+        primary key), so a batch signed by a known key is verified without asking the database; whether
+        the key is still enrolled and not revoked is read again under the gateway's lock in :meth:`_store`.
+        """
         self._lock = threading.Lock()
 
     # -- enrolment -------------------------------------------------------------------------
@@ -269,18 +276,40 @@ class Ingestor:
                     "topic_mismatch",
                     f"header names {h.site}/{h.gateway} but it came on the topic of {topic_site}/{topic_gateway}",
                 )
-            with self.engine.connect() as conn:
-                enrolled = self._key(conn, h.site, h.gateway, h.key_id)
-            if enrolled.revoked_at_us is not None:
-                raise Rejected("revoked_key", f"key {h.key_id} of {h.site}/{h.gateway} is revoked")
-            try:
-                verify_batch(opened, enrolled.public_key)
-            except BadSignature as exc:
-                raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
-            derived = self._derive(opened, enrolled.gateway_id)
-            return Prepared(wire, topic, topic_site, topic_gateway, received_at, opened, derived, enrolled.gateway_id)
+            gid = self._verify(opened)
+            derived = self._derive(opened, gid)
+            return Prepared(wire, topic, topic_site, topic_gateway, received_at, opened, derived, gid)
         except Rejected as rej:
             return self._rejected(wire, topic, topic_site, topic_gateway, opened, rej, received_at)
+
+    def _verify(self, opened: OpenedBatch) -> int:
+        """The gateway id, once the signature verifies with a key enrolled for the batch's gateway.
+
+        A key found enrolled and not revoked before is taken from memory (:attr:`_known`); anything
+        else is looked up, so that a batch of an unknown or revoked key is refused for that reason
+        first, as a bad signature only with a key in force.
+        """
+        h = opened.header
+        cache_key = (h.site, h.gateway, h.key_id)
+        with self._lock:
+            known = self._known.get(cache_key)
+        if known is not None:
+            try:
+                verify_batch(opened, known[1])
+                return known[0]
+            except BadSignature:
+                pass  # refused either way: the lookup below says why, as it would have without the cache
+        with self.engine.connect() as conn:
+            enrolled = self._key(conn, h.site, h.gateway, h.key_id)
+        if enrolled.revoked_at_us is not None:
+            raise Rejected("revoked_key", f"key {h.key_id} of {h.site}/{h.gateway} is revoked")
+        try:
+            verify_batch(opened, enrolled.public_key)
+        except BadSignature as exc:
+            raise Rejected("bad_signature", str(exc) or "signature does not verify") from None
+        with self._lock:
+            self._known[cache_key] = (enrolled.gateway_id, enrolled.public_key)
+        return enrolled.gateway_id
 
     def store(self, prepared: Prepared) -> IngestResult:
         """Check a prepared batch against the stored chain and insert it, in one transaction."""
@@ -333,13 +362,15 @@ class Ingestor:
             # First statement is a write: it takes SQLite's write lock at once and PostgreSQL's row
             # lock on the gateway, so no other worker changes this chain until we commit.
             conn.execute(update(gateways).where(gateways.c.id == gid).values(last_batch_at_us=received_at))
+            state = read_state(conn, gid, opened)
+            self._check_key_enrolled(opened, state.key)
             try:
-                displaced = place(conn, gid, opened)
+                displaced = place(conn, gid, opened, state)
             except Conflict as exc:
                 raise Rejected(exc.reason, exc.detail, exc.other) from None
             if displaced is None:
                 return self._duplicate(conn, gid, h.batch_seq, opened.hash)
-            self._check_key_in_force(conn, gid, opened)
+            self._check_key_in_force(opened, state.key)
             if derived.rotation is not None:
                 self._rotate(conn, gid, derived.rotation, received_at)
             for loser in displaced:
@@ -373,12 +404,20 @@ class Ingestor:
         return IngestResult("duplicate", None, batch_seq, hash_, log=pos, received_at_us=received_at_us)
 
     @staticmethod
-    def _check_key_in_force(conn: Connection, gid: int, opened: OpenedBatch) -> None:
+    def _check_key_enrolled(opened: OpenedBatch, key: KeyState | None) -> None:
+        """The signing key, as read under the gateway's lock, is still enrolled and not revoked."""
+        h = opened.header
+        if key is None:
+            raise Rejected("unknown_key", f"key {h.key_id!r} is not enrolled for gateway {h.site}/{h.gateway}")
+        if key.revoked_at_us is not None:
+            raise Rejected("revoked_key", f"key {h.key_id} of {h.site}/{h.gateway} is revoked")
+
+    @staticmethod
+    def _check_key_in_force(opened: OpenedBatch, row: KeyState | None) -> None:
         """The signing key's validity range (set by rotations) must cover the batch's records."""
-        h, gk = opened.header, gateway_keys.c
-        row = conn.execute(
-            select(gk.valid_from_seq, gk.valid_to_seq).where(gk.gateway_id == gid, gk.key_id == h.key_id)
-        ).one()
+        h = opened.header
+        if row is None:
+            raise RuntimeError("internal error: expected the key's row (checked by _check_key_enrolled)")
         breach = key_range_breach(h, row.valid_from_seq, row.valid_to_seq)
         if breach == "before":
             raise Rejected("key_not_in_force", f"key {h.key_id} signs only from record {row.valid_from_seq}, "

@@ -48,7 +48,8 @@ class Notary:
             return orjson.dumps(result.ack())
         receipt = Receipt(self.signer.name, site, gateway, result.batch_seq, result.hash, result.status,
                           result.reason, pos.index, result.received_at_us, pos.size, pos.root, now_us())
-        return make_ack(self.signer, receipt, self.log.inclusion(pos.index, pos.size))
+        proof = list(pos.proof) if pos.proof is not None else self.log.inclusion(pos.index, pos.size)
+        return make_ack(self.signer, receipt, proof)
 
     def consistency(self, payload: bytes) -> bytes | None:
         """The answer to a gateway's ``{"type": "consistency", "old": m, "new": n}``; ``None`` if malformed."""

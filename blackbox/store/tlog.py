@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,8 @@ class LogPosition:
     index: int
     size: int
     root: bytes
+    proof: tuple[bytes, ...] | None = field(default=None, compare=False)
+    """The entry's inclusion proof in that tree, when the append computed it (``None``: read it from the log)."""
 
 
 def status_ref(site: str, gateway: str) -> str:
@@ -140,7 +142,9 @@ def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: in
         conn.exec_driver_sql(sql.nodes(len(created)), nodes)
         conn.exec_driver_sql(sql.state, state)
     _remember(size + 1, root.hex(), {node: new[node] for node in subtrees(0, size + 1)})
-    return LogPosition(size, size + 1, root)
+    # the last leaf's audit path is the frontier before it: no read, the receipt needs no round trip
+    proof = inclusion_proof(size, size + 1, lambda nodes: [new[x] for x in nodes])
+    return LogPosition(size, size + 1, root, tuple(proof))
 
 
 def append_batch(conn: Connection, site: str, gateway: str, batch_seq: int, hash_: str,

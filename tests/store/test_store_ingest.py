@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from store_synth import GATEWAY, SITE, T0, Gateway, config_data
 from stored import readings_of
 
@@ -158,6 +158,54 @@ def test_revoked_key_is_rejected(engine: Engine, ingestor: Ingestor, gw: Gateway
     simple_batch(gw)
     sealed = gw.seal()
     assert_rejected(engine, handle(ingestor, sealed.wire), "revoked_key", sealed.wire)
+
+
+def _revoke_here(engine: Engine, ingestor: Ingestor, kid: str) -> None:
+    assert ingestor.revoke(GATEWAY, SITE, kid)
+
+
+def _revoke_elsewhere(engine: Engine, ingestor: Ingestor, kid: str) -> None:
+    assert Ingestor(engine).revoke(GATEWAY, SITE, kid)  # another process: `blackbox store keys revoke`
+
+
+def _delete_key_row(engine: Engine, ingestor: Ingestor, kid: str) -> None:
+    with engine.begin() as conn:
+        assert conn.execute(delete(gateway_keys).where(gateway_keys.c.key_id == kid)).rowcount == 1
+
+
+@pytest.mark.parametrize(("withdraw", "bad_signature", "between", "reason"), [
+    (_revoke_here, False, False, "revoked_key"),
+    (_revoke_elsewhere, False, False, "revoked_key"),
+    (_revoke_elsewhere, True, False, "revoked_key"),
+    (_revoke_elsewhere, False, True, "revoked_key"),
+    (_delete_key_row, False, False, "unknown_key"),
+    (_delete_key_row, False, True, "unknown_key"),
+], ids=["revoked", "revoked-by-another-ingestor", "revoked-and-bad-signature", "revoked-after-verification",
+        "key-row-deleted", "key-row-deleted-after-verification"])
+def test_a_key_withdrawn_after_it_was_used_signs_nothing_more(
+        engine: Engine, ingestor: Ingestor, gw: Gateway, withdraw: Any, bad_signature: bool, between: bool,
+        reason: str) -> None:
+    """The ingestor verifies signatures with keys it found enrolled before without asking the database again:
+    a revocation or a removed key row must still refuse the next batch, also when it comes between the
+    signature check and the insert (the store transaction reads the key under the gateway's lock)."""
+    simple_batch(gw)
+    first = gw.seal()
+    assert handle(ingestor, first.wire).status == "stored"
+    simple_batch(gw, t=T0 + 100)
+    wire = bytearray(gw.seal().wire)
+    if bad_signature:
+        wire[-1] ^= 0x01  # the last byte belongs to the signature
+    state = stored_state(engine)
+    if between:
+        prepared = ingestor.prepare(bytes(wire), SITE, GATEWAY, topic=f"bb/{SITE}/{GATEWAY}/batches")
+        withdraw(engine, ingestor, first.header.key_id)
+        assert not isinstance(prepared, IngestResult), prepared
+        result = ingestor.store(prepared)
+    else:
+        withdraw(engine, ingestor, first.header.key_id)
+        result = handle(ingestor, bytes(wire))
+    assert_rejected(engine, result, reason, bytes(wire))
+    assert stored_state(engine) == state
 
 
 def test_enroll_refuses_what_is_not_a_public_key(engine: Engine) -> None:

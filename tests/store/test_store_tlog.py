@@ -104,6 +104,22 @@ def test_proofs_from_the_stored_nodes_verify(engine: Engine) -> None:
         tlog.consistency(5, 38)
 
 
+def test_the_proof_an_append_returns_is_the_entrys_audit_path(engine: Engine) -> None:
+    """The receipt's inclusion proof comes from the append itself, without a read: it must verify as one
+    read from the stored nodes does, against the naive tree hash, at every size (odd, even, powers of two)."""
+    positions = []
+    for i in range(37):
+        with engine.begin() as conn:
+            positions.append(append_entry(conn, "test", {"n": i}))
+    data = all_data(engine)
+    for i, pos in enumerate(positions):
+        assert (pos.index, pos.size) == (i, i + 1)
+        assert pos.proof is not None
+        verify_inclusion(i, i + 1, leaf_hash(data[i]), list(pos.proof), n_mth(data[: i + 1]))
+        with pytest.raises(ProofError):
+            verify_inclusion(i, i + 1, leaf_hash(b"another entry"), list(pos.proof), n_mth(data[: i + 1]))
+
+
 def test_signed_checkpoints_verify_and_are_kept(engine: Engine) -> None:
     signer = Signer("example.org/blackbox-store", Ed25519PrivateKey.generate())
     with engine.begin() as conn:
