@@ -65,6 +65,12 @@ class Rotation:
         """The first record the new key signs."""
         return self.seq + 1
 
+    @staticmethod
+    def seq_bringing_in(valid_from_seq: int) -> int:
+        """The record of the rotation that brought in a key in force from ``valid_from_seq`` (the
+        inverse of :attr:`new_valid_from`): the last record of the batch that proves it."""
+        return valid_from_seq - 1
+
 
 def rotation_data(old_key: Ed25519PrivateKey | Ed25519PublicKey, new_key: Ed25519PrivateKey | Ed25519PublicKey,
                   requested_by: str | None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from blackbox.seal import (
     ChainEnd,
     MalformedBatch,
     OpenedBatch,
+    Rotation,
     RotationError,
     SealError,
     breaks,
@@ -133,17 +134,15 @@ def trusted_keys(conn: Connection, gid: int, label: str, emit: Emit) -> dict[str
     for row in rows:  # rotated-in keys, in record order
         if row.key_id not in loaded or (row.rotated_from is None and row.valid_from_seq is None):
             continue
-        problem = _vouch(conn, gid, row, trust)
-        if problem is not None:
+        proof = _vouch(conn, gid, row, trust)
+        if isinstance(proof, str):
             unproven.add(row.rotated_from)
             emit(Difference(label, "key_altered", f"key {row.key_id} is recorded as rotated in from "
-                            f"{row.rotated_from} at record {row.valid_from_seq}, but {problem}",
+                            f"{row.rotated_from} at record {row.valid_from_seq}, but {proof}",
                             "gateway_keys", row.key_id, "valid_from_seq", row.valid_from_seq, None))
             continue
-        if row.valid_from_seq is None or row.rotated_from is None:  # _unproven said why otherwise
-            raise RuntimeError("internal error: a proven rotation without rotated_from or valid_from_seq")
-        trust[row.rotated_from].valid_to_seq = row.valid_from_seq - 1
-        trust[row.key_id] = _Trust(loaded[row.key_id], row.valid_from_seq, revoked_at_us=row.revoked_at_us)
+        trust[proof.old_key_id].valid_to_seq = proof.old_valid_to
+        trust[row.key_id] = _Trust(loaded[row.key_id], proof.new_valid_from, revoked_at_us=row.revoked_at_us)
         if row.enrolled_by != "rotation":
             emit(Difference(label, "key_altered", f"key {row.key_id} came by rotation but says {row.enrolled_by}",
                             "gateway_keys", row.key_id, "enrolled_by", row.enrolled_by, "rotation"))
@@ -155,29 +154,30 @@ def trusted_keys(conn: Connection, gid: int, label: str, emit: Emit) -> dict[str
     return trust
 
 
-def _vouch(conn: Connection, gid: int, row: Any, trust: dict[str, _Trust]) -> str | None:
-    """Why the rotation recorded in ``row`` is not proven by a stored batch (``None`` if it is)."""
+def _vouch(conn: Connection, gid: int, row: Any, trust: dict[str, _Trust]) -> Rotation | str:
+    """The signed rotation that proves the one recorded in ``row``, or why no stored batch proves it."""
     if row.valid_from_seq is None or row.rotated_from is None:
         return "its rotated_from or valid_from_seq is empty"
     old = trust.get(row.rotated_from)
     if old is None:
         return f"key {row.rotated_from} is not trusted itself"
+    end = Rotation.seq_bringing_in(row.valid_from_seq)
     sb = sealed_batches.c
-    wire = conn.execute(select(sb.wire).where(sb.gateway_id == gid, sb.last_seq == row.valid_from_seq - 1)).scalar()
+    wire = conn.execute(select(sb.wire).where(sb.gateway_id == gid, sb.last_seq == end)).scalar()
     if wire is None:
-        return f"no stored batch ends at record {row.valid_from_seq - 1}"
+        return f"no stored batch ends at record {end}"
     try:
         opened = open_batch(bytes(wire))
         if not _in_force(old, opened):
-            return f"the batch ending at record {row.valid_from_seq - 1} is outside key {row.rotated_from}'s range"
+            return f"the batch ending at record {end} is outside key {row.rotated_from}'s range"
         verify_batch(opened, old.public_key)
         rotation = derive(opened, gid).rotation
     except (SealError, ValueError) as exc:
-        return f"the batch ending at record {row.valid_from_seq - 1} does not prove it ({exc})"
+        return f"the batch ending at record {end} does not prove it ({exc})"
     if rotation is None or (rotation.old_key_id, rotation.new_key_id, rotation.new_valid_from) != (
             row.rotated_from, row.key_id, row.valid_from_seq):
-        return f"the signed batch ending at record {row.valid_from_seq - 1} carries no such key.rotated event"
-    return None
+        return f"the signed batch ending at record {end} carries no such key.rotated event"
+    return rotation
 
 
 def _in_force(t: _Trust, opened: OpenedBatch) -> bool:
@@ -649,11 +649,11 @@ def _check_rotation(derived: Derived, trust: dict[str, _Trust], label: str, emit
     if r is None:
         return
     new = trust.get(r.new_key_id)
-    if new is None or new.valid_from_seq != r.seq + 1 or trust[r.old_key_id].valid_to_seq != r.seq:
+    if new is None or new.valid_from_seq != r.new_valid_from or trust[r.old_key_id].valid_to_seq != r.old_valid_to:
         emit(Difference(label, "key_altered", f"batch {derived.batch['batch_seq']} rotates from key {r.old_key_id} "
                         f"to key {r.new_key_id} at record {r.seq}; gateway_keys does not record it",
                         "gateway_keys", r.new_key_id, "valid_from_seq",
-                        None if new is None else new.valid_from_seq, r.seq + 1, derived.batch["batch_seq"]))
+                        None if new is None else new.valid_from_seq, r.new_valid_from, derived.batch["batch_seq"]))
 
 
 def _compare_rows(streams: tuple[_ChunkStream, _Stream, _Stream], derived: Derived, n: int) -> None:

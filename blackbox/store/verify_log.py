@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, exists, select
 
+from blackbox.seal import Rotation
 from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
 from blackbox.store.schema import (
@@ -244,7 +245,8 @@ def check_key_rows(conn: Connection, gid: int, label: str, emit: Emit) -> None:
             entry = logged.get(("key.rotated", r.key_id))
             if entry is None:
                 report(r.key_id, "came by rotation, but no rotation to it was ever logged")
-            elif (entry.get("old_key_id"), entry.get("seq")) != (r.rotated_from, (r.valid_from_seq or 0) - 1):
+            elif r.valid_from_seq is None or (entry.get("old_key_id"), entry.get("seq")) != (
+                    r.rotated_from, Rotation.seq_bringing_in(r.valid_from_seq)):
                 report(r.key_id, f"the logged rotation is from {entry.get('old_key_id')} at record "
                        f"{entry.get('seq')}", "rotated_from", r.rotated_from, entry.get("old_key_id"))
         revoked = logged.get(("key.revoked", r.key_id))
