@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from blackbox.config.sources import LimitSet
 from blackbox.model import iso
+from blackbox.seal.limits import RecordedLimitSet, recorded_limit_set
 from blackbox.spec.approval import ROLE_NAMES, Approval
 from blackbox.spec.diff import diff
 from blackbox.spec.model import Specification
@@ -30,18 +30,23 @@ class AppliedSpec:
 
     specification: Any
     """Its ``specification`` field: which specifications the gateway says were in force."""
-    limits: dict[str, list[LimitSet]]
-    """The limit sets it applied, per tag (what the trace judges readings by)."""
+    limits: dict[str, list[RecordedLimitSet]]
+    """The limit sets it applied, per tag, as the record holds them (what the trace judges readings by)."""
 
 
-def _limits_differ(applied: dict[str, list[LimitSet]], specs: list[Specification]) -> list[str]:
-    """Tags whose applied limits are not exactly the specifications' (as the agent builds them)."""
+def _limits_differ(applied: dict[str, list[RecordedLimitSet]], specs: list[Specification]) -> list[str]:
+    """Tags whose applied limits are not exactly the specifications' (as the agent builds and records them).
+
+    Both sides are compared in the record format: a set the gateway recorded is never read through
+    the current configuration model, which may refuse what an older one applied.
+    """
     several = len(specs) > 1
-    expected: dict[str, list[LimitSet]] = {}
+    expected: dict[str, list[RecordedLimitSet]] = {}
     for s in specs:
         for tag, sets in s.parameters.items():
             expected.setdefault(tag, []).extend(
-                ls.model_copy(update={"products": [s.product]}) if several and not ls.products else ls for ls in sets)
+                recorded_limit_set((ls.model_copy(update={"products": [s.product]}) if several and not ls.products
+                                    else ls).model_dump(mode="json")) for ls in sets)
     return sorted(t for t in set(applied) | set(expected) if applied.get(t, []) != expected.get(t, []))
 
 

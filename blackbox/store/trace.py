@@ -20,12 +20,10 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from pydantic import ValidationError
 from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, true
 
-from blackbox.config.sources import LimitSet
 from blackbox.model import now_us
-from blackbox.seal.limits import most_specific, recorded_limit_set
+from blackbox.seal.limits import RecordedLimitSet, most_specific, recorded_limit_set
 from blackbox.store.batch_record import approved_qc, batch_record_info
 from blackbox.store.chunks import Chunk, ChunkError, and_masks, check_sizes, merge, take, unpack_seqs
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
@@ -68,8 +66,8 @@ class _TagMeta:
     eng_unit: str | None
     limit_sets: tuple[Limits, ...]
     """Every limit set the record holds, read through the record format (never the current config model)."""
-    valid_sets: tuple[LimitSet, ...] = ()
-    """Those the current configuration model accepts: what the specification is compared with."""
+    recorded_sets: tuple[RecordedLimitSet, ...] = ()
+    """The same sets in the record format: what the specification is compared with."""
     unreadable: tuple[str, ...] = ()
     """Why each limit set that cannot be read at all was left out (reported as a finding)."""
 
@@ -94,7 +92,7 @@ def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _Appli
         if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
             continue
         sets: list[Limits] = []
-        valid: list[LimitSet] = []
+        recorded: list[RecordedLimitSet] = []
         unreadable: list[str] = []
         for i, raw in enumerate(tag.get("limits") or []):
             try:
@@ -102,19 +100,15 @@ def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _Appli
             except ValueError as exc:
                 unreadable.append(f"limit set {i + 1} of tag {tag['name']}: {exc}")
                 continue
+            recorded.append(rec)
             sets.append(Limits(ll=rec.ll, l=rec.l, h=rec.h, hh=rec.hh, phases=list(rec.phases),
                                products=list(rec.products), config_sha256=sha, effective_from_us=effective_from))
-            fields = {k: raw.get(k) for k in ("phases", "products", "ll", "l", "h", "hh") if raw.get(k) is not None}
-            try:
-                valid.append(LimitSet.model_validate(fields))
-            except ValidationError:
-                continue  # recorded under an older model: shown as applied (above), not a specification's set
         tags[tag["name"]] = _TagMeta(
             category=_str(tag.get("category")),
             unit=_str(tag.get("unit")),
             eng_unit=_str(tag.get("eng_unit")),
             limit_sets=tuple(sets),
-            valid_sets=tuple(valid),
+            recorded_sets=tuple(recorded),
             unreadable=tuple(unreadable),
         )
     site = data.get("site") if isinstance(data.get("site"), dict) else {}
@@ -373,7 +367,7 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
                               gaps=integrity.gaps)
 
     specification = specification_info(conn, labels, [AppliedSpec(c.specification, {
-        name: list(meta.valid_sets) for name, meta in c.tags.items()}) for c in in_force], product,
+        name: list(meta.recorded_sets) for name, meta in c.tags.items()}) for c in in_force], product,
                                        spec_from, ended_at)
 
     record_rows = sorted([SimpleNamespace(gateway_id=r.gateway_id, seq=r.seq, type=r.type, subject=None, data=r.data,

@@ -181,6 +181,28 @@ def test_limits_other_than_the_approved_ones_make_the_batch_unapproved(
     assert "UNAPPROVED LIMITS" in render_text(report)
 
 
+def test_a_recorded_limit_set_todays_model_refuses_still_counts_against_the_specification(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    """The applied limits are compared with the specification as the record holds them: a set the
+    current configuration model refuses (limits out of order) on a tag the specification does not
+    limit is a difference, not a set left out of the comparison (which would make the batch approved)."""
+    doc = spec_doc()
+    sigs = approvers.signatures(doc)
+    ref = {"approved": True, "specifications": [{k: v for k, v in applied(doc, sigs).items()
+                                                 if k not in ("document", "signatures")}]}
+    tags = [t | {"limits": [{"phases": [], "products": [], "ll": None, "l": -0.05, "h": -0.08, "hh": None}]}
+            if t["name"] == "EM-01.vacuum" else t for t in tags_under(doc)]
+    gw.event("spec.applied", applied(doc, sigs), T0, subject=doc["id"])
+    gw.apply_config(T0 + 1, config_data(tags) | {"specification": ref})
+    gw.start_batch(BATCH, T0 + 2 * SEC)
+    gw.end_batch(T0 + 5 * SEC)
+    gw.seal()
+    assert ingestor.handle(gw.sealed[-1].wire, SITE, GATEWAY).status == "stored"
+    spec = trace_batch(engine, BATCH).specification
+    assert spec.unapproved
+    assert spec.why_unapproved == "the limits the gateway applied are not the specification's for EM-01.vacuum"
+
+
 def test_specifications_are_refused_without_enrolled_approvers(engine: Engine) -> None:
     a = Approvers()
     doc = spec_doc()
