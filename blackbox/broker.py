@@ -73,7 +73,7 @@ class EmbeddedBroker:
             self.kind = "mosquitto"
         else:
             try:
-                from amqtt.broker import Broker  # imported here: only the fallback needs it
+                from amqtt.broker import Broker  # type: ignore[import-untyped]  # amqtt has no type hints; only the fallback needs it
             except ImportError:
                 raise BrokerUnavailable("no MQTT broker for the demo: install Mosquitto (apt-get install "
                                         "mosquitto), or the demo extra (pip install 'blackbox[demo]')") from None

@@ -61,7 +61,7 @@ def connect_async(client: mqtt.Client, cfg: MqttConfig, *, session_expiry: int =
     """
     kwargs: dict[str, Any] = {}
     if is_v5(cfg):
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.SessionExpiryInterval = session_expiry
         kwargs = {"clean_start": False, "properties": props}
     client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)

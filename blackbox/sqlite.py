@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
@@ -38,10 +38,14 @@ def apply_writer_pragmas(cursor: Any, synchronous: str, busy_timeout_ms: int) ->
     cursor.execute("PRAGMA foreign_keys=ON")
 
 
-def connect_readonly(path: Path, busy_timeout_ms: int, **kwargs: Any) -> sqlite3.Connection:
+def connect_readonly(path: Path, busy_timeout_ms: int, *,
+                     isolation_level: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None = "DEFERRED",
+                     check_same_thread: bool = True) -> sqlite3.Connection:
     """A connection that can only read ``path`` (``mode=ro`` and ``query_only``), waiting up to
-    ``busy_timeout_ms`` for the writer's checkpoint instead of failing at once."""
-    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, **kwargs)
+    ``busy_timeout_ms`` for the writer's checkpoint instead of failing at once; the other two
+    arguments are :func:`sqlite3.connect`'s (and its defaults)."""
+    conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+                           isolation_level=isolation_level, check_same_thread=check_same_thread)
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     conn.execute("PRAGMA query_only=ON")
     return conn

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
 from blackbox.agent.system_alarms import SystemAlarms
-from blackbox.buffer import Buffer, BufferError, BufferFull, Committed
+from blackbox.buffer import Buffer, BufferError, BufferFull, Committed, DbCall
 from blackbox.buffer.repository import RESERVE_BYTES
 from blackbox.columns import SampleColumns
 from blackbox.model import EventDraft, Quality, Sample, Value
@@ -36,7 +36,6 @@ from blackbox.seal.records import INT_MAX, INT_MIN
 
 log = logging.getLogger(__name__)
 
-DbCall = Callable[..., Awaitable[Any]]
 Listener = Callable[[Committed], None]
 Change = Callable[[ContextTracker], list[EventDraft]]
 
@@ -313,7 +312,7 @@ class Recorder:
         if usage.quota_bytes is None:
             return
         target = LOW_WATER * usage.quota_bytes
-        while usage.used_bytes > target and await self._db(self._buffer.prune_delivered, None, PRUNE_CHUNK):
+        while usage.used_bytes > target and await self._db(self._buffer.prune_delivered, None, PRUNE_CHUNK) > 0:
             usage = await self._db(self._buffer.usage)
         for _ in range(MAX_DROP_ROUNDS):
             if usage.used_bytes <= target:

@@ -13,7 +13,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -59,6 +59,7 @@ from drivers import registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 RULES_TICK_S = 1.0
 """How often time-driven rules (and the clock check) run when no reading arrives."""
 MAINTAIN_EVERY_S = 60.0
@@ -158,7 +159,7 @@ class Agent:
 
         return MetricsServer(self.cfg.agent.metrics_host, self.cfg.agent.metrics_port or 0, registry, healthy)
 
-    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+    async def db(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """Run a buffer call on the buffer's own thread (SQLite work never blocks the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 

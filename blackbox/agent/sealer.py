@@ -29,12 +29,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from blackbox.agent.clock import StepWatch, wall_minus_boot_us
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
-from blackbox.buffer import Buffer, Committed
+from blackbox.buffer import Buffer, Committed, DbCall
 from blackbox.config.seal import SealConfig
 from blackbox.model import Event, EventDraft, Sample
 from blackbox.seal import (
     KEY_ROTATED,
-    ChainEnd,
     KeyFileExists,
     SealError,
     batch_rotation,
@@ -56,7 +55,6 @@ from blackbox.seal import (
 
 log = logging.getLogger(__name__)
 
-DbCall = Callable[..., Awaitable[Any]]
 Record = Callable[[Sequence[Sample], Sequence[EventDraft]], Awaitable[Committed]]
 RETRY_AFTER_ERROR_S = 5.0
 CLOCK_STEP_US = 1_000_000
@@ -106,6 +104,16 @@ class _Made:
     last_seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Tip:
+    """The newest sealed batch: a chain end (:class:`~blackbox.seal.links.End`) whose last record seq is
+    always known, unlike a purged chain start's in the store."""
+
+    batch_seq: int
+    hash: str
+    last_seq: int
+
+
 class Sealer:
     def __init__(self, buffer: Buffer, db: DbCall, key: Ed25519PrivateKey, cfg: SealConfig, site: str,
                  gateway: str, config_hash: str, on_sealed: Callable[[int], None], key_file: Path | None = None,
@@ -128,7 +136,7 @@ class Sealer:
         self._sealed_through = 0
         """Last record seq in a sealed batch (kept here: the loop must not query the buffer to know it)."""
         self._pending_since: float | None = None
-        self._tip: ChainEnd | None = None
+        self._tip: _Tip | None = None
         self.sealed = 0
         self.last_error: str | None = None
 
@@ -238,7 +246,7 @@ class Sealer:
                           max_bytes=self._cfg.max_bytes)
         h = batch.header
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
-        self._tip = ChainEnd(batch_seq, batch.hash, h.last_seq)
+        self._tip = _Tip(batch_seq, batch.hash, h.last_seq)
         self._sealed_through = h.last_seq
         log.debug("sealed batch %d: %d records, %d bytes in %.1f ms", batch_seq, h.last_seq - h.first_seq + 1,
                   len(batch.wire), (time.perf_counter() - started) * 1000)
@@ -247,11 +255,11 @@ class Sealer:
             self._switch_key(rotation_of(Event(*event)).new_key_id)
         return _Made(batch_seq, h.last_seq)
 
-    def _last_sealed(self) -> ChainEnd | None:
+    def _last_sealed(self) -> _Tip | None:
         """The newest sealed batch: read once, then kept (only we seal)."""
         if self._tip is None:
             last = self._buffer.last_sealed()
-            self._tip = ChainEnd(last.batch_seq, last.hash, last.last_seq) if last is not None else None
+            self._tip = _Tip(last.batch_seq, last.hash, last.last_seq) if last is not None else None
         return self._tip
 
     def _choose_key(self) -> None:

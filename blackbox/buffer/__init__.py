@@ -6,9 +6,10 @@ from blackbox.buffer.repository import (
     BufferError,
     BufferFull,
     Committed,
+    DbCall,
     Dropped,
     StoredBatch,
     Usage,
 )
 
-__all__ = ["Backlog", "Buffer", "BufferError", "BufferFull", "Committed", "Dropped", "StoredBatch", "Usage"]
+__all__ = ["Backlog", "Buffer", "BufferError", "BufferFull", "Committed", "DbCall", "Dropped", "StoredBatch", "Usage"]

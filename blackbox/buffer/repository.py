@@ -22,11 +22,11 @@ import math
 import os
 import sqlite3
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 import orjson
 from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
@@ -56,6 +56,17 @@ CONTEXT_EVENT_PREFIXES = ("batch.", "material.", "qc.")
 _PUT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 _PUT_RULE_ROW = ("INSERT INTO rule_state (key, state) VALUES (?, ?) "
                  "ON CONFLICT(key) DO UPDATE SET state=excluded.state")
+
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class DbCall(Protocol):
+    """``await db(fn, *args)``: runs ``fn(*args)`` (a :class:`Buffer` call) on the buffer's own thread
+    and returns its result, so that SQLite work never blocks the event loop (the agent's ``Runtime.db``)."""
+
+    def __call__(self, fn: Callable[[*Ts], T], /, *args: *Ts) -> Awaitable[T]: ...
 
 
 class BufferError(Exception):

@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import orjson
 import typer
@@ -20,6 +20,9 @@ import typer
 from blackbox.cli.common import load_or_exit
 from blackbox.cli.tables import echo_table
 from blackbox.model import Quality
+
+if TYPE_CHECKING:
+    from asyncua import ua  # imported where used: the other commands start without it
 
 app = typer.Typer(help="Diagnose sources: reachability, what a register or node holds, the request plan.\n\n"
                   "Example: blackbox diag sources -c /etc/blackbox/blackbox.yaml", no_args_is_help=True)
@@ -64,15 +67,15 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     return DiagFailure(message, code)
 
 
-F = TypeVar("F", bound=Callable[..., None])
+P = ParamSpec("P")
 
 
-def _reported(command: F) -> F:
+def _reported(command: Callable[P, None]) -> Callable[P, None]:
     """Print a failure as ``error: …`` on stderr and, with ``--json``, as ``{"error": …}`` on stdout too, so
     that a script reading the JSON always gets a document."""
 
     @functools.wraps(command)
-    def run(*args: Any, **kwargs: Any) -> None:
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
         from blackbox.cli.errors import describe
 
         try:
@@ -92,7 +95,7 @@ def _reported(command: F) -> F:
             typer.echo(orjson.dumps({"error": message, "exit_code": code}, option=orjson.OPT_INDENT_2).decode())
         raise typer.Exit(code)
 
-    return run  # type: ignore[return-value]
+    return run
 
 
 # --- diag sources -----------------------------------------------------------------------------
@@ -391,7 +394,7 @@ def _resolve(text: str, namespaces: list[str]) -> Any:
     return node_id(address, index)
 
 
-def _address(nid: Any, namespaces: list[str]) -> str:
+def _address(nid: ua.NodeId, namespaces: list[str]) -> str:
     """A node id as a tag address, its namespace by URI (indexes can change on a server restart)."""
     text = nid.to_string()
     prefix = f"ns={nid.NamespaceIndex};"

@@ -23,7 +23,8 @@ from blackbox.cli import (
     web_cmd,
 )
 from blackbox.cli.common import load_or_exit
-from blackbox.cli.root import app, plain_help
+from blackbox.cli.root import app as app  # re-exported: completed below with every command
+from blackbox.cli.root import plain_help
 from blackbox.model import iso
 
 app.add_typer(config_cmd.app, name="config")

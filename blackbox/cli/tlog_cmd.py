@@ -105,16 +105,15 @@ def proof(batch: str | None = typer.Option(None, "--batch", help="Inclusion proo
 
     if sum(x is not None for x in (batch, entry, old)) != 1:
         raise typer.BadParameter("give exactly one of --batch, --entry, --from")
-    b64 = lambda hs: [base64.b64encode(h).decode() for h in hs]  # noqa: E731
     with database_errors():
         tlog = TransparencyLog(open_reader(config, db))
         current, _ = tlog.head()
         tree = current if size is None else size
         try:
             if old is not None:
-                doc: dict[str, object] = {"from": old, "to": tree, "old_root": b64([tlog.root(old)])[0],
-                                          "new_root": b64([tlog.root(tree)])[0],
-                                          "proof": b64(tlog.consistency(old, tree))}
+                doc: dict[str, object] = {"from": old, "to": tree, "old_root": _b64(tlog.root(old)),
+                                          "new_root": _b64(tlog.root(tree)),
+                                          "proof": [_b64(h) for h in tlog.consistency(old, tree)]}
             else:
                 if batch is not None:
                     found = tlog.find("batch", batch.lower())
@@ -126,12 +125,17 @@ def proof(batch: str | None = typer.Option(None, "--batch", help="Inclusion proo
                     if entry is None:
                         raise RuntimeError("internal error: expected entry is not None")
                     index, data = entry, tlog.entry(entry) or b""
-                doc = {"index": index, "size": tree, "root": b64([tlog.root(tree)])[0],
-                       "entry": data.decode("utf-8", "replace"), "proof": b64(tlog.inclusion(index, tree))}
+                doc = {"index": index, "size": tree, "root": _b64(tlog.root(tree)),
+                       "entry": data.decode("utf-8", "replace"),
+                       "proof": [_b64(h) for h in tlog.inclusion(index, tree)]}
         except LogError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
     typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
 
 
 def receipts(config: Path = typer.Option(..., "--config", "-c", help="The agent's configuration (its buffer)."),

@@ -137,5 +137,5 @@ class ModbusServer:
     async def stop(self) -> None:
         server, self._server = self._server, None
         if server is not None:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
             await asyncio.sleep(0)  # let the transports run their close callbacks

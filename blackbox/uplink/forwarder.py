@@ -41,14 +41,14 @@ import base64
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from blackbox.aio import wait_and_clear
-from blackbox.buffer import Buffer, StoredBatch
+from blackbox.buffer import Buffer, DbCall, StoredBatch
 from blackbox.config.uplink import UplinkConfig
 from blackbox.tlog.note import NoteError, open_checkpoint, parse_vkey
 from blackbox.tlog.receipt import ReceiptError, VerifiedAck, verify_ack
@@ -57,7 +57,6 @@ from blackbox.uplink.logwatch import LogWatch
 
 log = logging.getLogger(__name__)
 
-DbCall = Callable[..., Awaitable[Any]]
 
 
 class Sent(Protocol):
@@ -364,9 +363,9 @@ class Forwarder:
                 continue
             if _still_queued(flight.sent):
                 continue  # paho has not even got a PUBACK for the last copy: another would only queue behind it
-            batch = await self._db(self._buffer.undelivered, batch_seq - 1, 1)
-            if batch and batch[0].batch_seq == batch_seq:
-                self._send(session, batch[0], now, flight.attempts + 1)
+            found = await self._db(self._buffer.undelivered, batch_seq - 1, 1)
+            if found and found[0].batch_seq == batch_seq:
+                self._send(session, found[0], now, flight.attempts + 1)
                 self.resent += 1
             else:  # acknowledged (or dropped by the buffer) meanwhile
                 self._in_flight.pop(batch_seq, None)
@@ -411,7 +410,7 @@ class Forwarder:
         self._tokens_at = now
 
     def _resend_delay(self, attempts: int) -> float:
-        return min(self._cfg.ack_timeout * 2 ** max(attempts - 1, 0), self._cfg.ack_timeout_max)
+        return min(self._cfg.ack_timeout * 2.0 ** max(attempts - 1, 0), self._cfg.ack_timeout_max)
 
     def _next_deadline(self) -> float:
         now = self._clock()

@@ -47,7 +47,7 @@ def parse_address(text: str) -> tuple[Table, int]:
         raise ValueError(f"address {text!r}: {number} is beyond the last Modbus address {MAX_ADDRESS}")
     if table not in TABLES:
         raise RuntimeError("internal error: expected table in TABLES")
-    return table, number  # type: ignore[return-value]
+    return table, number
 
 
 def register_count(data_type: str, length: int | None = None) -> int:
