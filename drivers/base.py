@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from blackbox.columns import SampleColumns
 from blackbox.config.sources import SourceConfig
@@ -118,7 +118,7 @@ class SubscribingDriver(Protocol):
         """
 
 
-def subscribes(driver: object) -> bool:
+def subscribes(driver: object) -> TypeGuard[SubscribingDriver]:
     """Whether the agent should take ``driver``'s data by subscription rather than by polling."""
     return isinstance(driver, SubscribingDriver) and driver.subscribes
 

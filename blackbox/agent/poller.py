@@ -96,7 +96,7 @@ class SourcePoller:
                     checkpoint()
                     await self._set_connected(True, None)
                     if subscribes(self.driver):
-                        await self._follow(self.driver)  # type: ignore[arg-type]
+                        await self._follow(self.driver)
                     else:
                         await self._poll()
                 except (SourceUnavailable, TimeoutError, OSError) as exc:

@@ -19,7 +19,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -55,13 +55,13 @@ DISK_ROOM_TO_RESUME = 2 * RESERVE_BYTES
 
 def _plain(values: Sequence[Value], reasons: Sequence[str | None]) -> bool:
     """Whether every value and reason can be sealed as it is (the usual case, checked at C speed)."""
+    numbers = cast("Sequence[float]", values)  # tried as numbers, one C-level pass: a str or None raises
     try:
-        if not all(map(math.isfinite, values)):  # type: ignore[arg-type]  # one C-level pass when all are numbers
+        if not all(map(math.isfinite, numbers)):
             return False
         numbers_only = True
     except (TypeError, OverflowError):  # strings, None, huge ints: look closer
         numbers_only = False
-    numbers: Sequence[float] = values  # type: ignore[assignment]
     in_range = numbers_only and (not numbers or (min(numbers) >= INT_MIN and max(numbers) <= INT_MAX))
     if not in_range and any(_unsealable(v) for v in values):  # a large float merely takes this closer look
         return False
@@ -93,8 +93,8 @@ def sanitize(samples: Sequence[Sample]) -> SampleColumns:
         why = _unsealable(v)
         if why is not None:
             values[i], qualities[i], reasons[i] = None, Quality.BAD, why
-        elif reasons[i] is not None and "\x00" in reasons[i]:  # type: ignore[operator]
-            reasons[i] = reasons[i].replace("\x00", "\\x00")  # type: ignore[union-attr]
+        elif (reason := reasons[i]) is not None and "\x00" in reason:
+            reasons[i] = reason.replace("\x00", "\\x00")
     return SampleColumns(columns.tags, values, qualities, reasons, columns.source_ts_us)
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
 
 from blackbox.model import iso
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 golden_app = typer.Typer(help="Golden batches: the reference batch of a product at a site, used by the "
                          "comparison view (every choice is kept).\n\n"
@@ -32,7 +36,7 @@ def _who() -> str:
         return "cli:unknown"
 
 
-def _engines(config: Path | None, db: str | None):  # type: ignore[no-untyped-def]
+def _engines(config: Path | None, db: str | None) -> tuple[Engine, Engine]:
     """(reader, writer): the store must exist already (the reader says so in one line if it does not)."""
     from blackbox.cli.store_cmd import database_url, open_reader, open_writer
 

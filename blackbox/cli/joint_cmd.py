@@ -14,6 +14,7 @@ from blackbox.model import iso, now_us
 from blackbox.seal import KeyFileError, load_private_key
 from blackbox.spec.approval import (
     ROLE_NAMES,
+    ROLES,
     ApprovalError,
     add_signature,
     read_signatures,
@@ -165,7 +166,7 @@ def action_sign(file: Path = typer.Argument(..., help="Action document."),
     """
     from blackbox.spec.canonical import NotCanonical, canonical_sha256
 
-    if role not in ROLE_NAMES:
+    if role not in ROLES:
         raise _fail(f"--role must be qa or regulator, not {role!r}", 2)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -175,7 +176,7 @@ def action_sign(file: Path = typer.Argument(..., help="Action document."),
         existing = read_signatures(sig_path, "action") if sig_path.exists() else None
     except (OSError, ValueError, NotCanonical, KeyFileError, ApprovalError) as exc:
         raise _fail(str(exc), 2) from None
-    sig = sign("action", sha, role, private, signer)  # type: ignore[arg-type]
+    sig = sign("action", sha, role, private, signer)
     write_signatures(sig_path, add_signature(existing, "action", sha, sig))
     typer.echo(f"signed the {data.get('action')} of {data.get('site')}/{data.get('gateway')} (sha256 {sha}) as "
                f"{ROLE_NAMES[role]} {signer}; signatures in {sig_path}")

@@ -22,6 +22,7 @@ from blackbox.seal import (
 )
 from blackbox.spec.approval import (
     ROLE_NAMES,
+    ROLES,
     ApprovalError,
     KeyRing,
     Role,
@@ -50,9 +51,9 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _role(role: str) -> Role:
-    if role not in ROLE_NAMES:
+    if role not in ROLES:
         raise _fail(f"--role must be qa or regulator, not {role!r}", 2)
-    return role  # type: ignore[return-value]
+    return role
 
 
 def _load(path: Path) -> SpecDocument:
@@ -80,9 +81,10 @@ def _ring(config: Path | None, qa_keys: list[Path], regulator_keys: list[Path]) 
         except SpecError as exc:
             raise _fail(str(exc), 2) from None
     try:
-        for role, paths in (("qa", qa_keys), ("regulator", regulator_keys)):
+        keys: tuple[tuple[Role, list[Path]], ...] = (("qa", qa_keys), ("regulator", regulator_keys))
+        for role, paths in keys:
             for p in paths:
-                ring.add(role, load_public_key(p))  # type: ignore[arg-type]
+                ring.add(role, load_public_key(p))
     except (SealError, ApprovalError) as exc:
         raise _fail(str(exc), 2) from None
     if not ring:

@@ -6,11 +6,15 @@ import getpass
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
 
 from blackbox.model import iso
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 token_app = typer.Typer(help="API tokens of the store's web window (shown once, stored hashed).\n\n"
                         "Example: blackbox store token add inspector-li --role regulator -c store.yaml",
@@ -26,7 +30,7 @@ SiteOpt = typer.Option(None, "--site", help="Site the principal may see (repeat;
                        "regulator: none for every site).")
 
 
-def _engine(config: Path | None, db: str | None):  # type: ignore[no-untyped-def]
+def _engine(config: Path | None, db: str | None) -> Engine:
     from blackbox.cli.store_cmd import database_url
     from blackbox.store.db import open_store
 

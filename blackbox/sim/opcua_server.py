@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import UTC
 
-from asyncua import Server, ua
+from asyncua import Node, Server, ua
 
 from blackbox.model import Value
 from blackbox.sim.process import Snapshot
@@ -86,7 +86,7 @@ class OpcUaServer:
             await server.register_namespace(f"urn:blackbox:sim:extra:{i}")
         idx = await server.register_namespace(self.namespace_uri)
         line = await server.nodes.objects.add_object(_node_id("CreamLine", idx), ua.QualifiedName("CreamLine", idx))
-        units: dict[str, object] = {}
+        units: dict[str, Node] = {}
         for tag in self._tags:
             unit = units.get(tag.unit)
             if unit is None:
@@ -94,7 +94,7 @@ class OpcUaServer:
                 units[tag.unit] = unit
             node_id = _node_id(tag.name, idx)
             variant = ua.Variant(initial.values[tag.name], VARIANT_TYPES[tag.type])
-            var = await unit.add_variable(  # type: ignore[attr-defined]
+            var = await unit.add_variable(
                 node_id, ua.QualifiedName(tag.name.split(".", 1)[1], idx), variant)
             if tag.description or tag.eng_unit:
                 text = f"{tag.description} [{tag.eng_unit}]" if tag.eng_unit else tag.description

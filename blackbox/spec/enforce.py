@@ -80,16 +80,17 @@ def pinned(cfg: SpecificationConfig) -> tuple[KeyRing, dict[Role, tuple[str, ...
     """The public keys a configuration pins; :class:`SpecError` if one cannot be read."""
     ring = KeyRing()
     pems: dict[Role, tuple[str, ...]] = {}
-    for role, paths in (("qa", cfg.qa_keys), ("regulator", cfg.regulator_keys)):
+    keys: tuple[tuple[Role, list[Path]], ...] = (("qa", cfg.qa_keys), ("regulator", cfg.regulator_keys))
+    for role, paths in keys:
         texts = []
         for path in paths:
             try:
                 pub = load_public_key(Path(path))
             except (SealError, OSError, ValueError) as exc:
                 raise SpecError(f"pinned {role} key {path}: {exc}") from None
-            ring.add(role, pub)  # type: ignore[arg-type]
+            ring.add(role, pub)
             texts.append(public_key_pem(pub))
-        pems[role] = tuple(texts)  # type: ignore[index]
+        pems[role] = tuple(texts)
     return ring, pems
 
 

@@ -27,6 +27,7 @@ from blackbox.web import queries
 from blackbox.web.auth import Principal
 
 Mode = Literal["auto", "golden", "last"]
+MODES: tuple[Mode, ...] = ("auto", "golden", "last")
 
 
 class GoldenError(ValueError):

@@ -36,7 +36,7 @@ from blackbox.web.api import (
 )
 from blackbox.web.auth import Principal, check_password, close_session, open_session
 from blackbox.web.context import LANG_COOKIE, SESSION_COOKIE, WebContext
-from blackbox.web.golden import Mode
+from blackbox.web.golden import MODES, Mode
 from blackbox.web.i18n import LANGUAGES, words
 
 LOGIN_CSRF_COOKIE = "bbx_login_csrf"
@@ -189,7 +189,7 @@ def build_pages(ctx: WebContext) -> APIRouter:
                      reference: str = "auto", last: int = 10, against: str = "", k: float = 2.0) -> Response:
         principal = page_user(request)
         occ = ctx.occurrence(principal, site, batch, occurrence)
-        mode: Mode = reference if reference in ("auto", "golden", "last") else "auto"  # type: ignore[assignment]
+        mode: Mode = reference if reference in MODES else "auto"
         tags = queries.batch_tags(ctx.read, occ)
         tag = tag or (tags[0] if tags else "")
         last = max(1, min(last, 100))

@@ -12,6 +12,7 @@ frames on the wire, so a port is claimed by the first source that connects and r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -36,21 +37,31 @@ def endpoint(cfg: ModbusSourceConfig) -> str:
     return f"{cfg.serial_port} {cfg.baudrate} {cfg.bytesize}{cfg.parity}{cfg.stopbits}"
 
 
+class _Common(TypedDict):
+    """The client arguments of both transports."""
+
+    name: str
+    timeout: float
+    retries: int
+    reconnect_delay: float
+    trace_connect: Callable[[bool], None]
+
+
 def make_client(cfg: ModbusSourceConfig, on_connection_change: Callable[[bool], None]) -> ModbusClient:
     """An unconnected client for the source's link, decoding register responses in one step."""
-    common = {"name": f"blackbox:{cfg.name}", "timeout": cfg.timeout, "retries": 0, "reconnect_delay": 0,
-              "trace_connect": on_connection_change}
+    common = _Common(name=f"blackbox:{cfg.name}", timeout=cfg.timeout, retries=0, reconnect_delay=0,
+                     trace_connect=on_connection_change)
     client: ModbusClient
     if cfg.transport == "tcp":
         if cfg.host is None:
             raise RuntimeError("internal error: expected cfg.host is not None (the config model requires it for tcp)")
-        client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)  # type: ignore[arg-type]
+        client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)
     else:
         if cfg.serial_port is None:
             raise RuntimeError("internal error: no serial_port (the config model requires it for rtu)")
         client = AsyncModbusSerialClient(cfg.serial_port, framer=FramerType.RTU, baudrate=cfg.baudrate,
                                          bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
-                                         **common)  # type: ignore[arg-type]
+                                         **common)
     for response in FAST_RESPONSES:
         client.register(response)
     return client

@@ -18,7 +18,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -31,13 +31,16 @@ Security = Literal["None", "Sign", "SignAndEncrypt"]
 _ADDRESS = re.compile(r"^(?:ns=(?P<ns>\d+);|nsu=(?P<nsu>[^;]+(?:;[^;]+)*?);)?(?P<kind>[isgb])=(?P<id>.+)$", re.DOTALL)
 
 
+NodeKind = Literal["i", "s", "g", "b"]
+
+
 @dataclass(frozen=True, slots=True)
 class NodeAddress:
     """A parsed tag address: the namespace (index, URI, or neither = the source's default) and identifier."""
 
     namespace_index: int | None
     namespace_uri: str | None
-    kind: Literal["i", "s", "g", "b"]
+    kind: NodeKind
     identifier: int | str | uuid.UUID | bytes
 
 
@@ -49,7 +52,7 @@ def parse_node_address(text: str) -> NodeAddress:
             f"address {text!r} is not a node id: use s=<name> or i=<number> (in the source's namespace_uri), "
             "ns=<index>;s=<name>, or nsu=<uri>;s=<name>"
         )
-    kind = m.group("kind")
+    kind = cast(NodeKind, m.group("kind"))  # _ADDRESS matches no other
     raw = m.group("id")
     identifier: int | str | uuid.UUID | bytes
     try:
@@ -70,7 +73,7 @@ def parse_node_address(text: str) -> NodeAddress:
     index = int(ns) if ns is not None else None
     if index is not None and index > 0xFFFF:
         raise ValueError(f"address {text!r}: namespace index {index} is above 65535")
-    return NodeAddress(index, m.group("nsu"), kind, identifier)  # type: ignore[arg-type]
+    return NodeAddress(index, m.group("nsu"), kind, identifier)
 
 
 class OpcUaTagConfig(TagConfig):
