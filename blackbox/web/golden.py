@@ -125,7 +125,8 @@ def current(engine: Engine, site: str, product: str) -> GoldenChoice | None:
 
 def resolve(engine: Engine, choice: GoldenChoice) -> queries.Occurrence:
     """The chosen occurrence, found by its start time (NotFound if the store no longer has it)."""
-    assert choice.batch is not None
+    if choice.batch is None:
+        raise RuntimeError("internal error: a withdrawal has no occurrence to resolve")
     for occ in queries.occurrences(engine, choice.site, choice.batch):
         if occ.started_at_us == choice.started_at_us:
             return occ
