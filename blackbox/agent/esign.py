@@ -40,7 +40,6 @@ from blackbox.model import now_us
 from blackbox.spec.canonical import canonical_sha256
 
 ROLES = ("operator", "verifier", "qc_analyst", "qa_releaser")
-MEANINGS = ("performed", "verified", "reviewed", "approved")
 _SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 _MAXMEM = 64 * 2**20
 MIN_PASSWORD = 8
