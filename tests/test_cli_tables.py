@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from blackbox.cli.tables import echo_table, plain_table
+from blackbox.cli.tables import echo_table
+from blackbox.text_table import plain_table
 
 HEADER = ("starts", "alarm", "priority")
 ROWS = [("12", "threshold:EM-01.temperature", "high  CHATTERING"), ("3", "flatline:EM-01.vacuum", "low")]
@@ -15,6 +16,15 @@ def test_plain_text_is_aligned_with_two_spaces_and_the_last_column_unpadded() ->
         "starts  alarm                        priority",
         "    12  threshold:EM-01.temperature  high  CHATTERING",
         "     3  flatline:EM-01.vacuum        low",
+    ]
+
+
+def test_the_printable_reports_form_has_a_rule_and_may_right_align_the_last_column() -> None:
+    assert plain_table(("batch", "n"), [("B-1", "7"), ("B-22", "1234")], right=(1,), rule=True).splitlines() == [
+        "batch     n",
+        "-----  ----",
+        "B-1       7",
+        "B-22   1234",
     ]
 
 

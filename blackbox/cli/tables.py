@@ -1,9 +1,9 @@
 """Tables on the terminal: one way for every command that prints columns.
 
-On a terminal a table is drawn by ``rich`` (installed with typer): it fits the window and wraps
+On a terminal a table is drawn by ``rich``: it fits the window and wraps
 long cells. Piped or redirected, the same rows are plain text aligned with spaces, one row a line,
-so that ``grep``, ``awk`` and scripts read them as before. The printable report keeps its own
-plain-text layout.
+so that ``grep``, ``awk`` and scripts read them as before (:func:`blackbox.text_table.plain_table`,
+which the printable report uses too).
 """
 
 from __future__ import annotations
@@ -15,18 +15,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
-
-def plain_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
-    """Columns aligned with two spaces; the last column is not padded; ``right``: right-aligned columns."""
-    lines = [list(header), *(list(r) for r in rows)]
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header) - 1)]
-
-    def cell(i: int, text: str) -> str:
-        if i == len(header) - 1:
-            return text
-        return text.rjust(widths[i]) if i in right else text.ljust(widths[i])
-
-    return "\n".join("  ".join(cell(i, c) for i, c in enumerate(r)).rstrip() for r in lines)
+from blackbox.text_table import plain_table
 
 
 def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> Table:

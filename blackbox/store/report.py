@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blackbox.model import iso
 from blackbox.store.batch_record import BatchRecordInfo
+from blackbox.text_table import plain_table
 
 Verdict = Literal["verified", "incomplete", "failed"]
 Severity = Literal["failed", "incomplete", "info"]
@@ -308,26 +309,12 @@ def _cell(v: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """An aligned plain-text table; numbers right-aligned."""
+    """An aligned plain-text table with a rule under the header; numbers right-aligned."""
     cells = [[_cell(v) for v in row] for row in rows]
-    numeric = [
-        all((isinstance(row[i], (int, float)) and not isinstance(row[i], bool)) or row[i] is None for row in rows)
-        for i in range(len(headers))
-    ]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if numeric[i] and rows else v.ljust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(list(headers)), "  ".join("-" * w for w in widths)]
-    out.extend(line(r) for r in cells)
-    if not rows:
-        out.append("(none)")
-    return "\n".join(out)
+    numeric = [i for i in range(len(headers)) if rows and all(
+        (isinstance(row[i], (int, float)) and not isinstance(row[i], bool)) or row[i] is None for row in rows)]
+    text = plain_table(headers, cells, right=numeric, rule=True)
+    return text if rows else text + "\n(none)"
 
 
 def _t(ts: int | None) -> str:
