@@ -18,6 +18,12 @@ from sqlalchemy import create_engine, text
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 PG_ADMIN_URL = os.environ.get("BLACKBOX_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+"""The database through which :func:`fresh_postgres_database` creates and drops its own."""
+PG_HOST = os.environ.get("BLACKBOX_TEST_PGHOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BLACKBOX_TEST_PGPORT", "5432"))
+PG_USER = os.environ.get("BLACKBOX_TEST_PGUSER", "postgres")
+PG_ADMIN_DB = os.environ.get("BLACKBOX_TEST_PGDATABASE", "test")
+"""Where the store tests' per-session database is created (tests/store/store_fixtures.py)."""
 
 
 def unavailable(what: str) -> NoReturn:

@@ -1,14 +1,4 @@
-"""Fixtures of the simulator tests."""
+"""The simulator tests' fixtures: defined in ``sim_helpers``, where mypy checks them (to mypy every
+conftest.py is a module named ``conftest``: it checks only tests/conftest.py)."""
 
-from __future__ import annotations
-
-import pytest
-from sim_helpers import run_batches
-
-from blackbox.sim.process import ProcessModel, Snapshot
-
-
-@pytest.fixture(scope="session")
-def default_batch() -> list[Snapshot]:
-    """One batch at the reference line's default durations (about 22,000 one-second steps)."""
-    return run_batches(ProcessModel(seed=7, batches=1))
+from sim_helpers import default_batch  # noqa: F401 - a fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from blackbox.sim.process import ProcessModel, Snapshot
 from blackbox.sim.recipe import IDLE, PHASES
 
@@ -29,3 +31,9 @@ def phases_of(snaps: list[Snapshot]) -> list[str]:
         if not seq or seq[-1] != phase:
             seq.append(phase)
     return seq
+
+
+@pytest.fixture(scope="session")
+def default_batch() -> list[Snapshot]:
+    """One batch at the reference line's default durations (about 22,000 one-second steps)."""
+    return run_batches(ProcessModel(seed=7, batches=1))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PG_HOST, PG_PORT, PG_USER
+from services import PG_HOST, PG_PORT, PG_USER
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 from store_synth import GATEWAY, SITE, Gateway, production_batch

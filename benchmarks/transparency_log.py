@@ -8,7 +8,7 @@
 2. On the log so built: an inclusion proof and a consistency proof read from the stored nodes,
    and signing a checkpoint with the store key: milliseconds each.
 
-Usage: python benchmarks/tlog.py [--entries N] [--workers N] [--db sqlite|postgresql|both]
+Usage: python benchmarks/transparency_log.py [--entries N] [--workers N] [--db sqlite|postgresql|both]
 """
 
 from __future__ import annotations
