@@ -28,25 +28,15 @@ Every conflict is recorded naming both batches (``rejections.conflict_batch_seq/
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Connection,
-    LargeBinary,
-    cast,
-    func,
-    literal_column,
-    null,
-    or_,
-    select,
-    union_all,
-)
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from blackbox.seal import GENESIS_HASH, ChainEnd, OpenedBatch, breaks, genesis_problem
 from blackbox.store.chunks import ChunkError, unpack_seqs
-from blackbox.store.schema import events, gateway_keys, reading_chunks, sealed_batches
+from blackbox.store.schema import gateway_keys, sealed_batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,32 +94,44 @@ class ChainState:
     """The signing key's row (``None``: not enrolled for this gateway)."""
 
 
-def read_state(conn: Connection, gid: int, opened: OpenedBatch) -> ChainState:
-    """Everything :func:`place` and the key checks need about the stored chain, in one round trip.
+def state_sql(mark: str) -> str:
+    """The statement :func:`read_state` runs, with ``mark`` as the driver's parameter mark (``?`` or ``%s``).
 
-    Four selects joined by ``UNION ALL`` (the candidates of :func:`place`, the reading chunks and
-    events overlapping the batch's records, the signing key's row): one statement reads them all
-    from one snapshot. Call it after the statement that locks the gateway's chain, never in it.
+    Four selects joined by ``UNION ALL``: the candidates of :func:`place` (batches numbered next to
+    this one, naming its predecessor or it, or being its predecessor), the reading chunks and events
+    overlapping its records, and the signing key's row; one statement reads them all from one
+    snapshot. Plain SQL: the ingest sends it in a pipeline on PostgreSQL, and building it with
+    SQLAlchemy for every batch would cost more than running it. The casts type the columns that
+    the first select leaves empty.
     """
-    h, me = opened.header, opened.hash
-    rc, ev, gk = reading_chunks.c, events.c, gateway_keys.c
-    none = null()
-    batches = select(literal_column("'b'").label("src"), _SB.batch_seq, _SB.first_seq.label("lo"),
-                     _SB.last_seq.label("hi"), _SB.hash, _SB.prev_hash, cast(none, LargeBinary).label("seqs"),
-                     cast(none, BigInteger).label("at")).where(
-        _SB.gateway_id == gid,
-        or_(_SB.batch_seq.in_([h.batch_seq - 1, h.batch_seq, h.batch_seq + 1]),
-            _SB.prev_hash.in_([h.prev_hash, me]), _SB.hash == h.prev_hash))
-    chunks = select(literal_column("'c'"), rc.batch_seq, rc.first_seq, rc.n, none, none, rc.seqs, none).where(
-        rc.gateway_id == gid, rc.last_seq >= h.first_seq, rc.first_seq <= h.last_seq)
-    held = select(literal_column("'e'"), ev.batch_seq, func.min(ev.seq), none, none, none, none, none).where(
-        ev.gateway_id == gid, ev.seq.between(h.first_seq, h.last_seq)).group_by(ev.batch_seq)
-    key = select(literal_column("'k'"), none, gk.valid_from_seq, gk.valid_to_seq, none, none, none,
-                 gk.revoked_at_us).where(gk.gateway_id == gid, gk.key_id == h.key_id)
+    m = mark
+    return (
+        f"SELECT 'b', batch_seq, first_seq, last_seq, hash, prev_hash, CAST(NULL AS BYTEA), CAST(NULL AS BIGINT) "
+        f"FROM sealed_batches WHERE gateway_id = {m} AND (batch_seq IN ({m}, {m}, {m}) OR prev_hash IN ({m}, {m}) "
+        f"OR hash = {m}) "
+        f"UNION ALL SELECT 'c', batch_seq, first_seq, n, NULL, NULL, seqs, NULL "
+        f"FROM reading_chunks WHERE gateway_id = {m} AND last_seq >= {m} AND first_seq <= {m} "
+        f"UNION ALL SELECT 'e', batch_seq, min(seq), NULL, NULL, NULL, NULL, NULL "
+        f"FROM events WHERE gateway_id = {m} AND seq BETWEEN {m} AND {m} GROUP BY batch_seq "
+        f"UNION ALL SELECT 'k', NULL, valid_from_seq, valid_to_seq, NULL, NULL, NULL, revoked_at_us "
+        f"FROM gateway_keys WHERE gateway_id = {m} AND key_id = {m}"
+    )
+
+
+def state_params(gid: int, opened: OpenedBatch) -> tuple[Any, ...]:
+    """The parameters of :func:`state_sql` for this batch."""
+    h = opened.header
+    return (gid, h.batch_seq - 1, h.batch_seq, h.batch_seq + 1, h.prev_hash, opened.hash, h.prev_hash,
+            gid, h.first_seq, h.last_seq, gid, h.first_seq, h.last_seq, gid, h.key_id)
+
+
+def chain_state(rows: Iterable[Sequence[Any]], opened: OpenedBatch) -> ChainState:
+    """The :class:`ChainState` from the rows of :func:`state_sql`."""
+    h = opened.header
     found: list[StoredBatch] = []
     holders: dict[int, int] = {}
     key_state: KeyState | None = None
-    for src, batch_seq, lo, hi, hash_, prev_hash, seqs, at in conn.execute(union_all(batches, chunks, held, key)):
+    for src, batch_seq, lo, hi, hash_, prev_hash, seqs, at in rows:
         if src == "b":
             found.append(StoredBatch(batch_seq, hash_, prev_hash, lo, hi))
         elif src == "k":
@@ -144,6 +146,16 @@ def read_state(conn: Connection, gid: int, opened: OpenedBatch) -> ChainState:
             holders[batch_seq] = min(lowest, holders.get(batch_seq, lowest))
     found.sort(key=lambda b: b.batch_seq)
     return ChainState(found, holders, key_state)
+
+
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def read_state(conn: Connection, gid: int, opened: OpenedBatch) -> ChainState:
+    """Everything :func:`place` and the key checks need about the stored chain, in one statement
+    (:func:`state_sql`). Run it after the statement that locks the gateway's chain, never in it."""
+    sql = state_sql(_MARKS[conn.dialect.paramstyle])
+    return chain_state(conn.exec_driver_sql(sql, state_params(gid, opened)), opened)
 
 
 def place(conn: Connection, gid: int, opened: OpenedBatch, state: ChainState) -> list[StoredBatch] | None:
@@ -237,4 +249,5 @@ def _carried_rotation(conn: Connection, gid: int, x: StoredBatch) -> bool:
     ).scalar_one())
 
 
-__all__ = ["ChainState", "Conflict", "KeyState", "StoredBatch", "place", "read_state"]
+__all__ = ["ChainState", "Conflict", "KeyState", "StoredBatch", "chain_state", "place", "read_state", "state_params",
+           "state_sql"]

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from blackbox.model import now_us
 from blackbox.seal import (
@@ -38,7 +39,17 @@ from blackbox.seal import (
     verify_batch,
 )
 from blackbox.seal import public_key_pem as seal_public_key_pem
-from blackbox.store.chain import Conflict, KeyState, StoredBatch, place, read_state
+from blackbox.store.chain import (
+    ChainState,
+    Conflict,
+    KeyState,
+    StoredBatch,
+    chain_state,
+    place,
+    read_state,
+    state_params,
+    state_sql,
+)
 from blackbox.store.derive import CHUNK_COLUMNS, Derived, decode_value, derive, encode_value
 from blackbox.store.joint import register_spec_events
 from blackbox.store.schema import (
@@ -359,10 +370,7 @@ class Ingestor:
     def _store(self, opened: OpenedBatch, derived: Derived, gid: int, received_at: int) -> IngestResult:
         h = opened.header
         with self.engine.begin() as conn:
-            # First statement is a write: it takes SQLite's write lock at once and PostgreSQL's row
-            # lock on the gateway, so no other worker changes this chain until we commit.
-            conn.execute(update(gateways).where(gateways.c.id == gid).values(last_batch_at_us=received_at))
-            state = read_state(conn, gid, opened)
+            state = _lock_and_read(conn, gid, opened, received_at)
             self._check_key_enrolled(opened, state.key)
             try:
                 displaced = place(conn, gid, opened, state)
@@ -562,6 +570,53 @@ def public_key_pem_text(key: Ed25519PublicKey) -> str:
     return pem.decode("ascii") if isinstance(pem, bytes) else pem
 
 
+_LOCK_PG = "UPDATE gateways SET last_batch_at_us = %s WHERE id = %s"
+_STATE_PG = state_sql("%s")
+
+
+def _psycopg(conn: Connection) -> Any | None:
+    """The psycopg 3 connection under ``conn`` (``None`` on another database or driver)."""
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return None
+    dbapi_conn = conn.connection.driver_connection
+    if dbapi_conn is None:
+        raise RuntimeError("internal error: expected dbapi_conn is not None")
+    return dbapi_conn
+
+
+@contextmanager
+def _driver_errors(conn: Connection, statement: str) -> Iterator[None]:
+    """The driver's errors of statements sent past SQLAlchemy, as SQLAlchemy's (``IntegrityError``,
+    ``OperationalError``, ...): what the retries of :meth:`Ingestor.store` and the service expect."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error, dialect=conn.dialect) from exc
+
+
+def _lock_and_read(conn: Connection, gid: int, opened: OpenedBatch, received_at: int) -> ChainState:
+    """Lock the gateway's chain, then read its state (:func:`blackbox.store.chain.read_state`).
+
+    The first statement is a write: it takes SQLite's write lock at once and PostgreSQL's row lock
+    on the gateway, so no other worker changes this chain until we commit. The state is read by the
+    next statement, whose snapshot (READ COMMITTED) is taken after the lock was granted: it sees what
+    the worker that held the lock before committed. On PostgreSQL with psycopg the lock and the read
+    go in one pipeline: one round trip for the two statements, still run one after the other (psycopg
+    sends the transaction's BEGIN first, in a round trip of its own).
+    """
+    dbapi_conn = _psycopg(conn)
+    if dbapi_conn is None:
+        conn.execute(update(gateways).where(gateways.c.id == gid).values(last_batch_at_us=received_at))
+        return read_state(conn, gid, opened)
+    with _driver_errors(conn, _STATE_PG), dbapi_conn.cursor() as lock, dbapi_conn.cursor() as cur:
+        with dbapi_conn.pipeline():  # the results come with the pipeline's end (fetching earlier costs a round trip)
+            lock.execute(_LOCK_PG, (received_at, gid))
+            cur.execute(_STATE_PG, state_params(gid, opened))
+        rows = cur.fetchall()
+    return chain_state(rows, opened)
+
+
 _CHUNK_INSERTS: dict[str, tuple[str, list[int] | None]] = {}
 _COPY_CHUNKS = f"COPY reading_chunks ({', '.join(CHUNK_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _CHUNK_PG_TYPES = ["int8", "int8", "varchar", "varchar", "varchar", "int8", "int8", "int8", "int8", "int4",
@@ -575,11 +630,9 @@ def _insert_chunks(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     The columns need no bind processor, so SQLAlchemy's per-row parameter processing is skipped.
     On PostgreSQL with psycopg 3 the rows go through binary ``COPY`` in the same transaction.
     """
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        dbapi_conn = conn.connection.driver_connection
-        if dbapi_conn is None:
-            raise RuntimeError("internal error: expected dbapi_conn is not None")
-        with dbapi_conn.cursor() as cur, cur.copy(_COPY_CHUNKS) as copy:
+    dbapi_conn = _psycopg(conn)
+    if dbapi_conn is not None:
+        with _driver_errors(conn, _COPY_CHUNKS), dbapi_conn.cursor() as cur, cur.copy(_COPY_CHUNKS) as copy:
             copy.set_types(_CHUNK_PG_TYPES)
             for row in rows:
                 copy.write_row(row)

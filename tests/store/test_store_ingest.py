@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from store_synth import GATEWAY, SITE, T0, Gateway, config_data
 from stored import readings_of
 
@@ -16,8 +17,17 @@ from blackbox.model import Event, Quality, Reading, Value
 from blackbox.seal import GENESIS_HASH, BatchHeader, key_id, public_key_pem
 from blackbox.seal.header import encode_header
 from blackbox.seal.wire import pack
-from blackbox.store.ingest import REASONS, EnrollmentError, Ingestor, IngestResult, decode_value
-from blackbox.store.schema import events, gateway_keys, reading_chunks, rejections, sealed_batches, tag_configs
+from blackbox.store.db import make_engine
+from blackbox.store.ingest import REASONS, EnrollmentError, Ingestor, IngestResult, Prepared, decode_value
+from blackbox.store.schema import (
+    create_schema,
+    events,
+    gateway_keys,
+    reading_chunks,
+    rejections,
+    sealed_batches,
+    tag_configs,
+)
 
 
 def counts(engine: Engine) -> dict[str, int]:
@@ -369,3 +379,50 @@ def test_event_data_is_stored_with_its_exact_numbers(engine: Engine, ingestor: I
         # JSON text tells 1e16 from 10000000000000000 and -0.0 from 0.0 (== does not)
         assert json.dumps(got, sort_keys=True) == json.dumps(data, sort_keys=True)
     assert config["sha256"] == ev.data["sha256"]
+
+
+def _stored_first_prepared_second(engine: Engine, gw: Gateway) -> tuple[Ingestor, Prepared]:
+    create_schema(engine)
+    ingestor = Ingestor(engine)
+    ingestor.enroll(GATEWAY, SITE, gw.public_pem)
+    simple_batch(gw)
+    assert handle(ingestor, gw.seal().wire).status == "stored"
+    simple_batch(gw, t=T0 + 100)
+    prepared = ingestor.prepare(gw.seal().wire, SITE, GATEWAY)
+    assert isinstance(prepared, Prepared), prepared
+    return ingestor, prepared
+
+
+def test_a_database_connection_lost_between_batches_is_a_database_error(pg_engine: Engine, gw: Gateway) -> None:
+    """A lost connection comes out as SQLAlchemy's DBAPIError (which the service retries, never acknowledging),
+    and the retry stores the batch."""
+    ingestor, prepared = _stored_first_prepared_second(pg_engine, gw)
+    with pg_engine.connect() as conn:  # the pool's one connection, the ingestor's
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    killer = make_engine(pg_engine.url.render_as_string(hide_password=False))
+    with killer.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    killer.dispose()
+    with pytest.raises(DBAPIError):
+        ingestor.store(prepared)
+    assert ingestor.store(prepared).status == "stored"
+
+
+def test_a_statement_sent_past_sqlalchemy_fails_as_a_database_error(pg_engine: Engine, gw: Gateway) -> None:
+    """On PostgreSQL the chain's lock and state go to psycopg directly (a pipeline): its errors must still be
+    SQLAlchemy's (here OperationalError: the gateway's row stays locked beyond the session's lock_timeout),
+    which the service retries, instead of a driver error that would leave the batch unacknowledged."""
+    ingestor, prepared = _stored_first_prepared_second(pg_engine, gw)
+    with pg_engine.connect() as conn:  # the pool's one connection, the ingestor's
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        conn.execute(text("SET lock_timeout = '200ms'"))
+        conn.commit()
+    holder = make_engine(pg_engine.url.render_as_string(hide_password=False))
+    try:
+        with holder.begin() as conn:
+            conn.execute(text(f'UPDATE "{schema}".gateways SET last_batch_at_us = 0'))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                ingestor.store(prepared)
+    finally:
+        holder.dispose()
+    assert ingestor.store(prepared).status == "stored"
