@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from blackbox.agent.live import TAIL_QUEUE, LiveView, tags_json
+from blackbox.agent.live import TAIL_QUEUE, LiveView, TagFilter, tag_report
 from blackbox.buffer import Committed
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.config import TagConfig
-from blackbox.model import Event
+from blackbox.model import Event, Quality
 
 
 def tag(name: str, unit: str) -> TagConfig:
@@ -29,8 +30,8 @@ def committed(seq: int, tags: list[str], events: tuple[str, ...] = ()) -> Commit
 
 def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
     live = LiveView(TAGS)
-    temps = live.subscribe(["*.temperature"], [], with_events=False)
-    em01 = live.subscribe([], ["EM-01"], with_events=True)
+    temps = live.subscribe(TagFilter(["*.temperature"], []), with_events=False)
+    em01 = live.subscribe(TagFilter([], ["EM-01"]), with_events=True)
     live.on_commit(committed(1, list(TAGS), ("alarm.raised",)))
     got = [temps.queue.get_nowait() for _ in range(temps.queue.qsize())]
     assert [i["tag"] for i in got] == ["EM-01.temperature", "OT-01.temperature"]
@@ -47,7 +48,7 @@ def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
 
 def test_a_slow_tail_skips_and_counts_instead_of_growing_and_ends_with_the_agent() -> None:
     live = LiveView(TAGS)
-    sub = live.subscribe([], [], with_events=False)
+    sub = live.subscribe(TagFilter([], []), with_events=False)
     for n in range(TAIL_QUEUE // 3 + 2):
         live.on_commit(committed(1 + 3 * n, list(TAGS)))
     assert sub.queue.qsize() == TAIL_QUEUE and sub.skipped == 3 * (TAIL_QUEUE // 3 + 2) - TAIL_QUEUE
@@ -81,18 +82,71 @@ def test_status_lists_every_tag_with_its_age_and_staleness_from_a_snapshot() -> 
     rows, last = live.snapshot()
     live.on_commit(committed(3, ["EM-01.temperature"]))  # after the snapshot: not in it
     now = 10 + 3_000_000  # 3 s later: stale after 3 x 0.5 + 1 s, not after 3 x 10 + 1 s
-    assert orjson.loads(tags_json(rows, last, now)) == [
+    report = tag_report(rows, last, now)
+    assert orjson.loads(report.json) == [
         {"tag": "EM-01.temperature", "unit": "EM-01", "eng_unit": "degC", "age_s": 3.0, "stale": True,
          "value": 20.0, "quality": "good", "reason": None},
         {"tag": "EM-01.vacuum", "unit": "EM-01", "eng_unit": "degC", "age_s": 3.0, "stale": False,
          "value": 21.0, "quality": "good", "reason": None},
         {"tag": "OT-01.temperature", "unit": "OT-01", "eng_unit": "degC", "age_s": None, "stale": True,
          "value": None, "quality": None, "reason": None}]  # never read
+    assert report.counts == {"configured": 3, "matching": 3, "stale": 2, "never_read": 1, "bad": 0, "uncertain": 0,
+                             "attention": 2, "listed": 3}
+
+
+PLANT = {t.name: t for t in [tag(f"{unit}.{name}", unit) for unit in ("EM-01", "EM-02", "OT-01")
+                             for name in ("temperature", "vacuum", "speed")]}
+"""Nine tags, each in a state of its own (``PLANT_STATE``), at 1 s poll intervals: stale after 4 s."""
+PLANT_STATE = {  # tag: (quality, age in seconds); absent: never read
+    "EM-01.temperature": (Quality.GOOD, 1.0), "EM-01.vacuum": (Quality.BAD, 1.0),
+    "EM-01.speed": (Quality.GOOD, 9.0),
+    "EM-02.temperature": (Quality.UNCERTAIN, 1.0), "EM-02.vacuum": (Quality.GOOD, 2.0),
+    "EM-02.speed": (Quality.BAD, 9.0),
+    "OT-01.temperature": (Quality.GOOD, 0.5), "OT-01.vacuum": (Quality.GOOD, 3.0)}
+
+
+@pytest.mark.parametrize(("patterns", "units", "attention_only", "limit", "listed", "counts"), [
+    ([], [], False, None, list(PLANT), {"matching": 9, "stale": 3, "never_read": 1, "bad": 2, "uncertain": 1,
+                                        "attention": 5}),
+    ([], [], True, None, ["EM-01.vacuum", "EM-01.speed", "EM-02.temperature", "EM-02.speed", "OT-01.speed"],
+     {"matching": 9, "stale": 3, "never_read": 1, "bad": 2, "uncertain": 1, "attention": 5}),
+    ([], [], True, 2, ["EM-01.vacuum", "EM-01.speed"],  # the counts still cover every tag
+     {"matching": 9, "stale": 3, "never_read": 1, "bad": 2, "uncertain": 1, "attention": 5}),
+    ([], [], False, 0, [], {"matching": 9, "stale": 3, "never_read": 1, "bad": 2, "uncertain": 1, "attention": 5}),
+    ([], ["EM-02"], False, None, ["EM-02.temperature", "EM-02.vacuum", "EM-02.speed"],
+     {"matching": 3, "stale": 1, "never_read": 0, "bad": 1, "uncertain": 1, "attention": 2}),
+    (["*.speed"], [], True, None, ["EM-01.speed", "EM-02.speed", "OT-01.speed"],
+     {"matching": 3, "stale": 3, "never_read": 1, "bad": 1, "uncertain": 0, "attention": 3}),
+    (["*.speed", "OT-01.*"], ["OT-01", "EM-01"], False, None,  # patterns and units: both must pick a tag
+     ["EM-01.speed", "OT-01.temperature", "OT-01.vacuum", "OT-01.speed"],
+     {"matching": 4, "stale": 2, "never_read": 1, "bad": 0, "uncertain": 0, "attention": 2}),
+    (["EM-0[2-9].v*"], [], False, None, ["EM-02.vacuum"],
+     {"matching": 1, "stale": 0, "never_read": 0, "bad": 0, "uncertain": 0, "attention": 0}),
+    (["nothing"], [], False, None, [],
+     {"matching": 0, "stale": 0, "never_read": 0, "bad": 0, "uncertain": 0, "attention": 0}),
+])
+def test_status_picks_lists_and_counts_tags(patterns: list[str], units: list[str], attention_only: bool,
+                                            limit: int | None, listed: list[str], counts: dict[str, int]) -> None:
+    live = LiveView(PLANT, poll_s=dict.fromkeys(PLANT, 1.0))
+    now = 100_000_000
+    for seq, (name, (quality, age)) in enumerate(PLANT_STATE.items(), start=1):
+        samples = SampleColumns((name,), [1.5], [quality], [None if quality == Quality.GOOD else "why"], [None])
+        live.on_commit(Committed(ReadingBlock(seq, now - int(age * 1e6), None, None, samples), []))
+    rows, last = live.snapshot()
+    pick = TagFilter(patterns, units)
+    report = tag_report(rows, last, now, None if pick.everything else pick, attention_only, limit)
+    got = orjson.loads(report.json)
+    assert [t["tag"] for t in got] == listed
+    assert report.counts == {"configured": 9, **counts, "listed": len(listed)}
+    for t in got:  # each entry says the state it was listed for
+        quality, age = PLANT_STATE.get(t["tag"], (None, None))
+        assert (t["quality"], t["age_s"], t["stale"]) == (quality, age, age is None or age > 4.0)
+        assert t["reason"] == (None if quality in (None, Quality.GOOD) else "why")
 
 
 def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:
     live = LiveView(TAGS)
-    sub = live.subscribe(["*.vacuum"], [], with_events=False)
+    sub = live.subscribe(TagFilter(["*.vacuum"], []), with_events=False)
     same = tuple(TAGS)
     for n in range(3):  # the same tags object each cycle, as a driver hands it, then another one
         live.on_commit(Committed(ReadingBlock(1 + 3 * n, 10, None, None, SampleColumns.good(same, [1.0] * 3)), []))

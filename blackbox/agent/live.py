@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -40,12 +41,29 @@ class LastReading:
     reason: str | None
 
 
+class TagFilter:
+    """The tags a client names: by name pattern (``fnmatch``, any of them) and by equipment unit (any
+    of them); without either, every tag. The patterns are one compiled expression, so testing all
+    20,000 tags of a large plant takes a few milliseconds, not one ``fnmatch`` call per tag and pattern."""
+
+    def __init__(self, patterns: Iterable[str], units: Iterable[str]) -> None:
+        self.patterns = list(patterns)
+        self.units = set(units)
+        self._name = re.compile("|".join(fnmatch.translate(p) for p in self.patterns)).match if self.patterns else None
+
+    @property
+    def everything(self) -> bool:
+        return not self.patterns and not self.units
+
+    def __call__(self, tag: str, unit: str | None) -> bool:
+        return (self._name is None or self._name(tag) is not None) and (not self.units or unit in self.units)
+
+
 class TailSubscription:
     """One ``tail`` client: what it asked for and the queue of items waiting for it."""
 
-    def __init__(self, patterns: list[str], units: set[str], with_events: bool, unit_of: dict[str, str]) -> None:
-        self.patterns = patterns
-        self.units = units
+    def __init__(self, pick: TagFilter, with_events: bool, unit_of: dict[str, str]) -> None:
+        self.pick = pick
         self.with_events = with_events
         self._unit_of = unit_of
         self._match: dict[str, bool] = {}
@@ -56,8 +74,7 @@ class TailSubscription:
     def wants(self, tag: str) -> bool:
         hit = self._match.get(tag)
         if hit is None:
-            hit = self._match[tag] = ((not self.patterns or any(fnmatch.fnmatchcase(tag, p) for p in self.patterns))
-                                      and (not self.units or self._unit_of.get(tag) in self.units))
+            hit = self._match[tag] = self.pick(tag, self._unit_of.get(tag))
         return hit
 
     def picks(self, tags: Sequence[str]) -> list[int]:
@@ -99,19 +116,20 @@ class LiveView:
         """``alarm.raised`` events by priority."""
         self._subscribers: set[TailSubscription] = set()
         self.building = asyncio.Lock()
-        """Held while a ``status`` tag list is built (see :func:`tags_json`)."""
+        """Held while a ``status`` tag list is built (see :func:`tag_report`)."""
         self._rate_marks: deque[tuple[float, int]] = deque()
 
     def set_tags(self, tags: dict[str, TagConfig], poll_s: dict[str, float] | None = None) -> None:
         """The configured tags (again after a reload) and their poll intervals (default 1 s)."""
         self.tags = tags
         self._unit_of = {name: t.unit for name, t in tags.items()}
+        self.units = frozenset(self._unit_of.values())
         poll = poll_s or {}
         self._rows: list[TagRow] = [(name, t.unit, t.eng_unit, STALE_AFTER_CYCLES * poll.get(name, 1.0) + 1.0)
                                     for name, t in tags.items()]
 
     def snapshot(self) -> tuple[list[TagRow], dict[str, Last]]:
-        """The tags and their last readings as of now, for :func:`tags_json` to use on another thread.
+        """The tags and their last readings as of now, for :func:`tag_report` to use on another thread.
 
         A copy of the dict (made at C speed, about a millisecond for 20,000 tags): the commits on
         the event loop go on changing the original meanwhile.
@@ -188,8 +206,8 @@ class LiveView:
 
     # -- tail --------------------------------------------------------------------------------
 
-    def subscribe(self, patterns: Iterable[str], units: Iterable[str], with_events: bool) -> TailSubscription:
-        sub = TailSubscription(list(patterns), set(units), with_events, self._unit_of)
+    def subscribe(self, pick: TagFilter, with_events: bool) -> TailSubscription:
+        sub = TailSubscription(pick, with_events, self._unit_of)
         self._subscribers.add(sub)
         return sub
 
@@ -205,18 +223,55 @@ class LiveView:
         self._subscribers.clear()
 
 
-def tags_json(rows: list[TagRow], last: dict[str, Last], now_us: int) -> bytes:
-    """The ``tags`` list of ``status`` as JSON, from a :meth:`LiveView.snapshot`: safe on any thread."""
+@dataclass(frozen=True, slots=True)
+class TagReport:
+    """The ``tags`` list of ``status`` as JSON, and how many tags are in each state."""
+
+    json: bytes
+    counts: dict[str, int]
+    """``configured``; of the tags the filter picks (``matching``): ``stale`` (``never_read`` among
+    them), ``bad``, ``uncertain``, ``attention`` (stale or not good); and ``listed`` (in ``json``)."""
+
+
+def tag_report(rows: list[TagRow], last: dict[str, Last], now_us: int, pick: TagFilter | None = None,
+               attention_only: bool = False, limit: int | None = None) -> TagReport:
+    """The tags ``pick`` names (every tag without it), from a :meth:`LiveView.snapshot`: safe on any thread.
+
+    Only the tags listed become dicts (the costly part at 20,000 tags); every picked tag is counted.
+    ``attention_only`` lists the stale tags and those of a quality other than good; ``limit`` lists
+    at most that many (the counts still cover every picked tag).
+    """
     out: list[dict[str, Any]] = []
     add = out.append
     get = last.get
+    room = len(rows) if limit is None else limit
+    matching = stale = never_read = bad = uncertain = attention = 0
     for name, unit, eng_unit, stale_after in rows:
+        if pick is not None and not pick(name, unit):
+            continue
+        matching += 1
         r = get(name)
         if r is None:
-            add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": None, "stale": True, "value": None,
-                 "quality": None, "reason": None})
+            stale += 1
+            never_read += 1
+            attention += 1
+            if room > len(out):
+                add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": None, "stale": True, "value": None,
+                     "quality": None, "reason": None})
             continue
         age = max(0.0, (now_us - r[1]) / 1e6)
-        add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": age, "stale": age > stale_after,
-             "value": r[2], "quality": str(r[3]), "reason": r[4]})
-    return orjson.dumps(out)
+        is_stale = age > stale_after
+        quality = r[3]
+        if is_stale:
+            stale += 1
+        if quality != "good":
+            bad += quality == "bad"
+            uncertain += quality == "uncertain"
+        needs = is_stale or quality != "good"
+        attention += needs
+        if (needs or not attention_only) and room > len(out):
+            add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": age, "stale": is_stale,
+                 "value": r[2], "quality": str(quality), "reason": r[4]})
+    return TagReport(orjson.dumps(out), {
+        "configured": len(rows), "matching": matching, "stale": stale, "never_read": never_read, "bad": bad,
+        "uncertain": uncertain, "attention": attention, "listed": len(out)})

@@ -458,8 +458,8 @@ class Agent:
 
         return handler
 
-    async def _status(self, _args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
-        return await status_report(self)
+    async def _status(self, args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
+        return await status_report(self, args)
 
     def _uplink_alarm(self, rule: str, reason: str) -> None:
         """The forwarder refused a receipt or found the store's log inconsistent: an alarm in the record."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from blackbox.agent.control import Caller, ControlError
-from blackbox.agent.live import tags_json
+from blackbox.agent.live import TagFilter, tag_report
 from blackbox.agent.metrics import Metric
 from blackbox.buffer import Backlog, Usage
 from blackbox.model import now_us
@@ -40,8 +40,32 @@ def _alarms(agent: Agent) -> list[dict[str, Any]]:
     return out
 
 
-async def status_report(agent: Agent) -> dict[str, Any]:
-    """The answer to ``blackbox status``.
+LISTS = ("all", "attention")
+"""What ``status`` lists of the tags it picks: every one (the default), or those needing attention."""
+
+
+def tag_filter(agent: Agent, args: dict[str, Any]) -> TagFilter:
+    """The tags a request names by ``tags`` (name patterns) and ``units``; an error if it names none
+    (a ``tail`` would wait for ever, a ``status`` list nothing: a typing mistake, most likely)."""
+    patterns, units = args.get("tags") or [], args.get("units") or []
+    if not (isinstance(patterns, list) and isinstance(units, list)
+            and all(isinstance(x, str) for x in [*patterns, *units])):
+        raise ControlError("tags and units must be lists of strings")
+    if unknown := sorted(set(units) - agent.live.units):
+        raise ControlError(f"no tag belongs to unit(s) {', '.join(unknown)} "
+                           f"(units: {', '.join(sorted(agent.live.units))})")
+    pick = TagFilter(patterns, units)
+    if patterns and not any(pick(name, tag.unit) for name, tag in agent.live.tags.items()):
+        if units and any(TagFilter(patterns, ())(name, None) for name in agent.live.tags):
+            raise ControlError(f"no tag of unit(s) {', '.join(units)} matches {', '.join(patterns)}")
+        raise ControlError(f"no configured tag matches {', '.join(patterns)}")
+    return pick
+
+
+async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The answer to ``blackbox status``; ``args`` may narrow its list of tags (every tag without them):
+    ``tags`` and ``units`` pick tags as ``tail`` does, ``list`` is ``"attention"`` for the stale and
+    not-good ones only, ``limit`` caps the list. ``tag_counts`` always counts every picked tag.
 
     The list of tags (20,000 at most scales) is built and serialised on a worker thread from a
     snapshot of the live view, one request at a time, so that asking status back to back never
@@ -49,12 +73,21 @@ async def status_report(agent: Agent) -> dict[str, Any]:
     the answer as ready-made JSON (:class:`orjson.Fragment`), while the buffer's figures are asked
     of the buffer's thread (which may be busy with commits) at the same time.
     """
+    args = args or {}
+    listing, limit = args.get("list", "all"), args.get("limit")
+    if listing not in LISTS:
+        raise ControlError(f"list must be one of {', '.join(LISTS)}")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ControlError("limit must be a whole number, 0 or more")
+    pick = tag_filter(agent, args)
     async with agent.live.building:  # one at a time: overlapping requests queue, the polls keep their share
         rows, last = agent.live.snapshot()
         now = now_us()
-        tag_list, (backlog, usage) = await asyncio.gather(asyncio.to_thread(tags_json, rows, last, now),
-                                                          _buffer_figures(agent))
-    tags = orjson.Fragment(tag_list)
+        report, (backlog, usage) = await asyncio.gather(
+            asyncio.to_thread(tag_report, rows, last, now, None if pick.everything else pick,
+                              listing == "attention", limit),
+            _buffer_figures(agent))
+    tags = orjson.Fragment(report.json)
     ctx = agent.recorder.tracker.context
     session = agent.session
     rec = agent.recorder
@@ -68,6 +101,7 @@ async def status_report(agent: Agent) -> dict[str, Any]:
                      "poll_interval_s": p.cfg.poll_interval, "last_cycle_s": p.last_cycle_s, "overruns": p.overruns,
                      "last_error": p.driver.health.last_error} for p in agent.pollers],
         "tags": tags,
+        "tag_counts": report.counts,
         "buffer": {"path": str(agent.buffer.path), "last_seq": backlog.last_seq,
                    "undelivered_records": backlog.undelivered_records,
                    "oldest_undelivered_age_s": None if backlog.oldest_undelivered_ts_us is None
@@ -90,18 +124,7 @@ def tail_handler(agent: Agent) -> Any:
     """``tail``: every reading as it is committed, filtered by tag patterns and units."""
 
     async def tail(args: dict[str, Any], _caller: Caller) -> AsyncIterator[dict[str, Any]]:
-        patterns, units = args.get("tags") or [], args.get("units") or []
-        if not (isinstance(patterns, list) and isinstance(units, list)
-                and all(isinstance(x, str) for x in [*patterns, *units])):
-            raise ControlError("tags and units must be lists of strings")
-        known_units = {t.unit for t in agent.live.tags.values()}
-        if unknown := sorted(set(units) - known_units):
-            raise ControlError(f"no tag belongs to unit(s) {', '.join(unknown)} "
-                               f"(units: {', '.join(sorted(known_units))})")
-        sub = agent.live.subscribe(patterns, units, bool(args.get("events")))
-        if patterns and not any(sub.wants(t) for t in agent.live.tags):
-            agent.live.unsubscribe(sub)
-            raise ControlError(f"no configured tag matches {', '.join(patterns)}")
+        sub = agent.live.subscribe(tag_filter(agent, args), bool(args.get("events")))
         skipped = 0
         try:
             while (item := await sub.queue.get()) is not None:

@@ -1,4 +1,5 @@
-"""The ``blackbox`` command: the light application for ``status`` and ``tail``, the full one otherwise."""
+"""The ``blackbox`` command: ``status`` and ``tail`` without typer when their arguments allow it
+(:mod:`blackbox.cli.quick`), else the light application for them, the full one otherwise."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ LIGHT = frozenset({"status", "tail"})
 
 def main() -> None:
     if command_of(sys.argv[1:]) in LIGHT:
+        from blackbox.cli.quick import run
+
+        code = run(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
         from blackbox.cli.root import app
     else:
         from blackbox.cli.main import app

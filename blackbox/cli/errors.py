@@ -12,7 +12,7 @@ import errno
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -102,12 +102,21 @@ class BlackboxGroup(TyperGroup):
             typer.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
-            typer.echo("error: aborted (no answer to a question, or ^C)", err=True)
-            sys.exit(EXIT_FAILED)
+            exit_for(KeyboardInterrupt())
         except Exception as exc:
-            if _debug:
-                raise
-            message, code = describe(exc)
-            typer.echo(f"error: {message}", err=True)
-            sys.exit(code)
+            exit_for(exc)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def exit_for(exc: BaseException) -> NoReturn:
+    """End the process as the top-level group does when a command lets ``exc`` escape: one line and
+    an exit status (^C: "aborted"), or the exception itself with ``--debug``. Also used by
+    :mod:`blackbox.cli.quick`, which runs commands without the group."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("error: aborted (no answer to a question, or ^C)", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
+    if _debug:
+        raise exc
+    message, code = describe(exc)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

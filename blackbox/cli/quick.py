@@ -1,0 +1,145 @@
+"""``blackbox status`` and ``blackbox tail`` without typer, for the arguments they are usually given.
+
+An engineer runs these two by hand and in loops; typer (which validates every option through
+pydantic) takes about 0.2 s of CPU to start, several times the rest of the command. So
+:func:`blackbox.cli.entry.main` first hands their arguments to :func:`run`, which reads them the
+way click does — ``--opt value``, ``--opt=value``, ``-o value``, ``-ovalue``, flags, repeatable
+options, the global ``--log-level``/``--debug`` — and runs :mod:`blackbox.cli.agent_view`, as the
+typer commands of :mod:`blackbox.cli.ops` do. Anything else (``--help``, an unknown or misspelt
+option, a missing ``--config``, a value click would refuse, a configuration whose control socket
+cannot be read from its ``agent:`` section alone) is left to the typer application, which prints
+the help or the usual error. A test checks that the options here are those of the typer commands.
+
+The commands log nothing, so ``--log-level`` is checked and otherwise has no effect here.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blackbox.cli.agent_socket import quick_control_socket
+from blackbox.cli.agent_view import follow_tail, show_status
+from blackbox.control_client import AgentUnreachable, CommandFailed
+
+FLAG, VALUE, MANY, COUNT = "flag", "value", "many", "count"
+"""How an option takes its value: none (``True`` when given), one (the last one given wins, as in
+click), one per use (a list), a whole number 0 or more."""
+
+
+@dataclass(frozen=True)
+class Option:
+    names: tuple[str, ...]
+    dest: str
+    kind: str
+
+
+CONFIG = Option(("--config", "-c"), "config", VALUE)
+TAG = Option(("--tag", "-t"), "tags", MANY)
+UNIT = Option(("--unit", "-u"), "units", MANY)
+JSON = Option(("--json",), "json_out", FLAG)
+COMMANDS: dict[str, tuple[Option, ...]] = {
+    "status": (CONFIG, JSON, Option(("--all", "--tags"), "all_tags", FLAG), TAG, UNIT),
+    "tail": (CONFIG, TAG, UNIT, Option(("--events",), "events", FLAG), Option(("--count", "-n"), "count", COUNT),
+             JSON),
+}
+"""The options of the light commands (``blackbox.cli.ops``'s, a test checks)."""
+GLOBAL: tuple[Option, ...] = (Option(("--log-level",), "log_level", VALUE), Option(("--debug",), "debug", FLAG))
+LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A light command as the arguments give it (the names of :data:`COMMANDS` and :data:`GLOBAL`)."""
+
+    command: str
+    config: str
+    json_out: bool = False
+    all_tags: bool = False
+    tags: list[str] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+    events: bool = False
+    count: int = 0
+    log_level: str = "INFO"
+    debug: bool = False
+
+
+def parse(args: Sequence[str]) -> Invocation | None:
+    """The command and its options, or ``None`` if typer should read these arguments."""
+    table = {name: opt for opt in GLOBAL for name in opt.names}
+    values: dict[str, Any] = {}
+    command = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if command is None and not arg.startswith("-"):
+            command = arg
+            if command not in COMMANDS:
+                return None
+            table = {name: opt for opt in COMMANDS[command] for name in opt.names}
+            i += 1
+            continue
+        if arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg.partition("=")
+            inline: str | None = value if eq else None
+        elif arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+            name, inline = arg[:2], arg[2:] or None
+        else:  # a positional argument, "-" or "--": none of these commands takes one
+            return None
+        opt = table.get(name)
+        if opt is None:
+            return None
+        if opt.kind == FLAG:
+            if inline is not None:
+                return None
+            values[opt.dest] = True
+            i += 1
+            continue
+        if inline is None:
+            if i + 1 >= len(args):
+                return None
+            inline = args[i + 1]
+            i += 1
+        i += 1
+        if opt.kind == MANY:
+            values.setdefault(opt.dest, []).append(inline)
+        elif opt.kind == COUNT:
+            if not (inline.isascii() and inline.isdigit()):
+                return None
+            values[opt.dest] = int(inline)
+        else:
+            values[opt.dest] = inline
+    if command is None or "config" not in values:
+        return None
+    values["log_level"] = values.get("log_level", "INFO").upper()
+    if values["log_level"] not in LOG_LEVELS:
+        return None
+    return Invocation(command, **values)
+
+
+def run(args: Sequence[str]) -> int | None:
+    """Run ``status`` or ``tail`` and return the exit status, or ``None`` to leave it to typer."""
+    call = parse(args)
+    if call is None:
+        return None
+    socket = quick_control_socket(Path(call.config))
+    if socket is None:
+        return None
+    try:
+        if call.command == "status":
+            show_status(socket, json_out=call.json_out, all_tags=call.all_tags, patterns=call.tags, units=call.units)
+        elif not follow_tail(socket, patterns=call.tags, units=call.units, events=call.events, count=call.count,
+                             json_out=call.json_out):
+            print("the agent stopped", file=sys.stderr)
+    except (AgentUnreachable, CommandFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        from blackbox.cli.errors import exit_for, set_debug
+
+        set_debug(call.debug)
+        exit_for(exc)
+    return 0
