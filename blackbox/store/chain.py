@@ -97,7 +97,7 @@ class ChainState:
 def state_sql(mark: str) -> str:
     """The statement :func:`read_state` runs, with ``mark`` as the driver's parameter mark (``?`` or ``%s``).
 
-    Four selects joined by ``UNION ALL``: the candidates of :func:`place` (batches numbered next to
+    Selects joined by ``UNION ALL``: the candidates of :func:`place` (batches numbered next to
     this one, naming its predecessor or it, or being its predecessor), the reading chunks and events
     overlapping its records, and the signing key's row; one statement reads them all from one
     snapshot. Plain SQL: the ingest sends it in a pipeline on PostgreSQL, and building it with
@@ -105,10 +105,15 @@ def state_sql(mark: str) -> str:
     the first select leaves empty.
     """
     m = mark
+    batches = "SELECT 'b', batch_seq, first_seq, last_seq, hash, prev_hash, NULL, NULL FROM sealed_batches WHERE"
     return (
+        # one select per index (gateway+batch_seq, gateway+prev_hash twice, gateway+hash): an OR of the
+        # three may be planned as a scan of all the gateway's batches
         f"SELECT 'b', batch_seq, first_seq, last_seq, hash, prev_hash, CAST(NULL AS BYTEA), CAST(NULL AS BIGINT) "
-        f"FROM sealed_batches WHERE gateway_id = {m} AND (batch_seq IN ({m}, {m}, {m}) OR prev_hash IN ({m}, {m}) "
-        f"OR hash = {m}) "
+        f"FROM sealed_batches WHERE gateway_id = {m} AND batch_seq IN ({m}, {m}, {m}) "
+        f"UNION ALL {batches} gateway_id = {m} AND prev_hash = {m} "
+        f"UNION ALL {batches} gateway_id = {m} AND prev_hash = {m} "
+        f"UNION ALL {batches} gateway_id = {m} AND hash = {m} "
         f"UNION ALL SELECT 'c', batch_seq, first_seq, n, NULL, NULL, seqs, NULL "
         f"FROM reading_chunks WHERE gateway_id = {m} AND last_seq >= {m} AND first_seq <= {m} "
         f"UNION ALL SELECT 'e', batch_seq, min(seq), NULL, NULL, NULL, NULL, NULL "
@@ -121,19 +126,19 @@ def state_sql(mark: str) -> str:
 def state_params(gid: int, opened: OpenedBatch) -> tuple[Any, ...]:
     """The parameters of :func:`state_sql` for this batch."""
     h = opened.header
-    return (gid, h.batch_seq - 1, h.batch_seq, h.batch_seq + 1, h.prev_hash, opened.hash, h.prev_hash,
+    return (gid, h.batch_seq - 1, h.batch_seq, h.batch_seq + 1, gid, h.prev_hash, gid, opened.hash, gid, h.prev_hash,
             gid, h.first_seq, h.last_seq, gid, h.first_seq, h.last_seq, gid, h.key_id)
 
 
 def chain_state(rows: Iterable[Sequence[Any]], opened: OpenedBatch) -> ChainState:
     """The :class:`ChainState` from the rows of :func:`state_sql`."""
     h = opened.header
-    found: list[StoredBatch] = []
+    found: dict[int, StoredBatch] = {}  # a batch may come from several of the selects
     holders: dict[int, int] = {}
     key_state: KeyState | None = None
     for src, batch_seq, lo, hi, hash_, prev_hash, seqs, at in rows:
         if src == "b":
-            found.append(StoredBatch(batch_seq, hash_, prev_hash, lo, hi))
+            found[batch_seq] = StoredBatch(batch_seq, hash_, prev_hash, lo, hi)
         elif src == "k":
             key_state = KeyState(at, lo, hi)
         else:
@@ -144,8 +149,7 @@ def chain_state(rows: Iterable[Sequence[Any]], opened: OpenedBatch) -> ChainStat
             else:
                 lowest = lo
             holders[batch_seq] = min(lowest, holders.get(batch_seq, lowest))
-    found.sort(key=lambda b: b.batch_seq)
-    return ChainState(found, holders, key_state)
+    return ChainState([found[k] for k in sorted(found)], holders, key_state)
 
 
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
