@@ -9,6 +9,8 @@
    readings/s in total and per worker, and CPU per reading — the workers' own CPU and their
    PostgreSQL backends' CPU, read from ``/proc/<pid>/stat`` (backends found in
    ``pg_stat_activity``; the server's background writers are not counted).
+   Before them, the round trips to PostgreSQL per batch and the statements they carry, counted in
+   libpq's protocol trace of an in-process ingest (``Ingestor.prepare``, ``store``, the receipt).
 2. **Trace at scale**: one gateway's production batch of ``--trace-readings`` (1,000,000) signed
    readings is ingested, then other gateways' batches (two workers) until the store holds
    ``--rows`` (5 M); the trace report of the batch is timed (first and second run); then filled to
@@ -50,15 +52,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from scratch_db import scratch_postgres
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from blackbox.broker import free_port
 from blackbox.seal import GENESIS_HASH, generate_key_file, public_key_pem, seal_rows
 from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.ingest import Ingestor
+from blackbox.store.notary import Notary
 from blackbox.store.partitions import ensure_partitions
 from blackbox.store.trace import trace_batch
 from blackbox.store.verify import Difference, verify_store
+from blackbox.tlog.note import Signer
 from blackbox.topics import GatewayTopics
 
 SITE = "BENCH-01"
@@ -258,6 +262,47 @@ def _purge(mqtt: tuple[str, int], client_ids: list[str]) -> None:
         c.loop_stop()
 
 
+@dataclass
+class RoundTrips:
+    batches: int
+    round_trips: int
+    statements: int
+
+
+def round_trips(url: str, n_batches: int = 20) -> RoundTrips:
+    """Ingest ``n_batches`` batches of two gateways in this process (prepare, store, the signed receipt),
+    tracing the protocol of every pooled connection (libpq ``PQtrace``): a round trip is every wait for
+    the server (a ``ReadyForQuery`` ends one, a ``CopyInResponse`` too), a statement every ``Query`` or
+    ``Execute`` sent."""
+    names = ["gw-rt-0", "gw-rt-1"]
+    chains = {g: chain(g, BATCH_SIZE * (n_batches // 2 + 1), batch=f"{g}-B", t0=T0) for g in names}
+    enroll(url, names)
+    engine = make_engine(url)
+    ingestor = Ingestor(engine)
+    notary = Notary(engine, Signer("bench.example/log", Ed25519PrivateKey.generate()))
+
+    def one(g: str) -> None:
+        result = ingestor.handle(chains[g].pop(0), SITE, g)
+        assert result.status == "stored", result
+        notary.ack(SITE, g, result)
+
+    for g in names:  # warm-up: connection, key cache, prepared statements
+        one(g)
+    with tempfile.TemporaryFile("w+") as trace:
+        event.listen(engine.pool, "checkout", lambda dbapi, _r, _p: dbapi.pgconn.trace(trace.fileno()))
+        event.listen(engine.pool, "checkin", lambda dbapi, _r: dbapi.pgconn.untrace())
+        for i in range(n_batches):
+            one(names[i % 2])
+        trace.seek(0)
+        # a message is "<time>\t<F or B>\t<length>\t<type> ..." (a query's own line breaks continue it)
+        messages = [(f[1], f[3].split(" ")[0]) for f in (line.split("\t") for line in trace)
+                    if len(f) >= 4 and f[1] in ("F", "B") and f[2].isdigit()]
+    engine.dispose()
+    waits = sum(1 for d, m in messages if d == "B" and m in ("ReadyForQuery", "CopyInResponse"))
+    sent = sum(1 for d, m in messages if d == "F" and m in ("Query", "Execute"))
+    return RoundTrips(n_batches, waits, sent)
+
+
 def count_readings(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT coalesce(sum(n), 0) FROM reading_chunks")).scalar_one())
@@ -307,6 +352,10 @@ def main() -> None:
         with engine.connect() as conn:
             print(f"PostgreSQL {conn.execute(text('SHOW server_version')).scalar_one()}, "
                   f"reading chunks partitioned by month")
+        rt = round_trips(url)
+        print(f"\nin-process ingest (prepare, store, receipt), {rt.batches} batches: "
+              f"{rt.round_trips / rt.batches:.1f} round trips to PostgreSQL per batch carrying "
+              f"{rt.statements / rt.batches:.1f} statements")
         print(f"\nverified ingest by blackbox store serve workers over MQTT ({BATCH_SIZE:,} readings per batch; "
               "signature, chain, derive, COPY, log, commit, acknowledgement):")
         for workers in (1, 2):
