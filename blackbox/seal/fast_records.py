@@ -69,25 +69,51 @@ _NO_EVENTS = b'{"e":[],"r":'
 """How the document of a batch without events starts, as the reference sealer writes it."""
 
 
-def fast_readings(raw: bytes) -> tuple[list[tuple[Any, ...]], bytes] | None:
-    """``(reading tuples, the events list's raw JSON)``, or ``None``: let the full reader decide."""
+def split_document(raw: bytes) -> tuple[bytes, bytes] | None:
+    """``(the events list's raw JSON, the readings list's raw JSON)`` of a document laid out exactly
+    ``{"e":E,"r":R}`` (nothing else in it), or ``None``: let the full reader decide.
+
+    The readings are not parsed (only scanned where there are events): the store's verification
+    compares them as bytes (:mod:`blackbox.store.confirm`).
+    """
     try:
         if raw.startswith(_NO_EVENTS) and raw.endswith(b"}"):
             # The usual document. What lies between must then be one JSON value (msgspec refuses
-            # anything after it), so no key can follow "r": the document is exactly {"e":[],"r":R}.
-            r: memoryview | msgspec.Raw = memoryview(raw)[len(_NO_EVENTS):-1]
-            events = b"[]"
-        else:
-            document = _DOCUMENT.decode(raw)
-            r, events = document.r, bytes(document.e)
-            if len(raw) != _LAYOUT + len(events) + len(r):
-                return None
-        if b"\\" in raw and b"\\u" in bytes(r):
-            return None
-        readings = _READINGS.decode(r)
+            # anything after it when it is parsed), so no key can follow "r": the document is exactly
+            # {"e":[],"r":R}.
+            return b"[]", raw[len(_NO_EVENTS):-1]
+        document = _DOCUMENT.decode(raw)
     except (msgspec.MsgspecError, RecursionError):  # RecursionError: nesting deeper than msgspec reads
         return None
+    r, events = bytes(document.r), bytes(document.e)
+    if len(raw) != _LAYOUT + len(events) + len(r):
+        return None
+    return events, r
+
+
+def fast_readings(raw: bytes) -> tuple[list[tuple[Any, ...]], bytes] | None:
+    """``(reading tuples, the events list's raw JSON)``, or ``None``: let the full reader decide."""
+    parts = split_document(raw)
+    if parts is None:
+        return None
+    events, r = parts
+    try:
+        if b"\\" in raw and b"\\u" in r:
+            return None
+        readings = _READINGS.decode(r)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
     return readings, events
+
+
+def read_events(events_raw: bytes) -> list[list[Any]]:
+    """The checked event rows of an events list's raw JSON (:func:`split_document`); :class:`RecordError`.
+
+    Read by the full reader, alone in a document of the same shape (so nested exactly as deep).
+    """
+    if events_raw == b"[]":
+        return []
+    return parse_document(b'{"e":' + events_raw + b',"r":[]}')[1]
 
 
 def read_document(raw: bytes) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
@@ -95,13 +121,9 @@ def read_document(raw: bytes) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
     fast = fast_readings(raw)
     if fast is not None:
         readings, events_raw = fast
-        if events_raw == b"[]":
-            return readings, []
         try:
-            _, events = parse_document(b'{"e":' + events_raw + b',"r":[]}')
+            return readings, read_events(events_raw)
         except RecordError:
             pass  # the whole document again, so that the message is the full reader's
-        else:
-            return readings, events
     rows_r, rows_e = parse_document(raw)
     return [tuple(row) for row in rows_r], rows_e

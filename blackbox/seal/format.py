@@ -267,10 +267,12 @@ def decode_rows(opened: OpenedBatch) -> tuple[list[list[Any]], list[list[Any]]]:
 def decode_row_tuples(opened: OpenedBatch) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
     """Like :func:`decode_rows`, with each reading row a tuple: the cheapest form (the decoder's own)."""
     try:
-        readings, events = read_document(_document(opened))
+        readings, events = read_document(records_document(opened))
     except RecordError as exc:
         raise MalformedBatch(f"payload: {exc}") from None
-    _check_against_header(opened.header, readings, events)
+    times = [r[5] for r in readings]
+    check_against_header(opened.header, [r[0] for r in readings], min(times, default=None),
+                         max(times, default=None), events)
     return readings, events
 
 
@@ -278,7 +280,9 @@ def _seq(record: Reading | Event) -> int:
     return record.seq
 
 
-def _document(opened: OpenedBatch) -> bytes:
+def records_document(opened: OpenedBatch) -> bytes:
+    """The batch's records document, decompressed and checked against the header's ``payload_sha256``;
+    raise :class:`MalformedBatch`. Its rows are not read (:func:`decode_row_tuples` reads them)."""
     header = opened.header
     try:
         document = get_codec(header.compression).decompress(opened.payload, MAX_RECORDS_BYTES)
@@ -289,19 +293,25 @@ def _document(opened: OpenedBatch) -> bytes:
     return document
 
 
-def _check_against_header(header: BatchHeader, readings: Sequence[Sequence[Any]], events: list[list[Any]]) -> None:
-    if len(readings) != header.n_readings or len(events) != header.n_events:
+def check_against_header(header: BatchHeader, r_seqs: list[int], r_first_ts: int | None, r_last_ts: int | None,
+                         events: list[list[Any]]) -> None:
+    """Raise :class:`MalformedBatch` unless the records are exactly the header's counts, seq range and time range.
+
+    The readings come as columns: their seqs in document order and their earliest and latest times
+    (``None`` without readings).
+    """
+    if len(r_seqs) != header.n_readings or len(events) != header.n_events:
         raise MalformedBatch(
-            f"payload holds {len(readings)} readings and {len(events)} events, "
+            f"payload holds {len(r_seqs)} readings and {len(events)} events, "
             f"the header says {header.n_readings} and {header.n_events}"
         )
-    r_seqs = [r[0] for r in readings]
     e_seqs = [e[0] for e in events]
     # the usual batch, readings only, in order, exactly the range (which the header's counts bound): one comparison
     if e_seqs or r_seqs != list(range(header.first_seq, header.last_seq + 1)):
         _check_seqs_against_header(header, r_seqs, e_seqs)
-    times = [r[5] for r in readings]
-    times.extend(e[4] for e in events)
+    times = [e[4] for e in events]
+    if r_first_ts is not None and r_last_ts is not None:
+        times += (r_first_ts, r_last_ts)
     if min(times) != header.first_ts_us or max(times) != header.last_ts_us:
         raise MalformedBatch("payload timestamps do not match the header's first_ts_us/last_ts_us")
 

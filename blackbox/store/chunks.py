@@ -95,7 +95,7 @@ def make_chunks(rows: Sequence[Sequence[Any]], gid: int, batch_seq: int) -> list
         k = len(dict.fromkeys(tags))
         if tags[k:] == tags[:-k]:  # every k-th row is the same tag: tag j is rows j, j + k, ...
             # transposed per tag: zip(*rows) of the whole batch costs four times as much (5,000 iterators)
-            return [_chunk(list(zip(*rows[j::k], strict=True)), gid, batch_seq) for j in range(k)]
+            return [pack_chunk(list(zip(*rows[j::k], strict=True)), gid, batch_seq) for j in range(k)]
     groups: dict[tuple[Any, Any, Any], list[Sequence[Any]]] = {}
     for row in rows:
         key = (row[1], row[7], row[8])
@@ -104,13 +104,13 @@ def make_chunks(rows: Sequence[Sequence[Any]], gid: int, batch_seq: int) -> list
             groups[key] = [row]
         else:
             g.append(row)
-    return [_chunk(list(zip(*g, strict=True)), gid, batch_seq) for g in groups.values()]
+    return [pack_chunk(list(zip(*g, strict=True)), gid, batch_seq) for g in groups.values()]
 
 
 _TAG, _BATCH, _PHASE = itemgetter(1), itemgetter(7), itemgetter(8)
 
 
-def _chunk(columns: list[Sequence[Any]], gid: int, batch_seq: int) -> tuple[Any, ...]:
+def pack_chunk(columns: list[Sequence[Any]], gid: int, batch_seq: int) -> tuple[Any, ...]:
     """The chunk of one group's columns (records layout: seq, tag, value, quality, reason, ts, source, batch, phase)."""
     seqs, tags, values, qualities, reasons, ts, source_ts, batches, phases = columns
     n = len(seqs)

@@ -57,14 +57,24 @@ def derive(opened: OpenedBatch, gateway_id: int) -> Derived:
     the header, :class:`~blackbox.seal.RotationError` if a ``key.rotated`` event breaks the rules.
     """
     reading_rows, event_rows = decode_row_tuples(opened)
+    chunks = make_chunks(reading_rows, gateway_id, opened.header.batch_seq)
+    return derive_with_chunks(opened, gateway_id, chunks, len(reading_rows), event_rows)
+
+
+def derive_with_chunks(opened: OpenedBatch, gateway_id: int, chunks: list[tuple[Any, ...]], n_readings: int,
+                       event_rows: list[list[Any]]) -> Derived:
+    """:func:`derive`'s rows, given the batch's checked event rows and the reading chunks its readings make.
+
+    For the re-verification, which proves stored chunks equal to those without deriving them again
+    (:mod:`blackbox.store.confirm`). Raises :class:`~blackbox.seal.RotationError` like :func:`derive`.
+    """
     event_records = [Event(*row) for row in event_rows]
     rotation = batch_rotation(opened, event_records)
-    batch_seq = opened.header.batch_seq
-    events, configs = _event_rows(event_records, gateway_id, batch_seq)
+    events, configs = _event_rows(event_records, gateway_id, opened.header.batch_seq)
     return Derived(
         batch=batch_columns(opened),
-        readings=make_chunks(reading_rows, gateway_id, batch_seq),
-        n_readings=len(reading_rows),
+        readings=chunks,
+        n_readings=n_readings,
         events=events,
         tag_configs=configs,
         event_records=event_records,
@@ -119,4 +129,4 @@ def _event_rows(
 
 
 __all__ = ["BATCH_COLUMNS", "CHUNK_COLUMNS", "EVENT_COLUMNS", "READING_COLUMNS", "TAG_CONFIG_COLUMNS", "Derived",
-           "batch_columns", "decode_value", "derive", "encode_value", "event_ref"]
+           "batch_columns", "decode_value", "derive", "derive_with_chunks", "encode_value", "event_ref"]

@@ -13,12 +13,12 @@ refuse them.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, or_, select, true
 
@@ -45,6 +45,7 @@ from blackbox.store.report import (
 )
 from blackbox.store.schema import events, gateways, reading_chunks, tag_configs
 from blackbox.store.spec_report import AppliedSpec, specification_info
+from blackbox.store.verify import driver_rows
 
 TRACED_CATEGORIES = frozenset({"process", "environment"})
 BATCH_EVENTS = ("batch.started", "batch.phase", "batch.ended")
@@ -216,7 +217,7 @@ def _classify(v: float, lim: Limits) -> Level | None:
 
 def _close(ex: _Open, end_us: int, returned: bool) -> None:
     ex.acc.excursions.append(
-        Excursion(
+        Excursion.model_construct(  # values this module computed: pydantic's validation cost 15% of a trace
             level=ex.level,
             start_us=ex.start_us,
             end_us=end_us,
@@ -518,12 +519,10 @@ def _parameters(
     change, or readings out of time order is walked reading by reading.
     """
     rc = reading_chunks.c
-    rows = conn.execute(
-        select(rc.gateway_id, rc.batch_seq, rc.tag, rc.batch, rc.phase, rc.first_seq, rc.last_seq, rc.n, rc.seqs,
-               rc.ts, rc.kinds, rc.nums, rc.qualities)
-        .where(rc.batch == batch_no, rc.gateway_id.in_(list(labels)), in_ranges(reading_chunks, ranges))
-        .order_by(rc.gateway_id, rc.tag, rc.first_ts_us, rc.first_seq)
-    )
+    stmt = (select(*(rc[c] for c in _StatChunk._fields))
+            .where(rc.batch == batch_no, rc.gateway_id.in_(list(labels)), in_ranges(reading_chunks, ranges))
+            .order_by(rc.gateway_id, rc.tag, rc.first_ts_us, rc.first_seq))
+    rows = (_StatChunk._make(row) for part in driver_rows(conn, stmt) for row in part)
     stats = _Stats(labels, configs, product)
     group: list[tuple[Any, bytes | None]] = []
     unreadable: list[Finding] = []
@@ -574,6 +573,24 @@ def _parameters(
     return out, stats.no_config, unreadable
 
 
+class _StatChunk(NamedTuple):
+    """The columns of a stored chunk the statistics read (texts, reasons and source times are not)."""
+
+    gateway_id: int
+    batch_seq: int
+    tag: str
+    batch: str | None
+    phase: str | None
+    first_seq: int
+    last_seq: int
+    n: int
+    seqs: bytes
+    ts: bytes
+    kinds: bytes
+    nums: bytes
+    qualities: bytes
+
+
 def _runs(group: list[tuple[Any, bytes | None]]) -> list[tuple[Chunk, bytes | None]]:
     """Consecutive chunks of one phase joined (:func:`blackbox.store.chunks.merge`), each with its seq mask."""
     out: list[tuple[Chunk, bytes | None]] = []
@@ -606,17 +623,15 @@ class _Stats:
 
     def tag(self, group: list[tuple[Chunk, bytes | None]]) -> None:
         """Every chunk of one (gateway, tag), sorted by first time: in order unless their times overlap."""
-        ordered = True
-        prev_last = None
+        times: list[list[int]] = []
         for chunk, _mask in group:
             ts = chunk.ts.tolist()
-            if (prev_last is not None and ts[0] < prev_last) or ts != sorted(ts):
-                ordered = False
+            if (times and ts[0] < times[-1][-1]) or ts != sorted(ts):
                 break
-            prev_last = ts[-1]
-        if ordered:
-            for chunk, mask in group:
-                self._chunk(chunk, mask)
+            times.append(ts)
+        if len(times) == len(group):
+            for (chunk, mask), ts in zip(group, times, strict=True):
+                self._chunk(chunk, mask, ts)
         else:  # readings out of time order: all of the tag's readings, sorted, one by one
             rows: list[tuple[int, int, float | None, int]] = []
             for chunk, mask in group:
@@ -635,10 +650,12 @@ class _Stats:
             _close(self._open, self._open.last_us, returned=False)
             self._open = None
 
-    def _chunk(self, chunk: Chunk, mask: bytes | None) -> None:
-        gid, tag, phase = chunk.gateway_id, chunk.tag, chunk.phase
-        keep = and_masks(mask, chunk.kinds.translate(_STAT_KINDS))
-        ts = take(chunk.ts, keep)
+    def _chunk(self, chunk: Chunk, mask: bytes | None, all_ts: list[int]) -> None:
+        """The readings of a run of chunks (``all_ts``: their times, in order) summed up at C speed."""
+        gid, tag, phase, n = chunk.gateway_id, chunk.tag, chunk.phase, chunk.n
+        every = mask is None and chunk.kinds == b"f" * n  # the usual run: every reading a float, all counted
+        keep = None if every else and_masks(mask, chunk.kinds.translate(_STAT_KINDS))
+        ts = all_ts if keep is None else take(all_ts, keep)
         if not ts:
             return
         cfg = self.configs.at(gid, ts[0])
@@ -653,13 +670,18 @@ class _Stats:
         acc = self._acc(gid, tag, phase, meta, ts[0])
         acc.n += len(ts)
         acc.last_ts_us = ts[-1]
-        bad = chunk.qualities.translate(_BAD)
-        acc.n_bad += take(bad, keep).count(1)
-        good = and_masks(keep, chunk.numeric_good())
-        vals: list[float] = take(chunk.nums, good)
+        n_bad = chunk.qualities.count(b"b")
+        if every and not n_bad:
+            vals: list[float] = chunk.nums.tolist()
+            times = ts
+        else:
+            if n_bad:
+                acc.n_bad += take(chunk.qualities.translate(_BAD), keep).count(1)
+            good = and_masks(keep, chunk.numeric_good())
+            vals = take(chunk.nums, good)
+            times = take(all_ts, good)
         if not vals:
             return
-        times: list[int] = take(chunk.ts, good)
         acc.n_numeric += len(vals)
         acc.total = sum(vals, acc.total)
         lo, hi = min(vals), max(vals)
@@ -667,23 +689,60 @@ class _Stats:
         acc.hi = hi if acc.hi is None else max(acc.hi, hi)
         lim = self._limit(cfg, meta, gid, tag, phase, acc)
         up, down = _bounds(lim) if lim is not None else (None, None)
-        outside: list[int] = []
-        if lim is not None and ((up is not None and hi > up) or (down is not None and lo < down)):
-            top = math.inf if up is None else up
-            bottom = -math.inf if down is None else down
-            outside = [i for i, v in enumerate(vals) if v > top or v < bottom]
-        if lim is None or not outside:
+        if lim is None or not ((up is not None and hi > up) or (down is not None and lo < down)):
             if self._open is not None:
                 _close(self._open, times[0], returned=True)
                 self._open = None
             return
-        # only the readings outside are judged one by one; a reading inside between them ends an excursion
+        if up is not None and down is not None and up < down:  # limits that overlap: judged one by one
+            self._judge_each(acc, lim, vals, times, up, down)
+        else:
+            self._excursions(acc, lim, vals, times, _outside_runs(vals, up, down))
+
+    def _excursions(self, acc: _Acc, lim: Limits, vals: list[float], times: list[int],
+                    runs: list[tuple[int, int, bool]]) -> None:
+        """Count and record the excursions of ``runs`` (``(first, end, high)``: readings ``first..end - 1``
+        all above the band, or all below): what :meth:`_judge` makes of them one reading at a time."""
+        open_ex = self._open
+        if open_ex is not None and not (runs[0][0] == 0 and (open_ex.side == "high") == runs[0][2]):
+            _close(open_ex, times[0], returned=True)
+            open_ex = None
+        for first, end, high in runs:
+            part = vals[first:end]
+            if high:
+                peak = max(part)
+                hard = 0 if lim.hh is None else sum(1 for v in part if v > lim.hh)
+                level: Level = "HH" if hard else "H"
+            else:
+                peak = min(part)
+                hard = 0 if lim.ll is None else sum(1 for v in part if v < lim.ll)
+                level = "LL" if hard else "L"
+            acc.n_outside += end - first
+            acc.n_outside_hard += hard
+            if open_ex is None:
+                open_ex = _Open(level, "high" if high else "low", times[first], times[end - 1], peak, end - first, acc)
+            else:  # the excursion the chunk before ended in goes on
+                open_ex.n += end - first
+                open_ex.last_us = times[end - 1]
+                open_ex.peak = max(open_ex.peak, peak) if high else min(open_ex.peak, peak)
+                if _RANK[level] > _RANK[open_ex.level]:
+                    open_ex.level = level
+            if end < len(vals):  # the next reading is inside the band, or on its other side
+                _close(open_ex, times[end], returned=True)
+                open_ex = None
+        self._open = open_ex
+
+    def _judge_each(self, acc: _Acc, lim: Limits, vals: list[float], times: list[int], up: float,
+                    down: float) -> None:
+        """The readings outside judged one by one; a reading inside between them ends an excursion."""
         nxt = 0  # index of the reading after the last one judged
-        for i in outside:
+        for i, v in enumerate(vals):
+            if not (v > up or v < down):
+                continue
             if i != nxt and self._open is not None:
                 _close(self._open, times[nxt], returned=True)
                 self._open = None
-            self._judge(acc, lim, vals[i], times[i])
+            self._judge(acc, lim, v, times[i])
             nxt = i + 1
         if nxt < len(vals) and self._open is not None:
             _close(self._open, times[nxt], returned=True)
@@ -757,6 +816,27 @@ class _Stats:
         open_ex.peak = max(open_ex.peak, num) if side == "high" else min(open_ex.peak, num)
         if _RANK[level] > _RANK[open_ex.level]:
             open_ex.level = level
+
+
+def _outside_runs(vals: list[float], up: float | None, down: float | None) -> list[tuple[int, int, bool]]:
+    """``(first, end, high)`` of each run of consecutive readings above ``up`` (``high``) or below ``down``,
+    in order; the readings outside are found at C speed (``up`` and ``down`` do not overlap)."""
+    runs: list[tuple[int, int, bool]] = []
+    for bound, high in ((up, True), (down, False)):
+        if bound is None:
+            continue
+        compare = float(bound).__lt__ if high else float(bound).__gt__  # bound < v: v above; bound > v: v below
+        first = prev = -2
+        for i in compress(range(len(vals)), map(compare, vals)):
+            if i != prev + 1:
+                if prev >= 0:
+                    runs.append((first, prev + 1, high))
+                first = i
+            prev = i
+        if prev >= 0:
+            runs.append((first, prev + 1, high))
+    runs.sort()
+    return runs
 
 
 def _bounds(lim: Limits) -> tuple[float | None, float | None]:
