@@ -31,6 +31,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from typing import Any
 
@@ -46,7 +47,7 @@ def _float_registers(offset: float) -> list[int]:
     return list(struct.unpack(f">{2 * TAGS}H", raw))
 
 
-def serve_modbus(ports: Queue, changing: bool) -> None:
+def serve_modbus(ports: Queue[int], changing: bool) -> None:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -66,13 +67,15 @@ def serve_modbus(ports: Queue, changing: bool) -> None:
         device = SimDevice(id=1, simdata=(bits, bits, hr, unused), action=action)
         server = ModbusTcpServer(device, address=("127.0.0.1", 0))
         await server.serve_forever(background=True)
-        ports.put(server.transport.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        listener = server.transport
+        assert isinstance(listener, asyncio.Server)  # what pymodbus types as a BaseTransport is the listening server
+        ports.put(listener.sockets[0].getsockname()[1])
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-def serve_opcua(ports: Queue) -> None:
+def serve_opcua(ports: Queue[int]) -> None:
     import logging
 
     from asyncua import Server, ua
@@ -85,7 +88,7 @@ def serve_opcua(ports: Queue) -> None:
         server.set_endpoint("opc.tcp://127.0.0.1:0/")
         idx = await server.register_namespace(NS)
         for i in range(TAGS):
-            await server.nodes.objects.add_variable(ua.NodeId(f"v{i:04d}", idx), f"v{i:04d}",
+            await server.nodes.objects.add_variable(ua.NodeId(ua.String(f"v{i:04d}"), ua.Int16(idx)), f"v{i:04d}",
                                                     ua.Variant(20.0 + i * 0.37, ua.VariantType.Double))
         await server.start()
         ports.put(server.bserver.port)  # type: ignore[union-attr]
@@ -94,9 +97,9 @@ def serve_opcua(ports: Queue) -> None:
     asyncio.run(main())
 
 
-def start(target: Callable[..., None], *args: Any) -> tuple[multiprocessing.Process, int]:
+def start(target: Callable[..., None], *args: Any) -> tuple[BaseProcess, int]:
     ctx = multiprocessing.get_context("spawn")
-    ports: Queue = ctx.Queue()
+    ports: Queue[int] = ctx.Queue()
     proc = ctx.Process(target=target, args=(ports, *args), daemon=True)
     proc.start()
     return proc, ports.get(timeout=60)

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from blackbox.config import Config, Rule, load_config
+from blackbox.config import Config, Rule, TagConfig, load_config
 from blackbox.model import EventDraft, Quality, Sample
 from blackbox.rules import RuleEngine
 from blackbox.sim import FillWeightDrift, HeatingOvershoot, ProcessModel, vacuum_leak
@@ -91,11 +91,11 @@ def samples_of(model: ProcessModel, tags: list[str]) -> list[Sample]:
     return [Sample(t, None, Quality.BAD) if t in snap.bad else Sample(t, snap.values[t]) for t in tags]
 
 
-def run(model: ProcessModel, regime: Regime, tags: dict[str, object], watched: list[str],
+def run(model: ProcessModel, regime: Regime, tags: dict[str, TagConfig], watched: list[str],
         stop: Callable[[ProcessModel, list[EventDraft]], bool], unit: Callable[[ProcessModel], float],
         limit_event: Callable[[EventDraft], bool], warn_tag: str | None, until: float) -> Outcome:
     """Replay the model through the rules until ``stop`` says so or ``until`` simulated seconds passed."""
-    engine = RuleEngine(regime.rules, tags)  # type: ignore[arg-type]
+    engine = RuleEngine(regime.rules, tags)
     out = Outcome(None, None, Counter(), Counter())
     batch: str | None = None
     phase: str | None = None

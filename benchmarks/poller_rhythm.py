@@ -57,7 +57,9 @@ async def rhythm(seconds: float, interval: float) -> None:
                                       [SimData(address=60000, values=[0], datatype=DataType.REGISTERS)]))
     server = ModbusTcpServer([device], address=("127.0.0.1", 0))
     await server.serve_forever(background=True)
-    port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    listener = server.transport
+    assert isinstance(listener, asyncio.Server)  # what pymodbus types as a BaseTransport is the listening server
+    port = listener.sockets[0].getsockname()[1]
 
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await reader.read(1024):
@@ -75,7 +77,7 @@ async def rhythm(seconds: float, interval: float) -> None:
         p.request_stop()
     await asyncio.gather(*tasks)
     hole.close()
-    await server.shutdown()
+    await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
     gaps = sorted(b - a for a, b in itertools.pairwise(sink.at))
     print(f"poll rhythm at {interval * 1e3:.0f} ms beside a hung source ({len(sink.at)} cycles in {seconds:g} s): "
           f"median {statistics.median(gaps) * 1e3:.1f} ms, p99 {gaps[int(0.99 * (len(gaps) - 1))] * 1e3:.1f} ms, "

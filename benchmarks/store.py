@@ -57,11 +57,12 @@ from sqlalchemy import Engine, event, text
 from blackbox.broker import free_port
 from blackbox.seal import GENESIS_HASH, generate_key_file, public_key_pem, seal_rows
 from blackbox.store.db import make_engine, open_store, open_store_readonly
+from blackbox.store.findings import Difference
 from blackbox.store.ingest import Ingestor
 from blackbox.store.notary import Notary
 from blackbox.store.partitions import ensure_partitions
 from blackbox.store.trace import trace_batch
-from blackbox.store.verify import Difference, verify_store
+from blackbox.store.verify import verify_store
 from blackbox.tlog.note import Signer
 from blackbox.topics import GatewayTopics
 
@@ -161,7 +162,8 @@ class AckCounter:
     """Counts the acknowledgements published under ``root``; every one must say ``stored``."""
 
     def __init__(self, mqtt_host: str, mqtt_port: int, root: str) -> None:
-        self.count, self.bad = 0, []
+        self.count = 0
+        self.bad: list[dict[str, Any]] = []
         self.done = threading.Condition()
         ready = threading.Event()
         self.client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
@@ -254,7 +256,7 @@ def _purge(mqtt: tuple[str, int], client_ids: list[str]) -> None:
     """Drop the workers' persistent sessions at the broker."""
     for cid in client_ids:
         c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.SessionExpiryInterval = 0
         c.connect(*mqtt, 30, clean_start=True, properties=props)
         c.loop_start()

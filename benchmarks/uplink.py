@@ -35,9 +35,9 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import yaml
 import zstandard
@@ -57,6 +57,8 @@ from blackbox.store.db import open_store
 from blackbox.store.ingest import Ingestor
 from blackbox.tlog.note import Verifier
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 TAGS = 2000
 SITE, GATEWAY = "BENCH-01", "gw-bench"
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]
@@ -270,7 +272,7 @@ async def backlog(workdir: Path, broker: EmbeddedBroker, db_kind: str, outage_s:
         made = time.perf_counter()
         buf = Buffer(workdir / "buffer.sqlite", "NORMAL")
 
-        async def direct(fn: Callable[..., Any], *args: Any) -> Any:
+        async def direct(fn: Callable[[*Ts], T], *args: *Ts) -> T:
             return fn(*args)
 
         key = load_private_key(loaded.config.gateway.key_file)
@@ -350,7 +352,7 @@ class ModbusLine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
     def start_process(self) -> Any:
         """Serve from a process of its own, as a PLC is its own device (its CPU then is not the caller's).
@@ -433,8 +435,10 @@ def compression() -> None:
                        "emulsify") for i, s in enumerate(cycle(TAGS, 1))]
     doc = dump_document(*rows_of(records))
     say(f"5. compression of a batch of {TAGS:,} readings ({len(doc):,} bytes of records JSON), median of 50")
-    for name, fn in (("zstd level 3", lambda: zstandard.ZstdCompressor(level=3, write_content_size=True).compress(doc)),
-                     ("zlib level 6", lambda: zlib.compress(doc, 6))):
+    compressors: list[tuple[str, Callable[[], bytes]]] = [
+        ("zstd level 3", lambda: zstandard.ZstdCompressor(level=3, write_content_size=True).compress(doc)),
+        ("zlib level 6", lambda: zlib.compress(doc, 6))]
+    for name, fn in compressors:
         times = []
         for _ in range(50):
             t = time.perf_counter()
@@ -465,10 +469,12 @@ async def main() -> None:
     if broker.kind != "mosquitto":
         raise SystemExit("needs mosquitto (the embedded amqtt broker is not for figures)")
     try:
-        for name, run in (("steady", lambda d: steady(d, broker, args.db, args.readings)),
-                          ("latency", lambda d: latency(d, broker, args.db, args.seconds)),
-                          ("backlog", lambda d: backlog(d, broker, args.db, args.backlog_seconds)),
-                          ("cpu", lambda d: agent_cpu(d, broker, args.db, args.seconds, args.poll))):
+        runs: list[tuple[str, Callable[[Path], Awaitable[None]]]] = [
+            ("steady", lambda d: steady(d, broker, args.db, args.readings)),
+            ("latency", lambda d: latency(d, broker, args.db, args.seconds)),
+            ("backlog", lambda d: backlog(d, broker, args.db, args.backlog_seconds)),
+            ("cpu", lambda d: agent_cpu(d, broker, args.db, args.seconds, args.poll))]
+        for name, run in runs:
             if name in only:
                 with tempfile.TemporaryDirectory(prefix=f"bb-bench-{name}-") as d:
                     await run(Path(d))

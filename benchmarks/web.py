@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
@@ -117,7 +118,7 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
     span = 90 * 60 * 1_000_000  # 90 minutes a batch
     for first in range(0, n_batches, 200):
         ev_rows: list[dict[str, object]] = []
-        rd_rows: list[list[object]] = []
+        rd_rows: dict[int, list[list[object]]] = {}  # by sealed batch (one per production batch)
         for b in range(first, min(n_batches, first + 200)):
             name, t = f"H-{b:06d}", T0 + b * span
             ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="batch.started", subject=None,
@@ -131,8 +132,8 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
                 seq += 1
                 n = per_batch // len(PHASES)
                 for i in range(n):
-                    rd_rows.append([seq, TAGS[i % len(TAGS)], 58.0 + (b % 7) + i % 11, "good", None,
-                                    pt + i * (span // 4 // max(1, n)), None, name, phase, b + 1])
+                    rd_rows.setdefault(b + 1, []).append([seq, TAGS[i % len(TAGS)], 58.0 + (b % 7) + i % 11, "good",
+                                                          None, pt + i * (span // 4 // max(1, n)), None, name, phase])
                     seq += 1
             if b % 10 == 0:
                 ev_rows.append(dict(gateway_id=gid, seq=seq, batch_seq=b + 1, type="alarm.raised", subject=TAGS[0],
@@ -144,11 +145,8 @@ def fill_history(engine: Engine, n_batches: int, n_readings: int) -> None:
             seq += 1
         with engine.begin() as conn:
             conn.execute(insert(events), ev_rows)
-            # the chunks ingest would write (one sealed batch per production batch)
-            by_batch: dict[object, list[list[object]]] = {}
-            for r in rd_rows:
-                by_batch.setdefault(r[9], []).append(r[:9])
-            chunks = [c for batch_seq, rows in by_batch.items() for c in make_chunks(rows, gid, int(batch_seq))]
+            # the chunks ingest would write
+            chunks = [c for batch_seq, rows in rd_rows.items() for c in make_chunks(rows, gid, batch_seq)]
             marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             conn.exec_driver_sql(f"INSERT INTO reading_chunks ({', '.join(CHUNK_COLUMNS)}) "
                                  f"VALUES ({', '.join([marker] * len(CHUNK_COLUMNS))})", chunks)
@@ -237,7 +235,7 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {token}"}
 
         def get(path: str) -> bytes:
-            r = client.get(path, headers=headers)
+            r: httpx.Response = client.get(path, headers=headers)  # TestClient's own type is lost (Any)
             assert r.status_code == 200, (path, r.status_code, r.text[:300])
             return r.content
 

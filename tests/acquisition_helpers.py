@@ -56,6 +56,7 @@ def sim_source(sim: Simulator, protocol: str, **settings: Any) -> dict[str, Any]
         if t.length is not None:
             tag["length"] = t.length
         tags.append(tag)
+    base: dict[str, Any]
     if protocol == "opcua":
         base = {"name": "line-opcua", "protocol": "opcua", "endpoint": sim.opcua_endpoint,
                 "namespace_uri": sim.namespace_uri}

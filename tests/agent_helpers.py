@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 import sqlite3
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import orjson
 import yaml
@@ -22,6 +23,7 @@ from services import unavailable
 
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
+from blackbox.agent.control import Caller, Handler
 from blackbox.agent.recorder import Recorder
 from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer
@@ -30,6 +32,7 @@ from blackbox.control_client import AgentUnreachable, call
 from blackbox.rules import RuleEngine
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class BufferThread:
@@ -38,7 +41,7 @@ class BufferThread:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1)
 
-    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+    async def __call__(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
@@ -65,6 +68,13 @@ def make_recorder(buffer: Buffer, db: BufferThread, context: ContextConfig | Non
                   clock: GatewayClock | None = None) -> Recorder:
     return Recorder(buffer, db, ContextTracker(context or ContextConfig(), {}), RuleEngine([], {}),
                     clock or GatewayClock(), SystemAlarms())
+
+
+async def reply(handler: Handler, args: dict[str, Any], caller: Caller) -> Any:
+    """What a control command answers (one answer: ``tail`` alone streams)."""
+    outcome = handler(args, caller)
+    assert inspect.isawaitable(outcome), "the command streams"
+    return await outcome
 
 
 def events_of(path: Path, kind: str | None = None) -> list[dict[str, Any]]:

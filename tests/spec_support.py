@@ -34,7 +34,7 @@ class Approvers:
         out: dict[str, list[str]] = {}
         for role in ("qa", "regulator"):
             path = folder / f"{role}.pub.pem"
-            path.write_text(self.pem(role), encoding="ascii")  # type: ignore[arg-type]
+            path.write_text(self.pem(role), encoding="ascii")
             out[f"{role}_keys"] = [str(path)]
         return out
 

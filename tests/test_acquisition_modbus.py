@@ -133,8 +133,8 @@ async def test_an_unreachable_source_does_not_delay_the_others(sim: Simulator) -
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     # while the hung source waits out each 0.5 s request, the live one (every 0.1 s) goes on polling
-    hung = [i for i, (name, kind) in enumerate(log) if name == "hung" and kind.startswith("source.")]
-    for connected, disconnected in zip(hung[::2], hung[1::2], strict=False):
+    changes = [i for i, (name, kind) in enumerate(log) if name == "hung" and kind.startswith("source.")]
+    for connected, disconnected in zip(changes[::2], changes[1::2], strict=False):
         assert (log[connected][1], log[disconnected][1]) == ("source.connected", "source.disconnected")
         assert log[connected:disconnected].count(("live", "cycle")) >= 2, log[connected:disconnected]
     assert live.connected is True and not sink.events("source.disconnected")

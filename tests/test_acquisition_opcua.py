@@ -138,7 +138,7 @@ async def server_with_nodes(count: int) -> AsyncIterator[tuple[Server, str, list
     server.set_endpoint("opc.tcp://127.0.0.1:0/")
     idx = await server.register_namespace("urn:blackbox:test:big")
     for i in range(count):
-        await server.nodes.objects.add_variable(ua.NodeId(f"v{i:04d}", idx), f"v{i:04d}",
+        await server.nodes.objects.add_variable(ua.NodeId(ua.String(f"v{i:04d}"), ua.Int16(idx)), f"v{i:04d}",
                                                 ua.Variant(i / 4, ua.VariantType.Double))
     reads: list[int] = []
 
@@ -178,8 +178,8 @@ async def test_2000_nodes_are_read_in_one_read_or_the_servers_limit() -> None:
         finally:
             await driver.close()
         # a server limiting Reads to 500 nodes gets four per cycle
-        await server.get_node(ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)) \
-            .write_value(ua.Variant(500, ua.VariantType.UInt32))
+        max_nodes_per_read = ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+        await server.get_node(ua.NodeId(max_nodes_per_read)).write_value(ua.Variant(500, ua.VariantType.UInt32))
         await driver.connect()
         try:
             reads.clear()

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,11 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
         await asyncio.to_thread(cli, "store", "enroll", "gw-cream-01", str(tmp_path / "gateway.pub.pem"),
                                 "--site", "SH-FX-01", "-c", c)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+        def recorded(agent: subprocess.Popen[bytes], items: int) -> Callable[[], bool]:
+            """``items`` readings recorded in this life, or the agent exited."""
+            return lambda: tail.life_items >= items or agent.poll() is not None
+
         store = subprocess.Popen([*BLACKBOX, "store", "serve", "-c", c], env=env,
                                  stderr=(tmp_path / "store.log").open("w"))
         log = (tmp_path / "agent.log").open("a")
@@ -118,12 +124,12 @@ async def test_sigkill_at_random_moments_loses_nothing_that_was_committed(tmp_pa
             for life in range(KILLS):
                 agent = subprocess.Popen([*BLACKBOX, "run", "-c", c], env=env, stderr=log)
                 tail.start()
-                await eventually(lambda a=agent: tail.life_items > 0 or a.poll() is not None, 30,
+                await eventually(recorded(agent, 1), 30,
                                f"life {life}: the agent to record")
                 assert agent.poll() is None, f"the agent exited by itself in life {life}"
                 # a random moment, counted in readings committed (up to about a second's worth)
                 target = tail.life_items + rng.randint(1, READINGS_PER_S)
-                await eventually(lambda t=target, a=agent: tail.life_items >= t or a.poll() is not None, 30,
+                await eventually(recorded(agent, target), 30,
                                  f"life {life}: {target} readings recorded before the kill")
                 assert agent.poll() is None, f"the agent exited by itself in life {life}"
                 agent.send_signal(signal.SIGKILL)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import BufferThread, events_of, make_recorder
+from agent_helpers import BufferThread, events_of, make_recorder, reply
 
 from blackbox.agent.control import Caller, ControlError
 from blackbox.agent.operator import operator_handlers
@@ -125,9 +125,9 @@ async def test_where_a_plc_tag_carries_the_batch_the_operator_may_not_contradict
     rec = make_recorder(buffer, db, ContextConfig.model_validate({"batch_tag": "EM-01.batch_id"}))
     h = operator_handlers(rec)
     with pytest.raises(ControlError, match=r"PLC tag EM-01\.batch_id"):
-        await h["batch.start"]({"batch": "B1", "product": "P"}, ZHANG)
+        await reply(h["batch.start"], {"batch": "B1", "product": "P"}, ZHANG)
     await rec.record([Sample("EM-01.batch_id", "B9")])
-    await h["batch.phase"]({"phase": "mix"}, ZHANG)  # no phase tag: the phase is the operator's
+    await reply(h["batch.phase"], {"phase": "mix"}, ZHANG)  # no phase tag: the phase is the operator's
     assert rec.tracker.context.phase == "mix"
     buffer.close()
     db.close()

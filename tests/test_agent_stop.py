@@ -45,7 +45,7 @@ class GatedDriver:
 
 async def test_stop_during_a_read_commits_that_cycle_then_returns() -> None:
     driver, sink = GatedDriver(), Collector()
-    poller = SourcePoller(driver, sink)  # type: ignore[arg-type]
+    poller = SourcePoller(driver, sink)
     task = asyncio.create_task(poller.run())
     await asyncio.wait_for(driver.reading.wait(), 5)
     poller.request_stop()
@@ -59,7 +59,7 @@ async def test_stop_during_a_read_commits_that_cycle_then_returns() -> None:
 async def test_stop_while_waiting_for_the_next_cycle_returns_at_once() -> None:
     driver, sink = GatedDriver(poll_interval=3600.0), Collector()  # the next cycle is an hour away
     driver.gate.set()
-    poller = SourcePoller(driver, sink)  # type: ignore[arg-type]
+    poller = SourcePoller(driver, sink)
     task = asyncio.create_task(poller.run())
     await eventually(lambda: bool(sink.samples("T.value")), 5, "the first cycle to be recorded")
     poller.request_stop()

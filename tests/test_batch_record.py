@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import BufferThread, events_of, make_recorder
+from agent_helpers import BufferThread, events_of, make_recorder, reply
 
 from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.control import Caller, ControlError
@@ -47,7 +47,7 @@ async def gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Ga
     h = operator_handlers(rec, Accounts(cfg.operators_file, cfg.lockout_after, log2_n=request.param))
     for user, name, roles in [("zhang", "Zhang Wei", ["operator"]), ("li", "Li Na", ["operator", "verifier"]),
                               ("wang", "Wang Fang", ["qc_analyst"]), ("qa", "Qiao An", ["qa_releaser"])]:
-        await h["operator.add"]({"user": user, "name": name, "roles": roles, "password": PW[user]}, ROOT)
+        await reply(h["operator.add"], {"user": user, "name": name, "roles": roles, "password": PW[user]}, ROOT)
     yield h, tmp_path / "b.sqlite", cfg.operators_file, rec.record_keeper
     buffer.close()
     db.close()

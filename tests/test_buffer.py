@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from blackbox.buffer import Buffer
-from blackbox.model import Context, EventDraft, Quality, Sample
+from blackbox.model import Context, EventDraft, Quality, Sample, Value
 
 CTX = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
 
@@ -31,9 +31,9 @@ def test_sequence_is_contiguous_across_events_and_readings_and_survives_reopen(t
 
 def test_values_keep_their_types_and_context(tmp_path: Path) -> None:
     buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
-    values: list[object] = [True, 0, 3, 2.5, -0.08, "RM-001", None, 1e300]
+    values: list[Value] = [True, 0, 3, 2.5, -0.08, "RM-001", None, 1e300]
     ss = [Sample(f"t{i}", v, Quality.GOOD if v is not None else Quality.BAD, None if v is not None else "timeout",
-                 source_ts_us=1_700_000_000_000_000 + i) for i, v in enumerate(values)]  # type: ignore[arg-type]
+                 source_ts_us=1_700_000_000_000_000 + i) for i, v in enumerate(values)]
     committed = buf.commit(ss, [], CTX, ts_us=42)
     back = buf.readings_between(1, 100)
     assert back == committed.readings

@@ -171,10 +171,11 @@ def test_a_commit_without_samples_stores_no_block_and_returns_an_empty_one(tmp_p
 
 
 @pytest.mark.parametrize(("columns", "error"), [
-    (SampleColumns(["t"], [1.0], ["excellent"], [None], [None]), r"unknown quality 'excellent'"),
-    (SampleColumns(["t", "u"], [1.0, 2.0], [Quality.BAD, None], [None, None], [None, None]),
+    # deliberately of the wrong types (type: ignore): what a buggy driver could hand over
+    (SampleColumns(["t"], [1.0], ["excellent"], [None], [None]), r"unknown quality 'excellent'"),  # type: ignore[list-item]
+    (SampleColumns(["t", "u"], [1.0, 2.0], [Quality.BAD, None], [None, None], [None, None]),  # type: ignore[list-item]
      r"unknown quality None"),
-    (SampleColumns(["t"], [object()], [Quality.GOOD], [None], [None]),
+    (SampleColumns(["t"], [object()], [Quality.GOOD], [None], [None]),  # type: ignore[list-item]
      r"not JSON serializable"),
 ])
 def test_a_cycle_that_cannot_be_stored_is_refused_whole(tmp_path: Path, columns: SampleColumns, error: str) -> None:

@@ -13,10 +13,15 @@ def test_sigterm_stops_the_simulator_with_exit_0_and_a_stopped_line() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "blackbox", "--log-level", "INFO", "simulate", "--opcua-port", "0",
                              "--modbus-port", "0"], stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stderr is not None
+        stderr = proc.stderr
+        assert stderr is not None
         lines: list[str] = []
-        wait_until(lambda: lines.append(proc.stderr.readline()) or "serving OPC UA" in lines[-1], 60,
-                   "the simulator serving")
+
+        def serving() -> bool:
+            lines.append(stderr.readline())
+            return "serving OPC UA" in lines[-1]
+
+        wait_until(serving, 60, "the simulator serving")
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=30)
     finally:

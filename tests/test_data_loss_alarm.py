@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from agent_helpers import BufferThread, FakeClock, events_of, make_recorder
+from agent_helpers import BufferThread, FakeClock, events_of, make_recorder, reply
 
 from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.control import Caller, ControlError
@@ -38,8 +39,9 @@ async def lossy(tmp_path: Path) -> AsyncIterator[tuple[Recorder, Buffer, FakeClo
     thread.close()
 
 
-async def call(rec: Recorder, command: str, **args: object) -> dict[str, object]:
-    return await alarm_handlers(rec.rules, rec.commit)[command](args, WANG)  # type: ignore[no-any-return]
+async def call(rec: Recorder, command: str, **args: object) -> dict[str, Any]:
+    answer: dict[str, Any] = await reply(alarm_handlers(rec.rules, rec.commit)[command], args, WANG)
+    return answer
 
 
 async def test_the_data_loss_alarm_is_listed_acknowledged_and_cleared_through_the_lifecycle(
@@ -48,7 +50,7 @@ async def test_the_data_loss_alarm_is_listed_acknowledged_and_cleared_through_th
     (raised,) = events_of(path, "alarm.raised")
     assert raised["data"]["state"] == "active_unacknowledged" and raised["data"]["priority"] == "critical"
     listed = (await call(rec, "alarms.list"))["alarms"]
-    assert [(a["alarm"], a["state"]) for a in listed] == [("buffer.data_loss", "active_unacknowledged")]  # type: ignore[index]
+    assert [(a["alarm"], a["state"]) for a in listed] == [("buffer.data_loss", "active_unacknowledged")]
 
     await call(rec, "alarms.ack", alarms=["buffer.data_loss"])
     (acked,) = events_of(path, "alarm.acknowledged")
@@ -82,7 +84,7 @@ async def test_shelving_the_data_loss_alarm_is_recorded_and_expires(
     await call(rec, "alarms.shelve", alarms=["buffer.data_loss"], duration_s=30, reason="store migration tonight")
     (shelved,) = events_of(path, "alarm.shelved")
     assert (shelved["data"]["user"], shelved["data"]["reason"]) == ("wang.fang (os:wang)", "store migration tonight")
-    assert [a["state"] for a in (await call(rec, "alarms.list"))["alarms"]] == ["shelved"]  # type: ignore[index]
+    assert [a["state"] for a in (await call(rec, "alarms.list"))["alarms"]] == ["shelved"]
     clock.advance(31)
     await rec.tick()
     (unshelved,) = events_of(path, "alarm.unshelved")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar, TypeVarTuple
 
 import pytest
 from pydantic import TypeAdapter
@@ -23,6 +23,7 @@ from blackbox.model import Event, EventDraft, Sample
 from blackbox.rules import RuleEngine
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 TAG = TagConfig.model_validate({"name": "EM-01.temperature", "address": "x", "type": "float",
                                 "category": "process", "unit": "EM-01", "limits": [{"h": 80}]})
 
@@ -31,7 +32,7 @@ TAG = TagConfig.model_validate({"name": "EM-01.temperature", "address": "x", "ty
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Recorder, Buffer]]:
     buffer = Buffer(tmp_path / "buffer.sqlite")
 
-    async def db(fn: Callable[..., T], *args: Any) -> T:
+    async def db(fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return fn(*args)
 
     rules = RuleEngine([TypeAdapter(Rule).validate_python(r) for r in (

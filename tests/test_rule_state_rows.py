@@ -54,7 +54,8 @@ def test_the_saved_rows_are_the_whole_state_after_every_cycle_of_every_rule_case
 
 
 def test_a_commit_writes_only_the_rows_that_changed() -> None:
-    e, table = engine(), {}
+    e = engine()
+    table: dict[str, str] = {}
     e.evaluate([Sample("T1", 20.0), Sample("T2", 20.0), Sample("T3", 20.0)], 1 * US, None, None)
     assert set(saved_rows(e, table)) == {""}  # the first commit of an engine writes it all: nothing but its own row
     e.evaluate([Sample("T1", 20.0), Sample("T2", 85.0), Sample("T3", 20.0)], 2 * US, None, None)
@@ -72,7 +73,8 @@ def test_a_commit_writes_only_the_rows_that_changed() -> None:
 
 
 def test_rows_of_a_failed_commit_are_written_by_the_next() -> None:
-    e, table = engine(), {}
+    e = engine()
+    table: dict[str, str] = {}
     saved_rows(e, table)
     e.evaluate([Sample("T1", 85.0)], 1 * US, None, None)
     failed = e.state_rows()

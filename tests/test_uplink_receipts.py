@@ -133,6 +133,7 @@ async def sealed(p: Pipeline, n: int = 5) -> tuple[int, str]:
     await p.commit(n)
     await p.sealer.flush()
     last = await p.db(p.buffer.last_sealed)
+    assert last is not None
     return last.batch_seq, last.hash
 
 
@@ -274,7 +275,7 @@ async def test_a_rewritten_or_truncated_store_log_raises_an_alarm(
     assert p.forwarder.stats().log_inconsistent == 1
     assert p.forwarder.stats().store_tree_size == kept  # the inconsistent head is never adopted
     note = await p.db(p.buffer.meta_value, "store_checkpoint")
-    assert open_checkpoint(note, STORE_SIGNER.verifier).size == kept
+    assert note is not None and open_checkpoint(note, STORE_SIGNER.verifier).size == kept
 
 
 async def test_the_store_publishes_its_signed_checkpoint_retained(gateway: tuple[Pipeline, list[str]],

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import reply
 from sqlalchemy import select
 from test_uplink_forwarder import GATEWAY, SITE, Store
 from uplink_support import Mosquitto, Pipeline, cli
@@ -63,7 +64,7 @@ async def test_rotation_via_the_control_handler_is_followed_by_the_store(tmp_pat
         await p.commit(100)
         await p.delivered()
         rotate = p.sealer.control_handlers(record_into(p))["keys.rotate"]
-        result = await rotate({}, CALLER)
+        result = await reply(rotate, {}, CALLER)
         new = result["new_key_id"]
         assert result["old_key_id"] == old and result["in_force"] == new != old
         assert key_id(load_private_key(p.key_file)) == new, "the key file now holds the new key"
@@ -109,7 +110,7 @@ async def test_a_second_rotation_while_one_is_pending_is_refused(tmp_path: Path,
         generate_key_file(next_key_path(p.key_file))  # a rotation in progress (successor written)
         p.sealer._next_key = load_private_key(next_key_path(p.key_file))
         with pytest.raises(ControlError, match="in progress"):
-            await p.sealer.control_handlers(record_into(p))["keys.rotate"]({}, CALLER)
+            await reply(p.sealer.control_handlers(record_into(p))["keys.rotate"], {}, CALLER)
     finally:
         await p.stop()
 

@@ -11,12 +11,16 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 from test_uplink_forwarder import Store
-from uplink_support import Mosquitto, Pipeline, Pki, wait_until
-from waiting import eventually
+from uplink_support import Mosquitto, Pipeline, Pki
+from waiting import eventually, wait_until
 
 from blackbox.config import MqttConfig, TlsConfig
 from blackbox.mqtt import make_client
@@ -65,9 +69,18 @@ def connect_outcome(cfg: MqttConfig) -> str:
     client = make_client(cfg, cfg.client_id or "probe")
     outcome: list[str] = []
     done = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: (outcome.append("connected" if not rc.is_failure else f"refused: {rc}"),
-                                                done.set())
-    client.on_disconnect = lambda c, u, f, rc, p: (outcome.append(f"disconnected: {rc}"), done.set())
+
+    def connected(_c: mqtt.Client, _u: Any, _f: mqtt.ConnectFlags, rc: ReasonCode, _p: Properties | None) -> None:
+        outcome.append("connected" if not rc.is_failure else f"refused: {rc}")
+        done.set()
+
+    def disconnected(_c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, rc: ReasonCode,
+                     _p: Properties | None) -> None:
+        outcome.append(f"disconnected: {rc}")
+        done.set()
+
+    client.on_connect = connected
+    client.on_disconnect = disconnected
     try:
         client.connect(cfg.host, cfg.port, 10)
     except (ssl.SSLError, OSError) as exc:

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import yaml
 from cryptography import x509
@@ -36,6 +36,8 @@ from blackbox.broker import free_port
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG, write_config
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "WARNING"]
 
@@ -310,7 +312,7 @@ class Pipeline:
         self.session: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def db(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def commit(self, n: int, tag: str = "T", events: list[Any] | None = None) -> Any:

@@ -3,6 +3,7 @@ conftest); the fixture starts real servers per test on 127.0.0.1 and a free port
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class ModbusTestServer:
     """Every request received: (device id, function code, address, count)."""
 
     async def stop(self) -> None:
-        await self.server.shutdown()
+        await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
 
 
 def modbus_source(port: int, tags: Sequence[dict[str, Any]], **settings: Any) -> dict[str, Any]:
@@ -80,7 +81,9 @@ async def modbus_server() -> AsyncIterator[StartModbus]:
 
         server = ModbusTcpServer(list(devices), address=("127.0.0.1", 0), trace_pdu=trace)
         await server.serve_forever(background=True)
-        port = server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        listener = server.transport
+        assert isinstance(listener, asyncio.Server)  # what pymodbus types as a BaseTransport is the listening server
+        port = listener.sockets[0].getsockname()[1]
         handle = ModbusTestServer(server, port, log)
         started.append(handle)
         return handle

@@ -156,7 +156,8 @@ def random_tags(rng: random.Random, count: int) -> list[ModbusTagConfig]:
 def reference(tags: Sequence[ModbusTagConfig], registers: Sequence[int], start: int) -> SampleColumns:
     """Each tag decoded on its own from its registers."""
     values: list[Value] = []
-    qualities, reasons = [], []
+    qualities: list[Quality] = []
+    reasons: list[str | None] = []
     for t in tags:
         offset = t.register - start
         try:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 import yaml
@@ -72,9 +72,15 @@ def test_planner_is_deterministic_whatever_the_tag_order() -> None:
     assert plan_reads(tags, **spec["settings"]) == plan_reads(list(reversed(tags)), **spec["settings"])
 
 
+class Limits(TypedDict, total=False):
+    max_registers: int
+    max_bits: int
+    max_gap: int
+
+
 @pytest.mark.parametrize("settings", [{"max_registers": 126}, {"max_registers": 0}, {"max_bits": 2001},
                                       {"max_gap": -1}])
-def test_planner_rejects_limits_beyond_the_protocol(settings: dict[str, int]) -> None:
+def test_planner_rejects_limits_beyond_the_protocol(settings: Limits) -> None:
     with pytest.raises(ValueError):
         plan_reads([_tag({"name": "a", "address": "hr:0", "type": "int16"})], **settings)
 

@@ -83,22 +83,25 @@ async def serial_line() -> AsyncIterator[SerialLine]:
         try:
             yield line
         finally:
-            await server.shutdown()
+            await server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
+
+
+RTU_TAGS: list[dict[str, Any]] = [
+    {"name": "temperature", "address": "hr:0", "type": "float32"},
+    {"name": "offset", "address": "hr:2", "type": "int16"},
+    {"name": "count", "address": "hr:3", "type": "uint32"},
+    {"name": "running", "address": "co:0", "type": "bool"},
+    {"name": "conductivity", "address": "ir:100", "type": "float32", "order": "CDAB", "unit_id": 2},
+    {"name": "loop", "address": "ir:102", "type": "string", "length": 3, "unit_id": 2},
+    {"name": "missing", "address": "hr:500", "type": "int16", "unit_id": 2},
+]
 
 
 def rtu_source(port: str, **settings: Any) -> ModbusSourceConfig:
     return ModbusSourceConfig.model_validate({
         "name": "bus-1", "protocol": "modbus", "transport": "rtu", "serial_port": port, "baudrate": 19200,
         "parity": "N", "timeout": 1.0, **settings,
-        "tags": [{"category": "process", "unit": "TEST", **t} for t in [
-            {"name": "temperature", "address": "hr:0", "type": "float32"},
-            {"name": "offset", "address": "hr:2", "type": "int16"},
-            {"name": "count", "address": "hr:3", "type": "uint32"},
-            {"name": "running", "address": "co:0", "type": "bool"},
-            {"name": "conductivity", "address": "ir:100", "type": "float32", "order": "CDAB", "unit_id": 2},
-            {"name": "loop", "address": "ir:102", "type": "string", "length": 3, "unit_id": 2},
-            {"name": "missing", "address": "hr:500", "type": "int16", "unit_id": 2},
-        ]],
+        "tags": [{"category": "process", "unit": "TEST", **t} for t in RTU_TAGS],
     })
 
 

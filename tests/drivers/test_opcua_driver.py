@@ -22,6 +22,7 @@ from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.crypto.permission_rules import User, UserRole
 from driver_helpers import by_name
 
+from blackbox.columns import SampleColumns
 from blackbox.model import Quality
 from drivers.base import SourceUnavailable
 from drivers.opcua import SPEC, OpcUaDriver, OpcUaSourceConfig
@@ -30,9 +31,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 NS = "urn:blackbox:test:line1"
 OTHER_NS = "urn:blackbox:test:other"
-T1 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+T1 = ua.DateTime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 T1_US = 1772600767123456
-MAX_NODES_PER_READ = ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
+MAX_NODES_PER_READ = ua.NodeId(ua.Int32(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead))
 
 # name -> (variant type, value, status)
 NODES: dict[str, tuple[ua.VariantType, Any, int]] = {
@@ -95,11 +96,13 @@ async def start_server() -> UaTestServer:
     idx = await server.register_namespace(NS)
     objects = server.nodes.objects
     for name, (vtype, value, status) in NODES.items():
-        node = await objects.add_variable(ua.NodeId(name, idx), name, ua.Variant(value, vtype))
-        await node.write_value(ua.DataValue(ua.Variant(value, vtype), StatusCode=ua.StatusCode(status),
+        node = await objects.add_variable(ua.NodeId(ua.String(name), ua.Int16(idx)), name, ua.Variant(value, vtype))
+        await node.write_value(ua.DataValue(ua.Variant(value, vtype), StatusCode=ua.StatusCode(ua.UInt32(status)),
                                             SourceTimestamp=T1, ServerTimestamp=T1))
-    await objects.add_variable(ua.NodeId(5001, idx), "numeric", ua.Variant(42, ua.VariantType.Int32))
-    await objects.add_variable(ua.NodeId("EM-01.temperature", other), "other", ua.Variant(999.0, ua.VariantType.Double))
+    await objects.add_variable(ua.NodeId(ua.Int32(5001), ua.Int16(idx)), "numeric",
+                               ua.Variant(42, ua.VariantType.Int32))
+    await objects.add_variable(ua.NodeId(ua.String("EM-01.temperature"), ua.Int16(other)), "other",
+                               ua.Variant(999.0, ua.VariantType.Double))
     handle = UaTestServer(server, "", idx)
 
     def count(event: ServerItemCallback, _dispatcher: Any) -> None:
@@ -107,7 +110,8 @@ async def start_server() -> UaTestServer:
         if any(rv.NodeId.NamespaceIndex == idx for rv in nodes):
             handle.reads.append(len(nodes))
             if handle.refuse_above is not None and len(nodes) > handle.refuse_above:
-                raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManyOperations)  # a ServiceFault to the client
+                # a ServiceFault to the client; asyncua leaves the error's __init__ unannotated
+                raise ua.UaStatusCodeError(ua.StatusCodes.BadTooManyOperations)  # type: ignore[no-untyped-call]
 
     server.subscribe_server_callback(CallbackType.PreRead, count)
     await server.start()
@@ -131,7 +135,7 @@ def source(endpoint: str, tags: dict[str, tuple[str, str]], **settings: Any) -> 
     })
 
 
-async def read_once(config: OpcUaSourceConfig) -> tuple[OpcUaDriver, list[Any]]:
+async def read_once(config: OpcUaSourceConfig) -> tuple[OpcUaDriver, SampleColumns]:
     driver = SPEC.factory(config)
     assert isinstance(driver, OpcUaDriver)
     await driver.connect()

@@ -74,14 +74,14 @@ def nonsense(rng: random.Random) -> ua.Variant:
 
 
 def status(rng: random.Random) -> ua.StatusCode:
-    return ua.StatusCode(rng.choice([ua.StatusCodes.Good, ua.StatusCodes.Good, ua.StatusCodes.UncertainLastUsableValue,
-                                     ua.StatusCodes.BadSensorFailure, rng.getrandbits(32), 0x0000_0400,
-                                     0x4000_0080]))
+    code = rng.choice([ua.StatusCodes.Good, ua.StatusCodes.Good, ua.StatusCodes.UncertainLastUsableValue,
+                       ua.StatusCodes.BadSensorFailure, rng.getrandbits(32), 0x0000_0400, 0x4000_0080])
+    return ua.StatusCode(ua.UInt32(code))
 
 
-def timestamp(rng: random.Random) -> datetime | None:
-    return rng.choice([None, datetime(1601, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
-                       datetime.now(UTC), datetime.now(UTC) + timedelta(days=365 * 100)])
+def timestamp(rng: random.Random) -> ua.DateTime | None:
+    return rng.choice([None, ua.DateTime(1601, 1, 1, tzinfo=UTC), ua.DateTime(9999, 12, 31, 23, 59, tzinfo=UTC),
+                       ua.DateTime.now(UTC), ua.DateTime.now(UTC) + timedelta(days=365 * 100)])
 
 
 async def test_a_server_holding_nonsense_gives_bad_readings_with_reasons_never_a_crash() -> None:
@@ -90,7 +90,8 @@ async def test_a_server_holding_nonsense_gives_bad_readings_with_reasons_never_a
     idx = await server.server.register_namespace(NS)
     objects = server.server.nodes.objects
     names = [f"fz.{t}.{i}" for t in TYPES for i in range(2)]
-    nodes = [await objects.add_variable(ua.NodeId(n, idx), n, ua.Variant(0.0, V.Double)) for n in names]
+    nodes = [await objects.add_variable(ua.NodeId(ua.String(n), ua.Int16(idx)), n, ua.Variant(0.0, V.Double))
+             for n in names]
     config = source(server.endpoint, {n: (f"s={n}", n.split(".")[1]) for n in names}, timeout=5.0)
     driver = SPEC.factory(config)
     assert isinstance(driver, OpcUaDriver)

@@ -50,7 +50,7 @@ async def secure_server(certs: dict[str, Path], policy: ua.SecurityPolicyType) -
     await server.load_certificate(str(certs["server_cert"]))
     await server.load_private_key(str(certs["server_key"]))
     idx = await server.register_namespace(NS)
-    await server.nodes.objects.add_variable(ua.NodeId("EM-01.temperature", idx), "temperature",
+    await server.nodes.objects.add_variable(ua.NodeId(ua.String("EM-01.temperature"), ua.Int16(idx)), "temperature",
                                             ua.Variant(75.5, ua.VariantType.Double))
     await server.start()
     endpoint = f"opc.tcp://127.0.0.1:{server.bserver.port}"  # type: ignore[union-attr]

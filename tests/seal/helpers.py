@@ -10,6 +10,7 @@ import hashlib
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import zstandard
@@ -145,9 +146,10 @@ def craft(header: dict[str, Any] | bytes, payload: bytes, key: Ed25519PrivateKey
 
 def craft_document(document: bytes, key: Ed25519PrivateKey, compression: str = "none", **over: Any) -> bytes:
     """A signed wire carrying ``document`` (records JSON) with a header that agrees with it."""
-    payload = {
+    compress: dict[str, Callable[[bytes], bytes]] = {
         "none": lambda d: d,
         "zlib": zlib.compress,
         "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
-    }[compression](document)
+    }
+    payload = compress[compression](document)
     return craft(header_for(document, key, compression, **over), payload, key)

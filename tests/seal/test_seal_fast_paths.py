@@ -123,6 +123,6 @@ def test_rows_seal_like_records(seal_args: dict[str, Any]) -> None:
 def test_row_seqs_must_be_one_contiguous_run(seal_args: dict[str, Any], r_seqs: list[int], e_seqs: list[int],
                                             match: str) -> None:
     r_rows = [[s, "T", 1.0, "good", None, T0, None, None, None] for s in r_seqs]
-    e_rows = [[s, "x.y", None, {}, T0, None, None] for s in e_seqs]
+    e_rows: list[list[Any]] = [[s, "x.y", None, {}, T0, None, None] for s in e_seqs]
     with pytest.raises(ValueError, match=match):
         seal_rows(r_rows, e_rows, **seal_args)

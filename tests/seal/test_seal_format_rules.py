@@ -167,7 +167,7 @@ def test_the_sealer_refuses_what_the_decoder_refuses(key: Ed25519PrivateKey) -> 
     """Nothing unreadable is ever signed: the same rules run at seal time."""
     args: dict[str, Any] = {"site": "S", "gateway": "g", "key": key, "batch_seq": 1, "prev_hash": GENESIS_HASH,
                             "config_hash": CONFIG_HASH}
-    bad = [
+    bad: list[Reading | Event] = [
         Reading(1, "T", "a\x00", "good", None, T0, None, None, None),  # type: ignore[arg-type]
         Reading(1, "T" * 129, 1.0, "good", None, T0, None, None, None),  # type: ignore[arg-type]
         Reading(1, "T", 2**64, "good", None, T0, None, None, None),  # type: ignore[arg-type]

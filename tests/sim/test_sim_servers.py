@@ -52,7 +52,8 @@ def decode(tag: SimTag, regs: list[int]) -> Value:
     raw = struct.pack(f">{len(regs)}H", *regs)
     if tag.type == "string":
         return raw.rstrip(b"\x00").decode("ascii")
-    return struct.unpack({"float32": ">f", "uint32": ">I", "uint16": ">H"}[tag.type], raw)[0]
+    number: float | int = struct.unpack({"float32": ">f", "uint32": ">I", "uint16": ">H"}[tag.type], raw)[0]
+    return number
 
 
 async def read_modbus(client: AsyncModbusTcpClient, unit: int) -> dict[str, Value]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +153,7 @@ class Gateway:
 
     def seal_raw(
         self,
-        records: list[Reading | Event],
+        records: Sequence[Reading | Event],
         *,
         batch_seq: int,
         prev_hash: str,

@@ -70,7 +70,7 @@ def stored_chain(engine: Engine) -> list[tuple[int, str]]:
                                                .order_by(sealed_batches.c.batch_seq))]
 
 
-def stored_readings(engine: Engine) -> list[tuple[int, float]]:
+def stored_readings(engine: Engine) -> list[tuple[int, float | None]]:
     with engine.connect() as conn:
         return [(r.seq, r.num) for r in readings_of(conn)]
 

@@ -33,7 +33,7 @@ BATCH = "FC050-2026-1125-01"
 def approvers(engine: Engine) -> Approvers:
     a = Approvers()
     for role in ("qa", "regulator"):
-        enroll_approver(engine, SITE, role, a.pem(role))  # type: ignore[arg-type]
+        enroll_approver(engine, SITE, role, a.pem(role))
     return a
 
 

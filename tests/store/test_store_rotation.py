@@ -10,7 +10,7 @@ from sqlalchemy import Engine, select
 from store_synth import GATEWAY, SITE, T0, Gateway
 from test_store_ingest import assert_rejected, handle, simple_batch, stored_state
 
-from blackbox.model import Event
+from blackbox.model import Event, Reading
 from blackbox.seal import KEY_ROTATED, key_id, rotation_data, seal_batch
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
@@ -103,14 +103,14 @@ def test_a_rotation_that_breaks_the_rules_is_refused(engine: Engine) -> None:
     gw = Gateway()
     ing = enrolled(engine, gw)
     new_key, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    cases = {
-        "not last": [rotation_data(gw.key, new_key, "x"), True],
-        "wrong old key": [rotation_data(stranger, new_key, "x"), False],
-        "key id does not match": [{**rotation_data(gw.key, new_key, "x"), "new_key_id": key_id(stranger)}, False],
-        "no public key": [{**rotation_data(gw.key, new_key, "x"), "new_public_key": "zz"}, False],
+    cases: dict[str, tuple[dict[str, Any], bool]] = {
+        "not last": (rotation_data(gw.key, new_key, "x"), True),
+        "wrong old key": (rotation_data(stranger, new_key, "x"), False),
+        "key id does not match": ({**rotation_data(gw.key, new_key, "x"), "new_key_id": key_id(stranger)}, False),
+        "no public key": ({**rotation_data(gw.key, new_key, "x"), "new_public_key": "zz"}, False),
     }
     for name, (data, reading_after) in cases.items():
-        records = [_rotation_event(gw, data, T0)]
+        records: list[Reading | Event] = [_rotation_event(gw, data, T0)]
         if reading_after:
             records.append(gw.reading("EM-01.temperature", 1.0, T0 + 1))
         gw.pending = []
@@ -160,8 +160,8 @@ def test_seal_batch_records_the_rotation_the_agent_way(engine: Engine) -> None:
     gw = Gateway()
     ing = enrolled(engine, gw)
     new_key = Ed25519PrivateKey.generate()
-    records = [gw.reading("EM-01.temperature", 1.0, T0), _rotation_event(gw, rotation_data(gw.key, new_key, "op"),
-                                                                          T0 + 1)]
+    records: list[Reading | Event] = [gw.reading("EM-01.temperature", 1.0, T0),
+                                      _rotation_event(gw, rotation_data(gw.key, new_key, "op"), T0 + 1)]
     wire = seal_batch(records, site=SITE, gateway=GATEWAY, key=gw.key, batch_seq=1, prev_hash=gw.prev_hash,
                       config_hash=gw.config_hash).wire
     assert handle(ing, wire).status == "stored"

@@ -145,9 +145,10 @@ def resign_history(conn: Connection, store: Store) -> None:
         signer = first if opened.header.key_id == store.old_key else second
         for i, rec in enumerate(records):
             if isinstance(rec, Event) and rec.type == KEY_ROTATED:
-                records[i] = replace(rec, data=rotation_data(first, second, "dba"), subject=key_id(second))
+                records[i] = forged_rotation = replace(rec, data=rotation_data(first, second, "dba"),
+                                                       subject=key_id(second))
                 conn.execute(update(events).where(events.c.seq == rec.seq)
-                             .values(data=records[i].data, subject=records[i].subject))
+                             .values(data=forged_rotation.data, subject=forged_rotation.subject))
         h = opened.header
         forged = seal_batch(records, site=h.site, gateway=h.gateway, key=signer, batch_seq=batch_seq, prev_hash=prev,
                             config_hash=h.config_hash, clock=h.clock, compression=h.compression,
@@ -171,7 +172,8 @@ def set_limit(data: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class Tamper:
     name: str
-    apply: Callable[[Connection, Store], None]
+    apply: Callable[[Connection, Store], object]
+    """Alters the stored data (what it returns is not used)."""
     codes: frozenset[str]
     """Codes that ``store verify`` must report (the trace must report at least one of them)."""
 

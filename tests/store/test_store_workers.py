@@ -5,6 +5,7 @@ attacked directly by threads ingesting the same gateway at the same instant."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import random
@@ -139,7 +140,7 @@ def test_workers_share_the_batches_store_each_once_and_keep_every_chain(
     acks = Acks(root)
     try:
         for i in range(workers):
-            wait_until(lambda i=i: subscribed(metrics_base + i), 30, f"worker {i + 1} to subscribe")
+            wait_until(functools.partial(subscribed, metrics_base + i), 30, f"worker {i + 1} to subscribe")
         for name, wire in sends:
             acks.publish(GatewayTopics(root, SITE, name).batches, wire)
         got = acks.take(len(sends))

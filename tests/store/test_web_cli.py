@@ -9,9 +9,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import Result
 from sqlalchemy import Engine
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 from web_support import BATCH, OTHER_BATCH, OTHER_SITE, REFERENCES, REUSED, SITE, build_store
 
 from blackbox.cli.main import app

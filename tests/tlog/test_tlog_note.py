@@ -79,10 +79,10 @@ def test_mangled_vkeys_are_refused_like_go() -> None:
         except NoteError:
             pass
     assert accepted == []
-    for k in ("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
-              "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"):
+    for vkey in ("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==",
+                 "PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"):
         with pytest.raises(NoteError):
-            parse_vkey(k)
+            parse_vkey(vkey)
 
 
 def test_split_keeps_unknown_signatures() -> None:
