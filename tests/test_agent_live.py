@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
-from blackbox.agent.live import TAIL_QUEUE, LiveView, TagFilter, tag_report
+from blackbox.agent.live import TAIL_QUEUE, LiveView, TagFilter, TailSubscription, tag_report
 from blackbox.buffer import Committed
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.config import TagConfig
@@ -28,17 +30,27 @@ def committed(seq: int, tags: list[str], events: tuple[str, ...] = ()) -> Commit
     return Committed(ReadingBlock(first, 10, "B1", "cool", samples), evs)
 
 
+def take_all(sub: TailSubscription) -> list[dict[str, Any]]:
+    """The items waiting in ``sub``'s queue, taken out (none of them the end of the stream)."""
+    items = []
+    for _ in range(sub.queue.qsize()):
+        item = sub.queue.get_nowait()
+        assert item is not None, "the stream ended"
+        items.append(item)
+    return items
+
+
 def test_tail_filters_by_pattern_and_unit_and_carries_context() -> None:
     live = LiveView(TAGS)
     temps = live.subscribe(TagFilter(["*.temperature"], []), with_events=False)
     em01 = live.subscribe(TagFilter([], ["EM-01"]), with_events=True)
     live.on_commit(committed(1, list(TAGS), ("alarm.raised",)))
-    got = [temps.queue.get_nowait() for _ in range(temps.queue.qsize())]
+    got = take_all(temps)
     assert [i["tag"] for i in got] == ["EM-01.temperature", "OT-01.temperature"]
     assert got[0] == {"seq": 2, "ts_us": 10, "tag": "EM-01.temperature", "unit": "EM-01", "value": 20.0,
                       "eng_unit": "degC", "quality": "good", "reason": None, "source_ts_us": None, "batch": "B1",
                       "phase": "cool"}
-    items = [em01.queue.get_nowait() for _ in range(em01.queue.qsize())]
+    items = take_all(em01)
     assert [i.get("event") or i["tag"] for i in items] == ["alarm.raised", "EM-01.temperature", "EM-01.vacuum"]
     assert live.readings_total == 3 and live.events_total["alarm.raised"] == 1
     assert live.alarm_raised_total["high"] == 1
@@ -139,9 +151,11 @@ def test_status_picks_lists_and_counts_tags(patterns: list[str], units: list[str
     assert [t["tag"] for t in got] == listed
     assert report.counts == {"configured": 9, **counts, "listed": len(listed)}
     for t in got:  # each entry says the state it was listed for
-        quality, age = PLANT_STATE.get(t["tag"], (None, None))
-        assert (t["quality"], t["age_s"], t["stale"]) == (quality, age, age is None or age > 4.0)
-        assert t["reason"] == (None if quality in (None, Quality.GOOD) else "why")
+        state: tuple[Quality | None, float | None] = PLANT_STATE.get(t["tag"], (None, None))
+        listed_quality, listed_age = state
+        assert (t["quality"], t["age_s"], t["stale"]) == (listed_quality, listed_age,
+                                                         listed_age is None or listed_age > 4.0)
+        assert t["reason"] == (None if listed_quality in (None, Quality.GOOD) else "why")
 
 
 def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:
@@ -152,6 +166,6 @@ def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:
         live.on_commit(Committed(ReadingBlock(1 + 3 * n, 10, None, None, SampleColumns.good(same, [1.0] * 3)), []))
     tags = ("OT-01.temperature", "EM-01.vacuum")
     live.on_commit(Committed(ReadingBlock(20, 10, None, None, SampleColumns.good(tags, [1.0, 2.0])), []))
-    got = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    got = take_all(sub)
     assert [(i["seq"], i["tag"]) for i in got] == [(2, "EM-01.vacuum"), (5, "EM-01.vacuum"), (8, "EM-01.vacuum"),
                                                    (21, "EM-01.vacuum")]
