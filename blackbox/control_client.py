@@ -1,14 +1,21 @@
-"""Client side of the agent's control socket (see :mod:`blackbox.agent.control`)."""
+"""Client side of the agent's control socket (see :mod:`blackbox.agent.control`).
+
+The standard library's JSON by default: it loads in a fraction of the time orjson takes (about
+15 ms of CPU, a quarter of ``blackbox status``'s start-up) and decodes the usual answers in
+microseconds. A caller expecting megabytes (``status --json`` at 20,000 tags) or a stream of
+thousands of lines a second (``tail``) passes ``decode=orjson.loads``.
+"""
 
 from __future__ import annotations
 
 import getpass
+import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
+Decode = Callable[[bytes], Any]
 
 
 class AgentUnreachable(Exception):
@@ -35,33 +42,34 @@ def _connect(path: Path, timeout: float) -> socket.socket:
 
 
 def _send(sock: socket.socket, cmd: str, args: dict[str, Any], user: str | None) -> None:
-    sock.sendall(orjson.dumps({"cmd": cmd, "args": args, "user": user or getpass.getuser()}) + b"\n")
+    request = {"cmd": cmd, "args": args, "user": user or getpass.getuser()}
+    sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
 
 
-def _lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+def _lines(sock: socket.socket, decode: Decode) -> Iterator[dict[str, Any]]:
     with sock.makefile("rb") as f:
         for line in f:
-            doc = orjson.loads(line)
+            doc = decode(line)
             if not doc.get("ok"):
                 raise CommandFailed(str(doc.get("error")))
             yield doc
 
 
 def call(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
-         timeout: float = 10.0) -> Any:
+         timeout: float = 10.0, decode: Decode = json.loads) -> Any:
     """Run one command on the agent and return its result."""
     with _connect(path, timeout) as sock:
         _send(sock, cmd, args or {}, user)
-        for doc in _lines(sock):
+        for doc in _lines(sock, decode):
             return doc.get("result")
     raise CommandFailed(f"the agent closed the connection without answering {cmd!r}")
 
 
 def stream(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
-           timeout: float | None = None) -> Iterator[Any]:
+           timeout: float | None = None, decode: Decode = json.loads) -> Iterator[Any]:
     """Run a streaming command; yield its items until the agent stops or the caller breaks."""
     with _connect(path, 10.0) as sock:
         sock.settimeout(timeout)
         _send(sock, cmd, args or {}, user)
-        for doc in _lines(sock):
+        for doc in _lines(sock, decode):
             yield doc.get("item")

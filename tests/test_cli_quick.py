@@ -8,7 +8,6 @@ import shlex
 import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from agent_helpers import BLACKBOX
 from typer.testing import CliRunner
 
 from blackbox.cli import ops, root
-from blackbox.cli.quick import COMMANDS, GLOBAL, Invocation, parse
+from blackbox.cli.quick import COMMANDS, GLOBAL, parse
 
 
 def typer_reads(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any] | None:
@@ -50,7 +49,7 @@ def plain(value: Any) -> Any:
 
 def quick_reads(args: list[str]) -> dict[str, Any] | None:
     got = parse(args)
-    return None if got is None else {f.name: getattr(got, f.name) for f in fields(Invocation)}
+    return None if got is None else vars(got)
 
 
 USUAL = [
