@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import QueuePool
 
 from blackbox.sqlite import STORE_BUSY_TIMEOUT_MS, SYNCHRONOUS_LEVELS, apply_writer_pragmas, connect_readonly
 
@@ -136,6 +137,10 @@ def _sqlite_readonly(url: URL, **kwargs: Any) -> Engine:
         # starts them, so that a transaction is a snapshot.
         return connect_readonly(path, STORE_BUSY_TIMEOUT_MS, isolation_level=None, check_same_thread=False)
 
+    # A pool of its own: given "sqlite://" SQLAlchemy would choose the SingletonThreadPool of in-memory
+    # databases, which closes the connection of one thread when more than five threads use it — under the
+    # web window's concurrent requests, a connection closed while another thread reads (libsqlite3 crashes).
+    kwargs.setdefault("poolclass", QueuePool)
     engine = create_engine("sqlite://", creator=connect, **kwargs)
 
     @event.listens_for(engine, "begin")

@@ -212,3 +212,42 @@ def test_store_migrate_on_a_database_it_cannot_reach_is_one_line(url: str, code:
     status, out, err = run("store", "migrate", "--db", url.format(port=closed_port()))
     assert status == code and "Traceback" not in out + err
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+CONCURRENT_READS = """
+import sys, threading
+from sqlalchemy import text
+from blackbox.store.db import open_store_readonly
+
+engine = open_store_readonly(sys.argv[1])
+failures = []
+
+def read() -> None:
+    try:
+        for _ in range(15):
+            with engine.connect() as conn:
+                conn.execute(text("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000) "
+                                  "SELECT sum(x) FROM c")).one()
+    except Exception as exc:
+        failures.append(repr(exc))
+
+threads = [threading.Thread(target=read) for _ in range(20)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(120)
+print("failures:", failures)
+sys.exit(1 if failures or any(t.is_alive() for t in threads) else 0)
+"""
+
+
+def test_the_readonly_sqlite_engine_serves_many_threads_at_once(tmp_path: Path) -> None:
+    """The web window answers a batch page's twenty chart requests in twenty threads at once: each thread
+    must keep its connection until it returns it (a pool that closed one in use crashed libsqlite3)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/store.sqlite"
+    upgrade_schema(url)
+    done = subprocess.run([sys.executable, "-c", CONCURRENT_READS, url], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
