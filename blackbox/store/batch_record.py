@@ -46,10 +46,19 @@ class WeighingLine(_M):
     weighing: str | None
     material: str | None
     lot: str | None
+    target: float | None = None
+    actual: float | None = None
+    eng_unit: str | None = None
+    tolerance: float | None = Field(default=None, description="absolute tolerance, in the weighing's unit")
+    tolerance_pct: float | None = Field(default=None, description="tolerance in % of the target")
+    in_tolerance: bool | None = None
     performed_by: str | None = Field(description="printed name of the signer, or the PLC")
     verified_by: str | None
     verified_at_us: int | None
     complete: bool = Field(description="verified by a second person")
+    gateway: str | None = Field(default=None, description="site/gateway that recorded the weighing")
+    seq: int | None = Field(default=None, description="record of the weighing (its signatures carry the same seq)")
+    verified_seq: int | None = Field(default=None, description="record of a later verification, if any")
 
 
 class DeviationLine(_M):
@@ -183,7 +192,7 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
     """
     sigs: list[SignatureLine] = []
     weighings: dict[str, dict[str, Any]] = {}
-    verified: dict[str, tuple[str | None, int]] = {}
+    verified: dict[str, tuple[str | None, int, int]] = {}
     deviations: dict[str, dict[str, Any]] = {}
     finished: list[FinishedLot] = []
     release: ReleaseInfo = ReleaseInfo(released=False)
@@ -206,11 +215,14 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
             performer = d.get("performed_by")
             weighings[wid] = {"weighing": wid, "material": d.get("material"), "lot": d.get("lot"),
                               "performed_by": _name(performer) if performer else d.get("operator") or "PLC",
-                              "verified_by": _name(d.get("verified_by")), "ts": r.ts_us}
+                              "verified_by": _name(d.get("verified_by")), "ts": r.ts_us,
+                              "gateway": labels[r.gateway_id], "seq": r.seq,
+                              **{k: _number(d.get(k)) for k in ("target", "actual", "tolerance", "tolerance_pct")},
+                              "eng_unit": d.get("eng_unit"), "in_tolerance": d.get("in_tolerance")}
             if d.get("lot") is not None:
                 lots.add(str(d["lot"]))
         elif r.type == "material.verified":
-            verified[str(d.get("weighing"))] = (_name(d.get("verified_by")), r.ts_us)
+            verified[str(d.get("weighing"))] = (_name(d.get("verified_by")), r.ts_us, r.seq)
         elif r.type == "qc.result":
             qc_times.append((r.ts_us, str(d.get("test"))))
             results[str(d.get("test"))] = (d, r.ts_us)
@@ -247,10 +259,13 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
         account_findings=[f"{x.name} ({x.user}) signed {x.entry} (seq {x.seq}, {x.gateway}) under operator accounts "
                           "the chain never recorded: the accounts file was changed outside the agent"
                           for x in sigs if x.accounts_recorded is False],
-        weighings=[WeighingLine(weighing=w["weighing"], material=w["material"], lot=w["lot"],
-                                performed_by=w["performed_by"],
-                                verified_by=w["verified_by"] or verified.get(k, (None, 0))[0],
-                                verified_at_us=w["ts"] if w["verified_by"] else verified.get(k, (None, None))[1],
+        weighings=[WeighingLine(**{f: w[f] for f in ("weighing", "material", "lot", "target", "actual", "eng_unit",
+                                                     "tolerance", "tolerance_pct", "in_tolerance", "performed_by",
+                                                     "gateway", "seq")},
+                                verified_by=w["verified_by"] or (verified[k][0] if k in verified else None),
+                                verified_at_us=w["ts"] if w["verified_by"] else (verified[k][1] if k in verified
+                                                                                 else None),
+                                verified_seq=None if w["verified_by"] or k not in verified else verified[k][2],
                                 complete=bool(w["verified_by"] or k in verified)) for k, w in weighings.items()],
         cleaning=_cleaning(conn, gids, check),
         deviations=[DeviationLine(**d) for d in deviations.values()],
@@ -331,6 +346,10 @@ def _accounts_recorded(conn: Connection, digests: list[tuple[int, int, Any]]) ->
             first[(gid, ref)] = min(seq, first.get((gid, ref), seq))
     return [None if not isinstance(d, str) else (gid, d) in first and first[(gid, d)] < seq
             for gid, seq, d in digests]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _about(d: dict[str, Any]) -> str | None:

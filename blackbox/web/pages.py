@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from blackbox.store.gateways import gateway_overview
+from blackbox.store.genealogy import Direction, genealogy
 from blackbox.store.report import TraceReport, fmt_num
 from blackbox.store.trace import reverse_lot
 from blackbox.web import golden, queries
@@ -38,6 +39,7 @@ from blackbox.web.auth import Principal, check_password, close_session, open_ses
 from blackbox.web.context import LANG_COOKIE, SESSION_COOKIE, WebContext
 from blackbox.web.golden import MODES, Mode
 from blackbox.web.i18n import LANGUAGES, words
+from blackbox.web.record_view import genealogy_view, signatures_by_record
 
 LOGIN_CSRF_COOKIE = "bbx_login_csrf"
 PER_PAGE = 50
@@ -182,7 +184,8 @@ def build_pages(ctx: WebContext) -> APIRouter:
         page_url = f"/sites/{quote(site, safe='')}/batches/{quote(batch, safe='')}"
         return render(ctx, request, "batch.html", principal, tz=_tz_of(ctx, site), occ=occ, report=report,
                       parameters=parameter_rows(report), timeline=timeline_rows(report), tags=tags,
-                      api=f"/api/v1{page_url}", page_url=page_url, occ_query=f"occurrence={occ.occurrence}")
+                      api=f"/api/v1{page_url}", page_url=page_url, occ_query=f"occurrence={occ.occurrence}",
+                      signatures_by_record=signatures_by_record)
 
     @router.get("/sites/{site}/batches/{batch}/compare")
     def compare_page(request: Request, site: str, batch: str, tag: str = "", occurrence: int | None = None,
@@ -273,6 +276,24 @@ def build_pages(ctx: WebContext) -> APIRouter:
             uses = lot_rows(ctx, [u for u in reverse_lot(ctx.read, lot) if sites is None or u.site in sites])
             ctx.record(request, principal, "page.lot", detail=f"lot {lot}")
         return render(ctx, request, "lot.html", principal, lot=lot, uses=uses)
+
+    @router.get("/genealogy")
+    def genealogy_page(request: Request, id: str = "", direction: str = "forward") -> Response:
+        """The walk of the API's /genealogy, through the records of the viewer's sites only: a node that
+        none of them holds is a 404 page, as another site's batch is."""
+        principal = page_user(request)
+        if not principal.may_see_batches():
+            raise HTTPException(403)
+        way: Direction = "reverse" if direction == "reverse" else "forward"
+        view = None
+        if id:
+            view = genealogy_view(ctx.read, genealogy(ctx.read, id, way, sites=principal.site_filter()))
+            ctx.record(request, principal, "page.genealogy", detail=f"{way} {id}")
+            if not view.found:
+                raise HTTPException(404)
+        site = view.levels[0][1][0].sites[0] if view and view.levels and view.levels[0][1][0].sites else None
+        return render(ctx, request, "genealogy.html", principal, tz=_tz_of(ctx, site), id=id, direction=way,
+                      view=view)
 
     @router.get("/gateways")
     def gateways_page(request: Request) -> Response:

@@ -57,7 +57,10 @@ class Occurrence:
     started_at_us: int
     ended_at_us: int | None
     ranges: dict[int, tuple[int, int | None]] = field(repr=False)
-    """gateway id -> (seq of batch.started, seq of its batch.ended or None)."""
+    """gateway id -> (seq of batch.started, last seq before the gateway's next start of the number, or None).
+
+    Past the ``batch.ended``: entries recorded later for the batch (verification, QC results,
+    filling, release) are part of its record."""
 
     def public(self) -> dict[str, Any]:
         return {
@@ -79,7 +82,9 @@ def _occurrences(conn: Connection, site_batches: set[tuple[str, str]]) -> list[O
         .where(e.type.in_(["batch.started", "batch.ended"]), e.ref.in_(numbers))
         .order_by(e.gateway_id, e.seq)
     ).all()
-    # per gateway: pair each start with the first end after it (and before the next start)
+    # per gateway: pair each start with the first end after it (and before the next start). An occurrence's
+    # records run up to the next start: entries made after its end (a verification, a QC result days
+    # later, the filling, the release) name the batch and belong to it.
     runs: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if (r.site, r.ref) not in site_batches:
@@ -102,7 +107,8 @@ def _occurrences(conn: Connection, site_batches: set[tuple[str, str]]) -> list[O
                 product=_s(first["data"].get("product")), recipe=_s(first["data"].get("recipe")),
                 gateways=sorted(p["gateway"] for p in parts), started_at_us=first["start_ts"],
                 ended_at_us=None if None in ends else max(ends),
-                ranges={p["gid"]: (p["start_seq"], p["end_seq"]) for p in parts},
+                ranges={gid: (v[i]["start_seq"], v[i + 1]["start_seq"] - 1 if i + 1 < len(v) else None)
+                        for gid, v in by_gw.items() if i < len(v)},
             ))
     return out
 
