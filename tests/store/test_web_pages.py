@@ -21,7 +21,7 @@ def fresh(web_store: Store) -> TestClient:
 
 def test_pages_need_a_login(web_store: Store) -> None:
     with fresh(web_store) as c:
-        for url in ["/", PAGE, f"{PAGE}/compare", "/lots", "/gateways", "/access-log"]:
+        for url in ["/", PAGE, f"{PAGE}/compare", "/lots", "/genealogy", "/gateways", "/access-log"]:
             r = c.get(url, follow_redirects=False)
             assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), url
 

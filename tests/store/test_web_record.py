@@ -231,6 +231,7 @@ def test_the_demos_batch_record_in_the_browser(browser: Any, served: Served, sho
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
         open_batch(page, f"{served.url}/sites/{demo.site}/batches/{demo.batch}")
+        assert "built-in method" not in page.content()  # every word is a word, none a dict method's name
         cleaning = page.locator("#cleaning-verdict")
         assert cleaning.get_attribute("data-valid") == "valid"
         assert "有效" in cleaning.inner_text()
