@@ -36,7 +36,9 @@ from blackbox.tlog.note import Verifier
 log = logging.getLogger(__name__)
 
 IDLE_BEFORE_BATCH_WALL_S = 12.0
-"""Time for the operators, cleaning records and lots to be entered (signed) before the batch starts."""
+"""The line's idle time once the accounts and cleaning records are in (the simulator's clock is held until
+then, however long their signatures take on a busy machine): the agent polls and the lots are received
+before the batch starts."""
 DEMO_CONFIG = Path(str(files("blackbox") / "examples" / "demo.yaml"))
 """config/demo.yaml of the source tree; blackbox/examples links to config/ and is installed with the package."""
 
@@ -142,7 +144,7 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
     store: _Store | None = None
     agent: Agent | None = None
     try:
-        await sim.start()
+        await sim.start(clock=False)  # the line idles until the operators' entries before the batch are in
         mqtt = {"host": broker.host, "port": broker.port, "protocol": broker.protocol}
         path = write_config(template, workdir, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
                             mqtt=mqtt, database_url=f"sqlite:///{workdir / 'store.sqlite'}",
@@ -164,6 +166,7 @@ async def run_demo(workdir: Path | None = None, *, template: Path = DEMO_CONFIG,
         agent.recorder.subscribe(entries.on_commit)
         await agent.start()
         await before_batch(cfg.agent.control_socket)
+        sim.start_clock()
         lots = asyncio.create_task(register_lots(cfg.agent.control_socket, sim.model.supplier_lots()))
         async with asyncio.timeout(timeout):
             await sim.wait()

@@ -103,7 +103,12 @@ class Simulator:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, clock: bool = True) -> None:
+        """Serve OPC UA and Modbus and, with ``clock`` (and a positive speed), run the line.
+
+        ``clock=False`` serves the idle line as it is until :meth:`start_clock`: the demo enters
+        what people do before a batch (accounts, cleaning) however long that takes on a busy machine.
+        """
         if self._started:
             raise RuntimeError("simulator already started")
         await self._modbus.start(self.model.snapshot)
@@ -114,10 +119,15 @@ class Simulator:
             raise
         self._started = True
         self._check_done()
-        if self.speed > 0:
-            self._task = asyncio.create_task(self._run(), name="blackbox-simulator")
+        if clock:
+            self.start_clock()
         log.info("simulated line serving OPC UA at %s and Modbus TCP at %s:%d (unit %d), speed %gx",
                  self.opcua_endpoint, self.host, self.modbus_port, self.modbus_unit_id, self.speed)
+
+    def start_clock(self) -> None:
+        """Let simulated time run at ``speed`` (from where it stands); nothing if it runs or ``speed`` is 0."""
+        if self._started and self._task is None and self.speed > 0:
+            self._task = asyncio.create_task(self._run(), name="blackbox-simulator")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
