@@ -217,7 +217,7 @@ def _classify(v: float, lim: Limits) -> Level | None:
 
 def _close(ex: _Open, end_us: int, returned: bool) -> None:
     ex.acc.excursions.append(
-        Excursion.model_construct(  # values this module computed: pydantic's validation cost 15% of a trace
+        Excursion(
             level=ex.level,
             start_us=ex.start_us,
             end_us=end_us,

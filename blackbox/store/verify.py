@@ -58,6 +58,7 @@ from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
 from blackbox.store.schema import events, gateway_keys, gateways, reading_chunks, sealed_batches, tag_configs
 from blackbox.store.verify_log import (
+    batch_entries,
     check_batch_logged,
     check_key_rows,
     check_log,
@@ -475,7 +476,7 @@ def check_chain(
     stored_numbers = set(conn.execute(select(sb.batch_seq).where(*where)).scalars())
     for s in streams:
         s.stored_batches = stored_numbers
-    for row in conn.execute(batch_stmt):
+    for row, logged in _with_log_entries(conn, batch_stmt):
         n = row.batch_seq
         stats.batches += 1
         max_received = row.received_at_us if max_received is None else max(max_received, row.received_at_us)
@@ -492,7 +493,7 @@ def check_chain(
             prev = None
             continue
         h = opened.header
-        check_batch_logged(conn, label, n, opened.hash, row.received_at_us, emit)
+        check_batch_logged(conn, label, n, opened.hash, row.received_at_us, emit, logged)
         if prev is not None:
             faults = link_faults(ChainEnd.of(prev), h)  # batch_seq follows: prev is batch n - 1
             if "prev_hash" in faults:
@@ -541,6 +542,14 @@ def check_chain(
         emit(Difference(label, "gateway_altered", "last_batch_at_us is before the arrival of its last stored "
                         "batch", "gateways", label, "last_batch_at_us", gateway_row.last_batch_at_us, max_received))
     return result
+
+
+def _with_log_entries(conn: Connection, stmt: Select[Any]) -> Iterator[tuple[Any, dict[str, tuple[int, bytes]]]]:
+    """Each stored batch ``stmt`` selects, with the log entries of its page of batches (one query a page)."""
+    for part in conn.execute(stmt).partitions():
+        logged = batch_entries(conn, [row.hash for row in part])
+        for row in part:
+            yield row, logged
 
 
 def _missing(result: ChainResult, label: str, emit: Emit, start: int, stop: int) -> None:

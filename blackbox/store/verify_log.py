@@ -195,23 +195,45 @@ def _logged_but_gone(conn: Connection, out: _Out) -> None:
                     str(kid), gateway=f"{doc.get('site')}/{doc.get('gateway')}")
 
 
-def check_batch_logged(conn: Connection, label: str, batch_seq: int, hash_: str, received_at_us: int,
-                       emit: Emit) -> None:
-    """The batch's ``batch`` entry exists and names the same gateway, batch_seq and arrival time."""
+def batch_entries(conn: Connection, hashes: list[str]) -> dict[str, tuple[int, bytes]]:
+    """The first ``batch`` log entry of each of ``hashes`` that has one: hash -> (index, entry bytes).
+
+    One query for many batches (:func:`blackbox.store.verify.check_chain` asks for each page of
+    batches it reads) instead of one per batch.
+    """
     e = tlog_entries.c
-    row = conn.execute(select(e.idx, e.data).where(e.ref == hash_, e.kind == "batch").order_by(e.idx).limit(1)).first()
+    out: dict[str, tuple[int, bytes]] = {}
+    for ref, idx, data in conn.execute(select(e.ref, e.idx, e.data).where(e.kind == "batch", e.ref.in_(hashes))
+                                       .order_by(e.idx)):
+        out.setdefault(ref, (idx, bytes(data)))
+    return out
+
+
+def check_batch_logged(conn: Connection, label: str, batch_seq: int, hash_: str, received_at_us: int,
+                       emit: Emit, known: dict[str, tuple[int, bytes]] | None = None) -> None:
+    """The batch's ``batch`` entry exists and names the same gateway, batch_seq and arrival time.
+
+    ``known``: entries read before (:func:`batch_entries`); a hash not among them is looked up.
+    """
+    entry = known.get(hash_) if known is not None else None
+    if entry is None:
+        e = tlog_entries.c
+        row = conn.execute(select(e.idx, e.data).where(e.ref == hash_, e.kind == "batch").order_by(e.idx)
+                           .limit(1)).first()
+        entry = None if row is None else (row.idx, bytes(row.data))
     key = f"batch_seq={batch_seq}"
-    if row is None:
+    if entry is None:
         emit(Difference(label, "batch_unlogged", f"stored batch {batch_seq} ({hash_}) was never logged as accepted: "
                         f"it was put in the database after the fact", "sealed_batches", key, batch_seq=batch_seq))
         return
-    doc = orjson.loads(bytes(row.data))
+    idx, data = entry
+    doc = orjson.loads(data)
     site, gateway = label.split("/", 1)
     stored = {"site": site, "gateway": gateway, "batch_seq": batch_seq, "received_at_us": received_at_us}
     for column, value in stored.items():
         if doc.get(column) != value:
             emit(Difference(label, "batch_altered", f"stored batch {batch_seq}: {column} is {value!r}, its log "
-                            f"entry {row.idx} says {doc.get(column)!r}", "sealed_batches", key, column, value,
+                            f"entry {idx} says {doc.get(column)!r}", "sealed_batches", key, column, value,
                             doc.get(column), batch_seq))
 
 
