@@ -298,12 +298,12 @@ def test_the_demos_batch_record_in_the_browser(browser: Any, served: Served, sho
         assert page.url.startswith(f"{served.url}/sites/{demo.site}/batches/{demo.batch}")
 
         # forward from a supplier's lot, reached from the reverse-lot page
-        lot = expected.lots[-1]
-        page.goto(f"{served.url}/lots?lot={lot.lot}")
+        received = expected.lots[-1]
+        page.goto(f"{served.url}/lots?lot={received.lot}")
         page.click("#lot-genealogy")
         page.wait_for_selector("#genealogy[data-direction=forward]")
         assert page.locator(f"#genealogy tr[data-node='{fg.lot}']").count() == 1
-        page.goto(f"{served.url}/genealogy?id=Demo%20Supplier:{lot.supplier_lot}")
+        page.goto(f"{served.url}/genealogy?id=Demo%20Supplier:{received.supplier_lot}")
         assert page.locator(f"#genealogy section[data-kind=finished_lot] tr[data-node='{fg.lot}']").count() == 1
         assert errors == []
     finally:

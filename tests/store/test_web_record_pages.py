@@ -60,7 +60,7 @@ def page_of(engine: Engine, lang: str) -> str:
         assert login(c, "inspector.rec")[0] == 303
         r = c.get(f"{PAGE}?lang={lang}")
         assert r.status_code == 200
-        return r.text
+        return str(r.text)
 
 
 def element(html: str, tag: str, attrs: str) -> str:
