@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +17,7 @@ from sim_helpers import SHORT
 from blackbox.model import Value
 from blackbox.sim import Simulator, run_simulator
 from blackbox.sim.faults import BadQuality
+from blackbox.sim.process import Snapshot
 from blackbox.sim.recipe import IDLE, PHASES
 from blackbox.sim.tags import NAMESPACE_URI, SimTag, modbus_tags, opcua_tags
 
@@ -194,10 +196,32 @@ async def test_a_running_simulator_finishes_its_batches_and_clients_see_the_phas
     assert positions == sorted(set(positions)) and len(positions) >= 7
 
 
+async def test_a_simulator_behind_its_speed_steps_in_short_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However far the model falls behind (here a step costs over 1 ms and 20,000 are due each second),
+    it steps in short bursts, between which the servers and the rest of the loop get their turn."""
+    async with Simulator(seed=1, speed=20_000.0, batches=None, durations=SHORT, opcua_port=0, modbus_port=0) as sim:
+        step = sim.model.step
+
+        def slow_step() -> Snapshot:
+            time.sleep(0.001)
+            return step()
+
+        monkeypatch.setattr(sim.model, "step", slow_step)
+        bursts: list[int] = []
+        last = sim.model.step_no
+        while len(bursts) < 10:
+            await asyncio.sleep(0)  # back after whatever else ran on the loop
+            if sim.model.step_no != last:
+                bursts.append(sim.model.step_no - last)
+                last = sim.model.step_no
+                assert bursts[-1] <= 100, f"{bursts[-1]} steps (over 0.1 s) without the loop getting a turn"
+        assert sim.model.step_no * sim.model.dt < 20_000, "the model is behind its speed, as intended"
+
+
 async def test_run_simulator_returns_when_its_batches_are_done() -> None:
     ready: list[Simulator] = []
     await asyncio.wait_for(run_simulator(seed=1, speed=2000.0, batches=1, opcua_port=0, modbus_port=0,
-                                         durations=SHORT, on_ready=ready.append), timeout=10)
+                                         durations=SHORT, on_ready=ready.append), timeout=60)
     assert len(ready) == 1 and ready[0].batches_done.is_set() and ready[0].opcua_port > 0
 
 
@@ -211,7 +235,7 @@ async def test_cancelling_run_simulator_closes_both_ports() -> None:
 
     task = asyncio.create_task(run_simulator(speed=600.0, batches=None, opcua_port=0, modbus_port=0,
                                              on_ready=on_ready))
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 60)  # an OPC UA server's start: seconds on a loaded machine
     ports = (ready[0].opcua_port, ready[0].modbus_port)
     assert not task.done()
     task.cancel()
