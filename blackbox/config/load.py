@@ -16,7 +16,7 @@ from blackbox.config.document import Config, StoreFile
 from blackbox.config.rules import LIMIT_RULES, RESERVED_ALARM_IDS, RULE_ADAPTER
 from blackbox.config.sources import SourceConfig
 from blackbox.config.store import StoreConfig
-from blackbox.config.yamldoc import YamlShapeError, compose_and_load, line_index, nearest_line
+from blackbox.config.yamldoc import Lines, YamlShapeError, compose_and_load, line_index, load, nearest_line
 
 
 @dataclass(frozen=True)
@@ -133,8 +133,7 @@ def _sqlite_file_url(url: str, base: Path) -> str | None:
 def parse_config(text: str, name: str = "<string>") -> Config:
     """Validate YAML text; raise :class:`ConfigError` listing every issue with its line."""
     try:
-        node, data = compose_and_load(text)
-        lines = line_index(node) if node is not None else {}
+        data = load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -150,12 +149,13 @@ def parse_config(text: str, name: str = "<string>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, "", 1, "the file must be a YAML mapping")])
 
+    lines = Lines(text)
     issues: list[ConfigIssue] = []
 
     def collect(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> None:
         for err in exc.errors(include_url=False):
             loc = prefix + tuple(err["loc"])
-            issues.append(ConfigIssue(name, _dotted(loc), nearest_line(lines, loc), err["msg"]))
+            issues.append(ConfigIssue(name, _dotted(loc), lines.nearest(loc), err["msg"]))
 
     # Sources are validated one by one against their driver's model (which knows the protocol's
     # fields); the rest of the document against the core models.
@@ -177,7 +177,7 @@ def parse_config(text: str, name: str = "<string>") -> Config:
                 model = registry.config_model(protocol)
             except KeyError:
                 loc = ("sources", i, "protocol")
-                issues.append(ConfigIssue(name, _dotted(loc), nearest_line(lines, loc),
+                issues.append(ConfigIssue(name, _dotted(loc), lines.nearest(loc),
                                           f"unknown protocol {protocol!r} (known: {', '.join(registry.names())})"))
         try:
             specific.append(model.model_validate(raw))
@@ -185,7 +185,7 @@ def parse_config(text: str, name: str = "<string>") -> Config:
             collect(exc, ("sources", i))
 
     issues.extend(_cross_check(data, name, lines))
-    issues.extend(ConfigIssue(name, _dotted(loc), nearest_line(lines, loc),
+    issues.extend(ConfigIssue(name, _dotted(loc), lines.nearest(loc),
                               "text holds a NUL character (\\0), which a sealed batch cannot carry")
                   for loc in _nul_texts(data))
     if issues:
@@ -195,7 +195,7 @@ def parse_config(text: str, name: str = "<string>") -> Config:
     return config.model_copy(update={"sources": specific})
 
 
-def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], int]) -> list[ConfigIssue]:
+def _cross_check(data: dict[str, Any], name: str, lines: Lines) -> list[ConfigIssue]:
     """Checks that span sections: unique names, references to tags that exist.
 
     They run on the raw document, so that they are reported even when other sections are invalid.
@@ -203,7 +203,7 @@ def _cross_check(data: dict[str, Any], name: str, lines: dict[tuple[Any, ...], i
     issues: list[ConfigIssue] = []
 
     def add(loc: tuple[Any, ...], msg: str) -> None:
-        issues.append(ConfigIssue(name, _dotted(loc), nearest_line(lines, loc), msg))
+        issues.append(ConfigIssue(name, _dotted(loc), lines.nearest(loc), msg))
 
     def items(value: Any) -> list[tuple[int, dict[str, Any]]]:
         return [(i, v) for i, v in enumerate(value) if isinstance(v, dict)] if isinstance(value, list) else []
