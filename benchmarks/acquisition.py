@@ -91,7 +91,8 @@ def serve_opcua(ports: Queue[int]) -> None:
             await server.nodes.objects.add_variable(ua.NodeId(ua.String(f"v{i:04d}"), ua.Int16(idx)), f"v{i:04d}",
                                                     ua.Variant(20.0 + i * 0.37, ua.VariantType.Double))
         await server.start()
-        ports.put(server.bserver.port)  # type: ignore[union-attr]
+        assert server.bserver is not None  # started
+        ports.put(server.bserver.port)
         await asyncio.Event().wait()
 
     asyncio.run(main())

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from blackbox.buffer import Buffer
+from blackbox.buffer.schema import Synchronous
 from blackbox.columns import SampleColumns
 from blackbox.model import Context
 
@@ -37,10 +38,10 @@ SEAL_RECORDS = 5000
 """Records per sealed batch (``seal.max_records``'s default)."""
 
 
-def commit_and_read(sync: str, cycles: int, tags: int) -> None:
+def commit_and_read(sync: Synchronous, cycles: int, tags: int) -> None:
     """Commit ``cycles`` cycles of ``tags`` columns, then read them all back as the sealer does; print both."""
     with tempfile.TemporaryDirectory() as d:
-        buf = Buffer(Path(d) / "b.sqlite", sync)  # type: ignore[arg-type]
+        buf = Buffer(Path(d) / "b.sqlite", sync)
         ctx = Context(batch="FC050-2026-1125-01", product="FC-050", phase="emulsify")
         names = tuple(f"PLC-{i:04d}.value" for i in range(tags))
         values = [[round(20.0 + i * 0.01 + math.sin(c + i), 4) for i in range(tags)] for c in range(10)]
@@ -131,7 +132,8 @@ def main() -> None:
             asyncio.run(outage(args.hours, args.tags, Path(d)))
         return
     print(f"buffer commit, {args.tags} readings per transaction, {args.cycles} transactions")
-    for sync in ("FULL", "NORMAL"):
+    syncs: tuple[Synchronous, ...] = ("FULL", "NORMAL")
+    for sync in syncs:
         commit_and_read(sync, args.cycles, args.tags)
     # a fresh process, so that the first part's memory does not blur the second's
     subprocess.run([sys.executable, __file__, "--outage-only", "--hours", str(args.hours), "--tags", str(args.tags)],

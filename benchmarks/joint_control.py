@@ -25,7 +25,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blackbox.config import load_config
-from blackbox.spec.approval import KeyRing, add_signature, sign, signature_path, write_signatures
+from blackbox.spec.approval import KeyRing, Role, add_signature, sign, signature_path, write_signatures
 from blackbox.spec.canonical import canonical_bytes, canonical_sha256
 from blackbox.spec.enforce import InForce, effective_config, judged
 from blackbox.spec.model import approve, load_approved, parse_spec_data
@@ -49,12 +49,13 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(DEMO).config
     doc = {"id": "FC-050", "product": "FC-050", "version": 1, "reason": "benchmark", **judged(cfg)}
-    keys = {"qa": Ed25519PrivateKey.generate(), "regulator": Ed25519PrivateKey.generate()}
-    ring = KeyRing((role, k.public_key()) for role, k in keys.items())  # type: ignore[misc]
+    keys: dict[Role, Ed25519PrivateKey] = {"qa": Ed25519PrivateKey.generate(),
+                                           "regulator": Ed25519PrivateKey.generate()}
+    ring = KeyRing((role, k.public_key()) for role, k in keys.items())
     sha = canonical_sha256(doc)
     sigs = None
     for role, key in keys.items():
-        sigs = add_signature(sigs, "specification", sha, sign("specification", sha, role, key, role))  # type: ignore[arg-type]
+        sigs = add_signature(sigs, "specification", sha, sign("specification", sha, role, key, role))
     assert sigs is not None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "FC-050.yaml"

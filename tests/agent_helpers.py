@@ -129,7 +129,8 @@ def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
 def agent_status(sock: Path) -> dict[str, Any] | None:
     """The running agent's status, or ``None`` if no agent answers (yet)."""
     try:
-        return call(sock, "status", timeout=5)  # type: ignore[no-any-return]
+        status: dict[str, Any] = call(sock, "status", timeout=5)
+        return status
     except AgentUnreachable:
         return None
 

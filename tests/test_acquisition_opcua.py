@@ -149,8 +149,9 @@ async def server_with_nodes(count: int) -> AsyncIterator[tuple[Server, str, list
 
     server.subscribe_server_callback(CallbackType.PreRead, count_reads)
     await server.start()
+    assert server.bserver is not None  # started
     try:
-        yield server, f"opc.tcp://127.0.0.1:{server.bserver.port}", reads  # type: ignore[union-attr]
+        yield server, f"opc.tcp://127.0.0.1:{server.bserver.port}", reads
     finally:
         clock = server.iserver.time_task
         if clock is not None:

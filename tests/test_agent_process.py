@@ -138,7 +138,8 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
             agent.send_signal(signal.SIGHUP)
             await eventually(lambda: "buffer can only change with a restart" in log.read_text(), 20,
                            "a change of the buffer section refused")
-            assert agent_status(sock)["config_sha256"] == new_hash  # type: ignore[index]
+            status = agent_status(sock)
+            assert status is not None and status["config_sha256"] == new_hash
             assert notify.count("RELOADING=1") == 1
 
             # -- SIGTERM: graceful -----------------------------------------------------------------

@@ -117,7 +117,8 @@ def test_values_qualities_reasons_and_source_times_round_trip_exactly(tmp_path: 
         [Reading(i + 1, s.tag, s.value, s.quality, s.reason, 42, s.source_ts_us, "B1", "emulsify")
          for i, s in enumerate(KINDS)])
     assert all(type(r.quality) is Quality for r in back)
-    assert math.copysign(1, back[6].value) == -1  # type: ignore[arg-type]  # -0.0 keeps its sign
+    negative_zero = back[6].value
+    assert isinstance(negative_zero, float) and math.copysign(1, negative_zero) == -1  # -0.0 keeps its sign
     # the sealer's rows: quality a plain string, values as given
     rows, events = buf.unsealed_rows(0, 100)
     assert events == []

@@ -8,10 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from blackbox.buffer import Buffer, BufferFull
+from blackbox.buffer import Buffer, BufferFull, Committed, Dropped
 from blackbox.model import Context, EventDraft, Sample
 
 CTX = Context(batch="B1", phase="emulsify")
+
+
+def drop(buf: Buffer, fraction: float, reason: str, context: Context, ts_us: int) -> tuple[Committed, Dropped]:
+    """``buf.drop_undelivered(...)``, which must find something to drop."""
+    result = buf.drop_undelivered(fraction, reason, context, ts_us)
+    assert result is not None, "nothing was dropped"
+    return result
 
 
 def cycle(n: int, base: float = 0.0) -> list[Sample]:
@@ -39,7 +46,7 @@ def test_pruning_removes_only_delivered_records_and_keeps_the_chain_tip(tmp_path
     assert buf.prune_delivered() == 30  # 1, 2 (the prefix) and 4's rows
     assert seqs(buf) == list(range(21, 31))  # batch 3 stays: the store does not have it
     assert [b.batch_seq for b in buf.undelivered(0, 10)] == [3]
-    assert buf.last_sealed() is not None and buf.last_sealed().batch_seq == 4  # type: ignore[union-attr]
+    assert (last := buf.last_sealed()) is not None and last.batch_seq == 4
     backlog = buf.backlog()
     assert (backlog.last_seq, backlog.undelivered_records, backlog.pending_batches) == (40, 20, 1)
     buf.close()
@@ -76,11 +83,11 @@ def test_dropping_undelivered_records_a_gap_event_with_the_exact_range(tmp_path:
     # everything not delivered is either still here or inside the gap's range
     assert seqs(buf) == [*range(1, 11), *range(21, 48)]
     # dropping everything left: unsealed rows after the sealed batches too
-    _, everything = buf.drop_undelivered(1.0, "quota", CTX, 4000)  # type: ignore[misc]
+    _, everything = drop(buf, 1.0, "quota", CTX, 4000)
     assert (everything.first_seq, everything.last_seq) == (21, 47)
     assert buf.undelivered(0, 10) == []
     # dropping again takes the gap events too, but records each of them again: the account survives
-    committed, _ = buf.drop_undelivered(1.0, "quota", CTX, 5000)  # type: ignore[misc]
+    committed, _ = drop(buf, 1.0, "quota", CTX, 5000)
     assert [(e.type, e.data.get("carried_from_seq")) for e in committed.events] == [
         ("buffer.gap", 48), ("buffer.gap", 49), ("buffer.gap", None)]
     assert committed.events[0].data["first_seq"] == 11 and committed.events[1].data["first_seq"] == 21
@@ -97,7 +104,7 @@ def test_a_drop_never_takes_the_production_context(tmp_path: Path) -> None:
     for i, event in enumerate(context):  # seqs 5i+1: a source event, 5i+2: the context event, then readings
         buf.commit(cycle(3), [EventDraft("source.disconnected", "plc", {"reason": "x"}), event],
                    Context(batch="B7", phase=f"p{i}"), ts_us=1000 * (i + 1))
-    committed, dropped = buf.drop_undelivered(1.0, "quota", CTX, 9000)  # type: ignore[misc]
+    committed, dropped = drop(buf, 1.0, "quota", CTX, 9000)
     assert (dropped.first_seq, dropped.last_seq, dropped.readings) == (1, 25, 15)
     assert dropped.events == 5, "the source events are lost (and counted); the context ones are not"
     *carried, gap = committed.events
@@ -106,7 +113,7 @@ def test_a_drop_never_takes_the_production_context(tmp_path: Path) -> None:
         (d.type, {**d.data, "carried_from_seq": 5 * i + 2}, 1000 * (i + 1), "B7", f"p{i}")
         for i, d in enumerate(context)]
     # a second drop takes the carried copies too, and records them again
-    again, _ = buf.drop_undelivered(1.0, "quota", CTX, 9500)  # type: ignore[misc]
+    again, _ = drop(buf, 1.0, "quota", CTX, 9500)
     assert [e.type for e in again.events] == [*(d.type for d in context), "buffer.gap", "buffer.gap"]
     assert [e.ts_us for e in again.events[:5]] == [1000 * (i + 1) for i in range(5)]
 
@@ -120,7 +127,7 @@ def test_the_quota_is_enforced_by_sqlite_and_a_refused_commit_uses_no_sequence_n
     last = buf.last_seq
     assert last % 200 == 0 and seqs(buf)[-1] == last  # whole cycles only
     assert buf.usage().used_bytes <= 256 * 1024
-    _, dropped = buf.drop_undelivered(0.5, "quota", CTX, 1)  # type: ignore[misc]
+    _, dropped = drop(buf, 0.5, "quota", CTX, 1)
     assert dropped.first_seq == 1
     assert buf.commit(cycle(200), [], CTX).readings[0].seq == last + 2  # after the gap event
 

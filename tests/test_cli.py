@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +38,7 @@ def test_every_command_has_help_with_an_example(path: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_demo_exits_0_with_a_verified_trace(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_exits_0_with_a_verified_trace(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "blackbox", "--log-level", "WARNING", "demo", "--dir",
                            str(tmp_path), "--speed", "1200"], capture_output=True, text=True, check=False, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import typer.main
 from agent_helpers import BLACKBOX
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from blackbox.cli import ops, root
@@ -121,7 +122,9 @@ def test_what_typer_refuses_is_never_read_without_it(monkeypatch: pytest.MonkeyP
 def test_the_options_are_those_of_the_typer_commands(command: str) -> None:
     group = typer.main.get_command(root.app)
     ctx = group.make_context("blackbox", [command, "--help"], resilient_parsing=True)
-    cmd = group.get_command(ctx, command)  # type: ignore[attr-defined]
+    assert isinstance(group, TyperGroup)
+    cmd = group.get_command(ctx, command)
+    assert cmd is not None
     theirs = {(frozenset(p.opts + p.secondary_opts), p.name) for p in cmd.params if "--help" not in p.opts}
     assert {(frozenset(opt.names), opt.dest) for opt in COMMANDS[command]} == theirs
     # the global options a light command may follow (the others, --version and the shell completion's,

@@ -10,7 +10,7 @@ from blackbox.agent.exception import ExceptionFilter
 from blackbox.agent.recorder import sanitize, sealable_event
 from blackbox.columns import ReadingBlock, SampleColumns, TagPicker
 from blackbox.config import TagConfig
-from blackbox.model import EventDraft, Quality, Reading, Sample
+from blackbox.model import EventDraft, Quality, Reading, Sample, Value
 from blackbox.seal.records import check_event_row
 
 SAMPLES = [Sample("a", 1.5), Sample("b", True), Sample("c", None, Quality.BAD, "timeout"),
@@ -73,15 +73,15 @@ def test_the_picker_remembers_positions_per_tag_tuple_and_never_mixes_sources() 
     ([-(2**63) - 1, 1.5], {0: "integer -9223372036854775809 is outside the range a batch holds (-2**63 .. 2**64-1)"}),
     (["ok", "a\x00b"], {1: "text value holds a NUL character (U+0000), which a batch cannot hold"}),
 ], ids=["sealable", "nan", "inf-after-text", "huge-int", "int-past-2**64", "int-below-2**63", "nul-in-text"])
-def test_sanitize_makes_what_a_batch_cannot_hold_bad_readings(values: list[object], bad: dict[int, str]) -> None:
+def test_sanitize_makes_what_a_batch_cannot_hold_bad_readings(values: list[Value], bad: dict[int, str]) -> None:
     tags = tuple(f"t{i}" for i in range(len(values)))
-    for given in (SampleColumns.good(tags, values), list(SampleColumns.good(tags, values))):  # type: ignore[arg-type]
+    for given in (SampleColumns.good(tags, values), list(SampleColumns.good(tags, values))):
         clean = sanitize(given)
         for i, s in enumerate(clean):
             if i in bad:
                 assert (s.value, s.quality, s.reason) == (None, Quality.BAD, bad[i])
             else:
-                assert s == Sample(tags[i], values[i])  # type: ignore[arg-type]
+                assert s == Sample(tags[i], values[i])
 
 
 def test_sanitize_spells_out_a_nul_in_a_reason() -> None:

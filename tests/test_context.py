@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from blackbox.agent.context import ContextTracker
 from blackbox.config import ContextConfig, TagConfig
-from blackbox.model import Quality, Sample
+from blackbox.model import Quality, Sample, Value
 
 
 def tag(name: str, type_: str = "float32", eng_unit: str = "", limits: list[dict[str, float]] | None = None,
@@ -27,11 +27,11 @@ CFG = ContextConfig.model_validate({
 })
 
 
-def s(**values: object) -> list[Sample]:
+def s(**values: Value) -> list[Sample]:
     names = {"batch": "EM-01.batch_id", "product": "EM-01.product", "phase": "EM-01.phase", "count": "WS-01.count",
              "material": "WS-01.material", "lot": "WS-01.lot", "target": "WS-01.target", "actual": "WS-01.actual",
              "sample": "QC-01.sample", "ph": "QC-01.ph"}
-    return [Sample(names[k], v) for k, v in values.items()]  # type: ignore[arg-type]
+    return [Sample(names[k], v) for k, v in values.items()]
 
 
 def test_batch_start_phases_and_end() -> None:

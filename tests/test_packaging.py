@@ -50,37 +50,38 @@ def test_the_wheel_runs_the_demo_outside_the_source_tree(tmp_path: Path) -> None
     source = tmp_path / "source"
     shutil.copytree(REPO, source, symlinks=True, ignore=lambda _d, names: [n for n in names if n in SKIP
                                                                             or n.endswith(".egg-info")])
-    run = {"capture_output": True, "text": True, "check": False, "timeout": 600}
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
-                            str(source)], **run)  # type: ignore[call-overload]
+
+    def run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, timeout=600)
+
+    built = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"),
+                 str(source)])
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("blackbox-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(REPO / "constraints.txt"),
-                                f"{wheel}[demo]"], **run)  # type: ignore[call-overload]
+    installed = run([str(venv / "bin" / "pip"), "install", "-q", "-c", str(REPO / "constraints.txt"),
+                     f"{wheel}[demo]"])
     assert installed.returncode == 0, installed.stderr[-3000:]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     blackbox = str(venv / "bin" / "blackbox")
 
-    version = subprocess.run([blackbox, "--version"], cwd=elsewhere, **run)  # type: ignore[call-overload]
+    version = run([blackbox, "--version"], cwd=elsewhere)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert version.stdout.strip() == f"blackbox {project['version']}", version.stderr
 
-    examples = subprocess.run([str(venv / "bin" / "python"), "-c", "from importlib.resources import files; "
-                               "print(files('blackbox') / 'examples')"], cwd=elsewhere,
-                              **run)  # type: ignore[call-overload]
+    examples = run([str(venv / "bin" / "python"), "-c", "from importlib.resources import files; "
+                    "print(files('blackbox') / 'examples')"], cwd=elsewhere)
     folder = Path(examples.stdout.strip())
     assert not folder.is_relative_to(REPO) and (folder / "demo.yaml").is_file(), examples.stdout
     assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(p.name for p in (REPO / "config").glob("*.yaml"))
     for example in sorted(folder.glob("*.yaml")):
-        checked = subprocess.run([blackbox, "config", "check", str(example)], cwd=elsewhere,
-                                 **run)  # type: ignore[call-overload]
+        checked = run([blackbox, "config", "check", str(example)], cwd=elsewhere)
         assert checked.returncode == 0, checked.stderr
 
-    demo = subprocess.run([blackbox, "--log-level", "WARNING", "demo", "--dir", str(tmp_path / "demo"), "--speed",
-                           "1200"], cwd=elsewhere, **run)  # type: ignore[call-overload]
+    demo = run([blackbox, "--log-level", "WARNING", "demo", "--dir", str(tmp_path / "demo"), "--speed", "1200"],
+               cwd=elsewhere)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "Integrity: VERIFIED" in demo.stdout
     assert not list(elsewhere.iterdir()), "the demo wrote into the current directory"

@@ -25,7 +25,7 @@ import csv
 import itertools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -149,4 +149,4 @@ def test_every_rule_type_and_spc_check_has_a_case() -> None:
     from blackbox.config import RULE_MODELS, SpcCheck
 
     assert types == {m.model_fields["type"].default for m in RULE_MODELS}
-    assert checks == set(SpcCheck.__args__)  # type: ignore[attr-defined]
+    assert checks == set(get_args(SpcCheck))

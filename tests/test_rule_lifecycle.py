@@ -19,6 +19,7 @@ from blackbox.buffer import Buffer, BufferError
 from blackbox.config import AlarmsConfig, Rule, TagConfig
 from blackbox.model import Context, EventDraft, Sample, now_us
 from blackbox.rules import RuleEngine
+from blackbox.rules.drift import EwmaMonitor
 
 US = 1_000_000
 RULE = TypeAdapter(Rule)
@@ -263,8 +264,10 @@ def test_a_restart_keeps_learned_baselines_and_batch_history_and_starts_idle_sta
         before.observe_events([EventDraft("batch.phase", f"B{b}", {"batch": f"B{b}", "phase": "qc",
                                                                    "previous": "fill"})], end * US, "qc", "P")
     after = restarted(before, rules, tags)
-    baseline = after.entries["ewma"].monitor.baseline  # type: ignore[attr-defined]
-    assert (baseline.centre, baseline.sigma) == (50.25, pytest.approx(0.5 / 1.128))
+    monitor = after.entries["ewma"].monitor
+    assert isinstance(monitor, EwmaMonitor)
+    baseline = monitor.baseline
+    assert baseline.centre == 50.25 and baseline.sigma == pytest.approx(0.5 / 1.128)
     assert after.state()["fill"]["m"]["s"]["history"] == {"P": [100.0, 110.0]}
     assert after.entries["ewma"].monitor.evidence() == {"z": None, "decay": 1.0}  # at rest: starts afresh
 

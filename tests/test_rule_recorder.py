@@ -79,4 +79,5 @@ async def test_batch_events_from_operator_commits_reach_the_rules(setup: tuple[R
                 "batch": batch, "phase": phase, "previous": "emulsify" if phase == "cool" else None},
                 (start if phase == "emulsify" else end) * 1_000_000)])
     monitor = recorder.rules.entries["batch:emulsify.duration"].monitor
-    assert monitor.state()["history"][""] == [600.0, 600.0, 900.0]  # type: ignore[index]
+    state = monitor.state()
+    assert state is not None and state["history"][""] == [600.0, 600.0, 900.0]

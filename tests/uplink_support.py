@@ -149,8 +149,8 @@ class Mosquitto:
     def start(self) -> Mosquitto:
         assert self.proc is None, "already running"
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
-        wait_until(lambda: port_open(self.host, self.port) or self.proc.poll() is not None, 10,  # type: ignore[union-attr]
+            self.proc = proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        wait_until(lambda: port_open(self.host, self.port) or proc.poll() is not None, 10,
                    f"mosquitto to listen on {self.port}")
         if self.proc.poll() is not None:
             raise AssertionError(f"mosquitto exited at start:\n{self.log.read_text()}")

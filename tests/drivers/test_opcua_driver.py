@@ -20,6 +20,8 @@ import pytest_asyncio
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackType, ServerItemCallback
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.internal_server import InternalServer
+from asyncua.server.user_managers import UserManager
 from driver_helpers import by_name
 
 from blackbox.columns import SampleColumns
@@ -76,10 +78,10 @@ class UaTestServer:
         await self.server.stop()
 
 
-class _Users:
+class _Users(UserManager):
     """Anonymous sessions, and one user with a password; anyone else is refused."""
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+    def get_user(self, iserver: InternalServer, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
         if username is None:
             return User(role=UserRole.User)
@@ -89,7 +91,7 @@ class _Users:
 
 
 async def start_server() -> UaTestServer:
-    server = Server(user_manager=_Users())  # type: ignore[arg-type]
+    server = Server(user_manager=_Users())
     await server.init()
     server.set_endpoint("opc.tcp://127.0.0.1:0/")
     other = await server.register_namespace(OTHER_NS)  # registered first, so NS is not at index 2
@@ -115,7 +117,8 @@ async def start_server() -> UaTestServer:
 
     server.subscribe_server_callback(CallbackType.PreRead, count)
     await server.start()
-    handle.endpoint = f"opc.tcp://127.0.0.1:{server.bserver.port}"  # type: ignore[union-attr]
+    assert server.bserver is not None  # started
+    handle.endpoint = f"opc.tcp://127.0.0.1:{server.bserver.port}"
     return handle
 
 

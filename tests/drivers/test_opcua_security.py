@@ -53,7 +53,8 @@ async def secure_server(certs: dict[str, Path], policy: ua.SecurityPolicyType) -
     await server.nodes.objects.add_variable(ua.NodeId(ua.String("EM-01.temperature"), ua.Int16(idx)), "temperature",
                                             ua.Variant(75.5, ua.VariantType.Double))
     await server.start()
-    endpoint = f"opc.tcp://127.0.0.1:{server.bserver.port}"  # type: ignore[union-attr]
+    assert server.bserver is not None  # started
+    endpoint = f"opc.tcp://127.0.0.1:{server.bserver.port}"
     return server, endpoint
 
 
