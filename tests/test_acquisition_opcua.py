@@ -33,7 +33,9 @@ def line_source(sim: Simulator, **settings: Any) -> OpcUaSourceConfig:
 
 
 async def test_subscription_delivers_initial_values_then_changes(sim: Simulator) -> None:
-    config = line_source(sim, mode="subscription", publishing_interval=0.05)
+    # the model's steps block this loop for seconds on a loaded machine: with the default watchdog the
+    # driver would rebuild the "silent" subscription, and the new one delivers initial values again
+    config = line_source(sim, mode="subscription", publishing_interval=0.05, watchdog=600)
     raw = sim_source(sim, "opcua")["tags"]
     config = OpcUaSourceConfig.model_validate({
         **config.model_dump(mode="json", exclude_none=True),
@@ -60,6 +62,7 @@ async def test_subscription_delivers_initial_values_then_changes(sim: Simulator)
         assert (changed["EM-01.temperature"].quality, changed["EM-01.temperature"].reason) == (
             Quality.BAD, "BadSensorFailure")
         assert "EM-01.ghost" not in changed  # an unknown node stays out of the way
+        assert driver.health.resubscribed == 0
         assert driver.health.details["notifications"] >= len(others) + 2
         assert driver.health.lost == 0 and driver.health.tags_bad == 2
     finally:
@@ -67,8 +70,8 @@ async def test_subscription_delivers_initial_values_then_changes(sim: Simulator)
 
 
 async def test_an_absolute_deadband_is_applied_by_the_server(sim: Simulator) -> None:
-    driver = OpcUaDriver(line_source(sim, mode="subscription", publishing_interval=0.05,
-                                     deadband_type="absolute", deadband_value=1e9))
+    driver = OpcUaDriver(line_source(sim, mode="subscription", publishing_interval=0.05,  # watchdog: as above
+                                     deadband_type="absolute", deadband_value=1e9, watchdog=600))
     await driver.connect()
     try:
         await driver.subscribe()
@@ -83,7 +86,7 @@ async def test_an_absolute_deadband_is_applied_by_the_server(sim: Simulator) -> 
         await driver.close()
     # text changes are reported; no number moved by a billion
     assert not [n for n, s in changed.items() if isinstance(s.value, float)], changed
-    assert driver.health.details["deadband_refused"] == []
+    assert driver.health.details["deadband_refused"] == [] and driver.health.resubscribed == 0
 
 
 @pytest.mark.slow
