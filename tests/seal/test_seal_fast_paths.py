@@ -95,6 +95,33 @@ def test_the_byte_cap_is_exact(seal_args: dict[str, Any], max_bytes: int) -> Non
     assert decode_records(open_batch(sealed.wire)) == records[:n]
 
 
+def uneven_records(seed: int) -> list[Reading | Event]:
+    """Contiguous records whose sizes vary a hundredfold: long text values, events with large data."""
+    rnd = random.Random(seed)
+    out: list[Reading | Event] = []
+    for seq in range(1, 301):
+        if rnd.random() < 0.1:
+            out.append(Event(seq, "x.y", None, {"note": "n" * rnd.randrange(0, 3000)}, T0 + seq, "B", None))
+        else:
+            value: float | str = "v" * rnd.randrange(0, 500) if rnd.random() < 0.2 else rnd.random()
+            out.append(Reading(seq, f"T-{seq:03d}", value, Quality.GOOD, None, T0 + seq, None, "B", "p"))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("max_bytes", [1100, 5000, 20_011, 40_000])
+def test_the_byte_cap_is_exact_for_records_of_uneven_size(seal_args: dict[str, Any], seed: int,
+                                                          max_bytes: int) -> None:
+    records = uneven_records(seed)
+    assert len(dump_document(*rows_of(records))) > max_bytes  # the cap cuts the batch
+    sealed = seal_batch(records, max_bytes=max_bytes, **seal_args)
+    n = sealed.header.last_seq
+    assert n >= 1
+    assert n == 1 or len(dump_document(*rows_of(records[:n]))) <= max_bytes
+    assert len(dump_document(*rows_of(records[: n + 1]))) > max_bytes
+    assert decode_records(open_batch(sealed.wire)) == records[:n]
+
+
 def test_one_record_larger_than_the_cap_is_sealed_alone(seal_args: dict[str, Any]) -> None:
     big = Reading(1, "T", "x" * 5000, Quality.GOOD, None, T0, None, None, None)
     sealed = seal_batch([big, *readings(3, 2)], max_bytes=1000, **seal_args)
