@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, TextIO
 
 from blackbox.text_table import plain_table
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def rich_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> Table:
     """The same rows as a ``rich`` table (no frame: columns, a bold header)."""
+    from rich.table import Table  # imported to draw only: every command's start and piped tables skip rich
+
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for i, name in enumerate(header):
         table.add_column(name, justify="right" if i in right else "left", overflow="fold")
@@ -33,6 +35,8 @@ def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: S
     """Print the rows: drawn by ``rich`` on a terminal, plain text otherwise (``terminal`` overrides)."""
     out = out or sys.stdout
     if terminal if terminal is not None else out.isatty():
+        from rich.console import Console
+
         Console(file=out, force_terminal=True).print(rich_table(header, rows, right=right))
     else:
         out.write(plain_table(header, rows, right=right) + "\n")
