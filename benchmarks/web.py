@@ -11,8 +11,9 @@ Fills a fresh store with
 
 then times, in-process through the ASGI application (FastAPI's TestClient, no network):
 
-1. the batch page: the first view (the trace report is computed) and later views (cached until a
-   new sealed batch of its gateways arrives);
+1. the batch page: its first view (the trace report is computed, with every sealed batch of the
+   production batch re-verified; timed with the web process's report cache emptied before each
+   run) and later views (cached until a new sealed batch of its gateways arrives);
 2. the chart data of one tag (100,000 readings) reduced to 1,200 min/max buckets;
 3. the comparison of that tag with the last 10 batches of the product, and with a golden batch;
 4. a search over the H batches (one page of 50, with and without the alarm filter).
@@ -253,9 +254,16 @@ def main() -> None:
             r = client.get(page_url)
             assert r.status_code == 200, r.text[:300]
 
+        def first_view() -> None:
+            """The page with the web process's report cache emptied: the trace report (and its re-verification)
+            computed again, as on a batch's first view."""
+            client.app.state.ctx._reports.clear()  # type: ignore[attr-defined]
+            page()
+
         api = f"/api/v1/sites/{SITE}/batches/{BATCH}"
         tag = TAGS[3]
-        page_first, page_p50, page_p99, page_cpu = timed(page, args.runs, monitor)
+        first = timed(first_view, args.runs, monitor)
+        _, page_p50, page_p99, page_cpu = timed(page, args.runs, monitor)
         series = orjson.loads(get(f"{api}/series?tag={tag}"))
         chart = timed(lambda: get(f"{api}/series?tag={tag}"), args.runs, monitor)
         comparison = orjson.loads(get(f"{api}/compare?tag={tag}&reference=last&last=10"))
@@ -279,7 +287,8 @@ def main() -> None:
           f"readings ({len(TAGS)} tags), {found:,} batch numbers; {args.runs} runs each, in-process (no network)")
     if not args.filled:
         print(f"  filled: history {history_s:.1f} s, measured batch through ingest {ingest_s:.1f} s")
-    print(f"  batch page, first view (trace computed): {page_first:9.0f} ms")
+    print(f"  {'batch page, first view (trace computed):':<48} p50 {first[1]:9.1f} ms   p99 {first[2]:9.1f} ms   "
+          f"cpu {first[3]:7.1f} ms   (the very first: {first[0]:.0f} ms)")
     print(f"  {'batch page, later views (cached):':<48} p50 {page_p50:9.1f} ms   p99 {page_p99:9.1f} ms   "
           f"cpu {page_cpu:7.1f} ms")
     rows = [(f"chart data ({series['n_readings']:,} readings -> {len(series['t'])} buckets)", chart),

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress
+from operator import ne
 from types import SimpleNamespace
 from typing import Any, Literal, NamedTuple
 
@@ -703,33 +704,39 @@ class _Stats:
                     runs: list[tuple[int, int, bool]]) -> None:
         """Count and record the excursions of ``runs`` (``(first, end, high)``: readings ``first..end - 1``
         all above the band, or all below): what :meth:`_judge` makes of them one reading at a time."""
+        hh, ll = lim.hh, lim.ll
+        acc.n_outside += sum(end - first for first, end, _high in runs)
+        # beyond HH (LL) is above (below) the band too: counted at C speed over all the readings
+        acc.n_outside_hard += ((0 if hh is None else sum(map(float(hh).__lt__, vals)))
+                               + (0 if ll is None else sum(map(float(ll).__gt__, vals))))
         open_ex = self._open
         if open_ex is not None and not (runs[0][0] == 0 and (open_ex.side == "high") == runs[0][2]):
             _close(open_ex, times[0], returned=True)
             open_ex = None
+        n = len(vals)
         for first, end, high in runs:
-            part = vals[first:end]
             if high:
-                peak = max(part)
-                hard = 0 if lim.hh is None else sum(1 for v in part if v > lim.hh)
-                level: Level = "HH" if hard else "H"
+                peak = max(vals[first:end])
+                level: Level = "HH" if hh is not None and peak > hh else "H"
             else:
-                peak = min(part)
-                hard = 0 if lim.ll is None else sum(1 for v in part if v < lim.ll)
-                level = "LL" if hard else "L"
-            acc.n_outside += end - first
-            acc.n_outside_hard += hard
-            if open_ex is None:
-                open_ex = _Open(level, "high" if high else "low", times[first], times[end - 1], peak, end - first, acc)
-            else:  # the excursion the chunk before ended in goes on
+                peak = min(vals[first:end])
+                level = "LL" if ll is not None and peak < ll else "L"
+            if open_ex is not None:  # the excursion the chunk before ended in goes on
                 open_ex.n += end - first
                 open_ex.last_us = times[end - 1]
                 open_ex.peak = max(open_ex.peak, peak) if high else min(open_ex.peak, peak)
                 if _RANK[level] > _RANK[open_ex.level]:
                     open_ex.level = level
-            if end < len(vals):  # the next reading is inside the band, or on its other side
-                _close(open_ex, times[end], returned=True)
-                open_ex = None
+                if end < n:
+                    _close(open_ex, times[end], returned=True)
+                    open_ex = None
+            elif end < n:  # ended by the next reading: inside the band, or on its other side
+                acc.excursions.append(Excursion(level=level, start_us=times[first], end_us=times[end],
+                                                duration_s=(times[end] - times[first]) / 1e6, peak=peak,
+                                                n_readings=end - first, returned=True))
+            else:
+                open_ex = _Open(level, "high" if high else "low", times[first], times[end - 1], peak, end - first,
+                                acc)
         self._open = open_ex
 
     def _judge_each(self, acc: _Acc, lim: Limits, vals: list[float], times: list[int], up: float,
@@ -820,23 +827,24 @@ class _Stats:
 
 def _outside_runs(vals: list[float], up: float | None, down: float | None) -> list[tuple[int, int, bool]]:
     """``(first, end, high)`` of each run of consecutive readings above ``up`` (``high``) or below ``down``,
-    in order; the readings outside are found at C speed (``up`` and ``down`` do not overlap)."""
+    in order, found at C speed (``up`` and ``down`` do not overlap): Python walks only the runs."""
     runs: list[tuple[int, int, bool]] = []
     for bound, high in ((up, True), (down, False)):
         if bound is None:
             continue
         compare = float(bound).__lt__ if high else float(bound).__gt__  # bound < v: v above; bound > v: v below
-        first = prev = -2
-        for i in compress(range(len(vals)), map(compare, vals)):
-            if i != prev + 1:
-                if prev >= 0:
-                    runs.append((first, prev + 1, high))
-                first = i
-            prev = i
-        if prev >= 0:
-            runs.append((first, prev + 1, high))
+        outside = list(compress(range(len(vals)), map(compare, vals)))
+        if not outside:
+            continue
+        # a run starts wherever an index is not the one before plus one
+        starts = [0, *compress(range(1, len(outside)), map(ne, outside[1:], map(_NEXT, outside)))]
+        runs.extend((outside[a], outside[b - 1] + 1, high) for a, b in zip(starts, [*starts[1:], len(outside)],
+                                                                            strict=True))
     runs.sort()
     return runs
+
+
+_NEXT = (1).__add__
 
 
 def _bounds(lim: Limits) -> tuple[float | None, float | None]:
