@@ -49,6 +49,20 @@ def test_batch_start_phases_and_end() -> None:
     assert t.context.batch is None and t.context.phase is None
 
 
+def test_a_batch_that_follows_another_in_the_same_phase_gets_its_phase_event() -> None:
+    """The next batch is seen only once it is already in the phase the last one ended in (the agent was down
+    meanwhile, or the PLC switched both tags at once): its phase is recorded for it all the same."""
+    for restart in (False, True):
+        t = ContextTracker(CFG, TAGS)
+        t.observe(s(batch="B1", phase="fill"))
+        if restart:
+            t = ContextTracker(CFG, TAGS, t.state())
+        evs = t.observe(s(batch="B2", phase="fill"))
+        assert [(e.type, e.subject, e.data.get("phase")) for e in evs] == [
+            ("batch.ended", "B1", None), ("batch.started", "B2", None), ("batch.phase", "B2", "fill")]
+        assert evs[2].data["previous"] is None and t.context.phase == "fill"
+
+
 def test_material_consumed_on_trigger_change_not_on_first_sight() -> None:
     t = ContextTracker(CFG, TAGS)
     assert t.observe(s(count=0, material="RM-001", lot="L1", target=361.5, actual=361.0)) == []

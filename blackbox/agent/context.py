@@ -219,7 +219,8 @@ class ContextTracker:
             events.append(EventDraft("batch.started", new.batch, {
                 "batch": new.batch, "product": new.product, "recipe": new.recipe,
                 "recipe_version": new.recipe_version, **self._occurrence(new.batch)}))
-        if new.batch and new.phase != old.phase:
+        # a batch that starts in the phase the last one ended in still gets its phase event
+        if new.batch and (new.phase != old.phase or (starts and new.phase is not None)):
             events.append(EventDraft("batch.phase", new.batch, {
                 "batch": new.batch, "phase": new.phase,
                 "previous": old.phase if old.batch == new.batch else None}))
