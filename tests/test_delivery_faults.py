@@ -136,8 +136,8 @@ async def test_no_loss_no_duplicate_through_broker_store_and_agent_failures(tmp_
                 assert agent.stop(60) == 0, agent.tail()
             finally:
                 for proc in (agent, store):
-                    if proc.running():
-                        proc.stop()
+                    if proc.running():  # more than the agent's shutdown_grace, or this error hides the test's
+                        proc.stop(60)
                 broker.stop()
 
         with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
