@@ -67,7 +67,7 @@ async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_
         agent = subprocess.Popen([*BLACKBOX, "run", "-c", c], env=env, stderr=log.open("w"))
         sock = tmp_path / "agent.sock"
         try:
-            await eventually(lambda: notify.count("READY=1"), 30, "READY=1 from the agent")
+            await eventually(lambda: notify.count("READY=1"), 60, "READY=1 from the agent")
             await eventually(lambda: notify.count("WATCHDOG=1") >= 3, 10, "the agent to ping the watchdog")
             await eventually(lambda: (st := agent_status(sock)) and all(s["connected"] for s in st["sources"])
                            and st["uplink"]["connected"], 30, "both sources and the uplink")

@@ -34,7 +34,7 @@ def agent(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     cli("keys", "init", "-c", str(config))
     proc = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)], stderr=(tmp_path / "agent.log").open("w"))
     try:
-        wait_until(lambda: agent_status(tmp_path / "var" / "agent.sock"), 30, "the agent's control socket")
+        wait_until(lambda: agent_status(tmp_path / "var" / "agent.sock"), 60, "the agent's control socket")
         yield str(config), tmp_path / "var" / "buffer.sqlite"
     finally:
         proc.terminate()

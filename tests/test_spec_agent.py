@@ -234,7 +234,7 @@ async def test_sighup_with_a_spoilt_specification_is_refused_by_the_running_proc
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     sock = tmp_path / "agent.sock"
     try:
-        await eventually(lambda: (st := agent_status(sock)) and st["specification"]["approved"], 30,
+        await eventually(lambda: (st := agent_status(sock)) and st["specification"]["approved"], 60,
                          "the agent under the approved specification")
         doc, sigs = tampered(line.approvers, "one_signature", spec_doc(version=2, hh=95.0, reason="loosen HH"))
         write_spec(line.spec_path, doc, sigs)
