@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from agent_helpers import BLACKBOX, agent_status, cli, mqtt_settings
+from agent_helpers import BLACKBOX, agent_status, cli, edit_config, mqtt_settings
 from services import fresh_postgres_database, require_mosquitto
 from sqlalchemy import create_engine, text
 from waiting import eventually
@@ -34,6 +34,9 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
             store_mqtt = {**mqtt, "client_id": f"store-{mqtt['topic_root']}"}
             config = write_config(DEMO_CONFIG, tmp_path, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
                                   mqtt=mqtt, database_url=pg_url, store_mqtt=store_mqtt)
+            # at SIGTERM the agent waits for the store's acks up to shutdown_grace, and no longer than it needs:
+            # the default 5 s is less than a store on a loaded machine can be behind
+            edit_config(config, lambda d: d["uplink"].update(shutdown_grace=60))
             cli("keys", "init", "-c", str(config))
             public_pem = cli("keys", "show", "-c", str(config)).stdout.split("\n\n", 1)[1]
             (tmp_path / "gateway.pub.pem").write_text(public_pem)
@@ -48,12 +51,12 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
             try:
                 sock = tmp_path / "agent.sock"
                 await eventually(lambda: (st := agent_status(sock)) is not None
-                               and all(s["connected"] for s in st["sources"]), 30, "the agent to poll both sources")
+                               and all(s["connected"] for s in st["sources"]), 60, "the agent to poll both sources")
                 await asyncio.wait_for(sim.wait(), timeout=120)
                 await eventually(lambda: (st := agent_status(sock)) is not None and st["context"]["batch"] is None,
                                30, "the agent to see the batch end")
                 agent.send_signal(signal.SIGTERM)
-                assert agent.wait(timeout=30) == 0, (tmp_path / "agent.log").read_text()
+                assert agent.wait(timeout=90) == 0, (tmp_path / "agent.log").read_text()
             finally:
                 for proc in (agent, store):
                     if proc.poll() is None:
