@@ -1,9 +1,9 @@
 """Client side of the agent's control socket (see :mod:`blackbox.agent.control`).
 
 The standard library's JSON by default: it loads in a fraction of the time orjson takes (about
-15 ms of CPU, a quarter of ``blackbox status``'s start-up) and decodes the usual answers in
-microseconds. A caller expecting megabytes (``status --json`` at 20,000 tags) or a stream of
-thousands of lines a second (``tail``) passes ``decode=orjson.loads``.
+15 ms of CPU, a quarter of ``blackbox status``'s start-up) and decodes the usual answers, and each
+line of ``tail``, in microseconds. A caller expecting megabytes (``status --json`` at 20,000 tags)
+passes ``decode=orjson.loads``.
 """
 
 from __future__ import annotations

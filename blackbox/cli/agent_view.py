@@ -9,6 +9,7 @@ for their callers to report.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -132,13 +133,10 @@ def follow_tail(socket: Path, *, patterns: Sequence[str] = (), units: Sequence[s
                 count: int = 0, json_out: bool = False) -> bool:
     """Print the readings (and events) as the agent commits them; ``True`` once ``count`` readings are
     shown (``count`` 0: never), ``False`` when the agent stopped. ^C ends it quietly."""
-    import orjson  # thousands of lines a second
-
     shown = 0
     try:
-        for item in stream(socket, "tail", {"tags": list(patterns), "units": list(units), "events": events},
-                           decode=orjson.loads):
-            sys.stdout.write((orjson.dumps(item).decode() if json_out else tail_line(item)) + "\n")
+        for item in stream(socket, "tail", {"tags": list(patterns), "units": list(units), "events": events}):
+            sys.stdout.write((_compact(item) if json_out else tail_line(item)) + "\n")
             sys.stdout.flush()  # one line at a time, also into a pipe
             if "tag" in item:
                 shown += 1
@@ -150,18 +148,21 @@ def follow_tail(socket: Path, *, patterns: Sequence[str] = (), units: Sequence[s
 
 
 def tail_line(item: dict[str, Any]) -> str:
-    import orjson
-
     if "skipped" in item:
         return f"… {item['skipped']} readings skipped (this terminal fell behind)"
     when = _clock(item["ts_us"])
     where = f"{item['batch'] or '-'}/{item['phase'] or '-'}"
     if "event" in item:
         return f"{when} {item['seq']:>10} {'EVENT ' + item['event']:<32} {item['subject'] or ''} {where} " \
-               f"{orjson.dumps(item['data']).decode()}"
+               f"{_compact(item['data'])}"
     value = "-" if item["value"] is None else f"{item['value']} {item['eng_unit'] or ''}".strip()
     quality = "" if item["quality"] == "good" else f"  [{item['quality']}: {item['reason']}]"
     return f"{when} {item['seq']:>10} {item['tag']:<32} {value:<20} {where}{quality}"
+
+
+def _compact(doc: Any) -> str:
+    """One line of JSON, as the agent writes it (no spaces, UTF-8 as is)."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
 
 
 def _clock(ts_us: int) -> str:
