@@ -230,7 +230,8 @@ class Sealer:
         nxt = successor(self._last_sealed())
         after, batch_seq, prev = nxt.after_seq, nxt.batch_seq, nxt.prev_hash
         started = time.perf_counter()
-        readings, events = self._buffer.unsealed_rows(after, self._cfg.max_records)
+        found = self._buffer.unsealed(after, self._cfg.max_records)
+        readings, events = found.readings, found.events
         if not readings and not events:
             # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
             self._sealed_through = max(self._sealed_through, self._buffer.last_seq)
@@ -243,7 +244,7 @@ class Sealer:
         batch = seal_rows(readings, events, site=self._site, gateway=self._gateway, key=self._key,
                           batch_seq=batch_seq, prev_hash=prev, config_hash=self._config_hash,
                           clock=self._clock.status(), compression=self._cfg.compression,
-                          max_bytes=self._cfg.max_bytes)
+                          max_bytes=self._cfg.max_bytes, readings_checked=found.readings_checked)
         h = batch.header
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
         self._tip = _Tip(batch_seq, batch.hash, h.last_seq)

@@ -109,6 +109,7 @@ def seal_rows(
     compression: str = "zstd",
     sealed_at_us: int | None = None,
     max_bytes: int | None = None,
+    readings_checked: bool = False,
 ) -> SealedBatch:
     """Seal rows already in the records document's layout (the gateway's fast path).
 
@@ -117,12 +118,16 @@ def seal_rows(
     records document is at most ``max_bytes`` bytes is sealed — the exact size, not an estimate —
     but never less than one record (a record larger than ``max_bytes`` is sealed alone).
     The rows are validated as the decoder validates them; ``ValueError`` names what is wrong.
+    ``readings_checked``: the reading rows were made from columns that passed
+    :func:`~blackbox.seal.records.reading_columns_pass` (the gateway buffer checks its blocks so),
+    so they are not checked again row by row.
     """
     _check_key(key)
     if compression not in codec_names():
         raise ValueError(f"unknown compression {compression!r} (known: {', '.join(sorted(codec_names()))})")
     try:
-        check_reading_rows(readings)
+        if not readings_checked:
+            check_reading_rows(readings)
         check_event_rows(events)
         _check_row_seqs(readings, events)
         document = dump_document(readings, events)

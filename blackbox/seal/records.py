@@ -181,7 +181,37 @@ def _readings_pass_column_check(rows: list[Any]) -> bool:
     """Whether every row certainly passes :func:`check_reading_row` (``False``: check row by row)."""
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {_READING_FIELDS}:
         return False
-    seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = zip(*rows, strict=True)
+    return _columns_pass(*zip(*rows, strict=True))
+
+
+def reading_columns_pass(first_seq: int, last_seq: int, tags: Sequence[Any], values: Sequence[Any],
+                         qualities: Sequence[Any] | None, reasons: Sequence[Any] | None, ts_us: Any,
+                         source_ts_us: Sequence[Any] | None, batch: Any, phase: Any) -> bool:
+    """Whether the reading rows of a block of columns certainly pass :func:`check_reading_row`.
+
+    The rows are ``[first_seq + i, tags[i], values[i], qualities[i], reasons[i], ts_us,
+    source_ts_us[i], batch, phase]`` for ``first_seq..last_seq``, ``None`` for qualities meaning all
+    ``"good"`` and for reasons and source times all ``None`` (the gateway buffer's blocks). What is
+    the same for every row is checked once, the seqs by their ends; the rest as
+    :func:`check_reading_rows` checks its columns. ``False``: build the rows and check them.
+    """
+    n = last_seq - first_seq + 1 if type(first_seq) is int and type(last_seq) is int else -1
+    if n < 1 or len(tags) != n or len(values) != n or any(
+            column is not None and len(column) != n for column in (qualities, reasons, source_ts_us)):
+        return False
+    return _columns_pass((first_seq, last_seq), tags, values, ("good",) if qualities is None else qualities,
+                         (None,) if reasons is None else reasons, (ts_us,),
+                         (None,) if source_ts_us is None else source_ts_us, (batch,), (phase,))
+
+
+def _columns_pass(seq: Sequence[Any], tag: Sequence[Any], value: Sequence[Any], quality: Sequence[Any],
+                  reason: Sequence[Any], ts_us: Sequence[Any], source_ts_us: Sequence[Any], batch: Sequence[Any],
+                  phase: Sequence[Any]) -> bool:
+    """Whether rows made of these columns' values certainly pass :func:`check_reading_row`.
+
+    A column may hold fewer values than there are rows (one, for a value every row shares; the two
+    ends, for a run of seqs): every value a row holds must be among those checked.
+    """
     if set(map(type, seq)) != {int} or not _ints_within(seq, 0, INT64_MAX):
         return False
     if set(map(type, tag)) != {str} or not all(tag):

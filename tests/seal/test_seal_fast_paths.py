@@ -19,6 +19,7 @@ from blackbox.seal.records import (
     check_reading_row,
     check_reading_rows,
     dump_document,
+    reading_columns_pass,
     rows_of,
 )
 
@@ -50,6 +51,48 @@ def test_the_column_check_refuses_what_the_row_check_refuses(field: int, bad: An
     assert not _readings_pass_column_check(rows)
     with pytest.raises(RecordError, match=r"reading (#|seq )\d+"):  # the row check names the culprit
         check_reading_rows(rows)
+
+
+def block_columns(n: int = 50) -> dict[str, Any]:
+    """A block of ``n`` readings as the gateway buffer keeps it: per-reading columns, shared values once."""
+    return {"first_seq": 1, "last_seq": n, "tags": [f"T-{i:03d}" for i in range(n)],
+            "values": [float(i) + 0.5 for i in range(n)], "qualities": ["good"] * n, "reasons": [None] * n,
+            "ts_us": T0, "source_ts_us": [None] * n, "batch": "B-1", "phase": "emulsify"}
+
+
+def block_rows(block: dict[str, Any]) -> list[list[Any]]:
+    """The reading rows a block stands for (what the sealer seals)."""
+    return [[block["first_seq"] + i if i else block["first_seq"], block["tags"][i], block["values"][i],
+             block["qualities"][i], block["reasons"][i], block["ts_us"], block["source_ts_us"][i], block["batch"],
+             block["phase"]]
+            for i in range(len(block["tags"]))]
+
+
+COLUMN_OF_FIELD = {1: "tags", 2: "values", 3: "qualities", 4: "reasons", 6: "source_ts_us"}
+SHARED_OF_FIELD = {5: "ts_us", 7: "batch", 8: "phase"}
+
+
+@pytest.mark.parametrize(("field", "bad"), BAD_FIELDS)
+def test_the_block_check_refuses_what_the_row_check_refuses(field: int, bad: Any) -> None:
+    block = block_columns()
+    if field == 0:
+        block["first_seq"], block["last_seq"] = bad, bad
+        block = {**block, **{k: block[k][:1] for k in (*COLUMN_OF_FIELD.values(),)}}
+    elif field in SHARED_OF_FIELD:
+        block[SHARED_OF_FIELD[field]] = bad
+    else:
+        block[COLUMN_OF_FIELD[field]][random.Random(field).randrange(50)] = bad
+    with pytest.raises(RecordError):
+        check_reading_rows(block_rows(block))
+    assert not reading_columns_pass(**block)
+
+
+def test_the_block_check_accepts_a_good_block_and_its_default_columns() -> None:
+    block = block_columns()
+    check_reading_rows(block_rows(block))
+    assert reading_columns_pass(**block)
+    assert reading_columns_pass(**{**block, "qualities": None, "reasons": None, "source_ts_us": None})
+    assert not reading_columns_pass(**{**block, "last_seq": 51})  # a column shorter than the run of seqs
 
 
 @pytest.mark.parametrize("shape", [[], [1], "not a list", (1, 2, 3, 4, 5, 6, 7, 8, 9), [*GOOD_ROW, None]])
