@@ -48,6 +48,8 @@ OTHER_SUPPLIER_LOT = "GZS-5501"
 OTHER_FG = "FG-GZ-0420"
 DEMO_WAIT_S = 300.0
 """Bound on waiting for another worker's demo run (the demo itself stops after about 3 minutes)."""
+STARTUP_S = 120.0
+"""Bound on ``store web`` starting to listen: 30 s were not enough at load average 40 on two cores."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             proc = subprocess.Popen([sys.executable, "-m", "blackbox", "store", "web", "-c", str(config)],
                                     stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_until(lambda: _listening(port) or proc.poll() is not None, 30, "store web to listen")
+                wait_until(lambda: _listening(port) or proc.poll() is not None, STARTUP_S, "store web to listen")
                 assert proc.poll() is None, (folder / "web.log").read_text()
                 yield Served(f"http://127.0.0.1:{port}", url, demo)
             finally:
