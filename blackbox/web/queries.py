@@ -61,6 +61,11 @@ class Occurrence:
 
     Past the ``batch.ended``: entries recorded later for the batch (verification, QC results,
     filling, release) are part of its record."""
+    run_ranges: dict[int, tuple[int, int | None]] = field(repr=False, default_factory=dict)
+    """gateway id -> (seq of batch.started, seq of its batch.ended, or the range's end while it runs).
+
+    The production run itself: its phases are looked for here, not in the whole record range, which
+    stays open for the newest occurrence and would hold every later batch's phase events."""
 
     def public(self) -> dict[str, Any]:
         return {
@@ -109,6 +114,9 @@ def _occurrences(conn: Connection, site_batches: set[tuple[str, str]]) -> list[O
                 ended_at_us=None if None in ends else max(ends),
                 ranges={gid: (v[i]["start_seq"], v[i + 1]["start_seq"] - 1 if i + 1 < len(v) else None)
                         for gid, v in by_gw.items() if i < len(v)},
+                run_ranges={gid: (v[i]["start_seq"], v[i]["end_seq"] if v[i]["end_seq"] is not None
+                                  else (v[i + 1]["start_seq"] - 1 if i + 1 < len(v) else None))
+                            for gid, v in by_gw.items() if i < len(v)},
             ))
     return out
 
@@ -231,7 +239,7 @@ class LimitSegment:
 def _phase_spans(conn: Connection, occ: Occurrence) -> list[tuple[str, int, int]]:
     e = events.c
     marks: list[tuple[int, str]] = []
-    for gid, (lo, hi) in occ.ranges.items():
+    for gid, (lo, hi) in occ.run_ranges.items():
         stmt = select(e.ts_us, e.data).where(e.gateway_id == gid, e.type == "batch.phase", e.seq >= lo)
         if hi is not None:
             stmt = stmt.where(e.seq <= hi)
