@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from services import unavailable
 from sqlalchemy import text
 from store_synth import GATEWAY, SEC
@@ -154,7 +155,7 @@ def test_regulator_reads_a_batch_in_the_browser(browser: Any, server: str, shots
         page.check("form.filters input[name=with_alarms]")
         page.click("form.filters button[type=submit]")
         rows = page.locator("#results tbody tr")
-        assert rows.count() == 2  # the batch at each site with an alarm
+        expect(rows).to_have_count(2)  # the batch at each site with an alarm (waits for the results page)
         page.screenshot(path=str(shots / "search.png"))
 
         # open the batch
