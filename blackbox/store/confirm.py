@@ -158,10 +158,9 @@ def _simple(stored: Sequence[tuple[Any, ...]]) -> _Readings | None:
         return None
     if not math.isfinite(sum(nums)):  # every float finite (a sum that overflows: derive decides)
         return None
-    source: list[int | None] = []
-    tags: list[str] = []
-    batches: list[str | None] = []
-    phases: list[str | None] = []
+    all_good = qualities == _GOOD * total
+    names = None if all_good else [QUALITY_NAMES[q] for q in qualities]
+    rows: list[tuple[Any, ...]] = []
     bounds = [0]
     for t, n in zip(stored, sizes, strict=True):
         start = bounds[-1]
@@ -175,19 +174,15 @@ def _simple(stored: Sequence[tuple[Any, ...]]) -> _Readings | None:
                 or not _name(tag, empty=False) or not _name(batch) or not _name(phase)):
             return None
         src = t[c["source_ts"]]
-        if src is None:
-            source.extend(repeat(None, n))
-        else:
-            try:
-                source.extend(_unpack("q", src, n, "source_ts").tolist())
-            except ChunkError:
-                return None
-        tags.extend(repeat(tag, n))
-        batches.extend(repeat(batch, n))
-        phases.extend(repeat(phase, n))
+        try:
+            source: Iterable[int | None] = repeat(None) if src is None else _unpack("q", src, n, "source_ts").tolist()
+        except ChunkError:
+            return None
+        # the chunk's rows made at once, its constant columns repeated (no million-long lists of them)
+        rows.extend(zip(seqs[start:end], repeat(tag), nums[start:end],
+                        repeat("good") if names is None else names[start:end], repeat(None), part, source,
+                        repeat(batch), repeat(phase)))
         bounds.append(end)
-    names = ["good"] * total if qualities == _GOOD * total else [QUALITY_NAMES[q] for q in qualities]
-    rows = list(zip(seqs, tags, nums, names, repeat(None), ts, source, batches, phases))
     return _Readings(rows, seqs, bounds, min(ts), max(ts))
 
 

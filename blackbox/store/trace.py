@@ -27,6 +27,7 @@ from blackbox.model import now_us
 from blackbox.seal.limits import RecordedLimitSet, most_specific, recorded_limit_set
 from blackbox.store.batch_record import approved_qc, batch_record_info
 from blackbox.store.chunks import Chunk, ChunkError, and_masks, check_sizes, merge, take, unpack_seqs
+from blackbox.store.gc_pause import gc_paused
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
 from blackbox.store.report import (
     AlarmLine,
@@ -247,7 +248,7 @@ def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep:
     its ``batch.ended`` on each gateway), so that a reused number is never merged with its other
     runs. Raises :class:`BatchNotFound` if nothing of the batch is stored.
     """
-    with engine.connect() as conn:
+    with gc_paused(), engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for every query of the report
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
