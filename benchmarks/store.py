@@ -59,6 +59,7 @@ from blackbox.seal import GENESIS_HASH, generate_key_file, public_key_pem, seal_
 from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.findings import Difference
 from blackbox.store.ingest import Ingestor
+from blackbox.store.integrity_worker import worker_pids
 from blackbox.store.notary import Notary
 from blackbox.store.partitions import ensure_partitions
 from blackbox.store.trace import trace_batch
@@ -317,18 +318,23 @@ def fill_to(url: str, engine: Engine, rows: int, tag: str, mqtt: tuple[str, int]
         ingest(url, 2, missing // 2, tag, mqtt, gateways_per_worker=max(1, missing // 2 // 2_500_000))
 
 
-def timed_trace(url: str) -> tuple[float, float]:
-    """Seconds (wall, and CPU of this process) for the trace report of the production batch (its batches
-    re-verified), on a read-only engine. On a loaded machine the CPU seconds are the figure that carries over."""
+def timed_trace(url: str, parallel: bool | None = None) -> tuple[float, float, float]:
+    """Seconds (wall, CPU of this process, CPU of its integrity worker process) for the trace report of the
+    production batch (its batches re-verified), on a read-only engine. On a loaded machine the CPU seconds
+    are the figure that carries over."""
     reader = open_store_readonly(url)
     try:
-        started, cpu = time.perf_counter(), time.process_time()
-        report = trace_batch(reader, TRACE_BATCH)
+        started, cpu, worker = time.perf_counter(), time.process_time(), _worker_cpu()
+        report = trace_batch(reader, TRACE_BATCH, parallel=parallel)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert report.integrity.verdict == "verified", report.integrity.findings[:3]
-        return seconds, cpu
+        return seconds, cpu, _worker_cpu() - worker
     finally:
         reader.dispose()
+
+
+def _worker_cpu() -> float:
+    return sum(cpu_s(pid) for pid in worker_pids())
 
 
 def main() -> None:
@@ -382,9 +388,11 @@ def main() -> None:
             with engine.begin() as conn:
                 conn.execute(text("ANALYZE reading_chunks"))
             n = count_readings(engine)
-            cold, warm = timed_trace(url), timed_trace(url)
-            print(f"  {n:12,} readings stored: {cold[0]:6.2f} s (first run; {cold[1]:.2f} s CPU of the tracing "
-                  f"process), {warm[0]:6.2f} s (second run; {warm[1]:.2f} s CPU)")
+            cold, warm, alone = timed_trace(url), timed_trace(url), timed_trace(url, parallel=False)
+            print(f"  {n:12,} readings stored: {cold[0]:6.2f} s (first run; CPU {cold[1]:.2f} s in the tracing "
+                  f"process + {cold[2]:.2f} s in its integrity worker, started by this run), {warm[0]:6.2f} s "
+                  f"(second run; CPU {warm[1]:.2f} + {warm[2]:.2f} s); in one process: {alone[0]:6.2f} s "
+                  f"({alone[1]:.2f} s CPU)")
         reader = open_store_readonly(url)
         findings: list[Difference] = []
         stats = verify_store(reader, findings.append, gateway=f"{SITE}/{TRACE_GATEWAY}")

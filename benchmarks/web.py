@@ -50,6 +50,7 @@ from blackbox.seal import GENESIS_HASH, public_key_pem, seal_rows
 from blackbox.store.chunks import CHUNK_COLUMNS, make_chunks
 from blackbox.store.db import make_engine, open_store, open_store_readonly
 from blackbox.store.ingest import Ingestor
+from blackbox.store.integrity_worker import worker_pids
 from blackbox.store.schema import events, gateways, reading_chunks, tag_configs
 from blackbox.web import golden
 from blackbox.web.app import create_app
@@ -169,6 +170,7 @@ def cpu_seconds(monitor: Engine | None) -> float:
     with monitor.connect() as conn:
         pids = conn.exec_driver_sql("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                     "AND pid <> pg_backend_pid()").scalars().all()
+    pids = [*pids, *worker_pids()]  # the trace report's integrity worker process (a large batch's)
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -298,7 +300,8 @@ def main() -> None:
             ("search with alarms only", search_alarms)]
     for label, (_first, p50, p99, cpu) in rows:
         print(f"  {label + ':':<48} p50 {p50:9.1f} ms   p99 {p99:9.1f} ms   cpu {cpu:7.1f} ms")
-    print("  (cpu: CPU time per request of this process and, on PostgreSQL, of the database's server processes)")
+    print("  (cpu: CPU time per request of this process, its integrity worker and, on PostgreSQL, "
+          "the database's server processes)")
 
 if __name__ == "__main__":
     main()

@@ -114,16 +114,22 @@ def open_store_readonly(url: str, **kwargs: Any) -> Engine:
     real transaction, so every query inside sees one snapshot, like PostgreSQL's REPEATABLE READ.
     """
     parsed = parse_store_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_readonly(parsed, **kwargs)
-    else:
-        engine = _postgresql_readonly(parsed, **kwargs)
+    engine = readonly_engine(url, **kwargs)
     try:
         check_schema(engine, where(parsed))
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def readonly_engine(url: str, **kwargs: Any) -> Engine:
+    """:func:`open_store_readonly`'s engine without its check of the schema (for a process handed the URL
+    of a store another one checked)."""
+    parsed = parse_store_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_readonly(parsed, **kwargs)
+    return _postgresql_readonly(parsed, **kwargs)
 
 
 def _sqlite_readonly(url: URL, **kwargs: Any) -> Engine:

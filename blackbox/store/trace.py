@@ -29,6 +29,7 @@ from blackbox.store.batch_record import approved_qc, batch_record_info
 from blackbox.store.chunks import Chunk, ChunkError, and_masks, check_sizes, merge, take, unpack_seqs
 from blackbox.store.gc_pause import gc_paused
 from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
+from blackbox.store.integrity_worker import PARALLEL_MIN_BATCHES, start_integrity
 from blackbox.store.report import (
     AlarmLine,
     BatchInfo,
@@ -239,20 +240,22 @@ SeqRanges = dict[int, tuple[int, int | None]]
 
 
 def trace_batch(engine: Engine, batch_no: str, *, site: str | None = None, deep: bool = True,
-                ranges: SeqRanges | None = None) -> TraceReport:
+                ranges: SeqRanges | None = None, parallel: bool | None = None) -> TraceReport:
     """The trace report of production batch ``batch_no`` (only gateways of ``site`` if given).
 
     ``deep`` also compares every stored row with the signed records it came from (edits after
     capture); it reads every record of the batch's sealed range once more. ``ranges`` restricts
     the report to the records of one occurrence of the batch number (from its ``batch.started`` to
     its ``batch.ended`` on each gateway), so that a reused number is never merged with its other
-    runs. Raises :class:`BatchNotFound` if nothing of the batch is stored.
+    runs. ``parallel``: the integrity check in a worker process on the report's snapshot
+    (:mod:`blackbox.store.integrity_worker`; PostgreSQL only); ``None``: if the batch is large.
+    Raises :class:`BatchNotFound` if nothing of the batch is stored.
     """
     with gc_paused(), engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for every query of the report
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            return _trace(conn, batch_no, site, deep, ranges)
+            return _trace(conn, batch_no, site, deep, ranges, parallel)
 
 
 def in_ranges(table: Table, ranges: SeqRanges | None) -> ColumnElement[bool]:
@@ -292,7 +295,8 @@ def _gateways_of(conn: Connection, batch_no: str, site: str | None, ranges: SeqR
     return {gid: f"{s}/{g}" for gid, s, g in conn.execute(stmt)}
 
 
-def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges: SeqRanges | None) -> TraceReport:
+def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges: SeqRanges | None,
+           parallel: bool | None) -> TraceReport:
     labels = _gateways_of(conn, batch_no, site, ranges)
     lost: dict[int, list[int]] = {}
     if not labels:
@@ -348,17 +352,22 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
         ended_at_us=ended_at,
     )
 
-    phases = _phases(batch_rows, ended_at)
-    materials, qc, alarms, sources = _events(other_rows, labels)
-    parameters, no_config, unreadable = _parameters(conn, batch_no, labels, configs, product, ranges)
-
     boundaries: dict[int, tuple[int | None, int | None]] = {}
     for gid in gids:
         s = [r.batch_seq for r in started if r.gateway_id == gid]
         en = [r.batch_seq for r in ended if r.gateway_id == gid]
         boundaries[gid] = (min(s) if s else None, max(en) if en else None)
-    integrity = check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
-                                scope=lambda t: in_ranges(t, ranges))
+    if parallel is None:
+        parallel = _large(boundaries)
+    pending = start_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost, ranges=ranges) if (
+        parallel and conn.dialect.name == "postgresql") else None
+
+    phases = _phases(batch_rows, ended_at)
+    materials, qc, alarms, sources = _events(other_rows, labels)
+    parameters, no_config, unreadable = _parameters(conn, batch_no, labels, configs, product, ranges)
+
+    integrity = pending.result() if pending is not None else check_integrity(
+        conn, batch_no, labels, boundaries, deep=deep, lost=lost, scope=lambda t: in_ranges(t, ranges))
     spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
@@ -394,6 +403,12 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
         sources=sources,
         integrity=integrity,
     )
+
+
+def _large(boundaries: dict[int, tuple[int | None, int | None]]) -> bool:
+    """Whether the batch spans enough sealed batches for its integrity check to run in the worker process."""
+    spanned = sum(end - start + 1 for start, end in boundaries.values() if start is not None and end is not None)
+    return spanned >= PARALLEL_MIN_BATCHES
 
 
 def _not_found(conn: Connection, batch_no: str, site: str | None) -> str:

@@ -32,11 +32,13 @@ from blackbox.seal import (
     rotation_data,
     seal_batch,
 )
+from blackbox.store import trace as trace_module
 from blackbox.store.chunks import ReadingRow
 from blackbox.store.derive import batch_columns
 from blackbox.store.findings import Difference
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
+from blackbox.store.integrity_worker import start_integrity
 from blackbox.store.migrate import upgrade_schema
 from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs, tlog_entries, tlog_state
 from blackbox.store.tlog import TransparencyLog
@@ -269,6 +271,47 @@ def test_every_tamper_is_reported_by_verify_and_by_the_trace(store: Store, tampe
     codes = {f.code for f in report.integrity.findings}
     assert report.integrity.verdict != "verified"
     assert tamper.codes & codes, report.integrity.findings
+
+
+@pytest.mark.parametrize("tamper", [None, *TAMPERS], ids=lambda t: "untouched" if t is None else t.name)
+def test_the_trace_s_worker_process_reports_every_tamper_as_the_report_s_own_process_does(
+        store: Store, tamper: Tamper | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large batch's integrity check runs in a worker process on the report's snapshot
+    (``blackbox.store.integrity_worker``): its verdict must be the one the report's process reaches."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("the worker shares the report's snapshot: PostgreSQL only")
+    if tamper is not None:
+        with store.engine.begin() as conn:
+            tamper.apply(conn, store)
+    here = trace_batch(store.engine, BATCH, parallel=False).integrity
+
+    def not_here(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the integrity check ran in the report's own process")
+
+    monkeypatch.setattr(trace_module, "check_integrity", not_here)
+    there = trace_batch(store.engine, BATCH, parallel=True).integrity
+    assert there == here
+    if tamper is None:
+        assert there.verdict == "verified", there.findings
+    else:
+        assert there.verdict != "verified"
+        assert tamper.codes & {f.code for f in there.findings}, there.findings
+
+
+def test_the_worker_process_reads_the_report_s_snapshot(store: Store) -> None:
+    """A tamper committed after the report's transaction began is seen neither by the report nor by its worker."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("the worker shares the report's snapshot: PostgreSQL only")
+    clean = trace_batch(store.engine, BATCH, parallel=False).integrity
+    with store.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            [(gid, label)] = conn.execute(text("SELECT id, site || '/' || gateway FROM gateways")).all()
+            pending = start_integrity(conn, BATCH, {gid: label}, {gid: (1, 3)}, deep=True, lost={}, ranges=None)
+            with store.engine.begin() as other:
+                set_num(86.0, 84.0)(other)
+            assert pending.result(timeout=120) == clean
+    assert trace_batch(store.engine, BATCH, parallel=True).integrity.verdict == "failed"
 
 
 def test_a_reading_edit_names_table_key_and_both_values(store: Store) -> None:

@@ -1,0 +1,104 @@
+"""A large trace report's integrity check in a second process, on the report's own database snapshot.
+
+The trace report of a production batch does two independent things of about the same cost: it
+re-verifies every sealed batch the production batch spans (:func:`blackbox.store.integrity.check_integrity`,
+every signature, chain link and stored row proven against the signed records) and it computes the
+statistics and excursions of every tag. For a batch of a million readings each is most of a second of
+CPU; on a machine with two or more cores the report takes the longer of the two rather than their sum
+when the integrity check runs in a worker process while the report's own process computes the rest.
+
+Nothing of the check is left out or remembered between reports: the worker runs the same function
+on every sealed batch, each time. It reads exactly what the report reads: the report's transaction
+exports its PostgreSQL snapshot (``pg_export_snapshot``) and the worker's transaction imports it
+(``SET TRANSACTION SNAPSHOT``) before its first query, so a row changed meanwhile is seen by neither
+or by both. The worker is one process per reporting process, started by a clean ``forkserver`` (never
+a fork of a threaded web process), and kept for the next report; its verdict comes back whole, and
+any error in it is raised in the report.
+
+Only PostgreSQL (SQLite cannot share a snapshot between connections) and only for batches spanning
+at least :data:`PARALLEL_MIN_BATCHES` sealed batches, below which starting the work elsewhere costs
+more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from sqlalchemy import Connection, Engine, text
+
+from blackbox.store.db import readonly_engine
+from blackbox.store.gc_pause import gc_paused
+from blackbox.store.integrity import check_integrity
+from blackbox.store.report import Integrity
+
+PARALLEL_MIN_BATCHES = 40
+"""Sealed batches (of 5,000 readings, the sealer's usual size: 200,000 readings) from which a report's
+integrity check runs in the worker process."""
+
+SeqRanges = dict[int, tuple[int, int | None]]
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+
+
+class _Pool:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ProcessPoolExecutor | None = None
+
+    def get(self) -> ProcessPoolExecutor:
+        with self.lock:
+            if self.executor is None:
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["blackbox.store.trace"])  # imports this module
+                self.executor = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            return self.executor
+
+
+_POOL = _Pool()
+
+
+def worker_pids() -> list[int]:
+    """Process ids of this process's integrity workers, if started (for benchmarks, which count their CPU)."""
+    with _POOL.lock:
+        executor = _POOL.executor
+        return [] if executor is None else [p.pid for p in (executor._processes or {}).values() if p.pid is not None]
+_ENGINES: dict[str, Engine] = {}
+"""The worker process's read-only engine for each store URL it was given."""
+
+
+def start_integrity(conn: Connection, batch_no: str, labels: dict[int, str],
+                    boundaries: dict[int, tuple[int | None, int | None]], *, deep: bool,
+                    lost: dict[int, list[int]], ranges: SeqRanges | None) -> Future[Integrity]:
+    """Start :func:`check_integrity` of the report in the worker process, on ``conn``'s snapshot.
+
+    ``conn`` must be in its REPEATABLE READ transaction on PostgreSQL, and stay in it until the
+    future is done (the exported snapshot lives as long as the transaction that exported it).
+    """
+    snapshot, search_path = conn.execute(text("SELECT pg_export_snapshot(), current_setting('search_path')")).one()
+    url = conn.engine.url.render_as_string(hide_password=False)
+    return _POOL.get().submit(_check_in_snapshot, url, str(snapshot), str(search_path), batch_no, labels, boundaries,
+                              deep, lost, ranges)
+
+
+def _check_in_snapshot(url: str, snapshot: str, search_path: str, batch_no: str, labels: dict[int, str],
+                       boundaries: dict[int, tuple[int | None, int | None]], deep: bool,
+                       lost: dict[int, list[int]], ranges: SeqRanges | None) -> Integrity:
+    """In the worker: the integrity check in a transaction on the exported ``snapshot``, with the report's
+    ``search_path`` (the schema its connection reads, whatever set it)."""
+    from blackbox.store.trace import in_ranges  # the report's module imports this one
+
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"not a PostgreSQL snapshot id: {snapshot!r}")
+    engine = _ENGINES.get(url)
+    if engine is None:
+        engine = _ENGINES[url] = readonly_engine(url)
+    with gc_paused(), engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # the id checked above
+            conn.execute(text("SELECT set_config('search_path', :path, true)"), {"path": search_path})
+            return check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
+                                   scope=lambda t: in_ranges(t, ranges))
