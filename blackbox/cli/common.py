@@ -18,12 +18,16 @@ EXIT_CONFIG = 2
 ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
 
 
-def load_or_exit(path: Path) -> LoadedConfig:
-    """Load a configuration, or print every problem and exit with status 2."""
-    from blackbox.config import ConfigError, load_config
+def load_or_exit(path: Path, forked: bool = False) -> LoadedConfig:
+    """Load a configuration, or print every problem and exit with status 2.
+
+    ``forked``: parsed in a child process (:func:`~blackbox.config.load_config_forked`), for a
+    long-running process that should not keep the parse's memory.
+    """
+    from blackbox.config import ConfigError, load_config, load_config_forked
 
     try:
-        return load_config(path)
+        return (load_config_forked if forked else load_config)(path)
     except ConfigError as exc:
         _report(path, exc)
         raise typer.Exit(EXIT_CONFIG) from None

@@ -69,7 +69,7 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="Configuration f
     from blackbox.agent.runtime import Agent
     from blackbox.buffer import BufferError
 
-    loaded = load_or_exit(config)
+    loaded = load_or_exit(config, forked=True)  # the agent runs for months: its memory is the models only
 
     async def main() -> None:
         agent = Agent(loaded)

@@ -24,6 +24,7 @@ from blackbox.config.load import (
     LoadedConfig,
     is_store_only,
     load_config,
+    load_config_forked,
     load_store_config,
     parse_config,
     resolve_paths,
@@ -70,5 +71,5 @@ __all__ = [
     "SealConfig", "Seconds", "SiteConfig", "SourceConfig", "SpcCheck", "SpcRule", "SpecificationConfig",
     "StaleRule", "StoreConfig", "StoreFile", "Strict", "TagCondition", "TagConfig", "TagRule", "ThresholdRule",
     "TlsConfig", "TrendRule", "UplinkConfig", "WebConfig", "is_store_only", "known_timezone", "load_config",
-    "load_store_config", "parse_config", "resolve_paths",
+    "load_config_forked", "load_store_config", "parse_config", "resolve_paths",
 ]
