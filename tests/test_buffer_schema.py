@@ -1,16 +1,27 @@
-"""Schema versions: an upgraded agent opens the buffer an older agent left behind, data intact."""
+"""Schema revisions: an upgraded agent opens the buffer an older agent left behind, data intact.
+
+The buffers of versions 1 and 2 are made here as those agents made them (their schema and a
+``meta.schema_version`` row, from before the buffer used Alembic).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
 
-from blackbox.buffer import Buffer, BufferError, migrations
-from blackbox.buffer.schema import SCHEMA_VERSION
+from blackbox.buffer import Buffer, BufferError, convert, upgrade
+from blackbox.buffer.schema import READINGS_VIEW, SCHEMA_REVISION, metadata
 from blackbox.model import Context, Quality, Reading, Sample
 from blackbox.seal.records import rows_of
 
@@ -47,14 +58,15 @@ def test_an_old_buffer_is_migrated_in_place_and_keeps_everything(tmp_path: Path)
     path = tmp_path / "b.sqlite"
     v1_buffer(path)
     buf = Buffer(path)
-    assert buf.migrated == [2, 3, 4, 5]
+    assert buf.migrated == ["0002", "0003", "0004", "0005"]
     assert [r.value for r in buf.readings_between(1, 10)] == [71.5, -0.08]
     assert [b.batch_seq for b in buf.undelivered(0, 10)] == [2]  # the pending batch is still to be sent
     assert buf.load_state() == {"context": {"context": {"batch": "B1"}}}
     assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 4  # the sequence goes on
     buf.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() is None  # one system
         assert "dropped_at_us" in {row[1] for row in db.execute("PRAGMA table_info(sealed_batches)")}
         assert db.execute("SELECT count(*) FROM receipts").fetchone() == (0,)
     assert Buffer(path).migrated == []  # once
@@ -65,18 +77,53 @@ def test_a_failing_migration_leaves_the_old_buffer_untouched(tmp_path: Path) -> 
     v1_buffer(path)
     with sqlite3.connect(path) as db:  # a column the migration wants to add already exists: it fails
         db.execute("ALTER TABLE sealed_batches ADD COLUMN dropped_at_us BIGINT")
-    with pytest.raises(BufferError, match=r"cannot upgrade .* from schema 1 to 2.*duplicate column"):
+    before = dump(path)
+    with pytest.raises(BufferError, match=r"cannot upgrade .* from schema revision 0001 to 0002.*duplicate column"):
         Buffer(path)
+    assert dump(path) == before  # the stamp and the removed schema_version row rolled back too
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
         assert db.execute("SELECT count(*) FROM readings").fetchone() == (2,)
 
 
+def dump(path: Path) -> list[str]:
+    """Every table's definition and rows: what a rolled-back upgrade must leave exactly as it was."""
+    with sqlite3.connect(path) as db:
+        return list(db.iterdump())
+
+
 def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
     buf = Buffer(tmp_path / "b.sqlite")
-    assert buf.migrated == []
+    assert buf.migrated == ["0001", "0002", "0003", "0004", "0005"]  # made by the revisions, like any buffer
     with buf.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").scalar() == str(SCHEMA_VERSION)
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == SCHEMA_REVISION
+    buf.close()
+    assert Buffer(tmp_path / "b.sqlite").migrated == []
+
+
+def test_the_revisions_make_the_schema_of_schema_py(tmp_path: Path) -> None:
+    Buffer(tmp_path / "new.sqlite").close()
+    engine = create_engine(f"sqlite:///{tmp_path / 'tables.sqlite'}")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(READINGS_VIEW)
+    engine.dispose()
+    assert schema_of(tmp_path / "new.sqlite", skip="alembic_version") == schema_of(tmp_path / "tables.sqlite")
+
+
+def test_schema_revision_is_the_head_of_the_revisions() -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(upgrade.MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_heads() == [SCHEMA_REVISION]
+
+
+def schema_of(path: Path, skip: str = "") -> tuple[Any, ...]:
+    with sqlite3.connect(path) as db:
+        objects = db.execute("SELECT type, name, tbl_name FROM sqlite_master WHERE tbl_name != ? ORDER BY name",
+                             (skip,)).fetchall()
+        views = db.execute("SELECT sql FROM sqlite_master WHERE type='view'").fetchall()
+        columns = {t: db.execute(f"PRAGMA table_info({t})").fetchall() for _, t, _ in objects}
+    return objects, views, columns
 
 
 def test_an_interrupted_creation_without_data_is_created_afresh(tmp_path: Path) -> None:
@@ -105,11 +152,22 @@ def test_buffer_of_a_newer_agent_is_refused_not_overwritten(tmp_path: Path) -> N
     path = tmp_path / "b.sqlite"
     Buffer(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(BufferError, match="newer agent"):
+        db.execute("UPDATE alembic_version SET version_num='0099'")
+    before = dump(path)
+    with pytest.raises(BufferError, match=r"newer agent \(schema 0099"):
         Buffer(path)
+    assert dump(path) == before
+
+
+def test_a_legacy_version_beyond_the_last_one_is_refused_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    v1_buffer(path)
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("99",)
+        db.execute("UPDATE meta SET value='6' WHERE key='schema_version'")
+    before = dump(path)
+    with pytest.raises(BufferError, match=r"newer agent \(schema version 6"):
+        Buffer(path)
+    assert dump(path) == before
 
 
 # The buffer as agent version 2 left it: version 1's tables and sealed_batches.dropped_at_us.
@@ -152,16 +210,16 @@ def v2_buffer(path: Path, readings: list[tuple[Any, ...]] = V2_READINGS) -> None
 ])
 def test_readings_of_a_v2_buffer_become_blocks_and_read_back_exactly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, blocks: list[tuple[int, int]]) -> None:
-    monkeypatch.setattr(migrations, "_V3_CHUNK", chunk)
+    monkeypatch.setattr(convert, "_V3_CHUNK", chunk)
     path = tmp_path / "b.sqlite"
     v2_buffer(path)
     buf = Buffer(path)
-    assert buf.migrated == [3, 4, 5]
+    assert buf.migrated == ["0003", "0004", "0005"]
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT first_seq, last_seq FROM reading_blocks ORDER BY first_seq").fetchall() == blocks
         # the view gives back the old rows exactly, the values' JSON text included
         assert db.execute("SELECT * FROM readings ORDER BY seq").fetchall() == V2_READINGS
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
     expected = [Reading(s, t, None if v is None else orjson.loads(v), Quality(q), r, ts, src, b, p)
                 for s, ts, t, v, q, r, src, b, p in V2_READINGS]
     back = buf.readings_between(1, 100)
@@ -178,7 +236,7 @@ def test_an_empty_v2_buffer_is_migrated_too(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     v2_buffer(path, [])
     buf = Buffer(path)
-    assert buf.migrated == [3, 4, 5] and buf.readings_between(0, 100) == []
+    assert buf.migrated == ["0003", "0004", "0005"] and buf.readings_between(0, 100) == []
     assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 9  # after the last sealed batch
 
 
@@ -186,23 +244,58 @@ def test_a_migrated_buffer_has_the_schema_of_a_new_one(tmp_path: Path) -> None:
     v2_buffer(tmp_path / "old.sqlite")
     for name in ("old", "new"):
         Buffer(tmp_path / f"{name}.sqlite").close()
-
-    def schema(name: str) -> tuple[Any, ...]:
-        with sqlite3.connect(tmp_path / f"{name}.sqlite") as db:
-            objects = db.execute("SELECT type, name, tbl_name FROM sqlite_master ORDER BY name").fetchall()
-            views = db.execute("SELECT sql FROM sqlite_master WHERE type='view'").fetchall()
-            columns = {t: db.execute(f"PRAGMA table_info({t})").fetchall() for _, t, _ in objects}
-        return objects, views, columns
-
-    assert schema("old") == schema("new")
+    assert schema_of(tmp_path / "old.sqlite") == schema_of(tmp_path / "new.sqlite")
 
 
 def test_a_damaged_value_stops_the_migration_and_leaves_the_v2_buffer_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     v2_buffer(path, [*V2_READINGS[:2], (4, 100, "EM-01.count", "1,", "good", None, None, "B1", "emulsify")])
-    with pytest.raises(BufferError, match=r"from schema 2 to 3 .*the value of reading 4 is not JSON \('1,'\)"):
+    before = dump(path)
+    with pytest.raises(BufferError,
+                       match=r"from schema revision 0002 to 0003 .*the value of reading 4 is not JSON \('1,'\)"):
         Buffer(path)
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
         assert db.execute("SELECT count(*) FROM readings").fetchone() == (3,)
         assert db.execute("SELECT name FROM sqlite_master WHERE name='reading_blocks'").fetchall() == []
+    assert dump(path) == before
+
+
+KILLED_MID_UPGRADE = """
+import sys
+from pathlib import Path
+
+from blackbox.buffer import Buffer, convert
+
+real = convert.reading_blocks
+
+
+def reading_blocks(cur):  # revision 0003 done, inside the transaction: say so and wait to be killed
+    real(cur)
+    print("in revision 0003", flush=True)
+    sys.stdin.read()
+
+
+convert.reading_blocks = reading_blocks
+Buffer(Path(sys.argv[1]))
+"""
+
+
+def test_a_kill_mid_upgrade_leaves_the_old_buffer_which_upgrades_afterwards(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    v2_buffer(path)
+    before = dump(path)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_UPGRADE, str(path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "in revision 0003\n"  # bounded: the child ends (EOF) if it fails
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert dump(path) == before  # nothing of revisions 0002..0003 nor of the stamp was committed
+    buf = Buffer(path)
+    assert buf.migrated == ["0003", "0004", "0005"]
+    assert [r.seq for r in buf.readings_between(1, 100)] == [row[0] for row in V2_READINGS]

@@ -108,7 +108,7 @@ class Agent:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blackbox-buffer")
         self.buffer = Buffer(cfg.buffer.path, cfg.buffer.synchronous, int(cfg.buffer.quota_mb * 2**20))
         if self.buffer.migrated:
-            log.warning("buffer %s upgraded to schema version %d", cfg.buffer.path, self.buffer.migrated[-1])
+            log.warning("buffer %s upgraded to schema revision %s", cfg.buffer.path, self.buffer.migrated[-1])
         saved = self.buffer.load_state()
         self.in_force, self._start_refusal = self._initial_spec(cfg, saved.get("spec") or {})
         self.effective = effective_config(cfg, self.in_force)

@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 import orjson
 from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
-from blackbox.buffer.migrations import BufferVersionError, prepare
+from blackbox.buffer.migrate import BufferVersionError, prepare
 from blackbox.buffer.schema import (
     PAGE_SIZE,
     Synchronous,

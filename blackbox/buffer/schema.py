@@ -1,8 +1,8 @@
 """SQLite schema of the local buffer and the engine that opens it with the right pragmas.
 
-The tables below are the *current* schema (:data:`SCHEMA_VERSION`). A buffer written by an older
-agent is brought up to date by :mod:`blackbox.buffer.migrations`; change a table here only
-together with a migration there.
+The tables below are the *current* schema (:data:`SCHEMA_REVISION`). Buffers, new ones included,
+are made and brought up to date by the Alembic revisions in ``blackbox/buffer/migrations/versions``
+(:mod:`blackbox.buffer.migrate`); change a table here only together with a new revision there.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from sqlalchemy import (
 
 from blackbox.sqlite import BUFFER_BUSY_TIMEOUT_MS, apply_writer_pragmas
 
-SCHEMA_VERSION = 5
+SCHEMA_REVISION = "0005"
+"""The head of the buffer's Alembic revisions: a buffer at it opens without importing Alembic."""
 
 PAGE_SIZE = 4096
 JOURNAL_SIZE_LIMIT = 8 << 20
