@@ -40,7 +40,6 @@ def _revision(engine: Engine) -> str | None:
             raise RuntimeError(f"the buffer is SQLite, not {type(dbapi).__name__}")
         found = dbapi.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='alembic_version'").fetchone()
         row = None if found is None else dbapi.execute("SELECT version_num FROM alembic_version").fetchone()
-        dbapi.rollback()  # end the read transaction before the connection goes back to the pool
         return None if row is None else str(row[0])
     finally:
         raw.close()
