@@ -102,3 +102,15 @@ def test_the_stores_record_readers_import_no_configuration_model(name: str) -> N
                 if isinstance(node, ast.ImportFrom | ast.Import)
                 for alias in node.names]
     assert [m for m in imported if m and (m == "blackbox.config" or m.startswith("blackbox.config."))] == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "blackbox" / "store").glob("*.py"))
+                         + sorted((ROOT / "blackbox" / "web").glob("*.py")), ids=lambda p: f"{p.parent.name}.{p.stem}")
+def test_the_store_reads_kept_specifications_through_the_record_format(path: Path) -> None:
+    """Kept specifications are read by ``seal.spec_record``: today's specification model may refuse a
+    document an older one wrote and both parties approved, which must never drop out of a trace."""
+    imported = [node.module if isinstance(node, ast.ImportFrom) else alias.name
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom | ast.Import)
+                for alias in node.names]
+    assert "blackbox.spec.model" not in imported

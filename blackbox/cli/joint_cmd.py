@@ -72,10 +72,14 @@ def spec_add(file: Path = typer.Argument(..., help="Specification file; its sign
              config: Path | None = ConfigOpt, db: str | None = DbOpt) -> None:
     """Keep a specification version, if both approvals verify with the site's keys (else refused, exit 1).
 
+    A new file is also checked against the current specification model (as ``blackbox spec
+    check`` does); what gateways applied is kept as they recorded it.
+
     Example: blackbox store spec add FC-050.v2.yaml --site SH-FX-01 --db sqlite:///store.sqlite
     """
     import yaml
 
+    from blackbox.spec.model import SpecError, parse_spec_data
     from blackbox.store.joint import register_spec
 
     try:
@@ -83,9 +87,14 @@ def spec_add(file: Path = typer.Argument(..., help="Specification file; its sign
         signatures = json.loads(signature_path(file).read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise _fail(f"cannot read {file} and its signatures: {exc}", 2) from None
+    try:
+        parse_spec_data(data, str(file))
+        invalid = None
+    except SpecError as exc:
+        invalid = str(exc)
     engine = _engine(config, db)
     with database_errors(), engine.begin() as conn:
-        problem = register_spec(conn, site, data, signatures, "operator")
+        problem = register_spec(conn, site, data, signatures, "operator", refused=invalid)
     if problem:
         raise _fail(f"refused: {problem} (recorded)")
     typer.echo(f"kept {file} for site {site}: approved by the factory QA and the regulator")
@@ -104,16 +113,17 @@ def spec_list(site: str = typer.Option(..., "--site", help="Site id."),
     engine = open_reader(config, db)
     with database_errors(), engine.connect() as conn:
         specs = stored_specs(conn, site)
-    rows: list[dict[str, Any]] = [{"id": s.doc.spec.id, "product": s.doc.spec.product, "version": s.doc.spec.version,
-             "sha256": s.doc.sha256, "reason": s.doc.spec.reason, "approved": s.approved is not None,
-             "problem": s.problem, "source": s.source, "received_at": iso(s.received_at_us),
-             "approvals": [a.describe() for a in (s.approved.approvals if s.approved else ())]} for s in specs]
+    rows: list[dict[str, Any]] = [{"id": s.spec_id, "product": s.product, "version": s.version, "sha256": s.sha256,
+             "reason": s.reason, "approved": s.approved, "readable": s.record is not None, "problem": s.problem,
+             "source": s.source, "received_at": iso(s.received_at_us),
+             "approvals": [a.describe() for a in s.approvals]} for s in specs]
     if json_out:
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
     for r in rows:
         state = "approved by " + "; ".join(r["approvals"]) if r["approved"] else f"NOT APPROVED: {r['problem']}"
-        typer.echo(f"{r['id']} v{r['version']} ({r['sha256'][:16]}…) from {r['source']}: {r['reason']} — {state}")
+        typer.echo(f"{r['id']} v{r['version']} ({r['sha256'][:16]}…) from {r['source']}: "
+                   f"{r['reason'] or '(cannot be read)'} — {state}")
     if not rows:
         typer.echo("no specification")
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, select
 
-from blackbox.spec.model import QcSpec
+from blackbox.seal.spec_record import RecordedQcTest
 from blackbox.store.joint import stored_specs
 from blackbox.store.schema import events
 
@@ -279,7 +279,7 @@ def batch_record_info(conn: Connection, gids: list[int], labels: dict[int, str],
 @dataclass(frozen=True)
 class ApprovedQc:
     label: str
-    tests: tuple[QcSpec, ...]
+    tests: tuple[RecordedQcTest, ...]
 
 
 def approved_qc(conn: Connection, site: str, sha256: str | None, label: str) -> ApprovedQc | None:
@@ -288,9 +288,10 @@ def approved_qc(conn: Connection, site: str, sha256: str | None, label: str) -> 
     if not sha256:
         return None
     stored = stored_specs(conn, site, sha256=sha256)
-    if not stored or stored[0].approved is None or not stored[0].doc.spec.qc:
+    record = stored[0].record if stored else None
+    if not stored or not stored[0].approved or record is None or not record.qc:
         return None
-    return ApprovedQc(label, tuple(stored[0].doc.spec.qc))
+    return ApprovedQc(label, record.qc)
 
 
 def _qc_release(qc: ApprovedQc | None, release: ReleaseInfo, data: dict[str, Any],

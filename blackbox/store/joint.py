@@ -25,17 +25,16 @@ from sqlalchemy import Connection, Engine, insert, select
 from blackbox.config.base import Identifier, Strict
 from blackbox.model import Event, now_us
 from blackbox.seal import SealError, key_id, load_public_key, public_key_pem
+from blackbox.seal.spec_record import RecordedSpec, SpecRecordError, recorded_spec
 from blackbox.spec.approval import (
     ROLES,
     Approval,
     ApprovalError,
     KeyRing,
-    SignatureFile,
     parse_signatures,
 )
 from blackbox.spec.approval import verify as verify_signatures
 from blackbox.spec.canonical import NotCanonical, canonical_sha256
-from blackbox.spec.model import ApprovedSpec, SpecDocument, SpecError, approve, parse_spec_data
 from blackbox.store.schema import approver_keys, gateway_keys, gateways, joint_actions, specifications, tlog_entries
 from blackbox.store.tlog import append_entry
 
@@ -90,48 +89,69 @@ def approver_ring(conn: Connection, site: str) -> KeyRing:
 
 @dataclass(frozen=True)
 class StoredSpec:
-    """A specification version kept by the store, verified again when read."""
+    """A specification version kept by the store, read through the record format and verified again.
 
-    doc: SpecDocument
-    signatures: SignatureFile
-    approved: ApprovedSpec | None
+    ``record`` is ``None`` when the document cannot be read at all (``problem`` says why): it is
+    still listed, never left out.
+    """
+
+    spec_id: str
+    product: str
+    version: int
+    sha256: str
+    document: Any
+    """The exact document kept (what the signatures are over)."""
+    record: RecordedSpec | None
+    approvals: tuple[Approval, ...]
     problem: str | None
+    """Why it is not approved (unreadable, or signatures that do not verify); ``None``: approved."""
     received_at_us: int
     source: str
 
+    @property
+    def approved(self) -> bool:
+        return self.problem is None
 
-def _check(data: Any, signatures: Any, ring: KeyRing) -> tuple[SpecDocument, SignatureFile, ApprovedSpec]:
-    """Parse and verify a specification; raises :class:`SpecError` / :class:`ApprovalError`."""
-    doc = parse_spec_data(data)
+    @property
+    def reason(self) -> str | None:
+        return self.record.reason if self.record is not None else None
+
+
+def _approvals(sha: str, signatures: Any, ring: KeyRing) -> tuple[Approval, ...]:
+    """Both approvals of the document with canonical hash ``sha``; :class:`ApprovalError` otherwise."""
     sigfile = parse_signatures(signatures, "specification")
     if not ring:
         raise ApprovalError("no QA or regulator key is enrolled for the site (blackbox store approver enroll)")
-    return doc, sigfile, approve(doc, sigfile, ring)
+    return tuple(verify_signatures("specification", sha, sigfile, ring))
 
 
 def register_spec(conn: Connection, site: str, data: Any, signatures: Any, source: str,
-                  received_at_us: int | None = None) -> str | None:
+                  received_at_us: int | None = None, refused: str | None = None) -> str | None:
     """Keep a specification version (once per hash); returns why it is refused, or ``None`` if approved.
 
-    A refused one is kept too, marked refused with the reason: it is the record of the attempt.
+    It is read as a record (:func:`blackbox.seal.spec_record.recorded_spec`), not through the
+    current specification model: a gateway may have applied a document a newer model refuses.
+    ``refused``: a reason the caller already refuses it for (``blackbox store spec add`` checks a
+    new file against the current model). A refused one is kept too, marked refused with the
+    reason: it is the record of the attempt.
     """
     received_at_us = received_at_us if received_at_us is not None else now_us()
     if not isinstance(data, dict):
-        return "the specification is not a document"
-    problem: str | None = None
+        return refused or "the specification is not a document"
     try:
-        doc, _, _ = _check(data, signatures, approver_ring(conn, site))
-        sha = doc.sha256
-        header = (doc.spec.id, doc.spec.product, doc.spec.version)
-    except (SpecError, ApprovalError) as exc:
-        problem = str(exc)
-        try:
-            sha = canonical_sha256(data)
-        except NotCanonical:
-            return problem
-        version = data.get("version")
-        header = (str(data.get("id") or "?")[:128], str(data.get("product") or "?")[:128],
-                  version if isinstance(version, int) else 0)
+        sha = canonical_sha256(data)
+    except NotCanonical as exc:
+        return refused or f"the specification is not canonical JSON: {exc}"
+    problem = refused
+    version = data.get("version")
+    header = (str(data.get("id") or "?")[:128], str(data.get("product") or "?")[:128],
+              version if isinstance(version, int) and not isinstance(version, bool) else 0)
+    try:
+        record = recorded_spec(data)
+        header = (record.id[:128], record.product[:128], record.version)
+        _approvals(sha, signatures, approver_ring(conn, site))
+    except (SpecRecordError, ApprovalError) as exc:
+        problem = problem or str(exc)
     sp = specifications.c
     if conn.execute(select(sp.id).where(sp.site == site, sp.sha256 == sha)).first() is None:
         conn.execute(insert(specifications).values(
@@ -157,29 +177,43 @@ def register_spec_events(conn: Connection, site: str, gateway: str, events: Iter
                           received_at_us)
 
 
+def _stored(row: Any, ring: KeyRing) -> StoredSpec:
+    """One kept version: read as a record, its signatures verified over its exact canonical bytes."""
+    kept = {"document": row.document, "received_at_us": row.received_at_us, "source": row.source}
+    header = {"spec_id": row.spec_id, "product": row.product, "version": row.version}
+    try:
+        sha = canonical_sha256(row.document)
+    except NotCanonical as exc:
+        return StoredSpec(**header, **kept, sha256=row.sha256, record=None, approvals=(),
+                          problem=f"the kept document cannot be read: it is not canonical JSON ({exc})")
+    try:
+        record = recorded_spec(row.document)
+    except SpecRecordError as exc:
+        return StoredSpec(**header, **kept, sha256=sha, record=None, approvals=(),
+                          problem=f"the kept document cannot be read: {exc}")
+    header = {"spec_id": record.id, "product": record.product, "version": record.version}
+    try:
+        approvals = _approvals(sha, row.signatures, ring)
+    except ApprovalError as exc:
+        return StoredSpec(**header, **kept, sha256=sha, record=record, approvals=(), problem=str(exc))
+    return StoredSpec(**header, **kept, sha256=sha, record=record, approvals=approvals, problem=None)
+
+
 def stored_specs(conn: Connection, site: str, *, sha256: str | None = None,
                  spec_id: str | None = None) -> list[StoredSpec]:
-    """Specification versions kept for ``site`` (by hash or id), oldest version first, verified now."""
+    """Specification versions kept for ``site`` (by hash or id), oldest version first, verified now.
+
+    Every kept version is listed, one that cannot be read too (``record`` ``None``, with the reason).
+    """
     sp = specifications.c
-    stmt = select(sp.document, sp.signatures, sp.received_at_us, sp.source).where(sp.site == site)
+    stmt = select(sp.spec_id, sp.product, sp.version, sp.sha256, sp.document, sp.signatures, sp.received_at_us,
+                  sp.source).where(sp.site == site)
     if sha256 is not None:
         stmt = stmt.where(sp.sha256 == sha256)
     if spec_id is not None:
         stmt = stmt.where(sp.spec_id == spec_id)
     ring = approver_ring(conn, site)
-    out = []
-    for data, signatures, received, source in conn.execute(stmt.order_by(sp.version, sp.received_at_us)):
-        try:
-            doc, sigfile, approved = _check(data, signatures, ring)
-            out.append(StoredSpec(doc, sigfile, approved, None, received, source))
-        except (SpecError, ApprovalError) as exc:
-            try:
-                doc = parse_spec_data(data)
-                sigfile = parse_signatures(signatures, "specification")
-            except (SpecError, ApprovalError):
-                continue  # not even a specification: nothing to show (its refusal is recorded)
-            out.append(StoredSpec(doc, sigfile, None, str(exc), received, source))
-    return out
+    return [_stored(row, ring) for row in conn.execute(stmt.order_by(sp.version, sp.received_at_us))]
 
 
 # -- two-party actions ---------------------------------------------------------------------------

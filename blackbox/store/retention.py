@@ -49,8 +49,8 @@ def _rules(conn: Connection, cfg: RetentionConfig) -> dict[tuple[str, str], tupl
     sites = {s for (s,) in conn.execute(select(specifications.c.site).distinct())}
     for site in sites:
         for stored in stored_specs(conn, site):
-            spec = stored.doc.spec
-            if stored.approved is not None and spec.retention is not None:
+            spec = stored.record
+            if stored.approved and spec is not None and spec.retention is not None:
                 months = spec.retention.shelf_life_months + round(spec.retention.years_after_expiry * 12)
                 out[(site, spec.product)] = (months, f"specification {spec.ref()}")
     return out

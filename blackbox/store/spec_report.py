@@ -9,16 +9,16 @@ not verify — makes the batch *unapproved*, said first in the report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from blackbox.model import iso
-from blackbox.seal.limits import RecordedLimitSet, recorded_limit_set
+from blackbox.seal.limits import RecordedLimitSet
+from blackbox.seal.spec_record import RecordedSpec
 from blackbox.spec.approval import ROLE_NAMES, Approval
 from blackbox.spec.diff import diff
-from blackbox.spec.model import Specification
 from blackbox.store.joint import StoredSpec, stored_specs
 from blackbox.store.report import ApprovalLine, ChangeLine, SpecificationInfo, SpecRefusal, SpecVersion
 from blackbox.store.schema import events
@@ -34,19 +34,18 @@ class AppliedSpec:
     """The limit sets it applied, per tag, as the record holds them (what the trace judges readings by)."""
 
 
-def _limits_differ(applied: dict[str, list[RecordedLimitSet]], specs: list[Specification]) -> list[str]:
+def _limits_differ(applied: dict[str, list[RecordedLimitSet]], specs: list[RecordedSpec]) -> list[str]:
     """Tags whose applied limits are not exactly the specifications' (as the agent builds and records them).
 
-    Both sides are compared in the record format: a set the gateway recorded is never read through
-    the current configuration model, which may refuse what an older one applied.
+    Both sides are compared in the record format: neither the set the gateway recorded nor the
+    kept specification is read through a current model, which may refuse what an older one applied.
     """
     several = len(specs) > 1
     expected: dict[str, list[RecordedLimitSet]] = {}
     for s in specs:
         for tag, sets in s.parameters.items():
             expected.setdefault(tag, []).extend(
-                recorded_limit_set((ls.model_copy(update={"products": [s.product]}) if several and not ls.products
-                                    else ls).model_dump(mode="json")) for ls in sets)
+                replace(ls, products=(s.product,)) if several and not ls.products else ls for ls in sets)
     return sorted(t for t in set(applied) | set(expected) if applied.get(t, []) != expected.get(t, []))
 
 
@@ -60,12 +59,18 @@ def _mismatch(conn: Connection, site: str, applied: AppliedSpec) -> str | None:
         stored = stored_specs(conn, site, sha256=str(entry.get("sha256"))) if isinstance(entry, dict) else []
         if not stored:
             return None  # reported as not held by the store
-        specs.append(stored[0].doc.spec)
+        if stored[0].record is None:
+            return f"specification {stored[0].spec_id} v{stored[0].version} {stored[0].problem}"
+        specs.append(stored[0].record)
     differ = _limits_differ(applied.limits, specs)
     if differ:
         return ("the limits the gateway applied are not the specification's for " + ", ".join(differ[:5])
                 + (f" and {len(differ) - 5} more" if len(differ) > 5 else ""))
     return None
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _approvals(approvals: tuple[Approval, ...]) -> list[ApprovalLine]:
@@ -88,13 +93,14 @@ def _history(versions: list[StoredSpec]) -> list[SpecVersion]:
     out: list[SpecVersion] = []
     previous: dict[str, Any] | None = None
     for v in versions:
+        readable = v.record is not None and isinstance(v.document, dict)
         out.append(SpecVersion(
-            version=v.doc.spec.version, hash=v.doc.sha256, reason=v.doc.spec.reason, approved=v.approved is not None,
-            problem=v.problem, approvals=_approvals(v.approved.approvals) if v.approved else [],
-            changes=[ChangeLine(path=c.path, old=c.old, new=c.new) for c in diff(previous, v.doc.data)]
-            if previous is not None else []))
-        if v.approved is not None:
-            previous = v.doc.data
+            version=v.version, hash=v.sha256, reason=v.reason if v.reason is not None else "(cannot be read)",
+            approved=v.approved, problem=v.problem, approvals=_approvals(v.approvals),
+            changes=[ChangeLine(path=c.path, old=c.old, new=c.new) for c in diff(previous, v.document)]
+            if previous is not None and readable else []))
+        if v.approved and readable:
+            previous = v.document
     return out
 
 
@@ -136,20 +142,24 @@ def specification_info(conn: Connection, labels: dict[int, str], in_force: list[
                                  refusals=refusals)
     sha = str(first.get("sha256"))
     stored = stored_specs(conn, site, sha256=sha)
-    base: dict[str, Any] = {"id": first.get("id"), "product": first.get("product"), "version": first.get("version"),
+    version = first.get("version")  # the gateway's record: shown as recorded, never refused
+    base: dict[str, Any] = {"id": _opt_text(first.get("id")), "product": _opt_text(first.get("product")),
+                            "version": version if isinstance(version, int) and not isinstance(version, bool) else None,
                             "hash": sha, "refusals": refusals, "changed_during_batch": others}
     history = _history(stored_specs(conn, site, spec_id=str(first.get("id"))))
     label = f"specification {first.get('id')} v{first.get('version')} (sha256 {sha[:16]}…)"
     if not stored:
         why = f"{label} is not held by the store: its approval cannot be checked"
-    elif stored[0].approved is None:
+    elif stored[0].record is None:
+        why = f"{label} is held by the store, but {stored[0].problem}"
+    elif not stored[0].approved:
         why = f"the approval of {label} does not verify with the keys enrolled for site {site}: {stored[0].problem}"
     elif any(c is None for c in chosen[1:]):
         why = "unapproved limits were put in force during the batch"
     elif mismatch is not None:
         why = mismatch
     else:
-        approvals = _approvals(stored[0].approved.approvals)
+        approvals = _approvals(stored[0].approvals)
         who = ", ".join(f"{a.role_name} {a.signer or '(key ' + a.key_id + ')'} on {iso(a.signed_at_us)}"
                         for a in approvals)
         return SpecificationInfo(**base, approvals=approvals, unapproved=False,

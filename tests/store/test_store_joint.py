@@ -17,9 +17,10 @@ from blackbox.model import iso
 from blackbox.seal import key_id, public_key_pem
 from blackbox.spec.approval import Role, SignatureFile, add_signature, sign
 from blackbox.spec.canonical import canonical_sha256
+from blackbox.spec.model import SpecError, parse_spec_data
 from blackbox.store.actions import perform
 from blackbox.store.ingest import Ingestor
-from blackbox.store.joint import JointError, check_first_enrolment, enroll_approver, register_spec
+from blackbox.store.joint import JointError, check_first_enrolment, enroll_approver, register_spec, stored_specs
 from blackbox.store.retention import add_months, retention_report
 from blackbox.store.schema import gateway_keys, joint_actions, specifications
 from blackbox.store.tlog import TransparencyLog
@@ -316,3 +317,78 @@ def test_add_months(start: str, months: int, end: str) -> None:
         return int(datetime.fromisoformat(text).timestamp()) * 1_000_000
 
     assert add_months(us(start), months) == us(end)
+
+
+# -- specifications kept as records: read by the record format, not today's model --------------------
+
+OLDER_DOCUMENTS = {
+    "a field today's model does not have": {"site_notes": "agreed at the 2025 audit"},
+    "limits today's model finds out of order": {"parameters": {"EM-01.temperature": [
+        {"phases": ["emulsify"], "l": 80.0, "h": 70.0, "hh": 85.0}]}},
+    "a rule type today's model does not know": {"rules": [{"type": "retired-rule", "tag": "EM-01.temperature"}]},
+    "a QC test listed twice": {"qc": [{"test": "pH", "low": 5.5, "high": 6.5}, {"test": "pH", "low": 5.0}]},
+}
+"""Approved documents an older (or other) specification model wrote, which today's strict model refuses."""
+
+
+@pytest.mark.parametrize("change", OLDER_DOCUMENTS.values(), ids=list(OLDER_DOCUMENTS))
+def test_an_approved_specification_todays_model_refuses_still_counts(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor, change: dict[str, Any]) -> None:
+    doc = spec_doc() | change
+    with pytest.raises(SpecError):
+        parse_spec_data(doc)  # what the agent would say of it today
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)))
+    spec = trace_batch(engine, BATCH).specification
+    assert (spec.unapproved, spec.why_unapproved) == (False, None)
+    assert [(a.role, a.signer) for a in spec.approvals] == [("qa", SIGNERS["qa"]), ("regulator", SIGNERS["regulator"])]
+    assert [(h.version, h.approved, h.problem) for h in spec.history] == [(1, True, None)]
+    with engine.connect() as conn:
+        assert [(s.spec_id, s.approved, s.sha256) for s in stored_specs(conn, SITE)] == [
+            ("FC-050", True, canonical_sha256(doc))]
+
+
+UNREADABLE_DOCUMENTS = {
+    "a format this store does not know": ({"format": 2}, "format 2 is not a specification record format"),
+    "a version that is not a number": ({"version": "two"}, "version must be a whole number"),
+    "a limit set with no limit": ({"parameters": {"EM-01.temperature": [{"phases": ["emulsify"]}]}},
+                                  "parameters.EM-01.temperature[0]: it holds none of ll, l, h, hh"),
+    "QC that is not a list": ({"qc": "pH 5.5..6.5"}, "qc must be a list of tests"),
+}
+"""Kept documents the record format cannot read, and the reason the report must give."""
+
+
+@pytest.mark.parametrize(("change", "reason"), UNREADABLE_DOCUMENTS.values(), ids=list(UNREADABLE_DOCUMENTS))
+def test_a_kept_specification_that_cannot_be_read_is_reported_not_dropped(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor, change: dict[str, Any],
+        reason: str) -> None:
+    doc = spec_doc() | change
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)))
+    report = trace_batch(engine, BATCH)
+    spec = report.specification
+    assert spec.unapproved and spec.approvals == []
+    assert "is held by the store, but the kept document cannot be read: " in (spec.why_unapproved or "")
+    assert reason in (spec.why_unapproved or "")
+    assert reason in render_text(report)
+    with engine.connect() as conn:
+        kept = stored_specs(conn, SITE)
+    assert [(s.spec_id, s.sha256, s.record, s.approved) for s in kept] == [
+        ("FC-050", canonical_sha256(doc), None, False)]
+    assert reason in (kept[0].problem or "")
+
+
+def test_history_lists_an_unreadable_version_between_readable_ones(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor) -> None:
+    v1 = spec_doc(hh=85.0)
+    v2 = spec_doc(version=2, hh=84.0) | {"retention": {"shelf_life_months": "three years"}}
+    v3 = spec_doc(version=3, hh=83.0, reason="tighten HH again")
+    for i, doc in enumerate((v1, v2)):
+        with engine.begin() as conn:
+            register_spec(conn, SITE, doc, approvers.signatures(doc).to_json(), "operator", T0 + i)
+    run_batch(gw, ingestor, BATCH, T0 + 100 * SEC, (v3, approvers.signatures(v3)))
+    spec = trace_batch(engine, BATCH).specification
+    assert not spec.unapproved
+    assert [(h.version, h.approved, h.reason) for h in spec.history] == [
+        (1, True, "first approved limits"), (2, False, "(cannot be read)"), (3, True, "tighten HH again")]
+    assert "retention.shelf_life_months must be a whole number" in (spec.history[1].problem or "")
+    assert [(c.path, c.old, c.new) for c in spec.history[2].changes] == [  # from v1: v2 was never in force
+        ("parameters.EM-01.temperature[emulsify].hh", 85.0, 83.0)]
