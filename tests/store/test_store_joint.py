@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
 from spec_support import SIGNERS, TAMPERED, Approvers, spec_doc, tampered
 from sqlalchemy import Engine, select
 from store_synth import GATEWAY, SEC, SITE, T0, TAGS, Gateway, config_data
+from web_support import PASSWORD, login
 
 from blackbox.config import RetentionConfig
 from blackbox.model import iso
@@ -26,6 +28,8 @@ from blackbox.store.schema import gateway_keys, joint_actions, specifications
 from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, render_text, trace_batch
 from blackbox.store.verify import verify_store
+from blackbox.web.app import create_app
+from blackbox.web.auth import create_user
 
 BATCH = "FC050-2026-1125-01"
 
@@ -392,3 +396,23 @@ def test_history_lists_an_unreadable_version_between_readable_ones(
     assert "retention.shelf_life_months must be a whole number" in (spec.history[1].problem or "")
     assert [(c.path, c.old, c.new) for c in spec.history[2].changes] == [  # from v1: v2 was never in force
         ("parameters.EM-01.temperature[emulsify].hh", 85.0, 83.0)]
+
+
+@pytest.mark.parametrize(("change", "shown"), [
+    (OLDER_DOCUMENTS["a field today's model does not have"], f"approved by factory QA {SIGNERS['qa']}"),
+    (UNREADABLE_DOCUMENTS["a format this store does not know"][0],
+     "the kept document cannot be read: format 2 is not a specification record format")],
+    ids=["older", "unreadable"])
+def test_the_batch_page_shows_a_kept_specification_as_the_record_holds_it(
+        engine: Engine, approvers: Approvers, gw: Gateway, ingestor: Ingestor, change: dict[str, Any],
+        shown: str) -> None:
+    doc = spec_doc() | change
+    run_batch(gw, ingestor, BATCH, T0, (doc, approvers.signatures(doc)))
+    create_user(engine, "qa.zhang", PASSWORD, "factory_qa", [SITE])
+    with TestClient(create_app(engine, engine)) as c:
+        assert login(c, "qa.zhang") == (303, "/")
+        page = c.get(f"/sites/{SITE}/batches/{BATCH}", params={"lang": "en"})
+    assert page.status_code == 200
+    section = page.text.split('<section id="specification">', 1)[1].split("</section>", 1)[0]
+    assert shown in section
+    assert ('class="bad"' in section) is ("cannot be read" in shown)
