@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from blackbox.config.compact import share_equal_values
 from blackbox.config.document import Config, StoreFile
 from blackbox.config.rules import LIMIT_RULES, RESERVED_ALARM_IDS, RULE_ADAPTER
 from blackbox.config.sources import SourceConfig
@@ -71,6 +72,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     raw_bytes = _read(path)
     config = parse_config(raw_bytes.decode("utf-8", errors="replace"), str(path))
     config = resolve_paths(config, Path(os.path.abspath(path)).parent)
+    share_equal_values(config)
     return LoadedConfig(config=config, path=path, sha256=hashlib.sha256(raw_bytes).hexdigest())
 
 
