@@ -7,7 +7,8 @@ import http.client
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from blackbox.agent.metrics import AgentCollector, Metric
+from blackbox.agent.metrics import Metric
+from blackbox.agent.metrics_export import AgentCollector
 from blackbox.prometheus import MetricsServer
 
 

@@ -13,11 +13,10 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from prometheus_client import CollectorRegistry
 
 from blackbox import systemd
 from blackbox.agent.accounts_watch import accounts_events
@@ -28,7 +27,7 @@ from blackbox.agent.context import ContextTracker
 from blackbox.agent.control import Caller, ControlError, ControlServer
 from blackbox.agent.esign import Accounts
 from blackbox.agent.live import LiveView
-from blackbox.agent.metrics import SCRAPE_TIMEOUT_S, AgentCollector
+from blackbox.agent.metrics import SCRAPE_TIMEOUT_S
 from blackbox.agent.operator import operator_handlers
 from blackbox.agent.poller import SourcePoller
 from blackbox.agent.recorder import Recorder
@@ -38,7 +37,6 @@ from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, BufferError, Committed
 from blackbox.config import Config, ConfigError, LoadedConfig, load_config
 from blackbox.model import EventDraft, now_us
-from blackbox.prometheus import MetricsServer
 from blackbox.rules import RuleEngine
 from blackbox.seal import load_private_key
 from blackbox.spec.enforce import (
@@ -56,6 +54,9 @@ from blackbox.spec.model import SpecError
 from blackbox.topics import GatewayTopics
 from blackbox.uplink import Forwarder, UplinkSession
 from drivers import registry
+
+if TYPE_CHECKING:
+    from blackbox.prometheus import MetricsServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,7 +151,14 @@ class Agent:
         self.started_at_us: int | None = None
 
     def _metrics_server(self, loop: asyncio.AbstractEventLoop) -> MetricsServer:
-        """``/metrics`` and ``/health``, served from a thread; the figures are read on the loop."""
+        """``/metrics`` and ``/health``, served from a thread; the figures are read on the loop.
+
+        prometheus-client is imported here, only when metrics are configured (about 2 MiB)."""
+        from prometheus_client import CollectorRegistry
+
+        from blackbox.agent.metrics_export import AgentCollector
+        from blackbox.prometheus import MetricsServer
+
         registry = CollectorRegistry()
         registry.register(AgentCollector(loop, lambda: collect_metrics(self)))
 
