@@ -68,7 +68,9 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="Configuration f
     """
     from blackbox.agent.runtime import Agent
     from blackbox.buffer import BufferError
+    from blackbox.malloc_arenas import limit_malloc_arenas
 
+    limit_malloc_arenas()  # before any thread starts: one malloc arena, not one per thread
     loaded = load_or_exit(config, forked=True)  # the agent runs for months: its memory is the models only
 
     async def main() -> None:
