@@ -8,6 +8,7 @@ import typer
 
 from blackbox.cli.common import load_or_exit, store_config_or_exit
 from blackbox.config.document import Config
+from blackbox.config.seal import batch_size_hint
 
 app = typer.Typer(help="Check configuration files and print their reference.\n\n"
                   "Example: blackbox config check config/demo.yaml", no_args_is_help=True)
@@ -31,6 +32,9 @@ def check(file: Path = typer.Argument(..., help="Configuration file to check."))
     n_tags = sum(len(s.tags) for s in cfg.sources)
     typer.echo(f"{file}: OK — site {cfg.site.id}, gateway {cfg.gateway.id}, {len(cfg.sources)} sources, "
                f"{n_tags} tags, {len(cfg.rules)} rules (sha256 {loaded.sha256[:16]}…)")
+    hint = batch_size_hint(cfg.seal, sum(len(s.tags) / s.poll_interval for s in cfg.sources))
+    if hint is not None:
+        typer.echo(f"hint: {hint}")
     _check_specification(loaded.config)
 
 
