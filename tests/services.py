@@ -7,10 +7,12 @@ developer without PostgreSQL can still run the rest, but CI can never pass witho
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -65,3 +67,34 @@ def fresh_postgres_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive TCP ports that nothing listens on, below the kernel's ephemeral range.
+
+    For services that take ``port + k`` (the store's workers' metrics). A port inside the ephemeral
+    range can be taken meanwhile by any client connection of the machine (a PostgreSQL or MQTT
+    client of another test): CI once lost a worker to "Address already in use" that way. So the
+    block is picked between 10000 and the start of ``ip_local_port_range``, which the kernel never
+    hands out on its own. Each port is bound once to check it; a block with a taken port is skipped.
+    """
+    try:
+        ephemeral_start = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768  # Linux's default
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10000, max(10001, ephemeral_start - count))
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports below {ephemeral_start} on {host}")

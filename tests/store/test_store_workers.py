@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from services import fresh_postgres_database
+from services import free_port_block, fresh_postgres_database
 from sqlalchemy import text
 from store_key import write_store_key
 from store_synth import SITE, T0, Gateway
@@ -32,7 +32,6 @@ from stored import readings_of
 from test_store_service import HOST, PORT, TIMEOUT, purge_session
 from waiting import wait_until
 
-from blackbox.broker import free_port
 from blackbox.model import Quality, Reading
 from blackbox.store.db import make_engine
 from blackbox.store.ingest import Ingestor
@@ -108,7 +107,7 @@ def test_workers_share_the_batches_store_each_once_and_keep_every_chain(
     tmp_path: Path, pg_url: str, workers: int
 ) -> None:
     root, base_id = f"bbtest-{uuid.uuid4().hex[:10]}", f"store-{uuid.uuid4().hex[:8]}"
-    metrics_base = free_port()
+    metrics_base = free_port_block(workers)  # worker N listens on metrics_port + N - 1
     config = tmp_path / "store.yaml"
     config.write_text(yaml.safe_dump({"store": {
         "database_url": pg_url, "metrics_port": metrics_base, "key_file": str(write_store_key(tmp_path / "s.key")),
