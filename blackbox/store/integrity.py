@@ -27,7 +27,7 @@ from blackbox.seal import SealError, decode_records, open_batch
 from blackbox.store.findings import CODES, Difference
 from blackbox.store.report import Finding, GapLine, Integrity, SealedRange, Severity, Verdict
 from blackbox.store.schema import events, gateways, reading_chunks, sealed_batches
-from blackbox.store.verify import check_chain
+from blackbox.store.verify import WHOLE, ChainResult, Part, check_chain
 from blackbox.store.verify_log import logged_but_missing
 
 MAX_DIFFS_PER_BATCH = 5
@@ -67,26 +67,92 @@ def check_integrity(
     (:func:`find_lost_records`). ``scope`` restricts which rows of reading chunks/events belong to the
     batch (one occurrence of a reused batch number).
     """
-    chk = _Checker()
-    ranges: list[SealedRange] = []
-    gaps: list[GapLine] = []
+    return merge_shares([check_share(conn, batch_no, gateway_labels, boundaries, deep=deep, lost=lost, scope=scope)])
+
+
+@dataclass
+class GatewayShare:
+    """What one part of the check found on one gateway, in the order the report lists it."""
+
+    label: str
+    first: int | None
+    """The range of sealed batches checked (``None``: nothing of the batch on this gateway to check)."""
+    last: int | None
+    opening: list[Finding]
+    """No start or end event (the first part)."""
+    differences: _Collector
+    """What :func:`blackbox.store.verify.check_chain` found in the part's slice of the range."""
+    result: ChainResult
+    closing: list[Finding]
+    """Gap and clock-jump events, batches missing around the range (the last part)."""
+    gap_lines: list[GapLine]
+
+
+def check_share(
+    conn: Connection,
+    batch_no: str,
+    gateway_labels: dict[int, str],
+    boundaries: dict[int, tuple[int | None, int | None]],
+    *,
+    deep: bool = True,
+    lost: dict[int, list[int]] | None = None,
+    scope: Callable[[Table], ColumnElement[bool]] | None = None,
+    part: Part = WHOLE,
+) -> list[GatewayShare]:
+    """:func:`check_integrity`'s findings in ``part`` of each gateway's range, to be merged by :func:`merge_shares`
+    with the other parts' (several processes can each check one part on the same snapshot)."""
     in_scope = scope or (lambda _t: true())
     record_spans = _record_spans(conn, batch_no, list(gateway_labels), in_scope)
+    shares: list[GatewayShare] = []
     for gid, label in sorted(gateway_labels.items(), key=lambda kv: kv[1]):
+        chk = _Checker()
         started, ended = boundaries.get(gid, (None, None))
-        if started is None:
+        if part.opens and started is None:
             chk.add("incomplete", "no_start", f"{label}: no batch.started event for {batch_no} is stored")
-        if ended is None:
+        if part.opens and ended is None:
             chk.add("incomplete", "no_end", f"{label}: no batch.ended event for {batch_no} is stored")
+        share = GatewayShare(label, None, None, chk.findings, _Collector(label), ChainResult(), [], [])
+        shares.append(share)
         candidates = [x for x in (*record_spans.get(gid, ()), *(lost or {}).get(gid, ()), started, ended)
                       if x is not None]
         if not candidates:
             continue
-        first, last = min(candidates), max(candidates)
-        sealed_range, gateway_gaps = _check_gateway(conn, chk, gid, label, first, last, deep, batch_no, in_scope)
-        _adjoining_gaps(conn, chk, gid, label, first, last, batch_no)
-        ranges.append(sealed_range)
-        gaps.extend(gateway_gaps)
+        share.first, share.last = min(candidates), max(candidates)
+        _check_gateway(conn, share, gid, deep, batch_no, in_scope, part)
+    return shares
+
+
+def merge_shares(parts: list[list[GatewayShare]]) -> Integrity:
+    """The verdict of the parts' shares (each part's list by gateway, the parts in order)."""
+    chk = _Checker()
+    ranges: list[SealedRange] = []
+    gaps: list[GapLine] = []
+    for by_part in zip(*parts, strict=True):
+        head = by_part[0]
+        chk.findings.extend(head.opening)
+        if head.first is None or head.last is None:
+            continue
+        collected = _Collector(head.label)
+        present: set[int] = set()
+        verified: set[int] = set()
+        missing: list[int] = []
+        clock: dict[str, list[int]] = {}
+        for share in by_part:
+            collected.merge(share.differences)
+            present |= share.result.present
+            verified |= share.result.verified
+            missing += share.result.missing
+            for status, numbers in share.result.clock.items():
+                clock.setdefault(status, []).extend(numbers)
+        chk.findings.extend(collected.findings())
+        for status, numbers in sorted(clock.items()):
+            chk.add("info", "clock", f"{head.label}: {_count(numbers, 'batch')} ({spans(numbers)}) sealed with "
+                    f"clock status {status!r}")
+        for share in by_part:
+            chk.findings.extend(share.closing)
+            gaps.extend(share.gap_lines)
+        ranges.append(SealedRange(gateway=head.label, first_batch_seq=head.first, last_batch_seq=head.last,
+                                  n_present=len(present), n_verified=len(verified), missing=sorted(missing)))
     return Integrity(verdict=chk.verdict(), findings=chk.findings, ranges=ranges, gaps=gaps)
 
 
@@ -126,24 +192,19 @@ def _record_spans(
     return spans
 
 
-def _check_gateway(
-    conn: Connection,
-    chk: _Checker,
-    gid: int,
-    label: str,
-    first: int,
-    last: int,
-    deep: bool,
-    batch_no: str,
-    scope: Callable[[Table], ColumnElement[bool]],
-) -> tuple[SealedRange, list[GapLine]]:
-    """The same checks as ``blackbox store verify`` (:func:`blackbox.store.verify.check_chain`) over ``first..last``.
+def _check_gateway(conn: Connection, share: GatewayShare, gid: int, deep: bool, batch_no: str,
+                   scope: Callable[[Table], ColumnElement[bool]], part: Part) -> None:
+    """The same checks as ``blackbox store verify`` (:func:`blackbox.store.verify.check_chain`) over the
+    share's range (``part`` of it), into ``share``.
 
     Plus: rows of the production batch outside the record span of those batches (no batch in the
     range yields them; ``verify`` finds them when it walks the whole chain).
     """
-    collect = _Collector(label)
-    result = check_chain(conn, gid, label, collect, first=first, last=last, rows=deep)
+    label, first, last = share.label, share.first, share.last
+    collect = share.differences
+    result = share.result = check_chain(conn, gid, label, collect, first=first, last=last, rows=deep, part=part)
+    if not part.closes or first is None or last is None:
+        return
     if deep:
         for table in (reading_chunks, events):
             c = table.c
@@ -156,13 +217,7 @@ def _check_gateway(
                 collect(Difference(label, "row_unexplained", f"{table.name} seq {seq} of {batch_no} (claiming batch "
                                    f"{batch_seq}) lies outside every stored batch of the range",
                                    table.name, f"seq={seq}", batch_seq=batch_seq))
-    for finding in collect.findings():
-        chk.findings.append(finding)
-    for status, numbers in sorted(result.clock.items()):
-        chk.add("info", "clock", f"{label}: {_count(numbers, 'batch')} ({spans(numbers)}) sealed with clock "
-                f"status {status!r}")
-
-    gap_lines: list[GapLine] = []
+    chk = _Checker(share.closing)
     for ev in conn.execute(
         select(events.c.type, events.c.ts_us, events.c.data)
         .where(
@@ -173,7 +228,7 @@ def _check_gateway(
         .order_by(events.c.ts_us, events.c.seq)
     ):
         data = dict(ev.data or {})
-        gap_lines.append(GapLine(gateway=label, type=ev.type, ts_us=ev.ts_us, data=data))
+        share.gap_lines.append(GapLine(gateway=label, type=ev.type, ts_us=ev.ts_us, data=data))
         if ev.type == "buffer.gap":
             chk.add(
                 "incomplete",
@@ -183,18 +238,7 @@ def _check_gateway(
             )
         else:
             chk.add("info", "clock_jump", f"{label}: clock jump recorded: {data}")
-
-    return (
-        SealedRange(
-            gateway=label,
-            first_batch_seq=first,
-            last_batch_seq=last,
-            n_present=len(result.present),
-            n_verified=len(result.verified),
-            missing=sorted(result.missing),
-        ),
-        gap_lines,
-    )
+    _adjoining_gaps(conn, chk, gid, label, first, last, batch_no)
 
 
 class _Collector:
@@ -220,6 +264,14 @@ class _Collector:
             out.append(Finding(severity=CODES[code][0], code=code,
                                message=f"{self._label}: and {n} more like it in batch {batch_seq}"))
         return out
+
+    def merge(self, other: _Collector) -> None:
+        """Take ``other``'s differences after this one's, as if they had come here."""
+        for d in other._kept:
+            self(d)
+        for key, n in other._more.items():
+            self._seen[key] += n
+            self._more[key] += n
 
 
 def find_lost_records(conn: Connection, batch_no: str, site: str | None) -> dict[int, list[int]]:

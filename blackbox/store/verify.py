@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine, Select, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select
 
 from blackbox.seal import (
     GENESIS_HASH,
@@ -421,6 +421,33 @@ class ChainResult:
     clock: dict[str, list[int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Part:
+    """The share of a gateway's chain one call of :func:`check_chain` checks: slice ``index`` of ``count``.
+
+    The batch range is cut into ``count`` runs of consecutive batch numbers, and the stored rows
+    into the record seq ranges that start at each run's first stored batch, so every row of the
+    whole range is looked at by exactly one slice. Slice 0 also makes the checks that open the walk
+    (the keys, the key rows, the status rows), the last one those that close it (``last_batch_at_us``).
+    Each slice opens the batch before its run for the chain link, as a bounded walk does; the
+    slices' findings, in slice order, are those of the whole walk.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def opens(self) -> bool:
+        return self.index == 0
+
+    @property
+    def closes(self) -> bool:
+        return self.index == self.count - 1
+
+
+WHOLE = Part()
+
+
 def check_chain(
     conn: Connection,
     gid: int,
@@ -432,12 +459,14 @@ def check_chain(
     since_us: int | None = None,
     stats: Stats | None = None,
     rows: bool = True,
+    part: Part = WHOLE,
 ) -> ChainResult:
     """Verify gateway ``gid``'s batches ``first..last`` (all if ``None``) and, with ``rows``, every row they yield.
 
     ``since_us`` starts at the first batch whose records end at or after that time. Without
     bounds every stored row of the gateway is accounted for (rows beyond the last batch too);
-    with bounds only rows within the seq span of the batches checked.
+    with bounds only rows within the seq span of the batches checked. ``part``: only that slice
+    of the range (the result's ``first_seq`` and ``last_seq`` are still the whole range's).
     """
     result = ChainResult()
     stats = stats if stats is not None else Stats()
@@ -454,32 +483,34 @@ def check_chain(
         where.append(sb.batch_seq >= first)
     if last is not None:
         where.append(sb.batch_seq <= last)
-    trust = trusted_keys(conn, gid, label, emit)
-    check_key_rows(conn, gid, label, emit)
-    check_status(conn, gid, label, emit)
+    trust = trusted_keys(conn, gid, label, emit if part.opens else _unheard)
+    if part.opens:
+        check_key_rows(conn, gid, label, emit)
+        check_status(conn, gid, label, emit)
     lo = hi = None
     if bounded:
         lo, hi = conn.execute(select(func.min(sb.first_seq), func.max(sb.last_seq)).where(*where)).one()
         result.first_seq, result.last_seq = lo, hi
-    checked = _streams(conn, gid, label, emit, lo, hi) if rows else None
-    streams: tuple[_ChunkStream | _Stream, ...] = checked or ()
     site, gateway = label.split("/", 1)
     purged = purges(conn).get((site, gateway))  # a two-party purge removed the chain's start
     start = max(first or 1, purged.through_batch_seq + 1 if purged is not None else 1)
-    wire_row = conn.execute(select(sb.batch_seq, sb.wire).where(sb.gateway_id == gid,
-                                                                sb.batch_seq == start - 1)).first()
-    prev: OpenedBatch | None = _open_quietly(wire_row.wire) if wire_row is not None else None
-    prev_n = start - 1
-    gateway_row = conn.execute(select(gateways.c.last_batch_at_us).where(gateways.c.id == gid)).one()
-    max_received: int | None = None
-    batch_stmt = select(sealed_batches).where(*where).order_by(sb.batch_seq).execution_options(yield_per=64)
     stored_numbers = set(conn.execute(select(sb.batch_seq).where(*where)).scalars())
+    piece = _slice(conn, where, part, start, last, stored_numbers, lo, hi)
+    if piece is None:
+        return result
+    checked = _streams(conn, gid, label, emit, piece.lo_seq, piece.hi_seq) if rows else None
+    streams: tuple[_ChunkStream | _Stream, ...] = checked or ()
     for s in streams:
         s.stored_batches = stored_numbers
+    wire_row = conn.execute(select(sb.batch_seq, sb.wire).where(sb.gateway_id == gid,
+                                                                sb.batch_seq == piece.start - 1)).first()
+    prev: OpenedBatch | None = _open_quietly(wire_row.wire) if wire_row is not None else None
+    prev_n = piece.start - 1
+    batch_stmt = (select(sealed_batches).where(*where, *piece.where).order_by(sb.batch_seq)
+                  .execution_options(yield_per=64))
     for row, logged in _with_log_entries(conn, batch_stmt):
         n = row.batch_seq
         stats.batches += 1
-        max_received = row.received_at_us if max_received is None else max(max_received, row.received_at_us)
         _missing(result, label, emit, prev_n + 1, n)
         if n != prev_n + 1:
             prev = None
@@ -533,15 +564,69 @@ def check_chain(
         stats.batches_verified += 1
         stats.readings += derived.n_readings
         stats.events += len(derived.events)
-    if last is not None:
-        _missing(result, label, emit, prev_n + 1, last + 1)
+    if piece.stop is not None:
+        _missing(result, label, emit, prev_n + 1, piece.stop + 1)
     for s in streams:
         s.extras_before(None)
-    if max_received is not None and (
-            gateway_row.last_batch_at_us is None or gateway_row.last_batch_at_us < max_received):
-        emit(Difference(label, "gateway_altered", "last_batch_at_us is before the arrival of its last stored "
-                        "batch", "gateways", label, "last_batch_at_us", gateway_row.last_batch_at_us, max_received))
+    if part.closes:
+        _check_last_batch_at(conn, gid, label, emit, where)
     return result
+
+
+def _unheard(_d: Difference) -> None:
+    """For the findings another slice reports."""
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One :class:`Part` of a walk, made concrete."""
+
+    start: int
+    """The first batch number of the run (the walk's ``start`` for slice 0)."""
+    stop: int | None
+    """The last batch number of the run (the walk's ``last`` for the last slice: ``None`` if unbounded)."""
+    where: list[ColumnElement[bool]]
+    """What restricts the walk's batch query to the run."""
+    lo_seq: int | None
+    hi_seq: int | None
+    """The record seqs whose stored rows the slice compares (``None``: unbounded on that side)."""
+
+
+def _slice(conn: Connection, where: list[ColumnElement[bool]], part: Part, start: int, last: int | None,
+           stored: set[int], lo: int | None, hi: int | None) -> _Slice | None:
+    """The run of batches and the seq range of ``part`` (``None``: nothing to check in it).
+
+    A slice's rows start after the last record of the stored batches before its run, so that the
+    rows a walk would report with a batch (those since the batch before it) are reported by the
+    slice that checks the batch, in the same order.
+    """
+    if part.count == 1:
+        return _Slice(start, last, [], lo, hi)
+    if last is None or lo is None or hi is None:
+        raise ValueError("only a walk between two batches is cut into parts")
+    if not stored or last < start:  # nothing to cut: the first slice checks it all
+        return _Slice(start, last, [], lo, hi) if part.opens else None
+    sb = sealed_batches.c
+    n = last - start + 1
+    runs = [start + n * i // part.count for i in range(part.count + 1)]
+    cuts = [lo]
+    for b in runs[1:-1]:
+        before = conn.execute(select(func.max(sb.last_seq)).where(*where, sb.batch_seq < b)).scalar()
+        cuts.append(max(cuts[-1], lo if before is None else before + 1))  # never back, whatever the columns say
+    cuts.append(hi + 1)
+    i = part.index
+    run_where = [*([sb.batch_seq >= runs[i]] if i > 0 else []), *([] if part.closes else [sb.batch_seq < runs[i + 1]])]
+    return _Slice(runs[i], last if part.closes else runs[i + 1] - 1, run_where,
+                  cuts[i], max(cuts[i + 1], cuts[i]) - 1)
+
+
+def _check_last_batch_at(conn: Connection, gid: int, label: str, emit: Emit, where: list[ColumnElement[bool]]) -> None:
+    """The gateway's ``last_batch_at_us`` is no earlier than the arrival of any of its stored batches."""
+    max_received = conn.execute(select(func.max(sealed_batches.c.received_at_us)).where(*where)).scalar()
+    last_at = conn.execute(select(gateways.c.last_batch_at_us).where(gateways.c.id == gid)).scalar_one()
+    if max_received is not None and (last_at is None or last_at < max_received):
+        emit(Difference(label, "gateway_altered", "last_batch_at_us is before the arrival of its last stored "
+                        "batch", "gateways", label, "last_batch_at_us", last_at, max_received))
 
 
 def _with_log_entries(conn: Connection, stmt: Select[Any]) -> Iterator[tuple[Any, dict[str, tuple[int, bytes]]]]:

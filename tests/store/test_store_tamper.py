@@ -38,12 +38,13 @@ from blackbox.store.derive import batch_columns
 from blackbox.store.findings import Difference
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
+from blackbox.store.integrity import check_integrity, check_share, merge_shares
 from blackbox.store.integrity_worker import start_integrity
 from blackbox.store.migrate import upgrade_schema
 from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs, tlog_entries, tlog_state
 from blackbox.store.tlog import TransparencyLog
 from blackbox.store.trace import BatchNotFound, trace_batch
-from blackbox.store.verify import verify_store
+from blackbox.store.verify import Part, verify_store
 from blackbox.store.verify_log import StreamingRoot
 from blackbox.tlog.merkle import MemoryTree
 from blackbox.tlog.note import Signer
@@ -296,6 +297,24 @@ def test_the_trace_s_worker_process_reports_every_tamper_as_the_report_s_own_pro
     else:
         assert there.verdict != "verified"
         assert tamper.codes & {f.code for f in there.findings}, there.findings
+
+
+@pytest.mark.parametrize("tamper", [None, *TAMPERS], ids=lambda t: "untouched" if t is None else t.name)
+def test_an_integrity_check_cut_into_parts_finds_what_the_whole_check_finds(store: Store, tamper: Tamper | None) -> None:
+    """The worker processes each check a slice of the sealed batches (``blackbox.store.verify.Part``):
+    merged, the slices' findings must be the whole check's, in its order, however the three batches
+    are cut (two and three slices, and more slices than batches)."""
+    if tamper is not None:
+        with store.engine.begin() as conn:
+            tamper.apply(conn, store)
+    with store.engine.connect() as conn:
+        [(gid, label)] = conn.execute(text("SELECT id, site || '/' || gateway FROM gateways")).all()
+        args = (conn, BATCH, {gid: label}, {gid: (1, 3)})
+        whole = check_integrity(*args)
+        for count in (2, 3, 5):
+            parts = merge_shares([check_share(*args, part=Part(i, count)) for i in range(count)])
+            assert parts == whole, count
+    assert (whole.verdict == "verified") == (tamper is None), whole.findings
 
 
 def test_the_worker_process_reads_the_report_s_snapshot(store: Store) -> None:
