@@ -88,12 +88,31 @@ class _AppliedConfig:
     tags: dict[str, _TagMeta]
     specification: Any = None
     """The ``specification`` of the config.applied event (absent before joint control: unapproved)."""
+    unreadable: tuple[str, ...] = ()
+    """Why parts of the configuration other than a tag's limit sets cannot be read (a tag entry without a
+    name, a ``tags`` that is no list): reported as findings like the unreadable limit sets."""
+
+    def problems(self) -> list[str]:
+        """Everything of this configuration that could not be read."""
+        return [*self.unreadable, *(why for meta in self.tags.values() for why in meta.unreadable)]
 
 
-def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _AppliedConfig:
+def _parse_config(sha: str, effective_from: int, data: Any) -> _AppliedConfig:
+    """The configuration of a ``tag_configs`` row. The record format checks config.applied's shape at
+    ingest, so what does not fit here is a row edited since (the integrity check names the edit): the
+    report says what it could not read rather than leaving it out."""
     tags: dict[str, _TagMeta] = {}
-    for tag in data.get("tags") or []:
+    unreadable: list[str] = []
+    if not isinstance(data, dict):
+        unreadable.append(f"the configuration is a {type(data).__name__}, not an object")
+        data = {}
+    entries = data.get("tags") or []
+    if not isinstance(entries, list):
+        unreadable.append(f"its tags are a {type(entries).__name__}, not a list")
+        entries = []
+    for k, tag in enumerate(entries):
         if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
+            unreadable.append(f"tag entry {k + 1} has no name")
             continue
         sets: list[Limits] = []
         recorded: list[RecordedLimitSet] = []
@@ -116,7 +135,7 @@ def _parse_config(sha: str, effective_from: int, data: dict[str, Any]) -> _Appli
             unreadable=tuple(unreadable),
         )
     site = data.get("site") if isinstance(data.get("site"), dict) else {}
-    return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"))
+    return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"), tuple(unreadable))
 
 
 class _Configs:
@@ -131,7 +150,7 @@ class _Configs:
             .order_by(tc.gateway_id, tc.effective_from_us, tc.seq)
         )
         for gid, sha, eff, data in rows:
-            self._by_gateway[gid].append(_parse_config(sha, eff, data if isinstance(data, dict) else {}))
+            self._by_gateway[gid].append(_parse_config(sha, eff, data))
         self._starts = {gid: [c.effective_from_us for c in cs] for gid, cs in self._by_gateway.items()}
 
     def at(self, gid: int, ts_us: int) -> _AppliedConfig | None:
@@ -372,7 +391,7 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
     extra = [_no_config_finding(label) for label in sorted(no_config)] + unreadable + [
-        _unreadable_limits_finding(c, why) for c in in_force for meta in c.tags.values() for why in meta.unreadable]
+        _unreadable_limits_finding(c, why) for c in in_force for why in c.problems()]
     if extra:
         verdict = integrity.verdict if integrity.verdict == "failed" else "incomplete"
         integrity = Integrity(verdict=verdict, findings=[*integrity.findings, *extra], ranges=integrity.ranges,

@@ -300,7 +300,8 @@ def test_the_trace_s_worker_process_reports_every_tamper_as_the_report_s_own_pro
 
 
 @pytest.mark.parametrize("tamper", [None, *TAMPERS], ids=lambda t: "untouched" if t is None else t.name)
-def test_an_integrity_check_cut_into_parts_finds_what_the_whole_check_finds(store: Store, tamper: Tamper | None) -> None:
+def test_an_integrity_check_cut_into_parts_finds_what_the_whole_check_finds(store: Store,
+                                                                             tamper: Tamper | None) -> None:
     """The worker processes each check a slice of the sealed batches (``blackbox.store.verify.Part``):
     merged, the slices' findings must be the whole check's, in its order, however the three batches
     are cut (two and three slices, and more slices than batches)."""

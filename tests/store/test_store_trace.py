@@ -6,13 +6,13 @@ import json
 from statistics import mean
 
 import pytest
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, update
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway, Scenario, config_data, production_batch
 from stored import set_num
 
 from blackbox.store.ingest import Ingestor
 from blackbox.store.report import ParameterStats, TraceReport
-from blackbox.store.schema import events
+from blackbox.store.schema import events, tag_configs
 from blackbox.store.trace import BatchNotFound, render_text, reverse_lot, trace_batch
 
 BATCH = "FC050-2026-1125-01"
@@ -249,3 +249,23 @@ def test_limit_sets_a_newer_config_model_refuses_are_still_shown(engine: Engine,
         "limit set 3 of tag EM-01.temperature: it holds none of ll, l, h, hh: the limits in force may be unknown",
     ]
     assert report.integrity.verdict == "incomplete"
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    ({"tags": [{"unit": "EM-01"}]}, "tag entry 1 has no name"),
+    ({"tags": [{"name": 7}]}, "tag entry 1 has no name"),
+    ({"tags": {"EM-01.temperature": {}}}, "its tags are a dict, not a list"),
+    (["not", "an", "object"], "the configuration is a list, not an object"),
+])
+def test_a_configuration_row_the_report_cannot_read_is_a_finding(engine: Engine, ingestor: Ingestor, gw: Gateway,
+                                                                   data: object, why: str) -> None:
+    """A tag_configs row edited into a shape the record format never yields: the report says what it could
+    not read (and the integrity check names the edit), it does not silently report no limits."""
+    production_batch(gw, BATCH, t=T0)
+    ingest_all(ingestor, gw)
+    with engine.begin() as conn:
+        assert conn.execute(update(tag_configs).values(data=data)).rowcount >= 1
+    report = trace_batch(engine, BATCH)
+    unreadable = {f.message.split(": ", 1)[1] for f in report.integrity.findings if f.code == "limits_unreadable"}
+    assert unreadable == {f"{why}: the limits in force may be unknown"}
+    assert report.integrity.verdict == "failed"
