@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from services import free_port_block
 from sqlalchemy import Engine
 from store_key import STORE_SIGNER, write_store_key
 from store_synth import GATEWAY, SITE, T0
 from test_store_service import HOST, PORT, TIMEOUT, Agent, enrolled_gateway, purge_session
 from waiting import wait_until
 
-from blackbox.broker import free_port
 from blackbox.config import MqttConfig, StoreConfig
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.store.db import make_engine
@@ -71,9 +71,10 @@ def test_store_serve_worker_notifies_systemd_serves_health_and_metrics_and_stops
     write_store_key(tmp_path / "store.key")  # the key the test's gateway checks receipts with
     config = write_config(DEMO_CONFIG, tmp_path, opcua_port=1, modbus_port=2, database_url=url,
                           mqtt={"host": HOST, "port": PORT, "topic_root": root, "client_id": client_id})
-    base = free_port()
+    first = free_port_block(2)  # outside the ephemeral range: no client connection takes it meanwhile
+    base = first + 1  # worker 2 listens on metrics_port + 1
     data = yaml.safe_load(config.read_text())
-    data["store"]["metrics_port"] = base - 1  # worker 2 listens on metrics_port + 1
+    data["store"]["metrics_port"] = first
     config.write_text(yaml.safe_dump(data))
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
