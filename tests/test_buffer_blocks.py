@@ -57,7 +57,7 @@ def exact(records: Sequence[Reading | Event]) -> list[tuple[str, ...]]:
     return [(type(r).__name__, *(repr(getattr(r, f.name)) for f in fields(r))) for r in records]
 
 
-def exact_rows(rows: list[list[Any]]) -> list[list[str]]:
+def exact_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
     return [list(map(repr, row)) for row in rows]
 
 

@@ -9,7 +9,6 @@ thread both answer.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from blackbox.agent.status import collect_metrics, health, status_report, tail_h
 from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, BufferError, Committed
 from blackbox.config import Config, ConfigError, LoadedConfig, load_config
+from blackbox.gc_settle import settle
 from blackbox.model import EventDraft, now_us
 from blackbox.rules import RuleEngine
 from blackbox.seal import load_private_key
@@ -214,10 +214,7 @@ class Agent:
         interval = systemd.watchdog_interval()
         if interval is not None:
             self._tasks.append(self._supervised("watchdog", lambda: self._watchdog(interval)))
-        # Everything built so far (modules, config, drivers) lives as long as the agent: move it out
-        # of the collector's view, so that the cyclic GC only scans what each poll cycle makes.
-        gc.collect()
-        gc.freeze()
+        settle()  # what is built so far lives as long as the agent: out of the cyclic GC's view
         self._start_polling()
         self.started_at_us = now_us()
         self.started.set()

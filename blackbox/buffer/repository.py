@@ -110,7 +110,7 @@ class Committed:
 class Unsealed:
     """Records the sealer takes next (:meth:`Buffer.unsealed`)."""
 
-    readings: list[list[Any]]
+    readings: list[tuple[Any, ...]]
     events: list[list[Any]]
     readings_checked: bool
     """The reading rows certainly pass the sealer's check: they need not be checked row by row."""
@@ -423,7 +423,7 @@ class Buffer:
 
     # -- sealing -----------------------------------------------------------------------------
 
-    def unsealed_rows(self, after: int, limit: int) -> tuple[list[list[Any]], list[list[Any]]]:
+    def unsealed_rows(self, after: int, limit: int) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
         """The sealer's rows: the ``limit`` lowest-numbered records above ``after``, in the records document's layout.
 
         Readings as ``[seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase]``
@@ -456,7 +456,7 @@ class Buffer:
             last = sorted(chain(r_seqs, e_seqs))[limit - 1]
             del event_rows[bisect_right(e_seqs, last):]
             spans = _first(spans, limit - len(event_rows))
-        reading_rows: list[list[Any]] = []
+        reading_rows: list[tuple[Any, ...]] = []
         checked = True
         for sp in spans:
             columns = sp.columns()
@@ -799,15 +799,17 @@ class _Span:
 
         return part(b.tags), part(b.vals), optional(b.qualities), optional(b.reasons), optional(b.source_ts_us)
 
-    def rows(self, columns: _Columns | None = None) -> list[list[Any]]:
+    def rows(self, columns: _Columns | None = None) -> list[tuple[Any, ...]]:
         """The readings as rows of the records document (from :meth:`columns`, if already made)."""
         b, n = self.block, self.hi - self.lo + 1
         tags, vals, qualities, reasons, sources = columns if columns is not None else self.columns()
-        return list(map(list, zip(range(self.lo, self.hi + 1), tags, vals,
-                                  repeat(Quality.GOOD.value, n) if qualities is None else qualities,
-                                  repeat(None, n) if reasons is None else reasons, repeat(b.ts_us, n),
-                                  repeat(None, n) if sources is None else sources, repeat(b.batch, n),
-                                  repeat(b.phase, n), strict=True)))
+        # tuples, not lists: a tuple of atomic values leaves the cyclic GC's view once it survives a
+        # collection, and orjson writes both alike
+        return list(zip(range(self.lo, self.hi + 1), tags, vals,
+                        repeat(Quality.GOOD.value, n) if qualities is None else qualities,
+                        repeat(None, n) if reasons is None else reasons, repeat(b.ts_us, n),
+                        repeat(None, n) if sources is None else sources, repeat(b.batch, n),
+                        repeat(b.phase, n), strict=True))
 
     def readings(self) -> Iterator[Reading]:
         b, n = self.block, self.hi - self.lo + 1

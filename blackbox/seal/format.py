@@ -96,8 +96,8 @@ def seal_batch(
 
 
 def seal_rows(
-    readings: list[list[Any]],
-    events: list[list[Any]],
+    readings: Sequence[Sequence[Any]],
+    events: Sequence[Sequence[Any]],
     *,
     site: str,
     gateway: str,
@@ -170,7 +170,7 @@ def _check_key(key: object) -> None:
         raise TypeError(f"key must be an Ed25519PrivateKey, not {type(key).__name__}")
 
 
-def _check_row_seqs(readings: list[list[Any]], events: list[list[Any]]) -> None:
+def _check_row_seqs(readings: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]) -> None:
     """Each list strictly ascending, and together exactly one contiguous run of seqs."""
     n = len(readings) + len(events)
     if n == 0:
@@ -189,8 +189,8 @@ def _check_row_seqs(readings: list[list[Any]], events: list[list[Any]]) -> None:
 
 
 def _fitting_prefix(
-    readings: list[list[Any]], events: list[list[Any]], max_bytes: int, size: int
-) -> tuple[list[list[Any]], list[list[Any]]]:
+    readings: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]], max_bytes: int, size: int
+) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
     """The rows up to the highest seq whose records document is at most ``max_bytes`` long.
 
     ``size`` is the length of the document of all the rows. The document is

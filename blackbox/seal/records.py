@@ -119,9 +119,12 @@ def _check_data(data: object, where: str) -> dict[str, Any]:
     return data
 
 
-def check_reading_row(row: object, where: str = "reading") -> list[Any]:
-    """Validate one reading row (the shared rule of sealing and decoding); return it."""
-    if not isinstance(row, list) or len(row) != _READING_FIELDS:
+def check_reading_row(row: object, where: str = "reading") -> Sequence[Any]:
+    """Validate one reading row (the shared rule of sealing and decoding); return it.
+
+    A decoded row is a JSON array (a list); the gateway's sealer makes its rows as tuples.
+    """
+    if not isinstance(row, list | tuple) or len(row) != _READING_FIELDS:
         raise RecordError(f"{where} must be a list of {_READING_FIELDS} fields")
     seq, tag, value, quality, reason, ts_us, source_ts_us, batch, phase = row
     _int(seq, where, "seq", 0, INT64_MAX)
@@ -177,9 +180,9 @@ def _ints_within(values: Sequence[int], low: int, high: int) -> bool:
     return not values or (low <= min(values) and max(values) <= high)
 
 
-def _readings_pass_column_check(rows: list[Any]) -> bool:
+def _readings_pass_column_check(rows: Sequence[Any]) -> bool:
     """Whether every row certainly passes :func:`check_reading_row` (``False``: check row by row)."""
-    if set(map(type, rows)) != {list} or set(map(len, rows)) != {_READING_FIELDS}:
+    if not set(map(type, rows)) <= {list, tuple} or set(map(len, rows)) != {_READING_FIELDS}:
         return False
     return _columns_pass(*zip(*rows, strict=True))
 
@@ -252,14 +255,14 @@ def _columns_pass(seq: Sequence[Any], tag: Sequence[Any], value: Sequence[Any], 
     return "\x00" not in "".join(texts)
 
 
-def check_reading_rows(rows: list[Any], what: str = "reading") -> None:
+def check_reading_rows(rows: Sequence[Any], what: str = "reading") -> None:
     """Validate reading rows (same rules as :func:`check_reading_row`); raise :class:`RecordError`."""
     if rows and not _readings_pass_column_check(rows):
         for i, row in enumerate(rows):
             check_reading_row(row, f"{what} #{i}")
 
 
-def check_event_rows(rows: list[Any], what: str = "event") -> None:
+def check_event_rows(rows: Sequence[Any], what: str = "event") -> None:
     """Validate event rows (few per batch: row by row, their data is checked in depth)."""
     for i, row in enumerate(rows):
         check_event_row(row, f"{what} #{i}")
@@ -291,8 +294,9 @@ def rows_of(records: Sequence[Reading | Event]) -> tuple[list[list[Any]], list[l
     return readings, events
 
 
-def dump_document(readings: list[Any], events: list[Any]) -> bytes:
-    """The records document of already checked rows (keys sorted, no whitespace).
+def dump_document(readings: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]) -> bytes:
+    """The records document of already checked rows (keys sorted, no whitespace); the rows and their
+    lists are lists or tuples (what orjson writes as arrays, alike).
 
     Duplicate keys cannot occur (rows come from Python dicts), so the document decodes exactly.
     """
@@ -302,7 +306,7 @@ def dump_document(readings: list[Any], events: list[Any]) -> bytes:
         raise RecordError(f"records cannot be encoded as JSON: {exc}") from None
 
 
-def dump_row(row: list[Any]) -> bytes:
+def dump_row(row: Sequence[Any]) -> bytes:
     """One row exactly as :func:`dump_document` writes it inside the document."""
     try:
         return orjson.dumps(row, option=orjson.OPT_SORT_KEYS)

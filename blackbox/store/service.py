@@ -25,7 +25,6 @@ Delivery guarantees:
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
 import re
@@ -45,6 +44,7 @@ from sqlalchemy.exc import DBAPIError
 
 from blackbox import systemd
 from blackbox.config import MqttConfig, StoreConfig
+from blackbox.gc_settle import settle
 from blackbox.model import now_us
 from blackbox.mqtt import connect_async, disable_nagle, make_client
 from blackbox.prometheus import MetricsServer
@@ -79,11 +79,6 @@ HEARTBEAT_S = 1.0
 STUCK_AFTER_S = 60.0
 """A worker that has not come back from one message for this long is reported unhealthy."""
 PARTITIONS_EVERY_S = 3600.0
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between two collections of the cyclic GC's youngest generation (Python's default: 700).
-A batch allocates tens of thousands of short-lived containers (rows, tuples) that die with it; at 700
-the collector ran dozens of times per batch for nothing. 10,000 saved about 0.3 us of worker CPU per
-reading in an in-process ingest loop (50,000 saved less: the young generation then outgrows the cache)."""
 WORKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
@@ -531,11 +526,7 @@ def run_store(
             server.start()
         ensure_partitions(engine, config.partitions_ahead)
         next_partitions = time.monotonic() + PARTITIONS_EVERY_S
-        # Everything built so far (modules, engine, clients) lives as long as the worker: out of the
-        # cyclic GC's view, so that its collections only scan what each batch makes.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        settle()  # what is built so far lives as long as the worker: out of the cyclic GC's view
         service.start()
         watchdog = systemd.watchdog_interval()
         next_ping = time.monotonic()

@@ -102,17 +102,17 @@ def _parse_config(sha: str, effective_from: int, data: Any) -> _AppliedConfig:
     ingest, so what does not fit here is a row edited since (the integrity check names the edit): the
     report says what it could not read rather than leaving it out."""
     tags: dict[str, _TagMeta] = {}
-    unreadable: list[str] = []
+    problems: list[str] = []
     if not isinstance(data, dict):
-        unreadable.append(f"the configuration is a {type(data).__name__}, not an object")
+        problems.append(f"the configuration is a {type(data).__name__}, not an object")
         data = {}
     entries = data.get("tags") or []
     if not isinstance(entries, list):
-        unreadable.append(f"its tags are a {type(entries).__name__}, not a list")
+        problems.append(f"its tags are a {type(entries).__name__}, not a list")
         entries = []
     for k, tag in enumerate(entries):
         if not isinstance(tag, dict) or not isinstance(tag.get("name"), str):
-            unreadable.append(f"tag entry {k + 1} has no name")
+            problems.append(f"tag entry {k + 1} has no name")
             continue
         sets: list[Limits] = []
         recorded: list[RecordedLimitSet] = []
@@ -135,7 +135,7 @@ def _parse_config(sha: str, effective_from: int, data: Any) -> _AppliedConfig:
             unreadable=tuple(unreadable),
         )
     site = data.get("site") if isinstance(data.get("site"), dict) else {}
-    return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"), tuple(unreadable))
+    return _AppliedConfig(sha, effective_from, dict(site or {}), tags, data.get("specification"), tuple(problems))
 
 
 class _Configs:

@@ -46,6 +46,8 @@ def test_the_column_check_refuses_what_the_row_check_refuses(field: int, bad: An
     row[field] = bad
     with pytest.raises(RecordError):
         check_reading_row(row)
+    with pytest.raises(RecordError):  # the gateway's sealer makes its rows as tuples: the same rule
+        check_reading_row(tuple(row))
     rows = [list(GOOD_ROW) for _ in range(50)]
     rows[random.Random(field).randrange(50)] = row
     assert not _readings_pass_column_check(rows)
@@ -95,7 +97,7 @@ def test_the_block_check_accepts_a_good_block_and_its_default_columns() -> None:
     assert not reading_columns_pass(**{**block, "last_seq": 51})  # a column shorter than the run of seqs
 
 
-@pytest.mark.parametrize("shape", [[], [1], "not a list", (1, 2, 3, 4, 5, 6, 7, 8, 9), [*GOOD_ROW, None]])
+@pytest.mark.parametrize("shape", [[], [1], "not a list", (1, 2, 3, 4, 5, 6, 7, 8), [*GOOD_ROW, None]])
 def test_rows_of_the_wrong_shape_go_to_the_row_check(shape: Any) -> None:
     rows = [list(GOOD_ROW), shape]
     assert not _readings_pass_column_check(rows)
@@ -181,6 +183,20 @@ def test_rows_seal_like_records(seal_args: dict[str, Any]) -> None:
     from_rows = seal_rows(copy.deepcopy(r_rows), copy.deepcopy(e_rows), **{k: v for k, v in seal_args.items()})
     from_records = seal_batch(records, **seal_args)
     assert from_rows.wire == from_records.wire
+
+
+@pytest.mark.parametrize("checked", [False, True], ids=["rows checked one by one", "columns checked before"])
+@pytest.mark.parametrize("max_bytes", [None, 700], ids=["whole", "cut by the byte cap"])
+def test_reading_rows_as_tuples_seal_like_lists(seal_args: dict[str, Any], checked: bool,
+                                                max_bytes: int | None) -> None:
+    """The gateway's buffer hands the sealer its reading rows as tuples (they leave the cyclic GC's view):
+    the batch is byte for byte the one of the same rows as lists."""
+    r_rows, e_rows = rows_of(make_records())
+    as_lists = seal_rows(r_rows, e_rows, **seal_args, max_bytes=max_bytes, readings_checked=checked)
+    as_tuples = seal_rows([tuple(r) for r in r_rows], e_rows, **seal_args, max_bytes=max_bytes,
+                          readings_checked=checked)
+    assert as_tuples.wire == as_lists.wire
+    assert max_bytes is None or as_lists.header.n_readings < len(r_rows)
 
 
 @pytest.mark.parametrize(("r_seqs", "e_seqs", "match"), [

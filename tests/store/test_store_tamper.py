@@ -310,7 +310,8 @@ def test_an_integrity_check_cut_into_parts_finds_what_the_whole_check_finds(stor
             tamper.apply(conn, store)
     with store.engine.connect() as conn:
         [(gid, label)] = conn.execute(text("SELECT id, site || '/' || gateway FROM gateways")).all()
-        args = (conn, BATCH, {gid: label}, {gid: (1, 3)})
+        boundaries: dict[int, tuple[int | None, int | None]] = {gid: (1, 3)}
+        args = (conn, BATCH, {gid: label}, boundaries)
         whole = check_integrity(*args)
         for count in (2, 3, 5):
             parts = merge_shares([check_share(*args, part=Part(i, count)) for i in range(count)])
