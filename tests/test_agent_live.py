@@ -169,3 +169,47 @@ def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:
     got = take_all(sub)
     assert [(i["seq"], i["tag"]) for i in got] == [(2, "EM-01.vacuum"), (5, "EM-01.vacuum"), (8, "EM-01.vacuum"),
                                                    (21, "EM-01.vacuum")]
+
+
+# Each step commits ``tags`` (a name of the tags objects below) from ``seq`` on, with values value + i.
+SHARED = {"all": tuple(TAGS), "em": ("EM-01.temperature", "EM-01.vacuum"), "ot": ("OT-01.temperature",)}
+LAST_READING_CASES = {
+    "one source, cycle after cycle": ([("all", 1, 10.0), ("all", 4, 20.0), ("all", 7, 30.0)],
+                                      {"EM-01.temperature": (7, 30.0), "EM-01.vacuum": (8, 31.0),
+                                       "OT-01.temperature": (9, 32.0)}),
+    "a tag in two tags objects: the later commit wins": (
+        [("em", 1, 10.0), ("all", 3, 20.0), ("em", 6, 40.0)],
+        {"EM-01.temperature": (6, 40.0), "EM-01.vacuum": (7, 41.0), "OT-01.temperature": (5, 22.0)}),
+    "re-committed after the other": ([("all", 1, 10.0), ("em", 4, 20.0), ("all", 6, 30.0)],
+                                     {"EM-01.temperature": (6, 30.0), "EM-01.vacuum": (7, 31.0),
+                                      "OT-01.temperature": (8, 32.0)}),
+}
+
+
+@pytest.mark.parametrize(("steps", "expected"), LAST_READING_CASES.values(), ids=LAST_READING_CASES.keys())
+@pytest.mark.parametrize("read_between", [False, True], ids=["read at the end", "read after every commit"])
+def test_the_last_reading_of_each_tag_is_its_latest_commit_s(
+        steps: list[tuple[str, int, float]], expected: dict[str, tuple[int, float]], read_between: bool) -> None:
+    """The live view keeps each source's last block and reads it into its table only when asked: whenever
+    it is asked, each tag's last reading is the one of the latest commit holding the tag."""
+    live = LiveView(TAGS)
+    for name, seq, value in steps:
+        tags = SHARED[name]
+        live.on_commit(Committed(ReadingBlock(seq, seq * 10, None, None, SampleColumns.good(
+            tags, [value + i for i in range(len(tags))])), []))
+        if read_between:
+            live.last_reading("EM-01.vacuum")
+    got = {t: (r.seq, r.value) for t in TAGS if (r := live.last_reading(t)) is not None}
+    assert got == expected
+    _rows, snapshot = live.snapshot()
+    assert {t: (last[0], last[2]) for t, last in snapshot.items()} == expected
+
+
+def test_last_readings_stay_right_when_every_commit_brings_a_new_tags_object() -> None:
+    """A driver that makes a new tags list every cycle: the unread blocks are read in once they are many."""
+    live = LiveView(TAGS)
+    for k in range(1000):
+        live.on_commit(Committed(ReadingBlock(1 + 3 * k, 10, None, None, SampleColumns.good(
+            list(TAGS), [float(k)] * 3)), []))
+    last = live.last_reading("OT-01.temperature")
+    assert last is not None and (last.seq, last.value) == (3000, 999.0)

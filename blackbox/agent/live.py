@@ -20,16 +20,20 @@ from typing import Any
 import orjson
 
 from blackbox.buffer import Committed
+from blackbox.columns import ReadingBlock
 from blackbox.config.sources import TagConfig
 from blackbox.model import Event, Reading, Value
 
 TAIL_QUEUE = 10_000
+"""Items a slow ``tail`` client may fall behind by before items are skipped (and counted)."""
 STALE_AFTER_CYCLES = 3.0
 """A tag whose last reading is older than this many poll intervals (plus a second) is shown as stale."""
-"""Items a slow ``tail`` client may fall behind by before items are skipped (and counted)."""
 RATE_WINDOW_S = 10.0
 MAX_PICKS = 256
 """Tag sequences whose picks a ``tail`` remembers (a few per source in practice)."""
+MAX_UNREAD_BLOCKS = 256
+"""Committed blocks kept for :class:`LiveView`'s last readings before they are read into its table
+(one per source in practice: each commit replaces its source's previous one)."""
 
 
 @dataclass(slots=True)
@@ -109,7 +113,11 @@ class LiveView:
         self.set_tags(tags, poll_s)
         self._clock = clock
         self._last: dict[str, Last] = {}
-        """Per tag: seq, time, value, quality, reason of its last reading (tuples: made by C-level zip)."""
+        """Per tag: seq, time, value, quality, reason of its last reading (tuples: made by C-level zip),
+        as of the blocks read in so far (:meth:`_read_in`)."""
+        self._unread: dict[int, ReadingBlock] = {}
+        """The last committed block of each tags object (keyed by its id; the block holds the object, so
+        the id stays its own), in commit order: read into ``_last`` only when a last reading is asked for."""
         self.readings_total = 0
         self.events_total: Counter[str] = Counter()
         self.alarm_raised_total: Counter[str] = Counter()
@@ -134,12 +142,14 @@ class LiveView:
         A copy of the dict (made at C speed, about a millisecond for 20,000 tags): the commits on
         the event loop go on changing the original meanwhile.
         """
+        self._read_in()
         return self._rows, dict(self._last)
 
     # -- listening ---------------------------------------------------------------------------
 
     def last_reading(self, tag: str) -> LastReading | None:
         """The last reading of ``tag`` recorded since the agent started."""
+        self._read_in()
         last = self._last.get(tag)
         if last is None:
             return None
@@ -148,11 +158,16 @@ class LiveView:
 
     def on_commit(self, committed: Committed) -> None:
         block = committed.readings
-        s = block.samples
-        n = len(s)
+        n = len(block.samples)
         if n:
-            self._last.update(zip(s.tags, zip(range(block.first_seq, block.first_seq + n), repeat(block.ts_us, n),
-                                              s.values, s.qualities, s.reasons, strict=True), strict=True))
+            # a source commits the same tags object every cycle: its new block replaces the one before,
+            # which no one read (the last readings are asked for a few times a minute, committed 10 times
+            # a second per source)
+            key = id(block.samples.tags)
+            self._unread.pop(key, None)
+            self._unread[key] = block
+            if len(self._unread) > MAX_UNREAD_BLOCKS:
+                self._read_in()
         self.readings_total += n
         for ev in committed.events:
             self.events_total[ev.type] += 1
@@ -161,6 +176,15 @@ class LiveView:
         self._mark_rate()
         for sub in self._subscribers:
             self._feed(sub, committed)
+
+    def _read_in(self) -> None:
+        """The blocks committed since the last call into the table of last readings, oldest first."""
+        for block in self._unread.values():
+            s = block.samples
+            n = len(s)
+            self._last.update(zip(s.tags, zip(range(block.first_seq, block.first_seq + n), repeat(block.ts_us, n),
+                                              s.values, s.qualities, s.reasons, strict=True), strict=True))
+        self._unread.clear()
 
     def _feed(self, sub: TailSubscription, committed: Committed) -> None:
         if sub.with_events:

@@ -114,6 +114,33 @@ class _Tip:
     last_seq: int
 
 
+class RecordsPerBatch:
+    """How many records the sealer asks the buffer for: ``max_records``, or fewer while ``max_bytes``
+    cuts its batches.
+
+    A batch cut by ``max_bytes`` costs more than its size: the records beyond the cut were read back
+    and checked for nothing, and its records document is encoded twice more to find the exact cut
+    (:func:`blackbox.seal.seal_rows`). With ``max_records`` above what ``max_bytes`` holds (the
+    defaults at about 110 bytes a reading), that was every batch of a busy line. So after a cut the
+    sealer asks for what fitted, and for 2 % more after each batch that fitted, up to ``max_records``:
+    a cut every few dozen batches, each batch as large as before to within a few percent.
+    """
+
+    GROWTH = 50
+    """After a batch that fitted, ask for ``1 / GROWTH`` more records next time."""
+
+    def __init__(self, max_records: int) -> None:
+        self.most = max_records
+        self.ask = max_records
+
+    def sealed(self, offered: int, sealed: int) -> None:
+        """``sealed`` of the ``offered`` records went into the batch (fewer: the byte cap cut it)."""
+        if sealed < offered:
+            self.ask = max(1, sealed)
+        elif offered >= self.ask and self.ask < self.most:
+            self.ask = min(self.most, self.ask + max(1, self.ask // self.GROWTH))
+
+
 class Sealer:
     def __init__(self, buffer: Buffer, db: DbCall, key: Ed25519PrivateKey, cfg: SealConfig, site: str,
                  gateway: str, config_hash: str, on_sealed: Callable[[int], None], key_file: Path | None = None,
@@ -137,6 +164,7 @@ class Sealer:
         """Last record seq in a sealed batch (kept here: the loop must not query the buffer to know it)."""
         self._pending_since: float | None = None
         self._tip: _Tip | None = None
+        self.per_batch = RecordsPerBatch(cfg.max_records)
         self.sealed = 0
         self.last_error: str | None = None
 
@@ -156,6 +184,7 @@ class Sealer:
         if cfg.clock_sync_check != self._cfg.clock_sync_check:
             self._clock = ClockWatch(cfg.clock_sync_check)
         self._cfg = cfg
+        self.per_batch = RecordsPerBatch(cfg.max_records)
         self._config_hash = config_hash
         self._wake.set()
 
@@ -169,7 +198,8 @@ class Sealer:
         self._pending_since = -1e9  # whatever was left unsealed by the last run is old: seal it now
 
     async def run(self) -> None:
-        """Seal when ``max_records`` are waiting or the oldest waiting record is ``max_age`` old.
+        """Seal when a batch's records are waiting (``max_records``, fewer while ``max_bytes`` cuts the
+        batches: :class:`RecordsPerBatch`) or the oldest waiting record is ``max_age`` old.
 
         What waits is known without a query: sequence numbers are contiguous, so it is the buffer's
         last seq minus the last one sealed; its age is counted from when the sealer first saw it
@@ -184,7 +214,7 @@ class Sealer:
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
             age = time.monotonic() - self._pending_since
-            if waiting < self._cfg.max_records and age < self._cfg.max_age:
+            if waiting < self.per_batch.ask and age < self._cfg.max_age:
                 await wait_and_clear(self._wake, self._cfg.max_age - age)
                 continue
             try:
@@ -230,7 +260,7 @@ class Sealer:
         nxt = successor(self._last_sealed())
         after, batch_seq, prev = nxt.after_seq, nxt.batch_seq, nxt.prev_hash
         started = time.perf_counter()
-        found = self._buffer.unsealed(after, self._cfg.max_records)
+        found = self._buffer.unsealed(after, self.per_batch.ask)
         readings, events = found.readings, found.events
         if not readings and not events:
             # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
@@ -246,6 +276,7 @@ class Sealer:
                           clock=self._clock.status(), compression=self._cfg.compression,
                           max_bytes=self._cfg.max_bytes, readings_checked=found.readings_checked)
         h = batch.header
+        self.per_batch.sealed(len(readings) + len(events), h.last_seq - h.first_seq + 1)
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
         self._tip = _Tip(batch_seq, batch.hash, h.last_seq)
         self._sealed_through = h.last_seq
