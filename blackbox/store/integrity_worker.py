@@ -68,6 +68,14 @@ class _Pool:
 _POOL = _Pool()
 
 
+def prestart() -> None:
+    """Start the worker processes now rather than at the first large report (``blackbox store web``: the
+    first batch page after a restart would otherwise wait about a second for them). Returns at once."""
+    pool = _POOL.get()
+    for _ in range(PARTS):
+        pool.submit(int)  # a task each makes the pool start its processes
+
+
 def worker_pids() -> list[int]:
     """Process ids of this process's integrity workers, if started (for benchmarks, which count their CPU)."""
     with _POOL.lock:

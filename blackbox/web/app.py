@@ -83,6 +83,10 @@ def serve(url: str, config: WebConfig) -> None:
     import uvicorn
 
     app = app_for_url(url, config)
+    if url.startswith("postgresql"):  # large reports check their integrity in worker processes: start them
+        from blackbox.store.integrity_worker import prestart
+
+        prestart()
     uvicorn.run(app, host=config.host, port=config.port, log_level="info",
                 ssl_certfile=str(config.tls_cert_file) if config.tls_cert_file else None,
                 ssl_keyfile=str(config.tls_key_file) if config.tls_key_file else None,

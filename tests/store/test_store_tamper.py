@@ -8,6 +8,8 @@ rotation in the middle (batch 2 hands over to a new key that signs batch 3).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -514,3 +516,18 @@ def test_verify_of_one_gateway_sees_its_newest_batches_gone(store: Store) -> Non
     found: list[Difference] = []
     verify_store(store.engine, found.append, gateway=f"{SITE}/{GATEWAY}")
     assert [(d.code, d.batch_seq) for d in found if d.code == "batch_missing"] == [("batch_missing", 3)]
+
+
+def test_the_integrity_workers_start_before_the_first_report() -> None:
+    """``blackbox store web`` starts them with the application, so that the first large batch page after a
+    restart does not wait for them (checked in a fresh interpreter, where nothing started them before)."""
+    script = ("import time\n"
+              "from blackbox.store.integrity_worker import PARTS, prestart, worker_pids\n"
+              "assert worker_pids() == []\n"
+              "prestart()\n"
+              "deadline = time.monotonic() + 60\n"
+              "while len(worker_pids()) < PARTS and time.monotonic() < deadline:\n"
+              "    time.sleep(0.05)\n"
+              "print(len(worker_pids()) == PARTS)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True", out.stderr
