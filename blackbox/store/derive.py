@@ -10,7 +10,7 @@ compare, so any row edited, deleted or added after ingest shows as a difference.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from blackbox.model import Event
@@ -91,7 +91,7 @@ def batch_columns(opened: OpenedBatch) -> dict[str, Any]:
         "prev_hash": h.prev_hash,
         "key_id": h.key_id,
         "version": h.version,
-        "header": dict(asdict(h)),
+        "header": h.to_dict(),
         "first_seq": h.first_seq,
         "last_seq": h.last_seq,
         "first_ts_us": h.first_ts_us,

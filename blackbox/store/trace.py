@@ -732,18 +732,21 @@ class _Stats:
             return
         if up is not None and down is not None and up < down:  # limits that overlap: judged one by one
             self._judge_each(acc, lim, vals, times, up, down)
-        else:
-            self._excursions(acc, lim, vals, times, _outside_runs(vals, up, down))
+        else:  # a side the run's extremes do not cross is not looked at reading by reading
+            runs = _outside_runs(vals, up if up is not None and hi > up else None,
+                                 down if down is not None and lo < down else None)
+            self._excursions(acc, lim, vals, times, runs, lo, hi)
 
     def _excursions(self, acc: _Acc, lim: Limits, vals: list[float], times: list[int],
-                    runs: list[tuple[int, int, bool]]) -> None:
+                    runs: list[tuple[int, int, bool]], lo: float, hi: float) -> None:
         """Count and record the excursions of ``runs`` (``(first, end, high)``: readings ``first..end - 1``
-        all above the band, or all below): what :meth:`_judge` makes of them one reading at a time."""
+        all above the band, or all below): what :meth:`_judge` makes of them one reading at a time.
+        ``lo`` and ``hi``: the least and greatest of ``vals``."""
         hh, ll = lim.hh, lim.ll
         acc.n_outside += sum(end - first for first, end, _high in runs)
         # beyond HH (LL) is above (below) the band too: counted at C speed over all the readings
-        acc.n_outside_hard += ((0 if hh is None else sum(map(float(hh).__lt__, vals)))
-                               + (0 if ll is None else sum(map(float(ll).__gt__, vals))))
+        acc.n_outside_hard += ((0 if hh is None or hi <= hh else sum(map(float(hh).__lt__, vals)))
+                               + (0 if ll is None or lo >= ll else sum(map(float(ll).__gt__, vals))))
         open_ex = self._open
         if open_ex is not None and not (runs[0][0] == 0 and (open_ex.side == "high") == runs[0][2]):
             _close(open_ex, times[0], returned=True)
