@@ -13,9 +13,9 @@
    libpq's protocol trace of an in-process ingest (``Ingestor.prepare``, ``store``, the receipt).
 2. **Trace at scale**: one gateway's production batch of ``--trace-readings`` (1,000,000) signed
    readings is ingested, then other gateways' batches (two workers) until the store holds
-   ``--rows`` (5 M); the trace report of the batch is timed (first and second run); then filled to
-   ``--rows-max`` (20 M) and timed again. ``blackbox store verify`` of that gateway is timed at the
-   largest size.
+   ``--rows`` (5 M); the trace report of the batch is timed (a first run, then ``--trace-runs``
+   more: their median and range); then filled to ``--rows-max`` (20 M) and timed again.
+   ``blackbox store verify`` of that gateway is timed at the largest size.
 
 Every figure depends on the machine: run it on an idle one (the CPU count and the load average
 are printed). Needs an MQTT 5 broker (``--mqtt``, default 127.0.0.1:1883) and PostgreSQL
@@ -345,6 +345,7 @@ def main() -> None:
     parser.add_argument("--trace-readings", type=int, default=1_000_000)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--rows-max", type=int, default=20_000_000)
+    parser.add_argument("--trace-runs", type=int, default=5, help="timed trace reports after the first (5)")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     parser.add_argument("--skip-scale", action="store_true", help="ingest figures only")
     args = parser.parse_args()
@@ -388,11 +389,14 @@ def main() -> None:
             with engine.begin() as conn:
                 conn.execute(text("ANALYZE reading_chunks"))
             n = count_readings(engine)
-            cold, warm, alone = timed_trace(url), timed_trace(url), timed_trace(url, parallel=False)
+            cold = timed_trace(url)
+            warm = sorted((timed_trace(url) for _ in range(args.trace_runs)), key=lambda run: run[0])
+            mid = warm[len(warm) // 2]
+            alone = timed_trace(url, parallel=False)
             print(f"  {n:12,} readings stored: {cold[0]:6.2f} s (first run; CPU {cold[1]:.2f} s in the tracing "
-                  f"process + {cold[2]:.2f} s in its integrity worker, started by this run), {warm[0]:6.2f} s "
-                  f"(second run; CPU {warm[1]:.2f} + {warm[2]:.2f} s); in one process: {alone[0]:6.2f} s "
-                  f"({alone[1]:.2f} s CPU)")
+                  f"process + {cold[2]:.2f} s in its integrity workers, started by the first run of the "
+                  f"benchmark), then {len(warm)} runs: median {mid[0]:.2f} s (CPU {mid[1]:.2f} + {mid[2]:.2f} s), "
+                  f"{warm[0][0]:.2f}-{warm[-1][0]:.2f} s; in one process: {alone[0]:6.2f} s ({alone[1]:.2f} s CPU)")
         reader = open_store_readonly(url)
         findings: list[Difference] = []
         stats = verify_store(reader, findings.append, gateway=f"{SITE}/{TRACE_GATEWAY}")
