@@ -426,9 +426,10 @@ class Part:
     """The share of a gateway's chain one call of :func:`check_chain` checks: slice ``index`` of ``count``.
 
     The batch range is cut into ``count`` runs of consecutive batch numbers, and the stored rows
-    into the record seq ranges that start at each run's first stored batch, so every row of the
-    whole range is looked at by exactly one slice. Slice 0 also makes the checks that open the walk
-    (the keys, the key rows, the status rows), the last one those that close it (``last_batch_at_us``).
+    into the record seq ranges that start after the last record of the stored batches before each
+    run, so every row of the whole range is looked at by exactly one slice. Slice 0 also makes the
+    checks that open the walk (the keys, the key rows, the status rows), the last one those that
+    close it (``last_batch_at_us``); a range with nothing to cut is checked whole by slice 0.
     Each slice opens the batch before its run for the chain link, as a bounded walk does; the
     slices' findings, in slice order, are those of the whole walk.
     """
@@ -568,7 +569,7 @@ def check_chain(
         _missing(result, label, emit, prev_n + 1, piece.stop + 1)
     for s in streams:
         s.extras_before(None)
-    if part.closes:
+    if piece.closes:
         _check_last_batch_at(conn, gid, label, emit, where)
     return result
 
@@ -590,6 +591,8 @@ class _Slice:
     lo_seq: int | None
     hi_seq: int | None
     """The record seqs whose stored rows the slice compares (``None``: unbounded on that side)."""
+    closes: bool
+    """Whether the slice makes the checks that close the walk."""
 
 
 def _slice(conn: Connection, where: list[ColumnElement[bool]], part: Part, start: int, last: int | None,
@@ -601,11 +604,11 @@ def _slice(conn: Connection, where: list[ColumnElement[bool]], part: Part, start
     slice that checks the batch, in the same order.
     """
     if part.count == 1:
-        return _Slice(start, last, [], lo, hi)
+        return _Slice(start, last, [], lo, hi, closes=True)
     if last is None or lo is None or hi is None:
         raise ValueError("only a walk between two batches is cut into parts")
     if not stored or last < start:  # nothing to cut: the first slice checks it all
-        return _Slice(start, last, [], lo, hi) if part.opens else None
+        return _Slice(start, last, [], lo, hi, closes=True) if part.opens else None
     sb = sealed_batches.c
     n = last - start + 1
     runs = [start + n * i // part.count for i in range(part.count + 1)]
@@ -617,7 +620,7 @@ def _slice(conn: Connection, where: list[ColumnElement[bool]], part: Part, start
     i = part.index
     run_where = [*([sb.batch_seq >= runs[i]] if i > 0 else []), *([] if part.closes else [sb.batch_seq < runs[i + 1]])]
     return _Slice(runs[i], last if part.closes else runs[i + 1] - 1, run_where,
-                  cuts[i], max(cuts[i + 1], cuts[i]) - 1)
+                  cuts[i], max(cuts[i + 1], cuts[i]) - 1, closes=part.closes)
 
 
 def _check_last_batch_at(conn: Connection, gid: int, label: str, emit: Emit, where: list[ColumnElement[bool]]) -> None:
