@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from blackbox.buffer import Buffer
-from blackbox.buffer.schema import Synchronous
+from blackbox.buffer.database import Synchronous
 from blackbox.columns import SampleColumns
 from blackbox.model import Context
 

@@ -174,13 +174,11 @@ def saved_per_commit(rules: list[dict[str, Any]], tag_index: dict[str, TagConfig
             spent, rows_written = 0.0, 0
             for i in range(-2, commits):  # two warm-up commits: the first writes every row (replace)
                 feed(engine, i + 2)
-                with buffer.engine.begin() as conn:
-                    cur = conn.connection.cursor()
+                with buffer.transaction() as cur:
                     started = time.thread_time()
                     rows = engine.state_rows()
                     put_state_rows(cur, rows)
                     took = time.thread_time() - started
-                    cur.close()
                 engine.state_saved(rows)
                 if i >= 0:
                     spent += took

@@ -3,25 +3,20 @@
 Both are written by one process and read by others: WAL (readers never block the writer),
 ``synchronous`` as configured (``FULL``: a committed transaction survives a power cut), a busy
 timeout (a reader's checkpoint or a second process waits instead of failing at once) and foreign
-keys enforced. They are set in SQLAlchemy's ``connect`` hook: any statement through SQLAlchemy
-opens a transaction, and ``journal_mode`` cannot change inside one.
+keys enforced. Through SQLAlchemy they are set in its ``connect`` hook: any statement through
+SQLAlchemy opens a transaction, and ``journal_mode`` cannot change inside one.
 
 Readers that must not change a file (``store web``/``trace`` on a SQLite store, ``blackbox
 receipts`` on the buffer) open it with :func:`connect_readonly`. Every place that opens SQLite goes
-through one of the two. Schema upgrades of the buffer run their DDL inside one transaction
-through :func:`transactional_ddl`.
+through one of the two.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
-
-from sqlalchemy import Connection, event
 
 SYNCHRONOUS_LEVELS = ("FULL", "NORMAL", "EXTRA")
 
@@ -54,31 +49,3 @@ def connect_readonly(path: Path, busy_timeout_ms: int, *,
     conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     conn.execute("PRAGMA query_only=ON")
     return conn
-
-
-@contextmanager
-def transactional_ddl(conn: Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[Connection]:
-    """While open, ``conn.begin()`` really opens a transaction on SQLite, DDL included.
-
-    SQLAlchemy's documented recipe for pysqlite (its SQLite dialect docs, "Serializable isolation /
-    Savepoints / Transactional DDL"): the driver is told to begin nothing itself (``isolation_level
-    = None``), and each begin of ``conn`` emits ``begin``. Python's ``sqlite3`` otherwise opens a
-    transaction only before ``INSERT``/``UPDATE``/``DELETE``, so ``CREATE``/``ALTER`` would be
-    committed one by one. ``BEGIN IMMEDIATE`` takes the write lock at once. The driver's setting is
-    restored on exit (the connection goes back to its pool).
-    """
-    dbapi = conn.connection.driver_connection
-    if not isinstance(dbapi, sqlite3.Connection):
-        raise TypeError(f"transactional_ddl needs a sqlite3 connection, not {type(dbapi).__name__}")
-    saved = dbapi.isolation_level
-    dbapi.isolation_level = None
-
-    def _begin(c: Connection) -> None:
-        c.exec_driver_sql(begin)
-
-    event.listen(conn, "begin", _begin)
-    try:
-        yield conn
-    finally:
-        event.remove(conn, "begin", _begin)
-        dbapi.isolation_level = saved

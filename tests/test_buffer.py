@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import text
-
 from blackbox.buffer import Buffer
 from blackbox.model import Context, EventDraft, Quality, Sample, Value
 
@@ -58,8 +56,8 @@ def test_sealed_batches_delivery_and_sequence_after_pruning(tmp_path: Path) -> N
     assert not buf.mark_delivered(1, "wrong-hash")
     assert buf.mark_delivered(1, "h1")
     assert buf.undelivered(0, 10) == []
-    with buf.engine.begin() as conn:  # delivered data pruned: the sequence must still go on
-        conn.execute(text("DELETE FROM reading_blocks"))
+    with buf.transaction() as cur:  # delivered data pruned: the sequence must still go on
+        cur.execute("DELETE FROM reading_blocks")
     buf.close()
     assert Buffer(path).commit(samples(1), [], CTX).readings[0].seq == 6
 
@@ -74,8 +72,8 @@ def test_the_oldest_undelivered_batch_is_found_past_out_of_order_acks_and_drops(
     assert buf.first_undelivered() == (1, 1)
     assert buf.mark_delivered(1, "h1")
     assert buf.first_undelivered() == (3, 5)
-    with buf.engine.begin() as conn:  # the quota dropped batch 3
-        conn.execute(text("UPDATE sealed_batches SET dropped_at_us = 1, wire = x'' WHERE batch_seq = 3"))
+    with buf.transaction() as cur:  # the quota dropped batch 3
+        cur.execute("UPDATE sealed_batches SET dropped_at_us = 1, wire = x'' WHERE batch_seq = 3")
     assert buf.first_undelivered() == (4, 7) and [b.batch_seq for b in buf.undelivered(0, 10)] == [4]
     assert buf.mark_delivered(4, "h4") and buf.first_undelivered() is None
 
@@ -91,6 +89,5 @@ def test_state_is_saved_with_the_commit(tmp_path: Path) -> None:
 
 def test_wal_and_synchronous_pragmas_are_in_effect(tmp_path: Path) -> None:
     buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
-    with buf.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    assert buf.db.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+    assert buf.db.execute("PRAGMA synchronous").fetchall() == [(1,)]  # NORMAL

@@ -210,8 +210,8 @@ RANGES = [
 def test_deleting_a_range_removes_exactly_its_records_and_keeps_the_rest_as_they_were(
         tmp_path: Path, first: int, last: int) -> None:
     buf, model = build(tmp_path / "b.sqlite")
-    with buf.engine.begin() as conn:
-        n = Buffer._delete_rows(conn, first, last)
+    with buf.transaction() as cur:
+        n = Buffer._delete_rows(cur, first, last)
     kept = [r for r in model if not first <= r.seq <= last]
     assert n == len(model) - len(kept)
     assert exact(everything(buf)) == exact(kept)
@@ -278,9 +278,9 @@ def stored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """The layout, whole or with holes (records deleted inside a block, an event, a whole block)."""
     buf, model = build(tmp_path_factory.mktemp("blocks") / "b.sqlite")
     if request.param == "with holes":
-        with buf.engine.begin() as conn:
+        with buf.transaction() as cur:
             for first, last in [(4, 4), (11, 11), (16, 16), (20, 21)]:
-                Buffer._delete_rows(conn, first, last)
+                Buffer._delete_rows(cur, first, last)
         model = [r for r in model if r.seq not in {4, 11, 16, 20, 21}]
     yield buf, model
     buf.close()

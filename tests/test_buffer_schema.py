@@ -20,8 +20,9 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
-from blackbox.buffer import Buffer, BufferError, convert, upgrade
-from blackbox.buffer.schema import READINGS_VIEW, SCHEMA_REVISION, metadata
+from blackbox.buffer import Buffer, BufferError, convert, head_schema, upgrade
+from blackbox.buffer.head_schema import SCHEMA_REVISION
+from blackbox.buffer.schema import READINGS_VIEW, metadata
 from blackbox.model import Context, Quality, Reading, Sample
 from blackbox.seal.records import rows_of
 
@@ -92,23 +93,34 @@ def dump(path: Path) -> list[str]:
         return list(db.iterdump())
 
 
-def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
-    buf = Buffer(tmp_path / "b.sqlite")
-    assert buf.migrated == ["0001", "0002", "0003", "0004", "0005"]  # made by the revisions, like any buffer
-    with buf.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == SCHEMA_REVISION
-    buf.close()
+def test_a_new_file_gets_the_current_schema_without_alembic(tmp_path: Path) -> None:
+    code = ("import sys; from pathlib import Path; from blackbox.buffer import Buffer; "
+            f"b = Buffer(Path({str(tmp_path / 'b.sqlite')!r})); "
+            "print(b.migrated, sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[] []"  # made at the head revision, by plain SQL
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_REVISION,)]
     assert Buffer(tmp_path / "b.sqlite").migrated == []
 
 
-def test_the_revisions_make_the_schema_of_schema_py(tmp_path: Path) -> None:
+def test_a_new_file_gets_the_schema_the_revisions_and_schema_py_make(tmp_path: Path) -> None:
     Buffer(tmp_path / "new.sqlite").close()
+    assert upgrade.upgrade(tmp_path / "revisions.sqlite", "FULL", None) == ["0001", "0002", "0003", "0004", "0005"]
     engine = create_engine(f"sqlite:///{tmp_path / 'tables.sqlite'}")
     metadata.create_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql(READINGS_VIEW)
     engine.dispose()
+    made = schema_of(tmp_path / "new.sqlite")
+    assert made == schema_of(tmp_path / "revisions.sqlite")
     assert schema_of(tmp_path / "new.sqlite", skip="alembic_version") == schema_of(tmp_path / "tables.sqlite")
+
+
+def test_the_generated_head_schema_is_what_the_revisions_make() -> None:
+    generated = Path(head_schema.__file__).read_text()
+    assert generated == upgrade.head_schema_source(), (
+        "blackbox/buffer/head_schema.py is out of date: regenerate it as head_schema_source() says")
 
 
 def test_schema_revision_is_the_head_of_the_revisions() -> None:
@@ -132,8 +144,7 @@ def test_an_interrupted_creation_without_data_is_created_afresh(tmp_path: Path) 
         db.executescript(SCHEMA_V1)
     buf = Buffer(path)
     assert buf.commit([Sample("t", 1.0)], [], Context()).readings[0].seq == 1
-    with buf.engine.connect() as conn:
-        cols = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(sealed_batches)")}
+    cols = {row[1] for row in buf.db.execute("PRAGMA table_info(sealed_batches)")}
     assert "dropped_at_us" in cols
 
 

@@ -56,8 +56,8 @@ def test_pruning_removes_only_delivered_records_and_keeps_the_chain_tip(tmp_path
 def test_retention_prunes_only_what_was_delivered_before_the_cutoff(tmp_path: Path) -> None:
     buf = filled(tmp_path)
     buf.mark_delivered(1, f"{1:064x}")
-    with buf.engine.begin() as conn:  # delivered long ago
-        conn.exec_driver_sql("UPDATE sealed_batches SET delivered_at_us = 5 WHERE batch_seq = 1")
+    with buf.transaction() as cur:  # delivered long ago
+        cur.execute("UPDATE sealed_batches SET delivered_at_us = 5 WHERE batch_seq = 1")
     buf.mark_delivered(2, f"{2:064x}")
     assert buf.prune_delivered(delivered_before_us=10) == 10
     assert seqs(buf)[0] == 11

@@ -11,7 +11,8 @@ Space: delivered data is pruned first (:meth:`Buffer.prune_delivered`); only whe
 enough is the oldest *undelivered* data dropped (:meth:`Buffer.drop_undelivered`), and the drop
 records a ``buffer.gap`` event in the same transaction, so no record disappears unaccounted for.
 
-The class is synchronous and not thread-safe; the agent calls it from one dedicated thread.
+The class is synchronous and not thread-safe; the agent calls it from one dedicated thread. It
+speaks plain SQL through the standard library's ``sqlite3`` (:mod:`blackbox.buffer.database`).
 """
 
 from __future__ import annotations
@@ -26,23 +27,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, NamedTuple, Protocol, TypeVar, TypeVarTuple
 
 import orjson
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
 
+from blackbox.buffer.database import PAGE_SIZE, Synchronous, connect, transaction
 from blackbox.buffer.migrate import BufferVersionError, prepare
-from blackbox.buffer.schema import (
-    PAGE_SIZE,
-    Synchronous,
-    events,
-    meta,
-    open_engine,
-    reading_blocks,
-    receipts,
-    rule_state,
-    sealed,
-)
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample, StateRows, Value, now_us
 from blackbox.seal.records import reading_columns_pass
@@ -157,17 +147,21 @@ class Buffer:
         self.quota_bytes = quota_bytes
         """The quota in force: the configured one, or the file's size while the disk is full."""
         self.configured_quota_bytes = quota_bytes
-        self.engine = open_engine(path, synchronous, lambda: self.quota_bytes)
+        self.synchronous = synchronous
+        self.db = connect(path, synchronous, quota_bytes)
         try:
-            self.migrated = prepare(self.engine, path)
+            self.migrated = prepare(self.db, path, synchronous, quota_bytes)
         except BufferVersionError as exc:
-            self.engine.dispose()
+            self.db.close()
             raise BufferError(str(exc)) from None
-        with self.engine.connect() as conn:
-            self._next_seq = self._max_seq(conn) + 1
+        self._next_seq = self._max_seq(self.db.cursor()) + 1
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        """A cursor in one transaction of the buffer: committed at the end of the block, rolled back if it raises."""
+        return transaction(self.db)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -188,17 +182,16 @@ class Buffer:
         ts = now_us() if ts_us is None else ts_us
         columns = SampleColumns.of(samples)
         try:
-            with self.engine.begin() as conn:
-                made, seq, used = self._insert(conn, self._next_seq, columns, drafts, context, ts, state, rule_rows)
+            with self.transaction() as cur:
+                made, seq, used = self._insert(cur, self._next_seq, columns, drafts, context, ts, state, rule_rows)
         except Exception as exc:
             raise self._write_error(exc) from exc
         self._next_seq = seq
         return Committed(made.readings, made.events, used)
 
-    def _insert(self, conn: Connection, seq: int, samples: SampleColumns, drafts: Sequence[EventDraft],
+    def _insert(self, cur: sqlite3.Cursor, seq: int, samples: SampleColumns, drafts: Sequence[EventDraft],
                 context: Context, ts: int, state: dict[str, Any] | None,
                 rule_rows: StateRows | None = None) -> tuple[Committed, int, int]:
-        """Insert through the DBAPI cursor: SQLAlchemy Core's executemany costs twice as much here."""
         dumps = orjson.dumps
         event_rows: list[tuple[Any, ...]] = []
         made_events: list[Event] = []
@@ -209,36 +202,30 @@ class Buffer:
             event_rows.append((seq, ev.ts_us, ev.type, ev.subject, dumps(ev.data).decode(), ev.batch, ev.phase))
             seq += 1
         block = ReadingBlock(seq, ts, context.batch, context.phase, samples)
-        cur = conn.connection.cursor()
-        try:
-            if event_rows:
-                cur.executemany(_INSERT_EVENT, event_rows)
-            if samples:
-                cur.execute(_INSERT_BLOCK, (seq, block.last_seq, ts, block.batch, block.phase,
-                                            *_block_json(samples.tags, samples.values, samples.qualities,
-                                                         samples.reasons, samples.source_ts_us)))
-            if state is not None:
-                cur.execute(_PUT_META, ("agent_state", dumps(state).decode()))
-            if rule_rows is not None:
-                put_state_rows(cur, rule_rows)
-            used = _used_bytes(cur)
-        finally:
-            cur.close()
+        if event_rows:
+            cur.executemany(_INSERT_EVENT, event_rows)
+        if samples:
+            cur.execute(_INSERT_BLOCK, (seq, block.last_seq, ts, block.batch, block.phase,
+                                        *_block_json(samples.tags, samples.values, samples.qualities,
+                                                     samples.reasons, samples.source_ts_us)))
+        if state is not None:
+            cur.execute(_PUT_META, ("agent_state", dumps(state).decode()))
+        if rule_rows is not None:
+            put_state_rows(cur, rule_rows)
+        used = _used_bytes(cur)
         return Committed(block, made_events), seq + len(samples), used
 
     def _write_error(self, exc: Exception) -> BufferError:
-        orig = getattr(exc, "orig", None) or exc
-        if isinstance(orig, sqlite3.Error) and (getattr(orig, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
-            return BufferFull(self._full_reason(), str(orig))
-        return BufferError(f"cannot write the buffer {self.path}: {type(orig).__name__}: {orig}")
+        if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+            return BufferFull(self._full_reason(), str(exc))
+        return BufferError(f"cannot write the buffer {self.path}: {type(exc).__name__}: {exc}")
 
     def _full_reason(self) -> str:
         if self.quota_bytes is None or self.size_held:
             return "disk full"
         try:
-            with self.engine.connect() as conn:
-                pages = conn.exec_driver_sql("PRAGMA page_count").scalar() or 0
-                limit = conn.exec_driver_sql("PRAGMA max_page_count").scalar() or 0
+            pages = self._one("PRAGMA page_count") or 0
+            limit = self._one("PRAGMA max_page_count") or 0
         except Exception:  # the disk may be too full to even look; that is the answer then
             return "disk full"
         return "quota" if pages >= limit - 8 else "disk full"  # a few pages' slack: one insert grows several
@@ -246,12 +233,7 @@ class Buffer:
     # -- space -------------------------------------------------------------------------------
 
     def usage(self) -> Usage:
-        with self.engine.connect() as conn:
-            cur = conn.connection.cursor()
-            try:
-                used = _used_bytes(cur)
-            finally:
-                cur.close()
+        used = _used_bytes(self.db.cursor())
         size = 0
         for suffix in ("", "-wal"):
             with contextlib.suppress(FileNotFoundError):
@@ -305,9 +287,8 @@ class Buffer:
         agent's quota handling keeps free pages inside it, so writes never again need more disk.
         Returns the quota now in force.
         """
-        with self.engine.connect() as conn:
-            pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar() or 0)
-            size = int(conn.exec_driver_sql("PRAGMA page_size").scalar() or PAGE_SIZE)
+        pages = int(self._one("PRAGMA page_count") or 0)
+        size = int(self._one("PRAGMA page_size") or PAGE_SIZE)
         held = pages * size
         if self.configured_quota_bytes is not None:
             held = min(held, self.configured_quota_bytes)
@@ -327,8 +308,11 @@ class Buffer:
         return st.f_bavail * st.f_frsize
 
     def _set_quota(self, quota_bytes: int | None) -> None:
+        """A new connection with the quota: SQLite's ``max_page_count`` has no value for "no limit" to set back."""
+        fresh = connect(self.path, self.synchronous, quota_bytes)
+        self.db.close()
+        self.db = fresh
         self.quota_bytes = quota_bytes
-        self.engine.dispose()  # pooled connections carry the old max_page_count; new ones read it afresh
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it, giving its disk space back.
@@ -336,8 +320,7 @@ class Buffer:
         Raises :class:`BufferFull` if the database file cannot take the pages.
         """
         try:
-            with self.engine.connect() as conn:
-                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)").one()
+            busy, _log, _done = self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         except Exception as exc:
             raise self._write_error(exc) from exc
         if busy:
@@ -350,25 +333,23 @@ class Buffer:
         all delivered ones otherwise (the quota needs the room). The newest sealed batch is kept
         whatever its state: the next batch's hash chain starts from it. Returns records deleted.
         """
-        with self.engine.begin() as conn:
-            prefix = self._delivered_prefix(conn)
+        with self.transaction() as cur:
+            prefix = self._delivered_prefix(cur)
             n = 0
             if delivered_before_us is None:
-                n += self._delete_delivered_beyond(conn, prefix)
-            b = sealed.c
-            done = or_(b.delivered_at_us.is_not(None), b.dropped_at_us.is_not(None))
-            cond = [b.last_seq <= prefix]
-            if delivered_before_us is not None:
-                cond.append(or_(b.delivered_at_us < delivered_before_us, b.dropped_at_us.is_not(None)))
-            upto = conn.execute(select(func.max(b.last_seq)).where(*cond)).scalar()
+                n += self._delete_delivered_beyond(cur, prefix)
+                upto = _scalar(cur, "SELECT max(last_seq) FROM sealed_batches WHERE last_seq <= ?", prefix)
+            else:
+                upto = _scalar(cur, "SELECT max(last_seq) FROM sealed_batches WHERE last_seq <= ? AND "
+                               "(delivered_at_us < ? OR dropped_at_us IS NOT NULL)", prefix, delivered_before_us)
             if upto is None:
                 return n
-            first = self._min_row_seq(conn, 0)
+            first = self._min_row_seq(cur, 0)
             if first is not None and first <= upto:
                 upto = min(upto, first + max_records - 1)
-                n += self._delete_rows(conn, first, upto)
-            newest = conn.execute(select(func.max(b.batch_seq))).scalar()
-            conn.execute(delete(sealed).where(b.last_seq <= upto, done, b.batch_seq != newest))
+                n += self._delete_rows(cur, first, upto)
+            cur.execute(f"DELETE FROM sealed_batches WHERE last_seq <= ? AND NOT ({_PENDING}) "
+                        "AND batch_seq != (SELECT max(batch_seq) FROM sealed_batches)", (upto,))
         return n
 
     def drop_undelivered(self, fraction: float, reason: str, context: Context, ts_us: int,
@@ -387,34 +368,32 @@ class Buffer:
         Returns ``None`` if nothing undelivered is left to drop.
         """
         try:
-            with self.engine.begin() as conn:
-                prefix = self._delivered_prefix(conn)
-                self._delete_delivered_beyond(conn, prefix)
-                lo = self._min_row_seq(conn, prefix)
+            with self.transaction() as cur:
+                prefix = self._delivered_prefix(cur)
+                self._delete_delivered_beyond(cur, prefix)
+                lo = self._min_row_seq(cur, prefix)
                 last = self._next_seq - 1
                 if lo is None:
                     return None
                 upto = min(last, lo + max(1, math.ceil((last - lo + 1) * fraction)) - 1)
-                b = sealed.c
-                pending = and_(b.delivered_at_us.is_(None), b.dropped_at_us.is_(None))
-                cut = conn.execute(select(func.max(b.last_seq)).where(pending, b.first_seq <= upto)).scalar()
+                cut = _scalar(cur, f"SELECT max(last_seq) FROM sealed_batches WHERE {_PENDING} AND first_seq <= ?",
+                              upto)
                 upto = max(upto, cut or 0)
-                n_r, r_from, r_to = self._reading_span(conn, lo, upto)
-                n_e, e_from, e_to = conn.execute(select(func.count(), func.min(events.c.ts_us),
-                                                        func.max(events.c.ts_us))
-                                                 .where(events.c.seq.between(lo, upto))).one()
-                carried = self._carried(conn, lo, upto, carry_alarms)
+                n_r, r_from, r_to = self._reading_span(cur, lo, upto)
+                n_e, e_from, e_to = cur.execute("SELECT count(*), min(ts_us), max(ts_us) FROM events "
+                                                "WHERE seq BETWEEN ? AND ?", (lo, upto)).fetchone()
+                carried = self._carried(cur, lo, upto, carry_alarms)
                 n_e -= len(carried)
-                self._delete_rows(conn, lo, upto)
-                n_b = conn.execute(update(sealed).where(pending, b.last_seq <= upto)
-                                   .values(wire=b"", dropped_at_us=ts_us)).rowcount
+                self._delete_rows(cur, lo, upto)
+                n_b = cur.execute(f"UPDATE sealed_batches SET wire = ?, dropped_at_us = ? WHERE {_PENDING} "
+                                  "AND last_seq <= ?", (b"", ts_us, upto)).rowcount
                 froms = [t for t in (r_from, e_from) if t is not None]
                 tos = [t for t in (r_to, e_to) if t is not None]
                 dropped = Dropped(lo, upto, min(froms, default=None), max(tos, default=None), n_r, n_e, n_b)
                 gap = EventDraft("buffer.gap", "buffer", {
                     "first_seq": dropped.first_seq, "last_seq": dropped.last_seq, "from_us": dropped.from_us,
                     "to_us": dropped.to_us, "reason": reason, "readings": n_r, "events": n_e, "batches": n_b})
-                made, seq, used = self._insert(conn, self._next_seq, SampleColumns.of(()), [*carried, gap, *extra],
+                made, seq, used = self._insert(cur, self._next_seq, SampleColumns.of(()), [*carried, gap, *extra],
                                                context, ts_us, state, rule_rows)
         except Exception as exc:
             raise self._write_error(exc) from exc
@@ -443,12 +422,12 @@ class Buffer:
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
-        with self.engine.connect() as conn:  # plain SQL: it runs for every batch (see `undelivered`)
+        with self.transaction() as cur:  # one snapshot of both tables
             event_rows = [[seq, kind, subject, orjson.loads(data), ts, batch, phase]
-                          for seq, kind, subject, data, ts, batch, phase in conn.exec_driver_sql(
+                          for seq, kind, subject, data, ts, batch, phase in cur.execute(
                               "SELECT seq, type, subject, data, ts_us, batch, phase FROM events WHERE seq > ? "
                               "ORDER BY seq LIMIT ?", (after, limit))]
-            spans = self._spans(conn, after + 1, None, limit)
+            spans = self._spans(cur, after + 1, None, limit)
         n_r = sum(sp.hi - sp.lo + 1 for sp in spans)
         if n_r + len(event_rows) > limit:  # keep the `limit` lowest seqs of the two
             e_seqs = [row[0] for row in event_rows]
@@ -465,36 +444,28 @@ class Buffer:
         return Unsealed(reading_rows, event_rows, checked)
 
     def last_sealed(self) -> StoredBatch | None:
-        with self.engine.connect() as conn:
-            row = conn.exec_driver_sql(f"{_SELECT_BATCH} ORDER BY batch_seq DESC LIMIT 1").first()
+        row = self.db.execute(f"{_SELECT_BATCH} ORDER BY batch_seq DESC LIMIT 1").fetchone()
         return _row_to_batch(row) if row else None
 
     def add_sealed(self, batch_seq: int, first_seq: int, last_seq: int, hash_: str, wire: bytes) -> None:
         try:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("INSERT INTO sealed_batches (batch_seq, first_seq, last_seq, hash, wire, "
-                                     "sealed_at_us) VALUES (?, ?, ?, ?, ?, ?)",
-                                     (batch_seq, first_seq, last_seq, hash_, wire, now_us()))
+            self.db.execute("INSERT INTO sealed_batches (batch_seq, first_seq, last_seq, hash, wire, sealed_at_us) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (batch_seq, first_seq, last_seq, hash_, wire, now_us()))
         except Exception as exc:
             raise self._write_error(exc) from exc
 
     # -- delivery ----------------------------------------------------------------------------
 
-    # The forwarder asks these several times per batch: plain SQL, because building SQLAlchemy
-    # statements costs more agent CPU than running them.
-
     def undelivered(self, after_batch_seq: int, limit: int) -> list[StoredBatch]:
         """Sealed batches not yet acknowledged by the store (nor dropped), oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"{_SELECT_BATCH} WHERE {_PENDING} AND batch_seq > ? ORDER BY batch_seq "
-                                        "LIMIT ?", (after_batch_seq, limit)).all()
+        rows = self.db.execute(f"{_SELECT_BATCH} WHERE {_PENDING} AND batch_seq > ? ORDER BY batch_seq LIMIT ?",
+                               (after_batch_seq, limit)).fetchall()
         return [_row_to_batch(r) for r in rows]
 
     def first_undelivered(self) -> tuple[int, int] | None:
         """``(batch_seq, first_seq)`` of the oldest batch the store has not acknowledged (nor dropped)."""
-        with self.engine.connect() as conn:
-            row = conn.exec_driver_sql(f"SELECT batch_seq, first_seq FROM sealed_batches WHERE {_PENDING} "
-                                       "ORDER BY batch_seq LIMIT 1").first()
+        row = self.db.execute(f"SELECT batch_seq, first_seq FROM sealed_batches WHERE {_PENDING} "
+                              "ORDER BY batch_seq LIMIT 1").fetchone()
         return (row[0], row[1]) if row else None
 
     def mark_delivered(self, batch_seq: int, hash_: str, receipt: dict[str, Any] | None = None) -> bool:
@@ -502,42 +473,38 @@ class Buffer:
 
         ``receipt``: the verified receipt's ``receipts`` columns, kept in the same transaction.
         """
-        with self.engine.begin() as conn:
-            res = conn.exec_driver_sql(f"UPDATE sealed_batches SET delivered_at_us = ? "
-                                       f"WHERE batch_seq = ? AND hash = ? AND {_PENDING}", (now_us(), batch_seq, hash_))
-            if res.rowcount == 1 and receipt is not None:
-                conn.execute(receipts.insert().values(batch_seq=batch_seq, hash=hash_, accepted_at_us=now_us(),
-                                                      **receipt))
-        return res.rowcount == 1
+        with self.transaction() as cur:
+            marked = cur.execute(f"UPDATE sealed_batches SET delivered_at_us = ? WHERE batch_seq = ? AND hash = ? "
+                                 f"AND {_PENDING}", (now_us(), batch_seq, hash_)).rowcount == 1
+            if marked and receipt is not None:
+                row = {**receipt, "batch_seq": batch_seq, "hash": hash_, "accepted_at_us": now_us()}
+                if row.keys() != set(RECEIPT_COLUMNS):
+                    raise ValueError(f"a receipt row has the columns {', '.join(RECEIPT_COLUMNS)}, "
+                                     f"not {', '.join(sorted(row))}")
+                cur.execute(_INSERT_RECEIPT, [row[c] for c in RECEIPT_COLUMNS])
+        return marked
 
     def sealed_batch(self, batch_seq: int) -> StoredBatch | None:
         """The sealed batch ``batch_seq``, or ``None`` if it was never sealed."""
-        with self.engine.connect() as conn:
-            row = conn.exec_driver_sql(f"{_SELECT_BATCH} WHERE batch_seq = ?", (batch_seq,)).first()
+        row = self.db.execute(f"{_SELECT_BATCH} WHERE batch_seq = ?", (batch_seq,)).fetchone()
         return _row_to_batch(row) if row else None
 
     def receipts(self, after_batch_seq: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """The store's receipts this gateway accepted, by batch, oldest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(receipts).where(receipts.c.batch_seq > after_batch_seq)
-                                .order_by(receipts.c.batch_seq).limit(limit)).mappings().all()
-        return [dict(r) for r in rows]
+        rows = self.db.execute(f"SELECT {', '.join(RECEIPT_COLUMNS)} FROM receipts WHERE batch_seq > ? "
+                               "ORDER BY batch_seq LIMIT ?", (after_batch_seq, limit))
+        return [dict(zip(RECEIPT_COLUMNS, r, strict=True)) for r in rows]
 
     def meta_value(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            value: str | None = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+        value: str | None = self._one("SELECT value FROM meta WHERE key = ?", key)
         return value
 
     def set_meta_value(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(_PUT_META, (key, value))
+        self.db.execute(_PUT_META, (key, value))
 
     def pending_counts(self) -> tuple[int, int]:
         """(undelivered batches, last sequence number committed)."""
-        with self.engine.connect() as conn:
-            n = conn.execute(select(func.count()).where(sealed.c.delivered_at_us.is_(None),
-                                                        sealed.c.dropped_at_us.is_(None))).scalar() or 0
-        return n, self._next_seq - 1
+        return self._one(f"SELECT count(*) FROM sealed_batches WHERE {_PENDING}"), self._next_seq - 1
 
     def backlog(self) -> Backlog:
         """Depth of what the store has not acknowledged, by index lookups only (cheap at any size).
@@ -546,18 +513,17 @@ class Buffer:
         advances from the oldest and drops remove the oldest.
         """
         last = self._next_seq - 1
-        with self.engine.connect() as conn:
-            prefix = self._delivered_prefix(conn)
-            lo = self._min_row_seq(conn, prefix)
+        with self.transaction() as cur:
+            prefix = self._delivered_prefix(cur)
+            lo = self._min_row_seq(cur, prefix)
             oldest = None
             if lo is not None:
-                held = self._block_at(conn, lo)
+                held = self._block_at(cur, lo)
                 oldest = None if held is None else held.ts_us
                 if oldest is None:
-                    oldest = conn.execute(select(events.c.ts_us).where(events.c.seq == lo)).scalar()
-            pending = conn.execute(select(func.count()).where(sealed.c.delivered_at_us.is_(None),
-                                                              sealed.c.dropped_at_us.is_(None))).scalar() or 0
-            sealed_upto = conn.execute(select(func.max(sealed.c.last_seq))).scalar() or 0
+                    oldest = _scalar(cur, "SELECT ts_us FROM events WHERE seq = ?", lo)
+            pending = _scalar(cur, f"SELECT count(*) FROM sealed_batches WHERE {_PENDING}")
+            sealed_upto = _scalar(cur, "SELECT max(last_seq) FROM sealed_batches") or 0
         return Backlog(last_seq=last, undelivered_records=0 if lo is None else last - lo + 1,
                        oldest_undelivered_ts_us=oldest, unsealed_records=last - sealed_upto, pending_batches=pending)
 
@@ -568,9 +534,9 @@ class Buffer:
 
         The rules' rows are under ``"rules"`` (row key -> row), when there are any.
         """
-        with self.engine.connect() as conn:
-            raw = conn.execute(select(meta.c.value).where(meta.c.key == "agent_state")).scalar()
-            rows = conn.execute(select(rule_state.c.key, rule_state.c.state)).all()
+        with self.transaction() as cur:
+            raw = _scalar(cur, "SELECT value FROM meta WHERE key = 'agent_state'")
+            rows = cur.execute("SELECT key, state FROM rule_state").fetchall()
         state: dict[str, Any] = orjson.loads(raw) if raw else {}
         if rows:
             state["rules"] = {key: orjson.loads(text) for key, text in rows}
@@ -583,108 +549,105 @@ class Buffer:
     # -- reading back (status, tests) --------------------------------------------------------
 
     def readings_between(self, first_seq: int, last_seq: int) -> list[Reading]:
-        with self.engine.connect() as conn:
-            spans = self._spans(conn, first_seq, last_seq)
+        with self.transaction() as cur:
+            spans = self._spans(cur, first_seq, last_seq)
         return [r for sp in spans for r in sp.readings()]
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _one(self, sql: str, *params: Any) -> Any:
+        """The first column of the first row of ``sql`` on its own, ``None`` without one."""
+        return _scalar(self.db.cursor(), sql, *params)
+
     @staticmethod
-    def _max_seq(conn: Connection) -> int:
-        b = reading_blocks.c
+    def _max_seq(cur: sqlite3.Cursor) -> int:
         candidates = [
-            conn.execute(select(b.last_seq).order_by(b.first_seq.desc()).limit(1)).scalar(),
-            conn.execute(select(func.max(events.c.seq))).scalar(),
-            conn.execute(select(func.max(sealed.c.last_seq))).scalar(),
+            _scalar(cur, "SELECT last_seq FROM reading_blocks ORDER BY first_seq DESC LIMIT 1"),
+            _scalar(cur, "SELECT max(seq) FROM events"),
+            _scalar(cur, "SELECT max(last_seq) FROM sealed_batches"),
         ]
         return max((c for c in candidates if c is not None), default=0)
 
     @staticmethod
-    def _delivered_prefix(conn: Connection) -> int:
+    def _delivered_prefix(cur: sqlite3.Cursor) -> int:
         """Highest seq such that every record up to it was delivered (or dropped, and recorded so)."""
-        b = sealed.c
-        first_pending = conn.execute(select(func.min(b.first_seq)).where(
-            b.delivered_at_us.is_(None), b.dropped_at_us.is_(None))).scalar()
+        first_pending = _scalar(cur, f"SELECT min(first_seq) FROM sealed_batches WHERE {_PENDING}")
         if first_pending is not None:
             return int(first_pending) - 1
-        return int(conn.execute(select(func.max(b.last_seq))).scalar() or 0)
+        return int(_scalar(cur, "SELECT max(last_seq) FROM sealed_batches") or 0)
 
     @staticmethod
-    def _delete_delivered_beyond(conn: Connection, prefix: int) -> int:
+    def _delete_delivered_beyond(cur: sqlite3.Cursor, prefix: int) -> int:
         """Rows of batches acknowledged out of order (beyond the delivered prefix)."""
         n = 0
-        ranges = conn.execute(select(sealed.c.first_seq, sealed.c.last_seq).where(
-            sealed.c.delivered_at_us.is_not(None), sealed.c.last_seq > prefix)).all()
+        ranges = cur.execute("SELECT first_seq, last_seq FROM sealed_batches WHERE delivered_at_us IS NOT NULL "
+                             "AND last_seq > ?", (prefix,)).fetchall()
         for first, last in ranges:
-            n += Buffer._delete_rows(conn, first, last)
+            n += Buffer._delete_rows(cur, first, last)
         return n
 
     @staticmethod
-    def _min_row_seq(conn: Connection, above: int) -> int | None:
-        if Buffer._block_at(conn, above + 1) is not None:
+    def _min_row_seq(cur: sqlite3.Cursor, above: int) -> int | None:
+        if Buffer._block_at(cur, above + 1) is not None:
             return above + 1
-        b = reading_blocks.c
-        found = [conn.execute(select(func.min(b.first_seq)).where(b.first_seq > above)).scalar(),
-                 conn.execute(select(func.min(events.c.seq)).where(events.c.seq > above)).scalar()]
+        found = [_scalar(cur, "SELECT min(first_seq) FROM reading_blocks WHERE first_seq > ?", above),
+                 _scalar(cur, "SELECT min(seq) FROM events WHERE seq > ?", above)]
         return min((f for f in found if f is not None), default=None)
 
     @staticmethod
-    def _block_at(conn: Connection, seq: int) -> Row[int, int, int] | None:
-        """``(first_seq, last_seq, ts_us)`` of the block holding reading ``seq``, if one does.
+    def _block_at(cur: sqlite3.Cursor, seq: int) -> _BlockBounds | None:
+        """The bounds of the block holding reading ``seq``, if one does.
 
         An index lookup: ``first_seq`` is the rowid and blocks never overlap.
         """
-        row = conn.exec_driver_sql("SELECT first_seq, last_seq, ts_us FROM reading_blocks WHERE first_seq <= ? "
-                                   "ORDER BY first_seq DESC LIMIT 1", (seq,)).first()
-        return row if row is not None and row.last_seq >= seq else None
+        row = cur.execute("SELECT first_seq, last_seq, ts_us FROM reading_blocks WHERE first_seq <= ? "
+                          "ORDER BY first_seq DESC LIMIT 1", (seq,)).fetchone()
+        return _BlockBounds(*row) if row is not None and row[1] >= seq else None
 
     @staticmethod
-    def _over(conn: Connection, first: int, last: int | None) -> tuple[str, tuple[int, ...]]:
+    def _over(cur: sqlite3.Cursor, first: int, last: int | None) -> tuple[str, tuple[int, ...]]:
         """SQL condition (and its parameters) on blocks holding any reading in ``first..last`` (``None``: no
         upper end), by the index."""
-        held = Buffer._block_at(conn, first)
+        held = Buffer._block_at(cur, first)
         start = first if held is None else held.first_seq
         if last is None:
             return "first_seq >= ? AND last_seq >= ?", (start, first)
         return "first_seq >= ? AND first_seq <= ? AND last_seq >= ?", (start, last, first)
 
     @staticmethod
-    def _spans(conn: Connection, first: int, last: int | None, limit: int | None = None) -> list[_Span]:
+    def _spans(cur: sqlite3.Cursor, first: int, last: int | None, limit: int | None = None) -> list[_Span]:
         """The stored readings in ``first..last`` as spans of blocks, in seq order; the first ``limit`` of them."""
-        where, params = Buffer._over(conn, first, last)
+        where, params = Buffer._over(cur, first, last)
         spans: list[_Span] = []
         n = 0
-        with conn.exec_driver_sql(f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE {where} ORDER BY first_seq",
-                                  params) as rows:
-            for row in rows:
-                lo, hi = max(row.first_seq, first), row.last_seq if last is None else min(row.last_seq, last)
-                if limit is not None:
-                    hi = min(hi, lo + limit - n - 1)
-                spans.append(_Span(row, lo, hi))
-                n += hi - lo + 1
-                if n == limit:
-                    break
+        for row in cur.execute(f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE {where} ORDER BY first_seq",
+                               params).fetchall():
+            block = _Block(*row)
+            lo, hi = max(block.first_seq, first), block.last_seq if last is None else min(block.last_seq, last)
+            if limit is not None:
+                hi = min(hi, lo + limit - n - 1)
+            spans.append(_Span(block, lo, hi))
+            n += hi - lo + 1
+            if n == limit:
+                break
         return spans
 
     @staticmethod
-    def _reading_span(conn: Connection, first: int, last: int) -> tuple[int, int | None, int | None]:
+    def _reading_span(cur: sqlite3.Cursor, first: int, last: int) -> tuple[int, int | None, int | None]:
         """(readings in ``first..last``, their earliest and latest ``ts_us``), from the blocks' bounds alone."""
-        where, params = Buffer._over(conn, first, last)
-        n, t_from, t_to = conn.exec_driver_sql(
+        where, params = Buffer._over(cur, first, last)
+        n, t_from, t_to = cur.execute(
             f"SELECT sum(min(last_seq, ?) - max(first_seq, ?) + 1), min(ts_us), max(ts_us) FROM reading_blocks "
-            f"WHERE {where}", (last, first, *params)).one()
+            f"WHERE {where}", (last, first, *params)).fetchone()
         return int(n or 0), t_from, t_to
 
     @staticmethod
-    def _carried(conn: Connection, lo: int, upto: int, carry_alarms: frozenset[str]) -> list[EventDraft]:
+    def _carried(cur: sqlite3.Cursor, lo: int, upto: int, carry_alarms: frozenset[str]) -> list[EventDraft]:
         """Events in ``lo..upto`` that must outlive the drop, as drafts to record again."""
-        kind_ = events.c.type
-        rows = conn.execute(select(events.c.seq, kind_, events.c.subject, events.c.data, events.c.ts_us,
-                                   events.c.batch, events.c.phase)
-                            .where(events.c.seq.between(lo, upto),
-                                   or_(kind_.in_(["buffer.gap", "alarm.raised"]),
-                                       *(kind_.startswith(prefix) for prefix in CONTEXT_EVENT_PREFIXES)))
-                            .order_by(events.c.seq)).all()
+        kinds = " OR ".join(["type IN ('buffer.gap', 'alarm.raised')",
+                             *(f"type GLOB '{prefix}*'" for prefix in CONTEXT_EVENT_PREFIXES)])
+        rows = cur.execute(f"SELECT seq, type, subject, data, ts_us, batch, phase FROM events "
+                           f"WHERE seq BETWEEN ? AND ? AND ({kinds}) ORDER BY seq", (lo, upto)).fetchall()
         out = []
         for seq, kind, subject, raw, ts_us, batch, phase in rows:
             data = orjson.loads(raw)
@@ -695,27 +658,34 @@ class Buffer:
         return out
 
     @staticmethod
-    def _delete_rows(conn: Connection, first: int, last: int) -> int:
+    def _delete_rows(cur: sqlite3.Cursor, first: int, last: int) -> int:
         """Delete the records ``first..last``; return how many there were.
 
         A block reaching out of the range (a sealed batch or a prune can end inside a block) is
         rewritten as its part, or two parts, outside the range.
         """
-        b = reading_blocks.c
         n = 0
-        reaching_out = {held.first_seq for held in (Buffer._block_at(conn, first), Buffer._block_at(conn, last))
+        reaching_out = {held.first_seq for held in (Buffer._block_at(cur, first), Buffer._block_at(cur, last))
                         if held is not None and (held.first_seq < first or held.last_seq > last)}
         for first_seq in reaching_out:
-            row = conn.execute(select(reading_blocks).where(b.first_seq == first_seq)).one()
-            conn.execute(delete(reading_blocks).where(b.first_seq == first_seq))
-            for lo, hi in ((row.first_seq, first - 1), (last + 1, row.last_seq)):
+            block = _Block(*cur.execute(f"SELECT {_BLOCK_COLUMNS} FROM reading_blocks WHERE first_seq = ?",
+                                        (first_seq,)).fetchone())
+            cur.execute("DELETE FROM reading_blocks WHERE first_seq = ?", (first_seq,))
+            for lo, hi in ((block.first_seq, first - 1), (last + 1, block.last_seq)):
                 if lo <= hi:
-                    conn.execute(insert(reading_blocks).values(_Span(row, lo, hi).stored()))
-            n += min(row.last_seq, last) - max(row.first_seq, first) + 1
-        inside = b.first_seq.between(first, last)  # the rest lie wholly inside
-        n += int(conn.execute(select(func.sum(b.last_seq - b.first_seq + 1)).where(inside)).scalar() or 0)
-        conn.execute(delete(reading_blocks).where(inside))
-        return n + conn.execute(delete(events).where(events.c.seq.between(first, last))).rowcount
+                    cur.execute(_INSERT_BLOCK, _Span(block, lo, hi).stored())
+            n += min(block.last_seq, last) - max(block.first_seq, first) + 1
+        # the rest lie wholly inside
+        n += int(_scalar(cur, "SELECT sum(last_seq - first_seq + 1) FROM reading_blocks "
+                              "WHERE first_seq BETWEEN ? AND ?", first, last) or 0)
+        cur.execute("DELETE FROM reading_blocks WHERE first_seq BETWEEN ? AND ?", (first, last))
+        return n + cur.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, last)).rowcount
+
+
+def _scalar(cur: sqlite3.Cursor, sql: str, *params: Any) -> Any:
+    """The first column of the first row of ``sql``, ``None`` without one."""
+    row = cur.execute(sql, params).fetchone()
+    return None if row is None else row[0]
 
 
 def put_state_rows(cur: Any, rule_rows: StateRows) -> None:
@@ -765,6 +735,27 @@ def _block_json(tags: Sequence[str], values: Sequence[Value], qualities: Sequenc
             None if sources is None or sources.count(None) == n else _dump(sources))
 
 
+class _Block(NamedTuple):
+    """A row of ``reading_blocks``."""
+
+    first_seq: int
+    last_seq: int
+    ts_us: int
+    batch: str | None
+    phase: str | None
+    tags: str
+    vals: str
+    qualities: str | None
+    reasons: str | None
+    source_ts_us: str | None
+
+
+class _BlockBounds(NamedTuple):
+    first_seq: int
+    last_seq: int
+    ts_us: int
+
+
 _Columns = tuple[list[Any], list[Any], list[Any] | None, list[Any] | None, list[Any] | None]
 """Tags, values, qualities, reasons and source times of a span; ``None`` for a NULL (all default) column."""
 
@@ -773,7 +764,7 @@ _Columns = tuple[list[Any], list[Any], list[Any] | None, list[Any] | None, list[
 class _Span:
     """Readings ``lo..hi`` of a stored block (a row of ``reading_blocks``)."""
 
-    block: Row[Any]
+    block: _Block
     lo: int
     hi: int
 
@@ -819,13 +810,10 @@ class _Span:
                    repeat(None, n) if reasons is None else reasons, repeat(b.ts_us, n),
                    repeat(None, n) if sources is None else sources, repeat(b.batch, n), repeat(b.phase, n))
 
-    def stored(self) -> dict[str, Any]:
-        """Column values of a block of just these readings."""
+    def stored(self) -> tuple[Any, ...]:
+        """Column values of a block of just these readings (the parameters of ``_INSERT_BLOCK``)."""
         b = self.block
-        tags, vals, qualities, reasons, sources = self.columns()
-        names = ("tags", "vals", "qualities", "reasons", "source_ts_us")
-        return {"first_seq": self.lo, "last_seq": self.hi, "ts_us": b.ts_us, "batch": b.batch, "phase": b.phase,
-                **dict(zip(names, _block_json(tags, vals, qualities, reasons, sources), strict=True))}
+        return (self.lo, self.hi, b.ts_us, b.batch, b.phase, *_block_json(*self.columns()))
 
 
 def _first(spans: list[_Span], n: int) -> list[_Span]:
@@ -839,9 +827,14 @@ def _first(spans: list[_Span], n: int) -> list[_Span]:
     return out
 
 
-_BLOCK_COLUMNS = ", ".join(c.name for c in reading_blocks.c)
+_BLOCK_COLUMNS = ", ".join(_Block._fields)
 _SELECT_BATCH = "SELECT batch_seq, first_seq, last_seq, hash, wire, delivered_at_us FROM sealed_batches"
 _PENDING = "delivered_at_us IS NULL AND dropped_at_us IS NULL"
+RECEIPT_COLUMNS = ("batch_seq", "hash", "status", "log_index", "tree_size", "received_at_us", "receipt",
+                   "checkpoint", "inclusion", "accepted_at_us")
+"""The ``receipts`` table's columns, in the order :meth:`Buffer.receipts` gives them."""
+_INSERT_RECEIPT = (f"INSERT INTO receipts ({', '.join(RECEIPT_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' * len(RECEIPT_COLUMNS))})")
 
 
 def _row_to_batch(r: Any) -> StoredBatch:

@@ -1,15 +1,16 @@
-"""SQLite schema of the local buffer and the engine that opens it with the right pragmas.
+"""SQLite schema of the local buffer, for its Alembic revisions, and the engine they run on.
 
-The tables below are the *current* schema (:data:`SCHEMA_REVISION`). Buffers, new ones included,
-are made and brought up to date by the Alembic revisions in ``blackbox/buffer/migrations/versions``
-(:mod:`blackbox.buffer.migrate`); change a table here only together with a new revision there.
+The tables below are the *current* schema (:data:`~blackbox.buffer.migrate.SCHEMA_REVISION`).
+Buffers, new ones included, are made and brought up to date by the Alembic revisions in
+``blackbox/buffer/migrations/versions`` (:mod:`blackbox.buffer.migrate`); change a table here only
+together with a new revision there. The agent itself reads and writes the buffer without
+SQLAlchemy (:mod:`blackbox.buffer.database`): this module is imported only to upgrade a buffer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,17 +26,7 @@ from sqlalchemy import (
     event,
 )
 
-from blackbox.sqlite import BUFFER_BUSY_TIMEOUT_MS, apply_writer_pragmas
-
-SCHEMA_REVISION = "0005"
-"""The head of the buffer's Alembic revisions: a buffer at it opens without importing Alembic."""
-
-PAGE_SIZE = 4096
-JOURNAL_SIZE_LIMIT = 8 << 20
-"""Bytes of WAL file kept after a checkpoint. The kept file is reused, so on a full disk the
-deletes that make room can still be logged."""
-
-Synchronous = Literal["FULL", "NORMAL"]
+from blackbox.buffer.database import apply_buffer_pragmas
 
 # Sequence keys are INTEGER PRIMARY KEY: in SQLite that is the 64-bit rowid itself, no extra index.
 metadata = MetaData()
@@ -144,30 +135,18 @@ meta = Table(
 )
 
 
-def open_engine(path: Path, synchronous: Synchronous = "FULL",
-                quota_bytes: Callable[[], int | None] = lambda: None) -> Engine:
-    """An engine on ``path`` in WAL mode; pragmas are set on every new connection.
+def open_engine(path: Path, synchronous: str, quota_bytes: int | None) -> Engine:
+    """An engine on ``path`` with the buffer's settings on every new connection, for its upgrade.
 
     SQLAlchemy auto-begins a transaction on any statement, PRAGMA included, so they must be set
-    in the connect hook (LIBRARY-NOTES) or they silently do nothing. ``quota_bytes()`` (asked
-    on each new connection, so that the quota can change) becomes ``max_page_count``: SQLite
-    itself then refuses to grow the file beyond the quota and reports it exactly like a full
-    disk (``SQLITE_FULL``), so both take the same path in the agent.
+    in the connect hook (LIBRARY-NOTES) or they silently do nothing.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # only takes effect on a new file
-        apply_writer_pragmas(cur, synchronous, BUFFER_BUSY_TIMEOUT_MS)
-        cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
-        quota = quota_bytes()
-        if quota is not None:
-            page_size = cur.execute("PRAGMA page_size").fetchone()[0]
-            # SQLite never sets it below the current size of the file
-            cur.execute(f"PRAGMA max_page_count={max(quota // page_size, 1)}")
+        apply_buffer_pragmas(cur, synchronous, quota_bytes)
         cur.close()
 
     return engine
