@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +81,13 @@ class Limits(_Model):
         return " ".join(f"{n} {fmt_num(v)}" for n, v in parts) or "none"
 
 
-class Excursion(_Model):
+# A plain dataclass, not a pydantic model: the report validates and serialises it as it does a model
+# (the same JSON and schema), but a report builds one per excursion, and a batch of a million readings
+# can have a hundred thousand of them: as models they took 0.23 s and about 120 MB of freshly
+# faulted-in memory, as slotted dataclasses 0.12 s and 15 MB. The trace computes every field itself,
+# so nothing is lost by not validating them one by one. (Its docstring is the published schema's text.)
+@dataclass(frozen=True, slots=True)
+class Excursion:
     """Consecutive readings outside the L..H band (or LL..HH where only those exist)."""
 
     level: Literal["HH", "H", "L", "LL"]
@@ -89,7 +96,7 @@ class Excursion(_Model):
     duration_s: float
     peak: float
     n_readings: int
-    returned: bool = Field(description="False if the tag was still outside its limits at its last reading")
+    returned: Annotated[bool, Field(description="False if the tag was still outside its limits at its last reading")]
 
 
 class ParameterStats(_Model):
