@@ -16,8 +16,8 @@ import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import ne
+from itertools import compress, repeat
+from operator import itemgetter, ne, sub
 from types import SimpleNamespace
 from typing import Any, Literal, NamedTuple
 
@@ -741,25 +741,29 @@ class _Stats:
                     runs: list[tuple[int, int, bool]], lo: float, hi: float) -> None:
         """Count and record the excursions of ``runs`` (``(first, end, high)``: readings ``first..end - 1``
         all above the band, or all below): what :meth:`_judge` makes of them one reading at a time.
-        ``lo`` and ``hi``: the least and greatest of ``vals``."""
+        ``lo`` and ``hi``: the least and greatest of ``vals``.
+
+        Only the first run can continue the excursion the chunk before ended in, and only the last can
+        reach the chunk's end and stay open: every run between is an excursion ended by the next
+        reading (inside the band, or on its other side), made in one tight loop.
+        """
         hh, ll = lim.hh, lim.ll
-        acc.n_outside += sum(end - first for first, end, _high in runs)
+        level: Level
+        acc.n_outside += sum(map(sub, map(_END, runs), map(_FIRST, runs)))
         # beyond HH (LL) is above (below) the band too: counted at C speed over all the readings
         acc.n_outside_hard += ((0 if hh is None or hi <= hh else sum(map(float(hh).__lt__, vals)))
                                + (0 if ll is None or lo >= ll else sum(map(float(ll).__gt__, vals))))
-        open_ex = self._open
-        if open_ex is not None and not (runs[0][0] == 0 and (open_ex.side == "high") == runs[0][2]):
-            _close(open_ex, times[0], returned=True)
-            open_ex = None
         n = len(vals)
-        for first, end, high in runs:
-            if high:
-                peak = max(vals[first:end])
-                level: Level = "HH" if hh is not None and peak > hh else "H"
-            else:
-                peak = min(vals[first:end])
-                level = "LL" if ll is not None and peak < ll else "L"
-            if open_ex is not None:  # the excursion the chunk before ended in goes on
+        todo = runs
+        open_ex = self._open
+        if open_ex is not None:
+            first, end, high = runs[0]
+            if first != 0 or (open_ex.side == "high") != high:  # it ended before this chunk's first run
+                _close(open_ex, times[0], returned=True)
+                open_ex = None
+            else:  # it goes on
+                todo = runs[1:]
+                peak, level = _peak(vals, first, end, high, hh, ll)
                 open_ex.n += end - first
                 open_ex.last_us = times[end - 1]
                 open_ex.peak = max(open_ex.peak, peak) if high else min(open_ex.peak, peak)
@@ -768,13 +772,23 @@ class _Stats:
                 if end < n:
                     _close(open_ex, times[end], returned=True)
                     open_ex = None
-            elif end < n:  # ended by the next reading: inside the band, or on its other side
-                acc.excursions.append(Excursion(level=level, start_us=times[first], end_us=times[end],
-                                                duration_s=(times[end] - times[first]) / 1e6, peak=peak,
-                                                n_readings=end - first, returned=True))
+        last = todo[-1] if todo and todo[-1][1] == n else None
+        if last is not None:
+            todo = todo[:-1]
+        made = acc.excursions
+        for first, end, high in todo:
+            if high:
+                peak = max(vals[first:end])
+                level = "HH" if hh is not None and peak > hh else "H"
             else:
-                open_ex = _Open(level, "high" if high else "low", times[first], times[end - 1], peak, end - first,
-                                acc)
+                peak = min(vals[first:end])
+                level = "LL" if ll is not None and peak < ll else "L"
+            start_us, end_us = times[first], times[end]
+            made.append(Excursion(level, start_us, end_us, (end_us - start_us) / 1e6, peak, end - first, True))
+        if last is not None:
+            first, end, high = last
+            peak, level = _peak(vals, first, end, high, hh, ll)
+            open_ex = _Open(level, "high" if high else "low", times[first], times[end - 1], peak, end - first, acc)
         self._open = open_ex
 
     def _judge_each(self, acc: _Acc, lim: Limits, vals: list[float], times: list[int], up: float,
@@ -874,15 +888,29 @@ def _outside_runs(vals: list[float], up: float | None, down: float | None) -> li
         outside = list(compress(range(len(vals)), map(compare, vals)))
         if not outside:
             continue
-        # a run starts wherever an index is not the one before plus one
+        # a run starts wherever an index is not the one before plus one, and ends before the next start
         starts = [0, *compress(range(1, len(outside)), map(ne, outside[1:], map(_NEXT, outside)))]
-        runs.extend((outside[a], outside[b - 1] + 1, high) for a, b in zip(starts, [*starts[1:], len(outside)],
-                                                                            strict=True))
+        ends = [*starts[1:], len(outside)]
+        runs.extend(zip(map(outside.__getitem__, starts),
+                        map(_NEXT, map(outside.__getitem__, map(_PREVIOUS, ends))), repeat(high)))
     runs.sort()
     return runs
 
 
 _NEXT = (1).__add__
+_PREVIOUS = (-1).__add__
+_FIRST = itemgetter(0)
+_END = itemgetter(1)
+
+
+def _peak(vals: list[float], first: int, end: int, high: bool, hh: float | None,
+          ll: float | None) -> tuple[float, Level]:
+    """The extreme of readings ``first..end - 1`` (all above the band if ``high``, else all below) and its level."""
+    if high:
+        peak = max(vals[first:end])
+        return peak, "HH" if hh is not None and peak > hh else "H"
+    peak = min(vals[first:end])
+    return peak, "LL" if ll is not None and peak < ll else "L"
 
 
 def _bounds(lim: Limits) -> tuple[float | None, float | None]:

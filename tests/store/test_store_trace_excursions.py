@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from store_synth import GATEWAY, SEC, SITE, T0, Gateway, config_data
 
@@ -72,8 +72,20 @@ reading = st.tuples(st.sampled_from([10.0, 25.0, 50.0, 75.0, 85.0, 30.0, 70.0, -
                     st.sampled_from(["stay"] * 6 + ["seal", "phase"]))
 
 
+BAND = {"ll": None, "l": 30.0, "h": 70.0, "hh": 80.0}
+
+
 @settings(max_examples=30, deadline=None)
 @given(lim=limits, plan=st.lists(reading, min_size=1, max_size=60))
+# an excursion that goes on across a phase change (the trace reads each phase's readings as chunks of
+# their own) and ends inside the next phase; one that spans a whole phase; one that turns to the other
+# side of the band right after the change
+@example(lim=BAND, plan=[(50.0, "good", "stay"), (75.0, "good", "phase"), (85.0, "good", "stay"),
+                         (50.0, "good", "stay"), (75.0, "good", "stay")])
+@example(lim=BAND, plan=[(75.0, "good", "phase"), (75.0, "good", "phase"), (85.0, "good", "stay"),
+                         (25.0, "good", "stay"), (50.0, "good", "stay")])
+@example(lim=BAND, plan=[(75.0, "good", "phase"), (25.0, "good", "stay"), (10.0, "good", "stay"),
+                         (50.0, "good", "stay")])
 def test_excursions_and_counts_are_those_of_every_reading_judged_in_turn(
         lim: dict[str, float | None], plan: list[tuple[float, str, str]]) -> None:
     gw = Gateway()
