@@ -64,11 +64,12 @@ def connect(path: Path, synchronous: str, quota_bytes: int | None) -> sqlite3.Co
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
-    """A cursor inside one transaction: committed when the block ends, rolled back if it raises."""
+def transaction(conn: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[sqlite3.Cursor]:
+    """A cursor inside one transaction opened by ``begin`` (``BEGIN IMMEDIATE`` takes the write lock at
+    once): committed when the block ends, rolled back if it raises."""
     cur = conn.cursor()
     try:
-        cur.execute("BEGIN")
+        cur.execute(begin)
         yield cur
         cur.execute("COMMIT")
     except BaseException:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from blackbox.buffer.database import transaction
 from blackbox.buffer.head_schema import SCHEMA_REVISION, STATEMENTS
 
 
@@ -38,23 +39,14 @@ def prepare(conn: sqlite3.Connection, path: Path, synchronous: str, quota_bytes:
 
 def _create_head(conn: sqlite3.Connection) -> bool:
     """Give an empty file the head revision's schema, in one transaction; ``False`` if it is not empty."""
-    cur = conn.cursor()
-    try:
-        cur.execute("BEGIN IMMEDIATE")  # a second agent on the same new file waits, then finds it made
+    # IMMEDIATE: a second agent on the same new file waits, then finds it made
+    with transaction(conn, "BEGIN IMMEDIATE") as cur:
         if cur.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            cur.execute("ROLLBACK")
             return False
         for statement in STATEMENTS:
             cur.execute(statement)
         cur.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (SCHEMA_REVISION,))
-        cur.execute("COMMIT")
-        return True
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        cur.close()
+    return True
 
 
 def _revision(conn: sqlite3.Connection) -> str | None:

@@ -49,27 +49,6 @@ class _Checker:
         return "verified"
 
 
-def check_integrity(
-    conn: Connection,
-    batch_no: str,
-    gateway_labels: dict[int, str],
-    boundaries: dict[int, tuple[int | None, int | None]],
-    *,
-    deep: bool = True,
-    lost: dict[int, list[int]] | None = None,
-    scope: Callable[[Table], ColumnElement[bool]] | None = None,
-) -> Integrity:
-    """Verdict over the sealed batches holding ``batch_no``'s records on each gateway.
-
-    ``boundaries`` maps a gateway id to the batch_seq of the sealed batches holding the batch's
-    first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored); ``lost``
-    the sealed batches whose signed records hold the batch but whose rows are gone
-    (:func:`find_lost_records`). ``scope`` restricts which rows of reading chunks/events belong to the
-    batch (one occurrence of a reused batch number).
-    """
-    return merge_shares([check_share(conn, batch_no, gateway_labels, boundaries, deep=deep, lost=lost, scope=scope)])
-
-
 @dataclass
 class GatewayShare:
     """What one part of the check found on one gateway, in the order the report lists it."""
@@ -88,7 +67,7 @@ class GatewayShare:
     gap_lines: list[GapLine]
 
 
-def check_share(
+def check_integrity(
     conn: Connection,
     batch_no: str,
     gateway_labels: dict[int, str],
@@ -99,8 +78,16 @@ def check_share(
     scope: Callable[[Table], ColumnElement[bool]] | None = None,
     part: Part = WHOLE,
 ) -> list[GatewayShare]:
-    """:func:`check_integrity`'s findings in ``part`` of each gateway's range, to be merged by :func:`merge_shares`
-    with the other parts' (several processes can each check one part on the same snapshot)."""
+    """The findings over the sealed batches holding ``batch_no``'s records on each gateway, in ``part`` of each
+    gateway's range; :func:`merge_shares` makes the verdict of all the parts' (of the one ``WHOLE`` part,
+    or of parts checked by several processes on the same snapshot).
+
+    ``boundaries`` maps a gateway id to the batch_seq of the sealed batches holding the batch's
+    first ``batch.started`` and last ``batch.ended`` events (``None`` if not stored); ``lost``
+    the sealed batches whose signed records hold the batch but whose rows are gone
+    (:func:`find_lost_records`). ``scope`` restricts which rows of reading chunks/events belong to the
+    batch (one occurrence of a reused batch number).
+    """
     in_scope = scope or (lambda _t: true())
     record_spans = _record_spans(conn, batch_no, list(gateway_labels), in_scope)
     shares: list[GatewayShare] = []

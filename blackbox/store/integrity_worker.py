@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, text
 
 from blackbox.store.db import readonly_engine
 from blackbox.store.gc_pause import gc_paused
-from blackbox.store.integrity import GatewayShare, check_share, merge_shares
+from blackbox.store.integrity import GatewayShare, check_integrity, merge_shares
 from blackbox.store.report import Integrity
 from blackbox.store.verify import Part
 
@@ -130,5 +130,5 @@ def _check_in_snapshot(url: str, snapshot: str, search_path: str, batch_no: str,
         with conn.begin():
             conn.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # the id checked above
             conn.execute(text("SELECT set_config('search_path', :path, true)"), {"path": search_path})
-            return check_share(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
-                               scope=lambda t: in_ranges(t, ranges), part=part)
+            return check_integrity(conn, batch_no, labels, boundaries, deep=deep, lost=lost,
+                                   scope=lambda t: in_ranges(t, ranges), part=part)

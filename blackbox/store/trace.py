@@ -28,7 +28,7 @@ from blackbox.seal.limits import RecordedLimitSet, most_specific, recorded_limit
 from blackbox.store.batch_record import approved_qc, batch_record_info
 from blackbox.store.chunks import Chunk, ChunkError, and_masks, check_sizes, merge, take, unpack_seqs
 from blackbox.store.gc_pause import gc_paused
-from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, spans
+from blackbox.store.integrity import chain_gaps, check_integrity, find_lost_records, merge_shares, spans
 from blackbox.store.integrity_worker import PARALLEL_MIN_BATCHES, start_integrity
 from blackbox.store.report import (
     AlarmLine,
@@ -385,8 +385,8 @@ def _trace(conn: Connection, batch_no: str, site: str | None, deep: bool, ranges
     materials, qc, alarms, sources = _events(other_rows, labels)
     parameters, no_config, unreadable = _parameters(conn, batch_no, labels, configs, product, ranges)
 
-    integrity = pending.result() if pending is not None else check_integrity(
-        conn, batch_no, labels, boundaries, deep=deep, lost=lost, scope=lambda t: in_ranges(t, ranges))
+    integrity = pending.result() if pending is not None else merge_shares([check_integrity(
+        conn, batch_no, labels, boundaries, deep=deep, lost=lost, scope=lambda t: in_ranges(t, ranges))])
     spec_from = started_at if started_at is not None else (batch_rows[0].ts_us if batch_rows else 0)
     in_force = [c for gid in sorted(gids) for c in configs.during(gid, spec_from, ended_at)] or (
         [cfg] if cfg is not None else [])
@@ -748,7 +748,6 @@ class _Stats:
         reading (inside the band, or on its other side), made in one tight loop.
         """
         hh, ll = lim.hh, lim.ll
-        level: Level
         acc.n_outside += sum(map(sub, map(_END, runs), map(_FIRST, runs)))
         # beyond HH (LL) is above (below) the band too: counted at C speed over all the readings
         acc.n_outside_hard += ((0 if hh is None or hi <= hh else sum(map(float(hh).__lt__, vals)))
@@ -777,12 +776,7 @@ class _Stats:
             todo = todo[:-1]
         made = acc.excursions
         for first, end, high in todo:
-            if high:
-                peak = max(vals[first:end])
-                level = "HH" if hh is not None and peak > hh else "H"
-            else:
-                peak = min(vals[first:end])
-                level = "LL" if ll is not None and peak < ll else "L"
+            peak, level = _peak(vals, first, end, high, hh, ll)
             start_us, end_us = times[first], times[end]
             made.append(Excursion(level, start_us, end_us, (end_us - start_us) / 1e6, peak, end - first, True))
         if last is not None:

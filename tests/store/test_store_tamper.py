@@ -40,7 +40,7 @@ from blackbox.store.derive import batch_columns
 from blackbox.store.findings import Difference
 from blackbox.store.gateways import gateway_overview
 from blackbox.store.ingest import Ingestor
-from blackbox.store.integrity import check_integrity, check_share, merge_shares
+from blackbox.store.integrity import check_integrity, merge_shares
 from blackbox.store.integrity_worker import start_integrity
 from blackbox.store.migrate import upgrade_schema
 from blackbox.store.schema import events, gateway_keys, sealed_batches, tag_configs, tlog_entries, tlog_state
@@ -314,9 +314,9 @@ def test_an_integrity_check_cut_into_parts_finds_what_the_whole_check_finds(stor
         [(gid, label)] = conn.execute(text("SELECT id, site || '/' || gateway FROM gateways")).all()
         boundaries: dict[int, tuple[int | None, int | None]] = {gid: (1, 3)}
         args = (conn, BATCH, {gid: label}, boundaries)
-        whole = check_integrity(*args)
+        whole = merge_shares([check_integrity(*args)])
         for count in (2, 3, 5):
-            parts = merge_shares([check_share(*args, part=Part(i, count)) for i in range(count)])
+            parts = merge_shares([check_integrity(*args, part=Part(i, count)) for i in range(count)])
             assert parts == whole, count
     assert (whole.verdict == "verified") == (tamper is None), whole.findings
 
