@@ -113,7 +113,7 @@ sealed_batches = Table(
     Column("received_at_us", BigInteger, nullable=False),
     Column("wire", LargeBinary, nullable=False, comment="Exact bytes received, for re-verification."),
     UniqueConstraint("gateway_id", "batch_seq"),
-    Index(None, "gateway_id", "hash"),
+    Index(None, "hash", "gateway_id"),  # a batch by hash (the log), or by gateway and hash
     Index(None, "gateway_id", "prev_hash"),
 )
 
