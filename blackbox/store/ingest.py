@@ -396,7 +396,7 @@ class Ingestor:
                 conn.execute(insert(tag_configs), derived.tag_configs)
             register_spec_events(conn, h.site, h.gateway, derived.event_records, received_at)
             # last: the log's lock is held from here to the commit
-            pos = append_batch(conn, h.site, h.gateway, h.batch_seq, opened.hash, received_at)
+            pos = append_batch(conn, gid, h.site, h.gateway, h.batch_seq, opened.hash, received_at)
         return IngestResult("stored", None, h.batch_seq, opened.hash, log=pos, received_at_us=received_at,
                             n_readings=derived.n_readings, sealed_at_us=h.sealed_at_us)
 

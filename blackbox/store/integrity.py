@@ -157,7 +157,7 @@ def _adjoining_gaps(conn: Connection, chk: _Checker, gid: int, label: str, first
         chk.add("incomplete", "missing_batch", f"{label}: sealed batch(es) {spans(range(last + 1, after))} just "
                 f"after those holding {batch_no} are not stored; the batch may have continued in them")
     if after is None:  # the newest batches: only the log knows whether any came after
-        gone = [n for n in logged_but_missing(conn).get(label, []) if n > last]
+        gone = logged_but_missing(conn, gid, after=last).get(label, [])
         if gone:
             chk.add("failed", "batch_missing", f"{label}: sealed batch(es) {spans(gone)}, logged as accepted, are no "
                     f"longer stored; the batch may have continued in them")

@@ -223,7 +223,12 @@ tlog_entries = Table(
     Column("ref", Name, nullable=True, comment="Lookup key: the batch hash, key id or raw SHA-256 it records."),
     Column("data", LargeBinary, nullable=False, comment="The entry's canonical bytes; the leaf hash covers them."),
     Column("created_at_us", BigInteger, nullable=False),
+    Column("gateway_id", Id, nullable=True,
+           comment="A batch entry's gateway, as its bytes name it (null for other kinds): a gateway's entries "
+                   "looked up without reading the whole log; store verify holds it to the bytes."),
+    Column("batch_seq", BigInteger, nullable=True, comment="A batch entry's batch_seq, as its bytes say."),
     Index(None, "ref", "kind"),
+    Index(None, "gateway_id", "batch_seq"),
 )
 
 tlog_nodes = Table(

@@ -123,7 +123,9 @@ def append_entry(conn: Connection, kind: str, payload: dict[str, Any], *, ref: s
     return _append(conn, kind, entry_bytes(kind, payload), ref, now_us() if at_us is None else at_us)
 
 
-def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: int) -> LogPosition:
+def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: int,
+            batch: tuple[int, int] | None = None) -> LogPosition:
+    """Append ``data``; ``batch``: a batch entry's (gateway id, batch_seq), for its look-up columns."""
     sql = _sql(conn)
     if sql.lock:
         conn.exec_driver_sql(sql.lock)  # lock first, then read: no other writer appends until we commit
@@ -132,13 +134,13 @@ def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: in
     created = append_nodes(size, leaf_hash(data), lambda nodes: [known[x] for x in nodes])
     new = {**known, **dict(created)}
     root = tree_hash(size + 1, lambda nodes: [new[x] for x in nodes])
-    entry = (size, kind, ref, data, at_us)
+    entry = (size, kind, ref, data, at_us, *(batch or ()))
     nodes = tuple(v for (lvl, i), h in created for v in (lvl, i, h))
     state = (size + 1, root.hex())
     if sql.postgresql:  # one round trip for the three writes
-        conn.exec_driver_sql(sql.writes(len(created)), (*entry, *nodes, *state))
+        conn.exec_driver_sql(sql.writes(len(created), batch is not None), (*entry, *nodes, *state))
     else:
-        conn.exec_driver_sql(sql.entry, entry)
+        conn.exec_driver_sql(sql.entry(batch is not None), entry)
         conn.exec_driver_sql(sql.nodes(len(created)), nodes)
         conn.exec_driver_sql(sql.state, state)
     _remember(size + 1, root.hex(), {node: new[node] for node in subtrees(0, size + 1)})
@@ -147,11 +149,12 @@ def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: in
     return LogPosition(size, size + 1, root, tuple(proof))
 
 
-def append_batch(conn: Connection, site: str, gateway: str, batch_seq: int, hash_: str,
+def append_batch(conn: Connection, gateway_id: int, site: str, gateway: str, batch_seq: int, hash_: str,
                  received_at_us: int) -> LogPosition:
-    """Append the entry of an accepted batch (:func:`blackbox.tlog.entries.batch_entry`)."""
+    """Append the entry of an accepted batch (:func:`blackbox.tlog.entries.batch_entry`) of gateway ``gateway_id``
+    (``site``/``gateway``)."""
     return _append(conn, "batch", batch_entry(site, gateway, batch_seq, hash_, received_at_us), hash_,
-                   received_at_us)
+                   received_at_us, (gateway_id, batch_seq))
 
 
 @dataclass(frozen=True)
@@ -171,9 +174,10 @@ class _Statements:
     def head(self) -> str:
         return "SELECT size, root FROM tlog_state WHERE id = 1" + (" FOR UPDATE" if self.postgresql else "")
 
-    @property
-    def entry(self) -> str:
-        return f"INSERT INTO tlog_entries (idx, kind, ref, data, created_at_us) VALUES ({', '.join([self.mark] * 5)})"
+    def entry(self, batch: bool) -> str:
+        """The entry's row; a batch entry's with its look-up columns (other kinds leave them null)."""
+        columns = ["idx", "kind", "ref", "data", "created_at_us", *(["gateway_id", "batch_seq"] if batch else [])]
+        return f"INSERT INTO tlog_entries ({', '.join(columns)}) VALUES ({', '.join([self.mark] * len(columns))})"
 
     @property
     def state(self) -> str:
@@ -183,9 +187,9 @@ class _Statements:
         row = f"({self.mark}, {self.mark}, {self.mark})"
         return f"INSERT INTO tlog_nodes (level, idx, hash) VALUES {', '.join([row] * n)}"
 
-    def writes(self, n: int) -> str:
+    def writes(self, n: int, batch: bool) -> str:
         """PostgreSQL: entry, nodes and state in one statement (data-modifying CTEs)."""
-        return f"WITH e AS ({self.entry}), n AS ({self.nodes(n)}) {self.state}"
+        return f"WITH e AS ({self.entry(batch)}), n AS ({self.nodes(n)}) {self.state}"
 
     def select_nodes(self, n: int) -> str:
         cond = f"(level = {self.mark} AND idx = {self.mark})"

@@ -58,6 +58,7 @@ from blackbox.store.findings import Difference, Emit
 from blackbox.store.joint import purges
 from blackbox.store.schema import events, gateway_keys, gateways, reading_chunks, sealed_batches, tag_configs
 from blackbox.store.verify_log import (
+    BatchEntry,
     batch_entries,
     check_batch_logged,
     check_key_rows,
@@ -525,7 +526,7 @@ def check_chain(
             prev = None
             continue
         h = opened.header
-        check_batch_logged(conn, label, n, opened.hash, row.received_at_us, emit, logged)
+        check_batch_logged(conn, gid, label, n, opened.hash, row.received_at_us, emit, logged)
         if prev is not None:
             faults = link_faults(ChainEnd.of(prev), h)  # batch_seq follows: prev is batch n - 1
             if "prev_hash" in faults:
@@ -632,7 +633,7 @@ def _check_last_batch_at(conn: Connection, gid: int, label: str, emit: Emit, whe
                         "batch", "gateways", label, "last_batch_at_us", last_at, max_received))
 
 
-def _with_log_entries(conn: Connection, stmt: Select[Any]) -> Iterator[tuple[Any, dict[str, tuple[int, bytes]]]]:
+def _with_log_entries(conn: Connection, stmt: Select[Any]) -> Iterator[tuple[Any, dict[str, BatchEntry]]]:
     """Each stored batch ``stmt`` selects, with the log entries of its page of batches (one query a page)."""
     for part in conn.execute(stmt).partitions():
         logged = batch_entries(conn, [row.hash for row in part])

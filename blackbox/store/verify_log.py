@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, exists, select
@@ -85,7 +85,9 @@ def check_log(conn: Connection, emit: Emit, verifier: Verifier | None = None) ->
     stats = LogStats()
     out = _Out(emit)
     notes = {int(size): note for size, note in conn.execute(select(tlog_checkpoints.c.size, tlog_checkpoints.c.note))}
-    roots = _walk(conn, out, set(notes), stats)
+    gateway_ids = {(site, gateway): gid for gid, site, gateway in
+                   conn.execute(select(gateways.c.id, gateways.c.site, gateways.c.gateway))}
+    roots = _walk(conn, out, set(notes), stats, gateway_ids)
     size, root_hex = conn.execute(select(tlog_state.c.size, tlog_state.c.root).where(tlog_state.c.id == 1)).one()
     computed = roots.get(stats.entries)
     if int(size) != stats.entries or computed is None or root_hex != computed.hex():
@@ -109,14 +111,17 @@ class _Out:
         self.emit(Difference(gateway, code, message, table, key, column, stored, derived))
 
 
-def _walk(conn: Connection, out: _Out, sizes: set[int], stats: LogStats) -> dict[int, bytes]:
-    """Stream the entries in index order: contiguous, kind and ref as their bytes say; the roots at ``sizes``."""
+def _walk(conn: Connection, out: _Out, sizes: set[int], stats: LogStats,
+          gateway_ids: dict[tuple[str, str], int]) -> dict[int, bytes]:
+    """Stream the entries in index order: contiguous, kind, ref and a batch entry's gateway and batch_seq as
+    their bytes say; the roots at ``sizes``."""
     tree = StreamingRoot()
     roots: dict[int, bytes] = {0: tree.root()} if 0 in sizes else {}
     e = tlog_entries.c
-    rows = conn.execute(select(e.idx, e.kind, e.ref, e.data).order_by(e.idx).execution_options(yield_per=2000))
+    rows = conn.execute(select(e.idx, e.kind, e.ref, e.data, e.gateway_id, e.batch_seq).order_by(e.idx)
+                        .execution_options(yield_per=2000))
     expected = 0
-    for idx, kind, ref, data in rows:
+    for idx, kind, ref, data, gid, batch_seq in rows:
         data = bytes(data)
         if idx != expected:
             out.log("log_altered", f"log entries {expected}..{idx - 1} are missing", "tlog_entries", f"idx={expected}")
@@ -136,6 +141,12 @@ def _walk(conn: Connection, out: _Out, sizes: set[int], stats: LogStats) -> dict
         if field is not None and ref != doc.get(field):
             out.log("log_altered", f"log entry {idx}: ref is {ref!r}, its bytes say {doc.get(field)!r}",
                     "tlog_entries", f"idx={idx}", "ref", ref, doc.get(field))
+        want = (gateway_ids.get((doc.get("site"), doc.get("gateway"))), doc.get("batch_seq")) if (
+            real_kind == "batch") else (None, None)
+        if (gid, batch_seq) != want:
+            out.log("log_altered", f"log entry {idx}: its look-up columns say gateway id {gid}, batch {batch_seq}; "
+                    f"its bytes say {want[0]}, {want[1]}", "tlog_entries", f"idx={idx}", "gateway_id, batch_seq",
+                    [gid, batch_seq], list(want))
         if real_kind in ("key.enrolled", "key.rotated", "key.revoked"):
             out.keys.append((real_kind, doc))
         elif real_kind == "rejection" and doc.get("reason") == "fork" and doc.get("hash"):
@@ -195,38 +206,51 @@ def _logged_but_gone(conn: Connection, out: _Out) -> None:
                     str(kid), gateway=f"{doc.get('site')}/{doc.get('gateway')}")
 
 
-def batch_entries(conn: Connection, hashes: list[str]) -> dict[str, tuple[int, bytes]]:
-    """The first ``batch`` log entry of each of ``hashes`` that has one: hash -> (index, entry bytes).
+class BatchEntry(NamedTuple):
+    """A ``batch`` log entry: its index, its bytes and its look-up columns."""
+
+    idx: int
+    data: bytes
+    gateway_id: int | None
+    batch_seq: int | None
+
+
+def batch_entries(conn: Connection, hashes: list[str]) -> dict[str, BatchEntry]:
+    """The first ``batch`` log entry of each of ``hashes`` that has one.
 
     One query for many batches (:func:`blackbox.store.verify.check_chain` asks for each page of
     batches it reads) instead of one per batch.
     """
     e = tlog_entries.c
-    out: dict[str, tuple[int, bytes]] = {}
-    for ref, idx, data in conn.execute(select(e.ref, e.idx, e.data).where(e.kind == "batch", e.ref.in_(hashes))
-                                       .order_by(e.idx)):
-        out.setdefault(ref, (idx, bytes(data)))
+    out: dict[str, BatchEntry] = {}
+    for ref, idx, data, gid, seq in conn.execute(select(e.ref, e.idx, e.data, e.gateway_id, e.batch_seq)
+                                                 .where(e.kind == "batch", e.ref.in_(hashes)).order_by(e.idx)):
+        out.setdefault(ref, BatchEntry(idx, bytes(data), gid, seq))
     return out
 
 
-def check_batch_logged(conn: Connection, label: str, batch_seq: int, hash_: str, received_at_us: int,
-                       emit: Emit, known: dict[str, tuple[int, bytes]] | None = None) -> None:
-    """The batch's ``batch`` entry exists and names the same gateway, batch_seq and arrival time.
+def check_batch_logged(conn: Connection, gid: int, label: str, batch_seq: int, hash_: str, received_at_us: int,
+                       emit: Emit, known: dict[str, BatchEntry] | None = None) -> None:
+    """The batch's ``batch`` entry exists and names the same gateway, batch_seq and arrival time, and its
+    look-up columns are this gateway's and batch_seq.
 
     ``known``: entries read before (:func:`batch_entries`); a hash not among them is looked up.
     """
     entry = known.get(hash_) if known is not None else None
     if entry is None:
-        e = tlog_entries.c
-        row = conn.execute(select(e.idx, e.data).where(e.ref == hash_, e.kind == "batch").order_by(e.idx)
-                           .limit(1)).first()
-        entry = None if row is None else (row.idx, bytes(row.data))
+        found = batch_entries(conn, [hash_])
+        entry = found.get(hash_)
     key = f"batch_seq={batch_seq}"
     if entry is None:
         emit(Difference(label, "batch_unlogged", f"stored batch {batch_seq} ({hash_}) was never logged as accepted: "
                         f"it was put in the database after the fact", "sealed_batches", key, batch_seq=batch_seq))
         return
-    idx, data = entry
+    idx, data = entry.idx, entry.data
+    if (entry.gateway_id, entry.batch_seq) != (gid, batch_seq):
+        emit(Difference(label, "log_altered", f"log entry {idx} of stored batch {batch_seq}: its look-up columns "
+                        f"say gateway id {entry.gateway_id}, batch {entry.batch_seq}; the batch is gateway id "
+                        f"{gid}'s batch {batch_seq}", "tlog_entries", f"idx={idx}", "gateway_id, batch_seq",
+                        [entry.gateway_id, entry.batch_seq], [gid, batch_seq], batch_seq))
     doc = orjson.loads(data)
     site, gateway = label.split("/", 1)
     stored = {"site": site, "gateway": gateway, "batch_seq": batch_seq, "received_at_us": received_at_us}
@@ -304,14 +328,20 @@ def check_status(conn: Connection, gid: int, label: str, emit: Emit) -> None:
                             f"recorded says {want!r}", "gateways", label, column, have, want))
 
 
-def logged_but_missing(conn: Connection) -> dict[str, list[int]]:
+def logged_but_missing(conn: Connection, gateway_id: int | None = None,
+                       after: int | None = None) -> dict[str, list[int]]:
     """Per gateway (``site/gateway``), the batch_seqs the transparency log accepted and the store no longer has.
 
-    Batches moved aside as forks (a ``fork`` rejection with their hash) are not missing.
+    Batches moved aside as forks (a ``fork`` rejection with their hash) are not missing. With
+    ``gateway_id``, only that gateway's batches (numbered above ``after`` if given): an index range
+    (the entries' look-up columns, which ``store verify`` holds to their bytes), not the whole log.
     """
     sb, e, rj = sealed_batches.c, tlog_entries.c, rejections.c
     out: dict[str, list[int]] = defaultdict(list)
-    rows = conn.execute(select(e.ref, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref)))
+    stmt = select(e.ref, e.data).where(e.kind == "batch", ~exists().where(sb.hash == e.ref))
+    if gateway_id is not None:
+        stmt = stmt.where(e.gateway_id == gateway_id, *([e.batch_seq > after] if after is not None else []))
+    rows = conn.execute(stmt)
     for ref, data in rows:
         doc = orjson.loads(bytes(data))
         if not isinstance(doc.get("batch_seq"), int):

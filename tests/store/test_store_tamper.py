@@ -245,6 +245,12 @@ TAMPERS = [
         "DELETE FROM tlog_entries WHERE kind = 'batch' "
         "AND ref = (SELECT hash FROM sealed_batches WHERE batch_seq = 2)"),
            frozenset({"batch_unlogged", "log_altered"})),
+    Tamper("move a batch's log entry to another gateway's look-up", sql(
+        "UPDATE tlog_entries SET gateway_id = gateway_id + 1000 WHERE kind = 'batch' "
+        "AND ref = (SELECT hash FROM sealed_batches WHERE batch_seq = 3)"), frozenset({"log_altered"})),
+    Tamper("renumber a batch's log entry in its look-up", sql(
+        "UPDATE tlog_entries SET batch_seq = NULL WHERE kind = 'batch' "
+        "AND ref = (SELECT hash FROM sealed_batches WHERE batch_seq = 2)"), frozenset({"log_altered"})),
     Tamper("re-enrol other keys and re-sign the whole history", resign_history,
            frozenset({"batch_unlogged", "batch_missing", "key_altered"})),
 ]

@@ -58,6 +58,11 @@ def test_every_decision_is_an_entry_in_order(engine: Engine) -> None:
     data = all_data(engine)
     assert data[1] == canonical({"kind": "batch", "site": SITE, "gateway": GATEWAY, "batch_seq": 1,
                                  "hash": first.hash, "received_at_us": stored.received_at_us})
+    with engine.connect() as conn:  # a batch entry is found by its gateway and batch_seq, other kinds are not
+        lookup = conn.execute(text("SELECT e.idx, g.site, g.gateway, e.batch_seq FROM tlog_entries e "
+                                   "LEFT JOIN gateways g ON g.id = e.gateway_id ORDER BY e.idx")).all()
+    assert [tuple(r) for r in lookup] == [(0, None, None, None), (1, SITE, GATEWAY, 1), (2, None, None, None),
+                                          (3, None, None, None)]
     assert data[2] == canonical({"kind": "rejection", "site": SITE, "gateway": GATEWAY,
                                  "batch_seq": rejected.batch_seq, "hash": rejected.hash,
                                  "reason": rejected.reason, "raw_sha256": hashlib.sha256(forged).hexdigest(),
@@ -209,6 +214,9 @@ def test_upgrading_a_store_logs_what_it_already_held(empty_engine: Engine) -> No
     assert [k for _, k, _ in got] == ["key.enrolled", "rejection", "batch"]
     assert all_data(empty_engine)[2] == canonical({"kind": "batch", "site": "S", "gateway": "gw", "batch_seq": 1,
                                                    "hash": "a" * 64, "received_at_us": 30})
+    with empty_engine.connect() as conn:  # 0012 fills the batch entry's look-up columns from its bytes
+        lookup = conn.execute(text("SELECT idx, gateway_id, batch_seq FROM tlog_entries ORDER BY idx")).all()
+    assert [tuple(r) for r in lookup] == [(0, None, None), (1, None, None), (2, 1, 1)]
     assert TransparencyLog(empty_engine).head() == (3, n_mth(all_data(empty_engine)))
     # and the log goes on from there
     with empty_engine.begin() as conn:
