@@ -134,13 +134,13 @@ def _append(conn: Connection, kind: str, data: bytes, ref: str | None, at_us: in
     created = append_nodes(size, leaf_hash(data), lambda nodes: [known[x] for x in nodes])
     new = {**known, **dict(created)}
     root = tree_hash(size + 1, lambda nodes: [new[x] for x in nodes])
-    entry = (size, kind, ref, data, at_us, *(batch or ()))
+    entry = (size, kind, ref, data, at_us, *(batch or (None, None)))
     nodes = tuple(v for (lvl, i), h in created for v in (lvl, i, h))
     state = (size + 1, root.hex())
     if sql.postgresql:  # one round trip for the three writes
-        conn.exec_driver_sql(sql.writes(len(created), batch is not None), (*entry, *nodes, *state))
+        conn.exec_driver_sql(sql.writes(len(created)), (*entry, *nodes, *state))
     else:
-        conn.exec_driver_sql(sql.entry(batch is not None), entry)
+        conn.exec_driver_sql(sql.entry, entry)
         conn.exec_driver_sql(sql.nodes(len(created)), nodes)
         conn.exec_driver_sql(sql.state, state)
     _remember(size + 1, root.hex(), {node: new[node] for node in subtrees(0, size + 1)})
@@ -174,10 +174,10 @@ class _Statements:
     def head(self) -> str:
         return "SELECT size, root FROM tlog_state WHERE id = 1" + (" FOR UPDATE" if self.postgresql else "")
 
-    def entry(self, batch: bool) -> str:
-        """The entry's row; a batch entry's with its look-up columns (other kinds leave them null)."""
-        columns = ["idx", "kind", "ref", "data", "created_at_us", *(["gateway_id", "batch_seq"] if batch else [])]
-        return f"INSERT INTO tlog_entries ({', '.join(columns)}) VALUES ({', '.join([self.mark] * len(columns))})"
+    @property
+    def entry(self) -> str:
+        return (f"INSERT INTO tlog_entries (idx, kind, ref, data, created_at_us, gateway_id, batch_seq) "
+                f"VALUES ({', '.join([self.mark] * 7)})")
 
     @property
     def state(self) -> str:
@@ -187,9 +187,9 @@ class _Statements:
         row = f"({self.mark}, {self.mark}, {self.mark})"
         return f"INSERT INTO tlog_nodes (level, idx, hash) VALUES {', '.join([row] * n)}"
 
-    def writes(self, n: int, batch: bool) -> str:
+    def writes(self, n: int) -> str:
         """PostgreSQL: entry, nodes and state in one statement (data-modifying CTEs)."""
-        return f"WITH e AS ({self.entry(batch)}), n AS ({self.nodes(n)}) {self.state}"
+        return f"WITH e AS ({self.entry}), n AS ({self.nodes(n)}) {self.state}"
 
     def select_nodes(self, n: int) -> str:
         cond = f"(level = {self.mark} AND idx = {self.mark})"

@@ -144,9 +144,7 @@ def _walk(conn: Connection, out: _Out, sizes: set[int], stats: LogStats,
         want = (gateway_ids.get((doc.get("site"), doc.get("gateway"))), doc.get("batch_seq")) if (
             real_kind == "batch") else (None, None)
         if (gid, batch_seq) != want:
-            out.log("log_altered", f"log entry {idx}: its look-up columns say gateway id {gid}, batch {batch_seq}; "
-                    f"its bytes say {want[0]}, {want[1]}", "tlog_entries", f"idx={idx}", "gateway_id, batch_seq",
-                    [gid, batch_seq], list(want))
+            out.emit(_lookup_altered(LOG, idx, (gid, batch_seq), want))
         if real_kind in ("key.enrolled", "key.rotated", "key.revoked"):
             out.keys.append((real_kind, doc))
         elif real_kind == "rejection" and doc.get("reason") == "fork" and doc.get("hash"):
@@ -238,8 +236,7 @@ def check_batch_logged(conn: Connection, gid: int, label: str, batch_seq: int, h
     """
     entry = known.get(hash_) if known is not None else None
     if entry is None:
-        found = batch_entries(conn, [hash_])
-        entry = found.get(hash_)
+        entry = batch_entries(conn, [hash_]).get(hash_)
     key = f"batch_seq={batch_seq}"
     if entry is None:
         emit(Difference(label, "batch_unlogged", f"stored batch {batch_seq} ({hash_}) was never logged as accepted: "
@@ -247,10 +244,7 @@ def check_batch_logged(conn: Connection, gid: int, label: str, batch_seq: int, h
         return
     idx, data = entry.idx, entry.data
     if (entry.gateway_id, entry.batch_seq) != (gid, batch_seq):
-        emit(Difference(label, "log_altered", f"log entry {idx} of stored batch {batch_seq}: its look-up columns "
-                        f"say gateway id {entry.gateway_id}, batch {entry.batch_seq}; the batch is gateway id "
-                        f"{gid}'s batch {batch_seq}", "tlog_entries", f"idx={idx}", "gateway_id, batch_seq",
-                        [entry.gateway_id, entry.batch_seq], [gid, batch_seq], batch_seq))
+        emit(_lookup_altered(label, idx, (entry.gateway_id, entry.batch_seq), (gid, batch_seq), batch_seq))
     doc = orjson.loads(data)
     site, gateway = label.split("/", 1)
     stored = {"site": site, "gateway": gateway, "batch_seq": batch_seq, "received_at_us": received_at_us}
@@ -259,6 +253,14 @@ def check_batch_logged(conn: Connection, gid: int, label: str, batch_seq: int, h
             emit(Difference(label, "batch_altered", f"stored batch {batch_seq}: {column} is {value!r}, its log "
                             f"entry {idx} says {doc.get(column)!r}", "sealed_batches", key, column, value,
                             doc.get(column), batch_seq))
+
+
+def _lookup_altered(gateway: str, idx: int, stored: tuple[Any, Any], derived: tuple[Any, Any],
+                    batch_seq: int | None = None) -> Difference:
+    """A batch entry's look-up columns (gateway id, batch_seq) are not what its bytes name."""
+    return Difference(gateway, "log_altered", f"log entry {idx}: its look-up columns say gateway id {stored[0]}, "
+                      f"batch {stored[1]}; its bytes name gateway id {derived[0]}, batch {derived[1]}",
+                      "tlog_entries", f"idx={idx}", "gateway_id, batch_seq", list(stored), list(derived), batch_seq)
 
 
 def check_key_rows(conn: Connection, gid: int, label: str, emit: Emit) -> None:

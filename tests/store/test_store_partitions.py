@@ -100,10 +100,11 @@ def test_sqlite_keeps_a_plain_table(sqlite_engine: Engine) -> None:
 
 def test_readings_of_a_store_at_0004_survive_the_partitioning(empty_engine: Engine) -> None:
     upgrade_schema(empty_engine, "0004")
-    Ingestor(empty_engine).enroll(GATEWAY, SITE, Gateway().public_pem)  # gateway id 1
     columns = ("gateway_id, seq, batch_seq, tag, kind, num, text, quality, reason, ts_us, source_ts_us, batch, "
                "phase")
     with empty_engine.begin() as conn:  # rows as a 0004 store held them (today's ingest writes the new table)
+        conn.execute(text("INSERT INTO gateways (id, site, gateway, created_at_us) VALUES (1, :s, :g, 1)"),
+                     {"s": SITE, "g": GATEWAY})
         conn.execute(text(f"INSERT INTO readings ({columns}) VALUES (1, :seq, 1, 'EM-01.temperature', 'float', "
                           ":num, NULL, 'GOOD', NULL, :ts, NULL, 'B-1', 'mix')"),
                      [{"seq": k + 1, "num": 70.5 + k, "ts": us(2026, 10 + k, 2)} for k in range(3)])
