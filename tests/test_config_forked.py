@@ -99,11 +99,12 @@ print(json.dumps({m: m in sys.modules for m in ("asyncua", "pymodbus", "drivers.
 
 
 def test_a_modbus_only_configuration_does_not_import_the_opcua_stack(tmp_path: Path) -> None:
+    """Nor pymodbus, for Modbus TCP: only a serial line uses its client."""
     path = tmp_path / "modbus.yaml"
     path.write_text(config_text(3))
-    assert run_python(MODULES, str(path)) == {"asyncua": False, "pymodbus": True, "drivers.opcua": False,
+    assert run_python(MODULES, str(path)) == {"asyncua": False, "pymodbus": False, "drivers.opcua": False,
                                               "drivers.modbus": True}
     both = tmp_path / "both.yaml"
     both.write_text(config_text(3, opcua=True))
-    assert run_python(MODULES, str(both)) == {"asyncua": True, "pymodbus": True, "drivers.opcua": True,
+    assert run_python(MODULES, str(both)) == {"asyncua": True, "pymodbus": False, "drivers.opcua": True,
                                               "drivers.modbus": True}

@@ -149,7 +149,7 @@ class GoodbyeNeverAnswered(ModbusDriver):
     """A real Modbus driver whose close waits for a goodbye the device never sends."""
 
     async def close(self) -> None:
-        if self._client is not None:
+        if self._link is not None:
             await asyncio.Event().wait()
         await super().close()
 

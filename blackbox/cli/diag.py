@@ -482,12 +482,10 @@ def _modbus_tags(address: str, count: int, data_type: str, order: str, length: i
 
 async def _modbus_read(host: str, port: int, unit: int, timeout: float, tags: list[Any]) -> list[dict[str, Any]]:
     """One request, decoded by the driver's own blocks; the raw registers kept for display."""
-    from pymodbus.exceptions import ModbusException
-
     from drivers.modbus import ModbusSourceConfig, plan_for_source
+    from drivers.modbus.answer import LinkError, exception_text
     from drivers.modbus.blocks import Block, Columns
-    from drivers.modbus.client import exception_text, send
-    from drivers.modbus.link import make_client
+    from drivers.modbus.link import make_link
 
     config = ModbusSourceConfig.model_validate({
         "name": "diag", "protocol": "modbus", "host": host, "port": port, "unit_id": unit, "timeout": timeout,
@@ -496,18 +494,17 @@ async def _modbus_read(host: str, port: int, unit: int, timeout: float, tags: li
     if len(requests) != 1:
         raise _fail(f"{len(tags)} values of {tags[0].type} do not fit one request: lower --count", EXIT_USAGE)
     request = requests[0]
-    client = make_client(config, lambda _up: None)
+    link = make_link(config)
     try:
-        if not await client.connect():
-            raise _fail(f"cannot connect to {host}:{port}")
-        response = await send(client, request)
-    except (TimeoutError, OSError, ModbusException) as exc:
+        await link.connect()
+        answer = await link.read(request)
+    except (TimeoutError, OSError, LinkError) as exc:
         raise _fail(f"{request.describe()} on {host}:{port}: {exc}") from None
     finally:
-        client.close()
-    if response.isError():
-        raise _fail(f"the device answered Modbus {exception_text(response.exception_code)} to {request.describe()}")
-    raw = response.bits[:request.count] if request.table in ("co", "di") else response.registers
+        link.close()
+    if answer.exception_code is not None:
+        raise _fail(f"the device answered Modbus {exception_text(answer.exception_code)} to {request.describe()}")
+    raw = answer.values[:request.count]
     decoded = Columns.good(len(tags))
     Block(request, {t.name: i for i, t in enumerate(tags)}).decode(raw, decoded)
     out = []

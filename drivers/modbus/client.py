@@ -25,53 +25,23 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-
-from pymodbus.constants import ExcCodes
-from pymodbus.exceptions import ConnectionException, ModbusException
-from pymodbus.pdu import ModbusPDU
 
 from blackbox.columns import SampleColumns
 from blackbox.config.sources import SourceConfig
 from drivers.base import SourceHealth, SourceUnavailable
+from drivers.modbus.answer import ILLEGAL_ADDRESS, Answer, LinkError, exception_text
 from drivers.modbus.blocks import Block, Columns
-from drivers.modbus.config import BIT_TABLES, ModbusSourceConfig
-from drivers.modbus.link import (
-    ModbusClient,
-    SerialPortBusy,
-    claim_serial_port,
-    endpoint,
-    make_client,
-    release_serial_port,
-)
+from drivers.modbus.config import ModbusSourceConfig
+from drivers.modbus.link import Link, SerialPortBusy, claim_serial_port, endpoint, make_link, release_serial_port
 from drivers.modbus.planner import Break, ReadRequest, plan_for_source, split_point, split_request
 
 log = logging.getLogger(__name__)
-
-
-def exception_text(code: int) -> str:
-    """``"ILLEGAL_ADDRESS (2)"`` for a Modbus exception code."""
-    try:
-        return f"{ExcCodes(code).name} ({code})"
-    except ValueError:
-        return f"exception code {code}"
 
 
 def describe_break(b: Break) -> str:
     """``unit 1 hr:40``: a learned split, as diagnostics show it."""
     unit, table, address = b
     return f"unit {unit} {table}:{address}"
-
-
-def send(client: ModbusClient, request: ReadRequest) -> Awaitable[ModbusPDU]:
-    """Send one planned read on ``client``; the response (or exception response) when awaited."""
-    read: Callable[..., Awaitable[ModbusPDU]] = {
-        "hr": client.read_holding_registers,
-        "ir": client.read_input_registers,
-        "co": client.read_coils,
-        "di": client.read_discrete_inputs,
-    }[request.table]
-    return read(request.start, count=request.count, device_id=request.unit_id)
 
 
 class ModbusDriver:
@@ -82,8 +52,7 @@ class ModbusDriver:
         self.settings = config
         """The same configuration, with the protocol's own fields."""
         self.health = SourceHealth(details={"endpoint": endpoint(config), "splits": []})
-        self._client: ModbusClient | None = None
-        self._in_flight = False
+        self._link: Link | None = None
         self._breaks: frozenset[Break] = frozenset()
         self._index = {t.name: i for i, t in enumerate(config.tags)}
         self._tags = tuple(self._index)
@@ -129,24 +98,18 @@ class ModbusDriver:
             claim_serial_port(cfg)
         except SerialPortBusy as exc:
             raise self._unavailable(str(exc)) from None
-        this: list[ModbusClient] = []  # lets the callback tell this client from a later one
-        client = make_client(cfg, lambda up: self._on_connection_change(this[0] if this else None, up))
-        this.append(client)
+        link = make_link(cfg)
         try:
-            ok = await client.connect()
+            await link.connect()
         except asyncio.CancelledError:  # the socket may be open already: do not leave it behind
-            client.close()
+            link.close()
             release_serial_port(cfg)
             raise
-        except (TimeoutError, OSError, ModbusException) as exc:
-            client.close()
+        except (TimeoutError, OSError, LinkError) as exc:
+            link.close()
             release_serial_port(cfg)
             raise self._unavailable(f"cannot connect to {endpoint(cfg)}: {exc}") from exc
-        if not ok:
-            client.close()
-            release_serial_port(cfg)
-            raise self._unavailable(f"cannot connect to {endpoint(cfg)}")
-        self._client = client
+        self._link = link
         self.health.connected = True
 
     async def read(self) -> SampleColumns:
@@ -156,8 +119,8 @@ class ModbusDriver:
         decoded, so decoding overlaps the wire and the device; an answer whose values are all
         unchanged costs nothing to decode and the next request simply follows it.
         """
-        client = self._client
-        if client is None or not client.connected:
+        link = self._link
+        if link is None or not link.connected:
             raise self._unavailable("not connected")
         began = time.perf_counter()
         n = len(self._tags)
@@ -167,24 +130,23 @@ class ModbusDriver:
         refused: list[ReadRequest] = []  # requests of the plan the device refused as a whole this cycle
         planned = {id(b.request) for b in self._blocks}
         block = todo.popleft() if todo else None
-        sent: asyncio.Future[ModbusPDU] | None = None  # the next request, already on its way
-        self._in_flight = True
+        sent: asyncio.Future[Answer] | None = None  # the next request, already on its way
         try:
             while block is not None:
                 request = block.request
                 try:
-                    response = await (sent if sent is not None else send(client, request))
-                except (TimeoutError, ModbusException, OSError) as exc:
+                    answer = await (sent if sent is not None else link.read(request))
+                except (TimeoutError, OSError, LinkError) as exc:
                     await self.close()
                     raise self._unavailable(f"{request.describe()}: {exc}") from exc
-                except Exception as exc:  # a response pymodbus could not make sense of: start afresh
+                except Exception as exc:  # an answer the link could not make sense of: start afresh
                     log.warning("%s: unexpected error in %s", self.config.name, request.describe(), exc_info=True)
                     await self.close()
                     raise self._unavailable(f"{request.describe()}: {type(exc).__name__}: {exc}") from exc
                 sent = None
-                if response.isError():
-                    code = response.exception_code
-                    at = split_point(request) if code == ExcCodes.ILLEGAL_ADDRESS else None
+                values, code = answer
+                if code is not None:
+                    at = split_point(request) if code == ILLEGAL_ADDRESS else None
                     if at is not None:
                         learned.add((request.unit_id, request.table, at))
                         if id(request) in planned:
@@ -197,17 +159,14 @@ class ModbusDriver:
                         block.fail(reason, out)
                     block = todo.popleft() if todo else None
                     continue
-                values = response.bits if request.table in BIT_TABLES else response.registers
                 following = todo.popleft() if todo else None
                 if following is not None and block.changed(values):
-                    sent = asyncio.ensure_future(send(client, following.request))
-                    await asyncio.sleep(0)  # let it go out before decoding this answer
+                    sent = link.read(following.request)  # on its way while this answer is decoded
                 block.decode(values, out)
                 block = following
         finally:
-            self._in_flight = False
-            if sent is not None and not sent.done():
-                sent.cancel()
+            if sent is not None:
+                _abandon(sent)
         if learned:
             self.replan(self._breaks | learned)
             self._log_splits(refused)
@@ -217,34 +176,24 @@ class ModbusDriver:
         return samples
 
     async def close(self) -> None:
-        client, self._client = self._client, None
+        link, self._link = self._link, None
         self.health.connected = False
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # close never raises: the connection is gone either way
-                log.debug("closing Modbus client of %s failed", self.config.name, exc_info=True)
+        if link is not None:
+            link.close()
         release_serial_port(self.settings)
-
-    def _on_connection_change(self, client: ModbusClient | None, connected: bool) -> None:
-        """pymodbus callback: on a lost connection, fail the request in flight now, not at its timeout.
-
-        pymodbus only notices the loss; the request waits for its timeout unless its future (an
-        internal of pymodbus' transaction manager, hence the defensive lookup) is failed here.
-        """
-        if connected or client is None or client is not self._client:
-            return
-        self.health.connected = False
-        if not self._in_flight:  # nobody waits for an answer: the next request finds the link closed
-            return
-        pending = getattr(getattr(client, "ctx", None), "response_future", None)
-        if isinstance(pending, asyncio.Future) and not pending.done():
-            pending.set_exception(ConnectionException("connection lost"))
 
     def _unavailable(self, message: str) -> SourceUnavailable:
         self.health.connected = False
         self.health.last_error = message
         return SourceUnavailable(f"{self.config.name}: {message}")
+
+
+def _abandon(sent: asyncio.Future[Answer]) -> None:
+    """Give up a request sent ahead, when the cycle ends with an error before its answer is read."""
+    if not sent.done():
+        sent.cancel()
+    elif not sent.cancelled():
+        sent.exception()  # looked at, so that asyncio does not log it as never retrieved
 
 
 def create(config: SourceConfig) -> ModbusDriver:

@@ -1,8 +1,9 @@
-"""The physical link of a Modbus source: a TCP connection or a serial line, as a pymodbus client.
+"""The physical link of a Modbus source: a TCP connection or a serial line.
 
-pymodbus' own timeout of 3 s with 3 retries could stall a source for ~12 s, so every client gets
-the source's timeout, no retries and no automatic reconnect: the agent owns reconnecting, with
-back-off, after :class:`~drivers.base.SourceUnavailable`.
+Modbus TCP runs on the driver's own asyncio protocol (:mod:`drivers.modbus.tcp`, for its CPU
+cost); a serial line on pymodbus' serial client (:mod:`drivers.modbus.serial`). Both take the
+source's timeout per request, never retry and never reconnect on their own: the agent owns
+reconnecting, with back-off, after :class:`~drivers.base.SourceUnavailable`.
 
 A serial line is one bus: all its devices belong in one source (a unit id per tag), whose
 requests go out one at a time. Two sources opening the same serial port would interleave their
@@ -11,19 +12,34 @@ frames on the wire, so a port is claimed by the first source that connects and r
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypedDict
+import asyncio
+from typing import Protocol
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-
+from drivers.modbus.answer import Answer
 from drivers.modbus.config import ModbusSourceConfig
-from drivers.modbus.pdu import FAST_RESPONSES
-
-ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+from drivers.modbus.planner import ReadRequest
 
 _serial_owners: dict[str, str] = {}
 """Serial port -> the source that has it open."""
+
+
+class Link(Protocol):
+    """One connection to a device, a gateway or a serial bus, carrying one request at a time."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def connect(self) -> None:
+        """Open the link; ``OSError``, ``TimeoutError`` or :class:`~drivers.modbus.answer.LinkError` if it cannot be."""
+
+    def read(self, request: ReadRequest) -> asyncio.Future[Answer]:
+        """Send one read (under way when this returns, or at the loop's next turn); its answer when awaited.
+
+        The future raises ``TimeoutError`` after the source's timeout, ``OSError`` when the link is
+        lost, :class:`~drivers.modbus.answer.LinkError` when the device breaks the protocol.
+        """
+
+    def close(self) -> None: ...
 
 
 class SerialPortBusy(Exception):
@@ -37,34 +53,17 @@ def endpoint(cfg: ModbusSourceConfig) -> str:
     return f"{cfg.serial_port} {cfg.baudrate} {cfg.bytesize}{cfg.parity}{cfg.stopbits}"
 
 
-class _Common(TypedDict):
-    """The client arguments of both transports."""
-
-    name: str
-    timeout: float
-    retries: int
-    reconnect_delay: float
-    trace_connect: Callable[[bool], None]
-
-
-def make_client(cfg: ModbusSourceConfig, on_connection_change: Callable[[bool], None]) -> ModbusClient:
-    """An unconnected client for the source's link, decoding register responses in one step."""
-    common = _Common(name=f"blackbox:{cfg.name}", timeout=cfg.timeout, retries=0, reconnect_delay=0,
-                     trace_connect=on_connection_change)
-    client: ModbusClient
+def make_link(cfg: ModbusSourceConfig) -> Link:
+    """An unconnected link for the source (pymodbus is imported only for a serial line)."""
     if cfg.transport == "tcp":
+        from drivers.modbus.tcp import TcpLink
+
         if cfg.host is None:
             raise RuntimeError("internal error: expected cfg.host is not None (the config model requires it for tcp)")
-        client = AsyncModbusTcpClient(cfg.host, port=cfg.port, **common)
-    else:
-        if cfg.serial_port is None:
-            raise RuntimeError("internal error: no serial_port (the config model requires it for rtu)")
-        client = AsyncModbusSerialClient(cfg.serial_port, framer=FramerType.RTU, baudrate=cfg.baudrate,
-                                         bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
-                                         **common)
-    for response in FAST_RESPONSES:
-        client.register(response)
-    return client
+        return TcpLink(cfg.host, cfg.port, cfg.timeout)
+    from drivers.modbus.serial import SerialLink
+
+    return SerialLink(cfg)
 
 
 def claim_serial_port(cfg: ModbusSourceConfig) -> None:

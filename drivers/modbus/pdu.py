@@ -5,13 +5,15 @@ pymodbus 3 decodes a read-registers response one register at a time (a slice and
 debug logging is on: about 1 µs per float32 tag, as much as our own decoding of the value. These
 subclasses decode the registers with a single ``struct.unpack`` and describe themselves without
 listing every register. They are installed per client through pymodbus' own extension point
-(``client.register``), so nothing global in pymodbus changes.
+(``client.register``), so nothing global in pymodbus changes. Only serial lines use pymodbus'
+client (:mod:`drivers.modbus.serial`); Modbus TCP has its own (:mod:`drivers.modbus.tcp`).
 """
 
 from __future__ import annotations
 
 import struct
 
+from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse
 
@@ -39,5 +41,7 @@ class InputRegistersResponse(HoldingRegistersResponse):
     function_code = 4
 
 
-FAST_RESPONSES = (HoldingRegistersResponse, InputRegistersResponse)
-"""Register these with ``client.register`` on every client."""
+def register_fast_responses(client: ModbusBaseClient) -> None:
+    """Have ``client`` decode register answers with these classes (pymodbus' own extension point)."""
+    for response in (HoldingRegistersResponse, InputRegistersResponse):
+        client.register(response)

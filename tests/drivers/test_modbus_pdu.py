@@ -6,13 +6,12 @@ import random
 import struct
 
 import pytest
-from driver_helpers import StartModbus, modbus_source, sim_device
+from driver_helpers import StartModbus, sim_device
+from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
-from drivers.modbus import ModbusSourceConfig
-from drivers.modbus.link import make_client
-from drivers.modbus.pdu import HoldingRegistersResponse, InputRegistersResponse
+from drivers.modbus.pdu import HoldingRegistersResponse, InputRegistersResponse, register_fast_responses
 
 PAIRS = [(HoldingRegistersResponse, ReadHoldingRegistersResponse), (InputRegistersResponse, ReadInputRegistersResponse)]
 
@@ -46,12 +45,12 @@ def test_a_byte_count_beyond_the_frame_is_the_same_error(fast: type, stock: type
             cls().decode(frame)
 
 
-async def test_the_driver_s_client_decodes_real_responses_in_one_step(modbus_server: StartModbus) -> None:
+async def test_a_client_with_the_fast_responses_decodes_real_responses_in_one_step(modbus_server: StartModbus) -> None:
+    """The serial link's pymodbus client decodes so; a TCP client shows pymodbus' extension point at work."""
     regs = list(range(100, 220))
     server = await modbus_server([sim_device(hr=[(0, regs)], ir=[(0, regs[::-1])])])
-    tags = [{"name": "t", "address": "hr:0", "type": "uint16"}]
-    config = ModbusSourceConfig.model_validate(modbus_source(server.port, tags))
-    client = make_client(config, lambda _up: None)
+    client = AsyncModbusTcpClient("127.0.0.1", port=server.port, timeout=5)
+    register_fast_responses(client)
     await client.connect()
     try:
         holding = await client.read_holding_registers(0, count=120, device_id=1)
