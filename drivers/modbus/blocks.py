@@ -215,6 +215,11 @@ def _runs(slots: Sequence[TagSlot], index_of: dict[str, int]) -> tuple[list[_Run
     return runs, left
 
 
+def _first(values: Sequence[int], count: int) -> list[int]:
+    """The first ``count`` values as a list to compare: ``values`` itself when it is one of that length."""
+    return values if type(values) is list and len(values) == count else list(values[:count])
+
+
 class Block:
     """A request of the plan and the values of its last response."""
 
@@ -242,7 +247,7 @@ class Block:
             unit = "bits" if self._bits else "registers"
             self.fail(f"short response: {len(values)} of {count} {unit} for {self.request.describe()}", out)
             return
-        current = list(values[:count])
+        current = list(values[:count])  # a copy: the caller may reuse its list
         last = self._last
         if current != last:
             if self._bits is not None:
@@ -266,7 +271,7 @@ class Block:
 
     def changed(self, values: Sequence[int]) -> bool:
         """Whether a response differs from the last one decoded (there is decoding to do)."""
-        return self._last is None or list(values[:self.request.count]) != self._last
+        return self._last is None or _first(values, self.request.count) != self._last
 
     def fail(self, reason: str, out: Columns) -> None:
         """Every tag of the request is bad with ``reason`` (and nothing is remembered)."""
