@@ -1,5 +1,5 @@
-"""``status`` and ``tail`` read their arguments without typer exactly as typer (click) reads them,
-and leave to typer whatever they are not sure of: they never accept what typer refuses."""
+"""``run``, ``status`` and ``tail`` read their arguments without typer exactly as typer (click) reads
+them, and leave to typer whatever they are not sure of: they never accept what typer refuses."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from agent_helpers import BLACKBOX
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
-from blackbox.cli import ops, root
+from blackbox.cli import agent_run, main, ops, root
 from blackbox.cli.quick import COMMANDS, GLOBAL, parse
 
 
@@ -31,7 +31,8 @@ def typer_reads(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, A
     monkeypatch.setattr(ops, "control_socket", lambda config: seen.update(config=config))
     monkeypatch.setattr(ops, "show_status", lambda _socket, **kw: seen.update(command="status", **kw))
     monkeypatch.setattr(ops, "follow_tail", lambda _socket, **kw: bool(seen.update(command="tail", **kw)) or True)
-    result = CliRunner().invoke(root.app, args)
+    monkeypatch.setattr(agent_run, "run_agent", lambda config: seen.update(command="run", config=config) or 0)
+    result = CliRunner().invoke(main.app, args)
     if result.exit_code != 0 or "command" not in seen:
         return None
     renamed = {"patterns": "tags", "units": "units"}
@@ -68,6 +69,9 @@ USUAL = [
     "tail -c a.yaml -n 5 --events --json -t 'EM-*' -u EM-01",
     "tail --count=0 -c a.yaml -n12",
     "tail -c=a.yaml",  # the value is "=a.yaml", as click reads it
+    "run -c a.yaml",
+    "--log-level=debug run --config /etc/blackbox/blackbox.yaml",
+    "--debug run -c a.yaml -c b.yaml",
 ]
 LEFT_TO_TYPER = [
     "status",  # no --config
@@ -91,6 +95,10 @@ LEFT_TO_TYPER = [
     "--version",
     "--help status",
     "alarms list -c a.yaml",
+    "run",
+    "run -c a.yaml --json",
+    "run --help",
+    "run -c a.yaml extra",
     "",
 ]
 
@@ -120,7 +128,7 @@ def test_what_typer_refuses_is_never_read_without_it(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_the_options_are_those_of_the_typer_commands(command: str) -> None:
-    group = typer.main.get_command(root.app)
+    group = typer.main.get_command(main.app)
     ctx = group.make_context("blackbox", [command, "--help"], resilient_parsing=True)
     assert isinstance(group, TyperGroup)
     cmd = group.get_command(ctx, command)

@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from blackbox.cli.agent_socket import quick_control_socket
+from blackbox.cli.config_errors import EXIT_CONFIG, report_config_error
 from blackbox.control_client import AgentUnreachable, CommandFailed, call
 
 if TYPE_CHECKING:  # the configuration models load in a fraction of a second: only the commands that need them do
-    from blackbox.config import ConfigError, LoadedConfig, StoreConfig
-
-EXIT_CONFIG = 2
+    from blackbox.config import LoadedConfig, StoreConfig
 
 ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
 
@@ -29,7 +28,7 @@ def load_or_exit(path: Path, forked: bool = False) -> LoadedConfig:
     try:
         return (load_config_forked if forked else load_config)(path)
     except ConfigError as exc:
-        _report(path, exc)
+        report_config_error(path, exc)
         raise typer.Exit(EXIT_CONFIG) from None
 
 
@@ -40,16 +39,8 @@ def store_config_or_exit(path: Path) -> StoreConfig:
     try:
         return load_store_config(path)
     except ConfigError as exc:
-        _report(path, exc)
+        report_config_error(path, exc)
         raise typer.Exit(EXIT_CONFIG) from None
-
-
-def _report(path: Path, exc: ConfigError) -> None:
-    """Every problem, one per line (file:line: field: reason, as compilers do), then how many if more than one."""
-    for issue in exc.issues:
-        typer.echo(str(issue), err=True)
-    if len(exc.issues) > 1:
-        typer.echo(f"{len(exc.issues)} problems in {path}", err=True)
 
 
 def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user: str | None = None) -> Any:

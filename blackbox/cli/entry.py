@@ -1,5 +1,5 @@
-"""The ``blackbox`` command: ``status`` and ``tail`` without typer when their arguments allow it
-(:mod:`blackbox.cli.quick`), else the light application for them, the full one otherwise."""
+"""The ``blackbox`` command: ``run``, ``status`` and ``tail`` without typer when their arguments allow it
+(:mod:`blackbox.cli.quick`), else the light application for ``status`` and ``tail``, the full one otherwise."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from collections.abc import Sequence
 
 LIGHT = frozenset({"status", "tail"})
 """The commands of :data:`blackbox.cli.root.app` (a test checks), named here so as not to import it for the others."""
+QUICK = LIGHT | {"run"}
+"""The commands :mod:`blackbox.cli.quick` runs without typer when it can read their arguments."""
 
 
 def main() -> None:
-    if command_of(sys.argv[1:]) in LIGHT:
+    command = command_of(sys.argv[1:])
+    if command in QUICK:
         from blackbox.cli.quick import run
 
         code = run(sys.argv[1:])
         if code is not None:
             sys.exit(code)
+    if command in LIGHT:
         from blackbox.cli.root import app
     else:
         from blackbox.cli.main import app

@@ -22,7 +22,6 @@ from blackbox.cli import (
     verify_cmd,
     web_cmd,
 )
-from blackbox.cli.common import load_or_exit
 from blackbox.cli.root import app as app  # re-exported: completed below with every command
 from blackbox.cli.root import plain_help
 from blackbox.model import iso
@@ -66,27 +65,11 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="Configuration f
 
     Example: blackbox run -c /etc/blackbox/blackbox.yaml
     """
-    from blackbox.agent.runtime import Agent
-    from blackbox.buffer import BufferError
-    from blackbox.malloc_arenas import limit_malloc_arenas
+    from blackbox.cli.agent_run import run_agent
 
-    limit_malloc_arenas()  # before any thread starts: one malloc arena, not one per thread
-    loaded = load_or_exit(config, forked=True)  # the agent runs for months: its memory is the models only
-
-    async def main() -> None:
-        agent = Agent(loaded)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, agent.request_reload)
-        await agent.run(stop)
-
-    try:
-        asyncio.run(main())
-    except BufferError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    code = run_agent(config)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,16 +1,19 @@
-"""``blackbox status`` and ``blackbox tail`` without typer, for the arguments they are usually given.
+"""``blackbox run``, ``status`` and ``tail`` without typer, for the arguments they are usually given.
 
-An engineer runs these two by hand and in loops; typer (which validates every option through
-pydantic) takes about 0.2 s of CPU to start, several times the rest of the command. So
-:func:`blackbox.cli.entry.main` first hands their arguments to :func:`run`, which reads them the
-way click does — ``--opt value``, ``--opt=value``, ``-o value``, ``-ovalue``, flags, repeatable
-options, the global ``--log-level``/``--debug`` — and runs :mod:`blackbox.cli.agent_view`, as the
-typer commands of :mod:`blackbox.cli.ops` do. Anything else (``--help``, an unknown or misspelt
-option, a missing ``--config``, a value click would refuse, a configuration whose control socket
-cannot be read from its ``agent:`` section alone) is left to the typer application, which prints
-the help or the usual error. A test checks that the options here are those of the typer commands.
+An engineer runs ``status`` and ``tail`` by hand and in loops; typer (which validates every option
+through pydantic) takes about 0.2 s of CPU to start, several times the rest of the command. The
+agent (``run``) runs for months, and typer, click and the other commands' modules would stay in
+its memory (about 2.5 MiB) for nothing. So :func:`blackbox.cli.entry.main` first hands their
+arguments to :func:`run`, which reads them the way click does — ``--opt value``, ``--opt=value``,
+``-o value``, ``-ovalue``, flags, repeatable options, the global ``--log-level``/``--debug`` — and
+runs :mod:`blackbox.cli.agent_view`, as the typer commands of :mod:`blackbox.cli.ops` do, or the
+agent (:mod:`blackbox.cli.agent_run`). Anything else (``--help``, an unknown or misspelt option, a
+missing ``--config``, a value click would refuse, a configuration whose control socket cannot be
+read from its ``agent:`` section alone) is left to the typer application, which prints the help or
+the usual error. A test checks that the options here are those of the typer commands.
 
-The commands log nothing, so ``--log-level`` is checked and otherwise has no effect here.
+``status`` and ``tail`` log nothing, so for them ``--log-level`` is checked and otherwise has no
+effect here; ``run`` sets up logging with it, as the typer application does.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ TAG = Option(("--tag", "-t"), "tags", MANY)
 UNIT = Option(("--unit", "-u"), "units", MANY)
 JSON = Option(("--json",), "json_out", FLAG)
 COMMANDS: dict[str, tuple[Option, ...]] = {
+    "run": (CONFIG,),
     "status": (CONFIG, JSON, Option(("--all", "--tags"), "all_tags", FLAG), TAG, UNIT),
     "tail": (CONFIG, TAG, UNIT, Option(("--events",), "events", FLAG), Option(("--count", "-n"), "count", COUNT),
              JSON),
 }
-"""The options of the light commands (``blackbox.cli.ops``'s, a test checks)."""
+"""The options of the commands read here (the typer commands', a test checks)."""
 GLOBAL: tuple[Option, ...] = (Option(("--log-level",), "log_level", VALUE), Option(("--debug",), "debug", FLAG))
 LOG_LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR"})
 
@@ -114,10 +118,12 @@ def parse(args: Sequence[str]) -> Invocation | None:
 
 
 def run(args: Sequence[str]) -> int | None:
-    """Run ``status`` or ``tail`` and return the exit status, or ``None`` to leave it to typer."""
+    """Run ``run``, ``status`` or ``tail`` and return the exit status, or ``None`` to leave it to typer."""
     call = parse(args)
     if call is None:
         return None
+    if call.command == "run":
+        return _run_agent(call)
     socket = quick_control_socket(Path(call.config))
     if socket is None:
         return None
@@ -136,3 +142,17 @@ def run(args: Sequence[str]) -> int | None:
         set_debug(call.debug)
         exit_for(exc)
     return 0
+
+
+def _run_agent(call: Invocation) -> int:
+    from blackbox.cli.agent_run import run_agent
+    from blackbox.logs import setup_logging
+
+    setup_logging(call.log_level)
+    try:
+        return run_agent(Path(call.config))
+    except (Exception, KeyboardInterrupt) as exc:
+        from blackbox.cli.errors import exit_for, set_debug
+
+        set_debug(call.debug)
+        exit_for(exc)

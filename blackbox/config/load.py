@@ -11,9 +11,8 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from blackbox.config.compact import share_equal_values
@@ -21,7 +20,9 @@ from blackbox.config.document import Config, StoreFile
 from blackbox.config.rules import LIMIT_RULES, RESERVED_ALARM_IDS, RULE_ADAPTER
 from blackbox.config.sources import SourceConfig
 from blackbox.config.store import StoreConfig
-from blackbox.config.yamldoc import Lines, YamlShapeError, compose_and_load, line_index, load, nearest_line
+
+if TYPE_CHECKING:  # PyYAML is imported only to parse: the running agent gets its models from a forked child
+    from blackbox.config.yamldoc import Lines
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,10 @@ def is_store_only(data: Any) -> bool:
 
 def load_store_config(path: str | Path) -> StoreConfig:
     """The ``store:`` section of a store-side file (``store:`` only) or of a full gateway file."""
+    import yaml
+
+    from blackbox.config.yamldoc import YamlShapeError, compose_and_load, line_index, nearest_line
+
     path = Path(path)
     text = _read(path).decode("utf-8", errors="replace")
     try:
@@ -195,6 +200,10 @@ def _sqlite_file_url(url: str, base: Path) -> str | None:
 
 def parse_config(text: str, name: str = "<string>") -> Config:
     """Validate YAML text; raise :class:`ConfigError` listing every issue with its line."""
+    import yaml
+
+    from blackbox.config.yamldoc import Lines, YamlShapeError, load
+
     try:
         data = load(text)
     except yaml.YAMLError as exc:

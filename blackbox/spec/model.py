@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from blackbox.config.base import Identifier, Strict
 from blackbox.config.rules import LIMIT_RULES, Rule
 from blackbox.config.sources import LimitSet
-from blackbox.config.yamldoc import line_index, nearest_line
 from blackbox.spec.approval import Approval, ApprovalError, KeyRing, SignatureFile, read_signatures, signature_path
 from blackbox.spec.approval import verify as verify_signatures
 from blackbox.spec.canonical import NotCanonical, canonical_sha256
@@ -121,6 +119,10 @@ def parse_spec_data(data: Any, name: str = "<specification>", text: str | None =
     try:
         spec = Specification.model_validate(data)
     except ValidationError as exc:
+        import yaml  # only to parse: the running agent holds validated specifications, not YAML
+
+        from blackbox.config.yamldoc import line_index, nearest_line
+
         node = yaml.compose(text, Loader=yaml.SafeLoader) if text else None
         lines = line_index(node) if node is not None else {}
         msgs = []
@@ -134,6 +136,8 @@ def parse_spec_data(data: Any, name: str = "<specification>", text: str | None =
 
 
 def parse_spec(text: str, name: str = "<specification>") -> SpecDocument:
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
