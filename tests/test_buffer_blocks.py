@@ -21,7 +21,7 @@ import pytest
 from blackbox.buffer import Buffer, BufferError
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.model import Context, Event, EventDraft, Quality, Reading, Sample
-from blackbox.seal.records import rows_of
+from blackbox.seal.records import MAX_NAME, rows_of
 
 CTX = Context(batch="B1", phase="emulsify")
 
@@ -310,3 +310,29 @@ def test_readings_between_are_the_readings_in_the_range(stored: tuple[Buffer, li
     buf, model = stored
     assert exact(buf.readings_between(first, last)) == exact(
         [r for r in readings_of(model) if first <= r.seq <= last])
+
+
+def test_the_sealer_s_rows_are_the_same_when_asked_again_and_again(
+        stored: tuple[Buffer, list[Reading | Event]]) -> None:
+    """The buffer remembers tag columns that passed the sealer's check (parsed and checked once per
+    source, not per block): asked over and over, partial blocks first, it still hands the model's rows."""
+    buf, model = stored
+    for after, limit in product([0, 3, 2, 12, 0, 15, 1, 0], [2, 7, 100, 1]):
+        found = buf.unsealed(after, limit)
+        expected_r, expected_e = rows_of([r for r in model if r.seq > after][:limit])
+        assert exact_rows(found.readings) == exact_rows(expected_r)
+        assert exact_rows(found.events) == exact_rows(expected_e)
+
+
+@pytest.mark.parametrize("bad_tag", ["", "x" * (MAX_NAME + 1), "nul\x00tag"], ids=["empty", "too long", "NUL"])
+def test_a_tag_column_that_fails_the_check_fails_it_every_time(tmp_path: Path, bad_tag: str) -> None:
+    buf = Buffer(tmp_path / "b.db")
+    good = SampleColumns(("a", "b"), [1.0, 2.0], ["good"] * 2, [None] * 2, [None] * 2)
+    bad = SampleColumns(("a", bad_tag), [1.0, 2.0], ["good"] * 2, [None] * 2, [None] * 2)
+    for _ in range(3):
+        buf.commit(good, [], CTX)
+        buf.commit(bad, [], CTX)
+    verdicts = [(buf.unsealed(after, 2).readings_checked, buf.unsealed(after, 2).readings_checked)
+                for after in (0, 2, 4, 6, 8, 10)]
+    assert verdicts == [(True, True), (False, False)] * 3
+    buf.close()

@@ -189,7 +189,8 @@ def _readings_pass_column_check(rows: Sequence[Any]) -> bool:
 
 def reading_columns_pass(first_seq: int, last_seq: int, tags: Sequence[Any], values: Sequence[Any],
                          qualities: Sequence[Any] | None, reasons: Sequence[Any] | None, ts_us: Any,
-                         source_ts_us: Sequence[Any] | None, batch: Any, phase: Any) -> bool:
+                         source_ts_us: Sequence[Any] | None, batch: Any, phase: Any, tags_checked: bool = False,
+                         ) -> bool:
     """Whether the reading rows of a block of columns certainly pass :func:`check_reading_row`.
 
     The rows are ``[first_seq + i, tags[i], values[i], qualities[i], reasons[i], ts_us,
@@ -197,12 +198,14 @@ def reading_columns_pass(first_seq: int, last_seq: int, tags: Sequence[Any], val
     ``"good"`` and for reasons and source times all ``None`` (the gateway buffer's blocks). What is
     the same for every row is checked once, the seqs by their ends; the rest as
     :func:`check_reading_rows` checks its columns. ``False``: build the rows and check them.
+    ``tags_checked``: every tag in ``tags`` is known to pass (the same column passed before).
     """
     n = last_seq - first_seq + 1 if type(first_seq) is int and type(last_seq) is int else -1
     if n < 1 or len(tags) != n or len(values) != n or any(
             column is not None and len(column) != n for column in (qualities, reasons, source_ts_us)):
         return False
-    return _columns_pass((first_seq, last_seq), tags, values, ("good",) if qualities is None else qualities,
+    return _columns_pass((first_seq, last_seq), tags[:1] if tags_checked else tags, values,
+                         ("good",) if qualities is None else qualities,
                          (None,) if reasons is None else reasons, (ts_us,),
                          (None,) if source_ts_us is None else source_ts_us, (batch,), (phase,))
 
