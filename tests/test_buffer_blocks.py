@@ -327,8 +327,8 @@ def test_the_sealer_s_rows_are_the_same_when_asked_again_and_again(
 @pytest.mark.parametrize("bad_tag", ["", "x" * (MAX_NAME + 1), "nul\x00tag"], ids=["empty", "too long", "NUL"])
 def test_a_tag_column_that_fails_the_check_fails_it_every_time(tmp_path: Path, bad_tag: str) -> None:
     buf = Buffer(tmp_path / "b.db")
-    good = SampleColumns(("a", "b"), [1.0, 2.0], ["good"] * 2, [None] * 2, [None] * 2)
-    bad = SampleColumns(("a", bad_tag), [1.0, 2.0], ["good"] * 2, [None] * 2, [None] * 2)
+    good = SampleColumns(("a", "b"), [1.0, 2.0], [Quality.GOOD] * 2, [None] * 2, [None] * 2)
+    bad = SampleColumns(("a", bad_tag), [1.0, 2.0], [Quality.GOOD] * 2, [None] * 2, [None] * 2)
     for _ in range(3):
         buf.commit(good, [], CTX)
         buf.commit(bad, [], CTX)

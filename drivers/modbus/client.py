@@ -53,6 +53,8 @@ class ModbusDriver:
         """The same configuration, with the protocol's own fields."""
         self.health = SourceHealth(details={"endpoint": endpoint(config), "splits": []})
         self._link: Link | None = None
+        self._dropped = 0
+        """Answers dropped by the links closed before the present one."""
         self._breaks: frozenset[Break] = frozenset()
         self._index = {t.name: i for i, t in enumerate(config.tags)}
         self._tags = tuple(self._index)
@@ -170,6 +172,8 @@ class ModbusDriver:
         if learned:
             self.replan(self._breaks | learned)
             self._log_splits(refused)
+        if link.dropped:
+            self.health.details["dropped_answers"] = self._dropped + link.dropped
         samples = SampleColumns(self._tags, out.values, out.qualities, out.reasons, [None] * n)
         self.health.last_round_trip_s = time.perf_counter() - began
         self.health.count(samples)
@@ -179,6 +183,7 @@ class ModbusDriver:
         link, self._link = self._link, None
         self.health.connected = False
         if link is not None:
+            self._dropped += link.dropped
             link.close()
         release_serial_port(self.settings)
 

@@ -29,6 +29,10 @@ class Link(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def dropped(self) -> int:
+        """Answers the link dropped because no request waited for them (a device answering twice)."""
+
     async def connect(self) -> None:
         """Open the link; ``OSError``, ``TimeoutError`` or :class:`~drivers.modbus.answer.LinkError` if it cannot be."""
 

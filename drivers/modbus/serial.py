@@ -41,6 +41,10 @@ class SerialLink:
     def connected(self) -> bool:
         return bool(self._client.connected)
 
+    @property
+    def dropped(self) -> int:
+        return 0  # pymodbus drops such answers itself, with a warning of its own
+
     async def connect(self) -> None:
         try:
             opened = await self._client.connect()

@@ -11,20 +11,26 @@ keep pymodbus' client (:mod:`drivers.modbus.serial`).
 One request at a time per connection (a link carries one; see :mod:`drivers.modbus.client`).
 An answer is matched to its request by transaction id (an answer with transaction id 0 is taken as
 that request's: some gateways never echo it, and pymodbus accepts it too) and by unit id, unless the
-request was sent to unit 0. Anything that breaks the framing or answers another request makes
-:class:`ModbusTcpError`, and the connection is closed: after that, nothing that arrives on it can
-be trusted to belong to the next request.
+request was sent to unit 0. A well-framed answer that arrives while no request waits, or repeats
+the transaction just answered (some gateways send an answer twice), is dropped and counted
+(:attr:`TcpLink.dropped`; logged once per connection). Anything that breaks the framing or answers
+another request makes :class:`ModbusTcpError`, and the connection is closed: after that, nothing
+that arrives on it can be trusted to belong to the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
+from collections.abc import Callable
 from typing import cast
 
 from drivers.modbus.answer import Answer, LinkError
 from drivers.modbus.config import BIT_TABLES
 from drivers.modbus.planner import ReadRequest
+
+log = logging.getLogger(__name__)
 
 FUNCTION = {"co": 1, "di": 2, "hr": 3, "ir": 4}
 """Modbus function code of a read of each table."""
@@ -46,6 +52,8 @@ class TcpLink:
     def __init__(self, host: str, port: int, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._protocol: _Protocol | None = None
+        self.dropped = 0
+        """Well-framed answers dropped: none was awaited, or they repeated the one just answered."""
 
     @property
     def connected(self) -> bool:
@@ -55,7 +63,8 @@ class TcpLink:
         """Open the connection within the timeout; ``OSError`` or ``TimeoutError`` if it cannot be."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.timeout):
-            _, protocol = await loop.create_connection(lambda: _Protocol(self.timeout), self.host, self.port)
+            _, protocol = await loop.create_connection(lambda: _Protocol(self.timeout, self._drop), self.host,
+                                                       self.port)
         self._protocol = protocol
 
     def read(self, request: ReadRequest) -> asyncio.Future[Answer]:
@@ -71,6 +80,12 @@ class TcpLink:
         if protocol is not None:
             protocol.shut()
 
+    def _drop(self, tid: int) -> None:
+        self.dropped += 1
+        (log.warning if self.dropped == 1 else log.debug)(
+            "Modbus TCP %s:%d: dropped an answer to transaction %d, which no request waits for (a repeated or "
+            "unsolicited answer; further ones are logged at debug level)", self.host, self.port, tid)
+
 
 class _Protocol(asyncio.Protocol):
     """The byte stream of one connection, cut into answers.
@@ -80,12 +95,14 @@ class _Protocol(asyncio.Protocol):
     was set and, if that request was answered meanwhile, is set again for the one in flight then.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, on_drop: Callable[[int], None]) -> None:
         self.timeout = timeout
+        self._on_drop = on_drop
         self.open = False
         self._transport: asyncio.Transport | None = None
         self._received = bytearray()
         self._tid = 0
+        self._answered_tid: int | None = None
         self._waiting: asyncio.Future[Answer] | None = None
         self._request: ReadRequest | None = None
         self._deadline = 0.0
@@ -130,8 +147,8 @@ class _Protocol(asyncio.Protocol):
 
     def _answer(self, tid: int, unit: int, pdu: bytes) -> None:
         request, waiting = self._request, self._waiting
-        if request is None or waiting is None:
-            self._fail(ModbusTcpError(f"an answer (transaction {tid}) to no request"))
+        if request is None or waiting is None or tid == self._answered_tid:
+            self._on_drop(tid)
             return
         if tid not in (0, self._tid):
             self._fail(ModbusTcpError(f"the answer is to transaction {tid}, not {self._tid}"))
@@ -145,6 +162,7 @@ class _Protocol(asyncio.Protocol):
             self._fail(exc)
             return
         self._settle()
+        self._answered_tid = tid or None  # a device that answers with 0 every time repeats nothing
         if not waiting.done():  # done: the request was given up (cancelled); its answer is dropped
             waiting.set_result(answer)
 

@@ -10,12 +10,15 @@ import asyncio
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from itertools import pairwise
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drivers.modbus.answer import Answer, LinkError
 from drivers.modbus.planner import ReadRequest
-from drivers.modbus.tcp import ModbusTcpError, TcpLink, decode_answer
+from drivers.modbus.tcp import ModbusTcpError, TcpLink, _Protocol, decode_answer
 
 
 def request(table: str = "hr", start: int = 0, count: int = 2, unit: int = 1) -> ReadRequest:
@@ -179,3 +182,79 @@ def test_the_largest_register_answer_decodes() -> None:
     registers = list(range(65535 - 125, 65535))
     pdu = bytes([3, 250]) + struct.pack(">125H", *registers)
     assert decode_answer(request(count=125), pdu) == Answer(registers, None)
+
+
+async def test_an_answer_sent_twice_is_dropped_and_counted_and_the_link_goes_on() -> None:
+    def twice(asked: bytes) -> list[bytes]:
+        frame = echo_tid(asked) + b"\x00\x00\x00\x05\x01\x03\x02\x00" + asked[11:12]  # the value: the count asked
+        return [frame + frame]  # both in one segment: the second arrives while nothing waits
+
+    async with device(twice) as (link, _):
+        assert await read(link, request(count=1)) == Answer([1], None)
+        assert await read(link, request(count=2)) == Answer([2], None)
+        assert link.connected and link.dropped == 2
+
+
+async def test_a_late_repeat_of_the_last_answer_is_dropped_while_the_next_request_waits() -> None:
+    last: list[bytes] = []
+
+    def repeat_first(asked: bytes) -> list[bytes]:
+        frame = echo_tid(asked) + b"\x00\x00\x00\x05\x01\x03\x02\x00" + asked[11:12]
+        chunks = [*last, frame]  # the previous answer again, then this one
+        last[:] = [frame]
+        return chunks
+
+    async with device(repeat_first) as (link, _):
+        assert await read(link, request(count=1)) == Answer([1], None)
+        assert await read(link, request(count=3)) == Answer([3], None)
+        assert link.dropped == 1
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """An answer as a device might get it wrong: any transaction, protocol id, length, unit, function, body."""
+    tid = draw(st.sampled_from([1, 1, 1, 0, 2]) | st.integers(0, 0xFFFF))  # the request's is 1
+    protocol_id = draw(st.sampled_from([0, 0, 0, 0, 0, 1]))
+    unit = draw(st.sampled_from([1, 1, 1, 0, 2]))
+    function = draw(st.sampled_from([3, 3, 3, 0x83, 4, 1]) | st.integers(0, 255))
+    body = draw(st.sampled_from([b"", b"\x02", b"\x04\x00\x01\x00\x02", b"\x02\x00"]) | st.binary(max_size=12))
+    length = draw(st.sampled_from([None, None, None, None, 0, 1, 255]) | st.integers(0, 300))
+    pdu = bytes([function]) + body
+    return struct.pack(">HHHB", tid, protocol_id, 1 + len(pdu) if length is None else length & 0xFFFF, unit) + pdu
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=st.lists(frames(), max_size=4).map(b"".join) | st.binary(max_size=300),
+       cuts=st.lists(st.integers(0, 300), max_size=6))
+def test_whatever_bytes_arrive_the_request_gets_an_answer_an_error_or_keeps_waiting(stream: bytes,
+                                                                                    cuts: list[int]) -> None:
+    """Any bytes, cut anywhere: the protocol never raises anything but :class:`ModbusTcpError` into the request."""
+
+    async def feed() -> None:
+        transport = _Closing()
+        protocol = _Protocol(timeout=5.0, on_drop=lambda _tid: None)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        waiting = protocol.send(request(count=2))
+        bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+        for a, b in pairwise(bounds):
+            protocol.data_received(stream[a:b])
+            if not protocol.open:
+                break
+        protocol.shut()
+        if waiting.done():
+            error = waiting.exception()
+            assert error is None or isinstance(error, ModbusTcpError), repr(error)
+        else:
+            waiting.cancel()
+
+    asyncio.run(feed())
+
+
+class _Closing:
+    """A transport that takes writes and a close."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
