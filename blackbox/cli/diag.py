@@ -496,10 +496,14 @@ async def _modbus_read(host: str, port: int, unit: int, timeout: float, tags: li
     request = requests[0]
     link = make_link(config)
     try:
-        await link.connect()
-        answer = await link.read(request)
-    except (TimeoutError, OSError, LinkError) as exc:
-        raise _fail(f"{request.describe()} on {host}:{port}: {exc}") from None
+        try:
+            await link.connect()
+        except (TimeoutError, OSError, LinkError) as exc:
+            raise _fail(f"cannot connect to {host}:{port}: {exc}") from None
+        try:
+            [answer] = await link.read([request])
+        except (TimeoutError, OSError, LinkError) as exc:  # the message names the request
+            raise _fail(f"{host}:{port}: {exc}") from None
     finally:
         link.close()
     if answer.exception_code is not None:

@@ -215,11 +215,6 @@ def _runs(slots: Sequence[TagSlot], index_of: dict[str, int]) -> tuple[list[_Run
     return runs, left
 
 
-def _first(values: Sequence[int], count: int) -> list[int]:
-    """The first ``count`` values as a list to compare: ``values`` itself when it is one of that length."""
-    return values if type(values) is list and len(values) == count else list(values[:count])
-
-
 class Block:
     """A request of the plan and the values of its last response."""
 
@@ -268,10 +263,6 @@ class Block:
                 run.decode(packed[run.registers])
         if self._each is not None:
             self._each.decode(current, last)
-
-    def changed(self, values: Sequence[int]) -> bool:
-        """Whether a response differs from the last one decoded (there is decoding to do)."""
-        return self._last is None or _first(values, self.request.count) != self._last
 
     def fail(self, reason: str, out: Columns) -> None:
         """Every tag of the request is bad with ``reason`` (and nothing is remembered)."""

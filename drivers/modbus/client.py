@@ -24,12 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 from blackbox.columns import SampleColumns
 from blackbox.config.sources import SourceConfig
 from drivers.base import SourceHealth, SourceUnavailable
-from drivers.modbus.answer import ILLEGAL_ADDRESS, Answer, LinkError, exception_text
+from drivers.modbus.answer import ILLEGAL_ADDRESS, LinkError, exception_text
 from drivers.modbus.blocks import Block, Columns
 from drivers.modbus.config import ModbusSourceConfig
 from drivers.modbus.link import Link, SerialPortBusy, claim_serial_port, endpoint, make_link, release_serial_port
@@ -115,11 +114,11 @@ class ModbusDriver:
         self.health.connected = True
 
     async def read(self) -> SampleColumns:
-        """Run the plan, one request at a time on the link: one sample per tag, in configuration order.
+        """Run the plan on the link (its requests one at a time): one sample per tag, in configuration order.
 
-        When an answer brings changed values, the next request is sent before that answer is
-        decoded, so decoding overlaps the wire and the device; an answer whose values are all
-        unchanged costs nothing to decode and the next request simply follows it.
+        The link sends each request as soon as the one before is answered and hands back every
+        answer at once; then each is decoded. Requests the device refused with "illegal data
+        address" are split and their parts read in a further round.
         """
         link = self._link
         if link is None or not link.connected:
@@ -127,48 +126,37 @@ class ModbusDriver:
         began = time.perf_counter()
         n = len(self._tags)
         out = Columns.good(n)  # every tag is in exactly one request, which fills it in
-        todo = deque(self._blocks)
         learned: set[Break] = set()
         refused: list[ReadRequest] = []  # requests of the plan the device refused as a whole this cycle
         planned = {id(b.request) for b in self._blocks}
-        block = todo.popleft() if todo else None
-        sent: asyncio.Future[Answer] | None = None  # the next request, already on its way
-        try:
-            while block is not None:
-                request = block.request
-                try:
-                    answer = await (sent if sent is not None else link.read(request))
-                except (TimeoutError, OSError, LinkError) as exc:
-                    await self.close()
-                    raise self._unavailable(f"{request.describe()}: {exc}") from exc
-                except Exception as exc:  # an answer the link could not make sense of: start afresh
-                    log.warning("%s: unexpected error in %s", self.config.name, request.describe(), exc_info=True)
-                    await self.close()
-                    raise self._unavailable(f"{request.describe()}: {type(exc).__name__}: {exc}") from exc
-                sent = None
-                values, code = answer
-                if code is not None:
-                    at = split_point(request) if code == ILLEGAL_ADDRESS else None
-                    if at is not None:
-                        learned.add((request.unit_id, request.table, at))
-                        if id(request) in planned:
-                            refused.append(request)
-                        parts = split_request(request, at)
-                        todo.extendleft(reversed([Block(p, self._index) for p in parts]))
-                    else:
-                        reason = f"Modbus {exception_text(code)} reading {request.describe()}"
-                        self.health.last_error = reason
-                        block.fail(reason, out)
-                    block = todo.popleft() if todo else None
+        blocks = self._blocks
+        while blocks:
+            try:
+                answers = await link.read([b.request for b in blocks])
+            except (TimeoutError, OSError, LinkError) as exc:  # the message names the request
+                await self.close()
+                raise self._unavailable(str(exc)) from exc
+            except Exception as exc:  # an answer the link could not make sense of: start afresh
+                log.warning("%s: unexpected error reading the plan", self.config.name, exc_info=True)
+                await self.close()
+                raise self._unavailable(f"{type(exc).__name__}: {exc}") from exc
+            parts: list[Block] = []  # the refused requests' halves, for the next round
+            for block, (values, code) in zip(blocks, answers, strict=True):
+                if code is None:
+                    block.decode(values, out)
                     continue
-                following = todo.popleft() if todo else None
-                if following is not None and block.changed(values):
-                    sent = link.read(following.request)  # on its way while this answer is decoded
-                block.decode(values, out)
-                block = following
-        finally:
-            if sent is not None:
-                _abandon(sent)
+                request = block.request
+                at = split_point(request) if code == ILLEGAL_ADDRESS else None
+                if at is None:
+                    reason = f"Modbus {exception_text(code)} reading {request.describe()}"
+                    self.health.last_error = reason
+                    block.fail(reason, out)
+                    continue
+                learned.add((request.unit_id, request.table, at))
+                if id(request) in planned:
+                    refused.append(request)
+                parts += [Block(p, self._index) for p in split_request(request, at)]
+            blocks = parts
         if learned:
             self.replan(self._breaks | learned)
             self._log_splits(refused)
@@ -191,14 +179,6 @@ class ModbusDriver:
         self.health.connected = False
         self.health.last_error = message
         return SourceUnavailable(f"{self.config.name}: {message}")
-
-
-def _abandon(sent: asyncio.Future[Answer]) -> None:
-    """Give up a request sent ahead, when the cycle ends with an error before its answer is read."""
-    if not sent.done():
-        sent.cancel()
-    elif not sent.cancelled():
-        sent.exception()  # looked at, so that asyncio does not log it as never retrieved
 
 
 def create(config: SourceConfig) -> ModbusDriver:

@@ -13,6 +13,7 @@ frames on the wire, so a port is claimed by the first source that connects and r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from drivers.modbus.answer import Answer
@@ -36,11 +37,13 @@ class Link(Protocol):
     async def connect(self) -> None:
         """Open the link; ``OSError``, ``TimeoutError`` or :class:`~drivers.modbus.answer.LinkError` if it cannot be."""
 
-    def read(self, request: ReadRequest) -> asyncio.Future[Answer]:
-        """Send one read (under way when this returns, or at the loop's next turn); its answer when awaited.
+    def read(self, requests: Sequence[ReadRequest]) -> asyncio.Future[list[Answer]]:
+        """Send the reads one at a time, in order (the first under way when this returns, or at the
+        loop's next turn); their answers when awaited.
 
-        The future raises ``TimeoutError`` after the source's timeout, ``OSError`` when the link is
-        lost, :class:`~drivers.modbus.answer.LinkError` when the device breaks the protocol.
+        The future raises ``TimeoutError`` after the source's timeout for one request, ``OSError``
+        when the link is lost, :class:`~drivers.modbus.answer.LinkError` when the device breaks the
+        protocol; the message names the request.
         """
 
     def close(self) -> None: ...

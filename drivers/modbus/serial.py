@@ -9,7 +9,7 @@ after :class:`~drivers.base.SourceUnavailable`. Register answers are decoded in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient
@@ -53,15 +53,24 @@ class SerialLink:
         if not opened:
             raise ConnectionError(f"cannot open {self._port}")
 
-    def read(self, request: ReadRequest) -> asyncio.Future[Answer]:
-        return asyncio.ensure_future(self._read(request))
+    def read(self, requests: Sequence[ReadRequest]) -> asyncio.Future[list[Answer]]:
+        return asyncio.ensure_future(self._read_all(requests))
+
+    async def _read_all(self, requests: Sequence[ReadRequest]) -> list[Answer]:
+        answers = []
+        for request in requests:
+            try:
+                answers.append(await self._read(request))
+            except ModbusException as exc:
+                raise LinkError(f"{request.describe()}: {exc}") from exc
+            except (TimeoutError, OSError) as exc:
+                raise type(exc)(f"{request.describe()}: {exc}") from exc
+        return answers
 
     async def _read(self, request: ReadRequest) -> Answer:
         self._in_flight = True
         try:
             response = await send(self._client, request)
-        except ModbusException as exc:
-            raise LinkError(str(exc)) from exc
         finally:
             self._in_flight = False
         if response.isError():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from drivers.modbus.answer import Answer, LinkError
@@ -67,13 +67,14 @@ class TcpLink:
                                                        self.port)
         self._protocol = protocol
 
-    def read(self, request: ReadRequest) -> asyncio.Future[Answer]:
-        """Send one read; the future gives its :class:`Answer`, or raises ``TimeoutError``,
-        ``ConnectionError`` (the connection was lost) or :class:`ModbusTcpError`."""
+    def read(self, requests: Sequence[ReadRequest]) -> asyncio.Future[list[Answer]]:
+        """Send the reads one after another, each as soon as the one before is answered; the future gives
+        their :class:`Answer` s in order, or raises ``TimeoutError``, ``ConnectionError`` (the connection
+        was lost) or :class:`ModbusTcpError`, naming the request."""
         protocol = self._protocol
         if protocol is None or not protocol.open:
             return _failed(ConnectionError("not connected"))
-        return protocol.send(request)
+        return protocol.send(requests)
 
     def close(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -90,9 +91,14 @@ class TcpLink:
 class _Protocol(asyncio.Protocol):
     """The byte stream of one connection, cut into answers.
 
-    The timeout is watched by one timer per connection rather than one per request (1,600
-    requests a second at 10,000 tags): it fires at the deadline of the request in flight when it
-    was set and, if that request was answered meanwhile, is set again for the one in flight then.
+    The requests of one :meth:`send` are chained here, each written from :meth:`data_received` as
+    the answer before it is taken, and the caller is woken once, with every answer: not once per
+    request (a future, a task wake-up and a turn of the event loop each, about a fifth of a
+    request's CPU at 1,600 requests a second).
+
+    The timeout is watched by one timer per connection rather than one per request: it fires at the
+    deadline of the request in flight when it was set and, if that request was answered meanwhile,
+    is set again for the one in flight then.
     """
 
     def __init__(self, timeout: float, on_drop: Callable[[int], None]) -> None:
@@ -103,7 +109,9 @@ class _Protocol(asyncio.Protocol):
         self._received = bytearray()
         self._tid = 0
         self._answered_tid: int | None = None
-        self._waiting: asyncio.Future[Answer] | None = None
+        self._waiting: asyncio.Future[list[Answer]] | None = None
+        self._requests: Sequence[ReadRequest] = ()
+        self._answers: list[Answer] = []
         self._request: ReadRequest | None = None
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -111,22 +119,30 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport, self.open = cast(asyncio.Transport, transport), True  # a stream: create_connection
 
-    def send(self, request: ReadRequest) -> asyncio.Future[Answer]:
-        if self._waiting is not None:  # a request given up before its answer came: its answer may still come
-            self._fail(ConnectionError("a request was given up before its answer"))
-            return _failed(ConnectionError("the previous request was given up before its answer: reconnect"))
+    def send(self, requests: Sequence[ReadRequest]) -> asyncio.Future[list[Answer]]:
+        if self._waiting is not None:  # a read given up before its answers came: they may still come
+            self._fail(ConnectionError("a read was given up before its answers"))
+            return _failed(ConnectionError("the previous read was given up before its answers: reconnect"))
+        waiting = self._waiting = asyncio.get_running_loop().create_future()
+        self._requests, self._answers = requests, []
+        if requests:
+            self._send(requests[0])
+        else:
+            self._settle()
+            waiting.set_result([])
+        return waiting
+
+    def _send(self, request: ReadRequest) -> None:
+        if self._transport is None:
+            raise RuntimeError("internal error: send before the connection is made")
         loop = asyncio.get_running_loop()
         self._tid = self._tid % 0xFFFF + 1  # 1..65535: 0 is what a device that never echoes it sends
         self._request = request
-        waiting = self._waiting = loop.create_future()
         self._deadline = loop.time() + self.timeout
         if self._timer is None:
             self._timer = loop.call_at(self._deadline, self._watch)
-        if self._transport is None:
-            raise RuntimeError("internal error: send before the connection is made")
         self._transport.write(_REQUEST.pack(self._tid, 0, 6, request.unit_id, FUNCTION[request.table],
                                             request.start, request.count))
-        return waiting
 
     def data_received(self, data: bytes) -> None:
         received = self._received
@@ -161,10 +177,15 @@ class _Protocol(asyncio.Protocol):
         except ModbusTcpError as exc:
             self._fail(exc)
             return
-        self._settle()
         self._answered_tid = tid or None  # a device that answers with 0 every time repeats nothing
-        if not waiting.done():  # done: the request was given up (cancelled); its answer is dropped
-            waiting.set_result(answer)
+        answers = self._answers
+        answers.append(answer)
+        if len(answers) < len(self._requests):
+            self._send(self._requests[len(answers)])
+            return
+        self._settle()
+        if not waiting.done():  # done: the read was given up (cancelled); its answers are dropped
+            waiting.set_result(answers)
 
     def _watch(self) -> None:
         self._timer = None
@@ -177,15 +198,16 @@ class _Protocol(asyncio.Protocol):
             self._timer = loop.call_at(self._deadline, self._watch)
 
     def _fail(self, exc: Exception) -> None:
-        """Fail the request in flight (if any) and close: the stream can no longer be trusted."""
-        waiting = self._waiting
+        """Fail the read in flight (if any), naming its request, and close: the stream can no longer be trusted."""
+        waiting, request = self._waiting, self._request
         self._settle()
         if waiting is not None and not waiting.done():
-            waiting.set_exception(exc)
+            waiting.set_exception(type(exc)(f"{request.describe()}: {exc}") if request is not None else exc)
         self.shut()
 
     def _settle(self) -> None:
         self._waiting = self._request = None
+        self._requests, self._answers = (), []
 
     def shut(self) -> None:
         self.open = False
@@ -201,8 +223,8 @@ class _Protocol(asyncio.Protocol):
             self._fail(ConnectionError(f"connection lost: {exc}" if exc else "connection closed by the device"))
 
 
-def _failed(exc: Exception) -> asyncio.Future[Answer]:
-    future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+def _failed(exc: Exception) -> asyncio.Future[list[Answer]]:
+    future: asyncio.Future[list[Answer]] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
 

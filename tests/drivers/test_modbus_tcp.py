@@ -70,7 +70,8 @@ def echo_tid(asked: bytes) -> bytes:
 
 async def read(link: TcpLink, req: ReadRequest) -> Answer:
     async with asyncio.timeout(5):
-        return await link.read(req)
+        [answer] = await link.read([req])
+        return answer
 
 
 @pytest.mark.parametrize(("table", "function"), [("co", 1), ("di", 2), ("hr", 3), ("ir", 4)])
@@ -82,6 +83,30 @@ async def test_the_request_on_the_wire(table: str, function: int) -> None:
         b"\x00\x01" b"\x00\x00" b"\x00\x06" b"\x07" + bytes([function]) + b"\x12\x34" b"\x00\x7d",
         b"\x00\x02" b"\x00\x00" b"\x00\x06" b"\x07" + bytes([function]) + b"\x00\x01" b"\x00\x01",
     ]
+
+
+async def test_a_read_of_several_requests_sends_each_after_the_answer_before() -> None:
+    def answer_with_the_start(asked: bytes) -> list[bytes]:
+        return [echo_tid(asked) + b"\x00\x00\x00\x05\x01\x03\x02" + asked[8:10]]
+
+    async with device(answer_with_the_start) as (link, seen):
+        async with asyncio.timeout(5):
+            answers = await link.read([request(start=s, count=1) for s in (7, 300, 9)])
+        assert await link.read([]) == []
+    assert answers == [Answer([7], None), Answer([300], None), Answer([9], None)]
+    assert [asked[:2] + asked[8:10] for asked in seen] == [b"\x00\x01\x00\x07", b"\x00\x02\x01\x2c",
+                                                          b"\x00\x03\x00\x09"]
+
+
+async def test_a_failure_in_the_middle_of_a_read_names_its_request() -> None:
+    def silent_for_the_second(asked: bytes) -> list[bytes]:
+        return [] if asked[8:10] == b"\x00\x02" else [echo_tid(asked) + b"\x00\x00\x00\x05\x01\x03\x02\x00\x01"]
+
+    async with device(silent_for_the_second) as (link, seen):
+        with pytest.raises(TimeoutError, match=r"^unit 1 hr:2-2: no answer within 0\.5 s$"):
+            async with asyncio.timeout(5):
+                await link.read([request(start=s, count=1) for s in (1, 2, 3)])
+    assert len(seen) == 2  # the third was never sent
 
 
 async def test_an_answer_in_single_bytes_is_put_together() -> None:
@@ -155,12 +180,12 @@ async def test_a_hang_up_fails_the_request_at_once() -> None:
     async with device(lambda _: None) as (link, _):
         async with asyncio.timeout(0.4):  # before the link's own timeout of 0.5 s
             with pytest.raises(ConnectionError, match="closed by the device"):
-                await link.read(request())
+                await link.read([request()])
 
 
 async def test_a_request_given_up_before_its_answer_makes_the_next_one_reconnect() -> None:
     async with device(lambda _: []) as (link, _):
-        given_up = link.read(request())
+        given_up = link.read([request()])
         given_up.cancel()
         with pytest.raises(ConnectionError, match="given up before its answer"):
             await read(link, request())
@@ -234,7 +259,7 @@ def test_whatever_bytes_arrive_the_request_gets_an_answer_an_error_or_keeps_wait
         transport = _Closing()
         protocol = _Protocol(timeout=5.0, on_drop=lambda _tid: None)
         protocol.connection_made(transport)  # type: ignore[arg-type]
-        waiting = protocol.send(request(count=2))
+        waiting = protocol.send([request(count=2), request(count=1)])
         bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
         for a, b in pairwise(bounds):
             protocol.data_received(stream[a:b])
