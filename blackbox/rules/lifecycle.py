@@ -245,14 +245,16 @@ class Alarm:
         chatter = self.chatter.state(now_us)
         if self.state is AlarmState.NORMAL and chatter is None:
             return None
-        full = {"level": self.level, "value": self.value, "limit": self.limit, "since": self.since_us,
-                "changed": self.changed_us, "acked_by": self.acked_by, "shelved_until": self.shelved_until_us,
-                "shelved_by": self.shelved_by, "note": self.note, "chatter": chatter}
-        state = {k: v for k, v in full.items() if v is not None}
-        for flag, default in (("acked", True), ("suppressed", False), ("oos", False)):
-            value = {"acked": self.acked, "suppressed": self.suppressed, "oos": self.out_of_service}[flag]
-            if value != default:
-                state[flag] = value
+        state = {k: v for k, v in (("level", self.level), ("value", self.value), ("limit", self.limit),
+                                   ("since", self.since_us), ("changed", self.changed_us), ("acked_by", self.acked_by),
+                                   ("shelved_until", self.shelved_until_us), ("shelved_by", self.shelved_by),
+                                   ("note", self.note), ("chatter", chatter)) if v is not None}
+        if not self.acked:  # the flags only when not at their defaults, in this order
+            state["acked"] = False
+        if self.suppressed:
+            state["suppressed"] = True
+        if self.out_of_service:
+            state["oos"] = True
         return state
 
     def restore(self, s: dict[str, Any] | None) -> None:
