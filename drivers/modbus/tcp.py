@@ -83,9 +83,9 @@ class TcpLink:
 
     def _drop(self, tid: int) -> None:
         self.dropped += 1
-        (log.warning if self.dropped == 1 else log.debug)(
-            "Modbus TCP %s:%d: dropped an answer to transaction %d, which no request waits for (a repeated or "
-            "unsolicited answer; further ones are logged at debug level)", self.host, self.port, tid)
+        log.log(logging.WARNING if self.dropped == 1 else logging.DEBUG,
+                "Modbus TCP %s:%d: dropped an answer to transaction %d, which no request waits for (a repeated or "
+                "unsolicited answer; further ones are logged at debug level)", self.host, self.port, tid)
 
 
 class _Protocol(asyncio.Protocol):

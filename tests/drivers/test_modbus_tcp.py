@@ -7,6 +7,7 @@ unit id; then the PDU), so the expected outcome never comes from the code under 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -209,15 +210,20 @@ def test_the_largest_register_answer_decodes() -> None:
     assert decode_answer(request(count=125), pdu) == Answer(registers, None)
 
 
-async def test_an_answer_sent_twice_is_dropped_and_counted_and_the_link_goes_on() -> None:
+async def test_an_answer_sent_twice_is_dropped_and_counted_and_the_link_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
     def twice(asked: bytes) -> list[bytes]:
         frame = echo_tid(asked) + b"\x00\x00\x00\x05\x01\x03\x02\x00" + asked[11:12]  # the value: the count asked
         return [frame + frame]  # both in one segment: the second arrives while nothing waits
 
-    async with device(twice) as (link, _):
-        assert await read(link, request(count=1)) == Answer([1], None)
-        assert await read(link, request(count=2)) == Answer([2], None)
-        assert link.connected and link.dropped == 2
+    with caplog.at_level(logging.DEBUG, logger="drivers.modbus.tcp"):
+        async with device(twice) as (link, _):
+            assert await read(link, request(count=1)) == Answer([1], None)
+            assert await read(link, request(count=2)) == Answer([2], None)
+            assert link.connected and link.dropped == 2
+    dropped = [(r.levelno, r.getMessage()) for r in caplog.records if "dropped an answer" in r.getMessage()]
+    assert [level for level, _ in dropped] == [logging.WARNING, logging.DEBUG]  # the first one only is a warning
+    assert "transaction 1," in dropped[0][1] and "transaction 2," in dropped[1][1]
 
 
 async def test_a_late_repeat_of_the_last_answer_is_dropped_while_the_next_request_waits() -> None:
