@@ -28,6 +28,7 @@ from acquisition_helpers import sim_source
 from agent_helpers import BLACKBOX
 from services import require_mosquitto
 
+from blackbox.agent import status
 from blackbox.agent.runtime import Agent
 from blackbox.agent.status import status_report
 from blackbox.broker import free_port
@@ -58,6 +59,7 @@ class Running:
     flow_config: Path
     """The same in flow style: the commands validate it in full (through typer)."""
     socket: Path
+    agent: Agent
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -94,7 +96,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
             async with asyncio.timeout(30):  # the line's tags read good and FL-01.fill_weight bad
                 while not settled((await status_report(agent))["tags"]):
                     await asyncio.sleep(0.1)
-            yield Running(config, flow, sock)
+            yield Running(config, flow, sock, agent)
         finally:
             await agent.shutdown()
 
@@ -131,6 +133,25 @@ CASES = [  # arguments, counts line, tags listed (in configured order), notes
     (["--all"], f"tags    {len(ALL)} configured, {len(DEAD)} stale ({len(DEAD)} never read), 1 bad", ALL, []),
     (["--tags"], f"tags    {len(ALL)} configured, {len(DEAD)} stale ({len(DEAD)} never read), 1 bad", ALL, []),
 ]
+
+
+async def test_the_same_question_within_a_poll_interval_is_answered_from_the_same_tag_list(
+        running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked in a loop, status builds its tag list (the costly part) once per poll interval (1 s here)."""
+    now = [1_000.0]
+    monkeypatch.setattr(status, "clock", lambda: now[0])
+    agent = running.agent
+    await status_report(agent)
+    built = status._last_built[agent]
+    now[0] += 0.9
+    await status_report(agent)
+    assert status._last_built[agent] is built  # reused: asked again within the interval
+    await status_report(agent, {"tags": ["FL-01.*"]})
+    narrowed = status._last_built[agent]
+    assert narrowed is not built  # another question: built for it
+    now[0] += 1.0
+    await status_report(agent, {"tags": ["FL-01.*"]})
+    assert status._last_built[agent] is not narrowed  # a poll interval later: built again
 
 
 @pytest.mark.parametrize(("args", "counts", "listed", "notes"), CASES)

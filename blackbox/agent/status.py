@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from blackbox.agent.control import Caller, ControlError
-from blackbox.agent.live import TagFilter, tag_report
+from blackbox.agent.live import TagFilter, TagReport, tag_report
 from blackbox.agent.metrics import Metric
 from blackbox.buffer import Backlog, Usage
 from blackbox.model import now_us
@@ -24,12 +25,36 @@ if TYPE_CHECKING:
     from blackbox.agent.runtime import Agent
 
 HEALTH_DB_TIMEOUT_S = 2.0
+MAX_REUSE_S = 1.0
+"""The oldest a tag list may be to answer a later ``status`` (less with a faster poll; see :func:`status_report`)."""
+
+
+@dataclass(frozen=True)
+class _Built:
+    """The costly part of a ``status`` answer, kept to answer the same question again within a poll cycle."""
+
+    question: tuple[Any, ...]
+    at: float
+    """:data:`clock` when it was built."""
+    now_us: int
+    report: TagReport
+    figures: tuple[Backlog, Usage]
+
+
+_last_built: weakref.WeakKeyDictionary[Agent, _Built] = weakref.WeakKeyDictionary()
+clock = time.monotonic
+"""The seconds a built tag list's age is measured in (a test sets its own)."""
 
 
 async def _buffer_figures(agent: Agent) -> tuple[Backlog, Usage]:
     backlog: Backlog = await agent.db(agent.buffer.backlog)
     usage: Usage = await agent.db(agent.buffer.usage)
     return backlog, usage
+
+
+def _reuse_for(agent: Agent) -> float:
+    """Seconds a built tag list answers the same question: the fastest poll interval, at most MAX_REUSE_S."""
+    return min([MAX_REUSE_S, *(p.cfg.poll_interval for p in agent.pollers)])
 
 
 def _alarms(agent: Agent) -> list[dict[str, Any]]:
@@ -71,7 +96,10 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
     snapshot of the live view, one request at a time, so that asking status back to back never
     holds the event loop — and the polls it runs — for more than a copy of a dict; it goes into
     the answer as ready-made JSON (:class:`orjson.Fragment`), while the buffer's figures are asked
-    of the buffer's thread (which may be busy with commits) at the same time.
+    of the buffer's thread (which may be busy with commits) at the same time. The same question
+    asked again within the fastest source's poll interval (at most :data:`MAX_REUSE_S`) is answered
+    with that list and those figures: they could not be newer than one poll cycle anyway, and
+    status asked in a loop then costs the agent almost nothing.
     """
     args = args or {}
     listing, limit = args.get("list", "all"), args.get("limit")
@@ -80,13 +108,18 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise ControlError("limit must be a whole number, 0 or more")
     pick = tag_filter(agent, args)
+    question = (tuple(args.get("tags") or ()), tuple(args.get("units") or ()), listing, limit)
     async with agent.live.building:  # one at a time: overlapping requests queue, the polls keep their share
-        rows, last = agent.live.snapshot()
-        now = now_us()
-        report, (backlog, usage) = await asyncio.gather(
-            asyncio.to_thread(tag_report, rows, last, now, None if pick.everything else pick,
-                              listing == "attention", limit),
-            _buffer_figures(agent))
+        built = _last_built.get(agent)
+        if built is None or built.question != question or clock() - built.at >= _reuse_for(agent):
+            rows, last = agent.live.snapshot()
+            started, now = clock(), now_us()
+            report, figures = await asyncio.gather(
+                asyncio.to_thread(tag_report, rows, last, now, None if pick.everything else pick,
+                                  listing == "attention", limit),
+                _buffer_figures(agent))
+            built = _last_built[agent] = _Built(question, started, now, report, figures)
+    report, (backlog, usage), now = built.report, built.figures, built.now_us
     tags = orjson.Fragment(report.json)
     ctx = agent.recorder.tracker.context
     session = agent.session
