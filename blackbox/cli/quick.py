@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from blackbox.cli.agent_socket import quick_control_socket
 from blackbox.cli.agent_view import follow_tail, show_status
@@ -137,10 +137,7 @@ def run(args: Sequence[str]) -> int | None:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except (Exception, KeyboardInterrupt) as exc:
-        from blackbox.cli.errors import exit_for, set_debug
-
-        set_debug(call.debug)
-        exit_for(exc)
+        _exit_for(call, exc)
     return 0
 
 
@@ -152,7 +149,12 @@ def _run_agent(call: Invocation) -> int:
     try:
         return run_agent(Path(call.config))
     except (Exception, KeyboardInterrupt) as exc:
-        from blackbox.cli.errors import exit_for, set_debug
+        _exit_for(call, exc)
 
-        set_debug(call.debug)
-        exit_for(exc)
+
+def _exit_for(call: Invocation, exc: BaseException) -> NoReturn:
+    """End as the typer application would on an unexpected error (its module loaded only then)."""
+    from blackbox.cli.errors import exit_for, set_debug
+
+    set_debug(call.debug)
+    exit_for(exc)

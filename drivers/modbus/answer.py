@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from drivers.modbus.planner import ReadRequest
 
 
 class Answer(NamedTuple):
@@ -30,3 +33,8 @@ def exception_text(code: int) -> str:
 
 class LinkError(Exception):
     """The link broke the protocol or failed below it: the driver closes it and reconnects."""
+
+
+def naming(request: ReadRequest, exc: Exception) -> Exception:
+    """``exc`` again, of its type, its message led by the request it concerns (``unit 1 hr:0-9: …``)."""
+    return type(exc)(f"{request.describe()}: {exc}")

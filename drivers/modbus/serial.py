@@ -9,6 +9,7 @@ after :class:`~drivers.base.SourceUnavailable`. Register answers are decoded in 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from pymodbus import FramerType
@@ -17,10 +18,12 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.modbus.answer import Answer, LinkError
+from drivers.modbus.answer import Answer, LinkError, naming
 from drivers.modbus.config import BIT_TABLES, ModbusSourceConfig
 from drivers.modbus.pdu import register_fast_responses
 from drivers.modbus.planner import ReadRequest
+
+log = logging.getLogger(__name__)
 
 
 class SerialLink:
@@ -62,9 +65,9 @@ class SerialLink:
             try:
                 answers.append(await self._read(request))
             except ModbusException as exc:
-                raise LinkError(f"{request.describe()}: {exc}") from exc
+                raise naming(request, LinkError(str(exc))) from exc
             except (TimeoutError, OSError) as exc:
-                raise type(exc)(f"{request.describe()}: {exc}") from exc
+                raise naming(request, exc) from exc
         return answers
 
     async def _read(self, request: ReadRequest) -> Answer:
@@ -78,7 +81,10 @@ class SerialLink:
         return Answer(response.bits if request.table in BIT_TABLES else response.registers, None)
 
     def close(self) -> None:
-        self._client.close()
+        try:
+            self._client.close()
+        except Exception:  # close never raises: the connection is gone either way
+            log.debug("closing the Modbus client of %s failed", self._port, exc_info=True)
 
     def _on_connection_change(self, connected: bool) -> None:
         """pymodbus callback: on a lost connection, fail the request in flight now, not at its timeout.

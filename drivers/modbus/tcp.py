@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from drivers.modbus.answer import Answer, LinkError
+from drivers.modbus.answer import Answer, LinkError, naming
 from drivers.modbus.config import BIT_TABLES
 from drivers.modbus.planner import ReadRequest
 
@@ -202,7 +202,7 @@ class _Protocol(asyncio.Protocol):
         waiting, request = self._waiting, self._request
         self._settle()
         if waiting is not None and not waiting.done():
-            waiting.set_exception(type(exc)(f"{request.describe()}: {exc}") if request is not None else exc)
+            waiting.set_exception(exc if request is None else naming(request, exc))
         self.shut()
 
     def _settle(self) -> None:
