@@ -286,6 +286,18 @@ async def test_the_store_publishes_its_signed_checkpoint_retained(gateway: tuple
     await sealed(p)
     await p.delivered()
     size, root = TransparencyLog(store.engine).head()
+    published: queue.Queue[bytes] = queue.Queue()
+    probe = mqtt_client.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                               client_id=f"probe-{uuid.uuid4().hex[:6]}")
+    probe.on_connect = lambda c, u, f, rc, pr: c.subscribe(store_checkpoint_topic(mqtt.topic_root), qos=1)
+    probe.on_message = lambda c, u, m: published.put(bytes(m.payload))
+    probe.connect(mqtt.host, mqtt.port)
+    probe.loop_start()
+    try:  # the store has published a checkpoint (retained or live) before the late subscriber comes
+        published.get(timeout=20)
+    finally:
+        probe.disconnect()
+        probe.loop_stop()
     notes: queue.Queue[tuple[bytes, bool]] = queue.Queue()
     late = mqtt_client.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                               client_id=f"late-{uuid.uuid4().hex[:6]}")
