@@ -53,16 +53,21 @@ def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) ->
     return client
 
 
-def connect_async(client: mqtt.Client, cfg: MqttConfig, *, session_expiry: int = SESSION_EXPIRY_S) -> None:
+def connect_async(client: mqtt.Client, cfg: MqttConfig, *, session_expiry: int = SESSION_EXPIRY_S,
+                  receive_maximum: int | None = None) -> None:
     """Start connecting in the background; paho's loop keeps reconnecting after a loss.
 
     The session is persistent (MQTT 5: ``clean_start=False`` and ``session_expiry`` seconds;
     3.1.1: ``clean_session=False``), so QoS 1 messages for the client are kept while it is away.
+    ``receive_maximum`` (MQTT 5) asks the broker to send at most that many QoS 1 messages the
+    client has not acknowledged yet; without it MQTT 5 allows 65,535.
     """
     kwargs: dict[str, Any] = {}
     if is_v5(cfg):
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.SessionExpiryInterval = session_expiry
+        if receive_maximum is not None:
+            props.ReceiveMaximum = receive_maximum
         kwargs = {"clean_start": False, "properties": props}
     client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive, **kwargs)
 

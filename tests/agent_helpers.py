@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -116,6 +117,27 @@ def fill_disk(path: Path) -> None:
 
 
 BLACKBOX = [sys.executable, "-m", "blackbox", "--log-level", "INFO"]
+DIAGNOSABLE = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+"""An environment for a blackbox process a test starts: its log unbuffered, and SIGABRT dumps every
+thread's stack into it (see :func:`stop_process`)."""
+
+
+def stop_process(proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> int:
+    """SIGTERM ``proc`` and wait up to ``timeout`` s for it to exit; return its exit code.
+
+    A process that does not stop in time is aborted with SIGABRT: started with :data:`DIAGNOSABLE`,
+    it first writes every thread's stack to ``log``, and the test fails with that log, which shows
+    where it hung.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=30)
+        raise AssertionError(f"{proc.args!r} did not stop within {timeout} s of SIGTERM; its log, with every "
+                             f"thread's stack at the end:\n{log.read_text()[-20000:]}") from None
 
 
 def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -5,14 +5,13 @@ Mosquitto and a fresh PostgreSQL database. Every reading the agent stored must b
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
-from agent_helpers import BLACKBOX, agent_status, cli, edit_config, mqtt_settings
+from agent_helpers import BLACKBOX, DIAGNOSABLE, agent_status, cli, edit_config, mqtt_settings, stop_process
 from services import fresh_postgres_database, require_mosquitto
 from sqlalchemy import create_engine, text
 from waiting import eventually
@@ -43,10 +42,9 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
             cli("store", "enroll", "gw-cream-01", str(tmp_path / "gateway.pub.pem"), "--site", "SH-FX-01",
                 "-c", str(config))
 
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            store = subprocess.Popen([*BLACKBOX, "store", "serve", "-c", str(config)], env=env,
+            store = subprocess.Popen([*BLACKBOX, "store", "serve", "-c", str(config)], env=DIAGNOSABLE,
                                      stderr=open(tmp_path / "store.log", "w"))  # noqa: SIM115
-            agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)], env=env,
+            agent = subprocess.Popen([*BLACKBOX, "run", "-c", str(config)], env=DIAGNOSABLE,
                                      stderr=open(tmp_path / "agent.log", "w"))  # noqa: SIM115
             try:
                 sock = tmp_path / "agent.sock"
@@ -58,10 +56,8 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
                 agent.send_signal(signal.SIGTERM)
                 assert agent.wait(timeout=90) == 0, (tmp_path / "agent.log").read_text()
             finally:
-                for proc in (agent, store):
-                    if proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-                        proc.wait(timeout=30)
+                for proc, log in ((agent, tmp_path / "agent.log"), (store, tmp_path / "store.log")):
+                    stop_process(proc, log)
 
         with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
             buffered = {row[0] for row in buf.execute("SELECT seq FROM readings")}

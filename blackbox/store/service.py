@@ -215,7 +215,9 @@ class StoreService:
         self._worker.start()
         self._committer.start()
         cfg = self.config
-        connect_async(self.client, cfg, session_expiry=SESSION_EXPIRY_S)
+        # the broker sends no more unacknowledged batches than the queue holds (a broker that ignores
+        # this only makes _on_message wait for room)
+        connect_async(self.client, cfg, session_expiry=SESSION_EXPIRY_S, receive_maximum=self._queue.maxsize)
         self.client.loop_start()
         log.info(
             "store connecting to %s:%s (MQTT %s) as %s, filter %s",
@@ -270,7 +272,12 @@ class StoreService:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as exc:
             return False, f"the database does not answer: {exc.orig if exc.orig is not None else exc}"
-        return True, f"ok: {self.stats.stored} stored, {self.stats.rejected} rejected, queue {self._queue.qsize()}"
+        return True, f"ok: {self.stats.stored} stored, {self.stats.rejected} rejected, queue {self.backlog}"
+
+    @property
+    def backlog(self) -> int:
+        """Messages received from the broker and waiting for the worker (not yet acknowledged)."""
+        return self._queue.qsize()
 
     def _on_connect(
         self,
@@ -330,9 +337,17 @@ class StoreService:
         log.info("store subscribed to %s", self._filter)
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
-        # Blocks paho's thread only if the worker is QUEUE_SIZE messages behind, which the broker's
-        # in-flight window prevents: nothing is acknowledged before it has been processed.
-        self._queue.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
+        # Waits only if the worker is a whole queue behind, which the receive maximum asked of the
+        # broker prevents (nothing is acknowledged before it has been processed). It gives up once
+        # the service stops, when the worker no longer takes from the queue: the message stays
+        # unacknowledged, and the broker delivers it again to the next session.
+        item = _Message(message.topic, bytes(message.payload), message.mid, message.qos)
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=HEARTBEAT_S)
+                return
+            except queue.Full:
+                continue
 
     # -- workers: stage 1 decodes, verifies and derives; stage 2 stores, answers and acks, in order --
 

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 from store_key import STORE_SIGNER, write_store_key
 from store_synth import GATEWAY, SITE, T0, Gateway
+from waiting import wait_until
 
 from blackbox.config import MqttConfig, StoreConfig
 from blackbox.store.db import make_engine
@@ -227,6 +228,102 @@ def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
         engine.dispose()
         purge_session(client_id)
     assert not thread.is_alive()
+
+
+class GatedIngestor(Ingestor):
+    """Holds every batch in stage 1 until ``gate`` opens, as a store far behind its gateways does."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def prepare(self, wire: bytes, topic_site: str, topic_gateway: str, *,
+                topic: str | None = None) -> Prepared | IngestResult:
+        self.entered.set()
+        assert self.gate.wait(TIMEOUT), "the test never opened the gate"
+        return super().prepare(wire, topic_site, topic_gateway, topic=topic)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_a_store_with_a_full_queue_stops(store_engine: Engine, root: str, protocol: Literal["5", "3.1.1"]) -> None:
+    """Stopping while paho's thread waits for room in a full queue: the worker leaves, and the wait
+    must end too (it once held ``loop_stop`` for ever). Mosquitto sends 3.1.1 clients 20 unacknowledged
+    messages whatever the queue holds, so there the queue of 2 overflows."""
+    gw = enrolled_gateway(store_engine)
+    agent = Agent(GatewayTopics(root, SITE, GATEWAY), protocol)
+    gated = GatedIngestor(store_engine)
+    cid = f"store-{uuid.uuid4().hex[:8]}"
+    svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, protocol=protocol, client_id=cid), root,
+                       ingestor=gated, queue_size=2, signer=STORE_SIGNER)
+    svc.start()
+    stopper = threading.Thread(target=svc.stop, daemon=True)
+    try:
+        assert svc.wait_subscribed(TIMEOUT)
+        for k in range(10):
+            gw.reading("EM-01.temperature", 70.0 + k, T0 + k)
+            agent.publish(gw.seal().wire)
+        assert gated.entered.wait(TIMEOUT), "the first batch never reached the worker"
+        # MQTT 5: the broker sends 2 (the receive maximum), one of them in the worker; 3.1.1: the queue fills
+        full = {"5": 1, "3.1.1": 2}[protocol]
+        wait_until(lambda: svc.backlog == full, TIMEOUT, f"{full} batches waiting in the queue")
+        stopper.start()
+        gated.gate.set()
+        stopper.join(3 * TIMEOUT)
+        assert not stopper.is_alive(), "stop() hangs while paho's thread waits for room in the queue"
+    finally:
+        gated.gate.set()
+        agent.close()
+        purge_session(cid)
+
+
+def test_the_store_asks_the_broker_for_no_more_than_its_queue_holds(store_engine: Engine, root: str) -> None:
+    """The CONNECT the store sends (MQTT 5), read off the wire by a listener posing as the broker."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+    port = listener.getsockname()[1]
+    svc = StoreService(store_engine, MqttConfig(host="127.0.0.1", port=port, protocol="5", client_id="store-rm"),
+                       root, queue_size=37, signer=STORE_SIGNER)
+    svc.start()
+    try:
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(TIMEOUT)
+            kind, body = read_mqtt_packet(conn)
+    finally:
+        listener.close()
+        svc.stop()
+    assert kind == 0x10, "not a CONNECT"
+    name_length = int.from_bytes(body[:2], "big")
+    level = body[2 + name_length]
+    assert level == 5
+    properties = body[2 + name_length + 4:]  # level, flags, keep-alive
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
+    props.unpack(properties)  # type: ignore[no-untyped-call]
+    sent = props.json()  # type: ignore[no-untyped-call]
+    assert sent["ReceiveMaximum"] == 37
+    assert sent["SessionExpiryInterval"] > 0
+
+
+def read_mqtt_packet(conn: socket.socket) -> tuple[int, bytes]:
+    """One MQTT control packet off ``conn``: its first byte (type and flags) and its body."""
+    data = b""
+    while (header := fixed_header(data)) is None or len(data) < sum(header):
+        chunk = conn.recv(4096)
+        assert chunk, "the client hung up before sending a whole packet"
+        data += chunk
+    return data[0], data[header[0]:sum(header)]
+
+
+def fixed_header(data: bytes) -> tuple[int, int] | None:
+    """``(header size, remaining length)``, or ``None`` while ``data`` holds no whole fixed header
+    (the length is a variable-length integer of up to 4 bytes)."""
+    length = 0
+    for i, byte in enumerate(data[1:5]):
+        length |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return 2 + i, length
+    return None
 
 
 class FlakyIngestor(Ingestor):
