@@ -569,7 +569,9 @@ def run_store(
                 stop.wait(min(0.2, watchdog or 0.2))
         finally:
             systemd.notify("STOPPING=1\nSTATUS=stopping")
+            log.info("store stopping: %d received batches not yet handled stay unacknowledged", service.backlog)
             service.stop()
+            log.info("store stopped")
     finally:
         if server is not None:
             server.stop()

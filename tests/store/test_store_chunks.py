@@ -14,6 +14,8 @@ from blackbox.store.chunks import (
     explode,
     make_chunks,
     merge,
+    pack_chunk,
+    pack_single,
 )
 from blackbox.store.derive import decode_value
 
@@ -56,6 +58,17 @@ def test_chunks_hold_exactly_the_readings(rows: list[list[Any]]) -> None:
     assert len(keys) == len(set(keys)) == len({(r[1], r[7], r[8]) for r in rows})  # one chunk per group
     first = [c[CHUNK_COLUMNS.index("first_seq")] for c in chunks]
     assert first == sorted(first)  # by first seq: the same batch always gives the same tuples
+
+
+ONE_READING = {f"{case}, row {i}": r for case, rows in CASES.items() for i, r in enumerate(rows)}
+ONE_READING["a reason and a source time"] = row(3, "R", 2, quality="uncertain", reason="over range", source=9)
+
+
+@pytest.mark.parametrize("one", ONE_READING.values(), ids=ONE_READING.keys())
+def test_a_chunk_of_one_reading_is_the_general_chunk_byte_for_byte(one: list[Any]) -> None:
+    """The re-verification compares stored chunks with derived ones as bytes: the shortcut for a
+    chunk of one reading must build exactly the tuple the general packing builds."""
+    assert pack_single(one, 7, 3) == pack_chunk([[value] for value in one], 7, 3)
 
 
 def test_merged_chunks_join_their_columns() -> None:
