@@ -11,11 +11,15 @@ from __future__ import annotations
 import getpass
 import json
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-Decode = Callable[[bytes], Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (as mypy reads it)
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterator
+    from typing import Any
+
+    Decode = Callable[[bytes], Any]
+    SocketPath = str | os.PathLike[str]
 
 
 class AgentUnreachable(Exception):
@@ -26,7 +30,7 @@ class CommandFailed(Exception):
     """The agent refused or failed the command; the message says why."""
 
 
-def _connect(path: Path, timeout: float) -> socket.socket:
+def _connect(path: SocketPath, timeout: float) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -55,7 +59,7 @@ def _lines(sock: socket.socket, decode: Decode) -> Iterator[dict[str, Any]]:
             yield doc
 
 
-def call(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
+def call(path: SocketPath, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
          timeout: float = 10.0, decode: Decode = json.loads) -> Any:
     """Run one command on the agent and return its result."""
     with _connect(path, timeout) as sock:
@@ -65,7 +69,7 @@ def call(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str 
     raise CommandFailed(f"the agent closed the connection without answering {cmd!r}")
 
 
-def stream(path: Path, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
+def stream(path: SocketPath, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
            timeout: float | None = None, decode: Decode = json.loads) -> Iterator[Any]:
     """Run a streaming command; yield its items until the agent stops or the caller breaks."""
     with _connect(path, 10.0) as sock:

@@ -28,6 +28,8 @@ HEAD = "site: {id: S1}\ngateway:\n  id: gw-1\n  key_file: gateway.key\n"
     (HEAD + "agent:\n  control_socket: a.sock\n  control_socket: b.sock\n", "{dir}/b.sock"),  # as YAML reads it
     (HEAD + "agent:\n  metrics_port: 1\n  control_socket: /s/a.sock   # comment\nbuffer: {}\n", "/s/a.sock"),
     ("# comment\n" + HEAD + "agent:\n\n  control_socket: 'a b.sock'\n", "{dir}/a b.sock"),
+    ((HEAD + "agent:\n  control_socket: /w.sock\nsources:\n- name: P\n").replace("\n", "\r\n"), "/w.sock"),  # Windows
+    ("site:\n  id: S1\ngateway:\n  id: g\n", "{dir}/var/agent.sock"),  # the first line is a key
     # not sure: the full validation decides (and says what is wrong)
     (HEAD + "agent:\n  control_socket: [a]\n", None),
     (HEAD + "agent:\n  control_socket: *ref\n", None),  # an alias to elsewhere
@@ -54,7 +56,7 @@ def test_an_unreadable_file_is_left_to_the_full_validation(tmp_path: Path) -> No
 
 
 def test_the_default_socket_is_the_configuration_models_default() -> None:
-    assert AgentConfig().control_socket == DEFAULT_SOCKET
+    assert AgentConfig().control_socket == Path(DEFAULT_SOCKET)
 
 
 @pytest.mark.parametrize(("args", "command"), [

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
-DEFAULT_SOCKET = Path("var/agent.sock")
+DEFAULT_SOCKET = "var/agent.sock"
 """``agent.control_socket``'s default (:class:`blackbox.config.agent.AgentConfig`; a test checks they agree)."""
 _TOP_KEY = re.compile(rb"^([A-Za-z_][A-Za-z0-9_]*)[ \t]*:(?:[ \t]|$)")
-_TOP_LINE = re.compile(rb"^(?:[^ \t#\r\n-]|-(?![ \t\r\n]|$))[^\r\n]*", re.MULTILINE)
+_TOP_LINE = re.compile(rb"\n((?:[^ \t#\r\n-]|-(?![ \t\r\n]|$))[^\r\n]*)", re.MULTILINE)
 """A line at column 0 that is neither indented, a comment, blank, nor an item of a list written at
 its key's indentation (``- name: …``, as PyYAML writes lists): a top-level key, or something we
-cannot read quickly. Found at C speed: a 20,000-tag file has 100,000 lines."""
+cannot read quickly. Found at C speed: a 20,000-tag file has 100,000 lines. It is matched after the
+newline that ends the line before, in the file with a newline put in front: a pattern that begins
+with a character is found by a fast scan, one that begins with ``^`` is tried at every byte (8 ms
+instead of 1.3 for a 20,000-tag file, the largest part of ``blackbox status``'s own work)."""
 _REQUIRED = {b"gateway", b"site"}
 _PLAIN_SOCKET = re.compile(rb"^agent:[ \t]*\r?\n(?:(?:[ \t]+[^\r\n]*)?\r?\n)*?[ \t]+control_socket:[ \t]*"
                            rb"([A-Za-z0-9_./@+-]+)[ \t]*(?:#[^\r\n]*)?\r?$", re.MULTILINE)
@@ -33,22 +35,25 @@ _PLAIN_SOCKET = re.compile(rb"^agent:[ \t]*\r?\n(?:(?:[ \t]+[^\r\n]*)?\r?\n)*?[ 
 loading a YAML parser (a sizeable part of the command's start-up)."""
 
 
-def quick_control_socket(path: Path) -> Path | None:
-    """The control socket named by the configuration at ``path`` (absolute), or ``None`` if unsure."""
+def quick_control_socket(path: str | os.PathLike[str]) -> str | None:
+    """The control socket named by the configuration at ``path`` (an absolute path), or ``None`` if unsure.
+
+    Paths are strings here: ``pathlib`` is among the slower imports of ``blackbox status``.
+    """
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError:
         return None
     section = _agent_section(raw)
     if section is None:
         return None
-    value: object = str(DEFAULT_SOCKET) if section == b"" else _plain_socket(section)
+    value: object = DEFAULT_SOCKET if section == b"" else _plain_socket(section)
     if value is None:
         value = _yaml_socket(section)
     if not isinstance(value, str) or not value or "\x00" in value:
         return None
-    socket = Path(value)
-    return socket if socket.is_absolute() else Path(os.path.abspath(path)).parent / socket
+    return value if os.path.isabs(value) else os.path.join(os.path.dirname(os.path.abspath(path)), value)
 
 
 def _plain_socket(section: bytes) -> str | None:
@@ -71,14 +76,14 @@ def _yaml_socket(section: bytes) -> object:
         agent = {}
     if not isinstance(agent, dict):
         return None
-    return agent.get("control_socket", str(DEFAULT_SOCKET))
+    return agent.get("control_socket", DEFAULT_SOCKET)
 
 
 def _agent_section(raw: bytes) -> bytes | None:
     """The lines of the top-level ``agent:`` section (``b""`` if there is none), ``None`` if unsure."""
     keys: list[tuple[bytes, int]] = []  # (key, offset of its line)
-    for line in _TOP_LINE.finditer(raw):
-        match = _TOP_KEY.match(line.group())
+    for line in _TOP_LINE.finditer(b"\n" + raw):  # line.start(), at the newline put before it, is its offset in raw
+        match = _TOP_KEY.match(line.group(1))
         if match is None:  # flow style, a document marker, an anchor, a complex key: not a plain block mapping
             return None
         keys.append((match.group(1), line.start()))

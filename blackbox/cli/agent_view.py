@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+import time
 
 from blackbox.control_client import call, stream
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing, datetime or pathlib (as mypy reads it)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from blackbox.control_client import SocketPath
 
 ATTENTION_SHOWN = 50
 """Tags needing attention that plain ``status`` lists (a PLC that is down makes all its tags stale:
@@ -32,7 +36,7 @@ def status_args(all_tags: bool, json_out: bool, patterns: Sequence[str], units: 
     return args
 
 
-def show_status(socket: Path, *, json_out: bool = False, all_tags: bool = False,
+def show_status(socket: SocketPath, *, json_out: bool = False, all_tags: bool = False,
                 patterns: Sequence[str] = (), units: Sequence[str] = ()) -> None:
     args = status_args(all_tags, json_out, patterns, units)
     if args.get("list") == "attention":  # a few kilobytes: the standard library's JSON, without loading orjson
@@ -129,7 +133,7 @@ def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MB"
 
 
-def follow_tail(socket: Path, *, patterns: Sequence[str] = (), units: Sequence[str] = (), events: bool = False,
+def follow_tail(socket: SocketPath, *, patterns: Sequence[str] = (), units: Sequence[str] = (), events: bool = False,
                 count: int = 0, json_out: bool = False) -> bool:
     """Print the readings (and events) as the agent commits them; ``True`` once ``count`` readings are
     shown (``count`` 0: never), ``False`` when the agent stopped. ^C ends it quietly."""
@@ -168,4 +172,4 @@ def _compact(doc: Any) -> str:
 def _clock(ts_us: int) -> str:
     """The time of day, UTC, to the millisecond: ``HH:MM:SS.mmm``."""
     seconds, micros = divmod(ts_us, 1_000_000)
-    return f"{datetime.fromtimestamp(seconds, UTC):%H:%M:%S}.{micros // 1000:03d}"
+    return f"{time.strftime('%H:%M:%S', time.gmtime(seconds))}.{micros // 1000:03d}"

@@ -56,4 +56,5 @@ def agent_call(config: Path, cmd: str, args: dict[str, Any] | None = None, user:
 def control_socket(config: Path) -> Path:
     """The control socket of the agent of ``config``: read from its ``agent:`` section alone when the
     file allows it (:mod:`blackbox.cli.agent_socket`), else from the whole validated file (exit 2 if unusable)."""
-    return quick_control_socket(config) or load_or_exit(config).config.agent.control_socket
+    found = quick_control_socket(config)
+    return Path(found) if found is not None else load_or_exit(config).config.agent.control_socket

@@ -19,23 +19,26 @@ effect here; ``run`` sets up logging with it, as the typer application does.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
 
 from blackbox.cli.agent_socket import quick_control_socket
 from blackbox.cli.agent_view import follow_tail, show_status
 from blackbox.control_client import AgentUnreachable, CommandFailed
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing or pathlib (as mypy reads it)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
 
 FLAG, VALUE, MANY, COUNT = "flag", "value", "many", "count"
 """How an option takes its value: none (``True`` when given), one (the last one given wins, as in
 click), one per use (a list), a whole number 0 or more."""
 
 
-class Option(NamedTuple):  # not a dataclass: importing dataclasses costs a sixth of this command's start-up
-    names: tuple[str, ...]
-    dest: str
-    kind: str
+class Option:  # a plain class: dataclasses, typing.NamedTuple and pathlib are each a sizeable part of the start-up
+    __slots__ = ("dest", "kind", "names")
+
+    def __init__(self, names: tuple[str, ...], dest: str, kind: str) -> None:
+        self.names, self.dest, self.kind = names, dest, kind
 
 
 CONFIG = Option(("--config", "-c"), "config", VALUE)
@@ -124,7 +127,7 @@ def run(args: Sequence[str]) -> int | None:
         return None
     if call.command == "run":
         return _run_agent(call)
-    socket = quick_control_socket(Path(call.config))
+    socket = quick_control_socket(call.config)
     if socket is None:
         return None
     try:
@@ -142,6 +145,8 @@ def run(args: Sequence[str]) -> int | None:
 
 
 def _run_agent(call: Invocation) -> int:
+    from pathlib import Path
+
     from blackbox.cli.agent_run import run_agent
     from blackbox.logs import setup_logging
 
