@@ -56,8 +56,9 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
                 agent.send_signal(signal.SIGTERM)
                 assert agent.wait(timeout=90) == 0, (tmp_path / "agent.log").read_text()
             finally:
+                # the store joins its two worker threads for up to 10 s each: 60 s leaves a loaded machine room
                 for proc, log in ((agent, tmp_path / "agent.log"), (store, tmp_path / "store.log")):
-                    stop_process(proc, log)
+                    stop_process(proc, log, timeout=60)
 
         with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
             buffered = {row[0] for row in buf.execute("SELECT seq FROM readings")}

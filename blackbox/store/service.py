@@ -229,7 +229,12 @@ class StoreService:
         )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Disconnect and stop the worker. Messages not yet handled stay unacknowledged at the broker."""
+        """Disconnect and stop the workers, waiting up to ``timeout`` seconds for both together.
+
+        Messages not yet handled stay unacknowledged at the broker. A worker still busy after
+        ``timeout`` (a statement the database does not answer) is left behind, with a warning: its
+        thread is a daemon, and what it holds is delivered again to the next session.
+        """
         self._stopping.set()
         try:
             self.client.disconnect()
@@ -239,11 +244,15 @@ class StoreService:
                 # unblock the worker: it exits at the sentinel (or at once if it is retrying)
                 with contextlib.suppress(queue.Full):
                     self._queue.put_nowait(None)
-                self._worker.join(timeout)
-                self._worker = None
-            if self._committer is not None:
-                self._committer.join(timeout)
-                self._committer = None
+            deadline = time.monotonic() + timeout
+            for thread in (self._worker, self._committer):
+                if thread is not None:
+                    thread.join(max(0.0, deadline - time.monotonic()))
+                    if thread.is_alive():
+                        log.warning("a store thread did not stop in time, and the store stops without it: what "
+                                    "it holds stays unacknowledged at the broker (%s, waited %g s)",
+                                    thread.name, timeout)
+            self._worker = self._committer = None
             self.subscribed.clear()
             self.connected.clear()
 

@@ -277,6 +277,50 @@ def test_a_store_with_a_full_queue_stops(store_engine: Engine, root: str, protoc
         purge_session(cid)
 
 
+class StuckStore(Ingestor):
+    """Stores nothing until ``gate`` opens: a commit inside a database call that does not come back."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def store(self, prepared: Prepared) -> IngestResult:
+        self.entered.set()
+        assert self.gate.wait(3 * TIMEOUT), "the test never opened the gate"
+        return super().store(prepared)
+
+
+def test_a_store_whose_commit_hangs_stops_within_its_timeout_and_says_so(
+    store_engine: Engine, root: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = enrolled_gateway(store_engine)
+    agent = Agent(GatewayTopics(root, SITE, GATEWAY))
+    stuck = StuckStore(store_engine)
+    cid = f"store-{uuid.uuid4().hex[:8]}"
+    svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, client_id=cid), root, ingestor=stuck,
+                       signer=STORE_SIGNER)
+    svc.start()
+    stopper = threading.Thread(target=svc.stop, kwargs={"timeout": 0.5}, daemon=True)
+    try:
+        assert svc.wait_subscribed(TIMEOUT)
+        gw.reading("EM-01.temperature", 70.0, T0)
+        agent.publish(gw.seal().wire)
+        assert stuck.entered.wait(TIMEOUT), "the batch never reached the commit stage"
+        with caplog.at_level(logging.WARNING, logger="blackbox.store.service"):
+            stopper.start()
+            stopper.join(TIMEOUT)
+        assert not stopper.is_alive(), "stop() waited for the hung commit beyond its timeout"
+        warned = [r.getMessage() for r in caplog.records if "did not stop in time" in r.getMessage()]
+        assert warned == ["a store thread did not stop in time, and the store stops without it: what it holds "
+                          "stays unacknowledged at the broker (blackbox-store-commit, waited 0.5 s)"]
+        assert agent.acks.empty()  # nothing was acknowledged: the broker delivers the batch again
+    finally:
+        stuck.gate.set()
+        agent.close()
+        purge_session(cid)
+
+
 def test_the_store_asks_the_broker_for_no_more_than_its_queue_holds(store_engine: Engine, root: str) -> None:
     """The CONNECT the store sends (MQTT 5), read off the wire by a listener posing as the broker."""
     listener = socket.create_server(("127.0.0.1", 0))
