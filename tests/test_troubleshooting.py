@@ -27,11 +27,29 @@ def logged_messages() -> list[tuple[str, str]]:
         if rel.startswith(NOT_RUNTIME):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in LEVELS
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logger")
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                found.append((f"{rel}:{node.lineno}", node.args[0].value))
+            message = _problem_logged(node)
+            if message is not None:
+                found.append((f"{rel}:{node.lineno}", message))
     return found
+
+
+def _problem_logged(node: ast.AST) -> str | None:
+    """The format string of ``log.warning("…")`` (error, critical, exception too), or of
+    ``log.log(LEVEL, "…")`` whose level expression names a problem's level (``logging.WARNING if
+    first else logging.DEBUG``); else ``None``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logger")):
+        return None
+    if node.func.attr in LEVELS:
+        args = node.args
+    elif node.func.attr == "log" and node.args and any(
+            isinstance(n, ast.Attribute) and n.attr.lower() in LEVELS for n in ast.walk(node.args[0])):
+        args = node.args[1:]
+    else:
+        return None
+    if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+        return args[0].value
+    return None
 
 
 def key_text(message: str) -> str:
