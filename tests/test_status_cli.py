@@ -32,7 +32,7 @@ from blackbox.agent import status
 from blackbox.agent.runtime import Agent
 from blackbox.agent.status import status_report
 from blackbox.broker import free_port
-from blackbox.cli.agent_view import ATTENTION_SHOWN
+from blackbox.cli.agent_view import ATTENTION_SHOWN, status_text
 from blackbox.config import load_config
 from blackbox.seal import generate_key_file
 from blackbox.sim import IllegalAddress, Simulator
@@ -174,6 +174,19 @@ async def test_status_json_is_complete_and_filters_narrow_it(running: Running) -
         picked = orjson.loads((await blackbox("status", "--json", "-c", str(config), "-u", "FL-01")).stdout)
         assert [t["tag"] for t in picked["tags"]] == [n for n in ALL if n.startswith("FL-01.")]
         assert picked["tag_counts"]["matching"] == len(picked["tags"]) and picked["tag_counts"]["bad"] == 1
+
+
+async def test_status_shows_each_source_drivers_details(running: Running) -> None:
+    """The agent's own counters of a source (learned splits, dropped answers), not only diag's."""
+    st = orjson.loads((await blackbox("status", "--json", "-c", str(running.config))).stdout)
+    details = {s["name"]: s["details"] for s in st["sources"]}
+    sim = next(name for name in details if name != "dead")
+    assert any("hr:40" in split for split in details[sim]["splits"])  # learned from the refused FL-01 registers
+    assert "dropped_answers" not in details[sim]  # the simulator never answers twice
+    report = orjson.loads(orjson.dumps(await status_report(running.agent)))
+    report["sources"][0]["details"]["dropped_answers"] = 3
+    line = next(x for x in status_text(report).splitlines() if x.startswith(report["sources"][0]["name"]))
+    assert line.endswith("3 answers dropped (not awaited)")
 
 
 @pytest.mark.parametrize(("args", "error"), [

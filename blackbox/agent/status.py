@@ -132,7 +132,8 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
                     "recipe_version": ctx.recipe_version, "phase": ctx.phase},
         "sources": [{"name": p.cfg.name, "protocol": p.cfg.protocol, "connected": p.connected, "cycles": p.cycles,
                      "poll_interval_s": p.cfg.poll_interval, "last_cycle_s": p.last_cycle_s, "overruns": p.overruns,
-                     "last_error": p.driver.health.last_error} for p in agent.pollers],
+                     "last_error": p.driver.health.last_error, "details": p.driver.health.details}
+                    for p in agent.pollers],
         "tags": tags,
         "tag_counts": report.counts,
         "buffer": {"path": str(agent.buffer.path), "last_seq": backlog.last_seq,

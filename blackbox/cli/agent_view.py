@@ -69,8 +69,10 @@ def status_text(st: dict[str, Any], filtered: bool = False, all_tags: bool = Fal
     for s in st["sources"]:
         state = {True: "connected", False: "DOWN", None: "starting"}[s["connected"]]
         ms = f"{s['last_cycle_s'] * 1000:.1f}" if s["last_cycle_s"] is not None else "-"
+        dropped = (s.get("details") or {}).get("dropped_answers")
+        note = f"{dropped} answers dropped (not awaited)" if dropped else ""
         lines.append(f"{s['name']:<20} {s['protocol']:<8} {state:<12} {s['cycles']:>8} {ms:>9} {s['overruns']:>8}  "
-                     f"{s['last_error'] or ''}")
+                     + "; ".join(x for x in (s["last_error"], note) if x))
     lines.append("")
     lines += _tag_lines(st["tag_counts"], st["tags"], filtered, all_tags)
     b, u = st["buffer"], st["uplink"]
