@@ -17,6 +17,9 @@ PostgreSQL snapshot (``pg_export_snapshot``) and each worker's transaction impor
 TRANSACTION SNAPSHOT``) before its first query, so a row changed meanwhile is seen by none or by
 all. The workers belong to the reporting process, started by a clean ``forkserver`` (never a fork of
 a threaded web process), and kept for the next report; any error in one is raised in the report.
+Each worker ends when its reporting process does, however that ends (a SIGKILL too): a worker
+holds the write ends of its own queue and of the forkserver's liveness pipe, so nothing else would
+ever tell it or the forkserver that their owner is gone.
 
 Only PostgreSQL (SQLite cannot share a snapshot between connections) and only for batches spanning
 at least :data:`PARALLEL_MIN_BATCHES` sealed batches, below which starting the work elsewhere costs
@@ -26,8 +29,11 @@ more than it saves.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
+import select
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from sqlalchemy import Connection, Engine, text
@@ -61,11 +67,52 @@ class _Pool:
             if self.executor is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["blackbox.store.trace"])  # imports this module
-                self.executor = ProcessPoolExecutor(max_workers=PARTS, mp_context=context)
+                self.executor = ProcessPoolExecutor(max_workers=PARTS, mp_context=context,
+                                                    initializer=_end_with_owner, initargs=(os.getpid(),))
             return self.executor
+
+    def shutdown(self) -> None:
+        """Stop the worker processes (started again by the next report)."""
+        with self.lock:
+            executor, self.executor = self.executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 _POOL = _Pool()
+OWNER_POLL_S = 1.0
+"""How often a worker looks for its owner where the system cannot tell it (no ``pidfd_open``)."""
+
+
+def _end_with_owner(owner: int) -> None:
+    """In a worker, at its start: end the worker as soon as process ``owner`` has ended."""
+    threading.Thread(target=_wait_for_end, args=(owner,), name="owner-watch", daemon=True).start()
+
+
+def _wait_for_end(owner: int) -> None:
+    try:
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):  # not Linux 5.3+: ask every second (a pid is not reused that soon)
+        while _alive(owner):
+            time.sleep(OWNER_POLL_S)
+    else:
+        select.select([fd], [], [])  # readable once the process has ended
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (the pid was reused)
+        return True
+    return True
+
+
+def shutdown() -> None:
+    """Stop this process's integrity workers, if started (the web server, before it exits)."""
+    _POOL.shutdown()
 
 
 def prestart() -> None:

@@ -7,6 +7,7 @@ second one.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -78,17 +79,28 @@ def app_for_url(url: str, config: WebConfig | None = None) -> FastAPI:
     return create_app(read, make_engine(url), config)
 
 
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(url: str, config: WebConfig) -> None:
     """Serve the API and pages until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
+    from blackbox.store.integrity_worker import prestart, shutdown
+
     app = app_for_url(url, config)
     if url.startswith("postgresql"):  # large reports check their integrity in worker processes: start them
-        from blackbox.store.integrity_worker import prestart
-
         prestart()
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info",
-                ssl_certfile=str(config.tls_cert_file) if config.tls_cert_file else None,
-                ssl_keyfile=str(config.tls_key_file) if config.tls_key_file else None,
-                proxy_headers=bool(config.trusted_proxies),
-                forwarded_allow_ips=",".join(config.trusted_proxies) or None)
+    # uvicorn raises the SIGTERM it caught again once it has shut down; with the default handler that
+    # killed the process on the spot, before the worker processes were stopped (they stayed, for
+    # ever). This handler ends the process as an exit does: the workers are stopped first.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info",
+                    ssl_certfile=str(config.tls_cert_file) if config.tls_cert_file else None,
+                    ssl_keyfile=str(config.tls_key_file) if config.tls_key_file else None,
+                    proxy_headers=bool(config.trusted_proxies),
+                    forwarded_allow_ips=",".join(config.trusted_proxies) or None)
+    finally:
+        shutdown()
