@@ -27,17 +27,17 @@ def logged_messages() -> list[tuple[str, str]]:
         if rel.startswith(NOT_RUNTIME):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            message = _problem_logged(node)
+            message = _problem_logged(node) if isinstance(node, ast.Call) else None
             if message is not None:
                 found.append((f"{rel}:{node.lineno}", message))
     return found
 
 
-def _problem_logged(node: ast.AST) -> str | None:
+def _problem_logged(node: ast.Call) -> str | None:
     """The format string of ``log.warning("…")`` (error, critical, exception too), or of
     ``log.log(LEVEL, "…")`` whose level expression names a problem's level (``logging.WARNING if
     first else logging.DEBUG``); else ``None``."""
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    if not (isinstance(node.func, ast.Attribute)
             and isinstance(node.func.value, ast.Name) and node.func.value.id in ("log", "logger")):
         return None
     if node.func.attr in LEVELS:
