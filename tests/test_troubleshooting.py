@@ -27,8 +27,7 @@ def logged_messages() -> list[tuple[str, str]]:
         if rel.startswith(NOT_RUNTIME):
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            message = _problem_logged(node) if isinstance(node, ast.Call) else None
-            if message is not None:
+            if isinstance(node, ast.Call) and (message := _problem_logged(node)) is not None:
                 found.append((f"{rel}:{node.lineno}", message))
     return found
 
