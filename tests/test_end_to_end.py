@@ -53,12 +53,14 @@ async def test_agent_and_store_processes_deliver_every_reading_exactly_once(tmp_
                 await asyncio.wait_for(sim.wait(), timeout=120)
                 await eventually(lambda: (st := agent_status(sock)) is not None and st["context"]["batch"] is None,
                                30, "the agent to see the batch end")
+                # waited for in a thread: the simulated line runs in this event loop and must go on
+                # answering while the agent finishes its cycle in progress
                 agent.send_signal(signal.SIGTERM)
-                assert agent.wait(timeout=90) == 0, (tmp_path / "agent.log").read_text()
+                assert await asyncio.to_thread(agent.wait, 90) == 0, (tmp_path / "agent.log").read_text()
             finally:
-                # the store joins its two worker threads for up to 10 s each: 60 s leaves a loaded machine room
+                # the store waits up to 10 s for its worker threads: 60 s leaves a loaded machine room
                 for proc, log in ((agent, tmp_path / "agent.log"), (store, tmp_path / "store.log")):
-                    stop_process(proc, log, timeout=60)
+                    await asyncio.to_thread(stop_process, proc, log, 60)
 
         with sqlite3.connect(tmp_path / "buffer.sqlite") as buf:
             buffered = {row[0] for row in buf.execute("SELECT seq FROM readings")}
