@@ -17,16 +17,12 @@ if TYPE_CHECKING:  # the configuration models load in a fraction of a second: on
 ConfigOpt = typer.Option(..., "--config", "-c", help="The agent's configuration file.")
 
 
-def load_or_exit(path: Path, forked: bool = False) -> LoadedConfig:
-    """Load a configuration, or print every problem and exit with status 2.
-
-    ``forked``: parsed in a child process (:func:`~blackbox.config.load_config_forked`), for a
-    long-running process that should not keep the parse's memory.
-    """
-    from blackbox.config import ConfigError, load_config, load_config_forked
+def load_or_exit(path: Path) -> LoadedConfig:
+    """Load a configuration, or print every problem and exit with status 2."""
+    from blackbox.config import ConfigError, load_config
 
     try:
-        return (load_config_forked if forked else load_config)(path)
+        return load_config(path)
     except ConfigError as exc:
         report_config_error(path, exc)
         raise typer.Exit(EXIT_CONFIG) from None

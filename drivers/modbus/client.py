@@ -10,7 +10,7 @@ Outcomes of one request:
   garbage text) is a bad-quality sample with the reason;
 * "illegal data address" for a request that merges several tags: the device refuses part of the
   block. The request is split in two at a tag boundary (:func:`~drivers.modbus.planner.split_point`),
-  both halves are read at once, and the split is kept as a planner *break* for every later
+  both halves are read in a further round of the same cycle, and the split is kept as a planner *break* for every later
   cycle; repeated, this isolates the refused tags, so their neighbours keep good quality and only
   the refused tags read bad;
 * any other Modbus exception response (or "illegal data address" for a single tag): the tags of

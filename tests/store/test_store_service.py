@@ -230,19 +230,30 @@ def test_run_store_serves_until_stopped(tmp_path: Path, root: str) -> None:
     assert not thread.is_alive()
 
 
-class GatedIngestor(Ingestor):
-    """Holds every batch in stage 1 until ``gate`` opens, as a store far behind its gateways does."""
+class HeldIngestor(Ingestor):
+    """Holds every batch at ``stage`` until ``gate`` opens: in stage 1 (``"prepare"``), as a store far
+    behind its gateways; in stage 2 (``"store"``), as a commit inside a database call that does not
+    come back."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, stage: Literal["prepare", "store"]) -> None:
         super().__init__(engine)
+        self.stage = stage
         self.gate = threading.Event()
         self.entered = threading.Event()
 
+    def _hold(self, stage: str) -> None:
+        if stage == self.stage:
+            self.entered.set()
+            assert self.gate.wait(3 * TIMEOUT), "the test never opened the gate"
+
     def prepare(self, wire: bytes, topic_site: str, topic_gateway: str, *,
                 topic: str | None = None) -> Prepared | IngestResult:
-        self.entered.set()
-        assert self.gate.wait(TIMEOUT), "the test never opened the gate"
+        self._hold("prepare")
         return super().prepare(wire, topic_site, topic_gateway, topic=topic)
+
+    def store(self, prepared: Prepared) -> IngestResult:
+        self._hold("store")
+        return super().store(prepared)
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -252,7 +263,7 @@ def test_a_store_with_a_full_queue_stops(store_engine: Engine, root: str, protoc
     messages whatever the queue holds, so there the queue of 2 overflows."""
     gw = enrolled_gateway(store_engine)
     agent = Agent(GatewayTopics(root, SITE, GATEWAY), protocol)
-    gated = GatedIngestor(store_engine)
+    gated = HeldIngestor(store_engine, "prepare")
     cid = f"store-{uuid.uuid4().hex[:8]}"
     svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, protocol=protocol, client_id=cid), root,
                        ingestor=gated, queue_size=2, signer=STORE_SIGNER)
@@ -277,26 +288,12 @@ def test_a_store_with_a_full_queue_stops(store_engine: Engine, root: str, protoc
         purge_session(cid)
 
 
-class StuckStore(Ingestor):
-    """Stores nothing until ``gate`` opens: a commit inside a database call that does not come back."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.gate = threading.Event()
-        self.entered = threading.Event()
-
-    def store(self, prepared: Prepared) -> IngestResult:
-        self.entered.set()
-        assert self.gate.wait(3 * TIMEOUT), "the test never opened the gate"
-        return super().store(prepared)
-
-
 def test_a_store_whose_commit_hangs_stops_within_its_timeout_and_says_so(
     store_engine: Engine, root: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw = enrolled_gateway(store_engine)
     agent = Agent(GatewayTopics(root, SITE, GATEWAY))
-    stuck = StuckStore(store_engine)
+    stuck = HeldIngestor(store_engine, "store")
     cid = f"store-{uuid.uuid4().hex[:8]}"
     svc = StoreService(store_engine, MqttConfig(host=HOST, port=PORT, client_id=cid), root, ingestor=stuck,
                        signer=STORE_SIGNER)
