@@ -6,7 +6,10 @@ For each size (default 500, 2,000 and 10,000 tags, all polled every 0.1 s):
   their own process), and further Modbus TCP devices of up to 1,000 tags each serve the rest of the
   tags (float32 values that change every second, ``uplink.ModbusLine``, a process each);
 * ``blackbox run`` (its own process) polls both with the demo configuration's production context
-  (batch, phase, materials, QC) and its rules ON, buffers, seals, signs and publishes;
+  (batch, phase, materials, QC) and its rules ON, buffers, seals, signs and publishes; its batches
+  are as large as ``blackbox config check`` advises for the line (half a second of its readings:
+  50,000 records at 10,000 tags; the shipped 5,000 where that is enough), or the shipped defaults at
+  every size with ``--shipped-batches``, or ``--batch-records N``;
 * ``blackbox store serve`` (its own process) verifies and commits to a fresh PostgreSQL database,
   through a Mosquitto broker started on a free port.
 
@@ -28,7 +31,7 @@ after the window and prints the agent's RSS every minute and its slope (the back
 disk, not in memory), and, with the store, how long delivery takes to catch up afterwards.
 
 Usage: python benchmarks/end_to_end.py [--tags 500,2000,10000] [--seconds 60] [--warmup 20] [--no-store]
-       [--outage 60]
+       [--outage 60] [--shipped-batches | --batch-records N]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from uplink import BLACKBOX, ModbusLine, Store, database, enroll, proc_cpu_s, say, write_config
 
 from blackbox.broker import EmbeddedBroker, free_port
+from blackbox.config.seal import SealConfig, advised_batch
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG
 from blackbox.seal import generate_key_file
@@ -210,11 +214,13 @@ def buffer_mib(buffer: Path) -> float:
 
 
 async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float, warmup: float,
-                   with_store: bool = True, outage_min: float = 0.0, batch_records: int | None = None) -> None:
+                   with_store: bool = True, outage_min: float = 0.0, batch_records: int | None = None,
+                   shipped_batches: bool = False) -> None:
     opcua_port, modbus_port = free_port(), free_port()
     sim = subprocess.Popen([*BLACKBOX, "simulate", "--speed", "600", "--opcua-port", str(opcua_port),
                             "--modbus-port", str(modbus_port)], stderr=open(workdir / "sim.log", "wb"))  # noqa: SIM115
     sources, extra = reference_line(opcua_port, modbus_port)
+    seal, batches = seal_section(tags, batch_records, shipped_batches)
     n_ref = sum(len(s["tags"]) for s in sources)
     rest = max(0, tags - n_ref)
     padding = [ModbusLine(min(PLC_TAGS, rest - first), f"PLC{k:02d}")
@@ -225,7 +231,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     try:
         with database("postgresql", workdir) if with_store else no_database(workdir) as url:
             config = write_config(workdir, broker, url, sources=[*sources, *(line.source(POLL) for line in padding)],
-                                  extra={**extra, "seal": seal_section(batch_records)})
+                                  extra={**extra, "seal": seal})
             store: Store | None = None
             engine: Engine | None = None
             if with_store:
@@ -291,7 +297,8 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     user_us = (a_user1 - a_user0) / made * 1e6 if made else float("nan")
     say(f"{tags:,} tags ({n_ref} of the reference line + {rest:,} on {len(padding)} Modbus devices) "
         f"every {POLL} s, rules "
-        f"({len(extra['rules'])}) and context on, {span:.0f} s window, load average {os.getloadavg()[0]:.1f}"
+        f"({len(extra['rules'])}) and context on, {batches}, {span:.0f} s window, "
+        f"load average {os.getloadavg()[0]:.1f}"
         f"{'' if with_store else ', agent only (no store)'}")
     late = "?" if o0 is None or o1 is None else f"{o1 - o0:,}"
     say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "
@@ -309,12 +316,20 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     say(f"   PLC-to-commit latency p50 {p50 / 1e6:.2f} s   p99 {p99 / 1e6:.2f} s")
 
 
-def seal_section(batch_records: int | None) -> dict[str, Any]:
-    """The agent's ``seal:`` section: a batch a second, at most ``batch_records`` readings (the default 5,000
-    when not given) and a records document of about 110 bytes per reading."""
-    if batch_records is None:
-        return {"max_age": 1.0}
-    return {"max_age": 1.0, "max_records": batch_records, "max_bytes": max(512_000, batch_records * 110)}
+def seal_section(tags: int, batch_records: int | None, shipped: bool) -> tuple[dict[str, Any], str]:
+    """The agent's ``seal:`` section and its description: batches of at most ``batch_records`` readings
+    (about 110 bytes each in the records document) if given; else the shipped defaults (5,000 records,
+    512,000 bytes) if ``shipped`` or if they suit the line; else what ``blackbox config check`` advises
+    for the line (half a second of its readings)."""
+    base = SealConfig(max_age=1.0)
+    if batch_records is not None:
+        return ({"max_age": 1.0, "max_records": batch_records, "max_bytes": max(512_000, batch_records * 110)},
+                f"batches of at most {batch_records:,} records (--batch-records)")
+    advised = None if shipped else advised_batch(base, tags / POLL)
+    if advised is None:
+        return {"max_age": 1.0}, f"batches of at most {base.max_records:,} records (the shipped default)"
+    return ({"max_age": 1.0, "max_records": advised.max_records, "max_bytes": advised.max_bytes},
+            f"batches of at most {advised.max_records:,} records (as `blackbox config check` advises for this line)")
 
 
 def proc_user_s(pid: int) -> float:
@@ -331,7 +346,9 @@ async def main() -> None:
     ap.add_argument("--outage", type=float, default=0.0, metavar="MINUTES",
                     help="after the window, stop the broker this long and follow the agent's RSS (e.g. 60)")
     ap.add_argument("--batch-records", type=int, default=None, metavar="N",
-                    help="the agent's seal.max_records (default: the configuration's default, 5,000)")
+                    help="the agent's seal.max_records (default: as `blackbox config check` advises for the line)")
+    ap.add_argument("--shipped-batches", action="store_true",
+                    help="the shipped seal defaults (5,000 records) at every size, even where larger are advised")
     args = ap.parse_args()
     say(f"end-to-end benchmark on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
         "store on PostgreSQL, Mosquitto")
@@ -343,7 +360,7 @@ async def main() -> None:
         for tags in (int(t) for t in args.tags.split(",")):
             with tempfile.TemporaryDirectory(prefix=f"bb-e2e-{tags}-") as d:
                 await one_size(Path(d), broker, tags, args.seconds, args.warmup, not args.no_store, args.outage,
-                                args.batch_records)
+                                args.batch_records, args.shipped_batches)
     finally:
         await broker.stop()
 

@@ -2,8 +2,9 @@
 
 Sealing runs on the buffer's thread (``db``), so reading the records, signing and storing the
 batch cannot interleave with anything else that touches the buffer. Records come out of the buffer
-as rows built from its blocks of columns and are sealed without building objects
-(:func:`blackbox.seal.seal_rows`), which keeps the agent's CPU per reading low.
+as runs of rows built from its blocks of columns, one block at a time, and are sealed without
+building objects (:func:`blackbox.seal.seal_runs`), which keeps the agent's CPU per reading and its
+memory low.
 
 Key rotation (docs/batch-format.md): ``keys.rotate`` on the control socket writes the successor
 key to ``<key_file>.next``, records a ``key.rotated`` event naming it, and waits until that event
@@ -31,6 +32,7 @@ from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, Committed, DbCall
 from blackbox.config.seal import SealConfig
+from blackbox.glibc_malloc import FreeMemoryRelease
 from blackbox.model import Event, EventDraft, Sample
 from blackbox.seal import (
     KEY_ROTATED,
@@ -48,7 +50,7 @@ from blackbox.seal import (
     public_key_pem,
     rotation_data,
     rotation_of,
-    seal_rows,
+    seal_runs,
     set_aside_next_key,
     successor,
 )
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 
 Record = Callable[[Sequence[Sample], Sequence[EventDraft]], Awaitable[Committed]]
 RETRY_AFTER_ERROR_S = 5.0
+LARGE_BATCH_RECORDS = 10_000
+"""A batch of at least this many records (a records document of about a megabyte) is a large transient
+of the heap: the sealer gives the heap's free pages back right after it (:class:`FreeMemoryRelease`)."""
 CLOCK_STEP_US = 1_000_000
 """A change of the wall clock against the boot clock larger than this between two batches is a step."""
 
@@ -118,9 +123,9 @@ class RecordsPerBatch:
     """How many records the sealer asks the buffer for: ``max_records``, or fewer while ``max_bytes``
     cuts its batches.
 
-    A batch cut by ``max_bytes`` costs more than its size: the records beyond the cut were read back
-    and checked for nothing, and its records document is encoded twice more to find the exact cut
-    (:func:`blackbox.seal.seal_rows`). With ``max_records`` above what ``max_bytes`` holds (the
+    A batch cut by ``max_bytes`` costs more than its size: the blocks beyond the cut were read back
+    for nothing, and the block the cut falls in is encoded twice more to find the exact cut
+    (:func:`blackbox.seal.seal_runs`). With ``max_records`` above what ``max_bytes`` holds (the
     defaults at about 110 bytes a reading), that was every batch of a busy line. So after a cut the
     sealer asks for what fitted, and for 2 % more after each batch that fitted, up to ``max_records``:
     a cut every few dozen batches, each batch as large as before to within a few percent.
@@ -165,6 +170,8 @@ class Sealer:
         self._pending_since: float | None = None
         self._tip: _Tip | None = None
         self.per_batch = RecordsPerBatch(cfg.max_records)
+        self._release_memory = FreeMemoryRelease()
+        """What sealing freed inside the heap would otherwise stay resident."""
         self.sealed = 0
         self.last_error: str | None = None
 
@@ -261,22 +268,23 @@ class Sealer:
         after, batch_seq, prev = nxt.after_seq, nxt.batch_seq, nxt.prev_hash
         started = time.perf_counter()
         found = self._buffer.unsealed(after, self.per_batch.ask)
-        readings, events = found.readings, found.events
-        if not readings and not events:
+        runs, events = found.runs, found.events
+        if not runs and not events:
             # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
             self._sealed_through = max(self._sealed_through, self._buffer.last_seq)
             self._resolve_stale_next(after)
             return None
         rotation_at = next((e[0] for e in events if e[1] == KEY_ROTATED), None)
-        if rotation_at is not None:  # the rotation ends the batch signed by the old key
-            readings = [r for r in readings if r[0] <= rotation_at]
+        if rotation_at is not None:  # the rotation ends the batch signed by the old key (no run spans an event)
+            runs = [r for r in runs if r.last_seq <= rotation_at]
             events = [e for e in events if e[0] <= rotation_at]
-        batch = seal_rows(readings, events, site=self._site, gateway=self._gateway, key=self._key,
+        batch = seal_runs(runs, events, site=self._site, gateway=self._gateway, key=self._key,
                           batch_seq=batch_seq, prev_hash=prev, config_hash=self._config_hash,
                           clock=self._clock.status(), compression=self._cfg.compression,
-                          max_bytes=self._cfg.max_bytes, readings_checked=found.readings_checked)
+                          max_bytes=self._cfg.max_bytes)
         h = batch.header
-        self.per_batch.sealed(len(readings) + len(events), h.last_seq - h.first_seq + 1)
+        offered = sum(r.last_seq - r.first_seq + 1 for r in runs) + len(events)
+        self.per_batch.sealed(offered, h.last_seq - h.first_seq + 1)
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
         self._tip = _Tip(batch_seq, batch.hash, h.last_seq)
         self._sealed_through = h.last_seq
@@ -285,6 +293,8 @@ class Sealer:
         if rotation_at is not None and h.last_seq == rotation_at:
             event = next(e for e in events if e[0] == rotation_at)
             self._switch_key(rotation_of(Event(*event)).new_key_id)
+        del found, runs, batch
+        self._release_memory(large=h.last_seq - h.first_seq + 1 >= LARGE_BATCH_RECORDS)
         return _Made(batch_seq, h.last_seq)
 
     def _last_sealed(self) -> _Tip | None:

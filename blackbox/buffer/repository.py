@@ -98,12 +98,21 @@ class Committed:
 
 @dataclass(frozen=True)
 class Unsealed:
-    """Records the sealer takes next (:meth:`Buffer.unsealed`)."""
+    """Records the sealer takes next (:meth:`Buffer.unsealed`): the readings as runs, one per stored block
+    (a :class:`~blackbox.seal.document.ReadingRun`, made into rows only when sealed), and the event rows."""
 
-    readings: list[tuple[Any, ...]]
+    runs: list[SpanRun]
     events: list[list[Any]]
-    readings_checked: bool
-    """The reading rows certainly pass the sealer's check: they need not be checked row by row."""
+
+    @property
+    def readings(self) -> list[tuple[Any, ...]]:
+        """All the reading rows at once (what a large batch should not hold: the sealer takes the runs)."""
+        return [row for run in self.runs for row in run.rows()[0]]
+
+    @property
+    def readings_checked(self) -> bool:
+        """Every reading row certainly passes the sealer's check: none needs checking row by row."""
+        return all(run.rows()[1] for run in self.runs)
 
 
 @dataclass(frozen=True)
@@ -414,12 +423,13 @@ class Buffer:
         return found.readings, found.events
 
     def unsealed(self, after: int, limit: int) -> Unsealed:
-        """:meth:`unsealed_rows`, and whether the reading rows passed the sealer's check as columns.
+        """The records of :meth:`unsealed_rows`, the readings as one run per block (:class:`SpanRun`).
 
-        Only the blocks the rows need are read, and their rows are made from the block's columns by
-        C-level ``zip``, not a Python step per reading. The columns are checked against the rules
-        of a sealed reading (:func:`~blackbox.seal.records.reading_columns_pass`) as they are,
-        which costs a tenth of checking the rows made of them.
+        Only the blocks the rows need are read. A run's rows are made from its block's columns by
+        C-level ``zip``, not a Python step per reading, when the sealer asks for them, so a batch of
+        tens of thousands of readings never holds all its rows at once. The columns are checked
+        against the rules of a sealed reading (:func:`~blackbox.seal.records.reading_columns_pass`)
+        as they are, which costs a tenth of checking the rows made of them.
         """
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
@@ -436,16 +446,7 @@ class Buffer:
             last = sorted(chain(r_seqs, e_seqs))[limit - 1]
             del event_rows[bisect_right(e_seqs, last):]
             spans = _first(spans, limit - len(event_rows))
-        reading_rows: list[tuple[Any, ...]] = []
-        checked = True
-        for sp in spans:
-            known = self._sealable_tags.get(sp.block.tags)
-            columns = sp.columns(known)
-            checked = checked and sp.passes_check(columns, tags_known=known is not None)
-            if checked and known is None and sp.whole:
-                self._sealable_tags.add(sp.block.tags, columns[0])
-            reading_rows += sp.rows(columns)
-        return Unsealed(reading_rows, event_rows, checked)
+        return Unsealed([SpanRun(sp, self._sealable_tags) for sp in spans], event_rows)
 
     def last_sealed(self) -> StoredBatch | None:
         row = self.db.execute(f"{_SELECT_BATCH} ORDER BY batch_seq DESC LIMIT 1").fetchone()
@@ -829,6 +830,33 @@ class _Span:
         """Column values of a block of just these readings (the parameters of ``_INSERT_BLOCK``)."""
         b = self.block
         return (self.lo, self.hi, b.ts_us, b.batch, b.phase, *_block_json(*self.columns()))
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRun:
+    """A span of a stored block as a :class:`~blackbox.seal.document.ReadingRun`: its rows are made from
+    the block's columns when the sealer asks, and checked as columns (a tenth of the cost of a check row
+    by row); a block's tag column that passed is remembered (:class:`SealableTags`)."""
+
+    span: _Span
+    sealable_tags: SealableTags
+
+    @property
+    def first_seq(self) -> int:
+        return self.span.lo
+
+    @property
+    def last_seq(self) -> int:
+        return self.span.hi
+
+    def rows(self) -> tuple[list[tuple[Any, ...]], bool]:
+        sp = self.span
+        known = self.sealable_tags.get(sp.block.tags)
+        columns = sp.columns(known)
+        checked = sp.passes_check(columns, tags_known=known is not None)
+        if checked and known is None and sp.whole:
+            self.sealable_tags.add(sp.block.tags, columns[0])
+        return sp.rows(columns), checked
 
 
 class SealableTags:

@@ -21,7 +21,7 @@ def run_agent(config: Path) -> int:
     from blackbox.agent.runtime import Agent
     from blackbox.buffer import BufferError
     from blackbox.config import ConfigError, load_config_forked
-    from blackbox.malloc_arenas import limit_malloc_arenas
+    from blackbox.glibc_malloc import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread starts: one malloc arena, not one per thread
     try:

@@ -34,6 +34,7 @@ from blackbox.seal.format import (
     open_batch,
     seal_batch,
     seal_rows,
+    seal_runs,
 )
 from blackbox.seal.header import FORMAT_VERSION, GENESIS_HASH, BatchHeader
 from blackbox.seal.keys import (
@@ -108,6 +109,7 @@ __all__ = [
     "rotation_of",
     "seal_batch",
     "seal_rows",
+    "seal_runs",
     "set_aside_next_key",
     "successor",
     "verify_batch",

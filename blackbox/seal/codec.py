@@ -27,7 +27,8 @@ class Codec:
     """A compression scheme as named in the header's ``compression`` field."""
 
     name: str
-    compress: Callable[[bytes], bytes]
+    compress: Callable[[bytes | bytearray], bytes]
+    """The records document (a ``bytearray`` as the sealer assembles it) to the payload."""
     decompress: Callable[[bytes, int], bytes]
     """``decompress(data, limit)``: raise :class:`CodecError` rather than exceed ``limit`` bytes."""
 
@@ -38,7 +39,7 @@ def _none_decompress(data: bytes, limit: int) -> bytes:
     return data
 
 
-def _zlib_compress(data: bytes) -> bytes:
+def _zlib_compress(data: bytes | bytearray) -> bytes:
     return zlib.compress(data, 6)
 
 
@@ -57,7 +58,7 @@ def _zlib_decompress(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _zstd_compress(data: bytes) -> bytes:
+def _zstd_compress(data: bytes | bytearray) -> bytes:
     # A new context per call: zstandard contexts are not thread-safe, and this one is cheap.
     return zstandard.ZstdCompressor(level=3, write_content_size=True).compress(data)
 

@@ -8,7 +8,7 @@ header), :func:`~blackbox.seal.verify.verify_batch` (signature), then :func:`dec
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -19,17 +19,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blackbox.model import Event, Reading, now_us
 from blackbox.seal.codec import MAX_RECORDS_BYTES, CodecError, codec_names, get_codec
+from blackbox.seal.document import ReadingRun, RowsRun, assemble
 from blackbox.seal.errors import MalformedBatch
 from blackbox.seal.fast_records import read_document
 from blackbox.seal.header import FORMAT_VERSION, BatchHeader, decode_header, encode_header
 from blackbox.seal.keys import key_id
 from blackbox.seal.records import (
-    DOCUMENT_OVERHEAD,
     RecordError,
     check_event_rows,
-    check_reading_rows,
-    dump_document,
-    dump_row,
     records_of_rows,
     rows_of,
 )
@@ -112,7 +109,7 @@ def seal_rows(
     max_bytes: int | None = None,
     readings_checked: bool = False,
 ) -> SealedBatch:
-    """Seal rows already in the records document's layout (the gateway's fast path).
+    """Seal rows already in the records document's layout.
 
     ``readings`` and ``events`` are each in ascending ``seq`` order and together must hold a
     contiguous run of seqs. With ``max_bytes``, only the longest run from the first seq whose
@@ -120,46 +117,65 @@ def seal_rows(
     but never less than one record (a record larger than ``max_bytes`` is sealed alone).
     The rows are validated as the decoder validates them; ``ValueError`` names what is wrong.
     ``readings_checked``: the reading rows were made from columns that passed
-    :func:`~blackbox.seal.records.reading_columns_pass` (the gateway buffer checks its blocks so),
-    so they are not checked again row by row.
+    :func:`~blackbox.seal.records.reading_columns_pass`, so they are not checked again row by row.
+    """
+    try:
+        _check_row_seqs(readings, events)
+    except RecordError as exc:
+        raise ValueError(str(exc)) from None
+    return seal_runs(_runs_between(readings, events, readings_checked), events, site=site, gateway=gateway, key=key,
+                     batch_seq=batch_seq, prev_hash=prev_hash, config_hash=config_hash, clock=clock,
+                     compression=compression, sealed_at_us=sealed_at_us, max_bytes=max_bytes)
+
+
+def seal_runs(
+    runs: Sequence[ReadingRun],
+    events: Sequence[Sequence[Any]],
+    *,
+    site: str,
+    gateway: str,
+    key: Ed25519PrivateKey,
+    batch_seq: int,
+    prev_hash: str,
+    config_hash: str,
+    clock: str = "ok",
+    compression: str = "zstd",
+    sealed_at_us: int | None = None,
+    max_bytes: int | None = None,
+) -> SealedBatch:
+    """Seal runs of readings and event rows (the gateway's path): :func:`seal_rows`, with the readings
+    made into rows one run at a time (:mod:`blackbox.seal.document`), so that a large batch never holds
+    all its rows at once. The same rows give the same bytes as :func:`seal_rows`.
     """
     _check_key(key)
     if compression not in codec_names():
         raise ValueError(f"unknown compression {compression!r} (known: {', '.join(sorted(codec_names()))})")
     try:
-        if not readings_checked:
-            check_reading_rows(readings)
         check_event_rows(events)
-        _check_row_seqs(readings, events)
-        document = dump_document(readings, events)
-        if max_bytes is not None and len(document) > max_bytes:
-            readings, events = _fitting_prefix(readings, events, max_bytes, len(document))
-            document = dump_document(readings, events)
+        document = assemble(runs, events, max_bytes)
     except RecordError as exc:
         raise ValueError(str(exc)) from None
-    if len(document) > MAX_RECORDS_BYTES:
-        raise ValueError(f"records take {len(document)} bytes, over the {MAX_RECORDS_BYTES}-byte limit: seal fewer")
-    payload = get_codec(compression).compress(document)
-
-    ends = [rows[i][0] for rows in (readings, events) if rows for i in (0, -1)]  # each list ascends (checked)
-    times = [*map(_READING_TS, readings), *map(_EVENT_TS, events)]
+    data = document.data
+    if len(data) > MAX_RECORDS_BYTES:
+        raise ValueError(f"records take {len(data)} bytes, over the {MAX_RECORDS_BYTES}-byte limit: seal fewer")
+    payload = get_codec(compression).compress(data)
     header = BatchHeader(  # validates every field (ValueError)
         version=FORMAT_VERSION,
         gateway=gateway,
         site=site,
         key_id=key_id(key.public_key()),
         batch_seq=batch_seq,
-        first_seq=min(ends),
-        last_seq=max(ends),
-        first_ts_us=min(times),
-        last_ts_us=max(times),
-        n_readings=len(readings),
-        n_events=len(events),
+        first_seq=document.first_seq,
+        last_seq=document.last_seq,
+        first_ts_us=document.first_ts_us,
+        last_ts_us=document.last_ts_us,
+        n_readings=document.n_readings,
+        n_events=document.n_events,
         prev_hash=prev_hash,
         config_hash=config_hash,
         clock=clock,
         compression=compression,
-        payload_sha256=hashlib.sha256(document).hexdigest(),
+        payload_sha256=hashlib.sha256(data).hexdigest(),
         sealed_at_us=now_us() if sealed_at_us is None else sealed_at_us,
     )
     signed = pack(encode_header(header), payload)
@@ -193,50 +209,16 @@ def _check_row_seqs(readings: Sequence[Sequence[Any]], events: Sequence[Sequence
         raise RecordError(f"records must have contiguous ascending seqs: {n} records span {low}..{high}")
 
 
-def _fitting_prefix(
-    readings: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]], max_bytes: int, size: int
-) -> tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]:
-    """The rows up to the highest seq whose records document is at most ``max_bytes`` long.
-
-    ``size`` is the length of the document of all the rows. The document is
-    ``{"e":[E1,E2,...],"r":[R1,R2,...]}`` and each row serialises to the same bytes alone as inside
-    the document, so a document's size changes by exactly one row's size (and a comma) per record
-    added or removed. Rather than serialise every row (a third of the sealer's CPU when batches hit
-    the cap), the count that fits is guessed from the mean record size, that prefix's document
-    measured, and the exact end found by adding or removing records one by one from there.
-    """
-    r_seqs = [row[0] for row in readings]
-    e_seqs = [row[0] for row in events]
-    seqs = sorted(r_seqs + e_seqs)  # the records in seq order (the caller checked them)
-    n = len(seqs)
-
-    def record(k: int) -> tuple[bool, int]:
-        """Whether the ``k``-th record (0-based, seq order) is a reading, and its index in its list."""
-        i = bisect_left(r_seqs, seqs[k])
-        return (True, i) if i < len(r_seqs) and r_seqs[i] == seqs[k] else (False, bisect_left(e_seqs, seqs[k]))
-
-    def measured(k: int) -> tuple[int, int, int]:
-        """Readings and events among the first ``k`` records, and the size of their document."""
-        n_r, n_e = bisect_right(r_seqs, seqs[k - 1]), bisect_right(e_seqs, seqs[k - 1])
-        return n_r, n_e, len(dump_document(readings[:n_r], events[:n_e]))
-
-    k = max(1, min(n - 1, (n * (max_bytes - DOCUMENT_OVERHEAD)) // max(size - DOCUMENT_OVERHEAD, 1)))
-    n_r, n_e, size = measured(k)
-    while k < n:  # add the next record while it fits
-        is_reading, i = record(k)
-        grown = size + len(dump_row(readings[i] if is_reading else events[i])) + (1 if (n_r if is_reading else n_e)
-                                                                                  else 0)
-        if grown > max_bytes:
-            break
-        size, k = grown, k + 1
-        n_r, n_e = (n_r + 1, n_e) if is_reading else (n_r, n_e + 1)
-    while size > max_bytes and k > 1:  # remove the last record until the rest fits
-        is_reading, i = record(k - 1)
-        size -= len(dump_row(readings[i] if is_reading else events[i])) + (1 if (n_r if is_reading else n_e) > 1
-                                                                           else 0)
-        k -= 1
-        n_r, n_e = (n_r - 1, n_e) if is_reading else (n_r, n_e - 1)
-    return readings[:n_r], events[:n_e]
+def _runs_between(readings: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]], checked: bool,
+                  ) -> list[RowsRun]:
+    """The readings cut into runs of consecutive seqs where events fall between them (seqs checked)."""
+    if not readings:
+        return []
+    if not events:
+        return [RowsRun(readings, checked)]
+    r_seqs = list(map(_SEQ, readings))
+    cuts = sorted({0, len(readings), *(bisect_left(r_seqs, e[0]) for e in events)})
+    return [RowsRun(readings[a:b], checked) for a, b in pairwise(cuts) if b > a]
 
 
 def _check_seqs(records: Sequence[Reading | Event]) -> None:

@@ -137,7 +137,8 @@ def test_chain_links(key: Ed25519PrivateKey, seal_args: dict[str, Any]) -> None:
 
 def test_compression_is_pluggable(records: list[Reading | Event], seal_args: dict[str, Any]) -> None:
     assert {"none", "zlib", "zstd"} <= codec_names()
-    reverse = Codec("test-reversed", lambda d: d[::-1], lambda d, limit: get_codec("none").decompress(d[::-1], limit))
+    reverse = Codec("test-reversed", lambda d: bytes(d)[::-1],
+                    lambda d, limit: get_codec("none").decompress(d[::-1], limit))
     register_codec(reverse)
     sealed = seal_batch(records, compression="test-reversed", **seal_args)
     assert decode_records(open_batch(sealed.wire)) == records

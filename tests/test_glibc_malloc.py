@@ -1,0 +1,124 @@
+"""glibc's malloc as the agent tunes it. One arena: threads that allocate share the main arena instead
+of each getting one (counted by glibc's own ``malloc_info``). Freed memory given back: pages left
+free inside the heap leave the process's RSS. Each check runs in a fresh interpreter: the arena
+limit applies to arenas made after it, and pytest's process already has threads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from blackbox.glibc_malloc import FreeMemoryRelease
+
+TIMEOUT_S = 60
+
+ARENAS = """
+import ctypes, sys, threading, tempfile
+from blackbox.glibc_malloc import limit_malloc_arenas
+limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+start = threading.Barrier(4)
+def allocate():
+    start.wait()
+    libc.malloc(1000)  # kept: the arena must stay in use
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+with tempfile.NamedTemporaryFile() as out:
+    fp = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(limited, open(out.name).read().count("<heap nr="))
+"""
+
+glibc = pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"),
+                           reason="glibc only")
+
+
+def arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          check=False, env=base | (env or {}))
+    assert done.returncode == 0, done.stderr
+    limited, count = done.stdout.split()
+    return limited, int(count)
+
+
+@glibc
+def test_threads_share_one_arena_once_limited() -> None:
+    assert arenas("limit") == ("True", 1)
+
+
+@glibc
+def test_without_the_limit_threads_get_arenas_of_their_own() -> None:
+    limited, count = arenas("none")
+    assert limited == "None" and count > 1
+
+
+@glibc
+def test_an_operators_malloc_arena_max_is_kept() -> None:
+    assert arenas("limit", {"MALLOC_ARENA_MAX": "2"}) == ("False", 2)
+
+
+RELEASE = """
+import ctypes, sys
+from blackbox.glibc_malloc import FreeMemoryRelease
+release = FreeMemoryRelease()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+before = rss_mib()
+blocks = [libc.malloc(64 * 1024) for _ in range(800)]  # 50 MiB from the heap (below the mmap threshold)
+for b in blocks:
+    ctypes.memset(b, 1, 64 * 1024)  # resident
+for b in blocks[:-1]:  # the last one keeps the heap's top: free() alone cannot shrink it
+    libc.free(b)
+freed = rss_mib()
+if sys.argv[1] == "release":
+    release(large=True)
+print(before, freed, rss_mib())
+"""
+
+
+def rss_after_freeing(mode: str) -> tuple[float, float, float]:
+    done = subprocess.run([sys.executable, "-c", RELEASE, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    before, freed, after = map(float, done.stdout.split())
+    return before, freed, after
+
+
+@glibc
+def test_memory_freed_inside_the_heap_stays_resident_until_released() -> None:
+    before, freed, after = rss_after_freeing("keep")
+    assert freed - before > 40 and after - before > 40
+    before, freed, after = rss_after_freeing("release")
+    assert freed - before > 40 and after - before < 10
+
+
+def test_small_batches_give_memory_back_at_most_once_an_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = FreeMemoryRelease(every_s=3600)
+    trims: list[int] = []
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        return 1
+    monkeypatch.setattr(release, "_trim", trim)
+    for _ in range(5):
+        release()
+    assert len(trims) == 1
+    release(large=True)
+    release(large=True)
+    assert trims == [0, 0, 0]
