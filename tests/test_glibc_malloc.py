@@ -122,3 +122,39 @@ def test_small_batches_give_memory_back_at_most_once_an_interval(monkeypatch: py
     release(large=True)
     release(large=True)
     assert trims == [0, 0, 0]
+
+
+MMAP = """
+import ctypes, sys
+from blackbox.glibc_malloc import fix_mmap_threshold
+fixed = fix_mmap_threshold() if sys.argv[1] == "fix" else None
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.sbrk.restype = ctypes.c_void_p
+libc.sbrk.argtypes = [ctypes.c_ssize_t]
+libc.free(libc.malloc(8 * 2**20))  # a large mapped block freed: glibc raises its threshold to 8 MiB
+block = libc.malloc(2 * 2**20)
+print(fixed, "heap" if block < libc.sbrk(0) else "mapped")  # the heap lies below the program break
+"""
+
+
+def where_a_large_block_goes(mode: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    base = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    done = subprocess.run([sys.executable, "-c", MMAP, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          check=False, env=base | (env or {}))
+    assert done.returncode == 0, done.stderr
+    fixed, place = done.stdout.split()
+    return fixed, place
+
+
+@glibc
+def test_large_blocks_are_mapped_once_the_threshold_is_fixed() -> None:
+    assert where_a_large_block_goes("none") == ("None", "heap")
+    assert where_a_large_block_goes("fix") == ("True", "mapped")
+
+
+@glibc
+def test_an_operators_mmap_threshold_is_kept() -> None:
+    assert where_a_large_block_goes("fix", {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}) == ("False", "heap")

@@ -21,9 +21,10 @@ def run_agent(config: Path) -> int:
     from blackbox.agent.runtime import Agent
     from blackbox.buffer import BufferError
     from blackbox.config import ConfigError, load_config_forked
-    from blackbox.glibc_malloc import limit_malloc_arenas
+    from blackbox.glibc_malloc import fix_mmap_threshold, limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread starts: one malloc arena, not one per thread
+    fix_mmap_threshold()  # a large batch's buffers go back to the system when freed
     try:
         loaded = load_config_forked(config)  # the agent runs for months: its memory is the models only
     except ConfigError as exc:
