@@ -51,15 +51,7 @@ def limit_malloc_arenas(count: int = 1) -> bool:
     when ``MALLOC_ARENA_MAX`` is set, which glibc has already applied. Call it before the process
     starts threads: arenas that threads already hold stay.
     """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    libc = _glibc()
-    if libc is None:
-        return False
-    mallopt = libc.mallopt
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, count))
+    return _mallopt(M_ARENA_MAX, count, unless_set="MALLOC_ARENA_MAX")
 
 
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
@@ -71,7 +63,13 @@ def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     Fixed, a large block's pages go back to the system as it is freed. ``False`` where the C
     library is not glibc, or when ``MALLOC_MMAP_THRESHOLD_`` is set (an operator's value wins).
     """
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+    return _mallopt(M_MMAP_THRESHOLD, size, unless_set="MALLOC_MMAP_THRESHOLD_")
+
+
+def _mallopt(param: int, value: int, unless_set: str) -> bool:
+    """glibc's ``mallopt(param, value)``, unless the environment variable ``unless_set`` is set (glibc has
+    applied the operator's value then); whether it is now in force."""
+    if os.environ.get(unless_set):
         return False
     libc = _glibc()
     if libc is None:
@@ -79,7 +77,7 @@ def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, size))
+    return bool(mallopt(param, value))
 
 
 class FreeMemoryRelease:

@@ -43,12 +43,20 @@ glibc = pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_
                            reason="glibc only")
 
 
-def arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
-    base = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    done = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
+MALLOC_VARIABLES = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_")
+
+
+def run_script(script: str, mode: str, env: dict[str, str] | None = None) -> list[str]:
+    """What ``script`` prints, run with ``mode`` in a fresh interpreter; glibc's malloc variables only from ``env``."""
+    base = {k: v for k, v in os.environ.items() if k not in MALLOC_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
                           check=False, env=base | (env or {}))
     assert done.returncode == 0, done.stderr
-    limited, count = done.stdout.split()
+    return done.stdout.split()
+
+
+def arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    limited, count = run_script(ARENAS, mode, env)
     return limited, int(count)
 
 
@@ -93,10 +101,7 @@ print(before, freed, rss_mib())
 
 
 def rss_after_freeing(mode: str) -> tuple[float, float, float]:
-    done = subprocess.run([sys.executable, "-c", RELEASE, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    before, freed, after = map(float, done.stdout.split())
+    before, freed, after = map(float, run_script(RELEASE, mode))
     return before, freed, after
 
 
@@ -141,11 +146,7 @@ print(fixed, "heap" if block < libc.sbrk(0) else "mapped")  # the heap lies belo
 
 
 def where_a_large_block_goes(mode: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    done = subprocess.run([sys.executable, "-c", MMAP, mode], capture_output=True, text=True, timeout=TIMEOUT_S,
-                          check=False, env=base | (env or {}))
-    assert done.returncode == 0, done.stderr
-    fixed, place = done.stdout.split()
+    fixed, place = run_script(MMAP, mode, env)
     return fixed, place
 
 
