@@ -109,11 +109,6 @@ class Unsealed:
         """All the reading rows at once (what a large batch should not hold: the sealer takes the runs)."""
         return [row for run in self.runs for row in run.rows()[0]]
 
-    @property
-    def readings_checked(self) -> bool:
-        """Every reading row certainly passes the sealer's check: none needs checking row by row."""
-        return all(run.rows()[1] for run in self.runs)
-
 
 @dataclass(frozen=True)
 class Usage:

@@ -43,7 +43,7 @@ def advised_batch(seal: SealConfig, readings_per_second: float) -> AdvisedBatch 
     A batch is cut by ``max_records`` and by ``max_bytes`` (about 110 bytes per reading), whichever
     comes first. The store keeps a batch's readings as one chunk per tag, so a batch shorter than a
     poll cycle stores one reading per chunk row: at 10,000 tags every 0.1 s the store and its
-    database spent 8.8 us per reading with the default 5,000 records, 3.4 us with 50,000
+    database spent 8.8-9.1 us per reading with the default 5,000 records, 3.6-3.9 us with 50,000
     (docs/operations.md).
     """
     suggested = int(readings_per_second * min(0.5, seal.max_age))
