@@ -250,6 +250,39 @@ def test_a_restart_neither_clears_nor_repeats_an_active_alarm() -> None:
     assert sorted(cleared) == sorted(raised)
 
 
+# Alarm fields set after a raise at 0 s (H 80, value 85), and the keys its saved row must hold: each
+# field that is set, and the flags that are not at their defaults.
+ALARM_ROWS: list[tuple[str, dict[str, Any], set[str]]] = [
+    ("active, unacknowledged", {}, {"level", "value", "limit", "since", "changed", "chatter", "acked"}),
+    ("active, acknowledged", {"acked": True, "acked_by": "wang.fang"},
+     {"level", "value", "limit", "since", "changed", "chatter", "acked_by"}),
+    ("shelved with a reason", {"shelved_until_us": 600 * US, "shelved_by": "wang.fang", "note": "valve service"},
+     {"level", "value", "limit", "since", "changed", "chatter", "acked", "shelved_until", "shelved_by", "note"}),
+    ("suppressed", {"suppressed": True}, {"level", "value", "limit", "since", "changed", "chatter", "acked",
+                                          "suppressed"}),
+    ("out of service", {"out_of_service": True, "note": "transmitter replaced"},
+     {"level", "value", "limit", "since", "changed", "chatter", "acked", "note", "oos"}),
+    ("cleared, unacknowledged", {"level": None, "value": None, "limit": None},
+     {"since", "changed", "chatter", "acked"}),
+    ("normal, its starts still counted", {"level": None, "value": None, "limit": None, "acked": True},
+     {"since", "changed", "chatter"}),
+]
+
+
+@pytest.mark.parametrize(("fields", "keys"), [c[1:] for c in ALARM_ROWS], ids=[c[0] for c in ALARM_ROWS])
+def test_every_alarm_field_is_saved_and_taken_back(fields: dict[str, Any], keys: set[str]) -> None:
+    rules: list[dict[str, Any]] = [{"tag": "T-1"}]
+    tags = [tag("T-1", h=80)]
+    before = engine(rules, tags)
+    assert kinds(feed(before, 0, T_1=85)) == ["alarm.raised"]
+    alarm = before.entries["threshold:T-1"].alarm
+    for name, value in fields.items():
+        setattr(alarm, name, value)
+    assert set(before.state()["threshold:T-1"]["a"]) == keys
+    after = restarted(before, rules, tags)
+    assert after.entries["threshold:T-1"].alarm.describe() == alarm.describe()
+
+
 def test_a_restart_keeps_learned_baselines_and_batch_history_and_starts_idle_statistics_afresh() -> None:
     rules: list[dict[str, Any]] = [
         {"type": "ewma", "tag": "W", "reference_samples": 4, "lam": 0.5, "L": 3, "id": "ewma"},

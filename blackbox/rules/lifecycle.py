@@ -239,16 +239,36 @@ class Alarm:
 
     def state_dict(self, now_us: int) -> dict[str, Any] | None:
         """What survives a restart, without empty fields; ``None`` for an alarm at rest (most of them)."""
-        if (self.level is None and self.acked and self.shelved_until_us is None and not self.suppressed
-                and not self.out_of_service and not self.chatter.active and self.chatter.last_us() is None):
+        normal = (self.level is None and self.acked and self.shelved_until_us is None and not self.suppressed
+                  and not self.out_of_service)  # AlarmState.NORMAL, without the property's cost
+        if normal and not self.chatter.active and self.chatter.last_us() is None:
             return None  # at rest and never started: the common case, first and fast
         chatter = self.chatter.state(now_us)
-        if self.state is AlarmState.NORMAL and chatter is None:
+        if normal and chatter is None:
             return None
-        state = {k: v for k, v in (("level", self.level), ("value", self.value), ("limit", self.limit),
-                                   ("since", self.since_us), ("changed", self.changed_us), ("acked_by", self.acked_by),
-                                   ("shelved_until", self.shelved_until_us), ("shelved_by", self.shelved_by),
-                                   ("note", self.note), ("chatter", chatter)) if v is not None}
+        # saved with every commit that changed the alarm: field by field, which is several times
+        # cheaper than filtering a table of them
+        state: dict[str, Any] = {}
+        if self.level is not None:
+            state["level"] = self.level
+        if self.value is not None:
+            state["value"] = self.value
+        if self.limit is not None:
+            state["limit"] = self.limit
+        if self.since_us is not None:
+            state["since"] = self.since_us
+        if self.changed_us is not None:
+            state["changed"] = self.changed_us
+        if self.acked_by is not None:
+            state["acked_by"] = self.acked_by
+        if self.shelved_until_us is not None:
+            state["shelved_until"] = self.shelved_until_us
+        if self.shelved_by is not None:
+            state["shelved_by"] = self.shelved_by
+        if self.note is not None:
+            state["note"] = self.note
+        if chatter is not None:
+            state["chatter"] = chatter
         if not self.acked:  # the flags only when not at their defaults, in this order
             state["acked"] = False
         if self.suppressed:
