@@ -140,6 +140,7 @@ async def test_the_same_question_within_a_poll_interval_is_answered_from_the_sam
     """Asked in a loop, status builds its tag list (the costly part) once per poll interval (1 s here)."""
     now = [1_000.0]
     monkeypatch.setattr(status, "clock", lambda: now[0])
+    monkeypatch.setattr(status, "_forget", lambda *_: None)  # kept however slow this machine is now
     agent = running.agent
     await status_report(agent)
     built = status._last_built[agent]
@@ -152,6 +153,18 @@ async def test_the_same_question_within_a_poll_interval_is_answered_from_the_sam
     now[0] += 1.0
     await status_report(agent, {"tags": ["FL-01.*"]})
     assert status._last_built[agent] is not narrowed  # a poll interval later: built again
+
+
+async def test_a_tag_list_is_let_go_once_it_may_no_longer_answer(running: Running) -> None:
+    """The whole list is megabytes at 10,000 tags: it is not kept after its poll interval (1 s here)."""
+    agent = running.agent
+    await status_report(agent)
+    built = status._last_built[agent]
+    async with asyncio.timeout(10):
+        while agent in status._last_built:
+            await asyncio.sleep(0.05)  # dropped by a timer of the agent's loop: nothing to await
+    await status_report(agent)
+    assert status._last_built[agent] is not built  # built afresh
 
 
 @pytest.mark.parametrize(("args", "counts", "listed", "notes"), CASES)

@@ -18,7 +18,7 @@ import orjson
 from blackbox.agent.control import Caller, ControlError
 from blackbox.agent.live import TagFilter, TagReport, tag_report
 from blackbox.agent.metrics import Metric
-from blackbox.buffer import Backlog, Usage
+from blackbox.buffer import Backlog, Buffer, Usage
 from blackbox.model import now_us
 
 if TYPE_CHECKING:
@@ -47,14 +47,24 @@ clock = time.monotonic
 
 
 async def _buffer_figures(agent: Agent) -> tuple[Backlog, Usage]:
-    backlog: Backlog = await agent.db(agent.buffer.backlog)
-    usage: Usage = await agent.db(agent.buffer.usage)
-    return backlog, usage
+    """The buffer's figures in one call on its thread: each call waits behind the commits and seals
+    queued there (tens of milliseconds at 20,000 tags), so one wait instead of two."""
+    return await agent.db(_read_figures, agent.buffer)
+
+
+def _read_figures(buffer: Buffer) -> tuple[Backlog, Usage]:
+    return buffer.backlog(), buffer.usage()
 
 
 def _reuse_for(agent: Agent) -> float:
     """Seconds a built tag list answers the same question: the fastest poll interval, at most MAX_REUSE_S."""
     return min([MAX_REUSE_S, *(p.cfg.poll_interval for p in agent.pollers)])
+
+
+def _forget(agent: Agent, built: _Built) -> None:
+    """Drop ``built`` unless a newer tag list has taken its place."""
+    if _last_built.get(agent) is built:
+        del _last_built[agent]
 
 
 def _alarms(agent: Agent) -> list[dict[str, Any]]:
@@ -119,6 +129,8 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
                                   listing == "attention", limit),
                 _buffer_figures(agent))
             built = _last_built[agent] = _Built(question, started, now, report, figures)
+            # let it go once it may no longer answer: at 10,000 tags the whole list is megabytes
+            asyncio.get_running_loop().call_later(_reuse_for(agent), _forget, agent, built)
     report, (backlog, usage), now = built.report, built.figures, built.now_us
     tags = orjson.Fragment(report.json)
     ctx = agent.recorder.tracker.context
