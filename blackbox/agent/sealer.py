@@ -20,10 +20,10 @@ import asyncio
 import ctypes
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -31,6 +31,7 @@ from blackbox.agent.clock import StepWatch, wall_minus_boot_us
 from blackbox.agent.control import Caller, ControlError, Handler
 from blackbox.aio import wait_and_clear
 from blackbox.buffer import Buffer, Committed, DbCall
+from blackbox.buffer.repository import SpanRun
 from blackbox.config.seal import SealConfig
 from blackbox.glibc_malloc import FreeMemoryRelease
 from blackbox.model import Event, EventDraft, Sample
@@ -144,6 +145,20 @@ class RecordsPerBatch:
             self.ask = max(1, sealed)
         elif offered >= self.ask and self.ask < self.most:
             self.ask = min(self.most, self.ask + max(1, self.ask // self.GROWTH))
+
+
+T = TypeVar("T")
+
+
+def one_by_one(items: list[T]) -> Iterator[T]:
+    """``items`` in order, each taken out of the list as it is yielded (the list ends empty).
+
+    The sealer hands a batch's runs over so: each holds its stored block's text columns, and the
+    document of a large batch is megabytes already, so a run is let go once it is in the document.
+    """
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 class Sealer:
@@ -269,6 +284,7 @@ class Sealer:
         started = time.perf_counter()
         found = self._buffer.unsealed(after, self.per_batch.ask)
         runs, events = found.runs, found.events
+        del found
         if not runs and not events:
             # nothing above `after`: records counted as waiting were dropped by the buffer (quota)
             self._sealed_through = max(self._sealed_through, self._buffer.last_seq)
@@ -278,12 +294,13 @@ class Sealer:
         if rotation_at is not None:  # the rotation ends the batch signed by the old key (no run spans an event)
             runs = [r for r in runs if r.last_seq <= rotation_at]
             events = [e for e in events if e[0] <= rotation_at]
-        batch = seal_runs(runs, events, site=self._site, gateway=self._gateway, key=self._key,
+        offered = sum(r.last_seq - r.first_seq + 1 for r in runs) + len(events)
+        handed: Iterator[SpanRun] = one_by_one(runs)
+        batch = seal_runs(handed, events, site=self._site, gateway=self._gateway, key=self._key,
                           batch_seq=batch_seq, prev_hash=prev, config_hash=self._config_hash,
                           clock=self._clock.status(), compression=self._cfg.compression,
                           max_bytes=self._cfg.max_bytes)
         h = batch.header
-        offered = sum(r.last_seq - r.first_seq + 1 for r in runs) + len(events)
         self.per_batch.sealed(offered, h.last_seq - h.first_seq + 1)
         self._buffer.add_sealed(batch_seq, h.first_seq, h.last_seq, batch.hash, batch.wire)
         self._tip = _Tip(batch_seq, batch.hash, h.last_seq)
@@ -293,7 +310,7 @@ class Sealer:
         if rotation_at is not None and h.last_seq == rotation_at:
             event = next(e for e in events if e[0] == rotation_at)
             self._switch_key(rotation_of(Event(*event)).new_key_id)
-        del found, runs, batch
+        del runs, batch
         self._release_memory(large=h.last_seq - h.first_seq + 1 >= LARGE_BATCH_RECORDS)
         return _Made(batch_seq, h.last_seq)
 

@@ -15,7 +15,7 @@ within it, never fewer than one record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
@@ -73,11 +73,12 @@ class Document:
 _SEQ, _READING_TS, _EVENT_TS = itemgetter(0), itemgetter(5), itemgetter(4)
 
 
-def assemble(runs: Sequence[ReadingRun], events: Sequence[Sequence[Any]], max_bytes: int | None) -> Document:
+def assemble(runs: Iterable[ReadingRun], events: Sequence[Sequence[Any]], max_bytes: int | None) -> Document:
     """The records document of the longest run of records from the first seq that fits ``max_bytes``.
 
-    ``runs`` and ``events`` each in ascending seq order and together contiguous (checked: a
-    :class:`RecordError` says where they are not); the event rows already checked
+    ``runs`` (iterated once: a caller may let each go once taken) and ``events`` each in ascending
+    seq order and together contiguous (checked: a :class:`RecordError` says where they are not);
+    the event rows already checked
     (:func:`~blackbox.seal.records.check_event_rows`), the reading rows checked here unless their run
     says they pass. A run that does not fit whole is cut at the last row that fits.
     """
@@ -168,7 +169,7 @@ class _Parts:
                         max(self.times))
 
 
-def _in_seq_order(runs: Sequence[ReadingRun], events: Sequence[Sequence[Any]]) -> Iterator[tuple[bool, Any]]:
+def _in_seq_order(runs: Iterable[ReadingRun], events: Sequence[Sequence[Any]]) -> Iterator[tuple[bool, Any]]:
     """Events and runs merged by seq: ``(True, event row)`` or ``(False, run)``."""
     i = 0
     for run in runs:

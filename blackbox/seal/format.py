@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import itemgetter
@@ -129,7 +129,7 @@ def seal_rows(
 
 
 def seal_runs(
-    runs: Sequence[ReadingRun],
+    runs: Iterable[ReadingRun],
     events: Sequence[Sequence[Any]],
     *,
     site: str,

@@ -4,12 +4,14 @@ like the same rows given at once: the same records document, the same exact byte
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
+from blackbox.agent.sealer import one_by_one
 from blackbox.model import Event, Quality, Reading
 from blackbox.seal import decode_records, open_batch, seal_rows
 from blackbox.seal.format import seal_runs
@@ -136,3 +138,27 @@ def test_a_cap_met_to_the_byte_takes_the_record_that_meets_it(seal_args: dict[st
         assert seal_runs(runs, e_rows, **seal_args, max_bytes=exact).header.last_seq == k
         fewer = seal_runs(runs, e_rows, **seal_args, max_bytes=exact - 1).header.last_seq
         assert fewer == max(k - 1, 1)  # never fewer than one record
+
+
+def test_runs_handed_over_one_by_one_are_let_go_once_in_the_document(seal_args: dict[str, Any]) -> None:
+    """The sealer's way (a run holds its stored block's text): when a run is made into rows, no run
+    before it is held any more, and the bytes are those of the rows sealed whole."""
+    r_rows, e_rows = rows_of(uneven_records(0))
+    runs = runs_of(r_rows, 0)
+    refs = [weakref.ref(r) for r in runs]
+    held_before: list[int] = []
+
+    class Watched(CountingRun):
+        def rows(self) -> tuple[Sequence[Sequence[Any]], bool]:
+            mine = next(i for i, ref in enumerate(refs) if ref() is self)
+            held_before.append(sum(ref() is not None for ref in refs[:mine]))
+            return super().rows()
+
+    for run in runs:
+        run.__class__ = Watched
+    del run
+    handed: Iterator[CountingRun] = one_by_one(runs)
+    sealed = seal_runs(handed, e_rows, **seal_args)
+    assert runs == [] and len(held_before) == len(refs) > 5
+    assert held_before == [0] * len(refs)
+    assert sealed.wire == seal_rows(r_rows, e_rows, **seal_args).wire
