@@ -20,7 +20,8 @@ After a warm-up, a window of ``--seconds`` is measured; printed per size:
 * CPU per reading of the agent process, and of the store process plus its PostgreSQL backends
   (pids from ``pg_stat_activity``, CPU from ``/proc/<pid>/stat``; PostgreSQL's background writers
   and checkpointer are not counted), per reading each produced/committed in the window;
-* RSS of the agent and of the store process (peak sampled every second);
+* RSS of the agent (sampled every 0.25 s: median, 95th percentile and peak; the peak is a batch
+  being sealed, so it depends on whether a sample falls in one) and of the store process (peak);
 * PLC-to-commit latency p50/p99: the reading's time (the agent's poll time; Modbus carries no
   source time) to the store's ``received_at_us`` of its batch, which is taken inside the committing
   transaction (the commit follows within milliseconds), for the batches received in the window.
@@ -79,6 +80,16 @@ def reference_line(opcua_port: int, modbus_port: int) -> tuple[list[dict[str, An
             source["port"] = modbus_port
         source["poll_interval"] = POLL
     return sources, {"context": doc["context"], "rules": doc["rules"]}
+
+
+RSS_EVERY_S = 0.25
+
+
+def rss_summary(samples: list[float]) -> str:
+    """Median, 95th percentile and peak of RSS samples (MiB)."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"median {statistics.median(ordered):.0f}, p95 {p95:.0f}, peak {ordered[-1]:.0f} MiB"
 
 
 def rss_mib(pid: int) -> float:
@@ -257,10 +268,11 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
                 a_cpu0, a_user0 = proc_cpu_s(agent.pid), proc_user_s(agent.pid)
                 s_cpu0, b_cpu0 = (proc_cpu_s(store.proc.pid) if store else 0.0), cpu_of(pg0)
                 plc0 = sum(proc_cpu_s(p.pid) for p in serving) + proc_cpu_s(sim.pid)
-                a_rss, s_rss = 0.0, 0.0
+                a_rss: list[float] = []
+                s_rss = 0.0
                 while time.monotonic() - t0 < seconds:
-                    await asyncio.sleep(1.0)
-                    a_rss = max(a_rss, rss_mib(agent.pid))
+                    await asyncio.sleep(RSS_EVERY_S)
+                    a_rss.append(rss_mib(agent.pid))
                     s_rss = max(s_rss, rss_mib(store.proc.pid)) if store else 0.0
                 t1, wall1 = time.monotonic(), time.time()
                 p1, c1 = produced(buffer), committed(engine) if engine is not None else 0
@@ -304,7 +316,7 @@ async def one_size(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: fl
     say(f"   produced {made / span:>9,.0f} readings/s (polls on time would make {tags / POLL:,.0f}; "
         f"overrun cycles {late}; the simulated PLCs used {100 * (plc1 - plc0) / span:.0f}% of a core)")
     say(f"   agent CPU {agent_us:6.2f} us/reading (user {user_us:.2f} + system {agent_us - user_us:.2f}; "
-        f"{100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   RSS peak {a_rss:.0f} MiB")
+        f"{100 * (a_cpu1 - a_cpu0) / span:.0f}% of a core)   RSS {rss_summary(a_rss)}")
     if store is None:
         return
     store_us = (s_cpu1 - s_cpu0) / done * 1e6 if done else float("nan")
