@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from blackbox.buffer import Buffer
 from blackbox.model import Context, EventDraft, Quality, Sample, Value
 
@@ -91,3 +93,42 @@ def test_wal_and_synchronous_pragmas_are_in_effect(tmp_path: Path) -> None:
     buf = Buffer(tmp_path / "b.sqlite", "NORMAL")
     assert buf.db.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
     assert buf.db.execute("PRAGMA synchronous").fetchall() == [(1,)]  # NORMAL
+
+
+# (after, limit, without) -> the batches given, of 1..8 pending (3 acknowledged, 6 dropped)
+UNDELIVERED = [
+    ((0, 10, frozenset()), [1, 2, 4, 5, 7, 8]),
+    ((0, 3, frozenset()), [1, 2, 4]),
+    ((0, 3, frozenset({1, 2})), [4, 5, 7]),  # the limit counts only the batches given
+    ((2, 2, frozenset({4, 99})), [5, 7]),
+    ((0, 10, frozenset({1, 2, 4, 5, 7, 8})), []),
+    ((4, 10, frozenset({3, 6})), [5, 7, 8]),  # neither pending anyway
+]
+
+
+@pytest.mark.parametrize(("ask", "given"), UNDELIVERED)
+def test_undelivered_batches_leave_out_those_asked_without_reading_their_wires(
+        tmp_path: Path, ask: tuple[int, int, frozenset[int]], given: list[int]) -> None:
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.commit(samples(8), [], CTX)
+    for n in range(1, 9):
+        buf.add_sealed(n, n, n, f"h{n}", f"wire-{n}".encode())
+    assert buf.mark_delivered(3, "h3")
+    with buf.transaction() as cur:  # the quota dropped batch 6
+        cur.execute("UPDATE sealed_batches SET dropped_at_us = 1, wire = x'' WHERE batch_seq = 6")
+    statements: list[str] = []
+    buf.db.set_trace_callback(statements.append)
+    batches = buf.undelivered(*ask)
+    buf.db.set_trace_callback(None)
+    assert [(b.batch_seq, b.wire) for b in batches] == [(n, f"wire-{n}".encode()) for n in given]
+    wire_reads = [sql for sql in statements if "wire" in sql]
+    if not ask[2]:
+        assert len(wire_reads) == 1
+    else:  # only the wires of the batches given are read, by their numbers (the trace shows them bound)
+        assert [seqs_named(sql) for sql in wire_reads] == ([set(given)] if given else [])
+
+
+def seqs_named(sql: str) -> set[int]:
+    """The batch numbers of a traced ``... WHERE batch_seq IN (4, 5, 7) ...``."""
+    listed = sql.split("IN (", 1)[1].split(")", 1)[0]
+    return {int(n) for n in listed.split(",")}

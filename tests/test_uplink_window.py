@@ -149,3 +149,28 @@ async def test_rejected_batches_do_not_keep_fresh_ones_out_of_the_window(pipelin
     assert len(fwd._in_flight) <= 2 * 4
     pending, _ = await p.db(p.buffer.pending_counts)
     assert pending == 12, "a rejected batch is kept in the buffer"
+
+
+async def test_batches_already_out_are_not_read_back_from_the_buffer(pipeline: Callable[..., Any]) -> None:
+    """A round reads the wires of the batches it sends, not of those already out and waiting for
+    their acks (a large batch's wire is hundreds of kilobytes: the agent's memory, not only time)."""
+    p, out, _ = await pipeline(batches=3, max_in_flight=8)
+    fwd = p.forwarder
+    await fwd._pump()
+    assert len(out.payloads) == 3  # all out, none acknowledged
+    await p.commit(10)
+    assert await p.sealer.seal_once()  # batch 4: among the newest with 3, which is out
+    read: list[int] = []
+    real_db = fwd._db
+
+    async def noting_wires(fn: Callable[..., Any], *args: Any) -> Any:
+        result = await real_db(fn, *args)
+        if fn == p.buffer.undelivered:
+            read.extend(b.batch_seq for b in result)
+        return result
+
+    fwd._db = noting_wires
+    fwd.notify(4)
+    await fwd._pump()
+    assert len(out.payloads) == 4  # batch 4 sent
+    assert read == [4], f"read back {read}: only batch 4 was to be sent"

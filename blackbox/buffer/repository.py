@@ -24,6 +24,7 @@ import os
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import chain, repeat
 from pathlib import Path
@@ -456,10 +457,25 @@ class Buffer:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    def undelivered(self, after_batch_seq: int, limit: int) -> list[StoredBatch]:
-        """Sealed batches not yet acknowledged by the store (nor dropped), oldest first."""
-        rows = self.db.execute(f"{_SELECT_BATCH} WHERE {_PENDING} AND batch_seq > ? ORDER BY batch_seq LIMIT ?",
-                               (after_batch_seq, limit)).fetchall()
+    def undelivered(self, after_batch_seq: int, limit: int, without: AbstractSet[int] = frozenset(),
+                    ) -> list[StoredBatch]:
+        """Sealed batches not yet acknowledged by the store (nor dropped), oldest first: the first
+        ``limit`` above ``after_batch_seq`` that are not in ``without``.
+
+        ``without``: batches the caller would not send (already out): their wires, hundreds of
+        kilobytes each for a large batch, are not read.
+        """
+        if not without:
+            rows = self.db.execute(f"{_SELECT_BATCH} WHERE {_PENDING} AND batch_seq > ? ORDER BY batch_seq LIMIT ?",
+                                   (after_batch_seq, limit)).fetchall()
+            return [_row_to_batch(r) for r in rows]
+        seqs = self.db.execute(f"SELECT batch_seq FROM sealed_batches WHERE {_PENDING} AND batch_seq > ? "
+                               "ORDER BY batch_seq LIMIT ?", (after_batch_seq, limit + len(without))).fetchall()
+        wanted = [seq for (seq,) in seqs if seq not in without][:limit]
+        if not wanted:
+            return []
+        rows = self.db.execute(f"{_SELECT_BATCH} WHERE batch_seq IN ({', '.join('?' * len(wanted))}) "
+                               "ORDER BY batch_seq", wanted).fetchall()
         return [_row_to_batch(r) for r in rows]
 
     def first_undelivered(self) -> tuple[int, int] | None:

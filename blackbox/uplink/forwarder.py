@@ -376,7 +376,7 @@ class Forwarder:
         if room <= 0 or self._newest <= self._floor:
             return
         live_from = max(self._floor, self._newest - self.live_slots)  # batches above it are live
-        for batch in await self._db(self._buffer.undelivered, live_from, self.live_slots):
+        for batch in await self._db(self._buffer.undelivered, live_from, self.live_slots, self._unsendable()):
             if self._sendable(batch.batch_seq) and room > 0:
                 self._send(session, batch, now, 1)
                 room -= 1
@@ -386,7 +386,7 @@ class Forwarder:
         self._replay_after = max(self._replay_after, self._floor)
         if room <= 0 or self._tokens <= 0 or self._replay_after >= live_from:
             return
-        for batch in await self._db(self._buffer.undelivered, self._replay_after, room):
+        for batch in await self._db(self._buffer.undelivered, self._replay_after, room, self._unsendable()):
             if batch.batch_seq > live_from or room <= 0 or self._tokens <= 0:
                 break
             self._replay_after = batch.batch_seq
@@ -394,6 +394,10 @@ class Forwarder:
                 self._send(session, batch, now, 1)
                 self._tokens -= batch.last_seq - batch.first_seq + 1
                 room -= 1
+
+    def _unsendable(self) -> frozenset[int]:
+        """The batches :meth:`_sendable` refuses now, whose wires the buffer need not read."""
+        return frozenset(self._in_flight).union(self._recently_acked)
 
     def _sendable(self, batch_seq: int) -> bool:
         """Not out already, and not acknowledged since the buffer was asked what is undelivered."""
