@@ -108,3 +108,17 @@ def test_a_modbus_only_configuration_does_not_import_the_opcua_stack(tmp_path: P
     both.write_text(config_text(3, opcua=True))
     assert run_python(MODULES, str(both)) == {"asyncua": True, "pymodbus": False, "drivers.opcua": True,
                                               "drivers.modbus": True}
+
+
+AGENT_MODULES = """
+import json, sys
+import blackbox.agent.runtime, blackbox.cli.agent_run
+print(json.dumps({m: m in sys.modules for m in ("msgspec", "blackbox.seal.fast_records", "sqlalchemy", "alembic")}))
+"""
+
+
+def test_the_agent_loads_none_of_the_stores_readers() -> None:
+    """The fast records reader (msgspec) decodes batches in the store; a gateway that only seals
+    them loads it only to check a key rotation. Nor SQLAlchemy or Alembic: only an upgrade uses them."""
+    assert run_python(AGENT_MODULES) == dict.fromkeys(
+        ("msgspec", "blackbox.seal.fast_records", "sqlalchemy", "alembic"), False)

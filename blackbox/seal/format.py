@@ -21,7 +21,6 @@ from blackbox.model import Event, Reading, now_us
 from blackbox.seal.codec import MAX_RECORDS_BYTES, CodecError, codec_names, get_codec
 from blackbox.seal.document import ReadingRun, RowsRun, assemble
 from blackbox.seal.errors import MalformedBatch
-from blackbox.seal.fast_records import read_document
 from blackbox.seal.header import FORMAT_VERSION, BatchHeader, decode_header, encode_header
 from blackbox.seal.keys import key_id
 from blackbox.seal.records import (
@@ -280,6 +279,10 @@ def decode_rows(opened: OpenedBatch) -> tuple[list[list[Any]], list[list[Any]]]:
 
 def decode_row_tuples(opened: OpenedBatch) -> tuple[list[tuple[Any, ...]], list[list[Any]]]:
     """Like :func:`decode_rows`, with each reading row a tuple: the cheapest form (the decoder's own)."""
+    # imported here: msgspec and its typed rows hold 0.8 MiB, and a gateway that only seals
+    # batches decodes one only to check a key rotation
+    from blackbox.seal.fast_records import read_document
+
     try:
         readings, events = read_document(records_document(opened))
     except RecordError as exc:
