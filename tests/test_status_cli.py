@@ -155,14 +155,22 @@ async def test_the_same_question_within_a_poll_interval_is_answered_from_the_sam
     assert status._last_built[agent] is not narrowed  # a poll interval later: built again
 
 
-async def test_a_tag_list_is_let_go_once_it_may_no_longer_answer(running: Running) -> None:
+async def test_a_tag_list_is_let_go_once_it_may_no_longer_answer(
+        running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole list is megabytes at 10,000 tags: it is not kept after its poll interval (1 s here)."""
+    forget, forgotten = status._forget, asyncio.Event()
+
+    def forget_and_tell(*args: Any) -> None:
+        forget(*args)
+        forgotten.set()
+
+    monkeypatch.setattr(status, "_forget", forget_and_tell)
     agent = running.agent
     await status_report(agent)
     built = status._last_built[agent]
     async with asyncio.timeout(10):
-        while agent in status._last_built:
-            await asyncio.sleep(0.05)  # dropped by a timer of the agent's loop: nothing to await
+        await forgotten.wait()  # the agent's loop timer, a poll interval after the list was built
+    assert agent not in status._last_built
     await status_report(agent)
     assert status._last_built[agent] is not built  # built afresh
 

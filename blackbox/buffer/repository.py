@@ -465,10 +465,6 @@ class Buffer:
         ``without``: batches the caller would not send (already out): their wires, hundreds of
         kilobytes each for a large batch, are not read.
         """
-        if not without:
-            rows = self.db.execute(f"{_SELECT_BATCH} WHERE {_PENDING} AND batch_seq > ? ORDER BY batch_seq LIMIT ?",
-                                   (after_batch_seq, limit)).fetchall()
-            return [_row_to_batch(r) for r in rows]
         seqs = self.db.execute(f"SELECT batch_seq FROM sealed_batches WHERE {_PENDING} AND batch_seq > ? "
                                "ORDER BY batch_seq LIMIT ?", (after_batch_seq, limit + len(without))).fetchall()
         wanted = [seq for (seq,) in seqs if seq not in without][:limit]
