@@ -17,10 +17,9 @@ from typing import Any
 import orjson
 import pytest
 from agent_helpers import BLACKBOX, NotifySocket, agent_status, cli, edit_config, events_of, mqtt_settings
-from services import require_mosquitto
+from services import free_port_block, require_mosquitto
 from waiting import eventually
 
-from blackbox.broker import free_port
 from blackbox.demo import DEMO_CONFIG, write_config
 from blackbox.sim import Simulator
 
@@ -49,7 +48,7 @@ async def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess
 @pytest.mark.slow
 async def test_a_running_agent_answers_status_tail_operators_metrics_reload_and_stops_cleanly(tmp_path: Path) -> None:
     host, port = require_mosquitto()
-    metrics_port = free_port()
+    metrics_port = free_port_block(1)  # outside the ephemeral range: no client connection takes it meanwhile
     async with Simulator(seed=3, speed=60, opcua_port=0, modbus_port=0) as sim:
         config = write_config(DEMO_CONFIG, tmp_path, opcua_port=sim.opcua_port, modbus_port=sim.modbus_port,
                               mqtt=mqtt_settings(host, port), database_url=f"sqlite:///{tmp_path / 'store.sqlite'}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect
-from services import unavailable
+from services import free_port_block, unavailable
 from sqlalchemy import text
 from store_synth import GATEWAY, SEC
 from waiting import wait_until
@@ -36,12 +36,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 TAG = "EM-01.temperature"
 TIMEOUT_MS = 20_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int) -> bool:
@@ -86,7 +80,7 @@ def running(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 def serve_store(url: str, folder: Path) -> Iterator[Running]:
     engine = open_store(url)
     store = build_store(engine)
-    port = _free_port()
+    port = free_port_block(1)  # outside the ephemeral range: no client connection takes it meanwhile
     config = folder / "store.yaml"
     config.write_text(f"store:\n  database_url: '{url}'\n  web: {{host: 127.0.0.1, port: {port}}}\n")
     log = (folder / "web.log").open("w")
