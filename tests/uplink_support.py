@@ -28,11 +28,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from services import unavailable
+from services import free_port_block, unavailable
 from store_key import STORE_VKEY
 from waiting import eventually, wait_until
 
-from blackbox.broker import free_port
 from blackbox.control_client import AgentUnreachable, call
 from blackbox.demo import DEMO_CONFIG, write_config
 
@@ -123,7 +122,7 @@ class Mosquitto:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = port or free_port()
+        self.port = port or free_port_block(1)  # restarted on it: outside the ephemeral range, no client takes it
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = directory / "mosquitto.log"
         lines = [f"listener {self.port} {self.host}", "set_tcp_nodelay true", "max_queued_messages 100000",
