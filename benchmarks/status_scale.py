@@ -60,7 +60,7 @@ from blackbox.buffer import Committed
 from blackbox.cli.agent_view import status_args
 from blackbox.columns import ReadingBlock, SampleColumns
 from blackbox.config.sources import TagConfig
-from blackbox.control_client import call
+from blackbox.control_client import call, call_text
 from blackbox.model import now_us
 from blackbox.seal import generate_key_file
 
@@ -117,14 +117,15 @@ def answer_cpu(tags: int) -> dict[str, tuple[float, int]]:
                                               SampleColumns.good(chunk, [20.0 + i * 0.01 for i in range(len(chunk))])),
                                  []))
     out = {}
-    for name, attention, limit in (("plain status", True, 50), ("status --json", False, None)):
+    for name, attention, limit, indented in (("plain status", True, 50, False), ("status --json", False, None, True)):
         cpus, size = [], 0
         for _ in range(50):
             started = time.process_time()
             rows, last = live.snapshot()
-            report = tag_report(rows, last, ts + 50_000, None, attention, limit)
-            size = len(orjson.dumps({"ok": True, "result": {"tags": orjson.Fragment(report.json),
-                                                            "tag_counts": report.counts}}))
+            report = tag_report(rows, last, ts + 50_000, None, attention, limit, indented)
+            doc = {"tags": orjson.Fragment(report.json), "tag_counts": report.counts}
+            size = len(orjson.dumps(doc, option=orjson.OPT_INDENT_2) if indented
+                       else orjson.dumps({"ok": True, "result": doc}))
             cpus.append(time.process_time() - started)
         out[name] = (statistics.median(cpus), size)
     return out
@@ -138,6 +139,13 @@ def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def answer(sock: Path, args: dict[str, Any]) -> bytes:
+    """``status`` with ``args`` as the command asks it: ``--json`` as the text it prints, else decoded."""
+    if args.get("as_text"):
+        return call_text(sock, "status", args, timeout=60)
+    return orjson.dumps(call(sock, "status", args, timeout=60))
+
+
 async def hammer(sock: Path, args: dict[str, Any], agent_pid: int, seconds: float) -> dict[str, Any]:
     """Ask ``status`` with ``args`` back to back for ``seconds``; the answer times, CPU and window."""
     answers: list[float] = []
@@ -145,7 +153,7 @@ async def hammer(sock: Path, args: dict[str, Any], agent_pid: int, seconds: floa
     cpu0, t0 = cpu_seconds(agent_pid), time.time()
     while time.time() - t0 < seconds:
         started = time.perf_counter()
-        size = len(orjson.dumps(await asyncio.to_thread(call, sock, "status", args, timeout=60)))
+        size = len(await asyncio.to_thread(answer, sock, args))
         answers.append(time.perf_counter() - started)
     t1 = time.time()
     return {"answers": answers, "cpu": cpu_seconds(agent_pid) - cpu0, "t0": t0, "t1": t1, "bytes": size}
@@ -181,7 +189,7 @@ async def run(workdir: Path, broker: EmbeddedBroker, tags: int, seconds: float, 
         quiet_gap, quiet_cycles = poll_delay(buffer, int(t0 * 1e6), int(t1 * 1e6))
         windows = {}
         for name, args in (("plain status", status_args(False, False, [], [])),
-                           ("status --json", status_args(False, True, [], []))):
+                           ("status --json", status_args(False, True, [], []) | {"as_text": True})):
             over0 = await asyncio.to_thread(overruns, sock)
             w = await hammer(sock, args, agent.pid, seconds)
             w["overruns"] = await asyncio.to_thread(overruns, sock) - over0

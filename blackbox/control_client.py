@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     SocketPath = str | os.PathLike[str]
 
 
+SMALL_ANSWER_BYTES = 4096
+"""Lines up to this size are decoded with the standard library's JSON, larger ones with orjson."""
+
+
 class AgentUnreachable(Exception):
     """No agent answers on the control socket."""
 
@@ -67,6 +71,45 @@ def call(path: SocketPath, cmd: str, args: dict[str, Any] | None = None, *, user
         for doc in _lines(sock, decode):
             return doc.get("result")
     raise CommandFailed(f"the agent closed the connection without answering {cmd!r}")
+
+
+def call_text(path: SocketPath, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,
+              timeout: float = 10.0) -> bytes:
+    """Run a command whose result the agent sends as the text to print (a ``text_bytes`` answer, see
+    :mod:`blackbox.agent.control`) and return those bytes as they came.
+
+    An agent started before this command was installed answers with a JSON ``result`` instead: that
+    is returned as the same text (indented JSON, a newline at the end).
+    """
+    with _connect(path, timeout) as sock:
+        _send(sock, cmd, args or {}, user)
+        with sock.makefile("rb") as f:
+            line = f.readline()
+            if not line:
+                raise CommandFailed(f"the agent closed the connection without answering {cmd!r}")
+            doc = _header(line)
+            if not doc.get("ok"):
+                raise CommandFailed(str(doc.get("error")))
+            size = doc.get("text_bytes")
+            if not isinstance(size, int):  # an older agent's JSON result
+                import orjson
+
+                return orjson.dumps(doc.get("result"), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+            data = f.read(size)
+    if len(data) != size:
+        raise CommandFailed(f"the agent closed the connection after {len(data):,} of the {size:,} bytes "
+                            f"of its answer to {cmd!r}")
+    return data
+
+
+def _header(line: bytes) -> dict[str, Any]:
+    """The first line of an answer: a ``text_bytes`` header or an error, a few dozen bytes; or a whole
+    JSON result (an older agent's), decoded with orjson when that is large."""
+    if len(line) <= SMALL_ANSWER_BYTES:
+        return dict(json.loads(line))
+    import orjson
+
+    return dict(orjson.loads(line))
 
 
 def stream(path: SocketPath, cmd: str, args: dict[str, Any] | None = None, *, user: str | None = None,

@@ -156,6 +156,11 @@ def test_status_picks_lists_and_counts_tags(patterns: list[str], units: list[str
         assert (t["quality"], t["age_s"], t["stale"]) == (listed_quality, listed_age,
                                                          listed_age is None or listed_age > 4.0)
         assert t["reason"] == (None if listed_quality in (None, Quality.GOOD) else "why")
+    # status --json: the same list written to sit in a document indented as orjson indents one
+    indented = tag_report(rows, last, now, None if pick.everything else pick, attention_only, limit, indented=True)
+    assert (orjson.dumps({"gateway": "gw", "tags": orjson.Fragment(indented.json), "alarms": []},
+                         option=orjson.OPT_INDENT_2)
+            == orjson.dumps({"gateway": "gw", "tags": got, "alarms": []}, option=orjson.OPT_INDENT_2))
 
 
 def test_a_tail_picks_its_tags_in_every_cycle_of_the_same_tags() -> None:

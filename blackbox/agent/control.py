@@ -7,7 +7,10 @@ running agent here. Each request is one JSON object per line::
 
 and each answer one JSON object per line: ``{"ok": true, "result": ...}`` or
 ``{"ok": false, "error": "..."}``. A streaming command (an async generator handler) answers with
-one ``{"ok": true, "item": ...}`` line per item until the client hangs up.
+one ``{"ok": true, "item": ...}`` line per item until the client hangs up. A command whose result
+is already the text the client prints (:class:`TextAnswer`: ``status --json``, megabytes of indented
+JSON at 20,000 tags) answers with the line ``{"ok": true, "text_bytes": N}`` followed by those N
+bytes, so that the client neither decodes nor re-encodes them.
 
 Who asked is taken from the socket's peer credentials (``SO_PEERCRED``), which the client cannot
 forge; the name the client claims is kept beside it. The socket file is created mode 0660.
@@ -32,6 +35,8 @@ import orjson
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
+PIECE_BYTES = 256 * 1024
+"""The most of an answer handed to the socket's transport at once (:func:`write_in_pieces`)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,13 @@ class Caller:
         if self.claimed and self.account and self.claimed != self.account:
             return f"{self.claimed} (os:{self.account})"
         return self.claimed or self.account or "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class TextAnswer:
+    """A command's result as the bytes the client prints, sent after a ``text_bytes`` line (see above)."""
+
+    data: bytes
 
 
 Handler = Callable[[dict[str, Any], Caller], Awaitable[Any] | AsyncIterator[Any]]
@@ -101,8 +113,7 @@ class ControlServer:
 
     async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> None:
         async def send(doc: dict[str, Any]) -> None:
-            writer.write(orjson.dumps(doc, default=str) + b"\n")
-            await writer.drain()
+            await write_in_pieces(writer, orjson.dumps(doc, default=str) + b"\n")
 
         try:
             req = orjson.loads(line)
@@ -128,7 +139,12 @@ class ControlServer:
                 return
             if not inspect.isawaitable(outcome):
                 raise RuntimeError("internal error: expected inspect.isawaitable(outcome)")
-            await send({"ok": True, "result": await outcome})
+            result = await outcome
+            if isinstance(result, TextAnswer):
+                writer.write(orjson.dumps({"ok": True, "text_bytes": len(result.data)}) + b"\n")
+                await write_in_pieces(writer, result.data)
+            else:
+                await send({"ok": True, "result": result})
         except ControlError as exc:
             await send({"ok": False, "error": str(exc)})
         except (ConnectionError, asyncio.CancelledError):
@@ -136,6 +152,20 @@ class ControlServer:
         except Exception as exc:
             log.exception("control command %s failed", cmd)
             await send({"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"})
+
+
+async def write_in_pieces(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Send ``data`` a piece at a time, each once the one before has left.
+
+    Python 3.11's transport keeps what the socket did not take at once in a bytearray and removes
+    each part sent from its front, moving the rest every time: a 4 MB answer (``status --json`` at
+    20,000 tags) cost the event loop, and the polls it runs, 3.3 ms of CPU that way, 0.5 ms in
+    pieces of :data:`PIECE_BYTES`.
+    """
+    view = memoryview(data)
+    for start in range(0, len(view), PIECE_BYTES):
+        writer.write(view[start:start + PIECE_BYTES])
+        await writer.drain()
 
 
 def _caller(writer: asyncio.StreamWriter, claimed: str | None) -> Caller:

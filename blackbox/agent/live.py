@@ -258,12 +258,13 @@ class TagReport:
 
 
 def tag_report(rows: list[TagRow], last: dict[str, Last], now_us: int, pick: TagFilter | None = None,
-               attention_only: bool = False, limit: int | None = None) -> TagReport:
+               attention_only: bool = False, limit: int | None = None, indented: bool = False) -> TagReport:
     """The tags ``pick`` names (every tag without it), from a :meth:`LiveView.snapshot`: safe on any thread.
 
     Only the tags listed become dicts (the costly part at 20,000 tags); every picked tag is counted.
     ``attention_only`` lists the stale tags and those of a quality other than good; ``limit`` lists
-    at most that many (the counts still cover every picked tag).
+    at most that many (the counts still cover every picked tag). ``indented``: the JSON is written
+    as the value of a key of a document indented by two spaces a level (``status --json``).
     """
     out: list[dict[str, Any]] = []
     add = out.append
@@ -296,6 +297,7 @@ def tag_report(rows: list[TagRow], last: dict[str, Last], now_us: int, pick: Tag
         if (needs or not attention_only) and room > len(out):
             add({"tag": name, "unit": unit, "eng_unit": eng_unit, "age_s": age, "stale": is_stale,
                  "value": r[2], "quality": str(quality), "reason": r[4]})
-    return TagReport(orjson.dumps(out), {
+    text = orjson.dumps(out, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ") if indented else orjson.dumps(out)
+    return TagReport(text, {
         "configured": len(rows), "matching": matching, "stale": stale, "never_read": never_read, "bad": bad,
         "uncertain": uncertain, "attention": attention, "listed": len(out)})

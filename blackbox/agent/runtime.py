@@ -23,7 +23,7 @@ from blackbox.agent.alarm_commands import handlers as alarm_handlers
 from blackbox.agent.batch_record import BatchRecord
 from blackbox.agent.clock import GatewayClock
 from blackbox.agent.context import ContextTracker
-from blackbox.agent.control import Caller, ControlError, ControlServer
+from blackbox.agent.control import Caller, ControlError, ControlServer, TextAnswer
 from blackbox.agent.esign import Accounts
 from blackbox.agent.live import LiveView
 from blackbox.agent.metrics import SCRAPE_TIMEOUT_S
@@ -31,7 +31,7 @@ from blackbox.agent.operator import operator_handlers
 from blackbox.agent.poller import SourcePoller
 from blackbox.agent.recorder import Recorder
 from blackbox.agent.sealer import Sealer
-from blackbox.agent.status import collect_metrics, health, status_report, tail_handler
+from blackbox.agent.status import collect_metrics, health, status_answer, tail_handler
 from blackbox.agent.system_alarms import SystemAlarms
 from blackbox.buffer import Buffer, BufferError, Committed
 from blackbox.config import Config, ConfigError, LoadedConfig, load_config
@@ -463,8 +463,8 @@ class Agent:
 
         return handler
 
-    async def _status(self, args: dict[str, Any], _caller: Caller) -> dict[str, Any]:
-        return await status_report(self, args)
+    async def _status(self, args: dict[str, Any], _caller: Caller) -> dict[str, Any] | TextAnswer:
+        return await status_answer(self, args)
 
     def _uplink_alarm(self, rule: str, reason: str) -> None:
         """The forwarder refused a receipt or found the store's log inconsistent: an alarm in the record."""

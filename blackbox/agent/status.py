@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from blackbox.agent.control import Caller, ControlError
+from blackbox.agent.control import Caller, ControlError, TextAnswer
 from blackbox.agent.live import TagFilter, TagReport, tag_report
 from blackbox.agent.metrics import Metric
 from blackbox.buffer import Backlog, Buffer, Usage
@@ -97,7 +97,21 @@ def tag_filter(agent: Agent, args: dict[str, Any]) -> TagFilter:
     return pick
 
 
-async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dict[str, Any]:
+async def status_answer(agent: Agent, args: dict[str, Any]) -> dict[str, Any] | TextAnswer:
+    """The ``status`` command: :func:`status_report`, or with ``as_text`` (``blackbox status --json``)
+    that report as the indented JSON text the command prints, which the command then neither decodes
+    nor re-encodes (4 MB at 20,000 tags: about 30 ms of its CPU)."""
+    as_text = args.get("as_text", False)
+    if not isinstance(as_text, bool):
+        raise ControlError("as_text must be true or false")
+    if not as_text:
+        return await status_report(agent, args)
+    report = await status_report(agent, args, indented_tags=True)
+    return TextAnswer(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+
+
+async def status_report(agent: Agent, args: dict[str, Any] | None = None, *,
+                        indented_tags: bool = False) -> dict[str, Any]:
     """The answer to ``blackbox status``; ``args`` may narrow its list of tags (every tag without them):
     ``tags`` and ``units`` pick tags as ``tail`` does, ``list`` is ``"attention"`` for the stale and
     not-good ones only, ``limit`` caps the list. ``tag_counts`` always counts every picked tag.
@@ -109,7 +123,8 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
     of the buffer's thread (which may be busy with commits) at the same time. The same question
     asked again within the fastest source's poll interval (at most :data:`MAX_REUSE_S`) is answered
     with that list and those figures: they could not be newer than one poll cycle anyway, and
-    status asked in a loop then costs the agent almost nothing.
+    status asked in a loop then costs the agent almost nothing. ``indented_tags``: the list is
+    written for an answer indented by two spaces (:func:`status_answer`), not for a JSON line.
     """
     args = args or {}
     listing, limit = args.get("list", "all"), args.get("limit")
@@ -118,7 +133,7 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise ControlError("limit must be a whole number, 0 or more")
     pick = tag_filter(agent, args)
-    question = (tuple(args.get("tags") or ()), tuple(args.get("units") or ()), listing, limit)
+    question = (tuple(args.get("tags") or ()), tuple(args.get("units") or ()), listing, limit, indented_tags)
     async with agent.live.building:  # one at a time: overlapping requests queue, the polls keep their share
         built = _last_built.get(agent)
         if built is None or built.question != question or clock() - built.at >= _reuse_for(agent):
@@ -126,7 +141,7 @@ async def status_report(agent: Agent, args: dict[str, Any] | None = None) -> dic
             started, now = clock(), now_us()
             report, figures = await asyncio.gather(
                 asyncio.to_thread(tag_report, rows, last, now, None if pick.everything else pick,
-                                  listing == "attention", limit),
+                                  listing == "attention", limit, indented_tags),
                 _buffer_figures(agent))
             built = _last_built[agent] = _Built(question, started, now, report, figures)
             # let it go once it may no longer answer: at 10,000 tags the whole list is megabytes

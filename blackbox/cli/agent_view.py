@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from blackbox.control_client import call, stream
+from blackbox.control_client import call, call_text, stream
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing, datetime or pathlib (as mypy reads it)
 if TYPE_CHECKING:
@@ -39,17 +39,18 @@ def status_args(all_tags: bool, json_out: bool, patterns: Sequence[str], units: 
 def show_status(socket: SocketPath, *, json_out: bool = False, all_tags: bool = False,
                 patterns: Sequence[str] = (), units: Sequence[str] = ()) -> None:
     args = status_args(all_tags, json_out, patterns, units)
+    if json_out:  # the agent writes the indented JSON (megabytes at 20,000 tags): copied out as it comes
+        text = call_text(socket, "status", args | {"as_text": True})
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+        return
     if args.get("list") == "attention":  # a few kilobytes: the standard library's JSON, without loading orjson
         st = call(socket, "status", args)
     else:  # up to megabytes (20,000 tags): decoded several times faster
         import orjson
 
         st = call(socket, "status", args, decode=orjson.loads)
-        if json_out:
-            sys.stdout.flush()
-            sys.stdout.buffer.write(orjson.dumps(st, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-            sys.stdout.buffer.flush()
-            return
     sys.stdout.write(status_text(st, filtered=bool(patterns or units), all_tags=all_tags))
     sys.stdout.flush()
 
